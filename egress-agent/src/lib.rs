@@ -1,0 +1,4 @@
+//! The egress agent as a library: policy logic, the datapath loader and the
+//! operator-facing services. `main.rs` is a thin CLI over this.
+
+pub mod policy;

@@ -1,0 +1,155 @@
+//! The validated policy pack: what `parse` + `validate` produce and what
+//! `compile` and the reference evaluator consume. Every name reference here
+//! has been checked; every list is non-empty where the contract says so.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+/// Where in which file something was written (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// `monitor` reports a deny as `would_deny` and lets the packet through;
+/// `enforce` drops it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    #[default]
+    Monitor,
+    Enforce,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Permit,
+    Deny,
+}
+
+/// `dns.query_filter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum QueryFilter {
+    #[default]
+    Off,
+    Monitor,
+    Enforce,
+}
+
+/// The rule's `protocol`. `Icmp` is ICMP for IPv4 and ICMPv6 for IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    #[default]
+    Any,
+}
+
+/// An inclusive destination port range (`443` is `443..=443`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+/// A domain pattern of a WebGroup, normalised (lowercase, no trailing dot).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DomainPattern {
+    /// `api.openai.com`: that name only.
+    Exact(String),
+    /// `*.example.com`: exactly one label before the suffix (stored without `*.`).
+    OneLabel(String),
+    /// `**.example.com`: one or more labels before the suffix (stored without `**.`).
+    AnyDepth(String),
+}
+
+/// `dns:` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    pub resolvers: Vec<IpAddr>,
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+    pub query_filter: QueryFilter,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        Self { resolvers: Vec::new(), min_ttl: 60, max_ttl: 86400, query_filter: QueryFilter::Off }
+    }
+}
+
+/// A named set of CIDRs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmartGroup {
+    pub name: String,
+    /// Non-empty; a bare address is stored as a host prefix.
+    pub cidrs: Vec<IpNet>,
+    pub location: Location,
+}
+
+/// A named set of domain patterns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebGroup {
+    pub name: String,
+    /// Non-empty.
+    pub domains: Vec<DomainPattern>,
+    pub location: Location,
+}
+
+/// A rule's `source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Any,
+    /// One or more SmartGroup names, all defined.
+    Groups(Vec<String>),
+}
+
+/// One element of a rule's `destination`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Any,
+    /// The `dns.resolvers` addresses.
+    Resolvers,
+    SmartGroup(String),
+    WebGroup(String),
+    Cidrs(Vec<IpNet>),
+}
+
+/// A validated rule; `mode` is already resolved against the pack's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub priority: u16,
+    pub source: Source,
+    /// Non-empty; a single destination is a one-element list.
+    pub destinations: Vec<Destination>,
+    pub protocol: Protocol,
+    /// `None`: all ports. `Some` is non-empty.
+    pub ports: Option<Vec<PortRange>>,
+    pub action: Action,
+    pub mode: Mode,
+    pub log: bool,
+    pub location: Location,
+}
+
+/// A whole validated pack. `rules` is sorted by ascending priority.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pack {
+    pub version: u32,
+    pub mode: Mode,
+    pub dns: DnsSettings,
+    pub smartgroups: BTreeMap<String, SmartGroup>,
+    pub webgroups: BTreeMap<String, WebGroup>,
+    pub rules: Vec<Rule>,
+}

@@ -1,0 +1,80 @@
+//! Flow cache, fragment tracking and flow events.
+
+/// Address family codes.
+pub const FAMILY_V4: u8 = 4;
+/// IPv6.
+pub const FAMILY_V6: u8 = 6;
+
+/// 5-tuple of a flow as the workload sent it (before any NAT).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+crate::assert_size!(FlowKey, 40);
+
+/// A cached decision, valid while `generation` is the live one.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub generation: u32,
+    /// Rule index in the pack of that generation.
+    pub rule: u32,
+    /// A [`crate::Verdict`] code.
+    pub verdict: u8,
+    pub _pad: [u8; 7],
+}
+crate::assert_size!(FlowValue, 16);
+
+/// Identity of a fragmented datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// IPv4 identification (16 bits) or IPv6 fragment identification.
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+crate::assert_size!(FragKey, 40);
+
+/// Capacity of the flow cache (LRU).
+pub const FLOW_CACHE_ENTRIES: u32 = 262_144;
+/// Capacity of the fragment table (LRU).
+pub const FRAG_ENTRIES: u32 = 16_384;
+/// Size of the flow-event ring buffer in bytes.
+pub const EVENT_RING_BYTES: u32 = 1 << 22;
+
+/// A decision on a new flow, sent to the agent through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowEvent {
+    /// `bpf_ktime_get_ns` (monotonic) when the packet was judged.
+    pub ktime_ns: u64,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport_be: u16,
+    pub dport_be: u16,
+    pub proto: u8,
+    pub family: u8,
+    /// A [`crate::Verdict`] code.
+    pub verdict: u8,
+    /// A [`crate::Reason`] code.
+    pub reason: u8,
+    /// Rule index in the pack of `generation`.
+    pub rule: u32,
+    pub generation: u32,
+    pub ifindex: u32,
+    pub _pad: [u8; 4],
+}
+crate::assert_size!(FlowEvent, 64);
+
+crate::impl_pod!(FlowKey, FlowValue, FragKey, FlowEvent);

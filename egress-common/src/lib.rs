@@ -1,0 +1,43 @@
+//! Types shared by the eBPF datapath (`egress-ebpf`) and the agent.
+//!
+//! Every map key and value is `#[repr(C)]`, made of fixed-width integers with
+//! explicit zeroed padding, and has its size asserted beside it: the kernel
+//! and userspace must agree on every byte. Fields in network byte order end in
+//! `_be`. Addresses are 16 bytes; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).
+//! With the `user` feature the types implement `aya::Pod`.
+#![no_std]
+
+pub mod flow;
+pub mod pack;
+pub mod reason;
+
+pub use flow::*;
+pub use pack::*;
+pub use reason::*;
+
+/// Layout version of every pinned map. Bumped whenever any type in this
+/// crate changes size or meaning; it is part of every map's name.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Implements `aya::Pod` for the listed types when built for userspace.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! impl_pod {
+    ($($t:ty),* $(,)?) => {
+        $(
+            #[cfg(feature = "user")]
+            // SAFETY: the type is `repr(C)`, `Copy`, made only of integers and
+            // byte arrays with explicit padding, so every bit pattern is valid.
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
+}
+
+/// Compile-time check of a type's size.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! assert_size {
+    ($t:ty, $n:expr) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $n);
+    };
+}

@@ -1,0 +1,127 @@
+//! The compiled pack as the datapath reads it.
+//!
+//! Classification is by equivalence classes (recursive flow classification):
+//! the source address gives a source class (LPM trie), the destination address
+//! a destination class (LPM trie), protocol and port a port class (array).
+//! `(source class, port class)` gives a combined class `x` (hash); `(x,
+//! destination class)` gives the first matching rule (sparse hash), falling
+//! back to `DEFAULTS[x]`, the first rule of `x` whose destination is `any`.
+//! Every lookup is one map access whatever the size of the pack.
+
+/// Decision value: no rule's source covers the packet; it passes untouched.
+pub const DECISION_UNCOVERED: u32 = u32::MAX;
+
+/// Index of protocol and port in the port-class array: TCP ports first,
+/// then UDP ports, then one slot for ICMP/ICMPv6 and one for other protocols.
+pub const PORT_INDEX_TCP: u32 = 0;
+/// First UDP slot.
+pub const PORT_INDEX_UDP: u32 = 65536;
+/// The ICMP and ICMPv6 slot.
+pub const PORT_INDEX_ICMP: u32 = 131072;
+/// The slot of every other protocol.
+pub const PORT_INDEX_OTHER: u32 = 131073;
+/// Entries of the port-class array.
+pub const PORT_INDEX_SLOTS: u32 = 131074;
+
+/// Capacity of the per-slot rule table (rules plus `implicit-deny`).
+pub const MAX_RULES: u32 = 65_540;
+/// Capacity of each LPM trie (prefixes of one family and direction).
+pub const MAX_PREFIXES: u32 = 262_144;
+/// Capacity of the `(source class, port class)` table.
+pub const MAX_SP_ENTRIES: u32 = 1 << 20;
+/// Capacity of the combined-class table (`DEFAULTS`).
+pub const MAX_X_CLASSES: u32 = 1 << 18;
+/// Capacity of the sparse `(x, destination class)` table.
+pub const MAX_XD_ENTRIES: u32 = 1 << 22;
+/// Capacity of the gateway-address table.
+pub const MAX_LOCAL_ADDRS: u32 = 1024;
+
+/// Rule action codes in [`RuleInfo::action`].
+pub const ACTION_PERMIT: u8 = 0;
+/// Deny.
+pub const ACTION_DENY: u8 = 1;
+/// Rule mode codes in [`RuleInfo::mode`] and [`SlotMeta::mode`].
+pub const MODE_MONITOR: u8 = 0;
+/// Enforce.
+pub const MODE_ENFORCE: u8 = 1;
+
+/// A rule as the datapath needs it, indexed by rule index (priority order;
+/// the last index of a pack is `implicit-deny`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// `ACTION_PERMIT` or `ACTION_DENY`.
+    pub action: u8,
+    /// `MODE_MONITOR` or `MODE_ENFORCE`.
+    pub mode: u8,
+    /// 1 when the rule writes a flow-log record for new flows.
+    pub log: u8,
+    pub _pad: u8,
+    /// The rule's priority (informational; the index already orders rules).
+    pub priority: u32,
+}
+crate::assert_size!(RuleInfo, 8);
+
+/// Key of the `(source class, port class)` table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SpKey {
+    pub src_class: u32,
+    pub port_class: u32,
+}
+crate::assert_size!(SpKey, 8);
+
+/// Key of the sparse `(combined class, destination class)` table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct XdKey {
+    pub x_class: u32,
+    pub dst_class: u32,
+}
+crate::assert_size!(XdKey, 8);
+
+/// LPM trie key data for IPv4 (network order bytes).
+pub type Ipv4KeyData = [u8; 4];
+/// LPM trie key data for IPv6 (network order bytes).
+pub type Ipv6KeyData = [u8; 16];
+
+/// `LIVE[0]`: which slot of the double-buffered pack is live.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveState {
+    /// 0 or 1.
+    pub slot: u32,
+    /// Generation of the pack in the live slot (0: no pack yet, pass all).
+    pub generation: u32,
+}
+crate::assert_size!(LiveState, 8);
+
+/// `SLOT_META[slot]`: facts about the pack installed in a slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotMeta {
+    /// The pack's generation (increments on every install).
+    pub generation: u32,
+    /// Index of `implicit-deny` in the slot's rule table.
+    pub implicit_rule: u32,
+    /// The pack's default mode, applied to packets it cannot judge.
+    pub mode: u8,
+    /// 1 when some rule's source is `any` (every source is covered).
+    pub any_source: u8,
+    pub _pad: [u8; 6],
+}
+crate::assert_size!(SlotMeta, 16);
+
+/// Per-CPU counter cell, indexed `rule * VERDICTS + verdict` in a slot's
+/// counter array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounter {
+    pub packets: u64,
+    pub bytes: u64,
+    /// New flows (cache misses) the rule decided.
+    pub flows: u64,
+}
+crate::assert_size!(RuleCounter, 24);
+
+crate::impl_pod!(RuleInfo, SpKey, XdKey, LiveState, SlotMeta, RuleCounter);

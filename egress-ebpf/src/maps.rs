@@ -1,0 +1,141 @@
+//! Every map of the datapath. Names carry the layout version (`EGV1_`): an
+//! agent that finds pins of another version must not reinterpret them.
+//!
+//! The pack is double-buffered: slot 0 and slot 1 each hold a whole compiled
+//! pack, `EGV1_LIVE[0]` says which one is live. A packet reads `EGV1_LIVE`
+//! once and uses only that slot, so it is judged wholly by one pack.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use egress_common::{
+    EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowKey, FlowValue, FragKey, LiveState,
+    MAX_LOCAL_ADDRS, MAX_PREFIXES, MAX_RULES, MAX_SP_ENTRIES, MAX_X_CLASSES, MAX_XD_ENTRIES,
+    PORT_INDEX_SLOTS, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SpKey, VERDICTS, XdKey,
+};
+
+/// Flag: allocate hash entries on demand (large, mostly sparse tables).
+const NO_PREALLOC: u32 = 1;
+
+/// `[0]`: the live slot and its generation.
+#[map]
+pub static EGV1_LIVE: Array<LiveState> = Array::with_max_entries(1, 0);
+
+/// Per slot: generation, mode, implicit-deny index, `any` source flag.
+#[map]
+pub static EGV1_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
+
+/// The gateway's own addresses (IPv4-mapped), less the listed resolvers:
+/// packets to them are not judged.
+#[map]
+pub static EGV1_LOCAL: HashMap<[u8; 16], u8> =
+    HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
+
+/// 5-tuple → verdict of the pack generation that decided it (LRU).
+#[map]
+pub static EGV1_FLOWS: LruHashMap<FlowKey, FlowValue> =
+    LruHashMap::with_max_entries(FLOW_CACHE_ENTRIES, 0);
+
+/// First fragments seen: later fragments of the datagram follow their verdict.
+#[map]
+pub static EGV1_FRAGS: LruHashMap<FragKey, FlowValue> =
+    LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+
+/// Packets per [`egress_common::Reason`] code (per CPU).
+#[map]
+pub static EGV1_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
+
+/// New-flow decisions of logging rules, for flow logs.
+#[map]
+pub static EGV1_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+
+/// Declares one slot's tables.
+macro_rules! slot_maps {
+    ($src4:ident, $src6:ident, $dst4:ident, $dst6:ident, $ports:ident, $sp:ident,
+     $xd:ident, $defaults:ident, $rules:ident, $counters:ident) => {
+        /// Source address (IPv4) → source class.
+        #[map]
+        pub static $src4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+        /// Source address (IPv6) → source class.
+        #[map]
+        pub static $src6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+        /// Destination address (IPv4) → destination class.
+        #[map]
+        pub static $dst4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+        /// Destination address (IPv6) → destination class.
+        #[map]
+        pub static $dst6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+        /// Protocol and destination port (see `PORT_INDEX_*`) → port class.
+        #[map]
+        pub static $ports: Array<u32> = Array::with_max_entries(PORT_INDEX_SLOTS, 0);
+        /// (source class, port class) → combined class `x`.
+        #[map]
+        pub static $sp: HashMap<SpKey, u32> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
+        /// (x, destination class) → rule index, where it differs from the default.
+        #[map]
+        pub static $xd: HashMap<XdKey, u32> = HashMap::with_max_entries(MAX_XD_ENTRIES, NO_PREALLOC);
+        /// x → rule index of its first `any`-destination rule, `implicit-deny`,
+        /// or `DECISION_UNCOVERED`.
+        #[map]
+        pub static $defaults: Array<u32> = Array::with_max_entries(MAX_X_CLASSES, 0);
+        /// Rule index → action, mode, log.
+        #[map]
+        pub static $rules: Array<RuleInfo> = Array::with_max_entries(MAX_RULES, 0);
+        /// `rule * VERDICTS + verdict` → packets, bytes, flows (per CPU).
+        #[map]
+        pub static $counters: PerCpuArray<RuleCounter> =
+            PerCpuArray::with_max_entries(MAX_RULES * VERDICTS, 0);
+    };
+}
+
+slot_maps!(
+    EGV1_SRC4_0, EGV1_SRC6_0, EGV1_DST4_0, EGV1_DST6_0, EGV1_PORTS_0, EGV1_SP_0, EGV1_XD_0,
+    EGV1_DEFAULTS_0, EGV1_RULES_0, EGV1_COUNTERS_0
+);
+slot_maps!(
+    EGV1_SRC4_1, EGV1_SRC6_1, EGV1_DST4_1, EGV1_DST6_1, EGV1_PORTS_1, EGV1_SP_1, EGV1_XD_1,
+    EGV1_DEFAULTS_1, EGV1_RULES_1, EGV1_COUNTERS_1
+);
+
+/// One slot's tables, by reference.
+pub struct Slot {
+    pub src4: &'static LpmTrie<[u8; 4], u32>,
+    pub src6: &'static LpmTrie<[u8; 16], u32>,
+    pub dst4: &'static LpmTrie<[u8; 4], u32>,
+    pub dst6: &'static LpmTrie<[u8; 16], u32>,
+    pub ports: &'static Array<u32>,
+    pub sp: &'static HashMap<SpKey, u32>,
+    pub xd: &'static HashMap<XdKey, u32>,
+    pub defaults: &'static Array<u32>,
+    pub rules: &'static Array<RuleInfo>,
+    pub counters: &'static PerCpuArray<RuleCounter>,
+}
+
+/// Slot 0's tables.
+pub const SLOT0: Slot = Slot {
+    src4: &EGV1_SRC4_0,
+    src6: &EGV1_SRC6_0,
+    dst4: &EGV1_DST4_0,
+    dst6: &EGV1_DST6_0,
+    ports: &EGV1_PORTS_0,
+    sp: &EGV1_SP_0,
+    xd: &EGV1_XD_0,
+    defaults: &EGV1_DEFAULTS_0,
+    rules: &EGV1_RULES_0,
+    counters: &EGV1_COUNTERS_0,
+};
+
+/// Slot 1's tables.
+pub const SLOT1: Slot = Slot {
+    src4: &EGV1_SRC4_1,
+    src6: &EGV1_SRC6_1,
+    dst4: &EGV1_DST4_1,
+    dst6: &EGV1_DST6_1,
+    ports: &EGV1_PORTS_1,
+    sp: &EGV1_SP_1,
+    xd: &EGV1_XD_1,
+    defaults: &EGV1_DEFAULTS_1,
+    rules: &EGV1_RULES_1,
+    counters: &EGV1_COUNTERS_1,
+};

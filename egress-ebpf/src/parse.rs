@@ -1,0 +1,254 @@
+//! Packet parsing through one bounds-checked helper ([`Cursor::read`]).
+//!
+//! Understands Ethernet with up to two 802.1Q/802.1ad tags, IPv4 (options,
+//! fragments), IPv6 (extension headers, fragments), TCP, UDP, ICMP and
+//! ICMPv6. Anything it cannot read whole is an error with a stable reason.
+
+use egress_common::{FAMILY_V4, FAMILY_V6, Reason};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const ETH_P_QINQ_LEGACY: u16 = 0x9100;
+const MAX_TAGS: usize = 2;
+/// Extension headers walked before giving up (`TooManyExtHeaders`).
+pub const MAX_EXT_HEADERS: usize = 8;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// Fragment position of a packet.
+pub const FRAG_NONE: u8 = 0;
+/// The first fragment of a datagram: carries the L4 header.
+pub const FRAG_FIRST: u8 = 1;
+/// A later fragment: no L4 header.
+pub const FRAG_LATER: u8 = 2;
+
+/// What the parser learned of a packet.
+#[derive(Clone, Copy)]
+pub struct Packet {
+    /// `FAMILY_V4`, `FAMILY_V6`, or 0 while the source is not known.
+    pub family: u8,
+    /// L4 protocol (after IPv6 extension headers).
+    pub proto: u8,
+    /// `FRAG_*`.
+    pub frag: u8,
+    /// ICMP/ICMPv6 type (0 for other protocols).
+    pub icmp_type: u8,
+    /// Source and destination, IPv4-mapped for IPv4.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Ports in host order (0 without ports).
+    pub sport: u16,
+    pub dport: u16,
+    /// Fragment identification.
+    pub frag_id: u32,
+}
+
+impl Packet {
+    /// A packet with nothing known yet.
+    #[inline(always)]
+    pub const fn empty() -> Self {
+        Packet {
+            family: 0,
+            proto: 0,
+            frag: FRAG_NONE,
+            icmp_type: 0,
+            src: [0; 16],
+            dst: [0; 16],
+            sport: 0,
+            dport: 0,
+            frag_id: 0,
+        }
+    }
+
+    /// True when the L4 header was read (not a later fragment).
+    #[inline(always)]
+    pub fn has_l4(&self) -> bool {
+        self.frag != FRAG_LATER
+    }
+}
+
+/// Outcome of a successful parse.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// An IPv4 or IPv6 packet, filled into the `Packet`.
+    Ip,
+    /// Not IP (ARP, LLDP, ...).
+    NotIp,
+}
+
+/// The one bounds-checked view of packet memory.
+pub struct Cursor {
+    start: usize,
+    end: usize,
+}
+
+impl Cursor {
+    #[inline(always)]
+    pub fn new(start: usize, end: usize) -> Self {
+        Cursor { start, end }
+    }
+
+    /// Copies a `T` at `offset`, or `Truncated` if the packet ends first.
+    #[inline(always)]
+    pub fn read<T: Copy>(&self, offset: usize) -> Result<T, Reason> {
+        let size = core::mem::size_of::<T>();
+        // Offsets stay below 64 KiB: masking bounds them for the verifier.
+        let offset = offset & 0xffff;
+        if self.start + offset + size > self.end {
+            return Err(Reason::Truncated);
+        }
+        // SAFETY: [start+offset, start+offset+size) lies inside the packet.
+        Ok(unsafe { core::ptr::read_unaligned((self.start + offset) as *const T) })
+    }
+
+    #[inline(always)]
+    fn u8_at(&self, offset: usize) -> Result<u8, Reason> {
+        self.read::<u8>(offset)
+    }
+
+    #[inline(always)]
+    fn be16_at(&self, offset: usize) -> Result<u16, Reason> {
+        self.read::<[u8; 2]>(offset).map(u16::from_be_bytes)
+    }
+}
+
+/// Parses the packet into `pkt`. On error, `pkt.family != 0` means the
+/// addresses were read (the source is known).
+#[inline(always)]
+pub fn parse(cur: &Cursor, pkt: &mut Packet) -> Result<Parsed, Reason> {
+    let mut ethertype = cur.be16_at(12)?;
+    let mut off = ETH_HLEN;
+    for _ in 0..MAX_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        ethertype = cur.be16_at(off + 2)?;
+        off += 4;
+    }
+    match ethertype {
+        ETH_P_IP => parse_ipv4(cur, off, pkt),
+        ETH_P_IPV6 => parse_ipv6(cur, off, pkt),
+        ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ_LEGACY => Err(Reason::UnknownTag),
+        _ => Ok(Parsed::NotIp),
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reason> {
+    let vihl = cur.u8_at(off)?;
+    if vihl >> 4 != 4 {
+        return Err(Reason::BadIpHeader);
+    }
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    let hdr: [u8; 20] = cur.read(off)?;
+    pkt.family = FAMILY_V4;
+    pkt.src[10] = 0xff;
+    pkt.src[11] = 0xff;
+    pkt.src[12..16].copy_from_slice(&hdr[12..16]);
+    pkt.dst[10] = 0xff;
+    pkt.dst[11] = 0xff;
+    pkt.dst[12..16].copy_from_slice(&hdr[16..20]);
+    pkt.proto = hdr[9];
+    if ihl < 20 {
+        return Err(Reason::BadIpHeader);
+    }
+    let total_len = u16::from_be_bytes([hdr[2], hdr[3]]) as usize;
+    if total_len < ihl {
+        return Err(Reason::BadIpHeader);
+    }
+    let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
+    let more = frag & 0x2000 != 0;
+    let offset = frag & 0x1fff;
+    pkt.frag_id = u16::from_be_bytes([hdr[4], hdr[5]]) as u32;
+    if offset != 0 {
+        pkt.frag = FRAG_LATER;
+        return Ok(Parsed::Ip);
+    }
+    if more {
+        pkt.frag = FRAG_FIRST;
+    }
+    parse_l4(cur, off + ihl, pkt)?;
+    Ok(Parsed::Ip)
+}
+
+#[inline(always)]
+fn parse_ipv6(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reason> {
+    let first = cur.u8_at(off)?;
+    if first >> 4 != 6 {
+        return Err(Reason::BadIpHeader);
+    }
+    let src: [u8; 16] = cur.read(off + 8)?;
+    let dst: [u8; 16] = cur.read(off + 24)?;
+    pkt.family = FAMILY_V6;
+    pkt.src = src;
+    pkt.dst = dst;
+    let mut next = cur.u8_at(off + 6)?;
+    let mut l4 = off + 40;
+    for _ in 0..MAX_EXT_HEADERS {
+        match next {
+            // Hop-by-hop, routing, destination options, mobility: (len+1)*8.
+            0 | 43 | 60 | 135 => {
+                let len = cur.u8_at(l4 + 1)? as usize;
+                next = cur.u8_at(l4)?;
+                l4 += (len + 1) * 8;
+            }
+            // Authentication header: (len+2)*4.
+            51 => {
+                let len = cur.u8_at(l4 + 1)? as usize;
+                next = cur.u8_at(l4)?;
+                l4 += (len + 2) * 4;
+            }
+            // Fragment header.
+            44 => {
+                let hdr: [u8; 8] = cur.read(l4)?;
+                next = hdr[0];
+                let frag = u16::from_be_bytes([hdr[2], hdr[3]]);
+                pkt.frag_id = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+                l4 += 8;
+                if frag >> 3 != 0 {
+                    pkt.proto = next;
+                    pkt.frag = FRAG_LATER;
+                    return Ok(Parsed::Ip);
+                }
+                if frag & 1 != 0 {
+                    pkt.frag = FRAG_FIRST;
+                }
+            }
+            _ => {
+                pkt.proto = next;
+                parse_l4(cur, l4, pkt)?;
+                return Ok(Parsed::Ip);
+            }
+        }
+    }
+    Err(Reason::TooManyExtHeaders)
+}
+
+#[inline(always)]
+fn parse_l4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
+    match pkt.proto {
+        IPPROTO_TCP => {
+            // The whole fixed header, so a tiny first fragment cannot hide flags.
+            let hdr: [u8; 20] = cur.read(off)?;
+            pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
+            pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+        }
+        IPPROTO_UDP => {
+            let hdr: [u8; 8] = cur.read(off)?;
+            pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
+            pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let hdr: [u8; 4] = cur.read(off)?;
+            pkt.icmp_type = hdr[0];
+        }
+        _ => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! `cargo xtask`: the project's one entry point for setting up a machine,
+//! testing, benchmarking and the demo.
+//!
+//! - `setup`: makes a fresh machine ready (idempotent, seconds when done).
+//! - `test`: setup, then every test of the workspace (needs root).
+//! - `bench classifier`: BPF_PROG_TEST_RUN cost of the classifier by pack size.
+//! - `demo`: the lab of network namespaces with the agent enforcing a pack.
+
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "egress project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need: nightly rust-src, bpf-linker, Debian packages.
+    Setup,
+    /// Run every test (unit, policy corpus, BPF_PROG_TEST_RUN, end-to-end in network namespaces).
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks; writes JSON under target/bench/.
+    Bench {
+        /// Which benchmark: `classifier`.
+        which: String,
+    },
+    /// Build, create the lab, send permitted and forbidden traffic, show the decisions.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::Test { args } => {
+            setup::run()?;
+            cargo(&["test", "--workspace", "--no-fail-fast"], &args)
+        }
+        Cmd::Bench { which } => {
+            setup::run()?;
+            match which.as_str() {
+                "classifier" => cargo(
+                    &["run", "--release", "-p", "egress-agent", "--example", "bench_classifier"],
+                    &[],
+                ),
+                other => bail!("unknown benchmark `{other}` (known: classifier)"),
+            }
+        }
+        Cmd::Demo => {
+            setup::run()?;
+            cargo(&["run", "--release", "-p", "egress-agent", "--example", "demo"], &[])
+        }
+    }
+}
+
+/// Runs cargo from the workspace root with the given arguments.
+fn cargo(args: &[&str], extra: &[String]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .args(extra)
+        .current_dir(setup::workspace_root())
+        .status()
+        .with_context(|| format!("running {cargo} {}", args.join(" ")))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
