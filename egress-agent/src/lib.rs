@@ -2,3 +2,5 @@
 //! operator-facing services. `main.rs` is a thin CLI over this.
 
 pub mod policy;
+pub mod datapath;
+pub mod testkit;

@@ -108,11 +108,6 @@ impl Cursor {
     }
 
     #[inline(always)]
-    fn u8_at(&self, offset: usize) -> Result<u8, Reason> {
-        self.read::<u8>(offset)
-    }
-
-    #[inline(always)]
     fn be16_at(&self, offset: usize) -> Result<u16, Reason> {
         self.read::<[u8; 2]>(offset).map(u16::from_be_bytes)
     }
@@ -141,12 +136,13 @@ pub fn parse(cur: &Cursor, pkt: &mut Packet) -> Result<Parsed, Reason> {
 
 #[inline(always)]
 fn parse_ipv4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reason> {
-    let vihl = cur.u8_at(off)?;
-    if vihl >> 4 != 4 {
+    // Whole fixed header at once: single-byte reads make LLVM emit bounds
+    // checks the verifier cannot follow.
+    let hdr: [u8; 20] = cur.read(off)?;
+    if hdr[0] >> 4 != 4 {
         return Err(Reason::BadIpHeader);
     }
-    let ihl = ((vihl & 0x0f) as usize) * 4;
-    let hdr: [u8; 20] = cur.read(off)?;
+    let ihl = ((hdr[0] & 0x0f) as usize) * 4;
     pkt.family = FAMILY_V4;
     pkt.src[10] = 0xff;
     pkt.src[11] = 0xff;
@@ -179,8 +175,8 @@ fn parse_ipv4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
 
 #[inline(always)]
 fn parse_ipv6(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reason> {
-    let first = cur.u8_at(off)?;
-    if first >> 4 != 6 {
+    let fixed: [u8; 8] = cur.read(off)?;
+    if fixed[0] >> 4 != 6 {
         return Err(Reason::BadIpHeader);
     }
     let src: [u8; 16] = cur.read(off + 8)?;
@@ -188,21 +184,21 @@ fn parse_ipv6(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
     pkt.family = FAMILY_V6;
     pkt.src = src;
     pkt.dst = dst;
-    let mut next = cur.u8_at(off + 6)?;
+    let mut next = fixed[6];
     let mut l4 = off + 40;
     for _ in 0..MAX_EXT_HEADERS {
         match next {
             // Hop-by-hop, routing, destination options, mobility: (len+1)*8.
             0 | 43 | 60 | 135 => {
-                let len = cur.u8_at(l4 + 1)? as usize;
-                next = cur.u8_at(l4)?;
-                l4 += (len + 1) * 8;
+                let h: [u8; 2] = cur.read(l4)?;
+                next = h[0];
+                l4 += (h[1] as usize + 1) * 8;
             }
             // Authentication header: (len+2)*4.
             51 => {
-                let len = cur.u8_at(l4 + 1)? as usize;
-                next = cur.u8_at(l4)?;
-                l4 += (len + 2) * 4;
+                let h: [u8; 2] = cur.read(l4)?;
+                next = h[0];
+                l4 += (h[1] as usize + 2) * 4;
             }
             // Fragment header.
             44 => {

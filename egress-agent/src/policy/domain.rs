@@ -15,7 +15,9 @@ pub fn parse_pattern(text: &str) -> Result<DomainPattern, String> {
     let lower = text.to_ascii_lowercase();
     let name = lower.strip_suffix('.').unwrap_or(&lower);
     if name.is_empty() {
-        return Err(format!("empty domain name `{text}`: expected a name like `api.example.com`"));
+        return Err(format!(
+            "empty domain name `{text}`: expected a name like `api.example.com`"
+        ));
     }
     if name.len() > MAX_NAME {
         return Err(format!(
@@ -35,7 +37,7 @@ pub fn parse_pattern(text: &str) -> Result<DomainPattern, String> {
         (Some(w), None) => {
             return Err(format!(
                 "a bare `{w}` admits every name: a wildcard needs a domain after it, like `{w}.example.com`"
-            ))
+            ));
         }
         (Some(_), Some(rest)) => rest,
         (None, _) => name,
@@ -62,7 +64,9 @@ pub fn parse_pattern(text: &str) -> Result<DomainPattern, String> {
 /// Checks one label of a (lowercased) name; `text` is the whole pattern as written.
 fn check_label(label: &str, text: &str) -> Result<(), String> {
     if label.is_empty() {
-        return Err(format!("empty label in `{text}`: labels are separated by single dots"));
+        return Err(format!(
+            "empty label in `{text}`: labels are separated by single dots"
+        ));
     }
     if label.contains('*') {
         return Err(format!(
@@ -75,7 +79,10 @@ fn check_label(label: &str, text: &str) -> Result<(), String> {
             label.len()
         ));
     }
-    if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+    if let Some(c) = label
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
         return Err(format!(
             "invalid character {c:?} in `{text}`: expected letters, digits, `-` and `_` separated by dots"
         ));
@@ -105,8 +112,14 @@ mod tests {
     #[test]
     fn accepts_and_normalises() {
         assert_eq!(ok("Api.OpenAI.com."), Exact("api.openai.com".into()));
-        assert_eq!(ok("*.dkr.ecr.us-east-1.amazonaws.com"), OneLabel("dkr.ecr.us-east-1.amazonaws.com".into()));
-        assert_eq!(ok("**.openai.azure.com"), AnyDepth("openai.azure.com".into()));
+        assert_eq!(
+            ok("*.dkr.ecr.us-east-1.amazonaws.com"),
+            OneLabel("dkr.ecr.us-east-1.amazonaws.com".into())
+        );
+        assert_eq!(
+            ok("**.openai.azure.com"),
+            AnyDepth("openai.azure.com".into())
+        );
         assert_eq!(ok("_dmarc.example.com"), Exact("_dmarc.example.com".into()));
         assert_eq!(ok("*.example.com"), OneLabel("example.com".into()));
         assert_eq!(ok("localhost"), Exact("localhost".into()));
@@ -125,7 +138,13 @@ mod tests {
 
     #[test]
     fn rejects_wildcards_over_public_suffixes() {
-        for s in ["*.com", "**.co.uk", "*.github.io", "**.anything", "*.S3.amazonaws.com"] {
+        for s in [
+            "*.com",
+            "**.co.uk",
+            "*.github.io",
+            "**.anything",
+            "*.S3.amazonaws.com",
+        ] {
             assert!(err(s).contains("public suffix"), "{s}");
         }
     }

@@ -19,12 +19,22 @@ pub struct PolicyError {
 impl PolicyError {
     /// An error at `location`.
     pub fn new(location: Location, message: impl Into<String>) -> Self {
-        Self { location, message: message.into() }
+        Self {
+            location,
+            message: message.into(),
+        }
     }
 
     /// An error about a whole file or directory (no line or column).
     pub fn whole_file(file: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(Location { file: file.into(), line: 0, column: 0 }, message)
+        Self::new(
+            Location {
+                file: file.into(),
+                line: 0,
+                column: 0,
+            },
+            message,
+        )
     }
 }
 
@@ -61,7 +71,11 @@ mod tests {
 
     #[test]
     fn display_formats() {
-        let at = Location { file: "a.yaml".into(), line: 3, column: 5 };
+        let at = Location {
+            file: "a.yaml".into(),
+            line: 3,
+            column: 5,
+        };
         let errs = PolicyErrors(vec![
             PolicyError::new(at, "bad"),
             PolicyError::whole_file("dir", "no policy file"),

@@ -22,12 +22,19 @@ pub struct Diag {
 impl Diag {
     /// Collects errors for `file`.
     pub fn new(file: &str) -> Self {
-        Self { file: file.to_owned(), errors: Vec::new() }
+        Self {
+            file: file.to_owned(),
+            errors: Vec::new(),
+        }
     }
 
     /// Where `node` was written.
     pub fn at(&self, node: &Node) -> Location {
-        Location { file: self.file.clone(), line: node.line, column: node.column }
+        Location {
+            file: self.file.clone(),
+            line: node.line,
+            column: node.column,
+        }
     }
 
     /// Records an error at `node`.
@@ -76,7 +83,10 @@ pub fn list<'n>(d: &mut Diag, node: &'n Node, what: &str) -> Option<&'n [Node]> 
     match &node.kind {
         Kind::Seq(items) => Some(items),
         _ => {
-            d.err(node, format!("expected a list of {what}, found {}", describe(node)));
+            d.err(
+                node,
+                format!("expected a list of {what}, found {}", describe(node)),
+            );
             None
         }
     }
@@ -87,26 +97,44 @@ pub fn integer(d: &mut Diag, node: &Node, lo: i128, hi: i128, what: &str) -> Opt
     match &node.kind {
         Kind::Int(v, _) if (lo..=hi).contains(v) => Some(*v),
         Kind::Int(v, _) => {
-            d.err(node, format!("{what} {v} is out of range: expected an integer {lo}..={hi}"));
+            d.err(
+                node,
+                format!("{what} {v} is out of range: expected an integer {lo}..={hi}"),
+            );
             None
         }
         _ => {
             let found = describe(node);
-            d.err(node, format!("expected {what} as an integer {lo}..={hi}, found {found}"));
+            d.err(
+                node,
+                format!("expected {what} as an integer {lo}..={hi}, found {found}"),
+            );
             None
         }
     }
 }
 
 /// One of the `choices` keywords, e.g. `permit` | `deny`.
-pub fn keyword<T: Copy>(d: &mut Diag, node: &Node, field: &str, choices: &[(&str, T)]) -> Option<T> {
+pub fn keyword<T: Copy>(
+    d: &mut Diag,
+    node: &Node,
+    field: &str,
+    choices: &[(&str, T)],
+) -> Option<T> {
     if let Kind::Str(s) = &node.kind {
         if let Some((_, v)) = choices.iter().find(|(k, _)| k == s) {
             return Some(*v);
         }
     }
     let names: Vec<String> = choices.iter().map(|(k, _)| format!("`{k}`")).collect();
-    d.err(node, format!("invalid `{field}` {}: expected {}", describe(node), names.join(" | ")));
+    d.err(
+        node,
+        format!(
+            "invalid `{field}` {}: expected {}",
+            describe(node),
+            names.join(" | ")
+        ),
+    );
     None
 }
 
@@ -115,7 +143,13 @@ pub fn boolean(d: &mut Diag, node: &Node, field: &str) -> Option<bool> {
     match node.kind {
         Kind::Bool(b, _) => Some(b),
         _ => {
-            d.err(node, format!("invalid `{field}` {}: expected `true` or `false`", describe(node)));
+            d.err(
+                node,
+                format!(
+                    "invalid `{field}` {}: expected `true` or `false`",
+                    describe(node)
+                ),
+            );
             None
         }
     }
@@ -124,15 +158,25 @@ pub fn boolean(d: &mut Diag, node: &Node, field: &str) -> Option<bool> {
 /// Whether `name` is a valid rule name (`[a-z0-9][a-z0-9._-]*`, ≤ 64 chars)
 /// or, with `upper`, a valid group name (letters of both cases).
 pub fn check_name(name: &str, upper: bool) -> Result<(), String> {
-    let pattern = if upper { "[A-Za-z0-9][A-Za-z0-9._-]*" } else { "[a-z0-9][a-z0-9._-]*" };
-    let alnum = |c: char| c.is_ascii_digit() || c.is_ascii_lowercase() || (upper && c.is_ascii_uppercase());
+    let pattern = if upper {
+        "[A-Za-z0-9][A-Za-z0-9._-]*"
+    } else {
+        "[a-z0-9][a-z0-9._-]*"
+    };
+    let alnum =
+        |c: char| c.is_ascii_digit() || c.is_ascii_lowercase() || (upper && c.is_ascii_uppercase());
     if name.len() > MAX_NAME {
-        return Err(format!("name `{name}` is {} characters long: at most {MAX_NAME} are allowed", name.len()));
+        return Err(format!(
+            "name `{name}` is {} characters long: at most {MAX_NAME} are allowed",
+            name.len()
+        ));
     }
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(alnum);
     if !first_ok || !chars.all(|c| alnum(c) || matches!(c, '.' | '_' | '-')) {
-        return Err(format!("invalid name `{name}`: expected {pattern}, at most {MAX_NAME} characters"));
+        return Err(format!(
+            "invalid name `{name}`: expected {pattern}, at most {MAX_NAME} characters"
+        ));
     }
     Ok(())
 }
@@ -157,21 +201,28 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
     if let Ok(net) = text.parse::<IpNet>() {
         let network = net.trunc();
         if network != net {
-            return Err(format!("`{text}` has host bits set: did you mean `{network}`?"));
+            return Err(format!(
+                "`{text}` has host bits set: did you mean `{network}`?"
+            ));
         }
         return Ok(net);
     }
     if let Ok(addr) = text.parse::<IpAddr>() {
         return Ok(IpNet::from(addr));
     }
-    Err(format!("invalid CIDR `{text}`: expected an IPv4/IPv6 CIDR like `10.0.0.0/24` or an address"))
+    Err(format!(
+        "invalid CIDR `{text}`: expected an IPv4/IPv6 CIDR like `10.0.0.0/24` or an address"
+    ))
 }
 
 /// A non-empty list of CIDRs, duplicates removed.
 pub fn cidrs(d: &mut Diag, node: &Node) -> Option<Vec<IpNet>> {
     let items = list(d, node, "CIDRs")?;
     if items.is_empty() {
-        d.err(node, "empty `cidrs`: expected at least one CIDR (an empty group never means any)");
+        d.err(
+            node,
+            "empty `cidrs`: expected at least one CIDR (an empty group never means any)",
+        );
         return None;
     }
     let mut out = Vec::new();
@@ -196,11 +247,17 @@ pub fn ip_addr(d: &mut Diag, node: &Node) -> Option<IpAddr> {
     match text.parse::<IpAddr>() {
         Ok(addr) => Some(addr),
         Err(_) if text.contains('/') => {
-            d.err(node, format!("`{text}` is a CIDR: expected a single IP address"));
+            d.err(
+                node,
+                format!("`{text}` is a CIDR: expected a single IP address"),
+            );
             None
         }
         Err(_) => {
-            d.err(node, format!("invalid IP address `{text}`: expected e.g. `10.0.0.2` or `fd00::53`"));
+            d.err(
+                node,
+                format!("invalid IP address `{text}`: expected e.g. `10.0.0.2` or `fd00::53`"),
+            );
             None
         }
     }
@@ -215,8 +272,12 @@ pub fn parse_port_text(text: &str) -> Result<PortRange, String> {
     };
     match range {
         Some((lo, hi)) if lo <= hi => Ok(PortRange { lo, hi }),
-        Some((lo, hi)) => Err(format!("port range `{text}` is reversed: expected lo <= hi, e.g. `{hi}-{lo}`")),
-        None => Err(format!("invalid port `{text}`: expected a port 0..=65535 or a range \"lo-hi\"")),
+        Some((lo, hi)) => Err(format!(
+            "port range `{text}` is reversed: expected lo <= hi, e.g. `{hi}-{lo}`"
+        )),
+        None => Err(format!(
+            "invalid port `{text}`: expected a port 0..=65535 or a range \"lo-hi\""
+        )),
     }
 }
 
@@ -224,7 +285,10 @@ pub fn parse_port_text(text: &str) -> Result<PortRange, String> {
 pub fn ports(d: &mut Diag, node: &Node) -> Option<Vec<PortRange>> {
     let items = list(d, node, "ports")?;
     if items.is_empty() {
-        d.err(node, "empty `ports` matches nothing: list at least one port, or omit `ports` for all ports");
+        d.err(
+            node,
+            "empty `ports` matches nothing: list at least one port, or omit `ports` for all ports",
+        );
         return None;
     }
     let mut ranges = Vec::new();
@@ -235,7 +299,10 @@ pub fn ports(d: &mut Diag, node: &Node) -> Option<Vec<PortRange>> {
                 .map(|p| PortRange { lo: p, hi: p })
                 .map_err(|_| format!("port {v} is out of range: expected 0..=65535")),
             Kind::Str(s) => parse_port_text(s),
-            _ => Err(format!("expected a port 0..=65535 or a range \"lo-hi\", found {}", describe(item))),
+            _ => Err(format!(
+                "expected a port 0..=65535 or a range \"lo-hi\", found {}",
+                describe(item)
+            )),
         };
         match parsed {
             Ok(r) => ranges.push(r),
@@ -279,7 +346,11 @@ mod tests {
         assert!(check_name("", false).is_err());
         assert!(check_name("a b", false).is_err());
         assert!(check_name(&"a".repeat(64), false).is_ok());
-        assert!(check_name(&"a".repeat(65), false).unwrap_err().contains("at most 64"));
+        assert!(
+            check_name(&"a".repeat(65), false)
+                .unwrap_err()
+                .contains("at most 64")
+        );
     }
 
     #[test]
@@ -287,7 +358,11 @@ mod tests {
         assert_eq!(parse_cidr("10.10.1.0/24").ok(), "10.10.1.0/24".parse().ok());
         assert_eq!(parse_cidr("10.0.0.7").ok(), "10.0.0.7/32".parse().ok());
         assert_eq!(parse_cidr("fd00::1").ok(), "fd00::1/128".parse().ok());
-        assert!(parse_cidr("10.0.0.1/24").unwrap_err().contains("did you mean `10.0.0.0/24`"));
+        assert!(
+            parse_cidr("10.0.0.1/24")
+                .unwrap_err()
+                .contains("did you mean `10.0.0.0/24`")
+        );
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("example.com").is_err());
     }
@@ -297,7 +372,11 @@ mod tests {
         assert_eq!(parse_port_text("443"), Ok(pr(443, 443)));
         assert_eq!(parse_port_text("1000-2000"), Ok(pr(1000, 2000)));
         assert_eq!(parse_port_text("0-65535"), Ok(pr(0, 65535)));
-        assert!(parse_port_text("2000-1000").unwrap_err().contains("reversed"));
+        assert!(
+            parse_port_text("2000-1000")
+                .unwrap_err()
+                .contains("reversed")
+        );
         assert!(parse_port_text("65536").is_err());
         assert!(parse_port_text("http").is_err());
         assert!(parse_port_text("1-2-3").is_err());
@@ -305,8 +384,18 @@ mod tests {
 
     #[test]
     fn merging() {
-        let merged = merge_ranges(vec![pr(443, 443), pr(80, 80), pr(8000, 8080), pr(8080, 9000), pr(81, 81), pr(443, 443)]);
+        let merged = merge_ranges(vec![
+            pr(443, 443),
+            pr(80, 80),
+            pr(8000, 8080),
+            pr(8080, 9000),
+            pr(81, 81),
+            pr(443, 443),
+        ]);
         assert_eq!(merged, vec![pr(80, 81), pr(443, 443), pr(8000, 9000)]);
-        assert_eq!(merge_ranges(vec![pr(0, 65535), pr(65535, 65535)]), vec![pr(0, 65535)]);
+        assert_eq!(
+            merge_ranges(vec![pr(0, 65535), pr(65535, 65535)]),
+            vec![pr(0, 65535)]
+        );
     }
 }

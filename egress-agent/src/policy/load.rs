@@ -17,32 +17,45 @@ use super::{parse, yaml};
 /// `..data/` are read. A directory without any policy file is an error.
 pub fn load(path: &Path) -> Result<Pack, PolicyErrors> {
     let shown = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| one(PolicyError::whole_file(&shown, format!("cannot read: {e}"))))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| one(PolicyError::whole_file(&shown, format!("cannot read: {e}"))))?;
     if !meta.is_dir() {
         let text = read(path, &shown).map_err(one)?;
         return load_sources(&[(shown, text)]);
     }
-    let entries = std::fs::read_dir(path)
-        .map_err(|e| one(PolicyError::whole_file(&shown, format!("cannot read directory: {e}"))))?;
+    let entries = std::fs::read_dir(path).map_err(|e| {
+        one(PolicyError::whole_file(
+            &shown,
+            format!("cannot read directory: {e}"),
+        ))
+    })?;
     let mut names = Vec::new();
     let mut errors = Vec::new();
     for entry in entries {
         let entry = match entry {
             Ok(entry) => entry,
             Err(e) => {
-                errors.push(PolicyError::whole_file(&shown, format!("cannot read directory: {e}")));
+                errors.push(PolicyError::whole_file(
+                    &shown,
+                    format!("cannot read directory: {e}"),
+                ));
                 continue;
             }
         };
         let name = entry.file_name().to_string_lossy().into_owned();
         // `metadata` follows symlinks: a dangling link or a directory is skipped.
-        if is_policy_file_name(&name) && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+        if is_policy_file_name(&name) && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file())
+        {
             names.push(name);
         }
     }
     names.sort();
-    if names.is_empty() && errors.is_empty() {
-        errors.push(PolicyError::whole_file(&shown, "no policy file: expected `*.yaml` or `*.yml` files in the directory"));
+    if names.is_empty() {
+        errors.push(PolicyError::whole_file(
+            &shown,
+            "no policy file: expected `*.yaml` or `*.yml` files in the directory",
+        ));
+        return Err(PolicyErrors(errors));
     }
     let mut sources = Vec::new();
     for name in names {
@@ -66,7 +79,9 @@ pub fn load(path: &Path) -> Result<Pack, PolicyErrors> {
 /// Whether a directory entry named `name` is read as a policy file.
 pub fn is_policy_file_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    let editor = name.ends_with('~') || lower.ends_with(".swp") || (name.starts_with('#') && name.ends_with('#'));
+    let editor = name.ends_with('~')
+        || lower.ends_with(".swp")
+        || (name.starts_with('#') && name.ends_with('#'));
     !name.starts_with('.') && !editor && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
 }
 
@@ -81,18 +96,35 @@ pub fn load_sources(files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
         match yaml::parse(text) {
             Ok(root) => fragments.push(parse::fragment(&mut d, &root)),
             Err(e) => {
-                let at = Location { file: name.clone(), line: e.line, column: e.column };
-                d.errors.push(PolicyError::new(at, format!("invalid YAML: {}", e.message)));
+                fragments.push(parse::Fragment {
+                    broken: true,
+                    ..Default::default()
+                });
+                let at = Location {
+                    file: name.clone(),
+                    line: e.line,
+                    column: e.column,
+                };
+                d.errors
+                    .push(PolicyError::new(at, format!("invalid YAML: {}", e.message)));
             }
         }
         errors.extend(d.errors);
     }
     let Some((first, _)) = files.first() else {
-        return Err(one(PolicyError::whole_file("<policy>", "no policy file: expected at least one")));
+        return Err(one(PolicyError::whole_file(
+            "<policy>",
+            "no policy file: expected at least one",
+        )));
     };
     let pack = merge(first, fragments, &mut errors);
     // Merge adds its errors after the files'; present them in file order.
-    let order = |file: &str| files.iter().position(|(n, _)| n == file).unwrap_or(usize::MAX);
+    let order = |file: &str| {
+        files
+            .iter()
+            .position(|(n, _)| n == file)
+            .unwrap_or(usize::MAX)
+    };
     errors.sort_by(|a, b| {
         let key = |e: &PolicyError| (order(&e.location.file), e.location.line, e.location.column);
         key(a).cmp(&key(b))
@@ -104,8 +136,10 @@ pub fn load_sources(files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
 }
 
 fn read(path: &Path, shown: &str) -> Result<String, PolicyError> {
-    let bytes = std::fs::read(path).map_err(|e| PolicyError::whole_file(shown, format!("cannot read: {e}")))?;
-    String::from_utf8(bytes).map_err(|_| PolicyError::whole_file(shown, "not UTF-8 text: expected a YAML file"))
+    let bytes = std::fs::read(path)
+        .map_err(|e| PolicyError::whole_file(shown, format!("cannot read: {e}")))?;
+    String::from_utf8(bytes)
+        .map_err(|_| PolicyError::whole_file(shown, "not UTF-8 text: expected a YAML file"))
 }
 
 fn one(e: PolicyError) -> PolicyErrors {

@@ -1,5 +1,29 @@
 //! Policy packs: the YAML contract (`../shared/policy-format.md`) parsed,
 //! merged, validated and compiled. Pure logic: nothing here touches the kernel.
+//!
+//! [`load`] reads a file or a directory, [`load_sources`] in-memory texts;
+//! both return a validated [`model::Pack`] or every error found, each at
+//! `file:line:column`. [`summary`] describes a pack for `egress-agent check`.
 
+pub mod domain;
+mod error;
+mod fields;
+mod load;
+mod merge;
 pub mod model;
+mod parse;
+mod rule;
+pub mod public_suffix;
+mod summary;
 mod yaml;
+
+pub use error::{PolicyError, PolicyErrors};
+pub use load::{is_policy_file_name, load, load_sources};
+pub use summary::summary;
+
+mod bitset;
+pub mod compile;
+pub mod evaluate;
+
+#[cfg(test)]
+mod tests;

@@ -67,7 +67,9 @@ impl<'de> Visitor<'de> for RawVisitor {
         Ok(RawKind::Int(v))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<RawKind, E> {
-        i128::try_from(v).map(RawKind::Int).map_err(|_| E::custom("integer out of range"))
+        i128::try_from(v)
+            .map(RawKind::Int)
+            .map_err(|_| E::custom("integer out of range"))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawKind, E> {
         Ok(RawKind::Float(v))
@@ -122,7 +124,11 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
     };
     match serde_saphyr::from_str_with_options::<Option<Spanned<RawKind>>>(text, options) {
         Ok(Some(root)) => Ok(convert(root, text)),
-        Ok(None) => Ok(Node { line: 1, column: 1, kind: Kind::Null }),
+        Ok(None) => Ok(Node {
+            line: 1,
+            column: 1,
+            kind: Kind::Null,
+        }),
         Err(e) => {
             let (line, column) = e
                 .location()
@@ -133,7 +139,11 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
                 &e,
             )
             .into_owned();
-            Err(SyntaxError { line: line.max(1), column: column.max(1), message })
+            Err(SyntaxError {
+                line: line.max(1),
+                column: column.max(1),
+                message,
+            })
         }
     }
 }
@@ -164,28 +174,71 @@ fn convert(s: Spanned<RawKind>, text: &str) -> Node {
         RawKind::Str(v) => Kind::Str(v),
         RawKind::Seq(items) => Kind::Seq(items.into_iter().map(|i| convert(i, text)).collect()),
         RawKind::Map(entries) => Kind::Map(
-            entries.into_iter().map(|(k, v)| (convert(k, text), convert(v, text))).collect(),
+            entries
+                .into_iter()
+                .map(|(k, v)| (convert(k, text), convert(v, text)))
+                .collect(),
         ),
     };
-    Node { line: line.max(1), column: column.max(1), kind }
+    Node {
+        line: line.max(1),
+        column: column.max(1),
+        kind,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn probe() {
-        for t in [
-            "a: 1\nb: off\nc: [10.10.1.0/24, \"fd00::/64\", 443, 1.5, 0x10]\nd:\n  - x\n  - {k: v}\ne:\n",
-            "",
-            "# only comment\n",
-            "a: 1\na: 2\n",
-            "a: [1, 2\n",
-            "x: &a [1]\ny: *a\n",
-            "- true\n- yes\n- ~\n",
-        ] {
-            println!("{t:?} => {:#?}", parse(t));
+    fn map(n: &Node) -> &[(Node, Node)] {
+        match &n.kind {
+            Kind::Map(m) => m,
+            other => panic!("not a map: {other:?}"),
         }
+    }
+
+    #[test]
+    fn scalars_keep_types_text_and_positions() {
+        let root =
+            parse("a: 1\nb: off\nc: [10.10.1.0/24, \"fd00::/64\", 0x10, 1.5]\n").expect("parses");
+        let m = map(&root);
+        assert_eq!((m[0].1.line, m[0].1.column), (1, 4));
+        assert_eq!(m[0].1.kind, Kind::Int(1, "1".into()));
+        // Strict YAML 1.2 booleans: `off` stays a string.
+        assert_eq!(m[1].1.kind, Kind::Str("off".into()));
+        let Kind::Seq(items) = &m[2].1.kind else {
+            panic!("not a list")
+        };
+        assert_eq!(items[0].kind, Kind::Str("10.10.1.0/24".into()));
+        assert_eq!(items[1].kind, Kind::Str("fd00::/64".into()));
+        assert_eq!((items[1].line, items[1].column), (3, 19));
+        assert_eq!(items[2].kind, Kind::Int(16, "0x10".into()));
+        assert_eq!(items[3].kind, Kind::Float(1.5, "1.5".into()));
+    }
+
+    #[test]
+    fn duplicate_keys_are_kept_for_the_caller() {
+        let root = parse("a: 1\na: 2\n").expect("parses");
+        assert_eq!(map(&root).len(), 2);
+    }
+
+    #[test]
+    fn empty_documents_are_null() {
+        assert_eq!(parse("").expect("parses").kind, Kind::Null);
+        assert_eq!(parse("# comment only\n").expect("parses").kind, Kind::Null);
+    }
+
+    #[test]
+    fn aliases_take_the_anchored_text() {
+        let root = parse("x: &a 0x1\ny: *a\n").expect("parses");
+        assert_eq!(map(&root)[1].1.kind, Kind::Int(1, "0x1".into()));
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = parse("a: [1, 2\n").expect_err("unclosed");
+        assert_eq!((e.line, e.column), (1, 4));
+        assert!(e.message.contains("bracket"), "{}", e.message);
     }
 }

@@ -1,0 +1,386 @@
+//! Compiles a validated pack into the datapath's tables (see
+//! `egress_common::pack` for the lookup scheme).
+//!
+//! Each dimension is cut into equivalence classes, each class the set of
+//! rules that match there: source prefixes (longest prefix wins, so a
+//! prefix's set includes its ancestors'), destination prefixes, and
+//! protocol/port intervals. Source × port classes are merged into combined
+//! classes `x`; `(x, destination class)` entries are stored only where a
+//! destination-specific rule comes before `x`'s first `any`-destination rule.
+//! The cost of a lookup does not depend on the number of rules.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use egress_common::{
+    ACTION_DENY, ACTION_PERMIT, DECISION_UNCOVERED, MAX_PREFIXES, MAX_RULES, MAX_SP_ENTRIES,
+    MAX_X_CLASSES, MAX_XD_ENTRIES, MODE_ENFORCE, MODE_MONITOR, PORT_INDEX_ICMP, PORT_INDEX_OTHER,
+    PORT_INDEX_SLOTS, PORT_INDEX_UDP, RuleInfo, SpKey, XdKey,
+};
+use ipnet::IpNet;
+
+use super::bitset::RuleSet;
+use super::model::{Action, Destination, Mode, Pack, Protocol, Source};
+
+/// The name under which the implicit default deny is reported.
+pub const IMPLICIT_DENY: &str = "implicit-deny";
+
+/// Why a pack could not be compiled.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error("the pack has {0} rules; the datapath holds at most {max}", max = MAX_RULES - 1)]
+    TooManyRules(usize),
+    #[error("the pack needs {needed} {table} entries; the datapath holds at most {max}")]
+    TooComplex { table: &'static str, needed: usize, max: u32 },
+}
+
+/// A rule as compiled: its datapath info and the names reports use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledRule {
+    pub name: String,
+    pub priority: u32,
+    pub info: RuleInfo,
+}
+
+/// The compiled pack: every table of one datapath slot.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledPack {
+    /// Rules in priority order; the last one is `implicit-deny`.
+    pub rules: Vec<CompiledRule>,
+    /// Index of `implicit-deny`.
+    pub implicit_rule: u32,
+    /// Whether some rule's source is `any`.
+    pub any_source: bool,
+    /// The pack's default mode.
+    pub mode: Mode,
+    /// Source prefixes → source class (classes start at 1; 0 is "no prefix").
+    pub src: HashMap<IpNet, u32>,
+    /// Destination prefixes → destination class (0 is "no prefix").
+    pub dst: HashMap<IpNet, u32>,
+    /// Port-class array as runs: `(first index, last index, class)`.
+    pub ports: Vec<(u32, u32, u32)>,
+    /// (source class, port class) → x.
+    pub sp: HashMap<SpKey, u32>,
+    /// (x, destination class) → rule, where it differs from `defaults[x]`.
+    pub xd: HashMap<XdKey, u32>,
+    /// x → rule index, `implicit_rule` or `DECISION_UNCOVERED`.
+    pub defaults: Vec<u32>,
+}
+
+/// What decided a packet, in the compiled pack's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Rule index (possibly `implicit_rule`).
+    Rule(u32),
+    /// No rule's source covers the packet.
+    Uncovered,
+}
+
+fn mode_code(mode: Mode) -> u8 {
+    match mode {
+        Mode::Monitor => MODE_MONITOR,
+        Mode::Enforce => MODE_ENFORCE,
+    }
+}
+
+/// The destination prefixes of a rule, and whether it matches any destination.
+/// WebGroups contribute no prefix: learned addresses are not compiled.
+fn destination_prefixes(pack: &Pack, dests: &[Destination]) -> (Vec<IpNet>, bool) {
+    let mut nets = Vec::new();
+    let mut any = false;
+    for d in dests {
+        match d {
+            Destination::Any => any = true,
+            Destination::Resolvers => nets.extend(pack.dns.resolvers.iter().map(|a| IpNet::from(*a))),
+            Destination::SmartGroup(g) => {
+                if let Some(g) = pack.smartgroups.get(g) {
+                    nets.extend(g.cidrs.iter().copied());
+                }
+            }
+            Destination::Cidrs(c) => nets.extend(c.iter().copied()),
+            Destination::WebGroup(_) => {}
+        }
+    }
+    (nets.into_iter().map(|n| n.trunc()).collect(), any)
+}
+
+fn source_prefixes(pack: &Pack, source: &Source) -> Option<Vec<IpNet>> {
+    match source {
+        Source::Any => None,
+        Source::Groups(names) => Some(
+            names
+                .iter()
+                .filter_map(|n| pack.smartgroups.get(n))
+                .flat_map(|g| g.cidrs.iter().map(|c| c.trunc()))
+                .collect(),
+        ),
+    }
+}
+
+/// Cuts one address dimension into classes. `own` maps each prefix to the
+/// rules that name it; `any` are the rules that match every address.
+/// Returns prefix → class, and each class's full rule set (class 0 = `any`).
+fn address_classes(own: HashMap<IpNet, RuleSet>, any: &RuleSet) -> (HashMap<IpNet, u32>, Vec<RuleSet>) {
+    let mut prefixes: Vec<IpNet> = own.keys().copied().collect();
+    prefixes.sort_by_key(|p| (p.prefix_len(), *p));
+    let mut full: HashMap<IpNet, RuleSet> = HashMap::with_capacity(prefixes.len());
+    for p in &prefixes {
+        let parent = (0..p.prefix_len())
+            .rev()
+            .filter_map(|len| IpNet::new(p.addr(), len).ok().map(|n| n.trunc()))
+            .find_map(|q| full.get(&q));
+        let mut set = parent.cloned().unwrap_or_else(|| any.clone());
+        set.union_with(&own[p]);
+        full.insert(*p, set);
+    }
+    let mut ids: HashMap<RuleSet, u32> = HashMap::new();
+    let mut sets = vec![any.clone()];
+    ids.insert(any.clone(), 0);
+    let mut classes = HashMap::with_capacity(prefixes.len());
+    for p in prefixes {
+        let set = full.remove(&p).unwrap_or_else(|| any.clone());
+        let next = sets.len() as u32;
+        let id = *ids.entry(set.clone()).or_insert_with(|| {
+            sets.push(set);
+            next
+        });
+        classes.insert(p, id);
+    }
+    (classes, sets)
+}
+
+/// Whether a rule with this protocol and ports matches port-array slot `idx`.
+fn rule_matches_slot(protocol: Protocol, ports: &Option<Vec<super::model::PortRange>>, idx: u32) -> bool {
+    let port_ok = |port: u32| match ports {
+        None => true,
+        Some(r) => r.iter().any(|r| (r.lo as u32..=r.hi as u32).contains(&port)),
+    };
+    match idx {
+        i if i < PORT_INDEX_UDP => matches!(protocol, Protocol::Tcp | Protocol::Any) && port_ok(i),
+        i if i < PORT_INDEX_ICMP => {
+            matches!(protocol, Protocol::Udp | Protocol::Any) && port_ok(i - PORT_INDEX_UDP)
+        }
+        PORT_INDEX_ICMP => matches!(protocol, Protocol::Icmp | Protocol::Any) && ports.is_none(),
+        _ => protocol == Protocol::Any && ports.is_none(),
+    }
+}
+
+/// Cuts the port array into runs with constant rule sets; returns the runs
+/// `(first, last, class)` and each class's rule set.
+fn port_classes(pack: &Pack, n: usize) -> (Vec<(u32, u32, u32)>, Vec<RuleSet>) {
+    let mut bounds = vec![0, PORT_INDEX_UDP, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_SLOTS];
+    for r in &pack.rules {
+        for range in r.ports.iter().flatten() {
+            for base in [0, PORT_INDEX_UDP] {
+                bounds.push(base + range.lo as u32);
+                bounds.push(base + range.hi as u32 + 1);
+            }
+        }
+    }
+    bounds.sort_unstable();
+    bounds.dedup();
+    let mut ids: HashMap<RuleSet, u32> = HashMap::new();
+    let mut sets = Vec::new();
+    let mut runs = Vec::with_capacity(bounds.len());
+    for w in bounds.windows(2) {
+        let (lo, hi) = (w[0], w[1] - 1);
+        let mut set = RuleSet::new(n);
+        for (i, r) in pack.rules.iter().enumerate() {
+            if rule_matches_slot(r.protocol, &r.ports, lo) {
+                set.insert(i);
+            }
+        }
+        let next = sets.len() as u32;
+        let id = *ids.entry(set.clone()).or_insert_with(|| {
+            sets.push(set);
+            next
+        });
+        match runs.last_mut() {
+            Some((_, last, class)) if *class == id && *last + 1 == lo => *last = hi,
+            _ => runs.push((lo, hi, id)),
+        }
+    }
+    (runs, sets)
+}
+
+fn check(table: &'static str, needed: usize, max: u32) -> Result<(), CompileError> {
+    if needed > max as usize {
+        return Err(CompileError::TooComplex { table, needed, max });
+    }
+    Ok(())
+}
+
+/// Compiles a validated pack.
+pub fn compile(pack: &Pack) -> Result<CompiledPack, CompileError> {
+    let n = pack.rules.len();
+    if n + 1 > MAX_RULES as usize {
+        return Err(CompileError::TooManyRules(n));
+    }
+    let implicit = n as u32;
+    let mut rules: Vec<CompiledRule> = pack
+        .rules
+        .iter()
+        .map(|r| CompiledRule {
+            name: r.name.clone(),
+            priority: r.priority as u32,
+            info: RuleInfo {
+                action: if r.action == Action::Deny { ACTION_DENY } else { ACTION_PERMIT },
+                mode: mode_code(r.mode),
+                log: r.log as u8,
+                _pad: 0,
+                priority: r.priority as u32,
+            },
+        })
+        .collect();
+    rules.push(CompiledRule {
+        name: IMPLICIT_DENY.to_string(),
+        priority: u32::MAX,
+        info: RuleInfo { action: ACTION_DENY, mode: mode_code(pack.mode), log: 1, _pad: 0, priority: u32::MAX },
+    });
+
+    // Sources.
+    let mut any_src = RuleSet::new(n);
+    let mut own_src: HashMap<IpNet, RuleSet> = HashMap::new();
+    for (i, r) in pack.rules.iter().enumerate() {
+        match source_prefixes(pack, &r.source) {
+            None => any_src.insert(i),
+            Some(nets) => {
+                for p in nets {
+                    own_src.entry(p).or_insert_with(|| RuleSet::new(n)).insert(i);
+                }
+            }
+        }
+    }
+    let any_source = !any_src.is_empty();
+    let (src, src_sets) = address_classes(own_src, &any_src);
+
+    // Destinations.
+    let mut any_dst = RuleSet::new(n);
+    let mut own_dst: HashMap<IpNet, RuleSet> = HashMap::new();
+    for (i, r) in pack.rules.iter().enumerate() {
+        let (nets, any) = destination_prefixes(pack, &r.destinations);
+        if any {
+            any_dst.insert(i);
+        }
+        for p in nets {
+            own_dst.entry(p).or_insert_with(|| RuleSet::new(n)).insert(i);
+        }
+    }
+    let (dst, dst_sets) = address_classes(own_dst, &any_dst);
+    for (table, len) in [("source prefix", src.len()), ("destination prefix", dst.len())] {
+        check(table, len, MAX_PREFIXES)?;
+    }
+
+    // Ports, then source × port → x.
+    let (ports, port_sets) = port_classes(pack, n);
+    let mut x_ids: HashMap<RuleSet, u32> = HashMap::new();
+    let mut x_sets: Vec<RuleSet> = Vec::new();
+    let mut sp = HashMap::new();
+    for (s, sset) in src_sets.iter().enumerate() {
+        if s == 0 && !any_source {
+            continue; // the datapath answers `uncovered` before looking here
+        }
+        for (p, pset) in port_sets.iter().enumerate() {
+            let set = sset.intersection(pset);
+            if set.is_empty() {
+                continue; // a missing entry reads as `implicit-deny`
+            }
+            let next = x_sets.len() as u32;
+            let x = *x_ids.entry(set.clone()).or_insert_with(|| {
+                x_sets.push(set);
+                next
+            });
+            sp.insert(SpKey { src_class: s as u32, port_class: p as u32 }, x);
+        }
+    }
+    check("(source, port) class", sp.len(), MAX_SP_ENTRIES)?;
+    check("combined class", x_sets.len(), MAX_X_CLASSES)?;
+    let defaults: Vec<u32> = x_sets
+        .iter()
+        .map(|set| set.intersection(&any_dst).first().map_or(implicit, |r| r as u32))
+        .collect();
+
+    // (x, destination class) where a destination-specific rule comes first.
+    let mut xs_of_rule: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (x, set) in x_sets.iter().enumerate() {
+        for r in set.difference(&any_dst).iter() {
+            xs_of_rule[r].push(x as u32);
+        }
+    }
+    let mut xd = HashMap::new();
+    let mut stamp = vec![u32::MAX; x_sets.len()];
+    for (d, dset) in dst_sets.iter().enumerate().skip(1) {
+        for r in dset.difference(&any_dst).iter() {
+            for &x in &xs_of_rule[r] {
+                if stamp[x as usize] == d as u32 {
+                    continue;
+                }
+                stamp[x as usize] = d as u32;
+                if (r as u32) < defaults[x as usize] {
+                    xd.insert(XdKey { x_class: x, dst_class: d as u32 }, r as u32);
+                }
+            }
+        }
+        check("(combined, destination) class", xd.len(), MAX_XD_ENTRIES)?;
+    }
+
+    Ok(CompiledPack {
+        rules,
+        implicit_rule: implicit,
+        any_source,
+        mode: pack.mode,
+        src,
+        dst,
+        ports,
+        sp,
+        xd,
+        defaults,
+    })
+}
+
+/// Longest-prefix match of `addr` in `table`.
+fn lpm(table: &HashMap<IpNet, u32>, addr: IpAddr) -> Option<u32> {
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (0..=max).rev().find_map(|len| IpNet::new(addr, len).ok().and_then(|n| table.get(&n.trunc()).copied()))
+}
+
+/// The port-array slot of a packet, as the datapath computes it.
+pub fn port_index(family_v4: bool, proto: u8, dport: u16) -> u32 {
+    match proto {
+        6 => dport as u32,
+        17 => PORT_INDEX_UDP + dport as u32,
+        1 if family_v4 => PORT_INDEX_ICMP,
+        58 if !family_v4 => PORT_INDEX_ICMP,
+        _ => PORT_INDEX_OTHER,
+    }
+}
+
+impl CompiledPack {
+    /// The port class at a port-array slot.
+    pub fn port_class(&self, idx: u32) -> u32 {
+        let i = self.ports.partition_point(|(_, hi, _)| *hi < idx);
+        self.ports.get(i).map_or(0, |(_, _, c)| *c)
+    }
+
+    /// Decides a packet exactly as the datapath's lookups do.
+    pub fn decide(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16) -> Decision {
+        let s = match lpm(&self.src, src) {
+            Some(s) => s,
+            None if self.any_source => 0,
+            None => return Decision::Uncovered,
+        };
+        let p = self.port_class(port_index(src.is_ipv4(), proto, dport));
+        let Some(&x) = self.sp.get(&SpKey { src_class: s, port_class: p }) else {
+            return Decision::Rule(self.implicit_rule);
+        };
+        let d = lpm(&self.dst, dst).unwrap_or(0);
+        if let Some(&r) = self.xd.get(&XdKey { x_class: x, dst_class: d }) {
+            return Decision::Rule(r);
+        }
+        match self.defaults.get(x as usize) {
+            Some(&r) if r == DECISION_UNCOVERED => Decision::Uncovered,
+            Some(&r) => Decision::Rule(r),
+            None => Decision::Rule(self.implicit_rule),
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Helpers for tests, benchmarks and the demo: crafted packets and
+//! network-namespace labs. Not used by the agent itself.
+
+pub mod packet;

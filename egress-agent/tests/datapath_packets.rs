@@ -1,0 +1,257 @@
+//! BPF_PROG_TEST_RUN tests of the real datapath on crafted packets,
+//! table-driven: (packet, expected action, reason, rule and verdict).
+//! Needs root (CAP_BPF, CAP_NET_ADMIN), as the whole suite does.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use aya::programs::{TestRun, TestRunOptions};
+use egress_agent::datapath::{Datapath, EMPTY_PROGRAM, TC_PROGRAM};
+use egress_agent::policy::{compile::compile, load_sources};
+use egress_agent::testkit::packet::{Ext, L4, Spec};
+use egress_common::{Reason, Verdict};
+
+const PACK: &str = r#"
+version: 1
+mode: enforce
+dns:
+  resolvers: [10.10.0.2, "fd00:10::2"]
+smartgroups:
+  workloads: { cidrs: [10.10.1.0/24, "fd00:10:1::/64"] }
+  monitored: { cidrs: [10.10.2.0/24] }
+  upstream-web: { cidrs: [203.0.113.0/24, "2001:db8:1::/48"] }
+rules:
+  - { name: allow-web, priority: 10, source: workloads, destination: { smartgroup: upstream-web }, protocol: tcp, ports: [443, "8000-8099"], action: permit }
+  - { name: allow-dns, priority: 20, source: workloads, destination: resolvers, ports: [53], action: permit }
+  - { name: allow-ping, priority: 30, source: workloads, destination: { cidrs: [198.51.100.0/24, "2001:db8:2::/48"] }, protocol: icmp, action: permit }
+  - { name: deny-dns-exfil, priority: 40, source: workloads, destination: any, ports: [53], action: deny }
+  - { name: monitor-ntp, priority: 50, source: workloads, destination: any, protocol: udp, ports: [123], action: deny, mode: monitor }
+  - { name: watch-legacy, priority: 60, source: monitored, destination: any, action: deny, mode: monitor }
+  - { name: allow-gre, priority: 70, source: workloads, destination: { cidrs: [192.0.2.0/24] }, action: permit }
+"#;
+
+const PASS: u32 = -1i32 as u32; // TC_ACT_UNSPEC: on to the next program / the stack
+const DROP: u32 = 2; // TC_ACT_SHOT
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("test address")
+}
+
+/// What a case expects.
+struct Expect {
+    ret: u32,
+    reason: Reason,
+    /// Rule name and verdict whose counter must move by one packet.
+    rule: Option<(&'static str, Verdict)>,
+}
+
+fn allowed(rule: &'static str) -> Expect {
+    Expect { ret: PASS, reason: Reason::Rule, rule: Some((rule, Verdict::Allowed)) }
+}
+fn denied(rule: &'static str) -> Expect {
+    Expect { ret: DROP, reason: Reason::Rule, rule: Some((rule, Verdict::Denied)) }
+}
+fn would_deny(rule: &'static str) -> Expect {
+    Expect { ret: PASS, reason: Reason::Rule, rule: Some((rule, Verdict::WouldDeny)) }
+}
+fn passed(reason: Reason) -> Expect {
+    Expect { ret: PASS, reason, rule: None }
+}
+fn dropped(reason: Reason) -> Expect {
+    Expect { ret: DROP, reason, rule: None }
+}
+
+fn with(mut s: Spec, f: impl FnOnce(&mut Spec)) -> Spec {
+    f(&mut s);
+    s
+}
+
+fn patched(s: &Spec, patches: &[(usize, u8)]) -> Vec<u8> {
+    let mut b = s.build();
+    for &(i, v) in patches {
+        b[i] = v;
+    }
+    b
+}
+
+struct Harness {
+    dp: Datapath,
+}
+
+impl Harness {
+    fn new(pack: &str) -> Self {
+        let pack = load_sources(&[("test.yaml".into(), pack.into())]).expect("test pack is valid");
+        let mut dp = Datapath::load().expect("datapath loads (run the tests as root)");
+        dp.install(&compile(&pack).expect("compiles")).expect("installs");
+        Harness { dp }
+    }
+
+    fn install(&mut self, pack: &str) {
+        let pack = load_sources(&[("test.yaml".into(), pack.into())]).expect("valid");
+        self.dp.install(&compile(&pack).expect("compiles")).expect("installs");
+    }
+
+    fn run(&mut self, program: &str, frame: &[u8]) -> u32 {
+        let prog = self.dp.tc_program(program).expect("program");
+        let opts = TestRunOptions { data_in: Some(frame), ..Default::default() };
+        prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+    }
+
+    fn run_xdp(&mut self, frame: &[u8]) -> u32 {
+        let prog = self.dp.xdp_program().expect("program");
+        let opts = TestRunOptions { data_in: Some(frame), ..Default::default() };
+        prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+    }
+
+    /// Runs one case and checks action, reason counter and rule counter.
+    fn check(&mut self, name: &str, frame: &[u8], want: &Expect) {
+        let reasons = self.dp.reason_counts().expect("reasons");
+        let rules = self.dp.rule_totals().expect("rule totals");
+        let ret = self.run(TC_PROGRAM, frame);
+        assert_eq!(ret, want.ret, "{name}: program returned {ret:#x}");
+        let after = self.dp.reason_counts().expect("reasons");
+        let r = want.reason as usize;
+        assert_eq!(after[r], reasons[r] + 1, "{name}: reason {} not counted once", want.reason.name());
+        let moved: u64 = after.iter().sum::<u64>() - reasons.iter().sum::<u64>();
+        assert_eq!(moved, 1, "{name}: exactly one reason counted");
+        let rules_after = self.dp.rule_totals().expect("rule totals");
+        let total = |t: &egress_agent::datapath::RuleTotals| -> u64 {
+            t.values().flat_map(|c| c.iter()).map(|c| c.packets).sum()
+        };
+        match want.rule {
+            Some((rule, verdict)) => {
+                let get = |t: &egress_agent::datapath::RuleTotals| {
+                    t.get(rule).map_or(0, |c| c[verdict as usize].packets)
+                };
+                assert_eq!(get(&rules_after), get(&rules) + 1, "{name}: {rule}/{} not counted", verdict.name());
+                assert_eq!(total(&rules_after), total(&rules) + 1, "{name}: one rule counter moved");
+            }
+            None => assert_eq!(total(&rules_after), total(&rules), "{name}: no rule counter moves"),
+        }
+    }
+}
+
+#[test]
+fn classifies_every_match_dimension_and_odd_packet() {
+    let mut h = Harness::new(PACK);
+    let gw: BTreeSet<IpAddr> = [ip("10.10.1.1"), ip("10.10.0.2")].into();
+    h.dp.set_local_addresses(&gw, &[ip("10.10.0.2")]).expect("local addresses");
+
+    let w4 = ip("10.10.1.10");
+    let w6 = ip("fd00:10:1::10");
+    let web4 = ip("203.0.113.5");
+    let web6 = ip("2001:db8:1::5");
+    let tcp = |src, dst, sport, dport| Spec::tcp(src, dst, sport, dport);
+    let udp = |src, dst, sport, dport| Spec::udp(src, dst, sport, dport);
+    let many_ext = with(tcp(w6, web6, 1030, 443), |s| s.ipv6_ext = vec![Ext::DestOpts; 9]);
+
+    let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
+        // Destination, protocol and port dimensions (IPv4).
+        ("tcp 443 to web", tcp(w4, web4, 1000, 443).build(), allowed("allow-web")),
+        ("tcp in port range", tcp(w4, web4, 1001, 8050).build(), allowed("allow-web")),
+        ("tcp past the range", tcp(w4, web4, 1002, 8100).build(), denied("implicit-deny")),
+        ("tcp 443 elsewhere", tcp(w4, ip("198.51.100.1"), 1003, 443).build(), denied("implicit-deny")),
+        ("udp 443 to web", udp(w4, web4, 1004, 443).build(), denied("implicit-deny")),
+        ("udp dns to resolver", udp(w4, ip("10.10.0.2"), 1005, 53).build(), allowed("allow-dns")),
+        ("tcp dns to resolver", tcp(w4, ip("10.10.0.2"), 1006, 53).build(), allowed("allow-dns")),
+        ("dns elsewhere", udp(w4, ip("8.8.8.8"), 1007, 53).build(), denied("deny-dns-exfil")),
+        ("tcp dns elsewhere", tcp(w4, ip("8.8.8.8"), 1008, 53).build(), denied("deny-dns-exfil")),
+        ("ping allowed", Spec::ping(w4, ip("198.51.100.1")).build(), allowed("allow-ping")),
+        ("ping elsewhere", Spec::ping(w4, web4).build(), denied("implicit-deny")),
+        ("monitor rule before a later permit", udp(w4, ip("192.0.2.200"), 1009, 123).build(), would_deny("monitor-ntp")),
+        ("monitor rule elsewhere", udp(w4, ip("1.2.3.4"), 1010, 123).build(), would_deny("monitor-ntp")),
+        ("monitored group", tcp(ip("10.10.2.5"), web4, 1011, 22).build(), would_deny("watch-legacy")),
+        ("other protocol", Spec::new(w4, ip("192.0.2.1"), L4::Raw { proto: 47 }).build(), allowed("allow-gre")),
+        ("other protocol elsewhere", Spec::new(w4, web4, L4::Raw { proto: 47 }).build(), denied("implicit-deny")),
+        ("uncovered source", tcp(ip("10.99.0.1"), web4, 1012, 22).build(), passed(Reason::Uncovered)),
+        // IPv6.
+        ("tcp6 443 to web", tcp(w6, web6, 1013, 443).build(), allowed("allow-web")),
+        ("tcp6 elsewhere", tcp(w6, ip("2001:db8:9::1"), 1014, 443).build(), denied("implicit-deny")),
+        ("ping6 allowed", Spec::ping(w6, ip("2001:db8:2::1")).build(), allowed("allow-ping")),
+        ("udp6 dns to resolver", udp(w6, ip("fd00:10::2"), 1015, 53).build(), allowed("allow-dns")),
+        ("udp6 dns elsewhere", udp(w6, ip("2001:4860::8888"), 1016, 53).build(), denied("deny-dns-exfil")),
+        ("uncovered v6", tcp(ip("fd00:99::1"), web6, 1017, 22).build(), passed(Reason::Uncovered)),
+        // Tags.
+        ("802.1Q", with(tcp(w4, web4, 1018, 443), |s| s.tags = vec![0x8100]).build(), allowed("allow-web")),
+        ("802.1ad+802.1Q", with(tcp(w4, web4, 1019, 443), |s| s.tags = vec![0x88a8, 0x8100]).build(), allowed("allow-web")),
+        ("802.1Q denied", with(tcp(w4, web4, 1020, 22), |s| s.tags = vec![0x8100]).build(), denied("implicit-deny")),
+        ("three tags", with(tcp(w4, web4, 1021, 443), |s| s.tags = vec![0x88a8, 0x8100, 0x8100]).build(), dropped(Reason::UnknownTag)),
+        ("legacy QinQ tag", with(tcp(w4, web4, 1022, 443), |s| s.tags = vec![0x9100]).build(), dropped(Reason::UnknownTag)),
+        // IPv4 options and fragments.
+        ("ipv4 options", with(tcp(w4, web4, 1023, 443), |s| s.ipv4_options = vec![1; 8]).build(), allowed("allow-web")),
+        ("ipv4 options denied", with(tcp(w4, web4, 1024, 22), |s| s.ipv4_options = vec![1; 40]).build(), denied("implicit-deny")),
+        ("first fragment", with(tcp(w4, web4, 1025, 443), |s| s.ipv4_frag = Some((0, true, 77))).build(), allowed("allow-web")),
+        ("later fragment", with(tcp(w4, web4, 1025, 443), |s| s.ipv4_frag = Some((3, false, 77))).build(), Expect { ret: PASS, reason: Reason::FragmentFollowed, rule: Some(("allow-web", Verdict::Allowed)) }),
+        ("unseen fragment", with(tcp(w4, web4, 1026, 443), |s| s.ipv4_frag = Some((3, false, 78))).build(), dropped(Reason::FragmentUnseen)),
+        ("denied first fragment", with(tcp(w4, web4, 1027, 22), |s| s.ipv4_frag = Some((0, true, 79))).build(), denied("implicit-deny")),
+        ("its later fragment", with(tcp(w4, web4, 1027, 22), |s| s.ipv4_frag = Some((5, false, 79))).build(), Expect { ret: DROP, reason: Reason::FragmentFollowed, rule: Some(("implicit-deny", Verdict::Denied)) }),
+        ("uncovered fragment", with(tcp(ip("10.99.0.1"), web4, 1028, 443), |s| s.ipv4_frag = Some((3, false, 80))).build(), passed(Reason::Uncovered)),
+        // IPv6 extension headers and fragments.
+        ("ipv6 ext headers", with(tcp(w6, web6, 1029, 443), |s| s.ipv6_ext = vec![Ext::HopByHop, Ext::Routing, Ext::DestOpts]).build(), allowed("allow-web")),
+        ("too many ext headers", many_ext.build(), dropped(Reason::TooManyExtHeaders)),
+        ("ipv6 first fragment", with(tcp(w6, web6, 1031, 443), |s| s.ipv6_ext = vec![Ext::Fragment { offset: 0, more: true, id: 9 }]).build(), allowed("allow-web")),
+        ("ipv6 later fragment", with(tcp(w6, web6, 1031, 443), |s| s.ipv6_ext = vec![Ext::Fragment { offset: 8, more: false, id: 9 }]).build(), Expect { ret: PASS, reason: Reason::FragmentFollowed, rule: Some(("allow-web", Verdict::Allowed)) }),
+        ("ipv6 unseen fragment", with(tcp(w6, web6, 1032, 443), |s| s.ipv6_ext = vec![Ext::Fragment { offset: 8, more: false, id: 10 }]).build(), dropped(Reason::FragmentUnseen)),
+        // Truncation and bad headers.
+        ("truncated tcp", with(tcp(w4, web4, 1033, 443), |s| { s.truncate = Some(14 + 20 + 10); s.payload = 0 }).build(), dropped(Reason::Truncated)),
+        ("truncated udp6", with(udp(w6, web6, 1034, 53), |s| { s.truncate = Some(14 + 40 + 4); s.payload = 0 }).build(), dropped(Reason::Truncated)),
+        ("truncated vlan tag", with(tcp(w4, web4, 1036, 443), |s| { s.tags = vec![0x8100]; s.truncate = Some(16) }).build(), dropped(Reason::Truncated)),
+        ("truncated ext header", with(tcp(w6, web6, 1037, 443), |s| { s.ipv6_ext = vec![Ext::HopByHop]; s.truncate = Some(14 + 40 + 4) }).build(), dropped(Reason::Truncated)),
+        ("ihl below 5", patched(&tcp(w4, web4, 1038, 443), &[(14, 0x44)]), dropped(Reason::BadIpHeader)),
+        ("version mismatch", patched(&tcp(w4, web4, 1039, 443), &[(14, 0x65)]), dropped(Reason::BadIpHeader)),
+        // Not the firewall's business.
+        ("arp", with(tcp(w4, web4, 1040, 443), |s| s.ethertype = Some(0x0806)).build(), passed(Reason::NotIp)),
+        ("neighbour solicitation", Spec::new(w6, ip("fd00:10:1::1"), L4::Icmp { kind: 135 }).build(), passed(Reason::LinkLocal)),
+        ("router solicitation", Spec::new(ip("fe80::1"), ip("ff02::2"), L4::Icmp { kind: 133 }).build(), passed(Reason::LinkLocal)),
+        ("dhcp discover", udp(ip("0.0.0.0"), ip("255.255.255.255"), 68, 67).build(), passed(Reason::LinkLocal)),
+        ("dhcp from a workload", udp(w4, ip("10.10.1.1"), 68, 67).build(), passed(Reason::LinkLocal)),
+        ("mdns", udp(w4, ip("224.0.0.251"), 5353, 5353).build(), passed(Reason::LinkLocal)),
+        ("to the gateway", tcp(w4, ip("10.10.1.1"), 1041, 22).build(), passed(Reason::ToGateway)),
+        ("resolver on the gateway is judged", tcp(w4, ip("10.10.0.2"), 1042, 22).build(), denied("implicit-deny")),
+        // The flow cache.
+        ("cached permit", tcp(w4, web4, 1000, 443).build(), Expect { ret: PASS, reason: Reason::FlowCache, rule: Some(("allow-web", Verdict::Allowed)) }),
+        ("cached deny", tcp(w4, web4, 1002, 8100).build(), Expect { ret: DROP, reason: Reason::FlowCache, rule: Some(("implicit-deny", Verdict::Denied)) }),
+    ];
+    for (name, frame, want) in &cases {
+        h.check(name, frame, want);
+    }
+
+    // The baseline program passes everything untouched.
+    assert_eq!(h.run(EMPTY_PROGRAM, &tcp(w4, web4, 1002, 8100).build()), PASS);
+
+    // A new pack: cached verdicts of the old generation are judged again, and
+    // a monitor-mode pack passes what it cannot judge.
+    h.install(&PACK.replace("mode: enforce", "mode: monitor"));
+    let again: Vec<(&str, Vec<u8>, Expect)> = vec![
+        ("re-judged after swap", tcp(w4, web4, 1002, 8100).build(), would_deny("implicit-deny")),
+        ("permit re-judged", tcp(w4, web4, 1000, 443).build(), allowed("allow-web")),
+        ("monitor passes truncated", with(tcp(w4, web4, 1050, 443), |s| { s.truncate = Some(14 + 20 + 10); s.payload = 0 }).build(), passed(Reason::Truncated)),
+        ("monitor passes unseen fragment", with(tcp(w4, web4, 1051, 443), |s| s.ipv4_frag = Some((3, false, 99))).build(), passed(Reason::FragmentUnseen)),
+        ("rules inherit the pack mode", udp(w4, ip("8.8.8.8"), 1052, 53).build(), would_deny("deny-dns-exfil")),
+    ];
+    for (name, frame, want) in &again {
+        h.check(name, frame, want);
+    }
+}
+
+#[test]
+fn xdp_program_judges_like_tc() {
+    let mut h = Harness::new(PACK);
+    let w4 = ip("10.10.1.10");
+    let web4 = ip("203.0.113.5");
+    const XDP_DROP: u32 = 1;
+    const XDP_PASS: u32 = 2;
+    assert_eq!(h.run_xdp(&Spec::tcp(w4, web4, 2000, 443).build()), XDP_PASS);
+    assert_eq!(h.run_xdp(&Spec::tcp(w4, web4, 2001, 22).build()), XDP_DROP);
+    assert_eq!(h.run_xdp(&Spec::udp(w4, ip("8.8.8.8"), 2002, 53).build()), XDP_DROP);
+    assert_eq!(h.run_xdp(&Spec::tcp(ip("10.99.0.1"), web4, 2003, 22).build()), XDP_PASS);
+    let three_tags = with(Spec::tcp(w4, web4, 2004, 443), |s| s.tags = vec![0x88a8, 0x8100, 0x8100]);
+    assert_eq!(h.run_xdp(&three_tags.build()), XDP_DROP);
+    // The skb test harness refuses frames whose IPv4 header is cut short
+    // (EINVAL); XDP's takes them, and runs the same parser.
+    let before = h.dp.reason_counts().expect("reasons")[Reason::Truncated as usize];
+    let cut = with(Spec::tcp(w4, web4, 2005, 443), |s| s.truncate = Some(14 + 12));
+    assert_eq!(h.run_xdp(&cut.build()), XDP_DROP);
+    let after = h.dp.reason_counts().expect("reasons")[Reason::Truncated as usize];
+    assert_eq!(after, before + 1, "truncated IPv4 header counted");
+}
