@@ -4,3 +4,6 @@
 pub mod policy;
 pub mod datapath;
 pub mod testkit;
+pub mod flowlog;
+pub mod metrics;
+pub mod run;

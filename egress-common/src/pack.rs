@@ -108,8 +108,14 @@ pub struct SlotMeta {
     pub mode: u8,
     /// 1 when some rule's source is `any` (every source is covered).
     pub any_source: u8,
-    pub _pad: [u8; 6],
+    /// `SLOT_FLAG_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 5],
 }
+
+/// [`SlotMeta::flags`]: decide every packet afresh, never insert into the
+/// flow cache. Only benchmarks set it, to measure the new-flow path.
+pub const SLOT_FLAG_NO_FLOW_CACHE: u8 = 1;
 crate::assert_size!(SlotMeta, 16);
 
 /// Per-CPU counter cell, indexed `rule * VERDICTS + verdict` in a slot's

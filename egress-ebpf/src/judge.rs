@@ -5,7 +5,7 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
     ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowEvent, FlowKey, FlowValue, FragKey,
-    MODE_ENFORCE, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo, SlotMeta,
+    MODE_ENFORCE, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta,
     SpKey, VERDICTS, Verdict, XdKey,
 };
 
@@ -279,7 +279,9 @@ fn judge_ip(
     count_reason(Reason::Rule);
     count_rule(slot, rule_idx, verdict, len, true);
     let value = FlowValue { generation, rule: rule_idx, verdict: verdict as u8, _pad: [0; 7] };
-    let _ = EGV1_FLOWS.insert(&key, &value, 0);
+    if meta.flags & SLOT_FLAG_NO_FLOW_CACHE == 0 {
+        let _ = EGV1_FLOWS.insert(&key, &value, 0);
+    }
     if pkt.frag == FRAG_FIRST {
         let _ = EGV1_FRAGS.insert(&frag_key, &value, 0);
     }

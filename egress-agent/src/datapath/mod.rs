@@ -17,7 +17,7 @@ use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use egress_common::{
-    LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SlotMeta,
+    LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta,
 };
 
 use crate::policy::compile::CompiledPack;
@@ -81,10 +81,14 @@ pub struct Datapath {
     local: HashMap<MapData, [u8; 16], u8>,
     slots: [SlotMaps; 2],
     installed: [Option<CompiledPack>; 2],
+    /// Generation of the pack in each slot.
+    installed_gen: [u32; 2],
     state: LiveState,
     barrier: RcuBarrier,
     /// Counters of packs no longer live, by rule name.
     retired: RuleTotals,
+    /// Whether packs installed from now on use the flow cache.
+    flow_cache: bool,
 }
 
 impl Datapath {
@@ -108,9 +112,11 @@ impl Datapath {
             local,
             slots,
             installed: [None, None],
+            installed_gen: [0, 0],
             state: LiveState::default(),
             barrier: RcuBarrier::new()?,
             retired: RuleTotals::new(),
+            flow_cache: true,
         })
     }
 
@@ -128,13 +134,15 @@ impl Datapath {
             implicit_rule: pack.implicit_rule,
             mode: if pack.mode == Mode::Enforce { MODE_ENFORCE } else { MODE_MONITOR },
             any_source: pack.any_source as u8,
-            _pad: [0; 6],
+            flags: if self.flow_cache { 0 } else { SLOT_FLAG_NO_FLOW_CACHE },
+            _pad: [0; 5],
         };
         self.meta.set(idle as u32, meta, 0).map_err(|e| DatapathError::map("EGV1_SLOT_META", e))?;
         let state = LiveState { slot: idle as u32, generation };
         self.live.set(0, state, 0).map_err(|e| DatapathError::map("EGV1_LIVE", e))?;
         self.state = state;
         self.installed[idle] = Some(pack.clone());
+        self.installed_gen[idle] = generation;
         // From here on no packet reads the other slot once the barrier returns.
         self.barrier.wait()?;
         Ok(generation)
@@ -153,9 +161,33 @@ impl Datapath {
         self.slots[slot].zero_counters(pack.rules.len())
     }
 
+    /// Benchmarks only: with `false`, packs installed afterwards decide every
+    /// packet afresh (nothing is cached), so repeated runs of one packet
+    /// measure the new-flow path.
+    pub fn set_flow_cache(&mut self, enabled: bool) {
+        self.flow_cache = enabled;
+    }
+
     /// The live pack, if one is installed.
     pub fn live_pack(&self) -> Option<&CompiledPack> {
         self.installed[self.state.slot as usize].as_ref().filter(|_| self.state.generation != 0)
+    }
+
+    /// The rule at `index` of the pack of `generation`, while that pack is
+    /// still one of the two installed (the live one or the one before).
+    pub fn rule(&self, generation: u32, index: u32) -> Option<&crate::policy::compile::CompiledRule> {
+        (0..2)
+            .find(|&s| self.installed_gen[s] == generation)
+            .and_then(|s| self.installed[s].as_ref())
+            .and_then(|p| p.rules.get(index as usize))
+    }
+
+    /// Kernel memory of the live slot's tables, per map (`src4`, `src6`,
+    /// `dst4`, `dst6`, `ports`, `sp`, `xd`, `defaults`, `rules`, `counters`),
+    /// in bytes; see `SlotMaps::memlock` for what the kernel counts. Shared
+    /// maps (flow cache, fragments, events) and the idle slot are not counted.
+    pub fn live_slot_memlock(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
+        self.slots[self.state.slot as usize].memlock()
     }
 
     /// The live generation (0 before the first install).

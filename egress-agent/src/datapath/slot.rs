@@ -122,6 +122,31 @@ impl SlotMaps {
         Ok(out)
     }
 
+    /// Kernel memory of each of the slot's maps, in bytes, as the kernel
+    /// reports it in `memlock:` of `/proc/self/fdinfo/<map fd>` (the map's
+    /// `map_mem_usage`, Linux 6.4 and later). The arrays (`ports`,
+    /// `defaults`, `rules`, per-CPU `counters`) are preallocated, so their
+    /// figure is fixed; the LPM tries count their stored prefixes
+    /// (`n_entries` nodes, not the trie's intermediate nodes) and the
+    /// `NO_PREALLOC` hashes (`sp`, `xd`) their current elements, so those
+    /// grow with the pack.
+    pub fn memlock(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
+        use aya::maps::IterableMap;
+        let maps: [(&'static str, &MapData); 10] = [
+            ("src4", self.src4.map()),
+            ("src6", self.src6.map()),
+            ("dst4", self.dst4.map()),
+            ("dst6", self.dst6.map()),
+            ("ports", self.ports.map()),
+            ("sp", self.sp.map()),
+            ("xd", self.xd.map()),
+            ("defaults", self.defaults.map()),
+            ("rules", self.rules.map()),
+            ("counters", self.counters.map()),
+        ];
+        maps.into_iter().map(|(name, map)| Ok((name, fdinfo_memlock(map)?))).collect()
+    }
+
     /// Zeroes the counters of the first `rules` rules.
     pub fn zero_counters(&mut self, rules: usize) -> Result<(), DatapathError> {
         let cpus = nr_cpus().map_err(|(_, e)| DatapathError::Io(e))?;
@@ -147,6 +172,16 @@ fn fill_hash<K: aya::Pod + Eq + std::hash::Hash>(
         map.insert(k, v, 0).map_err(|e| DatapathError::map(name, e))?;
     }
     Ok(())
+}
+
+/// `memlock:` of a map's `/proc/self/fdinfo` entry.
+fn fdinfo_memlock(map: &MapData) -> Result<u64, DatapathError> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let fd = map.fd().as_fd().as_raw_fd();
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("memlock:").and_then(|v| v.trim().parse().ok()))
+        .ok_or_else(|| DatapathError::Io(std::io::Error::other(format!("no memlock in fdinfo of fd {fd}"))))
 }
 
 /// The port-class array from its runs.

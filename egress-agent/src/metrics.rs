@@ -1,0 +1,118 @@
+//! Prometheus metrics at `http://ADDR/metrics`, text format, encoded with
+//! prometheus-client from the datapath's exact per-CPU counters at scrape
+//! time (nothing is sampled).
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::datapath::Datapath;
+use egress_common::{Reason, Verdict};
+
+/// Reads the datapath's counters on every scrape.
+#[derive(Debug)]
+pub struct DatapathCollector {
+    dp: Arc<Mutex<Datapath>>,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath").field("generation", &self.generation()).finish()
+    }
+}
+
+impl Collector for DatapathCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (totals, reasons, generation) = {
+            let dp = self.dp.lock().map_err(|_| std::fmt::Error)?;
+            let totals = dp.rule_totals().map_err(|_| std::fmt::Error)?;
+            let reasons = dp.reason_counts().map_err(|_| std::fmt::Error)?;
+            (totals, reasons, dp.generation())
+        };
+        let mut rules: Vec<_> = totals.into_iter().collect();
+        rules.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, help, field) in [
+            ("egress_rule_packets", "Packets decided per rule and verdict.", 0usize),
+            ("egress_rule_bytes", "Bytes decided per rule and verdict.", 1),
+            ("egress_rule_flows", "New flows decided per rule and verdict.", 2),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (rule, cells) in &rules {
+                for v in Verdict::ALL {
+                    let c = cells[v as usize];
+                    let value = [c.packets, c.bytes, c.flows][field];
+                    let labels = [("rule", rule.as_str()), ("verdict", v.name())];
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "egress_datapath_packets",
+            "Packets seen by the datapath per reason code.",
+            None,
+            MetricType::Counter,
+        )?;
+        for r in Reason::ALL {
+            let value = reasons.get(r as usize).copied().unwrap_or(0);
+            ConstCounter::new(value).encode(family.encode_family(&[("reason", r.name())])?)?;
+        }
+        let family = encoder.encode_descriptor(
+            "egress_pack_generation",
+            "Generation of the live policy pack.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(generation as i64).encode(family)?;
+        Ok(())
+    }
+}
+
+/// The registry with the datapath collector.
+pub fn registry(dp: Arc<Mutex<Datapath>>) -> Registry {
+    let mut reg = Registry::default();
+    reg.register_collector(Box::new(DatapathCollector { dp }));
+    reg
+}
+
+/// Renders the registry in Prometheus text format.
+pub fn render(reg: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, reg).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, reg: Arc<Registry>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let reg = reg.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("");
+            let (status, ctype, body) = if path == "/metrics" {
+                let body = tokio::task::spawn_blocking(move || render(&reg)).await.unwrap_or_default();
+                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+            } else {
+                ("404 Not Found", "text/plain", "not found: try /metrics\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}

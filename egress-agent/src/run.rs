@@ -1,0 +1,138 @@
+//! `egress-agent run`: load and validate the pack, load the datapath,
+//! install, attach to every LAN interface, serve metrics, write flow logs,
+//! reload on SIGHUP, and exit 0 on SIGTERM or SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::{MapData, RingBuf};
+use egress_common::FlowEvent;
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+use crate::datapath::{Datapath, Hook, local::local_addresses};
+use crate::flowlog::{FlowLog, iface_name, ktime_to_wall, record};
+use crate::policy::{self, compile::compile, model::Pack};
+
+/// Options of `run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy: PathBuf,
+    pub lan: Vec<String>,
+    pub metrics: Option<SocketAddr>,
+    pub flow_log: Option<String>,
+    pub pin_dir: Option<PathBuf>,
+    pub hook: Hook,
+}
+
+/// How often the gateway's own addresses are re-read.
+const LOCAL_ADDR_REFRESH: Duration = Duration::from_secs(5);
+
+/// Loads, validates and compiles the pack at `path`, and installs it.
+fn install_from(dp: &Mutex<Datapath>, path: &std::path::Path) -> Result<(Pack, u32)> {
+    let pack = policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let compiled = compile(&pack).with_context(|| format!("{}", path.display()))?;
+    let mut dp = dp.lock().map_err(|_| anyhow::anyhow!("datapath lock poisoned"))?;
+    let addrs = local_addresses().context("reading the gateway's addresses")?;
+    dp.set_local_addresses(&addrs, &pack.dns.resolvers)?;
+    let generation = dp.install(&compiled)?;
+    Ok((pack, generation))
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub async fn run(opts: RunOptions) -> Result<()> {
+    if opts.lan.is_empty() {
+        bail!("at least one --lan interface is needed");
+    }
+    if let Some(dir) = &opts.pin_dir {
+        warn!(pin_dir = %dir.display(), "pinning is not implemented yet: the datapath detaches when the agent exits");
+    }
+    let dp = Arc::new(Mutex::new(Datapath::load().context("loading the eBPF datapath")?));
+    let (mut pack, generation) = install_from(&dp, &opts.policy)?;
+    info!(generation, rules = pack.rules.len(), policy = %opts.policy.display(), "pack installed");
+    {
+        let mut guard = dp.lock().map_err(|_| anyhow::anyhow!("datapath lock poisoned"))?;
+        for iface in &opts.lan {
+            guard.attach(iface, opts.hook).with_context(|| format!("attaching to {iface}"))?;
+            info!(iface, hook = ?opts.hook, "attached");
+        }
+    }
+
+    let mut tasks = Vec::new();
+    if let Some(addr) = opts.metrics {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        info!(%addr, "serving metrics at /metrics");
+        let reg = Arc::new(crate::metrics::registry(dp.clone()));
+        tasks.push(tokio::spawn(crate::metrics::serve(listener, reg)));
+    }
+    if let Some(target) = &opts.flow_log {
+        let log = FlowLog::open(target).with_context(|| format!("opening flow log {target}"))?;
+        let events = dp.lock().map_err(|_| anyhow::anyhow!("lock"))?.take_events()?;
+        tasks.push(tokio::spawn(flow_log_task(dp.clone(), events, log)));
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut refresh = tokio::time::interval(LOCAL_ADDR_REFRESH);
+    println!("egress-agent: enforcing {} ({} rules) on {}", opts.policy.display(), pack.rules.len(), opts.lan.join(", "));
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => match install_from(&dp, &opts.policy) {
+                Ok((new, generation)) => {
+                    info!(generation, rules = new.rules.len(), "pack reloaded");
+                    pack = new;
+                }
+                Err(e) => error!("reload rejected, the last good pack keeps enforcing:\n{e:#}"),
+            },
+            _ = refresh.tick() => {
+                if let (Ok(addrs), Ok(mut guard)) = (local_addresses(), dp.lock()) {
+                    if let Err(e) = guard.set_local_addresses(&addrs, &pack.dns.resolvers) {
+                        warn!("refreshing gateway addresses: {e}");
+                    }
+                }
+            }
+        }
+    }
+    info!("stopping");
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+/// Drains the event ring buffer into the flow log.
+async fn flow_log_task(dp: Arc<Mutex<Datapath>>, events: RingBuf<MapData>, mut log: FlowLog) {
+    // SAFETY: the ring buffer owns its file descriptor for as long as the
+    // AsyncFd holds it, and nothing else closes it.
+    let mut fd = match unsafe { AsyncFd::register(events) } {
+        Ok(fd) => fd,
+        Err(e) => {
+            error!("flow log: cannot poll the event ring: {}", e.into_parts().1);
+            return;
+        }
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else { return };
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<FlowEvent>() {
+                continue;
+            }
+            // SAFETY: the datapath writes whole FlowEvents; read_unaligned copies it out.
+            let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const FlowEvent) };
+            let rule = dp.lock().ok().and_then(|d| d.rule(ev.generation, ev.rule).cloned());
+            let rec = record(&ev, rule.as_ref(), iface_name(ev.ifindex), ktime_to_wall(ev.ktime_ns));
+            if let Err(e) = log.write(&rec) {
+                error!("flow log write failed: {e}");
+            }
+        }
+        guard.clear_ready();
+    }
+}
