@@ -3,18 +3,14 @@
 //! Every denial is first shown to pass without the agent, so a test cannot
 //! pass because the lab is broken.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
 
+use egress_agent::testkit::agent::{AgentProcess, metric};
 use egress_agent::testkit::lab::{GATEWAY_V4, Lab};
-use egress_agent::testkit::netns::within;
 
 const T: Duration = Duration::from_millis(1200);
-const METRICS: &str = "127.0.0.1:9464";
 
 const PACK: &str = r#"
 version: 1
@@ -51,99 +47,16 @@ fn lab() -> Lab {
     lab
 }
 
-/// The agent running in the gateway namespace; SIGTERM on drop.
-struct Agent {
-    child: Child,
-    flow_log: PathBuf,
-    _dir: TempDir,
+fn start(lab: &Lab, pack: &str) -> AgentProcess {
+    AgentProcess::start(lab, Path::new(env!("CARGO_BIN_EXE_egress-agent")), pack).expect("agent starts")
 }
 
-struct TempDir(PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// The first flow record satisfying `want` (waits up to 5 s).
+fn record(agent: &AgentProcess, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    match agent.wait_record(Duration::from_secs(5), want) {
+        Some(v) => v,
+        None => panic!("no matching flow record in {:#?}", agent.flow_records()),
     }
-}
-
-impl Agent {
-    fn start(lab: &Lab, pack: &str) -> Agent {
-        let dir = std::env::temp_dir().join(format!("egress-e2e-{}-{}", std::process::id(), lab.gateway.name));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let policy = dir.join("pack.yaml");
-        std::fs::write(&policy, pack).expect("write pack");
-        let flow_log = dir.join("flows.jsonl");
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &lab.gateway.name, env!("CARGO_BIN_EXE_egress-agent"), "run"])
-            .arg("--policy")
-            .arg(&policy)
-            .args(["--lan", "lan0", "--metrics", METRICS, "--flow-log"])
-            .arg(&flow_log)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn agent");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("agent reports enforcing");
-        assert!(line.contains("enforcing"), "agent said: {line}");
-        Agent { child, flow_log, _dir: TempDir(dir) }
-    }
-
-    /// Stops the agent with SIGTERM and returns its exit code.
-    fn stop(mut self) -> Option<i32> {
-        // SAFETY: kill(2) on our child's pid (`ip netns exec` execs the agent).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let code = self.child.wait().expect("wait").code();
-        std::mem::forget(self);
-        code
-    }
-
-    /// Flow-log records, waiting up to 5 s for one that satisfies `want`.
-    fn flow_record(&self, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = std::fs::read_to_string(&self.flow_log).unwrap_or_default();
-            let found = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|v| want(v));
-            if let Some(v) = found {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "no matching flow record in:\n{text}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: as in `stop`.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn metrics(lab: &Lab) -> String {
-    within(&lab.gateway.name, || -> std::io::Result<String> {
-        let mut s = TcpStream::connect(METRICS)?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })
-    .expect("netns")
-    .expect("metrics reachable")
-}
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
 }
 
 #[test]
@@ -155,7 +68,7 @@ fn enforce_mode_permits_and_denies_real_traffic() {
     assert!(lab.udp_exchange(sa("203.0.113.20:53"), T).unwrap(), "lab: udp");
     assert!(lab.ping(ip("203.0.113.20")).unwrap(), "lab: ping");
 
-    let agent = Agent::start(&lab, PACK);
+    let agent = start(&lab, PACK);
     // IPv4.
     assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "permitted tcp");
     assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "denied tcp");
@@ -172,7 +85,7 @@ fn enforce_mode_permits_and_denies_real_traffic() {
     // A default-deny pack never cuts a workload off its gateway.
     assert!(lab.ping(ip(GATEWAY_V4)).unwrap(), "gateway reachable");
 
-    let allowed = agent.flow_record(|v| v["rule"] == "allow-web" && v["dst"] == "203.0.113.10");
+    let allowed = record(&agent, |v| v["rule"] == "allow-web" && v["dst"] == "203.0.113.10");
     assert_eq!(allowed["verdict"], "allowed");
     assert_eq!(allowed["action"], "permit");
     assert_eq!(allowed["mode"], "enforce");
@@ -181,19 +94,19 @@ fn enforce_mode_permits_and_denies_real_traffic() {
     assert_eq!(allowed["src"], "10.10.1.10");
     assert!(allowed["sport"].as_u64().is_some_and(|p| p > 0));
     assert!(allowed["ts"].as_str().is_some_and(|t| t.ends_with('Z')));
-    let denied = agent.flow_record(|v| v["dst"] == "2001:db8:1::20" && v["proto"] == "tcp");
+    let denied = record(&agent, |v| v["dst"] == "2001:db8:1::20" && v["proto"] == "tcp");
     assert_eq!(denied["rule"], "default-deny");
     assert_eq!(denied["verdict"], "denied");
-    agent.flow_record(|v| v["dst"] == "203.0.113.20" && v["proto"] == "icmp" && v["verdict"] == "denied");
-    agent.flow_record(|v| v["dst"] == "198.51.100.53" && v["rule"] == "allow-dns" && v["verdict"] == "allowed");
+    record(&agent, |v| v["dst"] == "203.0.113.20" && v["proto"] == "icmp" && v["verdict"] == "denied");
+    record(&agent, |v| v["dst"] == "198.51.100.53" && v["rule"] == "allow-dns" && v["verdict"] == "allowed");
 
-    let m = metrics(&lab);
+    let m = agent.metrics().expect("metrics");
     assert!(metric(&m, "egress_rule_packets_total{rule=\"default-deny\",verdict=\"denied\"}") >= 6, "{m}");
     assert!(metric(&m, "egress_rule_flows_total{rule=\"allow-web\",verdict=\"allowed\"}") >= 2, "{m}");
     assert_eq!(metric(&m, "egress_rule_packets_total{rule=\"default-deny\",verdict=\"would_deny\"}"), 0);
     assert!(metric(&m, "egress_datapath_packets_total{reason=\"to_gateway\"}") >= 1, "{m}");
 
-    assert_eq!(agent.stop(), Some(0), "agent exits 0 on SIGTERM");
+    assert_eq!(agent.stop().expect("stop"), Some(0), "agent exits 0 on SIGTERM");
     // Without pins, stopping detaches: traffic flows again.
     assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "detached after stop");
 }
@@ -201,18 +114,18 @@ fn enforce_mode_permits_and_denies_real_traffic() {
 #[test]
 fn monitor_mode_passes_and_reports_would_deny() {
     let lab = lab();
-    let agent = Agent::start(&lab, &PACK.replace("mode: enforce", "mode: monitor"));
+    let agent = start(&lab, &PACK.replace("mode: enforce", "mode: monitor"));
     assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "monitor passes tcp");
     assert!(lab.tcp_exchange(None, sa("[2001:db8:1::20]:443"), T).unwrap(), "monitor passes tcp6");
     assert!(lab.udp_exchange(sa("203.0.113.20:53"), T).unwrap(), "monitor passes udp");
     assert!(lab.ping(ip("203.0.113.20")).unwrap(), "monitor passes ping");
-    let rec = agent.flow_record(|v| v["dst"] == "203.0.113.20" && v["proto"] == "tcp");
+    let rec = record(&agent, |v| v["dst"] == "203.0.113.20" && v["proto"] == "tcp");
     assert_eq!(rec["verdict"], "would_deny");
     assert_eq!(rec["rule"], "default-deny");
     assert_eq!(rec["mode"], "monitor");
-    agent.flow_record(|v| v["dst"] == "2001:db8:1::20" && v["verdict"] == "would_deny");
-    let m = metrics(&lab);
+    record(&agent, |v| v["dst"] == "2001:db8:1::20" && v["verdict"] == "would_deny");
+    let m = agent.metrics().expect("metrics");
     assert!(metric(&m, "egress_rule_packets_total{rule=\"default-deny\",verdict=\"would_deny\"}") >= 4, "{m}");
     assert_eq!(metric(&m, "egress_rule_packets_total{rule=\"default-deny\",verdict=\"denied\"}"), 0);
-    assert_eq!(agent.stop(), Some(0));
+    assert_eq!(agent.stop().expect("stop"), Some(0));
 }

@@ -58,7 +58,17 @@ fn main() -> Result<()> {
         }
         Cmd::Demo => {
             setup::run()?;
-            cargo(&["run", "--release", "-p", "egress-agent", "--example", "demo"], &[])
+            cargo(&["build", "--release", "-p", "egress-agent", "--bins", "--examples"], &[])?;
+            let root = setup::workspace_root();
+            let status = Command::new(root.join("target/release/examples/demo"))
+                .arg("--agent")
+                .arg(root.join("target/release/egress-agent"))
+                .status()
+                .context("running the demo")?;
+            if !status.success() {
+                bail!("the demo failed ({status})");
+            }
+            Ok(())
         }
     }
 }

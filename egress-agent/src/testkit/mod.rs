@@ -1,6 +1,9 @@
-//! Helpers for tests, benchmarks and the demo: crafted packets and
-//! network-namespace labs. Not used by the agent itself.
+//! Helpers for tests, benchmarks and the demo: crafted packets, synthetic
+//! packs and network-namespace labs running the real agent. Not used by
+//! the agent itself.
 
+pub mod agent;
+pub mod cleanup;
 pub mod lab;
 pub mod netns;
 pub mod packet;

@@ -50,6 +50,7 @@ impl Netns {
     pub fn new(name: &str) -> io::Result<Self> {
         let _ = ip(&["netns", "del", name]);
         ip(&["netns", "add", name])?;
+        super::cleanup::register_netns(name);
         let ns = Netns { name: name.to_string() };
         ns.ip(&["link", "set", "lo", "up"])?;
         // No duplicate address detection: link-local addresses are usable at
@@ -78,5 +79,6 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = ip(&["netns", "del", &self.name]);
+        super::cleanup::forget_netns(&self.name);
     }
 }
