@@ -20,7 +20,7 @@ use egress_agent::policy::{self, PolicyError};
 
 fn corpus(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/policy-corpus")
+        .join("../tests/policy-corpus")
         .join(kind)
 }
 

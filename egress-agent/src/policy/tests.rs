@@ -1,6 +1,6 @@
 //! Loading as a whole: merging files, directories (ConfigMap layout), error
 //! collection and the summary. Per-rule failures live in the corpus under
-//! `tests/policy-corpus/`.
+//! `tests/policy-corpus/` at the workspace root.
 
 use std::path::{Path, PathBuf};
 
