@@ -27,12 +27,15 @@ pub const PORT_INDEX_SLOTS: u32 = 131074;
 pub const MAX_RULES: u32 = 65_540;
 /// Capacity of each LPM trie (prefixes of one family and direction).
 pub const MAX_PREFIXES: u32 = 262_144;
-/// Capacity of the `(source class, port class)` table.
-pub const MAX_SP_ENTRIES: u32 = 1 << 20;
+/// Capacity of the `(source class, port class)` table. The kernel sizes a
+/// hash's bucket array by capacity even without preallocation, so these
+/// are what realistic packs need with room to spare, not the most possible:
+/// a pack that needs more is rejected with a clear error.
+pub const MAX_SP_ENTRIES: u32 = 1 << 17;
 /// Capacity of the combined-class table (`DEFAULTS`).
 pub const MAX_X_CLASSES: u32 = 1 << 18;
 /// Capacity of the sparse `(x, destination class)` table.
-pub const MAX_XD_ENTRIES: u32 = 1 << 22;
+pub const MAX_XD_ENTRIES: u32 = 1 << 20;
 /// Capacity of the gateway-address table.
 pub const MAX_LOCAL_ADDRS: u32 = 1024;
 

@@ -61,19 +61,21 @@ impl SlotMaps {
         self.fill_prefixes(&old.dst, &new.dst, false)?;
         fill_hash(&mut self.sp, &old.sp, &new.sp, "sp")?;
         fill_hash(&mut self.xd, &old.xd, &new.xd, "xd")?;
+        // A slot never written holds zeros (arrays are created zeroed), so
+        // entries past what the old pack wrote compare against zero.
         let old_ports = expand_runs(&old.ports);
         for (i, class) in expand_runs(&new.ports).into_iter().enumerate() {
-            if old_ports.get(i) != Some(&class) || old.ports.is_empty() {
+            if old_ports.get(i).copied().unwrap_or(0) != class {
                 self.ports.set(i as u32, class, 0).map_err(|e| DatapathError::map("ports", e))?;
             }
         }
         for (i, d) in new.defaults.iter().enumerate() {
-            if old.defaults.get(i) != Some(d) {
+            if old.defaults.get(i).copied().unwrap_or(0) != *d {
                 self.defaults.set(i as u32, *d, 0).map_err(|e| DatapathError::map("defaults", e))?;
             }
         }
         for (i, r) in new.rules.iter().enumerate() {
-            if old.rules.get(i).map(|o| o.info) != Some(r.info) {
+            if old.rules.get(i).map_or(RuleInfo::default(), |o| o.info) != r.info {
                 self.rules.set(i as u32, r.info, 0).map_err(|e| DatapathError::map("rules", e))?;
             }
         }
