@@ -2,6 +2,7 @@
 //! prometheus-client from the datapath's exact per-CPU counters at scrape
 //! time (nothing is sampled).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
@@ -16,16 +17,20 @@ use tokio::net::TcpListener;
 use crate::datapath::Datapath;
 use egress_common::{Reason, Verdict};
 
+/// Counters the agent keeps itself.
+#[derive(Debug, Default)]
+pub struct AgentStats {
+    /// Policy reloads installed.
+    pub reloads_ok: AtomicU64,
+    /// Policy reloads rejected (parse, validate, compile or load errors).
+    pub reloads_failed: AtomicU64,
+}
+
 /// Reads the datapath's counters on every scrape.
 #[derive(Debug)]
 pub struct DatapathCollector {
     dp: Arc<Mutex<Datapath>>,
-}
-
-impl std::fmt::Debug for Datapath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datapath").field("generation", &self.generation()).finish()
-    }
+    stats: Arc<AgentStats>,
 }
 
 impl Collector for DatapathCollector {
@@ -63,6 +68,15 @@ impl Collector for DatapathCollector {
             let value = reasons.get(r as usize).copied().unwrap_or(0);
             ConstCounter::new(value).encode(family.encode_family(&[("reason", r.name())])?)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "egress_policy_reloads",
+            "Policy reloads by outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, v) in [("success", &self.stats.reloads_ok), ("failure", &self.stats.reloads_failed)] {
+            ConstCounter::new(v.load(Ordering::Relaxed)).encode(family.encode_family(&[("outcome", outcome)])?)?;
+        }
         let family = encoder.encode_descriptor(
             "egress_pack_generation",
             "Generation of the live policy pack.",
@@ -75,25 +89,31 @@ impl Collector for DatapathCollector {
 }
 
 /// The registry with the datapath collector.
-pub fn registry(dp: Arc<Mutex<Datapath>>) -> Registry {
+pub fn registry(dp: Arc<Mutex<Datapath>>, stats: Arc<AgentStats>) -> Registry {
     let mut reg = Registry::default();
-    reg.register_collector(Box::new(DatapathCollector { dp }));
+    reg.register_collector(Box::new(DatapathCollector { dp, stats }));
     reg
 }
 
-/// Renders the registry in Prometheus text format.
-pub fn render(reg: &Registry) -> String {
+/// Renders the registry in Prometheus text format; `None` when a collector
+/// failed (the datapath could not be read).
+pub fn render(reg: &Registry) -> Option<String> {
     let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, reg).is_err() {
-        out.clear();
-    }
-    out
+    prometheus_client::encoding::text::encode(&mut out, reg).ok()?;
+    Some(out)
 }
 
 /// Serves `GET /metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, reg: Arc<Registry>) {
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let mut sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                tracing::warn!("metrics listener: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let reg = reg.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 2048];
@@ -101,8 +121,13 @@ pub async fn serve(listener: TcpListener, reg: Arc<Registry>) {
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("");
             let (status, ctype, body) = if path == "/metrics" {
-                let body = tokio::task::spawn_blocking(move || render(&reg)).await.unwrap_or_default();
-                ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+                match tokio::task::spawn_blocking(move || render(&reg)).await {
+                    Ok(Some(body)) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body),
+                    _ => {
+                        tracing::error!("metrics: reading the datapath failed");
+                        ("500 Internal Server Error", "text/plain", "datapath counters unavailable\n".to_string())
+                    }
+                }
             } else {
                 ("404 Not Found", "text/plain", "not found: try /metrics\n".to_string())
             };

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ use tracing::{error, info, warn};
 
 use crate::datapath::{Datapath, Hook, local::local_addresses};
 use crate::flowlog::{FlowLog, iface_name, ktime_to_wall, record};
-use crate::policy::{self, compile::compile, model::Pack};
+use crate::metrics::AgentStats;
+use crate::policy::{self, compile::compile_stable, model::Pack};
 
 /// Options of `run`.
 #[derive(Debug, Clone)]
@@ -32,15 +34,36 @@ pub struct RunOptions {
 /// How often the gateway's own addresses are re-read.
 const LOCAL_ADDR_REFRESH: Duration = Duration::from_secs(5);
 
-/// Loads, validates and compiles the pack at `path`, and installs it.
+/// Loads, validates and compiles the pack at `path`, and installs it,
+/// keeping the WebGroup bits of the live pack.
 fn install_from(dp: &Mutex<Datapath>, path: &std::path::Path) -> Result<(Pack, u32)> {
     let pack = policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let compiled = compile(&pack).with_context(|| format!("{}", path.display()))?;
     let mut dp = dp.lock().map_err(|_| anyhow::anyhow!("datapath lock poisoned"))?;
+    let previous = dp.live_pack().map(|p| p.webgroup_bits.clone()).unwrap_or_default();
+    let compiled = compile_stable(&pack, &previous).with_context(|| format!("{}", path.display()))?;
     let addrs = local_addresses().context("reading the gateway's addresses")?;
-    dp.set_local_addresses(&addrs, &pack.dns.resolvers)?;
+    dp.set_local_addresses(&addrs)?;
     let generation = dp.install(&compiled)?;
     Ok((pack, generation))
+}
+
+/// Reloads on SIGHUP off the async workers; counts the outcome.
+async fn reload(dp: &Arc<Mutex<Datapath>>, path: &std::path::Path, stats: &AgentStats) {
+    let (dp, path) = (dp.clone(), path.to_path_buf());
+    match tokio::task::spawn_blocking(move || install_from(&dp, &path)).await {
+        Ok(Ok((new, generation))) => {
+            stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            info!(generation, rules = new.rules.len(), "pack reloaded");
+        }
+        Ok(Err(e)) => {
+            stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            error!("reload rejected, the last good pack keeps enforcing:\n{e:#}");
+        }
+        Err(e) => {
+            stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+            error!("reload task failed, the last good pack keeps enforcing: {e}");
+        }
+    }
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -52,7 +75,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         warn!(pin_dir = %dir.display(), "pinning is not implemented yet: the datapath detaches when the agent exits");
     }
     let dp = Arc::new(Mutex::new(Datapath::load().context("loading the eBPF datapath")?));
-    let (mut pack, generation) = install_from(&dp, &opts.policy)?;
+    let stats = Arc::new(AgentStats::default());
+    let (pack, generation) = install_from(&dp, &opts.policy)?;
     info!(generation, rules = pack.rules.len(), policy = %opts.policy.display(), "pack installed");
     {
         let mut guard = dp.lock().map_err(|_| anyhow::anyhow!("datapath lock poisoned"))?;
@@ -66,7 +90,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if let Some(addr) = opts.metrics {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         info!(%addr, "serving metrics at /metrics");
-        let reg = Arc::new(crate::metrics::registry(dp.clone()));
+        let reg = Arc::new(crate::metrics::registry(dp.clone(), stats.clone()));
         tasks.push(tokio::spawn(crate::metrics::serve(listener, reg)));
     }
     if let Some(target) = &opts.flow_log {
@@ -84,16 +108,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => match install_from(&dp, &opts.policy) {
-                Ok((new, generation)) => {
-                    info!(generation, rules = new.rules.len(), "pack reloaded");
-                    pack = new;
-                }
-                Err(e) => error!("reload rejected, the last good pack keeps enforcing:\n{e:#}"),
-            },
+            _ = hup.recv() => reload(&dp, &opts.policy, &stats).await,
             _ = refresh.tick() => {
                 if let (Ok(addrs), Ok(mut guard)) = (local_addresses(), dp.lock()) {
-                    if let Err(e) = guard.set_local_addresses(&addrs, &pack.dns.resolvers) {
+                    if let Err(e) = guard.set_local_addresses(&addrs) {
                         warn!("refreshing gateway addresses: {e}");
                     }
                 }

@@ -2,11 +2,11 @@
 //! (looked up exactly as the datapath does) decide what the reference
 //! evaluator, written straight from the contract, decides.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use egress_agent::policy::compile::{Decision, compile};
-use egress_agent::policy::evaluate::{Outcome, Probe, evaluate};
+use egress_agent::policy::evaluate::{Outcome, Probe, evaluate_learned};
 use egress_agent::policy::model::*;
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -71,6 +71,16 @@ fn pack() -> impl Strategy<Value = Pack> {
                 p.smartgroups.insert(name.clone(), SmartGroup { name, cidrs, location: Location::default() });
             }
             p.webgroups = BTreeMap::new();
+            for w in ["w0", "w1"] {
+                p.webgroups.insert(
+                    w.to_string(),
+                    WebGroup {
+                        name: w.to_string(),
+                        domains: vec![DomainPattern::Exact(format!("{w}.example.com"))],
+                        location: Location::default(),
+                    },
+                );
+            }
             for (i, (src, dkinds, dnets, proto, ports, deny, enforce)) in rules.into_iter().enumerate() {
                 let protocol = [Protocol::Tcp, Protocol::Udp, Protocol::Icmp, Protocol::Any][proto as usize];
                 let ports = if protocol == Protocol::Icmp { None } else { ports };
@@ -80,7 +90,7 @@ fn pack() -> impl Strategy<Value = Pack> {
                         0 => Destination::Any,
                         1 => Destination::Resolvers,
                         2 => Destination::SmartGroup(format!("g{}", i % groups)),
-                        3 => Destination::WebGroup("web".into()),
+                        3 => Destination::WebGroup(format!("w{}", i % 2)),
                         _ => Destination::Cidrs(dnets.clone()),
                     })
                     .collect();
@@ -124,17 +134,24 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
 
     #[test]
-    fn compiled_pack_decides_like_the_reference(pack in pack(), probes in prop::collection::vec(probe(), 40)) {
+    fn compiled_pack_decides_like_the_reference(
+        pack in pack(),
+        probes in prop::collection::vec((probe(), 0u8..4), 40),
+    ) {
         let compiled = compile(&pack).expect("compiles");
-        for p in probes {
-            let want = evaluate(&pack, &p);
-            let got = compiled.decide(p.src, p.dst, p.proto, p.dport);
+        for (p, learned_bits) in probes {
+            // The WebGroups the source learned the destination for.
+            let learned: BTreeSet<String> =
+                ["w0", "w1"].iter().enumerate().filter(|(i, _)| learned_bits & (1 << i) != 0).map(|(_, w)| w.to_string()).collect();
+            let groups = learned.iter().map(|w| 1u64 << compiled.webgroup_bits[w]).fold(0, |a, b| a | b);
+            let want = evaluate_learned(&pack, &p, &learned);
+            let got = compiled.decide_learned(p.src, p.dst, p.proto, p.dport, groups);
             let got = match got {
                 Decision::Uncovered => Outcome::Uncovered,
                 Decision::Rule(r) if r == compiled.implicit_rule => Outcome::ImplicitDeny,
                 Decision::Rule(r) => Outcome::Rule(r as usize),
             };
-            prop_assert_eq!(got, want, "probe {:?}", p);
+            prop_assert_eq!(got, want, "probe {:?} learned {:?}", p, learned);
         }
     }
 }

@@ -134,8 +134,9 @@ impl Harness {
 #[test]
 fn classifies_every_match_dimension_and_odd_packet() {
     let mut h = Harness::new(PACK);
-    let gw: BTreeSet<IpAddr> = [ip("10.10.1.1"), ip("10.10.0.2")].into();
-    h.dp.set_local_addresses(&gw, &[ip("10.10.0.2")]).expect("local addresses");
+    // The gateway's addresses; 10.10.0.2 is also a listed resolver, so it is judged.
+    let gw: BTreeSet<IpAddr> = [ip("10.10.1.1"), ip("fd00:10:1::1"), ip("10.10.0.2")].into();
+    h.dp.set_local_addresses(&gw).expect("local addresses");
 
     let w4 = ip("10.10.1.10");
     let w6 = ip("fd00:10:1::10");
@@ -201,10 +202,18 @@ fn classifies_every_match_dimension_and_odd_packet() {
         ("version mismatch", patched(&tcp(w4, web4, 1039, 443), &[(14, 0x65)]), dropped(Reason::BadIpHeader)),
         // Not the firewall's business.
         ("arp", with(tcp(w4, web4, 1040, 443), |s| s.ethertype = Some(0x0806)).build(), passed(Reason::NotIp)),
-        ("neighbour solicitation", Spec::new(w6, ip("fd00:10:1::1"), L4::Icmp { kind: 135 }).build(), passed(Reason::LinkLocal)),
+        ("neighbour solicitation to the gateway", Spec::new(w6, ip("fd00:10:1::1"), L4::Icmp { kind: 135 }).build(), passed(Reason::ToGateway)),
+        ("neighbour solicitation multicast", Spec::new(w6, ip("ff02::1:ff00:1"), L4::Icmp { kind: 135 }).build(), passed(Reason::LinkLocal)),
         ("router solicitation", Spec::new(ip("fe80::1"), ip("ff02::2"), L4::Icmp { kind: 133 }).build(), passed(Reason::LinkLocal)),
         ("dhcp discover", udp(ip("0.0.0.0"), ip("255.255.255.255"), 68, 67).build(), passed(Reason::LinkLocal)),
-        ("dhcp from a workload", udp(w4, ip("10.10.1.1"), 68, 67).build(), passed(Reason::LinkLocal)),
+        ("dhcp to the gateway", udp(w4, ip("10.10.1.1"), 68, 67).build(), passed(Reason::ToGateway)),
+        ("dhcp ports to the internet", udp(w4, ip("8.8.4.4"), 68, 67).build(), denied("implicit-deny")),
+        ("neighbour solicitation to the internet", Spec::new(w6, ip("2001:db8:9::1"), L4::Icmp { kind: 135 }).build(), denied("implicit-deny")),
+        ("dns by broadcast is judged", udp(w4, ip("255.255.255.255"), 1043, 53).build(), denied("deny-dns-exfil")),
+        ("dns by link-local multicast is judged", udp(w6, ip("ff02::1"), 1044, 53).build(), denied("deny-dns-exfil")),
+        ("tiny tcp fragment", with(tcp(w4, web4, 1045, 443), |s| s.ipv4_frag = Some((1, false, 81))).build(), dropped(Reason::TinyFragment)),
+        ("ipv6 first fragment, options after it", with(tcp(w6, web6, 1046, 443), |s| s.ipv6_ext = vec![Ext::Fragment { offset: 0, more: true, id: 11 }, Ext::DestOpts]).build(), allowed("allow-web")),
+        ("its later fragment", with(tcp(w6, web6, 1046, 443), |s| s.ipv6_ext = vec![Ext::Fragment { offset: 8, more: false, id: 11 }, Ext::DestOpts]).build(), Expect { ret: PASS, reason: Reason::FragmentFollowed, rule: Some(("allow-web", Verdict::Allowed)) }),
         ("mdns", udp(w4, ip("224.0.0.251"), 5353, 5353).build(), passed(Reason::LinkLocal)),
         ("to the gateway", tcp(w4, ip("10.10.1.1"), 1041, 22).build(), passed(Reason::ToGateway)),
         ("resolver on the gateway is judged", tcp(w4, ip("10.10.0.2"), 1042, 22).build(), denied("implicit-deny")),
@@ -231,6 +240,72 @@ fn classifies_every_match_dimension_and_odd_packet() {
     ];
     for (name, frame, want) in &again {
         h.check(name, frame, want);
+    }
+
+    // A monitor pack whose deny rule enforces: what cannot be judged is
+    // dropped, or a workload could slip past that rule with odd packets.
+    h.install(&PACK.replace("mode: enforce", "mode: monitor").replace("ports: [53], action: deny }", "ports: [53], action: deny, mode: enforce }"));
+    let strict: Vec<(&str, Vec<u8>, Expect)> = vec![
+        ("enforcing deny rule", udp(w4, ip("8.8.8.8"), 1060, 53).build(), denied("deny-dns-exfil")),
+        ("too many ext headers under an enforcing deny", with(tcp(w6, web6, 1061, 443), |s| s.ipv6_ext = vec![Ext::DestOpts; 9]).build(), dropped(Reason::TooManyExtHeaders)),
+        ("unseen fragment under an enforcing deny", with(tcp(w4, web4, 1062, 443), |s| s.ipv4_frag = Some((3, false, 98))).build(), dropped(Reason::FragmentUnseen)),
+    ];
+    for (name, frame, want) in &strict {
+        h.check(name, frame, want);
+    }
+}
+
+/// Many installs of packs of different sizes through the same two slots:
+/// after each one the datapath decides like the compiled pack, so no entry
+/// of an older pack survives (shrinking then growing tables included).
+#[test]
+fn successive_installs_leave_nothing_stale() {
+    use egress_agent::policy::compile::Decision;
+    use egress_agent::policy::evaluate::Probe;
+    use egress_agent::testkit::synth::{Rng, realistic_pack};
+
+    let mut dp = Datapath::load().expect("datapath loads");
+    let mut rng = Rng::new(7);
+    let mut sport = 20_000u16;
+    for (round, size) in [400usize, 12, 300, 5, 500, 40, 250].into_iter().enumerate() {
+        let pack = realistic_pack(size, round as u64 + 1);
+        let compiled = compile(&pack).expect("compiles");
+        dp.install(&compiled).expect("installs");
+        // Probe sources inside the pack's groups and destinations from its rules.
+        let srcs: Vec<IpAddr> = pack.smartgroups.values().flat_map(|g| g.cidrs.iter().map(|c| c.addr())).collect();
+        let dsts: Vec<IpAddr> = compiled.dst.keys().map(|n| n.addr()).chain(srcs.iter().copied()).collect();
+        let mut checked = 0;
+        for _ in 0..300 {
+            let src = srcs[rng.below(srcs.len() as u64) as usize];
+            let dst = dsts[rng.below(dsts.len() as u64) as usize];
+            if src.is_ipv4() != dst.is_ipv4() {
+                continue;
+            }
+            let (proto, dport) = match rng.below(3) {
+                0 => (6u8, [22u16, 53, 80, 443, 5432, 8080, 30000][rng.below(7) as usize]),
+                1 => (17u8, [53u16, 123, 443, 8000][rng.below(4) as usize]),
+                _ => (if src.is_ipv4() { 1 } else { 58 }, 0),
+            };
+            sport = sport.wrapping_add(1).max(1024);
+            let spec = match proto {
+                6 => Spec::tcp(src, dst, sport, dport),
+                17 => Spec::udp(src, dst, sport, dport),
+                _ => Spec::ping(src, dst),
+            };
+            let want = match compiled.decide(src, dst, proto, dport) {
+                Decision::Uncovered => PASS,
+                Decision::Rule(r) => {
+                    let info = compiled.rules[r as usize].info;
+                    if info.action == egress_common::ACTION_DENY && info.mode == egress_common::MODE_ENFORCE { DROP } else { PASS }
+                }
+            };
+            let prog = dp.tc_program(TC_PROGRAM).expect("program");
+            let frame = spec.build();
+            let got = prog.test_run(TestRunOptions { data_in: Some(&frame), ..Default::default() }).expect("run").return_value;
+            assert_eq!(got, want, "round {round} ({size} rules): {:?}", Probe { src, dst, proto, dport });
+            checked += 1;
+        }
+        assert!(checked > 100, "round {round}: too few probes");
     }
 }
 

@@ -7,10 +7,12 @@
 //! With the `user` feature the types implement `aya::Pod`.
 #![no_std]
 
+pub mod dns;
 pub mod flow;
 pub mod pack;
 pub mod reason;
 
+pub use dns::*;
 pub use flow::*;
 pub use pack::*;
 pub use reason::*;

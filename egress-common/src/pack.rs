@@ -107,19 +107,37 @@ pub struct SlotMeta {
     pub generation: u32,
     /// Index of `implicit-deny` in the slot's rule table.
     pub implicit_rule: u32,
-    /// The pack's default mode, applied to packets it cannot judge.
+    /// The mode applied to packets the datapath cannot judge: enforce when
+    /// any deny that could apply (a rule's or `implicit-deny`) enforces.
     pub mode: u8,
     /// 1 when some rule's source is `any` (every source is covered).
     pub any_source: u8,
     /// `SLOT_FLAG_*` bits.
     pub flags: u8,
-    pub _pad: [u8; 5],
+    /// `dns.query_filter`: 0 off, 1 monitor, 2 enforce.
+    pub query_filter: u8,
+    pub _pad: [u8; 4],
+    /// `dns.min_ttl` and `dns.max_ttl`, seconds.
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+    /// WebGroups used by `permit` rules: the query filter lets their names through.
+    pub permit_groups: u64,
 }
+
+/// [`SlotMeta::query_filter`] values.
+pub const QUERY_FILTER_OFF: u8 = 0;
+/// Forward and report.
+pub const QUERY_FILTER_MONITOR: u8 = 1;
+/// Refuse.
+pub const QUERY_FILTER_ENFORCE: u8 = 2;
 
 /// [`SlotMeta::flags`]: decide every packet afresh, never insert into the
 /// flow cache. Only benchmarks set it, to measure the new-flow path.
 pub const SLOT_FLAG_NO_FLOW_CACHE: u8 = 1;
-crate::assert_size!(SlotMeta, 16);
+/// [`SlotMeta::flags`]: some rule has a WebGroup destination, so new flows
+/// look up learned addresses.
+pub const SLOT_FLAG_WEBGROUPS: u8 = 2;
+crate::assert_size!(SlotMeta, 32);
 
 /// Per-CPU counter cell, indexed `rule * VERDICTS + verdict` in a slot's
 /// counter array.

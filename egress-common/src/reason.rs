@@ -31,6 +31,11 @@ pub enum Reason {
     BadIpHeader = 10,
     /// A non-first fragment judged by its first fragment's verdict.
     FragmentFollowed = 11,
+    /// A later TCP fragment that overlaps the first 24 bytes (RFC 1858).
+    TinyFragment = 12,
+    /// The pack in the live slot is inconsistent (a rule index past its
+    /// table); judged fail-closed.
+    BadPack = 13,
 }
 
 /// Number of reason slots in the per-CPU reason counters (room to grow).
@@ -38,7 +43,7 @@ pub const REASON_SLOTS: u32 = 32;
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 12] = [
+    pub const ALL: [Reason; 14] = [
         Reason::Rule,
         Reason::Uncovered,
         Reason::NotIp,
@@ -51,6 +56,8 @@ impl Reason {
         Reason::TooManyExtHeaders,
         Reason::BadIpHeader,
         Reason::FragmentFollowed,
+        Reason::TinyFragment,
+        Reason::BadPack,
     ];
 
     /// The code's stable name in logs and metrics.
@@ -68,6 +75,8 @@ impl Reason {
             Reason::TooManyExtHeaders => "too_many_ext_headers",
             Reason::BadIpHeader => "bad_ip_header",
             Reason::FragmentFollowed => "fragment_followed",
+            Reason::TinyFragment => "tiny_fragment",
+            Reason::BadPack => "bad_pack",
         }
     }
 
@@ -86,6 +95,8 @@ impl Reason {
                 | Reason::FragmentUnseen
                 | Reason::TooManyExtHeaders
                 | Reason::BadIpHeader
+                | Reason::TinyFragment
+                | Reason::BadPack
         )
     }
 }

@@ -1,16 +1,19 @@
 //! Judging one packet: skip what is not the firewall's business, serve
 //! established flows from the cache, classify new ones, count and report.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
     ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowEvent, FlowKey, FlowValue, FragKey,
-    MODE_ENFORCE, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta,
-    SpKey, VERDICTS, Verdict, XdKey,
+    MODE_ENFORCE, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS, SlotMeta,
+    SpKey, VERDICTS, Verdict, XdKey, LearnKey, XwKey,
 };
 
+use crate::dns::{self, LoadBytes, QueryAction};
 use crate::maps::{
-    EGV1_EVENTS, EGV1_FLOWS, EGV1_FRAGS, EGV1_LIVE, EGV1_LOCAL, EGV1_REASONS, EGV1_SLOT_META,
+    EGV1_EVENTS, EGV1_FLOWS, EGV1_FRAGS, EGV1_LEARNED, EGV1_LIVE, EGV1_REASONS, EGV1_SLOT_META,
     SLOT0, SLOT1, Slot,
 };
 use crate::parse::{
@@ -23,23 +26,69 @@ use crate::parse::{
 pub enum Action {
     Pass,
     Drop,
+    /// Send it back out of the interface it came in on (a REFUSED answer).
+    Bounce,
+    /// Permitted DNS to port 53: pass it on to the query program (tail call).
+    Query,
+}
+
+/// The live slot and its meta, or `None` before the first pack.
+#[inline(always)]
+fn live() -> Option<(u32, &'static SlotMeta)> {
+    let live = EGV1_LIVE.get(0)?;
+    // The slot is read once; everything else comes from that slot's own
+    // meta, written before the flip and stable while the slot is readable.
+    let slot = live.slot;
+    let meta = EGV1_SLOT_META.get(slot)?;
+    if meta.generation == 0 { None } else { Some((slot, meta)) }
+}
+
+/// TC egress of a LAN interface: learn from DNS answers on their way to a
+/// workload. Never drops.
+#[inline(always)]
+pub fn learn<B: LoadBytes>(bytes: &B, start: usize, end: usize) {
+    let Some((slot, meta)) = live() else { return };
+    let cur = Cursor::new(start, end);
+    let mut pkt = Packet::empty();
+    if parse(&cur, &mut pkt) != Ok(Parsed::Ip) {
+        return;
+    }
+    if slot == 0 { dns::on_answer(bytes, 0, &SLOT0, meta, &pkt) } else { dns::on_answer(bytes, 1, &SLOT1, meta, &pkt) }
+}
+
+/// The query program: a packet the judge permitted to a resolver's port 53.
+/// Records the query and applies the query filter.
+#[inline(always)]
+pub fn query<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Action {
+    let Some((slot, meta)) = live() else { return Action::Pass };
+    let cur = Cursor::new(start, end);
+    let mut pkt = Packet::empty();
+    if parse(&cur, &mut pkt) != Ok(Parsed::Ip) {
+        return Action::Pass;
+    }
+    let action = if slot == 0 {
+        dns::on_query(bytes, &cur, 0, &SLOT0, meta, &pkt)
+    } else {
+        dns::on_query(bytes, &cur, 1, &SLOT1, meta, &pkt)
+    };
+    match action {
+        QueryAction::Forward => Action::Pass,
+        QueryAction::Bounce => Action::Bounce,
+        QueryAction::Drop => Action::Drop,
+    }
 }
 
 /// Judges the packet in `[start, end)` of `len` bytes on interface `ifindex`.
 #[inline(always)]
 pub fn judge(start: usize, end: usize, len: u32, ifindex: u32) -> Action {
-    let Some(live) = EGV1_LIVE.get(0) else {
-        return Action::Pass;
-    };
-    if live.generation == 0 {
+    let Some((slot, meta)) = live() else {
         // No pack installed yet.
         return Action::Pass;
-    }
-    let generation = live.generation;
-    if live.slot == 0 {
-        judge_in(&SLOT0, 0, generation, start, end, len, ifindex)
+    };
+    if slot == 0 {
+        judge_in(0, &SLOT0, meta, start, end, len, ifindex)
     } else {
-        judge_in(&SLOT1, 1, generation, start, end, len, ifindex)
+        judge_in(1, &SLOT1, meta, start, end, len, ifindex)
     }
 }
 
@@ -53,17 +102,15 @@ fn count_reason(reason: Reason) {
 
 #[inline(always)]
 fn judge_in(
-    slot: &Slot,
     slot_idx: u32,
-    generation: u32,
+    slot: &Slot,
+    meta: &SlotMeta,
     start: usize,
     end: usize,
     len: u32,
     ifindex: u32,
 ) -> Action {
-    let Some(meta) = EGV1_SLOT_META.get(slot_idx) else {
-        return Action::Pass;
-    };
+    let generation = meta.generation;
     let cur = Cursor::new(start, end);
     let mut pkt = Packet::empty();
     match parse(&cur, &mut pkt) {
@@ -71,7 +118,20 @@ fn judge_in(
             count_reason(Reason::NotIp);
             Action::Pass
         }
-        Ok(Parsed::Ip) => judge_ip(slot, meta, generation, &pkt, len, ifindex),
+        Ok(Parsed::Ip) => {
+            let action = judge_ip(slot_idx, slot, meta, generation, &pkt, len, ifindex);
+            // Every permitted DNS packet, new flow or cached, goes on to the
+            // query program (verified on its own, reached by tail call).
+            if action == Action::Pass
+                && pkt.dport == 53
+                && pkt.has_l4()
+                && (pkt.proto == IPPROTO_UDP || pkt.proto == IPPROTO_TCP)
+                && slot.resolvers.get_ptr(pkt.dst).is_some()
+            {
+                return Action::Query;
+            }
+            action
+        }
         Err(reason) => unjudgeable(slot, meta, &pkt, reason),
     }
 }
@@ -115,24 +175,24 @@ fn source_covered(slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> bool {
     meta.any_source != 0 || src_class(slot, pkt).is_some()
 }
 
-/// Link-local control traffic and limited broadcast, never judged.
+/// Link-local control traffic, never judged: destinations that never leave
+/// the link (IPv4 224.0.0.0/24 and 255.255.255.255, which carries DHCP
+/// discovery; IPv6 ff02::/16, which carries neighbour discovery and DHCPv6,
+/// and fe80::/10). Neighbour discovery and DHCP sent to the gateway's own
+/// addresses pass as `ToGateway`; sent anywhere else they are judged.
+/// DNS (port 53) is judged whatever the destination, so that a forwarder on
+/// the gateway cannot be reached around the rules by broadcast.
 #[inline(always)]
 fn is_link_local_control(pkt: &Packet) -> bool {
+    if (pkt.proto == IPPROTO_UDP || pkt.proto == IPPROTO_TCP) && pkt.has_l4() && pkt.dport == 53 {
+        return false;
+    }
     if pkt.family == FAMILY_V4 {
         let d = &pkt.dst;
-        // 224.0.0.0/24, 255.255.255.255, DHCP client → server.
         (d[12] == 224 && d[13] == 0 && d[14] == 0)
             || (d[12] == 255 && d[13] == 255 && d[14] == 255 && d[15] == 255)
-            || (pkt.proto == IPPROTO_UDP && pkt.has_l4() && pkt.sport == 68 && pkt.dport == 67)
     } else {
-        // ff02::/16 link-local multicast, fe80::/10 link-local unicast,
-        // router solicitation/advertisement, neighbour solicitation/advertisement, redirect.
-        (pkt.dst[0] == 0xff && pkt.dst[1] == 0x02)
-            || (pkt.dst[0] == 0xfe && pkt.dst[1] & 0xc0 == 0x80)
-            || (pkt.proto == IPPROTO_ICMPV6
-                && pkt.has_l4()
-                && pkt.icmp_type >= 133
-                && pkt.icmp_type <= 137)
+        (pkt.dst[0] == 0xff && pkt.dst[1] == 0x02) || (pkt.dst[0] == 0xfe && pkt.dst[1] & 0xc0 == 0x80)
     }
 }
 
@@ -147,9 +207,38 @@ fn port_index(pkt: &Packet) -> u32 {
     }
 }
 
+/// The WebGroups a destination was learned for, walked one bit per
+/// `bpf_loop` step: the first rule of `x` naming any of them.
+#[repr(C)]
+struct GroupWalk {
+    groups: u64,
+    x: u32,
+    rule: u32,
+    slot: u32,
+}
+
+extern "C" fn group_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the GroupWalk on the caller's stack.
+    let w = unsafe { &mut *(ctx as *mut GroupWalk) };
+    if w.groups == 0 {
+        return 1;
+    }
+    let bit = w.groups.trailing_zeros();
+    w.groups &= w.groups - 1;
+    let slot = if w.slot == 0 { &SLOT0 } else { &SLOT1 };
+    if let Some(r) = slot.xw.get_ptr(XwKey { x_class: w.x, group: bit }) {
+        // SAFETY: value pointer from a successful lookup.
+        let r = unsafe { *r };
+        if r < w.rule {
+            w.rule = r;
+        }
+    }
+    0
+}
+
 /// First-match classification: the rule index, or `DECISION_UNCOVERED`.
 #[inline(always)]
-fn classify(slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> u32 {
+fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> u32 {
     let s = match src_class(slot, pkt) {
         Some(s) => s,
         None if meta.any_source != 0 => 0,
@@ -165,14 +254,33 @@ fn classify(slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> u32 {
     // SAFETY: value pointer from a successful lookup.
     let x = unsafe { *x };
     let d = dst_class(slot, pkt);
-    if let Some(rule) = slot.xd.get_ptr(XdKey { x_class: x, dst_class: d }) {
+    let mut rule = match slot.xd.get_ptr(XdKey { x_class: x, dst_class: d }) {
         // SAFETY: value pointer from a successful lookup.
-        return unsafe { *rule };
+        Some(r) => unsafe { *r },
+        None => match slot.defaults.get(x) {
+            Some(r) => *r,
+            None => meta.implicit_rule,
+        },
+    };
+    // WebGroup destinations: what this workload learned for this address.
+    if meta.flags & SLOT_FLAG_WEBGROUPS == 0 {
+        return rule;
     }
-    match slot.defaults.get(x) {
-        Some(rule) => *rule,
-        None => meta.implicit_rule,
+    let learned = EGV1_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst });
+    if let Some(v) = learned {
+        // SAFETY: value pointer from a successful lookup.
+        let v = unsafe { *v };
+        // SAFETY: helper without preconditions.
+        if v.expires_ns > unsafe { bpf_ktime_get_ns() } {
+            let mut walk = GroupWalk { groups: v.groups, x, rule, slot: slot_idx };
+            // SAFETY: the callback only reads the slot's maps and writes `walk`.
+            unsafe {
+                bpf_loop(64, group_step as *mut c_void, &mut walk as *mut GroupWalk as *mut c_void, 0);
+            }
+            rule = walk.rule;
+        }
     }
+    rule
 }
 
 #[inline(always)]
@@ -208,6 +316,7 @@ fn action_of(verdict: Verdict) -> Action {
 
 #[inline(always)]
 fn judge_ip(
+    slot_idx: u32,
     slot: &Slot,
     meta: &SlotMeta,
     generation: u32,
@@ -219,7 +328,7 @@ fn judge_ip(
         count_reason(Reason::LinkLocal);
         return Action::Pass;
     }
-    if EGV1_LOCAL.get_ptr(pkt.dst).is_some() {
+    if slot.local.get_ptr(pkt.dst).is_some() {
         count_reason(Reason::ToGateway);
         return Action::Pass;
     }
@@ -227,11 +336,15 @@ fn judge_ip(
         src: pkt.src,
         dst: pkt.dst,
         id: pkt.frag_id,
-        proto: pkt.proto,
+        proto: pkt.frag_proto,
         family: pkt.family,
         _pad: [0; 2],
     };
     if pkt.frag == FRAG_LATER {
+        if pkt.frag_proto == IPPROTO_TCP && pkt.frag_offset < 3 {
+            // Would overwrite the ports or flags of the first fragment.
+            return unjudgeable(slot, meta, pkt, Reason::TinyFragment);
+        }
         return match EGV1_FRAGS.get_ptr(&frag_key) {
             // SAFETY: value pointer from a successful lookup.
             Some(v) if unsafe { (*v).generation } == generation => {
@@ -266,14 +379,14 @@ fn judge_ip(
             return action_of(verdict);
         }
     }
-    let rule_idx = classify(slot, meta, pkt);
+    let rule_idx = classify(slot_idx, slot, meta, pkt);
     if rule_idx == DECISION_UNCOVERED {
         count_reason(Reason::Uncovered);
         return Action::Pass;
     }
     let Some(rule) = slot.rules.get(rule_idx) else {
         // A compiled pack never points past its rule table; fail closed.
-        return unjudgeable(slot, meta, pkt, Reason::BadIpHeader);
+        return unjudgeable(slot, meta, pkt, Reason::BadPack);
     };
     let verdict = verdict_of(rule);
     count_reason(Reason::Rule);

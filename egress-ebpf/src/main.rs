@@ -1,21 +1,50 @@
 //! The egress datapath. Thin entry points over [`judge::judge`]:
 //! - `egress_tc`: TC (tcx) ingress of each LAN interface, the default hook;
+//! - `egress_dns`: TC egress of each LAN interface, learns from DNS answers;
 //! - `egress_xdp`: the same classifier as XDP for native NICs;
 //! - `egress_empty`: does nothing; the baseline of benchmarks.
 #![no_std]
 #![no_main]
 
+mod dns;
 mod judge;
 mod maps;
 mod parse;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    helpers::{bpf_redirect, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 
-use judge::{Action, judge};
+use dns::LoadBytes;
+use judge::{Action, judge, learn, query};
+use maps::{EGV1_TAILS_TC, EGV1_TAILS_XDP};
+
+/// skb mark of REFUSED answers bounced by the ingress program, so that the
+/// egress program does not take them for answers from the resolver.
+const MARK_REFUSED: u32 = 0x6567_5246;
+
+struct Skb<'a>(&'a TcContext);
+
+impl LoadBytes for Skb<'_> {
+    #[inline(always)]
+    fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
+        // SAFETY: dst has at least len bytes (callers bound len to their buffer).
+        unsafe { bpf_skb_load_bytes(self.0.skb.skb as *const _, offset, dst as *mut _, len) == 0 }
+    }
+}
+
+struct XdpBytes<'a>(&'a XdpContext);
+
+impl LoadBytes for XdpBytes<'_> {
+    #[inline(always)]
+    fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
+        // SAFETY: as above.
+        unsafe { bpf_xdp_load_bytes(self.0.ctx, offset, dst as *mut _, len) == 0 }
+    }
+}
 
 /// Bytes made linear before parsing: every header the parser reads.
 const PULL_BYTES: u32 = 256;
@@ -30,11 +59,55 @@ pub fn egress_tc(ctx: TcContext) -> i32 {
     }
     // SAFETY: the context's skb pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    match judge(ctx.data(), ctx.data_end(), len, ifindex) {
+    let action = judge(ctx.data(), ctx.data_end(), len, ifindex);
+    tc_verdict(&ctx, action, ifindex)
+}
+
+#[inline(always)]
+fn tc_verdict(ctx: &TcContext, action: Action, ifindex: u32) -> i32 {
+    match action {
         // TCX_NEXT: let later programs and the stack have it.
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT,
+        Action::Bounce => {
+            ctx.set_mark(MARK_REFUSED);
+            // SAFETY: helper without memory arguments.
+            unsafe { bpf_redirect(ifindex, 0) as i32 }
+        }
+        Action::Query => {
+            // SAFETY: tail call into the query program; returns only if absent.
+            unsafe { EGV1_TAILS_TC.tail_call(ctx, 0) };
+            TC_ACT_UNSPEC
+        }
     }
+}
+
+/// Tail-called by `egress_tc` for permitted DNS to a resolver: records the
+/// query and applies the query filter.
+#[classifier]
+pub fn egress_tc_query(ctx: TcContext) -> i32 {
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let action = query(&Skb(&ctx), ctx.data(), ctx.data_end());
+    tc_verdict(&ctx, action, ifindex)
+}
+
+/// TC egress of a LAN interface: learns from DNS answers before they reach
+/// the workload. Never drops.
+#[classifier]
+pub fn egress_dns(ctx: TcContext) -> i32 {
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    if unsafe { (*ctx.skb.skb).mark } == MARK_REFUSED {
+        ctx.set_mark(0);
+        return TC_ACT_UNSPEC;
+    }
+    let len = ctx.len();
+    let want = if len < PULL_BYTES { len } else { PULL_BYTES };
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
+    }
+    learn(&Skb(&ctx), ctx.data(), ctx.data_end());
+    TC_ACT_UNSPEC
 }
 
 /// XDP on a LAN interface.
@@ -43,10 +116,29 @@ pub fn egress_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u32;
     // SAFETY: the context's xdp_md pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    match judge(ctx.data(), ctx.data_end(), len, ifindex) {
+    let action = judge(ctx.data(), ctx.data_end(), len, ifindex);
+    xdp_verdict(&ctx, action)
+}
+
+#[inline(always)]
+fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
+    match action {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
+        Action::Bounce => xdp_action::XDP_TX,
+        Action::Query => {
+            // SAFETY: tail call into the query program; returns only if absent.
+            unsafe { EGV1_TAILS_XDP.tail_call(ctx, 0) };
+            xdp_action::XDP_PASS
+        }
     }
+}
+
+/// Tail-called by `egress_xdp` for permitted DNS to a resolver.
+#[xdp]
+pub fn egress_xdp_query(ctx: XdpContext) -> u32 {
+    let action = query(&XdpBytes(&ctx), ctx.data(), ctx.data_end());
+    xdp_verdict(&ctx, action)
 }
 
 /// Baseline for benchmarks: the cost of running a TC program at all.

@@ -7,12 +7,14 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use egress_common::{
-    EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowKey, FlowValue, FragKey, LiveState,
-    MAX_LOCAL_ADDRS, MAX_PREFIXES, MAX_RULES, MAX_SP_ENTRIES, MAX_X_CLASSES, MAX_XD_ENTRIES,
-    PORT_INDEX_SLOTS, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SpKey, VERDICTS, XdKey,
+    DNS_STAT_SLOTS, EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowKey, FlowValue,
+    FragKey, LearnKey, LearnValue, LiveState, MAX_LEARNED, MAX_LOCAL_ADDRS, MAX_NAMES,
+    MAX_PREFIXES, MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_X_CLASSES, MAX_XD_ENTRIES, NameKey,
+    PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SpKey,
+    VERDICTS, XdKey, XwKey,
 };
 
 /// Flag: allocate hash entries on demand (large, mostly sparse tables).
@@ -25,12 +27,6 @@ pub static EGV1_LIVE: Array<LiveState> = Array::with_max_entries(1, 0);
 /// Per slot: generation, mode, implicit-deny index, `any` source flag.
 #[map]
 pub static EGV1_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
-
-/// The gateway's own addresses (IPv4-mapped), less the listed resolvers:
-/// packets to them are not judged.
-#[map]
-pub static EGV1_LOCAL: HashMap<[u8; 16], u8> =
-    HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
 
 /// 5-tuple → verdict of the pack generation that decided it (LRU).
 #[map]
@@ -50,10 +46,50 @@ pub static EGV1_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON
 #[map]
 pub static EGV1_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
+/// Queries seen leaving for a resolver, awaiting their answer (LRU).
+#[map]
+pub static EGV1_QUERIES: LruHashMap<QueryKey, QueryValue> =
+    LruHashMap::with_max_entries(MAX_QUERIES, 0);
+
+/// (workload, address) → WebGroups it was learned for, and expiry (LRU).
+#[map]
+pub static EGV1_LEARNED: LruHashMap<LearnKey, LearnValue> =
+    LruHashMap::with_max_entries(MAX_LEARNED, 0);
+
+/// DNS counters per [`egress_common::DnsStat`] code (per CPU).
+#[map]
+pub static EGV1_DNS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STAT_SLOTS, 0);
+
+/// Tail calls of the TC ingress program: `[0]` the DNS query program.
+#[map]
+pub static EGV1_TAILS_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Tail calls of the XDP program: `[0]` the DNS query program.
+#[map]
+pub static EGV1_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Per-CPU working memory of the DNS parser.
+#[map]
+pub static EGV1_DNS_SCRATCH: PerCpuArray<crate::dns::Scratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// Declares one slot's tables.
 macro_rules! slot_maps {
     ($src4:ident, $src6:ident, $dst4:ident, $dst6:ident, $ports:ident, $sp:ident,
-     $xd:ident, $defaults:ident, $rules:ident, $counters:ident) => {
+     $xd:ident, $defaults:ident, $rules:ident, $counters:ident, $local:ident, $names:ident,
+     $xw:ident, $resolvers:ident) => {
+        /// The gateway's own addresses (IPv4-mapped), less this slot's
+        /// resolvers: packets to them are not judged.
+        #[map]
+        pub static $local: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
+        /// Names and wildcard suffixes (`NameKey`) → WebGroup bits.
+        #[map]
+        pub static $names: HashMap<NameKey, u64> = HashMap::with_max_entries(MAX_NAMES, NO_PREALLOC);
+        /// (x, WebGroup bit) → first rule of x naming that WebGroup.
+        #[map]
+        pub static $xw: HashMap<XwKey, u32> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
+        /// The approved resolvers (IPv4-mapped).
+        #[map]
+        pub static $resolvers: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
         /// Source address (IPv4) → source class.
         #[map]
         pub static $src4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
@@ -91,11 +127,13 @@ macro_rules! slot_maps {
 
 slot_maps!(
     EGV1_SRC4_0, EGV1_SRC6_0, EGV1_DST4_0, EGV1_DST6_0, EGV1_PORTS_0, EGV1_SP_0, EGV1_XD_0,
-    EGV1_DEFAULTS_0, EGV1_RULES_0, EGV1_COUNTERS_0
+    EGV1_DEFAULTS_0, EGV1_RULES_0, EGV1_COUNTERS_0, EGV1_LOCAL_0, EGV1_NAMES_0, EGV1_XW_0,
+    EGV1_RESOLV_0
 );
 slot_maps!(
     EGV1_SRC4_1, EGV1_SRC6_1, EGV1_DST4_1, EGV1_DST6_1, EGV1_PORTS_1, EGV1_SP_1, EGV1_XD_1,
-    EGV1_DEFAULTS_1, EGV1_RULES_1, EGV1_COUNTERS_1
+    EGV1_DEFAULTS_1, EGV1_RULES_1, EGV1_COUNTERS_1, EGV1_LOCAL_1, EGV1_NAMES_1, EGV1_XW_1,
+    EGV1_RESOLV_1
 );
 
 /// One slot's tables, by reference.
@@ -110,6 +148,10 @@ pub struct Slot {
     pub defaults: &'static Array<u32>,
     pub rules: &'static Array<RuleInfo>,
     pub counters: &'static PerCpuArray<RuleCounter>,
+    pub local: &'static HashMap<[u8; 16], u8>,
+    pub names: &'static HashMap<NameKey, u64>,
+    pub xw: &'static HashMap<XwKey, u32>,
+    pub resolvers: &'static HashMap<[u8; 16], u8>,
 }
 
 /// Slot 0's tables.
@@ -124,6 +166,10 @@ pub const SLOT0: Slot = Slot {
     defaults: &EGV1_DEFAULTS_0,
     rules: &EGV1_RULES_0,
     counters: &EGV1_COUNTERS_0,
+    local: &EGV1_LOCAL_0,
+    names: &EGV1_NAMES_0,
+    xw: &EGV1_XW_0,
+    resolvers: &EGV1_RESOLV_0,
 };
 
 /// Slot 1's tables.
@@ -138,4 +184,8 @@ pub const SLOT1: Slot = Slot {
     defaults: &EGV1_DEFAULTS_1,
     rules: &EGV1_RULES_1,
     counters: &EGV1_COUNTERS_1,
+    local: &EGV1_LOCAL_1,
+    names: &EGV1_NAMES_1,
+    xw: &EGV1_XW_1,
+    resolvers: &EGV1_RESOLV_1,
 };

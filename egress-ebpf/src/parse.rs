@@ -47,6 +47,18 @@ pub struct Packet {
     pub dport: u16,
     /// Fragment identification.
     pub frag_id: u32,
+    /// Protocol that keys fragments: the IPv4 protocol, or the next header
+    /// of the IPv6 fragment header (the same in every fragment).
+    pub frag_proto: u8,
+    /// Fragment offset in 8-byte units.
+    pub frag_offset: u16,
+    /// Offset of the L4 payload (after the TCP/UDP header), 0 if none.
+    pub payload_off: u16,
+    /// Offsets of the IP header and of the L4 header.
+    pub l3_off: u16,
+    pub l4_off: u16,
+    /// Where the IP datagram ends (header length fields, not frame padding).
+    pub ip_end: u16,
 }
 
 impl Packet {
@@ -63,6 +75,12 @@ impl Packet {
             sport: 0,
             dport: 0,
             frag_id: 0,
+            frag_proto: 0,
+            frag_offset: 0,
+            payload_off: 0,
+            l3_off: 0,
+            l4_off: 0,
+            ip_end: 0,
         }
     }
 
@@ -105,6 +123,20 @@ impl Cursor {
         }
         // SAFETY: [start+offset, start+offset+size) lies inside the packet.
         Ok(unsafe { core::ptr::read_unaligned((self.start + offset) as *const T) })
+    }
+
+    /// Writes a `T` at `offset` if it lies inside the packet.
+    #[inline(always)]
+    pub fn write<T: Copy>(&self, offset: usize, value: T) -> bool {
+        let size = core::mem::size_of::<T>();
+        let offset = offset & 0xffff;
+        if self.start + offset + size > self.end {
+            return false;
+        }
+        // SAFETY: [start+offset, start+offset+size) lies inside the packet,
+        // which the program may write.
+        unsafe { core::ptr::write_unaligned((self.start + offset) as *mut T, value) };
+        true
     }
 
     #[inline(always)]
@@ -158,10 +190,14 @@ fn parse_ipv4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
     if total_len < ihl {
         return Err(Reason::BadIpHeader);
     }
+    pkt.l3_off = off as u16;
+    pkt.ip_end = ((off + total_len) & 0xffff) as u16;
     let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
     let more = frag & 0x2000 != 0;
     let offset = frag & 0x1fff;
     pkt.frag_id = u16::from_be_bytes([hdr[4], hdr[5]]) as u32;
+    pkt.frag_proto = pkt.proto;
+    pkt.frag_offset = offset;
     if offset != 0 {
         pkt.frag = FRAG_LATER;
         return Ok(Parsed::Ip);
@@ -184,6 +220,8 @@ fn parse_ipv6(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
     pkt.family = FAMILY_V6;
     pkt.src = src;
     pkt.dst = dst;
+    pkt.l3_off = off as u16;
+    pkt.ip_end = ((off + 40 + u16::from_be_bytes([fixed[4], fixed[5]]) as usize) & 0xffff) as u16;
     let mut next = fixed[6];
     let mut l4 = off + 40;
     for _ in 0..MAX_EXT_HEADERS {
@@ -206,6 +244,8 @@ fn parse_ipv6(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
                 next = hdr[0];
                 let frag = u16::from_be_bytes([hdr[2], hdr[3]]);
                 pkt.frag_id = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+                pkt.frag_proto = next;
+                pkt.frag_offset = frag >> 3;
                 l4 += 8;
                 if frag >> 3 != 0 {
                     pkt.proto = next;
@@ -228,17 +268,20 @@ fn parse_ipv6(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
 
 #[inline(always)]
 fn parse_l4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
+    pkt.l4_off = (off & 0xffff) as u16;
     match pkt.proto {
         IPPROTO_TCP => {
             // The whole fixed header, so a tiny first fragment cannot hide flags.
             let hdr: [u8; 20] = cur.read(off)?;
             pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
             pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+            pkt.payload_off = ((off + ((hdr[12] >> 4) as usize) * 4) & 0xffff) as u16;
         }
         IPPROTO_UDP => {
             let hdr: [u8; 8] = cur.read(off)?;
             pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
             pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
+            pkt.payload_off = ((off + 8) & 0xffff) as u16;
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let hdr: [u8; 4] = cur.read(off)?;

@@ -1,10 +1,11 @@
 //! The one module that touches the kernel: loads the datapath object,
 //! installs compiled packs atomically, attaches to interfaces, and reads
-//! counters and events back.
+//! counters, learned addresses and events back.
 //!
-//! Installing a pack: fill the idle slot, flip `EGV1_LIVE` with one update
-//! (every packet then reads the new slot), then wait one RCU grace period so
-//! that no packet still reads the old slot before it is refilled.
+//! Installing a pack: fill the idle slot, write its meta, flip `EGV1_LIVE`
+//! with one update (every packet then reads the new slot), then wait one
+//! RCU grace period so that no packet still reads the old slot before it is
+//! refilled.
 
 mod barrier;
 pub mod local;
@@ -13,14 +14,15 @@ mod slot;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::maps::{Array, MapData, RingBuf};
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use egress_common::{
-    LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta,
+    LearnKey, LearnValue, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE,
+    SLOT_FLAG_WEBGROUPS, SlotMeta,
 };
 
-use crate::policy::compile::CompiledPack;
+use crate::policy::compile::{CompiledPack, CompiledRule};
 use crate::policy::model::Mode;
 use barrier::RcuBarrier;
 use slot::SlotMaps;
@@ -28,11 +30,17 @@ use slot::SlotMaps;
 /// The datapath object, built from `egress-ebpf` by the build script.
 pub static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress"));
 
-/// Name of the TC program.
+/// The TC ingress program: judges workload packets, tracks DNS queries.
 pub const TC_PROGRAM: &str = "egress_tc";
-/// Name of the XDP program.
+/// The TC egress program: learns addresses from DNS answers.
+pub const DNS_PROGRAM: &str = "egress_dns";
+/// Tail-called by `egress_tc` for permitted DNS: tracks and filters queries.
+pub const TC_QUERY_PROGRAM: &str = "egress_tc_query";
+/// The XDP program: judges like `egress_tc`.
 pub const XDP_PROGRAM: &str = "egress_xdp";
-/// Name of the empty baseline program.
+/// Tail-called by `egress_xdp` for permitted DNS.
+pub const XDP_QUERY_PROGRAM: &str = "egress_xdp_query";
+/// The empty baseline program.
 pub const EMPTY_PROGRAM: &str = "egress_empty";
 
 /// Errors of the datapath module.
@@ -78,64 +86,112 @@ pub struct Datapath {
     ebpf: Ebpf,
     live: Array<MapData, LiveState>,
     meta: Array<MapData, SlotMeta>,
-    local: HashMap<MapData, [u8; 16], u8>,
     slots: [SlotMaps; 2],
     installed: [Option<CompiledPack>; 2],
     /// Generation of the pack in each slot.
     installed_gen: [u32; 2],
     state: LiveState,
     barrier: RcuBarrier,
+    /// A flip whose grace period was not yet waited for.
+    barrier_pending: bool,
     /// Counters of packs no longer live, by rule name.
     retired: RuleTotals,
     /// Whether packs installed from now on use the flow cache.
     flow_cache: bool,
+    /// The gateway's own addresses.
+    local: BTreeSet<IpAddr>,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath").field("generation", &self.state.generation).finish()
+    }
+}
+
+fn add_counts(total: &mut [RuleCounter; 3], cells: [RuleCounter; 3]) {
+    for (t, c) in total.iter_mut().zip(cells) {
+        t.packets += c.packets;
+        t.bytes += c.bytes;
+        t.flows += c.flows;
+    }
 }
 
 impl Datapath {
     /// Loads the datapath into the kernel (programs verified, nothing attached).
     pub fn load() -> Result<Self, DatapathError> {
         let mut ebpf = EbpfLoader::new().load(DATAPATH_OBJECT)?;
-        for name in [TC_PROGRAM, EMPTY_PROGRAM] {
+        for name in [TC_PROGRAM, TC_QUERY_PROGRAM, DNS_PROGRAM, EMPTY_PROGRAM] {
             let prog: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
             prog.load().map_err(|e| DatapathError::program(name, e))?;
         }
-        let xdp: &mut Xdp = program_mut(&mut ebpf, XDP_PROGRAM)?;
-        xdp.load().map_err(|e| DatapathError::program(XDP_PROGRAM, e))?;
+        for name in [XDP_PROGRAM, XDP_QUERY_PROGRAM] {
+            let xdp: &mut Xdp = program_mut(&mut ebpf, name)?;
+            xdp.load().map_err(|e| DatapathError::program(name, e))?;
+        }
+        for (tails, name) in [("EGV1_TAILS_TC", TC_QUERY_PROGRAM), ("EGV1_TAILS_XDP", XDP_QUERY_PROGRAM)] {
+            let fd = ebpf
+                .program(name)
+                .ok_or_else(|| DatapathError::MissingProgram(name.into()))?
+                .fd()
+                .map_err(|e| DatapathError::program(name, e))?
+                .try_clone()
+                .map_err(DatapathError::Io)?;
+            let map = ebpf.map_mut(tails).ok_or_else(|| DatapathError::MissingMap(tails.into()))?;
+            let mut array =
+                aya::maps::ProgramArray::try_from(map).map_err(|e| DatapathError::map(tails, e))?;
+            array.set(0, &fd, 0).map_err(|e| DatapathError::map(tails, e))?;
+        }
         let slots = [SlotMaps::take(&mut ebpf, 0)?, SlotMaps::take(&mut ebpf, 1)?];
         let live = take_map(&mut ebpf, "EGV1_LIVE")?;
         let meta = take_map(&mut ebpf, "EGV1_SLOT_META")?;
-        let local = take_map(&mut ebpf, "EGV1_LOCAL")?;
         Ok(Datapath {
             ebpf,
             live,
             meta,
-            local,
             slots,
             installed: [None, None],
             installed_gen: [0, 0],
             state: LiveState::default(),
             barrier: RcuBarrier::new()?,
+            barrier_pending: false,
             retired: RuleTotals::new(),
             flow_cache: true,
+            local: BTreeSet::new(),
         })
     }
 
-    /// Installs `pack` atomically and returns its generation.
+    /// Installs `pack` atomically and returns its generation. On error the
+    /// live pack is unchanged.
     pub fn install(&mut self, pack: &CompiledPack) -> Result<u32, DatapathError> {
-        let idle = (1 - self.state.slot) as usize;
-        let old = self.installed[idle].take();
-        if let Some(old) = &old {
-            self.retire_counters(idle, old)?;
+        if self.barrier_pending {
+            self.barrier.wait()?;
+            self.barrier_pending = false;
         }
-        self.slots[idle].fill(old.as_ref(), pack)?;
+        let idle = (1 - self.state.slot) as usize;
+        if let Some(old) = self.installed[idle].take() {
+            self.retire_counters(idle, &old)?;
+        }
+        self.installed_gen[idle] = 0;
+        self.slots[idle].fill(pack, &self.local)?;
         let generation = self.state.generation.wrapping_add(1).max(1);
+        let mut flags = 0;
+        if !self.flow_cache {
+            flags |= SLOT_FLAG_NO_FLOW_CACHE;
+        }
+        if !pack.xw.is_empty() {
+            flags |= SLOT_FLAG_WEBGROUPS;
+        }
         let meta = SlotMeta {
             generation,
             implicit_rule: pack.implicit_rule,
-            mode: if pack.mode == Mode::Enforce { MODE_ENFORCE } else { MODE_MONITOR },
+            mode: if pack.unjudgeable_mode == Mode::Enforce { MODE_ENFORCE } else { MODE_MONITOR },
             any_source: pack.any_source as u8,
-            flags: if self.flow_cache { 0 } else { SLOT_FLAG_NO_FLOW_CACHE },
-            _pad: [0; 5],
+            flags,
+            query_filter: pack.query_filter,
+            _pad: [0; 4],
+            min_ttl: pack.min_ttl,
+            max_ttl: pack.max_ttl,
+            permit_groups: pack.permit_groups,
         };
         self.meta.set(idle as u32, meta, 0).map_err(|e| DatapathError::map("EGV1_SLOT_META", e))?;
         let state = LiveState { slot: idle as u32, generation };
@@ -143,20 +199,20 @@ impl Datapath {
         self.state = state;
         self.installed[idle] = Some(pack.clone());
         self.installed_gen[idle] = generation;
-        // From here on no packet reads the other slot once the barrier returns.
-        self.barrier.wait()?;
+        // Once the barrier returns, no packet reads the other slot. If it
+        // fails, the new pack is live all the same; the wait is retried
+        // before that slot is written again.
+        self.barrier_pending = true;
+        if self.barrier.wait().is_ok() {
+            self.barrier_pending = false;
+        }
         Ok(generation)
     }
 
     fn retire_counters(&mut self, slot: usize, pack: &CompiledPack) -> Result<(), DatapathError> {
         let counts = self.slots[slot].read_counters(pack.rules.len())?;
         for (rule, cells) in pack.rules.iter().zip(counts) {
-            let total = self.retired.entry(rule.name.clone()).or_insert([RuleCounter::default(); 3]);
-            for (t, c) in total.iter_mut().zip(cells) {
-                t.packets += c.packets;
-                t.bytes += c.bytes;
-                t.flows += c.flows;
-            }
+            add_counts(self.retired.entry(rule.name.clone()).or_insert([RuleCounter::default(); 3]), cells);
         }
         self.slots[slot].zero_counters(pack.rules.len())
     }
@@ -175,17 +231,21 @@ impl Datapath {
 
     /// The rule at `index` of the pack of `generation`, while that pack is
     /// still one of the two installed (the live one or the one before).
-    pub fn rule(&self, generation: u32, index: u32) -> Option<&crate::policy::compile::CompiledRule> {
+    pub fn rule(&self, generation: u32, index: u32) -> Option<&CompiledRule> {
         (0..2)
             .find(|&s| self.installed_gen[s] == generation)
             .and_then(|s| self.installed[s].as_ref())
             .and_then(|p| p.rules.get(index as usize))
     }
 
-    /// Kernel memory of the live slot's tables, per map (`src4`, `src6`,
-    /// `dst4`, `dst6`, `ports`, `sp`, `xd`, `defaults`, `rules`, `counters`),
-    /// in bytes; see `SlotMaps::memlock` for what the kernel counts. Shared
-    /// maps (flow cache, fragments, events) and the idle slot are not counted.
+    /// The bit of a WebGroup of the live pack.
+    pub fn webgroup_bit(&self, name: &str) -> Option<u32> {
+        self.live_pack().and_then(|p| p.webgroup_bits.get(name).copied())
+    }
+
+    /// Kernel memory of the live slot's tables, per map, in bytes; see
+    /// `SlotMaps::memlock` for what the kernel counts. Shared maps (flow
+    /// cache, fragments, events, learned addresses) are not counted.
     pub fn live_slot_memlock(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
         self.slots[self.state.slot as usize].memlock()
     }
@@ -202,38 +262,25 @@ impl Datapath {
             let Some(pack) = pack else { continue };
             let counts = self.slots[slot].read_counters(pack.rules.len())?;
             for (rule, cells) in pack.rules.iter().zip(counts) {
-                let total = totals.entry(rule.name.clone()).or_insert([RuleCounter::default(); 3]);
-                for (t, c) in total.iter_mut().zip(cells) {
-                    t.packets += c.packets;
-                    t.bytes += c.bytes;
-                    t.flows += c.flows;
-                }
+                add_counts(totals.entry(rule.name.clone()).or_insert([RuleCounter::default(); 3]), cells);
             }
         }
         Ok(totals)
     }
 
-    /// Sets the addresses that count as the gateway's own (packets to them
-    /// are not judged). The listed resolvers are left out: traffic to a
-    /// resolver on the gateway is judged like any other.
-    pub fn set_local_addresses(
-        &mut self,
-        addrs: &BTreeSet<IpAddr>,
-        resolvers: &[IpAddr],
-    ) -> Result<(), DatapathError> {
-        let want: BTreeSet<[u8; 16]> =
-            addrs.iter().filter(|a| !resolvers.contains(a)).map(|a| local::addr_key(*a)).collect();
-        let have: Vec<[u8; 16]> = self.local.keys().filter_map(Result::ok).collect();
-        for k in have.iter().filter(|k| !want.contains(*k)) {
-            self.local.remove(k).map_err(|e| DatapathError::map("EGV1_LOCAL", e))?;
-        }
-        for k in want.iter().filter(|k| !have.contains(k)) {
-            self.local.insert(k, 1, 0).map_err(|e| DatapathError::map("EGV1_LOCAL", e))?;
-        }
-        Ok(())
+    /// Sets the gateway's own addresses (packets to them are not judged),
+    /// in the live slot now and in every pack installed later. The live
+    /// pack's resolvers are left out: traffic to a resolver on the gateway
+    /// is judged like any other.
+    pub fn set_local_addresses(&mut self, addrs: &BTreeSet<IpAddr>) -> Result<(), DatapathError> {
+        self.local = addrs.clone();
+        let live = self.state.slot as usize;
+        let resolvers = self.installed[live].as_ref().map(|p| p.resolvers.clone()).unwrap_or_default();
+        self.slots[live].set_local(addrs, &resolvers)
     }
 
-    /// Attaches the judging program to `iface`'s ingress.
+    /// Attaches the judging program to `iface`'s ingress and, with TC, the
+    /// DNS learning program to its egress.
     pub fn attach(&mut self, iface: &str, hook: Hook) -> Result<(), DatapathError> {
         match hook {
             Hook::Tc => {
@@ -245,6 +292,8 @@ impl Datapath {
                 prog.attach(iface, XdpMode::Default).map_err(|e| DatapathError::program(XDP_PROGRAM, e))?;
             }
         }
+        let dns: &mut SchedClassifier = program_mut(&mut self.ebpf, DNS_PROGRAM)?;
+        dns.attach(iface, TcAttachType::Egress).map_err(|e| DatapathError::program(DNS_PROGRAM, e))?;
         Ok(())
     }
 
@@ -253,16 +302,30 @@ impl Datapath {
         take_map(&mut self.ebpf, "EGV1_EVENTS")
     }
 
+    fn per_cpu_sums(&self, name: &str) -> Result<Vec<u64>, DatapathError> {
+        let map = self.ebpf.map(name).ok_or_else(|| DatapathError::MissingMap(name.into()))?;
+        let arr = aya::maps::PerCpuArray::<_, u64>::try_from(map).map_err(|e| DatapathError::map(name, e))?;
+        (0..arr.len())
+            .map(|i| arr.get(&i, 0).map(|v| v.iter().sum()).map_err(|e| DatapathError::map(name, e)))
+            .collect()
+    }
+
     /// Packets counted per reason code, summed over CPUs.
     pub fn reason_counts(&self) -> Result<Vec<u64>, DatapathError> {
-        let map = self.ebpf.map("EGV1_REASONS").ok_or_else(|| DatapathError::MissingMap("EGV1_REASONS".into()))?;
-        let arr = aya::maps::PerCpuArray::<_, u64>::try_from(map).map_err(|e| DatapathError::map("EGV1_REASONS", e))?;
-        let mut out = Vec::new();
-        for i in 0..arr.len() {
-            let v = arr.get(&i, 0).map_err(|e| DatapathError::map("EGV1_REASONS", e))?;
-            out.push(v.iter().sum());
-        }
-        Ok(out)
+        self.per_cpu_sums("EGV1_REASONS")
+    }
+
+    /// DNS counters per `DnsStat` code, summed over CPUs.
+    pub fn dns_stats(&self) -> Result<Vec<u64>, DatapathError> {
+        self.per_cpu_sums("EGV1_DNS_STATS")
+    }
+
+    /// Every entry of the learned-address table.
+    pub fn learned(&self) -> Result<Vec<(LearnKey, LearnValue)>, DatapathError> {
+        let map = self.ebpf.map("EGV1_LEARNED").ok_or_else(|| DatapathError::MissingMap("EGV1_LEARNED".into()))?;
+        let table = aya::maps::HashMap::<_, LearnKey, LearnValue>::try_from(map)
+            .map_err(|e| DatapathError::map("EGV1_LEARNED", e))?;
+        Ok(table.iter().filter_map(Result::ok).collect())
     }
 
     /// A loaded TC program by name, for BPF_PROG_TEST_RUN.
@@ -284,7 +347,8 @@ where
     prog.try_into().map_err(|e| DatapathError::program(name, e))
 }
 
-fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+/// Takes a map out of the loaded object as its typed wrapper.
+pub(crate) fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &str,
 ) -> Result<T, DatapathError> {

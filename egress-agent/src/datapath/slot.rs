@@ -1,109 +1,181 @@
 //! One slot of the double-buffered pack: typed wrappers over its maps with
-//! the verbs the installer needs. Writes are diffed against what the slot
-//! held before, so a small policy change is a small number of map updates.
+//! the verbs the installer needs.
+//!
+//! Every table keeps a mirror of what the kernel holds, updated write by
+//! write, and a new pack is diffed against that mirror: a small change is a
+//! small number of writes, and a slot that was left half-written by a failed
+//! install, or that held a larger pack before, is still brought exactly to
+//! the new pack.
 
-use std::collections::HashMap as StdHashMap;
+use std::collections::{BTreeSet, HashMap as StdHashMap};
+use std::hash::Hash;
+use std::net::IpAddr;
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::util::nr_cpus;
-use egress_common::{RuleCounter, RuleInfo, SpKey, VERDICTS, XdKey};
+use egress_common::{NameKey, RuleCounter, RuleInfo, SpKey, VERDICTS, XdKey, XwKey};
 use ipnet::IpNet;
 
-use super::DatapathError;
+use super::local::addr_key;
+use super::{DatapathError, take_map};
 use crate::policy::compile::CompiledPack;
+
+/// A hash map and the mirror of its kernel contents.
+struct Mirrored<K: aya::Pod, V: aya::Pod> {
+    map: HashMap<MapData, K, V>,
+    held: StdHashMap<K, V>,
+    name: &'static str,
+}
+
+impl<K: aya::Pod + Eq + Hash, V: aya::Pod + PartialEq> Mirrored<K, V> {
+    fn new(ebpf: &mut Ebpf, map: &str, name: &'static str) -> Result<Self, DatapathError> {
+        Ok(Mirrored { map: take_map(ebpf, map)?, held: StdHashMap::new(), name })
+    }
+
+    /// Brings the map to exactly `want`.
+    fn sync(&mut self, want: &StdHashMap<K, V>) -> Result<(), DatapathError> {
+        let stale: Vec<K> = self.held.keys().filter(|k| !want.contains_key(k)).copied().collect();
+        for k in stale {
+            self.map.remove(&k).map_err(|e| DatapathError::map(self.name, e))?;
+            self.held.remove(&k);
+        }
+        for (k, v) in want {
+            if self.held.get(k) != Some(v) {
+                self.map.insert(k, v, 0).map_err(|e| DatapathError::map(self.name, e))?;
+                self.held.insert(*k, *v);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An LPM trie (by family pair) and the mirror of its kernel contents.
+struct MirroredLpm {
+    v4: LpmTrie<MapData, [u8; 4], u32>,
+    v6: LpmTrie<MapData, [u8; 16], u32>,
+    held: StdHashMap<IpNet, u32>,
+}
+
+impl MirroredLpm {
+    fn sync(&mut self, want: &StdHashMap<IpNet, u32>) -> Result<(), DatapathError> {
+        let stale: Vec<IpNet> = self.held.keys().filter(|k| !want.contains_key(k)).copied().collect();
+        for net in stale {
+            let res = match net {
+                IpNet::V4(n) => self.v4.remove(&Key::new(n.prefix_len() as u32, n.addr().octets())),
+                IpNet::V6(n) => self.v6.remove(&Key::new(n.prefix_len() as u32, n.addr().octets())),
+            };
+            res.map_err(|e| DatapathError::map("prefix", e))?;
+            self.held.remove(&net);
+        }
+        for (net, class) in want {
+            if self.held.get(net) == Some(class) {
+                continue;
+            }
+            let res = match net {
+                IpNet::V4(n) => self.v4.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), class, 0),
+                IpNet::V6(n) => self.v6.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), class, 0),
+            };
+            res.map_err(|e| DatapathError::map("prefix", e))?;
+            self.held.insert(*net, *class);
+        }
+        Ok(())
+    }
+}
+
+/// An array and the mirror of its kernel contents (created zeroed).
+struct MirroredArray<V: aya::Pod> {
+    map: Array<MapData, V>,
+    held: Vec<V>,
+    name: &'static str,
+}
+
+impl<V: aya::Pod + PartialEq + Default> MirroredArray<V> {
+    fn new(ebpf: &mut Ebpf, map: &str, name: &'static str) -> Result<Self, DatapathError> {
+        Ok(MirroredArray { map: take_map(ebpf, map)?, held: Vec::new(), name })
+    }
+
+    /// Writes `want` from index 0, leaving later entries as they are (the
+    /// pack never reads past what it wrote).
+    fn sync(&mut self, want: impl IntoIterator<Item = V>) -> Result<(), DatapathError> {
+        for (i, v) in want.into_iter().enumerate() {
+            if self.held.len() <= i {
+                self.held.resize(i + 1, V::default());
+            }
+            if self.held[i] != v {
+                self.map.set(i as u32, v, 0).map_err(|e| DatapathError::map(self.name, e))?;
+                self.held[i] = v;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The maps of one slot.
 pub struct SlotMaps {
-    src4: LpmTrie<MapData, [u8; 4], u32>,
-    src6: LpmTrie<MapData, [u8; 16], u32>,
-    dst4: LpmTrie<MapData, [u8; 4], u32>,
-    dst6: LpmTrie<MapData, [u8; 16], u32>,
-    ports: Array<MapData, u32>,
-    sp: HashMap<MapData, SpKey, u32>,
-    xd: HashMap<MapData, XdKey, u32>,
-    defaults: Array<MapData, u32>,
-    rules: Array<MapData, RuleInfo>,
+    src: MirroredLpm,
+    dst: MirroredLpm,
+    ports: MirroredArray<u32>,
+    sp: Mirrored<SpKey, u32>,
+    xd: Mirrored<XdKey, u32>,
+    defaults: MirroredArray<u32>,
+    rules: MirroredArray<RuleInfo>,
+    names: Mirrored<NameKey, u64>,
+    xw: Mirrored<XwKey, u32>,
+    resolvers: Mirrored<[u8; 16], u8>,
+    local: Mirrored<[u8; 16], u8>,
     counters: PerCpuArray<MapData, RuleCounter>,
-}
-
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> Result<T, DatapathError> {
-    let map = ebpf.take_map(name).ok_or_else(|| DatapathError::MissingMap(name.to_string()))?;
-    T::try_from(map).map_err(|e| DatapathError::map(name, e))
 }
 
 impl SlotMaps {
     /// Takes slot `n`'s maps out of the loaded object.
     pub fn take(ebpf: &mut Ebpf, n: u8) -> Result<Self, DatapathError> {
         Ok(SlotMaps {
-            src4: take(ebpf, &format!("EGV1_SRC4_{n}"))?,
-            src6: take(ebpf, &format!("EGV1_SRC6_{n}"))?,
-            dst4: take(ebpf, &format!("EGV1_DST4_{n}"))?,
-            dst6: take(ebpf, &format!("EGV1_DST6_{n}"))?,
-            ports: take(ebpf, &format!("EGV1_PORTS_{n}"))?,
-            sp: take(ebpf, &format!("EGV1_SP_{n}"))?,
-            xd: take(ebpf, &format!("EGV1_XD_{n}"))?,
-            defaults: take(ebpf, &format!("EGV1_DEFAULTS_{n}"))?,
-            rules: take(ebpf, &format!("EGV1_RULES_{n}"))?,
-            counters: take(ebpf, &format!("EGV1_COUNTERS_{n}"))?,
+            src: MirroredLpm {
+                v4: take_map(ebpf, &format!("EGV1_SRC4_{n}"))?,
+                v6: take_map(ebpf, &format!("EGV1_SRC6_{n}"))?,
+                held: StdHashMap::new(),
+            },
+            dst: MirroredLpm {
+                v4: take_map(ebpf, &format!("EGV1_DST4_{n}"))?,
+                v6: take_map(ebpf, &format!("EGV1_DST6_{n}"))?,
+                held: StdHashMap::new(),
+            },
+            ports: MirroredArray::new(ebpf, &format!("EGV1_PORTS_{n}"), "ports")?,
+            sp: Mirrored::new(ebpf, &format!("EGV1_SP_{n}"), "sp")?,
+            xd: Mirrored::new(ebpf, &format!("EGV1_XD_{n}"), "xd")?,
+            defaults: MirroredArray::new(ebpf, &format!("EGV1_DEFAULTS_{n}"), "defaults")?,
+            rules: MirroredArray::new(ebpf, &format!("EGV1_RULES_{n}"), "rules")?,
+            names: Mirrored::new(ebpf, &format!("EGV1_NAMES_{n}"), "names")?,
+            xw: Mirrored::new(ebpf, &format!("EGV1_XW_{n}"), "xw")?,
+            resolvers: Mirrored::new(ebpf, &format!("EGV1_RESOLV_{n}"), "resolvers")?,
+            local: Mirrored::new(ebpf, &format!("EGV1_LOCAL_{n}"), "local")?,
+            counters: take_map(ebpf, &format!("EGV1_COUNTERS_{n}"))?,
         })
     }
 
-    /// Writes `new` into the slot, given that it held `old` (or nothing).
-    pub fn fill(&mut self, old: Option<&CompiledPack>, new: &CompiledPack) -> Result<(), DatapathError> {
-        let empty = CompiledPack::default();
-        let old = old.unwrap_or(&empty);
-        self.fill_prefixes(&old.src, &new.src, true)?;
-        self.fill_prefixes(&old.dst, &new.dst, false)?;
-        fill_hash(&mut self.sp, &old.sp, &new.sp, "sp")?;
-        fill_hash(&mut self.xd, &old.xd, &new.xd, "xd")?;
-        // A slot never written holds zeros (arrays are created zeroed), so
-        // entries past what the old pack wrote compare against zero.
-        let old_ports = expand_runs(&old.ports);
-        for (i, class) in expand_runs(&new.ports).into_iter().enumerate() {
-            if old_ports.get(i).copied().unwrap_or(0) != class {
-                self.ports.set(i as u32, class, 0).map_err(|e| DatapathError::map("ports", e))?;
-            }
-        }
-        for (i, d) in new.defaults.iter().enumerate() {
-            if old.defaults.get(i).copied().unwrap_or(0) != *d {
-                self.defaults.set(i as u32, *d, 0).map_err(|e| DatapathError::map("defaults", e))?;
-            }
-        }
-        for (i, r) in new.rules.iter().enumerate() {
-            if old.rules.get(i).map_or(RuleInfo::default(), |o| o.info) != r.info {
-                self.rules.set(i as u32, r.info, 0).map_err(|e| DatapathError::map("rules", e))?;
-            }
-        }
-        Ok(())
+    /// Brings every table of the slot to `pack`, with the gateway's own
+    /// addresses `local` (the pack's resolvers are left out of them).
+    pub fn fill(&mut self, pack: &CompiledPack, local: &BTreeSet<IpAddr>) -> Result<(), DatapathError> {
+        self.src.sync(&pack.src)?;
+        self.dst.sync(&pack.dst)?;
+        self.sp.sync(&pack.sp)?;
+        self.xd.sync(&pack.xd)?;
+        self.ports.sync(expand_runs(&pack.ports))?;
+        self.defaults.sync(pack.defaults.iter().copied())?;
+        self.rules.sync(pack.rules.iter().map(|r| r.info))?;
+        self.names.sync(&pack.names)?;
+        self.xw.sync(&pack.xw)?;
+        let resolvers = pack.resolvers.iter().map(|a| (addr_key(*a), 1u8)).collect();
+        self.resolvers.sync(&resolvers)?;
+        self.set_local(local, &pack.resolvers)
     }
 
-    fn fill_prefixes(
-        &mut self,
-        old: &StdHashMap<IpNet, u32>,
-        new: &StdHashMap<IpNet, u32>,
-        source: bool,
-    ) -> Result<(), DatapathError> {
-        let (v4, v6) = if source { (&mut self.src4, &mut self.src6) } else { (&mut self.dst4, &mut self.dst6) };
-        for net in old.keys().filter(|k| !new.contains_key(k)) {
-            let res = match net {
-                IpNet::V4(n) => v4.remove(&Key::new(n.prefix_len() as u32, n.addr().octets())),
-                IpNet::V6(n) => v6.remove(&Key::new(n.prefix_len() as u32, n.addr().octets())),
-            };
-            res.map_err(|e| DatapathError::map("prefix", e))?;
-        }
-        for (net, class) in new.iter().filter(|(k, v)| old.get(k) != Some(v)) {
-            let res = match net {
-                IpNet::V4(n) => v4.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), class, 0),
-                IpNet::V6(n) => v6.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), class, 0),
-            };
-            res.map_err(|e| DatapathError::map("prefix", e))?;
-        }
-        Ok(())
+    /// Sets the gateway's own addresses, less `resolvers`.
+    pub fn set_local(&mut self, local: &BTreeSet<IpAddr>, resolvers: &[IpAddr]) -> Result<(), DatapathError> {
+        let want = local.iter().filter(|a| !resolvers.contains(a)).map(|a| (addr_key(*a), 1u8)).collect();
+        self.local.sync(&want)
     }
 
     /// Reads the per-rule counters of `rules` rules, summed over CPUs:
@@ -124,26 +196,26 @@ impl SlotMaps {
         Ok(out)
     }
 
-    /// Kernel memory of each of the slot's maps, in bytes, as the kernel
-    /// reports it in `memlock:` of `/proc/self/fdinfo/<map fd>` (the map's
-    /// `map_mem_usage`, Linux 6.4 and later). The arrays (`ports`,
-    /// `defaults`, `rules`, per-CPU `counters`) are preallocated, so their
-    /// figure is fixed; the LPM tries count their stored prefixes
-    /// (`n_entries` nodes, not the trie's intermediate nodes) and the
-    /// `NO_PREALLOC` hashes (`sp`, `xd`) their current elements, so those
-    /// grow with the pack.
+    /// Kernel memory of each of the slot's maps, from `memlock:` in
+    /// `/proc/self/fdinfo/<fd>`. Preallocated arrays (ports, defaults, rules,
+    /// per-CPU counters) count their full capacity; LPM tries and the
+    /// `NO_PREALLOC` hashes grow with the pack.
     pub fn memlock(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
-        use aya::maps::IterableMap;
-        let maps: [(&'static str, &MapData); 10] = [
-            ("src4", self.src4.map()),
-            ("src6", self.src6.map()),
-            ("dst4", self.dst4.map()),
-            ("dst6", self.dst6.map()),
-            ("ports", self.ports.map()),
-            ("sp", self.sp.map()),
-            ("xd", self.xd.map()),
-            ("defaults", self.defaults.map()),
-            ("rules", self.rules.map()),
+        use aya::maps::IterableMap as _;
+        let maps: [(&'static str, &MapData); 14] = [
+            ("src4", self.src.v4.map()),
+            ("src6", self.src.v6.map()),
+            ("dst4", self.dst.v4.map()),
+            ("dst6", self.dst.v6.map()),
+            ("ports", self.ports.map.map()),
+            ("sp", self.sp.map.map()),
+            ("xd", self.xd.map.map()),
+            ("defaults", self.defaults.map.map()),
+            ("rules", self.rules.map.map()),
+            ("names", self.names.map.map()),
+            ("xw", self.xw.map.map()),
+            ("resolvers", self.resolvers.map.map()),
+            ("local", self.local.map.map()),
             ("counters", self.counters.map()),
         ];
         maps.into_iter().map(|(name, map)| Ok((name, fdinfo_memlock(map)?))).collect()
@@ -161,29 +233,14 @@ impl SlotMaps {
     }
 }
 
-fn fill_hash<K: aya::Pod + Eq + std::hash::Hash>(
-    map: &mut HashMap<MapData, K, u32>,
-    old: &StdHashMap<K, u32>,
-    new: &StdHashMap<K, u32>,
-    name: &str,
-) -> Result<(), DatapathError> {
-    for k in old.keys().filter(|k| !new.contains_key(k)) {
-        map.remove(k).map_err(|e| DatapathError::map(name, e))?;
-    }
-    for (k, v) in new.iter().filter(|(k, v)| old.get(k) != Some(v)) {
-        map.insert(k, v, 0).map_err(|e| DatapathError::map(name, e))?;
-    }
-    Ok(())
-}
-
-/// `memlock:` of a map's `/proc/self/fdinfo` entry.
+/// `memlock:` of a map's fdinfo, in bytes.
 fn fdinfo_memlock(map: &MapData) -> Result<u64, DatapathError> {
-    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::fd::{AsFd as _, AsRawFd as _};
     let fd = map.fd().as_fd().as_raw_fd();
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
-    info.lines()
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
+    text.lines()
         .find_map(|l| l.strip_prefix("memlock:").and_then(|v| v.trim().parse().ok()))
-        .ok_or_else(|| DatapathError::Io(std::io::Error::other(format!("no memlock in fdinfo of fd {fd}"))))
+        .ok_or_else(|| DatapathError::Io(std::io::Error::other("no memlock in fdinfo")))
 }
 
 /// The port-class array from its runs.

@@ -9,18 +9,20 @@
 //! destination-specific rule comes before `x`'s first `any`-destination rule.
 //! The cost of a lookup does not depend on the number of rules.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use egress_common::{
     ACTION_DENY, ACTION_PERMIT, DECISION_UNCOVERED, MAX_PREFIXES, MAX_RULES, MAX_SP_ENTRIES,
     MAX_X_CLASSES, MAX_XD_ENTRIES, MODE_ENFORCE, MODE_MONITOR, PORT_INDEX_ICMP, PORT_INDEX_OTHER,
-    PORT_INDEX_SLOTS, PORT_INDEX_UDP, RuleInfo, SpKey, XdKey,
+    PORT_INDEX_SLOTS, PORT_INDEX_UDP, RuleInfo, SpKey, XdKey, XwKey, NameKey, MAX_WEBGROUPS,
+    MAX_NAMES, NAME_EXACT, NAME_ONE_LABEL, NAME_ANY_DEPTH, QUERY_FILTER_OFF, QUERY_FILTER_MONITOR,
+    QUERY_FILTER_ENFORCE,
 };
 use ipnet::IpNet;
 
 use super::bitset::RuleSet;
-use super::model::{Action, Destination, Mode, Pack, Protocol, Source};
+use super::model::{Action, Destination, DomainPattern, Mode, Pack, Protocol, QueryFilter, Source};
 
 /// The name under which the implicit default deny is reported.
 pub const IMPLICIT_DENY: &str = "implicit-deny";
@@ -32,6 +34,8 @@ pub enum CompileError {
     TooManyRules(usize),
     #[error("the pack needs {needed} {table} entries; the datapath holds at most {max}")]
     TooComplex { table: &'static str, needed: usize, max: u32 },
+    #[error("the pack has {0} webgroups; the datapath holds at most {max}", max = MAX_WEBGROUPS)]
+    TooManyWebGroups(usize),
 }
 
 /// A rule as compiled: its datapath info and the names reports use.
@@ -53,6 +57,9 @@ pub struct CompiledPack {
     pub any_source: bool,
     /// The pack's default mode.
     pub mode: Mode,
+    /// The mode for packets the datapath cannot judge: enforce when any
+    /// deny that could apply enforces (a rule's, or `implicit-deny`).
+    pub unjudgeable_mode: Mode,
     /// Source prefixes → source class (classes start at 1; 0 is "no prefix").
     pub src: HashMap<IpNet, u32>,
     /// Destination prefixes → destination class (0 is "no prefix").
@@ -65,6 +72,22 @@ pub struct CompiledPack {
     pub xd: HashMap<XdKey, u32>,
     /// x → rule index, `implicit_rule` or `DECISION_UNCOVERED`.
     pub defaults: Vec<u32>,
+    /// WebGroup name → its bit in learned-address entries.
+    pub webgroup_bits: BTreeMap<String, u32>,
+    /// Name table: exact names and wildcard suffixes → WebGroup bits.
+    pub names: HashMap<NameKey, u64>,
+    /// (x, WebGroup bit) → first rule of x with that WebGroup as destination,
+    /// where it comes before `defaults[x]`.
+    pub xw: HashMap<XwKey, u32>,
+    /// WebGroups used by `permit` rules (what the query filter lets through).
+    pub permit_groups: u64,
+    /// `QUERY_FILTER_*`.
+    pub query_filter: u8,
+    /// Clamp of learned addresses' lifetimes, seconds.
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+    /// The approved resolvers.
+    pub resolvers: Vec<IpAddr>,
 }
 
 /// What decided a packet, in the compiled pack's terms.
@@ -84,7 +107,8 @@ fn mode_code(mode: Mode) -> u8 {
 }
 
 /// The destination prefixes of a rule, and whether it matches any destination.
-/// WebGroups contribute no prefix: learned addresses are not compiled.
+/// WebGroups contribute no prefix: they match through learned addresses
+/// (the `xw` table), never as "any".
 fn destination_prefixes(pack: &Pack, dests: &[Destination]) -> (Vec<IpNet>, bool) {
     let mut nets = Vec::new();
     let mut any = false;
@@ -210,8 +234,64 @@ fn check(table: &'static str, needed: usize, max: u32) -> Result<(), CompileErro
     Ok(())
 }
 
-/// Compiles a validated pack.
+/// Compiles a validated pack, numbering its WebGroups afresh.
 pub fn compile(pack: &Pack) -> Result<CompiledPack, CompileError> {
+    compile_stable(pack, &BTreeMap::new())
+}
+
+/// Gives each WebGroup a bit, keeping the bit it had in `previous` (so that
+/// addresses learned under an earlier pack keep their meaning).
+fn assign_bits(pack: &Pack, previous: &BTreeMap<String, u32>) -> Result<BTreeMap<String, u32>, CompileError> {
+    if pack.webgroups.len() > MAX_WEBGROUPS as usize {
+        return Err(CompileError::TooManyWebGroups(pack.webgroups.len()));
+    }
+    let mut bits: BTreeMap<String, u32> =
+        previous.iter().filter(|(n, _)| pack.webgroups.contains_key(*n)).map(|(n, b)| (n.clone(), *b)).collect();
+    let taken: Vec<u32> = bits.values().copied().collect();
+    let mut free = (0..MAX_WEBGROUPS).filter(|b| !taken.contains(b));
+    for name in pack.webgroups.keys() {
+        if !bits.contains_key(name) {
+            let bit = free.next().ok_or(CompileError::TooManyWebGroups(pack.webgroups.len()))?;
+            bits.insert(name.clone(), bit);
+        }
+    }
+    Ok(bits)
+}
+
+/// The name table: every domain pattern as the datapath looks it up.
+fn name_table(pack: &Pack, bits: &BTreeMap<String, u32>) -> Result<HashMap<NameKey, u64>, CompileError> {
+    let mut names: HashMap<NameKey, u64> = HashMap::new();
+    for (name, group) in &pack.webgroups {
+        let bit = 1u64 << bits[name];
+        for d in &group.domains {
+            let (kind, text) = match d {
+                DomainPattern::Exact(t) => (NAME_EXACT, t),
+                DomainPattern::OneLabel(t) => (NAME_ONE_LABEL, t),
+                DomainPattern::AnyDepth(t) => (NAME_ANY_DEPTH, t),
+            };
+            // Validation bounds names to 253 bytes, so every pattern fits.
+            if let Some(key) = NameKey::new(kind, text.as_bytes()) {
+                *names.entry(key).or_insert(0) |= bit;
+            }
+        }
+    }
+    check("domain name", names.len(), MAX_NAMES)?;
+    Ok(names)
+}
+
+/// The WebGroup bits a rule's destination names.
+fn rule_groups(dests: &[Destination], bits: &BTreeMap<String, u32>) -> u64 {
+    dests
+        .iter()
+        .filter_map(|d| match d {
+            Destination::WebGroup(g) => bits.get(g).map(|b| 1u64 << b),
+            _ => None,
+        })
+        .fold(0, |a, b| a | b)
+}
+
+/// Compiles a validated pack, keeping WebGroup bits from `previous_bits`.
+pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Result<CompiledPack, CompileError> {
     let n = pack.rules.len();
     if n + 1 > MAX_RULES as usize {
         return Err(CompileError::TooManyRules(n));
@@ -324,17 +404,62 @@ pub fn compile(pack: &Pack) -> Result<CompiledPack, CompileError> {
         check("(combined, destination) class", xd.len(), MAX_XD_ENTRIES)?;
     }
 
+    // (x, WebGroup): the first rule of x naming the WebGroup, if it comes
+    // before x's default.
+    let webgroup_bits = assign_bits(pack, previous_bits)?;
+    let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, &webgroup_bits)).collect();
+    let mut xw = HashMap::new();
+    for (x, set) in x_sets.iter().enumerate() {
+        for r in set.iter().filter(|r| groups_of[*r] != 0) {
+            if r as u32 >= defaults[x] {
+                break;
+            }
+            let mut g = groups_of[r];
+            while g != 0 {
+                let bit = g.trailing_zeros();
+                g &= g - 1;
+                xw.entry(XwKey { x_class: x as u32, group: bit }).or_insert(r as u32);
+            }
+        }
+    }
+    let permit_groups = pack
+        .rules
+        .iter()
+        .zip(&groups_of)
+        .filter(|(r, _)| r.action == Action::Permit)
+        .fold(0, |a, (_, g)| a | g);
+    let names = name_table(pack, &webgroup_bits)?;
+
     Ok(CompiledPack {
         rules,
         implicit_rule: implicit,
         any_source,
         mode: pack.mode,
+        unjudgeable_mode: if pack.mode == Mode::Enforce
+            || pack.rules.iter().any(|r| r.action == Action::Deny && r.mode == Mode::Enforce)
+        {
+            Mode::Enforce
+        } else {
+            Mode::Monitor
+        },
         src,
         dst,
         ports,
         sp,
         xd,
         defaults,
+        webgroup_bits,
+        names,
+        xw,
+        permit_groups,
+        query_filter: match pack.dns.query_filter {
+            QueryFilter::Off => QUERY_FILTER_OFF,
+            QueryFilter::Monitor => QUERY_FILTER_MONITOR,
+            QueryFilter::Enforce => QUERY_FILTER_ENFORCE,
+        },
+        min_ttl: pack.dns.min_ttl,
+        max_ttl: pack.dns.max_ttl,
+        resolvers: pack.dns.resolvers.clone(),
     })
 }
 
@@ -362,8 +487,15 @@ impl CompiledPack {
         self.ports.get(i).map_or(0, |(_, _, c)| *c)
     }
 
-    /// Decides a packet exactly as the datapath's lookups do.
+    /// Decides a packet exactly as the datapath's lookups do, for a
+    /// destination the source learned for no WebGroup.
     pub fn decide(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16) -> Decision {
+        self.decide_learned(src, dst, proto, dport, 0)
+    }
+
+    /// Decides a packet whose destination the source learned for the
+    /// WebGroups in `groups` (bits of `webgroup_bits`).
+    pub fn decide_learned(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16, groups: u64) -> Decision {
         let s = match lpm(&self.src, src) {
             Some(s) => s,
             None if self.any_source => 0,
@@ -374,13 +506,18 @@ impl CompiledPack {
             return Decision::Rule(self.implicit_rule);
         };
         let d = lpm(&self.dst, dst).unwrap_or(0);
-        if let Some(&r) = self.xd.get(&XdKey { x_class: x, dst_class: d }) {
-            return Decision::Rule(r);
+        let mut rule = match self.xd.get(&XdKey { x_class: x, dst_class: d }) {
+            Some(&r) => r,
+            None => self.defaults.get(x as usize).copied().unwrap_or(self.implicit_rule),
+        };
+        let mut g = groups;
+        while g != 0 {
+            let bit = g.trailing_zeros();
+            g &= g - 1;
+            if let Some(&r) = self.xw.get(&XwKey { x_class: x, group: bit }) {
+                rule = rule.min(r);
+            }
         }
-        match self.defaults.get(x as usize) {
-            Some(&r) if r == DECISION_UNCOVERED => Decision::Uncovered,
-            Some(&r) => Decision::Rule(r),
-            None => Decision::Rule(self.implicit_rule),
-        }
+        if rule == DECISION_UNCOVERED { Decision::Uncovered } else { Decision::Rule(rule) }
     }
 }

@@ -2,6 +2,7 @@
 //! `policy-format.md`, rule by rule in priority order. It is slow on purpose
 //! (no classes, no tables) and serves as the oracle for the compiled pack.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::model::{Destination, Pack, Protocol, Rule, Source};
@@ -38,7 +39,7 @@ fn source_matches(pack: &Pack, rule: &Rule, src: IpAddr) -> bool {
     }
 }
 
-fn destination_matches(pack: &Pack, rule: &Rule, dst: IpAddr) -> bool {
+fn destination_matches(pack: &Pack, rule: &Rule, dst: IpAddr, learned: &BTreeSet<String>) -> bool {
     rule.destinations.iter().any(|d| match d {
         Destination::Any => true,
         Destination::Resolvers => pack.dns.resolvers.contains(&dst),
@@ -46,8 +47,8 @@ fn destination_matches(pack: &Pack, rule: &Rule, dst: IpAddr) -> bool {
             pack.smartgroups.get(g).is_some_and(|g| g.cidrs.iter().any(|c| c.contains(&dst)))
         }
         Destination::Cidrs(c) => c.iter().any(|c| c.contains(&dst)),
-        // Learned addresses are not known to a static evaluation.
-        Destination::WebGroup(_) => false,
+        // The source resolved a name of the WebGroup to this address.
+        Destination::WebGroup(g) => learned.contains(g),
     })
 }
 
@@ -70,10 +71,11 @@ fn ports_match(rule: &Rule, p: &Probe) -> bool {
     }
 }
 
-/// Whether `rule` matches the packet in every dimension.
-pub fn rule_matches(pack: &Pack, rule: &Rule, p: &Probe) -> bool {
+/// Whether `rule` matches the packet in every dimension; `learned` are the
+/// WebGroups the source learned the destination for.
+pub fn rule_matches(pack: &Pack, rule: &Rule, p: &Probe, learned: &BTreeSet<String>) -> bool {
     source_matches(pack, rule, p.src)
-        && destination_matches(pack, rule, p.dst)
+        && destination_matches(pack, rule, p.dst, learned)
         && protocol_matches(rule, p)
         && ports_match(rule, p)
 }
@@ -81,7 +83,13 @@ pub fn rule_matches(pack: &Pack, rule: &Rule, p: &Probe) -> bool {
 /// First match over the pack's rules (sorted by priority), then the
 /// implicit deny for covered sources.
 pub fn evaluate(pack: &Pack, p: &Probe) -> Outcome {
-    if let Some(i) = pack.rules.iter().position(|r| rule_matches(pack, r, p)) {
+    evaluate_learned(pack, p, &BTreeSet::new())
+}
+
+/// [`evaluate`] for a destination the source learned for the WebGroups
+/// named in `learned`.
+pub fn evaluate_learned(pack: &Pack, p: &Probe, learned: &BTreeSet<String>) -> Outcome {
+    if let Some(i) = pack.rules.iter().position(|r| rule_matches(pack, r, p, learned)) {
         return Outcome::Rule(i);
     }
     if pack.rules.iter().any(|r| source_matches(pack, r, p.src)) {

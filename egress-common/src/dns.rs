@@ -1,0 +1,214 @@
+//! DNS learning: outstanding queries, the name table, learned addresses and
+//! the DNS counters.
+
+/// Longest name handled: 253 text bytes, kept in a 256-byte buffer.
+pub const NAME_BUF: usize = 256;
+
+/// [`NameKey`] kinds (byte 0 of the key).
+pub const NAME_EXACT: u8 = 1;
+/// `*.suffix`: exactly one label before the suffix.
+pub const NAME_ONE_LABEL: u8 = 2;
+/// `**.suffix`: one or more labels before the suffix.
+pub const NAME_ANY_DEPTH: u8 = 3;
+
+/// A name or suffix in the name table: byte 0 is the kind, the lowercase
+/// dotted name (no trailing dot) is right-aligned so that it ends at byte
+/// 255; bytes in between are zero. Right alignment makes every suffix of a
+/// name a key of its own once the labels before it are zeroed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NameKey {
+    pub bytes: [u8; NAME_BUF],
+}
+crate::assert_size!(NameKey, 256);
+
+impl NameKey {
+    /// The key of `name` (lowercase, no trailing dot, at most 253 bytes)
+    /// with the given kind; `None` if the name does not fit.
+    pub fn new(kind: u8, name: &[u8]) -> Option<Self> {
+        if name.len() > NAME_BUF - 3 {
+            return None;
+        }
+        let mut bytes = [0u8; NAME_BUF];
+        bytes[0] = kind;
+        bytes[NAME_BUF - name.len()..].copy_from_slice(name);
+        Some(NameKey { bytes })
+    }
+}
+
+/// Most WebGroups a pack may have (they are bits of a `u64`).
+pub const MAX_WEBGROUPS: u32 = 64;
+/// Capacity of each slot's name table.
+pub const MAX_NAMES: u32 = 65_536;
+
+/// An outstanding query, keyed as the answer will come back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct QueryKey {
+    pub workload: [u8; 16],
+    pub resolver: [u8; 16],
+    pub workload_port_be: u16,
+    /// DNS transaction id as on the wire.
+    pub txid_be: u16,
+    /// 6 (TCP) or 17 (UDP).
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+crate::assert_size!(QueryKey, 40);
+
+/// What was asked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueryValue {
+    /// FNV-1a of the lowercase question name, re-checked on the answer.
+    pub name_hash: u64,
+    /// When the query left (`bpf_ktime_get_ns`).
+    pub sent_ns: u64,
+    pub qtype: u16,
+    pub _pad: [u8; 6],
+}
+crate::assert_size!(QueryValue, 24);
+
+/// Capacity of the outstanding-query table (LRU).
+pub const MAX_QUERIES: u32 = 65_536;
+/// Queries older than this teach nothing.
+pub const QUERY_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// A learned address, for the workload that asked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LearnKey {
+    pub workload: [u8; 16],
+    pub addr: [u8; 16],
+}
+crate::assert_size!(LearnKey, 32);
+
+/// The WebGroups an address was learned for, and until when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnValue {
+    /// WebGroup bits (see the agent's WebGroup registry).
+    pub groups: u64,
+    /// `bpf_ktime_get_ns` after which the entry teaches nothing.
+    pub expires_ns: u64,
+    /// FNV-1a of the question name that taught it (for `learned` listings).
+    pub name_hash: u64,
+}
+crate::assert_size!(LearnValue, 24);
+
+/// Capacity of the learned-address table (LRU, all workloads).
+pub const MAX_LEARNED: u32 = 1 << 20;
+
+/// Key of a slot's `(combined class, WebGroup)` table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct XwKey {
+    pub x_class: u32,
+    pub group: u32,
+}
+crate::assert_size!(XwKey, 8);
+
+/// FNV-1a, 64 bits.
+pub const fn fnv1a_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3)
+}
+/// FNV-1a offset basis.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of a byte string.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h = FNV_OFFSET;
+    let mut i = 0;
+    while i < bytes.len() {
+        h = fnv1a_step(h, bytes[i]);
+        i += 1;
+    }
+    h
+}
+
+/// DNS counters (per CPU), by stable code. Never renumber.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsStat {
+    /// A query to a resolver was recorded.
+    QueryTracked = 0,
+    /// A query refused by the query filter (enforce).
+    QueryRefused = 1,
+    /// A query the filter would refuse (monitor): forwarded and reported.
+    QueryWouldRefuse = 2,
+    /// A response from a resolver was examined.
+    AnswerSeen = 3,
+    /// An address was learned (one per A/AAAA record on the chain).
+    AddressLearned = 4,
+    /// No outstanding query matched (unsolicited, wrong port or id, duplicate).
+    Unsolicited = 5,
+    /// The echoed question is not the question that was asked.
+    QuestionMismatch = 6,
+    /// The message could not be parsed whole (truncated, bad counts, ...).
+    Malformed = 7,
+    /// A compression pointer that loops, points forward or past the end.
+    BadPointer = 8,
+    /// A label over 63 bytes, a name over 255 bytes, or no root label.
+    BadName = 9,
+    /// An A record whose RDLENGTH is not 4, or AAAA not 16.
+    BadRdata = 10,
+    /// Not a DNS response (QR clear, opcode not QUERY, no question).
+    NotDns = 11,
+    /// DNS over TCP split over segments: not parsed.
+    TcpSegmented = 12,
+    /// An A/AAAA record for a name that is not on the question's chain.
+    OffChain = 13,
+    /// The answer's name is in no WebGroup: nothing to learn.
+    NoWebGroup = 14,
+    /// An error RCODE or an empty answer.
+    NoAnswer = 15,
+}
+
+/// Slots in the DNS counter array.
+pub const DNS_STAT_SLOTS: u32 = 32;
+
+impl DnsStat {
+    /// Every counter in code order.
+    pub const ALL: [DnsStat; 16] = [
+        DnsStat::QueryTracked,
+        DnsStat::QueryRefused,
+        DnsStat::QueryWouldRefuse,
+        DnsStat::AnswerSeen,
+        DnsStat::AddressLearned,
+        DnsStat::Unsolicited,
+        DnsStat::QuestionMismatch,
+        DnsStat::Malformed,
+        DnsStat::BadPointer,
+        DnsStat::BadName,
+        DnsStat::BadRdata,
+        DnsStat::NotDns,
+        DnsStat::TcpSegmented,
+        DnsStat::OffChain,
+        DnsStat::NoWebGroup,
+        DnsStat::NoAnswer,
+    ];
+
+    /// The counter's name in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DnsStat::QueryTracked => "query_tracked",
+            DnsStat::QueryRefused => "query_refused",
+            DnsStat::QueryWouldRefuse => "query_would_refuse",
+            DnsStat::AnswerSeen => "answer_seen",
+            DnsStat::AddressLearned => "address_learned",
+            DnsStat::Unsolicited => "unsolicited",
+            DnsStat::QuestionMismatch => "question_mismatch",
+            DnsStat::Malformed => "malformed",
+            DnsStat::BadPointer => "bad_pointer",
+            DnsStat::BadName => "bad_name",
+            DnsStat::BadRdata => "bad_rdata",
+            DnsStat::NotDns => "not_dns",
+            DnsStat::TcpSegmented => "tcp_segmented",
+            DnsStat::OffChain => "off_chain",
+            DnsStat::NoWebGroup => "no_webgroup",
+            DnsStat::NoAnswer => "no_answer",
+        }
+    }
+}
+
+crate::impl_pod!(NameKey, QueryKey, QueryValue, LearnKey, LearnValue, XwKey);

@@ -1,0 +1,677 @@
+//! DNS in the datapath: queries leaving a workload for a listed resolver
+//! are recorded (and filtered); answers on their way back teach the
+//! addresses of the question's name, for the workload that asked, before the
+//! answer is forwarded.
+//!
+//! The message is copied into a per-CPU scratch buffer and parsed there with
+//! masked indices. Names are compared in full (lowercased, right-aligned in
+//! a 256-byte key), never by hash alone; the hash only ties an answer to the
+//! question that was asked and tracks the CNAME chain inside one message.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
+use egress_common::{
+    DnsStat, FNV_OFFSET, LearnKey, LearnValue, NAME_ANY_DEPTH, NAME_BUF, NAME_EXACT, NAME_ONE_LABEL,
+    QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QUERY_TIMEOUT_NS, QueryKey, QueryValue, SlotMeta, fnv1a_step,
+};
+
+use crate::maps::{EGV1_DNS_SCRATCH, EGV1_DNS_STATS, EGV1_LEARNED, EGV1_QUERIES, SLOT0, SLOT1, Slot};
+use crate::parse::{Cursor, IPPROTO_TCP, IPPROTO_UDP, Packet};
+
+/// Largest DNS message parsed (bigger ones teach nothing).
+pub const MSG_MAX: usize = 4096;
+const MSG_MASK: usize = MSG_MAX - 1;
+/// Answer records examined at most.
+const MAX_RR: usize = 24;
+/// Addresses learned from one answer at most.
+pub const MAX_LEARN: usize = 16;
+/// CNAME chain names tracked at most.
+pub const MAX_CHAIN: usize = 8;
+/// Iterations of the name loop: 253 characters, 127 length bytes, pointers.
+const NAME_STEPS: usize = 400;
+/// Compression pointers followed in one name at most.
+const MAX_POINTERS: u32 = 16;
+
+const TYPE_A: u16 = 1;
+const TYPE_CNAME: u16 = 5;
+const TYPE_AAAA: u16 = 28;
+
+/// Per-CPU working memory (too large for the 512-byte stack), and the
+/// state of the `bpf_loop` walkers, which reach it from their callbacks.
+#[repr(C)]
+pub struct Scratch {
+    pub msg: [u8; MSG_MAX],
+    pub name: [u8; NAME_BUF],
+    pub key: [u8; NAME_BUF],
+    pub addrs: [[u8; 16]; MAX_LEARN],
+    pub ttls: [u32; MAX_LEARN],
+    pub chain: [u64; MAX_CHAIN],
+    pub walk: Walk,
+    pub scan: Scan,
+    pub records: Records,
+}
+
+/// State of a name walk ([`read_name`]).
+#[repr(C)]
+pub struct Walk {
+    len: u64,
+    pos: u64,
+    lowest: u64,
+    next: u64,
+    label_left: u64,
+    olen: u64,
+    hash: u64,
+    pointers: u64,
+    jumped: u64,
+    copy: u64,
+    /// 0 running, 1 done, `2 + DnsStat` failed.
+    status: u64,
+}
+
+/// State of the suffix scan ([`name_groups`]).
+#[repr(C)]
+pub struct Scan {
+    i: u64,
+    labels: u64,
+    groups: u64,
+    slot: u64,
+}
+
+/// State of the answer-record walk ([`learn`]).
+#[repr(C)]
+pub struct Records {
+    len: u64,
+    at: u64,
+    chain_len: u64,
+    found: u64,
+    /// 0 running, 1 done, `2 + DnsStat` failed.
+    status: u64,
+    ancount: u64,
+}
+
+const RUNNING: u64 = 0;
+const DONE: u64 = 1;
+
+#[inline(always)]
+fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: per-CPU scratch, used by one program run at a time.
+    EGV1_DNS_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn failed(code: u64) -> Option<DnsStat> {
+    match code {
+        c if c == 2 + DnsStat::BadPointer as u64 => Some(DnsStat::BadPointer),
+        c if c == 2 + DnsStat::BadName as u64 => Some(DnsStat::BadName),
+        c if c == 2 + DnsStat::BadRdata as u64 => Some(DnsStat::BadRdata),
+        c if c == 2 + DnsStat::Malformed as u64 => Some(DnsStat::Malformed),
+        _ => None,
+    }
+}
+
+/// Reads packet bytes into memory (skb or XDP helper).
+pub trait LoadBytes {
+    /// Copies `len` bytes at `offset` to `dst`; false on failure.
+    fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool;
+}
+
+/// What to do with a query.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum QueryAction {
+    /// Let it go to the resolver.
+    Forward,
+    /// Answer it with REFUSED (the packet was turned around in place).
+    Bounce,
+    /// Drop it (refused, but could not be turned around).
+    Drop,
+}
+
+#[inline(always)]
+fn stat(s: DnsStat) {
+    if let Some(cell) = EGV1_DNS_STATS.get_ptr_mut(s as u32) {
+        // SAFETY: per-CPU cell, no concurrent writer on this CPU.
+        unsafe { *cell += 1 };
+    }
+}
+
+#[inline(always)]
+fn byte(msg: &[u8; MSG_MAX], i: usize) -> u8 {
+    // SAFETY: the index is masked into the buffer.
+    unsafe { *msg.get_unchecked(i & MSG_MASK) }
+}
+
+#[inline(always)]
+fn be16(msg: &[u8; MSG_MAX], i: usize) -> u16 {
+    u16::from_be_bytes([byte(msg, i), byte(msg, i + 1)])
+}
+
+/// A name read from the message.
+#[derive(Clone, Copy)]
+struct Name {
+    /// Text length (copied names only).
+    len: usize,
+    /// Offset just after the name where it started.
+    next: usize,
+    /// FNV-1a of the lowercase dotted name.
+    hash: u64,
+}
+
+/// One step of a name walk: one character, length byte or pointer.
+extern "C" fn name_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else { return 1 };
+    let w = &mut s.walk;
+    let fail = |w: &mut Walk, e: DnsStat| {
+        w.status = 2 + e as u64;
+        1
+    };
+    if w.pos >= w.len {
+        // The name runs off the end: no root label.
+        return fail(w, DnsStat::BadName);
+    }
+    let b = byte(&s.msg, w.pos as usize);
+    if w.label_left > 0 {
+        let c = if b.is_ascii_uppercase() { b + 32 } else { b };
+        if w.copy != 0 {
+            // SAFETY: masked index; olen stays below 253 (checked per label).
+            unsafe { *s.name.get_unchecked_mut((w.olen as usize) & 0xff) = c };
+        }
+        w.hash = fnv1a_step(w.hash, c);
+        w.olen += 1;
+        w.label_left -= 1;
+        w.pos += 1;
+        return 0;
+    }
+    if b == 0 {
+        if w.jumped == 0 {
+            w.next = w.pos + 1;
+        }
+        w.status = DONE;
+        return 1;
+    }
+    if b & 0xc0 == 0xc0 {
+        if w.pos + 1 >= w.len {
+            return fail(w, DnsStat::BadPointer);
+        }
+        // Pointers must go strictly before everything read for this name:
+        // no loops, no forward or self pointers, never past the end.
+        let target = (((b & 0x3f) as u64) << 8) | byte(&s.msg, w.pos as usize + 1) as u64;
+        w.pointers += 1;
+        if target >= w.lowest || w.pointers > MAX_POINTERS as u64 {
+            return fail(w, DnsStat::BadPointer);
+        }
+        if w.jumped == 0 {
+            w.next = w.pos + 2;
+            w.jumped = 1;
+        }
+        w.lowest = target;
+        w.pos = target;
+        return 0;
+    }
+    if b & 0xc0 != 0 {
+        // 64..=191: labels over 63 bytes and extended label types.
+        return fail(w, DnsStat::BadName);
+    }
+    if w.olen != 0 {
+        if w.copy != 0 {
+            // SAFETY: masked index.
+            unsafe { *s.name.get_unchecked_mut((w.olen as usize) & 0xff) = b'.' };
+        }
+        w.hash = fnv1a_step(w.hash, b'.');
+        w.olen += 1;
+    }
+    if w.olen + b as u64 > (NAME_BUF - 3) as u64 {
+        return fail(w, DnsStat::BadName);
+    }
+    w.label_left = b as u64;
+    w.pos += 1;
+    0
+}
+
+/// Reads the name at `start`, following compression pointers. With `copy`,
+/// writes the lowercase dotted name into `s.name`.
+#[inline(always)]
+fn read_name(s: &mut Scratch, len: usize, start: usize, copy: bool) -> Result<Name, DnsStat> {
+    s.walk = Walk {
+        len: len as u64,
+        pos: start as u64,
+        lowest: start as u64,
+        next: 0,
+        label_left: 0,
+        olen: 0,
+        hash: FNV_OFFSET,
+        pointers: 0,
+        jumped: 0,
+        copy: copy as u64,
+        status: RUNNING,
+    };
+    // SAFETY: the callback only touches the per-CPU scratch.
+    unsafe { bpf_loop(NAME_STEPS as u32, name_step as *mut c_void, core::ptr::null_mut(), 0) };
+    let w = &s.walk;
+    match w.status {
+        DONE => Ok(Name { len: w.olen as usize, next: w.next as usize, hash: w.hash }),
+        code => Err(failed(code).unwrap_or(DnsStat::BadName)),
+    }
+}
+
+/// One step of the suffix scan: zero one byte of the key; at a dot, the
+/// key holds the next suffix: look it up as `*.` (first only) and `**.`.
+extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else { return 1 };
+    let i = s.scan.i as usize;
+    if i >= NAME_BUF {
+        return 1;
+    }
+    // SAFETY: masked index.
+    let c = unsafe { *s.key.get_unchecked(i & 0xff) };
+    unsafe { *s.key.get_unchecked_mut(i & 0xff) = 0 };
+    s.scan.i += 1;
+    if c == b'.' {
+        let slot = if s.scan.slot == 0 { &SLOT0 } else { &SLOT1 };
+        s.scan.labels += 1;
+        if s.scan.labels == 1 {
+            s.key[0] = NAME_ONE_LABEL;
+            s.scan.groups |= lookup(slot, &s.key);
+        }
+        s.key[0] = NAME_ANY_DEPTH;
+        s.scan.groups |= lookup(slot, &s.key);
+    }
+    0
+}
+
+/// The WebGroups whose patterns cover the name in `s.name[..len]`: the name
+/// itself, its suffix after one label for `*.`, every suffix for `**.`.
+#[inline(always)]
+fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
+    if len == 0 || len > NAME_BUF - 3 {
+        return 0;
+    }
+    for i in 0..NAME_BUF / 8 {
+        // SAFETY: i < 32, 8-byte words inside the 256-byte key.
+        unsafe { core::ptr::write_unaligned(s.key.as_mut_ptr().add(i * 8) as *mut u64, 0) };
+    }
+    let first = NAME_BUF - len;
+    for i in 0..NAME_BUF - 3 {
+        if i >= len {
+            break;
+        }
+        // SAFETY: masked indices inside both 256-byte buffers.
+        unsafe { *s.key.get_unchecked_mut((first + i) & 0xff) = *s.name.get_unchecked(i & 0xff) };
+    }
+    s.key[0] = NAME_EXACT;
+    let slot = if slot_idx == 0 { &SLOT0 } else { &SLOT1 };
+    let exact = lookup(slot, &s.key);
+    s.scan = Scan { i: first as u64, labels: 0, groups: exact, slot: slot_idx as u64 };
+    // SAFETY: the callback only touches the per-CPU scratch and the name maps.
+    unsafe { bpf_loop(NAME_BUF as u32, scan_step as *mut c_void, core::ptr::null_mut(), 0) };
+    s.scan.groups
+}
+
+#[inline(always)]
+fn lookup(slot: &Slot, key: &[u8; NAME_BUF]) -> u64 {
+    // SAFETY: NameKey is a repr(C) wrapper of the same 256 bytes.
+    let key = unsafe { &*(key as *const [u8; NAME_BUF] as *const egress_common::NameKey) };
+    match slot.names.get_ptr(key) {
+        // SAFETY: value pointer from a successful lookup.
+        Some(v) => unsafe { *v },
+        None => 0,
+    }
+}
+
+/// Where the DNS message sits in the packet: (offset, length), or `None`
+/// when there is no payload to look at.
+#[inline(always)]
+fn message_span<B: LoadBytes>(bytes: &B, pkt: &Packet) -> Result<Option<(u32, usize)>, DnsStat> {
+    let off = pkt.payload_off as usize;
+    let end = pkt.ip_end as usize;
+    if off == 0 || end <= off {
+        return Ok(None);
+    }
+    let payload = end - off;
+    if pkt.proto == IPPROTO_UDP {
+        return Ok(Some((off as u32, payload)));
+    }
+    // TCP: a 2-byte length, and the whole message in this segment.
+    let mut framing = [0u8; 2];
+    if payload < 2 || !bytes.load(off as u32, framing.as_mut_ptr(), 2) {
+        return Err(DnsStat::TcpSegmented);
+    }
+    let dns_len = u16::from_be_bytes(framing) as usize;
+    if dns_len + 2 != payload {
+        return Err(DnsStat::TcpSegmented);
+    }
+    Ok(Some((off as u32 + 2, dns_len)))
+}
+
+/// Copies the message into the scratch buffer.
+#[inline(always)]
+fn copy_message<B: LoadBytes>(bytes: &B, s: &mut Scratch, off: u32, len: usize) -> Result<(), DnsStat> {
+    if len < 12 {
+        return Err(DnsStat::Malformed);
+    }
+    if len > MSG_MAX - 1 {
+        return Err(DnsStat::Malformed);
+    }
+    let n = (len & MSG_MASK) as u32;
+    if n == 0 || !bytes.load(off, s.msg.as_mut_ptr(), n) {
+        return Err(DnsStat::Malformed);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn query_key(workload: &[u8; 16], resolver: &[u8; 16], workload_port: u16, txid: u16, proto: u8) -> QueryKey {
+    QueryKey {
+        workload: *workload,
+        resolver: *resolver,
+        workload_port_be: workload_port.to_be(),
+        txid_be: txid.to_be(),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// A permitted packet to port 53: record the query if it goes to a listed
+/// resolver, and apply the query filter.
+#[inline(always)]
+pub fn on_query<B: LoadBytes>(
+    bytes: &B,
+    cur: &Cursor,
+    slot_idx: u32,
+    slot: &Slot,
+    meta: &SlotMeta,
+    pkt: &Packet,
+) -> QueryAction {
+    if slot.resolvers.get_ptr(pkt.dst).is_none() {
+        return QueryAction::Forward;
+    }
+    let Some(s) = scratch() else {
+        return QueryAction::Forward;
+    };
+    let (off, len) = match message_span(bytes, pkt) {
+        Ok(Some(span)) => span,
+        Ok(None) => return QueryAction::Forward,
+        Err(e) => {
+            stat(e);
+            return QueryAction::Forward;
+        }
+    };
+    if let Err(e) = copy_message(bytes, s, off, len) {
+        stat(e);
+        return QueryAction::Forward;
+    }
+    let flags = be16(&s.msg, 2);
+    if flags & 0x8000 != 0 || flags & 0x7800 != 0 || be16(&s.msg, 4) != 1 {
+        stat(DnsStat::NotDns);
+        return QueryAction::Forward;
+    }
+    let name = match read_name(s, len, 12, true) {
+        Ok(n) => n,
+        Err(e) => {
+            stat(e);
+            return QueryAction::Forward;
+        }
+    };
+    if meta.query_filter != QUERY_FILTER_OFF && name_groups(slot_idx, s, name.len) & meta.permit_groups == 0 {
+        if meta.query_filter == QUERY_FILTER_ENFORCE {
+            stat(DnsStat::QueryRefused);
+            return refuse(cur, pkt, off as usize);
+        }
+        stat(DnsStat::QueryWouldRefuse);
+    }
+    let key = query_key(&pkt.src, &pkt.dst, pkt.sport, be16(&s.msg, 0), pkt.proto);
+    let value = QueryValue {
+        name_hash: name.hash,
+        // SAFETY: helper without preconditions.
+        sent_ns: unsafe { bpf_ktime_get_ns() },
+        qtype: be16(&s.msg, name.next),
+        _pad: [0; 6],
+    };
+    let _ = EGV1_QUERIES.insert(&key, &value, 0);
+    stat(DnsStat::QueryTracked);
+    QueryAction::Forward
+}
+
+/// One's-complement update of a 16-bit checksum for one changed word (RFC 1624).
+#[inline(always)]
+fn csum_replace(csum: u16, old: u16, new: u16) -> u16 {
+    let mut sum = (!csum) as u32 + (!old) as u32 + new as u32;
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Turns a UDP query around in place into a REFUSED answer: MACs,
+/// addresses and ports swapped (checksum-neutral), QR and RCODE set, answer
+/// and authority counts zeroed, the UDP checksum updated.
+#[inline(always)]
+fn refuse(cur: &Cursor, pkt: &Packet, dns_off: usize) -> QueryAction {
+    if pkt.proto != IPPROTO_UDP {
+        return QueryAction::Drop;
+    }
+    let (Ok(macs), Ok(hdr)) = (cur.read::<[u8; 12]>(0), cur.read::<[u8; 12]>(dns_off)) else {
+        return QueryAction::Drop;
+    };
+    let l3 = pkt.l3_off as usize;
+    let l4 = pkt.l4_off as usize;
+    let Ok(udp) = cur.read::<[u8; 8]>(l4) else {
+        return QueryAction::Drop;
+    };
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    let old_flags = u16::from_be_bytes([hdr[2], hdr[3]]);
+    let new_flags = 0x8000 | (old_flags & 0x7900) | 0x0080 | 5;
+    let old_an = u16::from_be_bytes([hdr[6], hdr[7]]);
+    let old_ns = u16::from_be_bytes([hdr[8], hdr[9]]);
+    let mut csum = u16::from_be_bytes([udp[6], udp[7]]);
+    if csum != 0 || pkt.family != egress_common::FAMILY_V4 {
+        csum = csum_replace(csum, old_flags, new_flags);
+        csum = csum_replace(csum, old_an, 0);
+        csum = csum_replace(csum, old_ns, 0);
+        if csum == 0 {
+            csum = 0xffff;
+        }
+    }
+    let mut ok = cur.write(0, swapped);
+    if pkt.family == egress_common::FAMILY_V4 {
+        let src: [u8; 4] = [pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]];
+        let dst: [u8; 4] = [pkt.dst[12], pkt.dst[13], pkt.dst[14], pkt.dst[15]];
+        ok &= cur.write(l3 + 12, dst) && cur.write(l3 + 16, src);
+    } else {
+        ok &= cur.write(l3 + 8, pkt.dst) && cur.write(l3 + 24, pkt.src);
+    }
+    ok &= cur.write(l4, [udp[2], udp[3], udp[0], udp[1]]);
+    ok &= cur.write(l4 + 6, csum.to_be_bytes());
+    ok &= cur.write(dns_off + 2, new_flags.to_be_bytes());
+    ok &= cur.write(dns_off + 6, [0u8; 4]);
+    if ok { QueryAction::Bounce } else { QueryAction::Drop }
+}
+
+/// A packet leaving the LAN interface towards a workload: if it is an
+/// answer from a listed resolver to an outstanding query, learn from it.
+#[inline(always)]
+pub fn on_answer<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) {
+    if (pkt.proto != IPPROTO_UDP && pkt.proto != IPPROTO_TCP) || pkt.sport != 53 || !pkt.has_l4() {
+        return;
+    }
+    if slot.resolvers.get_ptr(pkt.src).is_none() {
+        return;
+    }
+    let (off, len) = match message_span(bytes, pkt) {
+        Ok(Some(span)) => span,
+        Ok(None) => return,
+        Err(e) => {
+            stat(e);
+            return;
+        }
+    };
+    stat(DnsStat::AnswerSeen);
+    let Some(s) = scratch() else {
+        return;
+    };
+    if let Err(e) = learn(bytes, slot_idx, meta, pkt, s, off, len) {
+        stat(e);
+    }
+}
+
+/// One answer record: on the question's CNAME chain, a CNAME extends the
+/// chain and an A or AAAA is collected; off the chain, addresses are
+/// counted and ignored. Any malformation fails the whole message.
+extern "C" fn record_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else { return 1 };
+    if index >= s.records.ancount {
+        s.records.status = DONE;
+        return 1;
+    }
+    match record(s) {
+        Ok(()) => 0,
+        Err(e) => {
+            s.records.status = 2 + e as u64;
+            1
+        }
+    }
+}
+
+#[inline(always)]
+fn record(s: &mut Scratch) -> Result<(), DnsStat> {
+    let len = s.records.len as usize;
+    let owner = read_name(s, len, s.records.at as usize, false)?;
+    let fixed = owner.next;
+    if fixed + 10 > len {
+        return Err(DnsStat::Malformed);
+    }
+    let rtype = be16(&s.msg, fixed);
+    let ttl = u32::from_be_bytes([
+        byte(&s.msg, fixed + 4),
+        byte(&s.msg, fixed + 5),
+        byte(&s.msg, fixed + 6),
+        byte(&s.msg, fixed + 7),
+    ]);
+    let rdlen = be16(&s.msg, fixed + 8) as usize;
+    let rdata = fixed + 10;
+    if rdata + rdlen > len {
+        return Err(DnsStat::Malformed);
+    }
+    s.records.at = (rdata + rdlen) as u64;
+    let chain_len = s.records.chain_len as usize;
+    let mut on_chain = false;
+    for c in 0..MAX_CHAIN {
+        if c < chain_len && s.chain[c] == owner.hash {
+            on_chain = true;
+        }
+    }
+    if rtype == TYPE_A || rtype == TYPE_AAAA {
+        let want = if rtype == TYPE_A { 4 } else { 16 };
+        if rdlen != want {
+            return Err(DnsStat::BadRdata);
+        }
+        let found = s.records.found as usize;
+        if !on_chain {
+            stat(DnsStat::OffChain);
+        } else if found < MAX_LEARN {
+            let mut addr = [0u8; 16];
+            if rtype == TYPE_A {
+                addr[10] = 0xff;
+                addr[11] = 0xff;
+                for b in 0..4 {
+                    addr[12 + b] = byte(&s.msg, rdata + b);
+                }
+            } else {
+                for (b, a) in addr.iter_mut().enumerate() {
+                    *a = byte(&s.msg, rdata + b);
+                }
+            }
+            s.addrs[found & (MAX_LEARN - 1)] = addr;
+            s.ttls[found & (MAX_LEARN - 1)] = ttl;
+            s.records.found += 1;
+        }
+    } else if rtype == TYPE_CNAME && on_chain && chain_len < MAX_CHAIN {
+        let target = read_name(s, len, rdata, false)?;
+        s.chain[chain_len & (MAX_CHAIN - 1)] = target.hash;
+        s.records.chain_len += 1;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn learn<B: LoadBytes>(
+    bytes: &B,
+    slot_idx: u32,
+    meta: &SlotMeta,
+    pkt: &Packet,
+    s: &mut Scratch,
+    off: u32,
+    len: usize,
+) -> Result<(), DnsStat> {
+    copy_message(bytes, s, off, len)?;
+    let flags = be16(&s.msg, 2);
+    if flags & 0x8000 == 0 || flags & 0x7800 != 0 || be16(&s.msg, 4) != 1 {
+        return Err(DnsStat::NotDns);
+    }
+    // Only an answer to a query seen leaving for this resolver teaches, once.
+    let key = query_key(&pkt.dst, &pkt.src, pkt.dport, be16(&s.msg, 0), pkt.proto);
+    let Some(query) = EGV1_QUERIES.get_ptr(&key) else {
+        return Err(DnsStat::Unsolicited);
+    };
+    // SAFETY: value pointer from a successful lookup.
+    let query = unsafe { *query };
+    let _ = EGV1_QUERIES.remove(&key);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(query.sent_ns) > QUERY_TIMEOUT_NS {
+        return Err(DnsStat::Unsolicited);
+    }
+    let question = read_name(s, len, 12, true)?;
+    if question.next + 4 > len {
+        return Err(DnsStat::Malformed);
+    }
+    let qtype = be16(&s.msg, question.next);
+    if question.hash != query.name_hash || qtype != query.qtype {
+        return Err(DnsStat::QuestionMismatch);
+    }
+    if flags & 0x000f != 0 {
+        return Err(DnsStat::NoAnswer);
+    }
+    let groups = name_groups(slot_idx, s, question.len);
+    if groups == 0 {
+        return Err(DnsStat::NoWebGroup);
+    }
+    let ancount = be16(&s.msg, 6) as u64;
+    if ancount > MAX_RR as u64 {
+        return Err(DnsStat::Malformed);
+    }
+    // Pass 1: read every answer record; collect on-chain addresses.
+    s.chain[0] = question.hash;
+    s.records = Records { len: len as u64, at: (question.next + 4) as u64, chain_len: 1, found: 0, status: RUNNING, ancount };
+    // SAFETY: the callback only touches the per-CPU scratch and counters.
+    unsafe { bpf_loop(MAX_RR as u32 + 1, record_step as *mut c_void, core::ptr::null_mut(), 0) };
+    match s.records.status {
+        DONE => {}
+        code => return Err(failed(code).unwrap_or(DnsStat::Malformed)),
+    }
+    let found = s.records.found as usize;
+    if found == 0 {
+        return Err(DnsStat::NoAnswer);
+    }
+    // Pass 2: the whole answer section parsed; learn.
+    for i in 0..MAX_LEARN {
+        if i >= found {
+            break;
+        }
+        let ttl = s.ttls[i].clamp(meta.min_ttl, meta.max_ttl.max(meta.min_ttl));
+        let key = LearnKey { workload: pkt.dst, addr: s.addrs[i] };
+        let mut value = LearnValue { groups, expires_ns: now + ttl as u64 * 1_000_000_000, name_hash: question.hash };
+        if let Some(old) = EGV1_LEARNED.get_ptr(&key) {
+            // SAFETY: value pointer from a successful lookup.
+            let old = unsafe { *old };
+            if old.expires_ns > now {
+                value.groups |= old.groups;
+                value.expires_ns = value.expires_ns.max(old.expires_ns);
+            }
+        }
+        let _ = EGV1_LEARNED.insert(&key, &value, 0);
+        stat(DnsStat::AddressLearned);
+    }
+    Ok(())
+}
