@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::datapath::Datapath;
-use egress_common::{Reason, Verdict};
+use egress_common::{DnsStat, Reason, Verdict};
 
 /// Counters the agent keeps itself.
 #[derive(Debug, Default)]
@@ -35,11 +35,12 @@ pub struct DatapathCollector {
 
 impl Collector for DatapathCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (totals, reasons, generation) = {
+        let (totals, reasons, dns, generation) = {
             let dp = self.dp.lock().map_err(|_| std::fmt::Error)?;
             let totals = dp.rule_totals().map_err(|_| std::fmt::Error)?;
             let reasons = dp.reason_counts().map_err(|_| std::fmt::Error)?;
-            (totals, reasons, dp.generation())
+            let dns = dp.dns_stats().map_err(|_| std::fmt::Error)?;
+            (totals, reasons, dns, dp.generation())
         };
         let mut rules: Vec<_> = totals.into_iter().collect();
         rules.sort_by(|a, b| a.0.cmp(&b.0));
@@ -67,6 +68,16 @@ impl Collector for DatapathCollector {
         for r in Reason::ALL {
             let value = reasons.get(r as usize).copied().unwrap_or(0);
             ConstCounter::new(value).encode(family.encode_family(&[("reason", r.name())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "egress_dns_events",
+            "DNS messages and learning events in the datapath, by event.",
+            None,
+            MetricType::Counter,
+        )?;
+        for e in DnsStat::ALL {
+            let value = dns.get(e as usize).copied().unwrap_or(0);
+            ConstCounter::new(value).encode(family.encode_family(&[("event", e.name())])?)?;
         }
         let mut family = encoder.encode_descriptor(
             "egress_policy_reloads",

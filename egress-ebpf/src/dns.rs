@@ -9,6 +9,7 @@
 //! question that was asked and tracks the CNAME chain inside one message.
 
 use core::ffi::c_void;
+use core::ptr::{addr_of, addr_of_mut};
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use egress_common::{
@@ -17,7 +18,7 @@ use egress_common::{
 };
 
 use crate::maps::{EGV1_DNS_SCRATCH, EGV1_DNS_STATS, EGV1_LEARNED, EGV1_QUERIES, SLOT0, SLOT1, Slot};
-use crate::parse::{Cursor, IPPROTO_TCP, IPPROTO_UDP, Packet};
+use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
 
 /// Largest DNS message parsed (bigger ones teach nothing).
 pub const MSG_MAX: usize = 4096;
@@ -90,6 +91,26 @@ pub struct Records {
     ancount: u64,
 }
 
+/// Volatile store (state handed to a `bpf_loop` callback).
+///
+/// # Safety
+/// `p` must be valid for writes.
+#[inline(always)]
+unsafe fn vset<T>(p: *mut T, v: T) {
+    // SAFETY: per the caller.
+    unsafe { core::ptr::write_volatile(p, v) }
+}
+
+/// Volatile load (state a `bpf_loop` callback produced).
+///
+/// # Safety
+/// `p` must be valid for reads.
+#[inline(always)]
+unsafe fn vget<T>(p: *const T) -> T {
+    // SAFETY: per the caller.
+    unsafe { core::ptr::read_volatile(p) }
+}
+
 const RUNNING: u64 = 0;
 const DONE: u64 = 1;
 
@@ -121,12 +142,12 @@ pub trait LoadBytes {
 pub enum QueryAction {
     /// Let it go to the resolver.
     Forward,
-    /// Answer it with REFUSED (the packet was turned around in place).
-    Bounce,
-    /// Drop it (refused, but could not be turned around).
+    /// Drop it: the query filter refuses it. (An in-place REFUSED answer
+    /// is not built yet: the workload sees a timeout.)
     Drop,
 }
 
+/// Counts a DNS event.
 #[inline(always)]
 fn stat(s: DnsStat) {
     if let Some(cell) = EGV1_DNS_STATS.get_ptr_mut(s as u32) {
@@ -232,24 +253,29 @@ extern "C" fn name_step(_index: u64, _ctx: *mut c_void) -> i64 {
 /// writes the lowercase dotted name into `s.name`.
 #[inline(always)]
 fn read_name(s: &mut Scratch, len: usize, start: usize, copy: bool) -> Result<Name, DnsStat> {
-    s.walk = Walk {
-        len: len as u64,
-        pos: start as u64,
-        lowest: start as u64,
-        next: 0,
-        label_left: 0,
-        olen: 0,
-        hash: FNV_OFFSET,
-        pointers: 0,
-        jumped: 0,
-        copy: copy as u64,
-        status: RUNNING,
+    // The callbacks change the scratch behind this function's back (it
+    // holds `&mut`): hand state over field by field with volatile accesses
+    // (no struct-sized temporaries on the 512-byte stack).
+    let w = core::ptr::addr_of_mut!(s.walk);
+    // SAFETY: `w` points into the per-CPU scratch; the callback only
+    // touches the scratch.
+    let (status, olen, next, hash) = unsafe {
+        vset(addr_of_mut!((*w).len), len as u64);
+        vset(addr_of_mut!((*w).pos), start as u64);
+        vset(addr_of_mut!((*w).lowest), start as u64);
+        vset(addr_of_mut!((*w).next), 0);
+        vset(addr_of_mut!((*w).label_left), 0);
+        vset(addr_of_mut!((*w).olen), 0);
+        vset(addr_of_mut!((*w).hash), FNV_OFFSET);
+        vset(addr_of_mut!((*w).pointers), 0);
+        vset(addr_of_mut!((*w).jumped), 0);
+        vset(addr_of_mut!((*w).copy), copy as u64);
+        vset(addr_of_mut!((*w).status), RUNNING);
+        bpf_loop(NAME_STEPS as u32, name_step as *mut c_void, core::ptr::null_mut(), 0);
+        (vget(addr_of!((*w).status)), vget(addr_of!((*w).olen)), vget(addr_of!((*w).next)), vget(addr_of!((*w).hash)))
     };
-    // SAFETY: the callback only touches the per-CPU scratch.
-    unsafe { bpf_loop(NAME_STEPS as u32, name_step as *mut c_void, core::ptr::null_mut(), 0) };
-    let w = &s.walk;
-    match w.status {
-        DONE => Ok(Name { len: w.olen as usize, next: w.next as usize, hash: w.hash }),
+    match status {
+        DONE => Ok(Name { len: olen as usize, next: next as usize, hash }),
         code => Err(failed(code).unwrap_or(DnsStat::BadName)),
     }
 }
@@ -286,9 +312,12 @@ fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
     if len == 0 || len > NAME_BUF - 3 {
         return 0;
     }
+    // The scan callback reads the key: write it with volatile stores so
+    // that none is deferred past the `bpf_loop` call.
+    let key = s.key.as_mut_ptr();
     for i in 0..NAME_BUF / 8 {
         // SAFETY: i < 32, 8-byte words inside the 256-byte key.
-        unsafe { core::ptr::write_unaligned(s.key.as_mut_ptr().add(i * 8) as *mut u64, 0) };
+        unsafe { core::ptr::write_volatile(key.add(i * 8) as *mut u64, 0) };
     }
     let first = NAME_BUF - len;
     for i in 0..NAME_BUF - 3 {
@@ -296,15 +325,22 @@ fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
             break;
         }
         // SAFETY: masked indices inside both 256-byte buffers.
-        unsafe { *s.key.get_unchecked_mut((first + i) & 0xff) = *s.name.get_unchecked(i & 0xff) };
+        unsafe { core::ptr::write_volatile(key.add((first + i) & 0xff), *s.name.get_unchecked(i & 0xff)) };
     }
-    s.key[0] = NAME_EXACT;
+    // SAFETY: index 0 of the key.
+    unsafe { core::ptr::write_volatile(key, NAME_EXACT) };
     let slot = if slot_idx == 0 { &SLOT0 } else { &SLOT1 };
     let exact = lookup(slot, &s.key);
-    s.scan = Scan { i: first as u64, labels: 0, groups: exact, slot: slot_idx as u64 };
-    // SAFETY: the callback only touches the per-CPU scratch and the name maps.
-    unsafe { bpf_loop(NAME_BUF as u32, scan_step as *mut c_void, core::ptr::null_mut(), 0) };
-    s.scan.groups
+    let scan = core::ptr::addr_of_mut!(s.scan);
+    // SAFETY: as in `read_name`: volatile hand-over through the scratch.
+    unsafe {
+        vset(addr_of_mut!((*scan).i), first as u64);
+        vset(addr_of_mut!((*scan).labels), 0);
+        vset(addr_of_mut!((*scan).groups), exact);
+        vset(addr_of_mut!((*scan).slot), slot_idx as u64);
+        bpf_loop(NAME_BUF as u32, scan_step as *mut c_void, core::ptr::null_mut(), 0);
+        vget(addr_of!((*scan).groups))
+    }
 }
 
 #[inline(always)]
@@ -376,7 +412,6 @@ fn query_key(workload: &[u8; 16], resolver: &[u8; 16], workload_port: u16, txid:
 #[inline(always)]
 pub fn on_query<B: LoadBytes>(
     bytes: &B,
-    cur: &Cursor,
     slot_idx: u32,
     slot: &Slot,
     meta: &SlotMeta,
@@ -415,7 +450,7 @@ pub fn on_query<B: LoadBytes>(
     if meta.query_filter != QUERY_FILTER_OFF && name_groups(slot_idx, s, name.len) & meta.permit_groups == 0 {
         if meta.query_filter == QUERY_FILTER_ENFORCE {
             stat(DnsStat::QueryRefused);
-            return refuse(cur, pkt, off as usize);
+            return QueryAction::Drop;
         }
         stat(DnsStat::QueryWouldRefuse);
     }
@@ -430,62 +465,6 @@ pub fn on_query<B: LoadBytes>(
     let _ = EGV1_QUERIES.insert(&key, &value, 0);
     stat(DnsStat::QueryTracked);
     QueryAction::Forward
-}
-
-/// One's-complement update of a 16-bit checksum for one changed word (RFC 1624).
-#[inline(always)]
-fn csum_replace(csum: u16, old: u16, new: u16) -> u16 {
-    let mut sum = (!csum) as u32 + (!old) as u32 + new as u32;
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    !(sum as u16)
-}
-
-/// Turns a UDP query around in place into a REFUSED answer: MACs,
-/// addresses and ports swapped (checksum-neutral), QR and RCODE set, answer
-/// and authority counts zeroed, the UDP checksum updated.
-#[inline(always)]
-fn refuse(cur: &Cursor, pkt: &Packet, dns_off: usize) -> QueryAction {
-    if pkt.proto != IPPROTO_UDP {
-        return QueryAction::Drop;
-    }
-    let (Ok(macs), Ok(hdr)) = (cur.read::<[u8; 12]>(0), cur.read::<[u8; 12]>(dns_off)) else {
-        return QueryAction::Drop;
-    };
-    let l3 = pkt.l3_off as usize;
-    let l4 = pkt.l4_off as usize;
-    let Ok(udp) = cur.read::<[u8; 8]>(l4) else {
-        return QueryAction::Drop;
-    };
-    let mut swapped = [0u8; 12];
-    swapped[..6].copy_from_slice(&macs[6..]);
-    swapped[6..].copy_from_slice(&macs[..6]);
-    let old_flags = u16::from_be_bytes([hdr[2], hdr[3]]);
-    let new_flags = 0x8000 | (old_flags & 0x7900) | 0x0080 | 5;
-    let old_an = u16::from_be_bytes([hdr[6], hdr[7]]);
-    let old_ns = u16::from_be_bytes([hdr[8], hdr[9]]);
-    let mut csum = u16::from_be_bytes([udp[6], udp[7]]);
-    if csum != 0 || pkt.family != egress_common::FAMILY_V4 {
-        csum = csum_replace(csum, old_flags, new_flags);
-        csum = csum_replace(csum, old_an, 0);
-        csum = csum_replace(csum, old_ns, 0);
-        if csum == 0 {
-            csum = 0xffff;
-        }
-    }
-    let mut ok = cur.write(0, swapped);
-    if pkt.family == egress_common::FAMILY_V4 {
-        let src: [u8; 4] = [pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]];
-        let dst: [u8; 4] = [pkt.dst[12], pkt.dst[13], pkt.dst[14], pkt.dst[15]];
-        ok &= cur.write(l3 + 12, dst) && cur.write(l3 + 16, src);
-    } else {
-        ok &= cur.write(l3 + 8, pkt.dst) && cur.write(l3 + 24, pkt.src);
-    }
-    ok &= cur.write(l4, [udp[2], udp[3], udp[0], udp[1]]);
-    ok &= cur.write(l4 + 6, csum.to_be_bytes());
-    ok &= cur.write(dns_off + 2, new_flags.to_be_bytes());
-    ok &= cur.write(dns_off + 6, [0u8; 4]);
-    if ok { QueryAction::Bounce } else { QueryAction::Drop }
 }
 
 /// A packet leaving the LAN interface towards a workload: if it is an
@@ -570,20 +549,18 @@ fn record(s: &mut Scratch) -> Result<(), DnsStat> {
         if !on_chain {
             stat(DnsStat::OffChain);
         } else if found < MAX_LEARN {
-            let mut addr = [0u8; 16];
+            let slot = found & (MAX_LEARN - 1);
             if rtype == TYPE_A {
-                addr[10] = 0xff;
-                addr[11] = 0xff;
+                s.addrs[slot] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0];
                 for b in 0..4 {
-                    addr[12 + b] = byte(&s.msg, rdata + b);
+                    s.addrs[slot][12 + b] = byte(&s.msg, rdata + b);
                 }
             } else {
-                for (b, a) in addr.iter_mut().enumerate() {
-                    *a = byte(&s.msg, rdata + b);
+                for b in 0..16 {
+                    s.addrs[slot][b] = byte(&s.msg, rdata + b);
                 }
             }
-            s.addrs[found & (MAX_LEARN - 1)] = addr;
-            s.ttls[found & (MAX_LEARN - 1)] = ttl;
+            s.ttls[slot] = ttl;
             s.records.found += 1;
         }
     } else if rtype == TYPE_CNAME && on_chain && chain_len < MAX_CHAIN {
@@ -642,15 +619,24 @@ fn learn<B: LoadBytes>(
         return Err(DnsStat::Malformed);
     }
     // Pass 1: read every answer record; collect on-chain addresses.
-    s.chain[0] = question.hash;
-    s.records = Records { len: len as u64, at: (question.next + 4) as u64, chain_len: 1, found: 0, status: RUNNING, ancount };
-    // SAFETY: the callback only touches the per-CPU scratch and counters.
-    unsafe { bpf_loop(MAX_RR as u32 + 1, record_step as *mut c_void, core::ptr::null_mut(), 0) };
-    match s.records.status {
+    let r = core::ptr::addr_of_mut!(s.records);
+    // SAFETY: as in `read_name`: volatile hand-over through the scratch.
+    let (status, found) = unsafe {
+        vset(addr_of_mut!(s.chain[0]), question.hash);
+        vset(addr_of_mut!((*r).len), len as u64);
+        vset(addr_of_mut!((*r).at), (question.next + 4) as u64);
+        vset(addr_of_mut!((*r).chain_len), 1);
+        vset(addr_of_mut!((*r).found), 0);
+        vset(addr_of_mut!((*r).status), RUNNING);
+        vset(addr_of_mut!((*r).ancount), ancount);
+        bpf_loop(MAX_RR as u32 + 1, record_step as *mut c_void, core::ptr::null_mut(), 0);
+        (vget(addr_of!((*r).status)), vget(addr_of!((*r).found)))
+    };
+    match status {
         DONE => {}
         code => return Err(failed(code).unwrap_or(DnsStat::Malformed)),
     }
-    let found = s.records.found as usize;
+    let found = found as usize;
     if found == 0 {
         return Err(DnsStat::NoAnswer);
     }
@@ -659,8 +645,10 @@ fn learn<B: LoadBytes>(
         if i >= found {
             break;
         }
-        let ttl = s.ttls[i].clamp(meta.min_ttl, meta.max_ttl.max(meta.min_ttl));
-        let key = LearnKey { workload: pkt.dst, addr: s.addrs[i] };
+        // SAFETY: written by the record callback; read volatile (see above).
+        let (ttl, addr) = unsafe { (vget(addr_of!(s.ttls[i])), vget(addr_of!(s.addrs[i]))) };
+        let ttl = ttl.clamp(meta.min_ttl, meta.max_ttl.max(meta.min_ttl));
+        let key = LearnKey { workload: pkt.dst, addr };
         let mut value = LearnValue { groups, expires_ns: now + ttl as u64 * 1_000_000_000, name_hash: question.hash };
         if let Some(old) = EGV1_LEARNED.get_ptr(&key) {
             // SAFETY: value pointer from a successful lookup.

@@ -26,8 +26,6 @@ use crate::parse::{
 pub enum Action {
     Pass,
     Drop,
-    /// Send it back out of the interface it came in on (a REFUSED answer).
-    Bounce,
     /// Permitted DNS to port 53: pass it on to the query program (tail call).
     Query,
 }
@@ -67,13 +65,12 @@ pub fn query<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Action {
         return Action::Pass;
     }
     let action = if slot == 0 {
-        dns::on_query(bytes, &cur, 0, &SLOT0, meta, &pkt)
+        dns::on_query(bytes, 0, &SLOT0, meta, &pkt)
     } else {
-        dns::on_query(bytes, &cur, 1, &SLOT1, meta, &pkt)
+        dns::on_query(bytes, 1, &SLOT1, meta, &pkt)
     };
     match action {
         QueryAction::Forward => Action::Pass,
-        QueryAction::Bounce => Action::Bounce,
         QueryAction::Drop => Action::Drop,
     }
 }

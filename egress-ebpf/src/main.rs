@@ -13,7 +13,7 @@ mod parse;
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
-    helpers::{bpf_redirect, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -21,10 +21,6 @@ use aya_ebpf::{
 use dns::LoadBytes;
 use judge::{Action, judge, learn, query};
 use maps::{EGV1_TAILS_TC, EGV1_TAILS_XDP};
-
-/// skb mark of REFUSED answers bounced by the ingress program, so that the
-/// egress program does not take them for answers from the resolver.
-const MARK_REFUSED: u32 = 0x6567_5246;
 
 struct Skb<'a>(&'a TcContext);
 
@@ -60,20 +56,15 @@ pub fn egress_tc(ctx: TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let action = judge(ctx.data(), ctx.data_end(), len, ifindex);
-    tc_verdict(&ctx, action, ifindex)
+    tc_verdict(&ctx, action)
 }
 
 #[inline(always)]
-fn tc_verdict(ctx: &TcContext, action: Action, ifindex: u32) -> i32 {
+fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
     match action {
         // TCX_NEXT: let later programs and the stack have it.
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT,
-        Action::Bounce => {
-            ctx.set_mark(MARK_REFUSED);
-            // SAFETY: helper without memory arguments.
-            unsafe { bpf_redirect(ifindex, 0) as i32 }
-        }
         Action::Query => {
             // SAFETY: tail call into the query program; returns only if absent.
             unsafe { EGV1_TAILS_TC.tail_call(ctx, 0) };
@@ -86,21 +77,14 @@ fn tc_verdict(ctx: &TcContext, action: Action, ifindex: u32) -> i32 {
 /// query and applies the query filter.
 #[classifier]
 pub fn egress_tc_query(ctx: TcContext) -> i32 {
-    // SAFETY: the context's skb pointer is valid for the program's run.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let action = query(&Skb(&ctx), ctx.data(), ctx.data_end());
-    tc_verdict(&ctx, action, ifindex)
+    tc_verdict(&ctx, action)
 }
 
 /// TC egress of a LAN interface: learns from DNS answers before they reach
 /// the workload. Never drops.
 #[classifier]
 pub fn egress_dns(ctx: TcContext) -> i32 {
-    // SAFETY: the context's skb pointer is valid for the program's run.
-    if unsafe { (*ctx.skb.skb).mark } == MARK_REFUSED {
-        ctx.set_mark(0);
-        return TC_ACT_UNSPEC;
-    }
     let len = ctx.len();
     let want = if len < PULL_BYTES { len } else { PULL_BYTES };
     if ((ctx.data_end() - ctx.data()) as u32) < want {
@@ -125,7 +109,6 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
     match action {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
-        Action::Bounce => xdp_action::XDP_TX,
         Action::Query => {
             // SAFETY: tail call into the query program; returns only if absent.
             unsafe { EGV1_TAILS_XDP.tail_call(ctx, 0) };

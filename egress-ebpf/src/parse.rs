@@ -125,20 +125,6 @@ impl Cursor {
         Ok(unsafe { core::ptr::read_unaligned((self.start + offset) as *const T) })
     }
 
-    /// Writes a `T` at `offset` if it lies inside the packet.
-    #[inline(always)]
-    pub fn write<T: Copy>(&self, offset: usize, value: T) -> bool {
-        let size = core::mem::size_of::<T>();
-        let offset = offset & 0xffff;
-        if self.start + offset + size > self.end {
-            return false;
-        }
-        // SAFETY: [start+offset, start+offset+size) lies inside the packet,
-        // which the program may write.
-        unsafe { core::ptr::write_unaligned((self.start + offset) as *mut T, value) };
-        true
-    }
-
     #[inline(always)]
     fn be16_at(&self, offset: usize) -> Result<u16, Reason> {
         self.read::<[u8; 2]>(offset).map(u16::from_be_bytes)

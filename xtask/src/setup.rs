@@ -8,11 +8,13 @@ use std::process::{Command, Stdio};
 use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the tests and the demo use: `ip` (iproute2) for network
-/// namespaces, `ping` for ICMP, bpftool for inspecting the datapath.
+/// namespaces, `ping` for ICMP, bpftool for inspecting the datapath, and
+/// dnsmasq (the binary only, no system service) as the lab's resolver.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("iputils-ping", "/usr/bin/ping"),
     ("bpftool", "/usr/sbin/bpftool"),
+    ("dnsmasq-base", "/usr/sbin/dnsmasq"),
 ];
 
 /// The workspace root (parent of `xtask/`).

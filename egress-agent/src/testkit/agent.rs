@@ -55,7 +55,10 @@ impl AgentProcess {
         match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(line) if line.contains("enforcing") => Ok(agent),
             Ok(line) => Err(io::Error::other(format!("agent said: {line}"))),
-            Err(_) => Err(io::Error::other("agent did not start enforcing within 30 s")),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(io::Error::other("the agent exited before enforcing (its error is on stderr)"))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(io::Error::other("agent did not start enforcing within 30 s")),
         }
     }
 

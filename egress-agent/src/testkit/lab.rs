@@ -101,6 +101,14 @@ impl Lab {
         Ok(())
     }
 
+    /// Makes the upstream answer on every address of `v4` and `v6` (local
+    /// routes: "any IP"), so that tests can hand out thousands of distinct
+    /// destination addresses.
+    pub fn any_ip(&self, v4: &str, v6: &str) -> io::Result<()> {
+        self.upstream.ip(&["route", "add", "local", v4, "dev", "lo"])?;
+        self.upstream.ip(&["-6", "route", "add", "local", v6, "dev", "lo"])
+    }
+
     /// Starts a TCP echo server in the upstream namespace (runs until exit).
     pub fn tcp_echo(&self, addr: SocketAddr) -> io::Result<()> {
         let listener = within(&self.upstream.name, move || TcpListener::bind(addr))??;

@@ -4,7 +4,9 @@
 
 pub mod agent;
 pub mod cleanup;
+pub mod client;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod resolver;
 pub mod synth;

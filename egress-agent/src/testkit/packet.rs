@@ -42,8 +42,14 @@ pub struct Spec {
     pub truncate: Option<usize>,
     /// Override the Ethernet type (after tags).
     pub ethertype: Option<u16>,
-    /// Payload bytes after the L4 header.
+    /// Payload bytes after the L4 header (`0xab` filler), unless
+    /// `payload_bytes` is set.
     pub payload: usize,
+    /// The exact payload after the L4 header; replaces the filler (and
+    /// `payload` is then ignored). The UDP length covers it.
+    pub payload_bytes: Option<Vec<u8>>,
+    /// TCP flags byte; by default SYN, or PSH|ACK when `payload_bytes` is set.
+    pub tcp_flags: Option<u8>,
 }
 
 impl Spec {
@@ -76,6 +82,24 @@ impl Spec {
             truncate: None,
             ethertype: None,
             payload: 16,
+            payload_bytes: None,
+            tcp_flags: None,
+        }
+    }
+
+    /// The same packet carrying exactly `bytes` after the L4 header (a TCP
+    /// segment then has PSH|ACK set instead of SYN, unless `tcp_flags` says
+    /// otherwise).
+    pub fn with_payload(mut self, bytes: Vec<u8>) -> Self {
+        self.payload_bytes = Some(bytes);
+        self
+    }
+
+    /// The bytes after the L4 header.
+    fn payload_data(&self) -> Vec<u8> {
+        match &self.payload_bytes {
+            Some(b) => b.clone(),
+            None => vec![0xab; self.payload],
         }
     }
 
@@ -113,26 +137,28 @@ impl Spec {
     }
 
     fn l4_bytes(&self) -> Vec<u8> {
+        let payload = self.payload_data();
         let mut b = match self.l4 {
             L4::Tcp { sport, dport } => {
                 let mut h = vec![0u8; 20];
                 h[0..2].copy_from_slice(&sport.to_be_bytes());
                 h[2..4].copy_from_slice(&dport.to_be_bytes());
                 h[12] = 5 << 4;
-                h[13] = 0x02; // SYN
+                let default = if self.payload_bytes.is_some() { 0x18 } else { 0x02 }; // PSH|ACK, SYN
+                h[13] = self.tcp_flags.unwrap_or(default);
                 h
             }
             L4::Udp { sport, dport } => {
                 let mut h = vec![0u8; 8];
                 h[0..2].copy_from_slice(&sport.to_be_bytes());
                 h[2..4].copy_from_slice(&dport.to_be_bytes());
-                h[4..6].copy_from_slice(&((8 + self.payload) as u16).to_be_bytes());
+                h[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
                 h
             }
             L4::Icmp { kind } => vec![kind, 0, 0, 0, 0, 1, 0, 1],
             L4::Raw { .. } => Vec::new(),
         };
-        b.extend(std::iter::repeat_n(0xab, self.payload));
+        b.extend_from_slice(&payload);
         b
     }
 
@@ -205,5 +231,41 @@ impl Spec {
         h[24..40].copy_from_slice(&dst);
         h.extend_from_slice(&body);
         h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn udp_payload_replaces_filler_and_sets_length() {
+        let body = vec![1, 2, 3, 4, 5];
+        let f = Spec::udp(ip("10.0.0.1"), ip("10.0.0.2"), 1000, 53).with_payload(body.clone()).build();
+        assert_eq!(f.len(), 14 + 20 + 8 + 5);
+        assert_eq!(&f[14 + 2..14 + 4], &(20u16 + 8 + 5).to_be_bytes(), "IPv4 total length");
+        assert_eq!(&f[14 + 20 + 4..14 + 20 + 6], &13u16.to_be_bytes(), "UDP length");
+        assert_eq!(&f[14 + 20 + 8..], &body[..]);
+        let f6 = Spec::udp(ip("fd00::1"), ip("fd00::2"), 1000, 53).with_payload(vec![]).build();
+        assert_eq!(f6.len(), 14 + 40 + 8);
+        assert_eq!(&f6[14 + 4..14 + 6], &8u16.to_be_bytes(), "IPv6 payload length");
+        assert_eq!(&f6[14 + 40 + 4..14 + 40 + 6], &8u16.to_be_bytes(), "UDP length of an empty datagram");
+    }
+
+    #[test]
+    fn tcp_flags_follow_the_payload() {
+        let syn = Spec::tcp(ip("10.0.0.1"), ip("10.0.0.2"), 1000, 443).build();
+        assert_eq!(syn[14 + 20 + 13], 0x02);
+        assert_eq!(syn.len(), 14 + 20 + 20 + 16, "default filler kept");
+        let data = Spec::tcp(ip("10.0.0.1"), ip("10.0.0.2"), 1000, 53).with_payload(vec![9; 7]).build();
+        assert_eq!(data[14 + 20 + 13], 0x18);
+        assert_eq!(&data[14 + 40..], &[9; 7]);
+        let mut fin = Spec::tcp(ip("10.0.0.1"), ip("10.0.0.2"), 1000, 53).with_payload(vec![9]);
+        fin.tcp_flags = Some(0x11);
+        assert_eq!(fin.build()[14 + 20 + 13], 0x11);
     }
 }
