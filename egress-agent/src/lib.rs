@@ -5,5 +5,6 @@ pub mod policy;
 pub mod datapath;
 pub mod testkit;
 pub mod flowlog;
+pub mod learned;
 pub mod metrics;
 pub mod run;

@@ -23,6 +23,12 @@ enum Cmd {
         /// A policy YAML file or a directory of them.
         path: PathBuf,
     },
+    /// List the addresses learned from DNS answers, from the live maps.
+    Learned {
+        /// Read the datapath of this agent process (default: the newest).
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Enforce a policy pack on the LAN interfaces until SIGTERM/SIGINT.
     Run {
         /// A policy YAML file or a directory of them.
@@ -62,6 +68,16 @@ fn main() -> ExitCode {
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Learned { pid } => match egress_agent::learned::read_learned(pid) {
+            Ok(entries) => {
+                print!("{}", egress_agent::learned::format(&entries));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("egress-agent: {e}");
                 ExitCode::FAILURE
             }
         },

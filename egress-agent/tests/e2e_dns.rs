@@ -166,6 +166,18 @@ fn first_connection_after_a_lookup_is_never_dropped() {
     assert_eq!(evil["resolved"], true, "query filter off: resolves");
     assert_eq!(evil["connected"], false, "but no WebGroup covers it");
 
+    // `egress-agent learned` lists them from the live maps.
+    let out = Command::new(env!("CARGO_BIN_EXE_egress-agent"))
+        .args(["learned", "--pid", &d.agent.pid().to_string()])
+        .output()
+        .expect("egress-agent learned");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{listing}");
+    let line = listing.lines().find(|l| l.contains("n0000.fresh.test")).unwrap_or_else(|| panic!("{listing}"));
+    assert!(line.contains("10.10.1.10") && line.contains("198.18.0.1") && line.contains("sanctioned"), "{line}");
+    let alias = listing.lines().find(|l| l.contains("198.18.10.5")).unwrap_or_else(|| panic!("{listing}"));
+    assert!(alias.contains("alias.fresh.test"), "learned under the question's name: {alias}");
+
     let m = d.agent.metrics().expect("metrics");
     assert!(metric(&m, "egress_dns_events_total{event=\"address_learned\"}") >= FRESH as u64, "{m}");
     assert!(metric(&m, "egress_dns_events_total{event=\"query_tracked\"}") >= 2 * FRESH as u64, "{m}");

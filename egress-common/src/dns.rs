@@ -99,6 +99,17 @@ crate::assert_size!(LearnValue, 24);
 /// Capacity of the learned-address table (LRU, all workloads).
 pub const MAX_LEARNED: u32 = 1 << 20;
 
+/// Capacity of the table of names that taught addresses (LRU), by hash.
+pub const MAX_LEARNED_NAMES: u32 = 65_536;
+
+/// A learned name as text: lowercase, dotted, zero-padded.
+pub type NameText = [u8; NAME_BUF];
+
+/// Longest WebGroup name stored in the WebGroup-name table.
+pub const WEBGROUP_NAME_LEN: usize = 64;
+/// A WebGroup's name, zero-padded, indexed by its bit.
+pub type WebGroupName = [u8; WEBGROUP_NAME_LEN];
+
 /// Key of a slot's `(combined class, WebGroup)` table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

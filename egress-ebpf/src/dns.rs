@@ -17,16 +17,18 @@ use egress_common::{
     QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QUERY_TIMEOUT_NS, QueryKey, QueryValue, SlotMeta, fnv1a_step,
 };
 
-use crate::maps::{EGV1_DNS_SCRATCH, EGV1_DNS_STATS, EGV1_LEARNED, EGV1_QUERIES, SLOT0, SLOT1, Slot};
+use crate::maps::{
+    EGV1_SCRATCH, EGV1_DNS_STATS, EGV1_LNAMES, EGV1_LEARNED, EGV1_QUERIES, SLOT0, SLOT1, Slot,
+};
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
 
 /// Largest DNS message parsed (bigger ones teach nothing).
 pub const MSG_MAX: usize = 4096;
 const MSG_MASK: usize = MSG_MAX - 1;
 /// Answer records examined at most.
-const MAX_RR: usize = 24;
+const MAX_RR: usize = 32;
 /// Addresses learned from one answer at most.
-pub const MAX_LEARN: usize = 16;
+pub const MAX_LEARN: usize = 32;
 /// CNAME chain names tracked at most.
 pub const MAX_CHAIN: usize = 8;
 /// Iterations of the name loop: 253 characters, 127 length bytes, pointers.
@@ -117,7 +119,7 @@ const DONE: u64 = 1;
 #[inline(always)]
 fn scratch() -> Option<&'static mut Scratch> {
     // SAFETY: per-CPU scratch, used by one program run at a time.
-    EGV1_DNS_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    EGV1_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
 #[inline(always)]
@@ -599,6 +601,12 @@ fn learn<B: LoadBytes>(
     if now.wrapping_sub(query.sent_ns) > QUERY_TIMEOUT_NS {
         return Err(DnsStat::Unsolicited);
     }
+    let name = s.name.as_mut_ptr();
+    for i in 0..NAME_BUF / 8 {
+        // SAFETY: i < 32, 8-byte words of the 256-byte name; volatile so
+        // the walk callback sees them.
+        unsafe { vset(name.add(i * 8) as *mut u64, 0) };
+    }
     let question = read_name(s, len, 12, true)?;
     if question.next + 4 > len {
         return Err(DnsStat::Malformed);
@@ -641,6 +649,7 @@ fn learn<B: LoadBytes>(
         return Err(DnsStat::NoAnswer);
     }
     // Pass 2: the whole answer section parsed; learn.
+    let _ = EGV1_LNAMES.insert(&question.hash, &s.name, 0);
     for i in 0..MAX_LEARN {
         if i >= found {
             break;

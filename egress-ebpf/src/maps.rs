@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use egress_common::{
-    DNS_STAT_SLOTS, EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowKey, FlowValue,
+    DNS_STAT_SLOTS, EVENT_RING_BYTES, MAX_LEARNED_NAMES, MAX_WEBGROUPS, NameText, WebGroupName, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowKey, FlowValue,
     FragKey, LearnKey, LearnValue, LiveState, MAX_LEARNED, MAX_LOCAL_ADDRS, MAX_NAMES,
     MAX_PREFIXES, MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_X_CLASSES, MAX_XD_ENTRIES, NameKey,
     PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SpKey,
@@ -56,6 +56,15 @@ pub static EGV1_QUERIES: LruHashMap<QueryKey, QueryValue> =
 pub static EGV1_LEARNED: LruHashMap<LearnKey, LearnValue> =
     LruHashMap::with_max_entries(MAX_LEARNED, 0);
 
+/// Names that taught addresses, by the hash stored in learned entries (LRU):
+/// lets `egress-agent learned` print names from the live maps.
+#[map]
+pub static EGV1_LNAMES: LruHashMap<u64, NameText> = LruHashMap::with_max_entries(MAX_LEARNED_NAMES, 0);
+
+/// WebGroup names by bit (written by the agent; bits are stable across packs).
+#[map]
+pub static EGV1_WEBGROUPS: Array<WebGroupName> = Array::with_max_entries(MAX_WEBGROUPS, 0);
+
 /// DNS counters per [`egress_common::DnsStat`] code (per CPU).
 #[map]
 pub static EGV1_DNS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STAT_SLOTS, 0);
@@ -70,7 +79,7 @@ pub static EGV1_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Per-CPU working memory of the DNS parser.
 #[map]
-pub static EGV1_DNS_SCRATCH: PerCpuArray<crate::dns::Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static EGV1_SCRATCH: PerCpuArray<crate::dns::Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Declares one slot's tables.
 macro_rules! slot_maps {

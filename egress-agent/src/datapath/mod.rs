@@ -19,7 +19,7 @@ use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use egress_common::{
     LearnKey, LearnValue, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE,
-    SLOT_FLAG_WEBGROUPS, SlotMeta,
+    SLOT_FLAG_WEBGROUPS, SlotMeta, WEBGROUP_NAME_LEN, WebGroupName,
 };
 
 use crate::policy::compile::{CompiledPack, CompiledRule};
@@ -173,6 +173,7 @@ impl Datapath {
         }
         self.installed_gen[idle] = 0;
         self.slots[idle].fill(pack, &self.local)?;
+        self.write_webgroup_names(pack)?;
         let generation = self.state.generation.wrapping_add(1).max(1);
         let mut flags = 0;
         if !self.flow_cache {
@@ -207,6 +208,20 @@ impl Datapath {
             self.barrier_pending = false;
         }
         Ok(generation)
+    }
+
+    /// Names the pack's WebGroup bits in `EGV1_WEBGROUPS` (bits are stable
+    /// across packs, so a name never changes meaning while in use).
+    fn write_webgroup_names(&mut self, pack: &CompiledPack) -> Result<(), DatapathError> {
+        let map = self.ebpf.map_mut("EGV1_WEBGROUPS").ok_or_else(|| DatapathError::MissingMap("EGV1_WEBGROUPS".into()))?;
+        let mut names: Array<_, WebGroupName> = Array::try_from(map).map_err(|e| DatapathError::map("EGV1_WEBGROUPS", e))?;
+        for (name, bit) in &pack.webgroup_bits {
+            let mut text = [0u8; WEBGROUP_NAME_LEN];
+            let n = name.len().min(WEBGROUP_NAME_LEN - 1);
+            text[..n].copy_from_slice(&name.as_bytes()[..n]);
+            names.set(*bit, text, 0).map_err(|e| DatapathError::map("EGV1_WEBGROUPS", e))?;
+        }
+        Ok(())
     }
 
     fn retire_counters(&mut self, slot: usize, pack: &CompiledPack) -> Result<(), DatapathError> {

@@ -75,6 +75,11 @@ impl AgentProcess {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
     }
 
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Every flow-log record written so far.
     pub fn flow_records(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.flow_log)

@@ -10,3 +10,4 @@ pub mod netns;
 pub mod packet;
 pub mod resolver;
 pub mod synth;
+pub mod dnsmsg;

@@ -1,0 +1,126 @@
+//! `egress-agent learned`: the addresses the datapath learned from DNS,
+//! read from the live kernel maps (found by name among the loaded maps, so
+//! it works from any process while an agent's datapath is loaded).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, loaded_maps};
+use egress_common::{LearnKey, LearnValue, MAX_WEBGROUPS, NameText, WebGroupName};
+
+use crate::flowlog::event_addr;
+
+/// Errors of reading the learned table.
+#[derive(Debug, thiserror::Error)]
+pub enum LearnedError {
+    #[error("no egress datapath is loaded (no map named {0})")]
+    NotLoaded(&'static str),
+    #[error("reading map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+}
+
+/// One learned address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnedEntry {
+    pub workload: IpAddr,
+    pub addr: IpAddr,
+    /// The name whose answer taught it, while still in the name table.
+    pub name: Option<String>,
+    pub webgroups: Vec<String>,
+    /// Seconds until it teaches nothing more (0: expired).
+    pub remaining_s: u64,
+}
+
+/// Ids of the BPF maps process `pid` holds open (`map_id:` in its fdinfo).
+fn map_ids_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return Vec::new() };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .filter_map(|t| t.lines().find_map(|l| l.strip_prefix("map_id:").and_then(|v| v.trim().parse().ok())))
+        .collect()
+}
+
+/// The loaded map with this (kernel, 15-character) name: the newest one,
+/// or the one held by process `pid`.
+fn find(name: &'static str, pid: Option<u32>) -> Result<Map, LearnedError> {
+    let held = pid.map(map_ids_of);
+    let id = loaded_maps()
+        .filter_map(Result::ok)
+        .filter(|m| m.name_as_str() == Some(name))
+        .map(|m| m.id())
+        .filter(|id| held.as_ref().is_none_or(|h| h.contains(id)))
+        .max()
+        .ok_or(LearnedError::NotLoaded(name))?;
+    let data = MapData::from_id(id).map_err(|source| LearnedError::Map { name, source })?;
+    Map::from_map_data(data).map_err(|source| LearnedError::Map { name, source })
+}
+
+fn text(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Every learned address, sorted by workload and address, from the newest
+/// datapath or from the one agent process `pid` runs.
+pub fn read_learned(pid: Option<u32>) -> Result<Vec<LearnedEntry>, LearnedError> {
+    let learned: BpfHashMap<_, LearnKey, LearnValue> =
+        BpfHashMap::try_from(find("EGV1_LEARNED", pid)?).map_err(|source| LearnedError::Map { name: "EGV1_LEARNED", source })?;
+    let names: BpfHashMap<_, u64, NameText> =
+        BpfHashMap::try_from(find("EGV1_LNAMES", pid)?).map_err(|source| LearnedError::Map { name: "EGV1_LNAMES", source })?;
+    let groups: Array<_, WebGroupName> =
+        Array::try_from(find("EGV1_WEBGROUPS", pid)?).map_err(|source| LearnedError::Map { name: "EGV1_WEBGROUPS", source })?;
+    let group_names: HashMap<u32, String> = (0..MAX_WEBGROUPS)
+        .filter_map(|b| groups.get(&b, 0).ok().map(|n| (b, text(&n))))
+        .filter(|(_, n)| !n.is_empty())
+        .collect();
+    let now = monotonic_ns();
+    let mut out: Vec<LearnedEntry> = learned
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(k, v)| LearnedEntry {
+            workload: event_addr(family_of(&k.workload), k.workload),
+            addr: event_addr(family_of(&k.addr), k.addr),
+            name: names.get(&v.name_hash, 0).ok().map(|n| text(&n)),
+            webgroups: (0..MAX_WEBGROUPS)
+                .filter(|b| v.groups & (1u64 << b) != 0)
+                .map(|b| group_names.get(&b).cloned().unwrap_or_else(|| format!("#{b}")))
+                .collect(),
+            remaining_s: v.expires_ns.saturating_sub(now) / 1_000_000_000,
+        })
+        .collect();
+    out.sort_by(|a, b| (a.workload, a.addr).cmp(&(b.workload, b.addr)));
+    Ok(out)
+}
+
+/// The family code of a 16-byte address (IPv4-mapped is IPv4).
+fn family_of(addr: &[u8; 16]) -> u8 {
+    if addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff {
+        egress_common::FAMILY_V4
+    } else {
+        egress_common::FAMILY_V6
+    }
+}
+
+/// A table for the terminal.
+pub fn format(entries: &[LearnedEntry]) -> String {
+    let mut out = format!("{:<40} {:<40} {:<40} {:<24} {:>8}\n", "WORKLOAD", "ADDRESS", "NAME", "WEBGROUPS", "TTL");
+    for e in entries {
+        out.push_str(&format!(
+            "{:<40} {:<40} {:<40} {:<24} {:>7}s\n",
+            e.workload.to_string(),
+            e.addr.to_string(),
+            e.name.as_deref().unwrap_or("?"),
+            e.webgroups.join(","),
+            e.remaining_s
+        ));
+    }
+    out.push_str(&format!("{} learned address(es)\n", entries.len()));
+    out
+}
