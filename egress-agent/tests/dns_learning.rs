@@ -223,17 +223,33 @@ fn diff(before: &[u64], after: &[u64]) -> Vec<u64> {
 /// The listed counters moved by exactly that much and every other one is
 /// still; `AnswerSeen` is checked only if listed (or if `all`).
 fn expect_counts(name: &str, delta: &[u64], want: &[(DnsStat, u64)], all: bool) {
-    for stat in DnsStat::ALL {
-        let expected = want.iter().find(|(s, _)| *s == stat).map(|&(_, n)| n);
-        let expected = match expected {
-            Some(n) => n,
-            None if stat == DnsStat::AnswerSeen && !all => continue,
-            None => 0,
-        };
-        assert_eq!(delta[stat as usize], expected, "{name}: counter {} moved by {}, want {expected}", stat.name(), delta[stat as usize]);
-    }
+    let wrong: Vec<String> = DnsStat::ALL
+        .iter()
+        .filter_map(|&stat| {
+            let expected = match want.iter().find(|(s, _)| *s == stat) {
+                Some(&(_, n)) => n,
+                None if stat == DnsStat::AnswerSeen && !all => return None,
+                None => 0,
+            };
+            let got = delta[stat as usize];
+            (got != expected).then(|| format!("{} moved by {got}, want {expected}", stat.name()))
+        })
+        .collect();
+    let moved: Vec<String> =
+        DnsStat::ALL.iter().filter(|&&s| delta[s as usize] != 0).map(|&s| format!("{} +{}", s.name(), delta[s as usize])).collect();
+    assert!(wrong.is_empty(), "{name}: {} (all that moved: {})", wrong.join(", "), moved.join(", "));
     let unknown: u64 = delta[DnsStat::ALL.len()..].iter().sum();
     assert_eq!(unknown, 0, "{name}: a counter past the known codes moved");
+}
+
+/// Runs every case, then fails with the list of those that failed.
+fn run_all(h: &mut Harness, cases: &[Case]) {
+    let failed: Vec<&str> = cases
+        .iter()
+        .filter(|c| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(h, c))).is_err())
+        .map(|c| c.name)
+        .collect();
+    assert!(failed.is_empty(), "{} of {} cases failed (see above): {failed:?}", failed.len(), cases.len());
 }
 
 /// What is odd about an exchange.
@@ -503,9 +519,7 @@ fn learns_addresses_of_webgroup_names() {
         case("NXDOMAIN", API, TYPE_A, |id| Message::response(id, API, TYPE_A).rcode(3).to_bytes()).fails(DnsStat::NoAnswer),
         case("NOERROR, no records", API, TYPE_A, |id| Message::response(id, API, TYPE_A).to_bytes()).fails(DnsStat::NoAnswer),
     ];
-    for c in &cases {
-        run_case(&mut h, c);
-    }
+    run_all(&mut h, &cases);
 }
 
 #[test]
@@ -572,9 +586,7 @@ fn spoofed_and_unwanted_answers_teach_nothing() {
             .counts(&[(DnsStat::TcpSegmented, 1)])
             .blocked(&["203.0.113.55"]),
     ];
-    for c in &cases {
-        run_case(&mut h, c);
-    }
+    run_all(&mut h, &cases);
 }
 
 /// A response header and the echoed question `api.openai.com` of `qtype`.
@@ -742,13 +754,13 @@ fn malformed() -> Vec<Case> {
 #[test]
 fn malformed_answers_teach_nothing_and_pass() {
     let mut h = Harness::new();
-    for c in &malformed() {
-        run_case(&mut h, c);
-    }
+    let mut cases = malformed();
     // The parser is left in a sane state: a good answer still teaches.
-    let good = case("good answer after the malformed ones", API, TYPE_A, |id| api_a(id, &["203.0.113.99"], 300))
-        .learns(&[("203.0.113.99", 300)]);
-    run_case(&mut h, &good);
+    cases.push(
+        case("good answer after the malformed ones", API, TYPE_A, |id| api_a(id, &["203.0.113.99"], 300))
+            .learns(&[("203.0.113.99", 300)]),
+    );
+    run_all(&mut h, &cases);
 }
 
 #[test]
@@ -758,9 +770,12 @@ fn malformed_answers_over_tcp_and_ipv6() {
     // blocked addresses are IPv4, so only counters and the learned table
     // are compared here.
     let mut h = Harness::new();
-    for mut c in malformed() {
-        c.blocked.clear();
-        let c = c.v6().tcp();
-        run_case(&mut h, &c);
-    }
+    let cases: Vec<Case> = malformed()
+        .into_iter()
+        .map(|mut c| {
+            c.blocked.clear();
+            c.v6().tcp()
+        })
+        .collect();
+    run_all(&mut h, &cases);
 }

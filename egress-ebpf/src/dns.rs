@@ -362,13 +362,21 @@ fn lookup(slot: &Slot, key: &[u8; NAME_BUF]) -> u64 {
 fn message_span<B: LoadBytes>(bytes: &B, pkt: &Packet) -> Result<Option<(u32, usize)>, DnsStat> {
     let off = pkt.payload_off as usize;
     let end = pkt.ip_end as usize;
-    if off == 0 || end <= off {
+    if off == 0 {
+        return Ok(None);
+    }
+    if pkt.proto == IPPROTO_UDP {
+        // A datagram to or from port 53 with nothing in it is no DNS.
+        if end <= off {
+            return Err(DnsStat::Malformed);
+        }
+        return Ok(Some((off as u32, end - off)));
+    }
+    if end <= off {
+        // TCP without payload (handshake, ACKs).
         return Ok(None);
     }
     let payload = end - off;
-    if pkt.proto == IPPROTO_UDP {
-        return Ok(Some((off as u32, payload)));
-    }
     // TCP: a 2-byte length, and the whole message in this segment.
     let mut framing = [0u8; 2];
     if payload < 2 || !bytes.load(off as u32, framing.as_mut_ptr(), 2) {
@@ -517,6 +525,10 @@ extern "C" fn record_step(index: u64, _ctx: *mut c_void) -> i64 {
 #[inline(always)]
 fn record(s: &mut Scratch) -> Result<(), DnsStat> {
     let len = s.records.len as usize;
+    if s.records.at as usize >= len {
+        // ANCOUNT promises more records than the message holds.
+        return Err(DnsStat::Malformed);
+    }
     let owner = read_name(s, len, s.records.at as usize, false)?;
     let fixed = owner.next;
     if fixed + 10 > len {
