@@ -32,7 +32,7 @@ enum Cmd {
     },
     /// Benchmarks; writes JSON under target/bench/.
     Bench {
-        /// Which benchmark: `classifier`.
+        /// Which benchmark: `classifier` or `dns`.
         which: String,
     },
     /// Build, create the lab, send permitted and forbidden traffic, show the decisions.
@@ -53,7 +53,8 @@ fn main() -> Result<()> {
                     &["run", "--release", "-p", "egress-agent", "--example", "bench_classifier"],
                     &[],
                 ),
-                other => bail!("unknown benchmark `{other}` (known: classifier)"),
+                "dns" => cargo(&["run", "--release", "-p", "egress-agent", "--example", "bench_dns"], &[]),
+                other => bail!("unknown benchmark `{other}` (known: classifier, dns)"),
             }
         }
         Cmd::Demo => {

@@ -18,7 +18,7 @@ use aya::maps::{Array, MapData, RingBuf};
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 use egress_common::{
-    LearnKey, LearnValue, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE,
+    LearnKey, LearnValue, LiveState, QueryKey, QueryValue, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE,
     SLOT_FLAG_WEBGROUPS, SlotMeta, WEBGROUP_NAME_LEN, WebGroupName,
 };
 
@@ -341,6 +341,24 @@ impl Datapath {
         let table = aya::maps::HashMap::<_, LearnKey, LearnValue>::try_from(map)
             .map_err(|e| DatapathError::map("EGV1_LEARNED", e))?;
         Ok(table.iter().filter_map(Result::ok).collect())
+    }
+
+    /// Records an outstanding query as the query program would (benchmarks
+    /// replay one answer many times; each answer consumes its query).
+    pub fn track_query(&mut self, key: &QueryKey, name: &str, qtype: u16) -> Result<(), DatapathError> {
+        let map = self.ebpf.map_mut("EGV1_QUERIES").ok_or_else(|| DatapathError::MissingMap("EGV1_QUERIES".into()))?;
+        let mut queries: aya::maps::HashMap<_, QueryKey, QueryValue> =
+            aya::maps::HashMap::try_from(map).map_err(|e| DatapathError::map("EGV1_QUERIES", e))?;
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        let value = QueryValue {
+            name_hash: egress_common::fnv1a(name.to_ascii_lowercase().trim_end_matches('.').as_bytes()),
+            sent_ns: ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64,
+            qtype,
+            _pad: [0; 6],
+        };
+        queries.insert(key, value, 0).map_err(|e| DatapathError::map("EGV1_QUERIES", e))
     }
 
     /// A loaded TC program by name, for BPF_PROG_TEST_RUN.
