@@ -201,12 +201,13 @@ fn expired_addresses_deny_new_flows_but_keep_established_ones() {
 }
 
 #[test]
-fn query_filter_refuses_or_reports() {
+fn query_filter_refuses_at_once_or_reports() {
     let d = start(&pack("enforce", 60, 3600), 300);
-    // The query never reaches the resolver. (An immediate REFUSED answer is
-    // not built yet: the client waits for its 1 s timeout.)
+    // The query never reaches the resolver; the workload gets REFUSED at
+    // once instead of waiting for its 1 s timeout.
     let evil = one(&d.lab, "evil.example.net", 4);
     assert_eq!(evil["resolved"], false, "refused: {evil}");
+    assert!(evil["resolve_ms"].as_f64().is_some_and(|ms| ms < 500.0), "an answer, not a timeout: {evil}");
     assert_eq!(one(&d.lab, "api.openai.com", 4)["connected"], true, "sanctioned names still work");
     let m = d.agent.metrics().expect("metrics");
     assert!(metric(&m, "egress_dns_events_total{event=\"query_refused\"}") >= 1, "{m}");

@@ -28,6 +28,9 @@ pub enum Action {
     Drop,
     /// Permitted DNS to port 53: pass it on to the query program (tail call).
     Query,
+    /// A refused query: turn it around into a REFUSED answer and send it
+    /// back out of the interface it came in on.
+    Refuse,
 }
 
 /// The live slot and its meta, or `None` before the first pack.
@@ -71,6 +74,7 @@ pub fn query<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Action {
     };
     match action {
         QueryAction::Forward => Action::Pass,
+        QueryAction::Refuse => Action::Refuse,
         QueryAction::Drop => Action::Drop,
     }
 }

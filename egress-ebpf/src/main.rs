@@ -12,13 +12,17 @@ mod maps;
 mod parse;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
-    helpers::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    bindings::{BPF_F_MARK_MANGLED_0, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    helpers::{bpf_redirect, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 
 use dns::LoadBytes;
+
+/// skb mark of REFUSED answers the ingress program turned around, so that
+/// the egress program does not take them for the resolver's answers.
+const MARK_REFUSED: u32 = 0x6567_5246;
 use judge::{Action, judge, learn, query};
 use maps::{EGV1_TAILS_TC, EGV1_TAILS_XDP};
 
@@ -70,7 +74,28 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
             unsafe { EGV1_TAILS_TC.tail_call(ctx, 0) };
             TC_ACT_UNSPEC
         }
+        Action::Refuse => refuse_tc(ctx),
     }
+}
+
+/// Answers a refused query with REFUSED, back out of the interface it came
+/// in on; the checksum helper handles partially-checksummed packets.
+#[inline(always)]
+fn refuse_tc(ctx: &TcContext) -> i32 {
+    let Some(r) = dns::refuse_in_place(ctx.data(), ctx.data_end()) else {
+        return TC_ACT_SHOT;
+    };
+    for (old, new) in r.words {
+        let flags = (BPF_F_MARK_MANGLED_0 | 2) as u64;
+        if ctx.l4_csum_replace(r.csum_off as usize, old.to_be() as u64, new.to_be() as u64, flags).is_err() {
+            return TC_ACT_SHOT;
+        }
+    }
+    ctx.set_mark(MARK_REFUSED);
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: helper without memory arguments.
+    unsafe { bpf_redirect(ifindex, 0) as i32 }
 }
 
 /// Tail-called by `egress_tc` for permitted DNS to a resolver: records the
@@ -85,6 +110,12 @@ pub fn egress_tc_query(ctx: TcContext) -> i32 {
 /// the workload. Never drops.
 #[classifier]
 pub fn egress_dns(ctx: TcContext) -> i32 {
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    if unsafe { (*ctx.skb.skb).mark } == MARK_REFUSED {
+        // Our own REFUSED answer on its way back: not from the resolver.
+        ctx.set_mark(0);
+        return TC_ACT_UNSPEC;
+    }
     let len = ctx.len();
     let want = if len < PULL_BYTES { len } else { PULL_BYTES };
     if ((ctx.data_end() - ctx.data()) as u32) < want {
@@ -113,6 +144,19 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
             // SAFETY: tail call into the query program; returns only if absent.
             unsafe { EGV1_TAILS_XDP.tail_call(ctx, 0) };
             xdp_action::XDP_PASS
+        }
+        Action::Refuse => {
+            let Some(r) = dns::refuse_in_place(ctx.data(), ctx.data_end()) else {
+                return xdp_action::XDP_DROP;
+            };
+            let cur = parse::Cursor::new(ctx.data(), ctx.data_end());
+            let (ok, csum) = cur.read_or(r.csum_off as usize, [0u8; 2]);
+            let csum = dns::csum_fold_words(u16::from_be_bytes(csum), &r.words);
+            if ok && cur.write(r.csum_off as usize, csum.to_be_bytes()) {
+                xdp_action::XDP_TX
+            } else {
+                xdp_action::XDP_DROP
+            }
         }
     }
 }

@@ -125,6 +125,31 @@ impl Cursor {
         Ok(unsafe { core::ptr::read_unaligned((self.start + offset) as *const T) })
     }
 
+    /// Like [`Cursor::read`], but the value is `default` when the packet
+    /// ends first: always initialised, so the compiler cannot compute with
+    /// an undefined value on the failure path (which the verifier rejects).
+    #[inline(always)]
+    pub fn read_or<T: Copy>(&self, offset: usize, default: T) -> (bool, T) {
+        match self.read(offset) {
+            Ok(v) => (true, v),
+            Err(_) => (false, default),
+        }
+    }
+
+    /// Writes a `T` at `offset` if it lies inside the packet.
+    #[inline(always)]
+    pub fn write<T: Copy>(&self, offset: usize, value: T) -> bool {
+        let size = core::mem::size_of::<T>();
+        let offset = offset & 0xffff;
+        if self.start + offset + size > self.end {
+            return false;
+        }
+        // SAFETY: [start+offset, start+offset+size) lies inside the packet,
+        // which the program may write.
+        unsafe { core::ptr::write_unaligned((self.start + offset) as *mut T, value) };
+        true
+    }
+
     #[inline(always)]
     fn be16_at(&self, offset: usize) -> Result<u16, Reason> {
         self.read::<[u8; 2]>(offset).map(u16::from_be_bytes)

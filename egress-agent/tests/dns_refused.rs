@@ -1,0 +1,124 @@
+//! The query filter's REFUSED answer, built in place by the real programs
+//! under BPF_PROG_TEST_RUN: the output frame is checked byte by byte,
+//! checksum included.
+
+use std::net::IpAddr;
+
+use aya::programs::{TestRun, TestRunOptions};
+use egress_agent::datapath::{Datapath, TC_PROGRAM};
+use egress_agent::policy::{compile::compile, load_sources};
+use egress_agent::testkit::dnsmsg::Message;
+use egress_agent::testkit::packet::Spec;
+use egress_common::DnsStat;
+
+const PACK: &str = r#"
+version: 1
+mode: enforce
+dns: { resolvers: [10.10.0.2, "fd00:10::2"], query_filter: enforce }
+smartgroups: { workloads: { cidrs: [10.10.1.0/24, "fd00:10:1::/64"] } }
+webgroups: { llm: { domains: [api.openai.com] } }
+rules:
+  - { name: allow-llm, priority: 10, source: workloads, destination: { webgroup: llm }, protocol: tcp, ports: [443], action: permit }
+  - { name: allow-dns, priority: 20, source: workloads, destination: resolvers, ports: [53], action: permit }
+  - { name: default-deny, priority: 100, source: workloads, destination: any, action: deny }
+"#;
+
+const TC_ACT_REDIRECT: u32 = 7;
+const PASS: u32 = -1i32 as u32;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+/// One's-complement sum of 16-bit words.
+fn sum16(bytes: &[u8], mut acc: u32) -> u32 {
+    for c in bytes.chunks(2) {
+        acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// UDP-over-IPv6 checksum of a frame (Ethernet, IPv6 without extension
+/// headers), with the checksum field taken as zero.
+fn udp6_checksum(frame: &[u8]) -> u16 {
+    let ip6 = &frame[14..];
+    let udp = &ip6[40..];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&ip6[8..40]);
+    pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    let mut seg = udp.to_vec();
+    seg[6] = 0;
+    seg[7] = 0;
+    let c = !fold(sum16(&seg, sum16(&pseudo, 0)));
+    if c == 0 { 0xffff } else { c }
+}
+
+fn run(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 64];
+    let prog = dp.tc_program(TC_PROGRAM).expect("program");
+    let r = prog
+        .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
+        .expect("test run");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+#[test]
+fn refused_queries_are_answered_in_place() {
+    let pack = load_sources(&[("t.yaml".into(), PACK.into())]).expect("pack");
+    let mut dp = Datapath::load().expect("datapath loads (run as root)");
+    dp.install(&compile(&pack).expect("compiles")).expect("installs");
+
+    // A sanctioned name goes to the resolver untouched.
+    let ok = Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5000, 53).with_payload(Message::query(1, "api.openai.com", 1).to_bytes()).build();
+    let (ret, out) = run(&mut dp, &ok);
+    assert_eq!(ret, PASS);
+    assert_eq!(out, ok, "forwarded unchanged");
+
+    // IPv4: an unsanctioned name is answered REFUSED.
+    let before = dp.dns_stats().expect("stats")[DnsStat::QueryRefused as usize];
+    let q = Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5001, 53).with_payload(Message::query(0x1234, "tunnel.evil.example", 16).to_bytes()).build();
+    let (ret, out) = run(&mut dp, &q);
+    assert_eq!(ret, TC_ACT_REDIRECT, "sent back out of the interface");
+    assert_eq!(dp.dns_stats().expect("stats")[DnsStat::QueryRefused as usize], before + 1);
+    assert_eq!(&out[0..6], &q[6..12], "MACs swapped");
+    assert_eq!(&out[6..12], &q[0..6]);
+    assert_eq!(&out[14 + 12..14 + 16], &q[14 + 16..14 + 20], "addresses swapped");
+    assert_eq!(&out[14 + 16..14 + 20], &q[14 + 12..14 + 16]);
+    let udp = 14 + 20;
+    assert_eq!(&out[udp..udp + 2], &q[udp + 2..udp + 4], "ports swapped");
+    assert_eq!(&out[udp + 2..udp + 4], &q[udp..udp + 2]);
+    let dns = udp + 8;
+    assert_eq!(&out[dns..dns + 2], &[0x12, 0x34], "same transaction id");
+    let flags = u16::from_be_bytes([out[dns + 2], out[dns + 3]]);
+    assert_eq!(flags & 0x8000, 0x8000, "QR set");
+    assert_eq!(flags & 0x000f, 5, "RCODE REFUSED");
+    assert_eq!(flags & 0x0100, 0x0100, "RD kept");
+    assert_eq!(&out[dns + 4..dns + 6], &[0, 1], "question kept");
+    assert_eq!(&out[dns + 6..dns + 10], &[0, 0, 0, 0], "no answers, no authority");
+    assert_eq!(&out[dns + 12..], &q[dns + 12..], "question echoed");
+
+    // IPv6: the UDP checksum is mandatory and must stay valid.
+    let mut q6 = Spec::udp(ip("fd00:10:1::10"), ip("fd00:10::2"), 5002, 53).with_payload(Message::query(7, "x.evil.example", 1).to_bytes()).build();
+    let c = udp6_checksum(&q6);
+    q6[14 + 40 + 6..14 + 40 + 8].copy_from_slice(&c.to_be_bytes());
+    let (ret, out) = run(&mut dp, &q6);
+    assert_eq!(ret, TC_ACT_REDIRECT);
+    assert_eq!(&out[14 + 8..14 + 24], &q6[14 + 24..14 + 40], "addresses swapped");
+    let got = u16::from_be_bytes([out[14 + 40 + 6], out[14 + 40 + 7]]);
+    assert_eq!(got, udp6_checksum(&out), "UDP checksum valid after the rewrite");
+
+    // Over TCP a refused query cannot be answered in place: dropped.
+    let t = Spec::tcp(ip("10.10.1.10"), ip("10.10.0.2"), 5003, 53)
+        .with_payload(egress_agent::testkit::dnsmsg::tcp_framed(&Message::query(9, "evil.example", 1).to_bytes()))
+        .build();
+    assert_eq!(run(&mut dp, &t).0, 2, "TC_ACT_SHOT");
+}
