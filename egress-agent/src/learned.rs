@@ -67,6 +67,24 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Occupancy of the live learned-address table (see [`Pressure`]).
+pub fn read_pressure(pid: Option<u32>, entries: u64) -> Result<Pressure, LearnedError> {
+    let learned = find("EGV1_LEARNED", pid)?;
+    let capacity = match &learned {
+        Map::LruHashMap(d) => d.info().map(|i| i.max_entries() as u64).unwrap_or(0),
+        _ => 0,
+    };
+    let stats: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(find("EGV1_DNS_STATS", pid)?)
+        .map_err(|source| LearnedError::Map { name: "EGV1_DNS_STATS", source })?;
+    let created = stats
+        .get(&(egress_common::DnsStat::AddressNew as u32), 0)
+        .map(|v| v.iter().sum())
+        .map_err(|source| LearnedError::Map { name: "EGV1_DNS_STATS", source })?;
+    let mut p = Pressure::new(entries, created);
+    p.capacity = capacity;
+    Ok(p)
+}
+
 /// Every learned address, sorted by workload and address, from the newest
 /// datapath or from the one agent process `pid` runs.
 pub fn read_learned(pid: Option<u32>) -> Result<Vec<LearnedEntry>, LearnedError> {
@@ -105,6 +123,28 @@ fn family_of(addr: &[u8; 16]) -> u8 {
         egress_common::FAMILY_V4
     } else {
         egress_common::FAMILY_V6
+    }
+}
+
+/// Occupancy of the learned-address table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pressure {
+    /// Entries in the table now.
+    pub entries: u64,
+    /// Entries it holds at most (`MAX_LEARNED`); past that the least
+    /// recently used are evicted.
+    pub capacity: u64,
+    /// Entries created since the datapath was loaded.
+    pub created: u64,
+    /// Entries evicted (created minus live; expired entries stay until
+    /// evicted, so this counts evictions exactly).
+    pub evicted: u64,
+}
+
+impl Pressure {
+    /// From the live entry count and the `address_new` counter.
+    pub fn new(entries: u64, created: u64) -> Self {
+        Pressure { entries, capacity: egress_common::MAX_LEARNED as u64, created, evicted: created.saturating_sub(entries) }
     }
 }
 

@@ -74,6 +74,12 @@ fn main() -> ExitCode {
         Cmd::Learned { pid } => match egress_agent::learned::read_learned(pid) {
             Ok(entries) => {
                 print!("{}", egress_agent::learned::format(&entries));
+                if let Ok(p) = egress_agent::learned::read_pressure(pid, entries.len() as u64) {
+                    println!(
+                        "table: {} of {} entries; {} created since load, {} evicted",
+                        p.entries, p.capacity, p.created, p.evicted
+                    );
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -35,12 +35,13 @@ pub struct DatapathCollector {
 
 impl Collector for DatapathCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (totals, reasons, dns, generation) = {
+        let (totals, reasons, dns, pressure, generation) = {
             let dp = self.dp.lock().map_err(|_| std::fmt::Error)?;
             let totals = dp.rule_totals().map_err(|_| std::fmt::Error)?;
             let reasons = dp.reason_counts().map_err(|_| std::fmt::Error)?;
             let dns = dp.dns_stats().map_err(|_| std::fmt::Error)?;
-            (totals, reasons, dns, dp.generation())
+            let pressure = dp.learned_pressure().map_err(|_| std::fmt::Error)?;
+            (totals, reasons, dns, pressure, dp.generation())
         };
         let mut rules: Vec<_> = totals.into_iter().collect();
         rules.sort_by(|a, b| a.0.cmp(&b.0));
@@ -79,6 +80,20 @@ impl Collector for DatapathCollector {
             let value = dns.get(e as usize).copied().unwrap_or(0);
             ConstCounter::new(value).encode(family.encode_family(&[("event", e.name())])?)?;
         }
+        for (name, help, value) in [
+            ("egress_learned_addresses", "Entries in the learned-address table.", pressure.entries),
+            ("egress_learned_capacity", "Entries the learned-address table holds at most.", pressure.capacity),
+        ] {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value as i64).encode(family)?;
+        }
+        let family = encoder.encode_descriptor(
+            "egress_learned_evictions",
+            "Learned addresses evicted (least recently used) to make room.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(pressure.evicted).encode(family)?;
         let mut family = encoder.encode_descriptor(
             "egress_policy_reloads",
             "Policy reloads by outcome.",

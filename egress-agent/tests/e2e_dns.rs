@@ -178,8 +178,13 @@ fn first_connection_after_a_lookup_is_never_dropped() {
     let alias = listing.lines().find(|l| l.contains("198.18.10.5")).unwrap_or_else(|| panic!("{listing}"));
     assert!(alias.contains("alias.fresh.test"), "learned under the question's name: {alias}");
 
+    assert!(listing.contains("0 evicted"), "{listing}");
+
     let m = d.agent.metrics().expect("metrics");
     assert!(metric(&m, "egress_dns_events_total{event=\"address_learned\"}") >= FRESH as u64, "{m}");
+    assert!(metric(&m, "egress_learned_addresses") >= FRESH as u64, "{m}");
+    assert_eq!(metric(&m, "egress_learned_capacity"), egress_common::MAX_LEARNED as u64);
+    assert_eq!(metric(&m, "egress_learned_evictions_total"), 0);
     assert!(metric(&m, "egress_dns_events_total{event=\"query_tracked\"}") >= 2 * FRESH as u64, "{m}");
 }
 

@@ -173,6 +173,9 @@ pub enum DnsStat {
     NoWebGroup = 14,
     /// An error RCODE or an empty answer.
     NoAnswer = 15,
+    /// A learned address took a new entry (not a refresh of an existing
+    /// one). New entries minus live entries are the LRU's evictions.
+    AddressNew = 16,
 }
 
 /// Slots in the DNS counter array.
@@ -180,7 +183,7 @@ pub const DNS_STAT_SLOTS: u32 = 32;
 
 impl DnsStat {
     /// Every counter in code order.
-    pub const ALL: [DnsStat; 16] = [
+    pub const ALL: [DnsStat; 17] = [
         DnsStat::QueryTracked,
         DnsStat::QueryRefused,
         DnsStat::QueryWouldRefuse,
@@ -197,6 +200,7 @@ impl DnsStat {
         DnsStat::OffChain,
         DnsStat::NoWebGroup,
         DnsStat::NoAnswer,
+        DnsStat::AddressNew,
     ];
 
     /// The counter's name in metrics.
@@ -218,6 +222,7 @@ impl DnsStat {
             DnsStat::OffChain => "off_chain",
             DnsStat::NoWebGroup => "no_webgroup",
             DnsStat::NoAnswer => "no_answer",
+            DnsStat::AddressNew => "address_new",
         }
     }
 }

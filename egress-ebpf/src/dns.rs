@@ -751,13 +751,16 @@ fn learn<B: LoadBytes>(
         let ttl = ttl.clamp(meta.min_ttl, meta.max_ttl.max(meta.min_ttl));
         let key = LearnKey { workload: pkt.dst, addr };
         let mut value = LearnValue { groups, expires_ns: now + ttl as u64 * 1_000_000_000, name_hash: question.hash };
-        if let Some(old) = EGV1_LEARNED.get_ptr(&key) {
-            // SAFETY: value pointer from a successful lookup.
-            let old = unsafe { *old };
-            if old.expires_ns > now {
-                value.groups |= old.groups;
-                value.expires_ns = value.expires_ns.max(old.expires_ns);
+        match EGV1_LEARNED.get_ptr(&key) {
+            Some(old) => {
+                // SAFETY: value pointer from a successful lookup.
+                let old = unsafe { *old };
+                if old.expires_ns > now {
+                    value.groups |= old.groups;
+                    value.expires_ns = value.expires_ns.max(old.expires_ns);
+                }
             }
+            None => stat(DnsStat::AddressNew),
         }
         let _ = EGV1_LEARNED.insert(&key, &value, 0);
         stat(DnsStat::AddressLearned);

@@ -119,7 +119,13 @@ fn add_counts(total: &mut [RuleCounter; 3], cells: [RuleCounter; 3]) {
 impl Datapath {
     /// Loads the datapath into the kernel (programs verified, nothing attached).
     pub fn load() -> Result<Self, DatapathError> {
-        let mut ebpf = EbpfLoader::new().load(DATAPATH_OBJECT)?;
+        Self::load_with_learned_capacity(egress_common::MAX_LEARNED)
+    }
+
+    /// [`Datapath::load`] with another capacity of the learned-address table
+    /// (tests of eviction use a small one).
+    pub fn load_with_learned_capacity(capacity: u32) -> Result<Self, DatapathError> {
+        let mut ebpf = EbpfLoader::new().map_max_entries("EGV1_LEARNED", capacity).load(DATAPATH_OBJECT)?;
         for name in [TC_PROGRAM, TC_QUERY_PROGRAM, DNS_PROGRAM, EMPTY_PROGRAM] {
             let prog: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
             prog.load().map_err(|e| DatapathError::program(name, e))?;
@@ -343,6 +349,20 @@ impl Datapath {
         Ok(table.iter().filter_map(Result::ok).collect())
     }
 
+    /// Occupancy of the learned-address table: live entries (counted by
+    /// walking the keys), capacity, entries created and evicted.
+    pub fn learned_pressure(&self) -> Result<crate::learned::Pressure, DatapathError> {
+        let map = self.ebpf.map("EGV1_LEARNED").ok_or_else(|| DatapathError::MissingMap("EGV1_LEARNED".into()))?;
+        let capacity = map_capacity(map);
+        let table = aya::maps::HashMap::<_, LearnKey, LearnValue>::try_from(map)
+            .map_err(|e| DatapathError::map("EGV1_LEARNED", e))?;
+        let entries = table.keys().filter(Result::is_ok).count() as u64;
+        let created = self.dns_stats()?.get(egress_common::DnsStat::AddressNew as usize).copied().unwrap_or(0);
+        let mut p = crate::learned::Pressure::new(entries, created);
+        p.capacity = capacity;
+        Ok(p)
+    }
+
     /// Records an outstanding query as the query program would (benchmarks
     /// replay one answer many times; each answer consumes its query).
     pub fn track_query(&mut self, key: &QueryKey, name: &str, qtype: u16) -> Result<(), DatapathError> {
@@ -370,6 +390,16 @@ impl Datapath {
     pub fn xdp_program(&mut self) -> Result<&mut Xdp, DatapathError> {
         program_mut(&mut self.ebpf, XDP_PROGRAM)
     }
+}
+
+/// A map's capacity as the kernel created it.
+fn map_capacity(map: &aya::maps::Map) -> u64 {
+    use aya::maps::Map;
+    let data = match map {
+        Map::LruHashMap(d) | Map::HashMap(d) => d,
+        _ => return 0,
+    };
+    data.info().map(|i| i.max_entries() as u64).unwrap_or(0)
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, DatapathError>
