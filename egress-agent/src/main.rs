@@ -29,6 +29,12 @@ enum Cmd {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Remove the pinned datapath: detaches every program and frees its maps.
+    Detach {
+        /// The pin directory the agent ran with.
+        #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/egress")]
+        pin_dir: PathBuf,
+    },
     /// Enforce a policy pack on the LAN interfaces until SIGTERM/SIGINT.
     Run {
         /// A policy YAML file or a directory of them.
@@ -43,7 +49,9 @@ enum Cmd {
         /// Write JSON flow-log lines to PATH, or `-` for standard output.
         #[arg(long, value_name = "PATH|-")]
         flow_log: Option<String>,
-        /// bpffs directory for pinned maps and links.
+        /// Pin maps and links here (a bpffs is mounted if needed): the
+        /// datapath then keeps enforcing when the agent exits or crashes, and
+        /// the next agent started with the same directory adopts it.
         #[arg(long, value_name = "DIR")]
         pin_dir: Option<PathBuf>,
         /// Attach as XDP (native NICs) instead of TC (tcx).
@@ -68,6 +76,16 @@ fn main() -> ExitCode {
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Detach { pin_dir } => match egress_agent::datapath::pin::PinDir::existing(&pin_dir).remove_all() {
+            Ok(n) => {
+                println!("egress-agent: removed {n} pins from {}; the datapath is detached", pin_dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("egress-agent: detach {}: {e}", pin_dir.display());
                 ExitCode::FAILURE
             }
         },

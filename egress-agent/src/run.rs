@@ -15,7 +15,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-use crate::datapath::{Datapath, Hook, local::local_addresses};
+use crate::datapath::{Datapath, Hook, local::local_addresses, pin::PinDir};
 use crate::flowlog::{FlowLog, iface_name, ktime_to_wall, record};
 use crate::metrics::AgentStats;
 use crate::policy::{self, compile::compile_stable, model::Pack};
@@ -71,18 +71,29 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if opts.lan.is_empty() {
         bail!("at least one --lan interface is needed");
     }
-    if let Some(dir) = &opts.pin_dir {
-        warn!(pin_dir = %dir.display(), "pinning is not implemented yet: the datapath detaches when the agent exits");
+    let datapath = match &opts.pin_dir {
+        Some(dir) => {
+            let pins = PinDir::prepare(dir).with_context(|| format!("preparing pin directory {}", dir.display()))?;
+            for other in pins.other_layouts() {
+                warn!(path = %other.display(), "pins of another layout version are left alone (egress-agent detach removes them)");
+            }
+            Datapath::load_pinned(pins).context("loading the pinned eBPF datapath")?
+        }
+        None => Datapath::load().context("loading the eBPF datapath")?,
+    };
+    let adopted = datapath.adopted().then(|| datapath.generation());
+    if let Some(generation) = adopted {
+        info!(generation, "adopted the pinned datapath: its programs keep running, nothing was detached");
     }
-    let dp = Arc::new(Mutex::new(Datapath::load().context("loading the eBPF datapath")?));
+    let dp = Arc::new(Mutex::new(datapath));
     let stats = Arc::new(AgentStats::default());
     let (pack, generation) = install_from(&dp, &opts.policy)?;
     info!(generation, rules = pack.rules.len(), policy = %opts.policy.display(), "pack installed");
     {
         let mut guard = dp.lock().map_err(|_| anyhow::anyhow!("datapath lock poisoned"))?;
         for iface in &opts.lan {
-            guard.attach(iface, opts.hook).with_context(|| format!("attaching to {iface}"))?;
-            info!(iface, hook = ?opts.hook, "attached");
+            let new = guard.attach(iface, opts.hook).with_context(|| format!("attaching to {iface}"))?;
+            info!(iface, hook = ?opts.hook, new_links = new, "attached");
         }
     }
 
@@ -103,7 +114,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut refresh = tokio::time::interval(LOCAL_ADDR_REFRESH);
-    println!("egress-agent: enforcing {} ({} rules) on {}", opts.policy.display(), pack.rules.len(), opts.lan.join(", "));
+    let adoption = adopted.map(|g| format!(" (adopted the pinned datapath at generation {g})")).unwrap_or_default();
+    println!(
+        "egress-agent: enforcing {} ({} rules) on {}{adoption}",
+        opts.policy.display(),
+        pack.rules.len(),
+        opts.lan.join(", ")
+    );
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -9,6 +9,7 @@
 
 mod barrier;
 pub mod local;
+pub mod pin;
 mod slot;
 
 use std::collections::BTreeSet;
@@ -25,7 +26,26 @@ use egress_common::{
 use crate::policy::compile::{CompiledPack, CompiledRule};
 use crate::policy::model::Mode;
 use barrier::RcuBarrier;
+use pin::{LinkKind, PinDir};
 use slot::SlotMaps;
+
+/// Every map of the datapath object (pinned by these names).
+pub fn map_names() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "EGV1_LIVE", "EGV1_SLOT_META", "EGV1_FLOWS", "EGV1_FRAGS", "EGV1_REASONS", "EGV1_EVENTS",
+        "EGV1_QUERIES", "EGV1_LEARNED", "EGV1_LNAMES", "EGV1_WEBGROUPS", "EGV1_DNS_STATS",
+        "EGV1_TAILS_TC", "EGV1_TAILS_XDP", "EGV1_SCRATCH",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for n in 0..2 {
+        for t in ["SRC4", "SRC6", "DST4", "DST6", "PORTS", "SP", "XD", "DEFAULTS", "RULES", "COUNTERS", "LOCAL", "NAMES", "XW", "RESOLV"] {
+            names.push(format!("EGV1_{t}_{n}"));
+        }
+    }
+    names
+}
 
 /// The datapath object, built from `egress-ebpf` by the build script.
 pub static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress"));
@@ -100,6 +120,10 @@ pub struct Datapath {
     flow_cache: bool,
     /// The gateway's own addresses.
     local: BTreeSet<IpAddr>,
+    /// Where maps and links are pinned, if anywhere.
+    pins: Option<PinDir>,
+    /// Whether this agent adopted a pinned datapath.
+    adopted: bool,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -125,7 +149,35 @@ impl Datapath {
     /// [`Datapath::load`] with another capacity of the learned-address table
     /// (tests of eviction use a small one).
     pub fn load_with_learned_capacity(capacity: u32) -> Result<Self, DatapathError> {
-        let mut ebpf = EbpfLoader::new().map_max_entries("EGV1_LEARNED", capacity).load(DATAPATH_OBJECT)?;
+        Self::load_inner(capacity, None)
+    }
+
+    /// Loads the datapath with every map pinned under `pins`. If a datapath
+    /// of this layout is pinned there already, it is adopted: its maps are
+    /// reused (learned addresses, flows and the live pack included), its
+    /// attached programs keep running, and nothing is detached.
+    pub fn load_pinned(pins: PinDir) -> Result<Self, DatapathError> {
+        Self::load_inner(egress_common::MAX_LEARNED, Some(pins))
+    }
+
+    /// Whether a pinned datapath was adopted.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    fn load_inner(capacity: u32, pins: Option<PinDir>) -> Result<Self, DatapathError> {
+        let names = map_names();
+        let paths: Vec<(String, std::path::PathBuf)> = match &pins {
+            Some(p) => names.iter().map(|n| (n.clone(), p.map(n))).collect(),
+            None => Vec::new(),
+        };
+        let adopted = pins.as_ref().is_some_and(|p| p.has_datapath());
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries("EGV1_LEARNED", capacity);
+        for (name, path) in &paths {
+            loader.map_pin_path(name.as_str(), path.as_path());
+        }
+        let mut ebpf = loader.load(DATAPATH_OBJECT)?;
         for name in [TC_PROGRAM, TC_QUERY_PROGRAM, DNS_PROGRAM, EMPTY_PROGRAM] {
             let prog: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
             prog.load().map_err(|e| DatapathError::program(name, e))?;
@@ -150,7 +202,7 @@ impl Datapath {
         let slots = [SlotMaps::take(&mut ebpf, 0)?, SlotMaps::take(&mut ebpf, 1)?];
         let live = take_map(&mut ebpf, "EGV1_LIVE")?;
         let meta = take_map(&mut ebpf, "EGV1_SLOT_META")?;
-        Ok(Datapath {
+        let mut dp = Datapath {
             ebpf,
             live,
             meta,
@@ -163,7 +215,28 @@ impl Datapath {
             retired: RuleTotals::new(),
             flow_cache: true,
             local: BTreeSet::new(),
-        })
+            pins,
+            adopted,
+        };
+        if adopted {
+            dp.adopt()?;
+        }
+        Ok(dp)
+    }
+
+    /// Takes over a pinned datapath's state: the live slot and generation,
+    /// what each slot holds. Counters of the packs installed before are
+    /// zeroed (their rule names are not known to this agent).
+    fn adopt(&mut self) -> Result<(), DatapathError> {
+        self.state = self.live.get(&0, 0).map_err(|e| DatapathError::map("EGV1_LIVE", e))?;
+        for slot in 0..2 {
+            let meta = self.meta.get(&(slot as u32), 0).map_err(|e| DatapathError::map("EGV1_SLOT_META", e))?;
+            self.slots[slot].adopt()?;
+            if meta.generation != 0 {
+                self.slots[slot].zero_counters(meta.implicit_rule as usize + 1)?;
+            }
+        }
+        Ok(())
     }
 
     /// Installs `pack` atomically and returns its generation. On error the
@@ -300,22 +373,55 @@ impl Datapath {
         self.slots[live].set_local(addrs, &resolvers)
     }
 
-    /// Attaches the judging program to `iface`'s ingress and, with TC, the
-    /// DNS learning program to its egress.
-    pub fn attach(&mut self, iface: &str, hook: Hook) -> Result<(), DatapathError> {
-        match hook {
-            Hook::Tc => {
-                let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, TC_PROGRAM)?;
-                prog.attach(iface, TcAttachType::Ingress).map_err(|e| DatapathError::program(TC_PROGRAM, e))?;
+    /// Attaches the judging program to `iface`'s ingress and the DNS
+    /// learning program to its egress. With pins, each link is pinned, and a
+    /// link already pinned (an adopted datapath) is kept as it is. Returns
+    /// how many links were attached now.
+    pub fn attach(&mut self, iface: &str, hook: Hook) -> Result<usize, DatapathError> {
+        let ingress = match hook {
+            Hook::Tc => LinkKind::TcIngress,
+            Hook::Xdp => LinkKind::Xdp,
+        };
+        let mut attached = 0;
+        for kind in [ingress, LinkKind::TcEgress] {
+            let pin_path = self.pins.as_ref().map(|p| p.link(iface, kind));
+            if pin_path.as_ref().is_some_and(|p| p.exists()) {
+                continue;
             }
-            Hook::Xdp => {
-                let prog: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
-                prog.attach(iface, XdpMode::Default).map_err(|e| DatapathError::program(XDP_PROGRAM, e))?;
+            let link: Option<aya::programs::links::FdLink> = match kind {
+                LinkKind::TcIngress | LinkKind::TcEgress => {
+                    let (name, at) = match kind {
+                        LinkKind::TcIngress => (TC_PROGRAM, TcAttachType::Ingress),
+                        _ => (DNS_PROGRAM, TcAttachType::Egress),
+                    };
+                    let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, name)?;
+                    let id = prog.attach(iface, at).map_err(|e| DatapathError::program(name, e))?;
+                    match pin_path {
+                        Some(_) => {
+                            let link = prog.take_link(id).map_err(|e| DatapathError::program(name, e))?;
+                            Some(link.try_into().map_err(|e| DatapathError::Io(std::io::Error::other(e)))?)
+                        }
+                        None => None,
+                    }
+                }
+                LinkKind::Xdp => {
+                    let prog: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
+                    let id = prog.attach(iface, XdpMode::Default).map_err(|e| DatapathError::program(XDP_PROGRAM, e))?;
+                    match pin_path {
+                        Some(_) => {
+                            let link = prog.take_link(id).map_err(|e| DatapathError::program(XDP_PROGRAM, e))?;
+                            Some(link.try_into().map_err(|e| DatapathError::Io(std::io::Error::other(e)))?)
+                        }
+                        None => None,
+                    }
+                }
+            };
+            if let (Some(link), Some(path)) = (link, pin_path) {
+                link.pin(&path).map_err(|e| DatapathError::Io(std::io::Error::other(e)))?;
             }
+            attached += 1;
         }
-        let dns: &mut SchedClassifier = program_mut(&mut self.ebpf, DNS_PROGRAM)?;
-        dns.attach(iface, TcAttachType::Egress).map_err(|e| DatapathError::program(DNS_PROGRAM, e))?;
-        Ok(())
+        Ok(attached)
     }
 
     /// The ring buffer of flow events (taken once, by the flow logger).

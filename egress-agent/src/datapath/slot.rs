@@ -34,6 +34,12 @@ impl<K: aya::Pod + Eq + Hash, V: aya::Pod + PartialEq> Mirrored<K, V> {
         Ok(Mirrored { map: take_map(ebpf, map)?, held: StdHashMap::new(), name })
     }
 
+    /// Takes the map's current kernel contents as the mirror (adoption).
+    fn adopt(&mut self) -> Result<(), DatapathError> {
+        self.held = self.map.iter().collect::<Result<_, _>>().map_err(|e| DatapathError::map(self.name, e))?;
+        Ok(())
+    }
+
     /// Brings the map to exactly `want`.
     fn sync(&mut self, want: &StdHashMap<K, V>) -> Result<(), DatapathError> {
         let stale: Vec<K> = self.held.keys().filter(|k| !want.contains_key(k)).copied().collect();
@@ -59,6 +65,22 @@ struct MirroredLpm {
 }
 
 impl MirroredLpm {
+    /// Takes the tries' current kernel contents as the mirror (adoption).
+    fn adopt(&mut self) -> Result<(), DatapathError> {
+        self.held.clear();
+        for item in self.v4.iter() {
+            let (k, v) = item.map_err(|e| DatapathError::map("prefix", e))?;
+            let net = ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8).map_err(std::io::Error::other)?;
+            self.held.insert(IpNet::V4(net), v);
+        }
+        for item in self.v6.iter() {
+            let (k, v) = item.map_err(|e| DatapathError::map("prefix", e))?;
+            let net = ipnet::Ipv6Net::new(k.data().into(), k.prefix_len() as u8).map_err(std::io::Error::other)?;
+            self.held.insert(IpNet::V6(net), v);
+        }
+        Ok(())
+    }
+
     fn sync(&mut self, want: &StdHashMap<IpNet, u32>) -> Result<(), DatapathError> {
         let stale: Vec<IpNet> = self.held.keys().filter(|k| !want.contains_key(k)).copied().collect();
         for net in stale {
@@ -84,16 +106,18 @@ impl MirroredLpm {
     }
 }
 
-/// An array and the mirror of its kernel contents (created zeroed).
+/// An array and the mirror of its kernel contents (created zeroed). After
+/// adoption the contents are unknown until the first sync writes them all.
 struct MirroredArray<V: aya::Pod> {
     map: Array<MapData, V>,
     held: Vec<V>,
+    known: bool,
     name: &'static str,
 }
 
 impl<V: aya::Pod + PartialEq + Default> MirroredArray<V> {
     fn new(ebpf: &mut Ebpf, map: &str, name: &'static str) -> Result<Self, DatapathError> {
-        Ok(MirroredArray { map: take_map(ebpf, map)?, held: Vec::new(), name })
+        Ok(MirroredArray { map: take_map(ebpf, map)?, held: Vec::new(), known: true, name })
     }
 
     /// Writes `want` from index 0, leaving later entries as they are (the
@@ -103,11 +127,12 @@ impl<V: aya::Pod + PartialEq + Default> MirroredArray<V> {
             if self.held.len() <= i {
                 self.held.resize(i + 1, V::default());
             }
-            if self.held[i] != v {
+            if self.held[i] != v || !self.known {
                 self.map.set(i as u32, v, 0).map_err(|e| DatapathError::map(self.name, e))?;
                 self.held[i] = v;
             }
         }
+        self.known = true;
         Ok(())
     }
 }
@@ -153,6 +178,24 @@ impl SlotMaps {
             local: Mirrored::new(ebpf, &format!("EGV1_LOCAL_{n}"), "local")?,
             counters: take_map(ebpf, &format!("EGV1_COUNTERS_{n}"))?,
         })
+    }
+
+    /// Adopts a pinned slot: the mirrors take what the kernel holds, so the
+    /// next fill writes exactly the difference (arrays: everything once).
+    pub fn adopt(&mut self) -> Result<(), DatapathError> {
+        self.src.adopt()?;
+        self.dst.adopt()?;
+        self.sp.adopt()?;
+        self.xd.adopt()?;
+        self.names.adopt()?;
+        self.xw.adopt()?;
+        self.resolvers.adopt()?;
+        self.local.adopt()?;
+        for array in [&mut self.ports.known, &mut self.defaults.known] {
+            *array = false;
+        }
+        self.rules.known = false;
+        Ok(())
     }
 
     /// Brings every table of the slot to `pack`, with the gateway's own

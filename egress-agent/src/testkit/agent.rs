@@ -20,12 +20,18 @@ pub struct AgentProcess {
     gateway: String,
     pub flow_log: PathBuf,
     dir: PathBuf,
+    banner: String,
 }
 
 impl AgentProcess {
     /// Starts `binary run --policy POLICY --lan lan0` in the lab's gateway
     /// with metrics and a flow log, and waits until it enforces.
     pub fn start(lab: &Lab, binary: &Path, policy_yaml: &str) -> io::Result<Self> {
+        Self::start_with(lab, binary, policy_yaml, &[])
+    }
+
+    /// [`AgentProcess::start`] with extra `run` arguments (e.g. `--pin-dir`).
+    pub fn start_with(lab: &Lab, binary: &Path, policy_yaml: &str, extra: &[&str]) -> io::Result<Self> {
         let dir = std::env::temp_dir().join(format!("egress-lab-{}", lab.gateway.name));
         std::fs::create_dir_all(&dir)?;
         let policy = dir.join("pack.yaml");
@@ -40,6 +46,7 @@ impl AgentProcess {
             .arg(&policy)
             .args(["--lan", "lan0", "--metrics", METRICS_ADDR, "--flow-log"])
             .arg(&flow_log)
+            .args(extra)
             .stdout(Stdio::piped())
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .spawn()?;
@@ -51,15 +58,34 @@ impl AgentProcess {
                 let _ = tx.send(line);
             }
         });
-        let agent = AgentProcess { child, gateway: lab.gateway.name.clone(), flow_log, dir };
+        let mut agent = AgentProcess { child, gateway: lab.gateway.name.clone(), flow_log, dir, banner: String::new() };
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.contains("enforcing") => Ok(agent),
+            Ok(line) if line.contains("enforcing") => {
+                agent.banner = line;
+                Ok(agent)
+            }
             Ok(line) => Err(io::Error::other(format!("agent said: {line}"))),
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 Err(io::Error::other("the agent exited before enforcing (its error is on stderr)"))
             }
             Err(mpsc::RecvTimeoutError::Timeout) => Err(io::Error::other("agent did not start enforcing within 30 s")),
         }
+    }
+
+    /// Kills the agent with SIGKILL (a crash) and reaps it.
+    pub fn kill(mut self) -> io::Result<()> {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.child.wait()?;
+        cleanup::forget_pid(self.child.id());
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::mem::forget(self);
+        Ok(())
+    }
+
+    /// The first line the agent printed (its "enforcing" line).
+    pub fn banner(&self) -> &str {
+        &self.banner
     }
 
     /// Stops the agent with SIGTERM and returns its exit code.

@@ -1,0 +1,140 @@
+//! Pinning: every map and link of the datapath lives under
+//! `DIR/v{LAYOUT_VERSION}/` on a bpffs, so that the datapath keeps enforcing
+//! when the agent exits or crashes, and a new agent adopts it.
+//!
+//! ```text
+//! DIR/v1/EGV1_LIVE, DIR/v1/EGV1_SRC4_0, ...   maps, by name
+//! DIR/v1/links/tc_ingress@lan0, ...           links, by hook and interface
+//! ```
+//! A layout version in the path keeps an agent from reinterpreting maps of
+//! another layout.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+
+use egress_common::LAYOUT_VERSION;
+
+/// `statfs` magic of a bpffs.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// A prepared pin directory.
+#[derive(Debug, Clone)]
+pub struct PinDir {
+    root: PathBuf,
+}
+
+/// Which hook a link is.
+#[derive(Debug, Clone, Copy)]
+pub enum LinkKind {
+    TcIngress,
+    TcEgress,
+    Xdp,
+}
+
+impl LinkKind {
+    fn suffix(self) -> &'static str {
+        match self {
+            LinkKind::TcIngress => "tc_ingress",
+            LinkKind::TcEgress => "tc_egress",
+            LinkKind::Xdp => "xdp",
+        }
+    }
+}
+
+fn mkdir_private(path: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    // SAFETY: statfs fills the struct we own from a NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+impl PinDir {
+    /// Creates `root` (mode 0700) and mounts a bpffs on it unless it is on
+    /// one already.
+    pub fn prepare(root: &Path) -> io::Result<Self> {
+        mkdir_private(root)?;
+        if !is_bpffs(root)? {
+            let target = CString::new(root.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+            let (fs, opts) = (c"bpf", c"mode=0700");
+            // SAFETY: mount(2) with NUL-terminated strings we own.
+            if unsafe { libc::mount(fs.as_ptr(), target.as_ptr(), fs.as_ptr(), 0, opts.as_ptr().cast()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let dir = PinDir { root: root.to_path_buf() };
+        mkdir_private(&dir.links())?;
+        Ok(dir)
+    }
+
+    /// An existing pin directory, for `detach` (nothing is created).
+    pub fn existing(root: &Path) -> Self {
+        PinDir { root: root.to_path_buf() }
+    }
+
+    /// The directory of this layout version.
+    pub fn layout(&self) -> PathBuf {
+        self.root.join(format!("v{LAYOUT_VERSION}"))
+    }
+
+    fn links(&self) -> PathBuf {
+        self.layout().join("links")
+    }
+
+    /// Where map `name` is pinned.
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.layout().join(name)
+    }
+
+    /// Where the link of `kind` on `iface` is pinned. bpffs reserves dots
+    /// in names (EPERM), and interface names may have some (`eth0.100`).
+    pub fn link(&self, iface: &str, kind: LinkKind) -> PathBuf {
+        self.links().join(format!("{}@{}", kind.suffix(), iface.replace('.', "_")))
+    }
+
+    /// Whether a datapath of this layout is pinned here.
+    pub fn has_datapath(&self) -> bool {
+        self.map("EGV1_LIVE").exists()
+    }
+
+    /// Layout directories of other versions found here.
+    pub fn other_layouts(&self) -> Vec<PathBuf> {
+        let current = format!("v{LAYOUT_VERSION}");
+        std::fs::read_dir(&self.root)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('v') && n != current)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes every pin of this layout: links first (which detaches the
+    /// programs), then maps. Returns how many pins were removed.
+    pub fn remove_all(&self) -> io::Result<usize> {
+        let mut removed = 0;
+        for dir in [self.links(), self.layout()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.filter_map(Result::ok) {
+                if e.file_type().map(|t| !t.is_dir()).unwrap_or(false) {
+                    std::fs::remove_file(e.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(self.links());
+        let _ = std::fs::remove_dir(self.layout());
+        Ok(removed)
+    }
+}

@@ -1,0 +1,117 @@
+//! Enforcement survives the agent: with `--pin-dir`, a crash (SIGKILL) or a
+//! stop leaves the datapath enforcing, the next agent adopts it without
+//! detaching (same program), and `egress-agent detach` removes it all.
+
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use egress_agent::datapath::map_names;
+use egress_agent::testkit::agent::AgentProcess;
+use egress_agent::testkit::lab::Lab;
+use egress_agent::testkit::netns::within;
+
+const T: Duration = Duration::from_millis(1200);
+
+fn pack(also_permit: &str) -> String {
+    format!(
+        r#"
+version: 1
+mode: enforce
+smartgroups:
+  runtime: {{ cidrs: [10.10.1.0/24, "fd00:10:1::/64"] }}
+rules:
+  - {{ name: allow-web, priority: 10, source: runtime, destination: {{ cidrs: [203.0.113.10/32{also_permit}] }}, protocol: tcp, ports: [443], action: permit }}
+  - {{ name: default-deny, priority: 1000, source: runtime, destination: any, action: deny }}
+"#
+    )
+}
+
+/// A bpffs of the test's own (a `/sys/fs/bpf` would not survive
+/// `ip netns exec`, which remounts /sys); unmounted on drop.
+struct Bpffs(PathBuf);
+
+impl Bpffs {
+    fn new() -> Bpffs {
+        let dir = std::env::temp_dir().join(format!("egress-pins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("pin dir");
+        let target = CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: mount(2) with NUL-terminated strings.
+        let rc = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+        assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
+        Bpffs(dir)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let target = CString::new(self.0.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: umount2(2) of the mount made above.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
+/// The program id behind a pinned link, from bpftool.
+fn prog_id(link: &Path) -> u64 {
+    let out = Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(link).output().expect("bpftool");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("bpftool: {}", String::from_utf8_lossy(&out.stderr)));
+    v["prog_id"].as_u64().expect("prog_id")
+}
+
+#[test]
+fn the_datapath_outlives_the_agent_and_is_adopted() {
+    let pins = Bpffs::new();
+    let pin_dir = pins.0.to_string_lossy().into_owned();
+    let lab = Lab::new(&["203.0.113.10", "203.0.113.20", "2001:db8:1::20"]).expect("lab (run as root)");
+    for a in ["203.0.113.10:443", "203.0.113.20:443", "[2001:db8:1::20]:443"] {
+        lab.tcp_echo(sa(a)).expect("server");
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_egress-agent"));
+
+    let first = AgentProcess::start_with(&lab, bin, &pack(""), &["--pin-dir", &pin_dir]).expect("agent");
+    assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "permitted");
+    assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "denied");
+    let layout = pins.0.join(format!("v{}", egress_common::LAYOUT_VERSION));
+    for name in map_names() {
+        assert!(layout.join(&name).exists(), "map {name} pinned");
+    }
+    let ingress = layout.join("links/tc_ingress@lan0");
+    assert!(ingress.exists() && layout.join("links/tc_egress@lan0").exists(), "links pinned");
+    let program = prog_id(&ingress);
+
+    // An established flow, then a crash.
+    let target = sa("203.0.113.10:443");
+    let mut held = within(&lab.workload.name, move || TcpStream::connect_timeout(&target, T)).expect("netns").expect("connects");
+    held.set_read_timeout(Some(T)).expect("timeout");
+    first.kill().expect("SIGKILL");
+    held.write_all(b"after crash").expect("established flow keeps working");
+    let mut buf = [0u8; 11];
+    held.read_exact(&mut buf).expect("echo after the crash");
+    assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "still denied with no agent");
+    assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "still permitted with no agent");
+
+    // A new agent adopts the pinned datapath: same program, new pack.
+    let second = AgentProcess::start_with(&lab, bin, &pack(", 203.0.113.20/32"), &["--pin-dir", &pin_dir]).expect("agent");
+    assert!(second.banner().contains("adopted"), "says it adopted: {}", second.banner());
+    assert_eq!(prog_id(&ingress), program, "no re-attach: the same program keeps running");
+    assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "the adopting agent's pack is in force");
+    held.write_all(b"after adopt").expect("established flow survives the adoption");
+
+    // A stop leaves it enforcing too.
+    assert_eq!(second.stop().expect("stop"), Some(0));
+    assert!(!lab.tcp_exchange(None, sa("[2001:db8:1::20]:443"), T).unwrap(), "still enforcing after a stop");
+
+    // detach removes everything: traffic is no longer judged.
+    let out = Command::new(bin).args(["detach", "--pin-dir", &pin_dir]).output().expect("detach");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!layout.exists(), "pins removed");
+    assert!(lab.tcp_exchange(None, sa("[2001:db8:1::20]:443"), T).unwrap(), "detached: no longer judged");
+}
