@@ -8,3 +8,4 @@ pub mod flowlog;
 pub mod learned;
 pub mod metrics;
 pub mod run;
+pub mod watch;

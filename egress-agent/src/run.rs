@@ -110,6 +110,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tasks.push(tokio::spawn(flow_log_task(dp.clone(), events, log)));
     }
 
+    {
+        let (dp, path, stats) = (dp.clone(), opts.policy.clone(), stats.clone());
+        tasks.push(tokio::spawn(crate::watch::watch(opts.policy.clone(), move || {
+            let (dp, path, stats) = (dp.clone(), path.clone(), stats.clone());
+            info!(policy = %path.display(), "policy changed on disk");
+            tokio::spawn(async move { reload(&dp, &path, &stats).await })
+        })));
+    }
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

@@ -36,6 +36,13 @@ impl AgentProcess {
         std::fs::create_dir_all(&dir)?;
         let policy = dir.join("pack.yaml");
         std::fs::write(&policy, policy_yaml)?;
+        Self::start_at(lab, binary, &policy, extra)
+    }
+
+    /// Starts the agent on a policy file or directory the caller manages.
+    pub fn start_at(lab: &Lab, binary: &Path, policy: &Path, extra: &[&str]) -> io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("egress-lab-{}", lab.gateway.name));
+        std::fs::create_dir_all(&dir)?;
         let flow_log = dir.join("flows.jsonl");
         let _ = std::fs::remove_file(&flow_log);
         let mut child = cleanup::unblocked("ip")
@@ -43,7 +50,7 @@ impl AgentProcess {
             .arg(binary)
             .arg("run")
             .arg("--policy")
-            .arg(&policy)
+            .arg(policy)
             .args(["--lan", "lan0", "--metrics", METRICS_ADDR, "--flow-log"])
             .arg(&flow_log)
             .args(extra)
