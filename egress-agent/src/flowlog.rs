@@ -146,7 +146,7 @@ mod tests {
         let rule = CompiledRule {
             name: "allow-web".into(),
             priority: 10,
-            info: RuleInfo { action: ACTION_PERMIT, mode: MODE_ENFORCE, log: 1, _pad: 0, priority: 10 },
+            info: RuleInfo { action: ACTION_PERMIT, mode: MODE_ENFORCE, log: 1, _pad: 0, counter: 0 },
         };
         let rec = record(&ev, Some(&rule), "lan0".into(), SystemTime::UNIX_EPOCH);
         let json: serde_json::Value = serde_json::to_value(&rec).expect("json");

@@ -7,5 +7,6 @@ pub mod testkit;
 pub mod flowlog;
 pub mod learned;
 pub mod metrics;
+pub mod reload;
 pub mod run;
 pub mod watch;

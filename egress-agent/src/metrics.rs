@@ -10,6 +10,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -18,12 +19,36 @@ use crate::datapath::Datapath;
 use egress_common::{DnsStat, Reason, Verdict};
 
 /// Counters the agent keeps itself.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AgentStats {
     /// Policy reloads installed.
     pub reloads_ok: AtomicU64,
     /// Policy reloads rejected (parse, validate, compile or load errors).
     pub reloads_failed: AtomicU64,
+    /// Seconds from reading the policy to the new pack enforced, per reload.
+    pub swap_seconds: Histogram,
+}
+
+/// Buckets of the swap latency histogram: 1 ms to about 2 s.
+fn swap_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 12)
+}
+
+impl Default for AgentStats {
+    fn default() -> Self {
+        AgentStats {
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            swap_seconds: Histogram::new(swap_buckets()),
+        }
+    }
+}
+
+impl AgentStats {
+    /// Records one installed reload's latency.
+    pub fn record_swap(&self, took: std::time::Duration) {
+        self.swap_seconds.observe(took.as_secs_f64());
+    }
 }
 
 /// Reads the datapath's counters on every scrape.
@@ -117,6 +142,12 @@ impl Collector for DatapathCollector {
 /// The registry with the datapath collector.
 pub fn registry(dp: Arc<Mutex<Datapath>>, stats: Arc<AgentStats>) -> Registry {
     let mut reg = Registry::default();
+    reg.register_with_unit(
+        "egress_policy_swap",
+        "Time from reading the policy to the new pack enforced, per installed reload.",
+        prometheus_client::registry::Unit::Seconds,
+        stats.swap_seconds.clone(),
+    );
     reg.register_collector(Box::new(DatapathCollector { dp, stats }));
     reg
 }

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 use crate::datapath::{Datapath, Hook, local::local_addresses, pin::PinDir};
 use crate::flowlog::{FlowLog, iface_name, ktime_to_wall, record};
 use crate::metrics::AgentStats;
-use crate::policy::{self, compile::compile_stable, model::Pack};
+use crate::reload::install_from;
 
 /// Options of `run`.
 #[derive(Debug, Clone)]
@@ -34,26 +34,19 @@ pub struct RunOptions {
 /// How often the gateway's own addresses are re-read.
 const LOCAL_ADDR_REFRESH: Duration = Duration::from_secs(5);
 
-/// Loads, validates and compiles the pack at `path`, and installs it,
-/// keeping the WebGroup bits of the live pack.
-fn install_from(dp: &Mutex<Datapath>, path: &std::path::Path) -> Result<(Pack, u32)> {
-    let pack = policy::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut dp = dp.lock().map_err(|_| anyhow::anyhow!("datapath lock poisoned"))?;
-    let previous = dp.live_pack().map(|p| p.webgroup_bits.clone()).unwrap_or_default();
-    let compiled = compile_stable(&pack, &previous).with_context(|| format!("{}", path.display()))?;
-    let addrs = local_addresses().context("reading the gateway's addresses")?;
-    dp.set_local_addresses(&addrs)?;
-    let generation = dp.install(&compiled)?;
-    Ok((pack, generation))
-}
-
 /// Reloads on SIGHUP off the async workers; counts the outcome.
 async fn reload(dp: &Arc<Mutex<Datapath>>, path: &std::path::Path, stats: &AgentStats) {
     let (dp, path) = (dp.clone(), path.to_path_buf());
     match tokio::task::spawn_blocking(move || install_from(&dp, &path)).await {
-        Ok(Ok((new, generation))) => {
+        Ok(Ok(done)) => {
             stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
-            info!(generation, rules = new.rules.len(), "pack reloaded");
+            stats.record_swap(done.timings.total());
+            info!(
+                generation = done.generation,
+                rules = done.pack.rules.len(),
+                ms = done.timings.total().as_secs_f64() * 1e3,
+                "pack reloaded"
+            );
         }
         Ok(Err(e)) => {
             stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
@@ -87,7 +80,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     let dp = Arc::new(Mutex::new(datapath));
     let stats = Arc::new(AgentStats::default());
-    let (pack, generation) = install_from(&dp, &opts.policy)?;
+    let first = install_from(&dp, &opts.policy)?;
+    let (pack, generation) = (first.pack, first.generation);
     info!(generation, rules = pack.rules.len(), policy = %opts.policy.display(), "pack installed");
     {
         let mut guard = dp.lock().map_err(|_| anyhow::anyhow!("datapath lock poisoned"))?;

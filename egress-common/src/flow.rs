@@ -24,8 +24,9 @@ crate::assert_size!(FlowKey, 40);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
     pub generation: u32,
-    /// Rule index in the pack of that generation.
-    pub rule: u32,
+    /// Counter of the deciding rule ([`crate::RuleInfo::counter`]) in the
+    /// pack of that generation.
+    pub counter: u32,
     /// A [`crate::Verdict`] code.
     pub verdict: u8,
     pub _pad: [u8; 7],

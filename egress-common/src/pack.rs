@@ -60,8 +60,10 @@ pub struct RuleInfo {
     /// 1 when the rule writes a flow-log record for new flows.
     pub log: u8,
     pub _pad: u8,
-    /// The rule's priority (informational; the index already orders rules).
-    pub priority: u32,
+    /// The rule's cell in the slot's counters (`counter * VERDICTS +
+    /// verdict`). The agent keeps one counter per rule name across packs,
+    /// so installing a pack never has to move or zero counters.
+    pub counter: u32,
 }
 crate::assert_size!(RuleInfo, 8);
 

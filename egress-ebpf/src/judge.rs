@@ -296,8 +296,8 @@ fn verdict_of(rule: &RuleInfo) -> Verdict {
 }
 
 #[inline(always)]
-fn count_rule(slot: &Slot, rule: u32, verdict: Verdict, len: u32, new_flow: bool) {
-    let idx = rule.wrapping_mul(VERDICTS).wrapping_add(verdict as u32);
+fn count_rule(slot: &Slot, counter: u32, verdict: Verdict, len: u32, new_flow: bool) {
+    let idx = counter.wrapping_mul(VERDICTS).wrapping_add(verdict as u32);
     if let Some(cell) = slot.counters.get_ptr_mut(idx) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe {
@@ -352,7 +352,7 @@ fn judge_ip(
                 let v = unsafe { *v };
                 let verdict = Verdict::from_code_fast(v.verdict);
                 count_reason(Reason::FragmentFollowed);
-                count_rule(slot, v.rule, verdict, len, false);
+                count_rule(slot, v.counter, verdict, len, false);
                 action_of(verdict)
             }
             _ => unjudgeable(slot, meta, pkt, Reason::FragmentUnseen),
@@ -373,7 +373,7 @@ fn judge_ip(
         if v.generation == generation {
             let verdict = Verdict::from_code_fast(v.verdict);
             count_reason(Reason::FlowCache);
-            count_rule(slot, v.rule, verdict, len, false);
+            count_rule(slot, v.counter, verdict, len, false);
             if pkt.frag == FRAG_FIRST {
                 let _ = EGV1_FRAGS.insert(&frag_key, &v, 0);
             }
@@ -391,8 +391,8 @@ fn judge_ip(
     };
     let verdict = verdict_of(rule);
     count_reason(Reason::Rule);
-    count_rule(slot, rule_idx, verdict, len, true);
-    let value = FlowValue { generation, rule: rule_idx, verdict: verdict as u8, _pad: [0; 7] };
+    count_rule(slot, rule.counter, verdict, len, true);
+    let value = FlowValue { generation, counter: rule.counter, verdict: verdict as u8, _pad: [0; 7] };
     if meta.flags & SLOT_FLAG_NO_FLOW_CACHE == 0 {
         let _ = EGV1_FLOWS.insert(&key, &value, 0);
     }

@@ -19,6 +19,9 @@ use egress_common::{
 
 /// Flag: allocate hash entries on demand (large, mostly sparse tables).
 const NO_PREALLOC: u32 = 1;
+/// `BPF_F_MMAPABLE`: the agent writes these arrays through a shared
+/// mapping (one copy of 512 KiB instead of 131,074 syscalls per install).
+const MMAPABLE: u32 = 1 << 10;
 
 /// `[0]`: the live slot and its generation.
 #[map]
@@ -113,7 +116,7 @@ macro_rules! slot_maps {
         pub static $dst6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
         /// Protocol and destination port (see `PORT_INDEX_*`) → port class.
         #[map]
-        pub static $ports: Array<u32> = Array::with_max_entries(PORT_INDEX_SLOTS, 0);
+        pub static $ports: Array<u32> = Array::with_max_entries(PORT_INDEX_SLOTS, MMAPABLE);
         /// (source class, port class) → combined class `x`.
         #[map]
         pub static $sp: HashMap<SpKey, u32> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
@@ -123,11 +126,12 @@ macro_rules! slot_maps {
         /// x → rule index of its first `any`-destination rule, `implicit-deny`,
         /// or `DECISION_UNCOVERED`.
         #[map]
-        pub static $defaults: Array<u32> = Array::with_max_entries(MAX_X_CLASSES, 0);
-        /// Rule index → action, mode, log.
+        pub static $defaults: Array<u32> = Array::with_max_entries(MAX_X_CLASSES, MMAPABLE);
+        /// Rule index → action, mode, log and counter index.
         #[map]
-        pub static $rules: Array<RuleInfo> = Array::with_max_entries(MAX_RULES, 0);
-        /// `rule * VERDICTS + verdict` → packets, bytes, flows (per CPU).
+        pub static $rules: Array<RuleInfo> = Array::with_max_entries(MAX_RULES, MMAPABLE);
+        /// `counter * VERDICTS + verdict` → packets, bytes, flows (per CPU);
+        /// `counter` is the rule's lasting [`RuleInfo::counter`].
         #[map]
         pub static $counters: PerCpuArray<RuleCounter> =
             PerCpuArray::with_max_entries(MAX_RULES * VERDICTS, 0);

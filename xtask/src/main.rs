@@ -32,8 +32,11 @@ enum Cmd {
     },
     /// Benchmarks; writes JSON under target/bench/.
     Bench {
-        /// Which benchmark: `classifier` or `dns`.
+        /// Which benchmark: `classifier`, `dns` or `swap`.
         which: String,
+        /// Options of the benchmark (e.g. `--quick`; `--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Build, create the lab, send permitted and forbidden traffic, show the decisions.
     Demo,
@@ -46,16 +49,17 @@ fn main() -> Result<()> {
             setup::run()?;
             cargo(&["test", "--workspace", "--no-fail-fast"], &args)
         }
-        Cmd::Bench { which } => {
+        Cmd::Bench { which, args } => {
+            let example = match which.as_str() {
+                "classifier" => "bench_classifier",
+                "dns" => "bench_dns",
+                "swap" => "bench_swap",
+                other => bail!("unknown benchmark `{other}` (known: classifier, dns, swap)"),
+            };
             setup::run()?;
-            match which.as_str() {
-                "classifier" => cargo(
-                    &["run", "--release", "-p", "egress-agent", "--example", "bench_classifier"],
-                    &[],
-                ),
-                "dns" => cargo(&["run", "--release", "-p", "egress-agent", "--example", "bench_dns"], &[]),
-                other => bail!("unknown benchmark `{other}` (known: classifier, dns)"),
-            }
+            let mut extra = vec!["--".to_string()];
+            extra.extend(args);
+            cargo(&["run", "--release", "-p", "egress-agent", "--example", example], &extra)
         }
         Cmd::Demo => {
             setup::run()?;

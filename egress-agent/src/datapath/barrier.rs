@@ -97,3 +97,35 @@ impl RcuBarrier {
         Ok(())
     }
 }
+
+/// A grace period being waited for on a thread of its own, so that a swap
+/// returns as soon as the new pack is live; the next swap finishes it
+/// before it writes the slot that went idle.
+pub enum PendingBarrier {
+    /// Being waited for on this thread.
+    Waiting(std::thread::JoinHandle<io::Result<()>>),
+    /// Not waited for at all yet (no thread could be started, or the wait
+    /// failed): [`PendingBarrier::finish`] fails and the caller waits itself.
+    Owed,
+}
+
+impl RcuBarrier {
+    /// Starts waiting for a grace period in the background.
+    pub fn start(self: &std::sync::Arc<Self>) -> io::Result<PendingBarrier> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("egress-rcu-barrier".into())
+            .spawn(move || me.wait())
+            .map(PendingBarrier::Waiting)
+    }
+}
+
+impl PendingBarrier {
+    /// Returns once the grace period has passed.
+    pub fn finish(self) -> io::Result<()> {
+        match self {
+            PendingBarrier::Waiting(t) => t.join().map_err(|_| io::Error::other("the barrier thread panicked"))?,
+            PendingBarrier::Owed => Err(io::Error::other("no grace period was waited for yet")),
+        }
+    }
+}

@@ -8,11 +8,13 @@
 //! refilled.
 
 mod barrier;
+mod mapped;
+pub mod counters;
 pub mod local;
 pub mod pin;
 mod slot;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use aya::maps::{Array, MapData, RingBuf};
@@ -25,7 +27,8 @@ use egress_common::{
 
 use crate::policy::compile::{CompiledPack, CompiledRule};
 use crate::policy::model::Mode;
-use barrier::RcuBarrier;
+use barrier::{PendingBarrier, RcuBarrier};
+use counters::CounterIds;
 use pin::{LinkKind, PinDir};
 use slot::SlotMaps;
 
@@ -78,6 +81,8 @@ pub enum DatapathError {
     Program { name: String, source: aya::programs::ProgramError },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    CountersFull(#[from] counters::CountersFull),
 }
 
 impl DatapathError {
@@ -111,11 +116,15 @@ pub struct Datapath {
     /// Generation of the pack in each slot.
     installed_gen: [u32; 2],
     state: LiveState,
-    barrier: RcuBarrier,
-    /// A flip whose grace period was not yet waited for.
-    barrier_pending: bool,
-    /// Counters of packs no longer live, by rule name.
+    barrier: std::sync::Arc<RcuBarrier>,
+    /// The grace period after the last flip, when not yet waited for.
+    barrier_pending: Option<PendingBarrier>,
+    /// Counts of rule names whose counter was reclaimed.
     retired: RuleTotals,
+    /// The lasting counter index of each rule name.
+    counter_ids: CounterIds,
+    /// Counter indexes each slot's pack counts into.
+    slot_counters: [HashSet<u32>; 2],
     /// Whether packs installed from now on use the flow cache.
     flow_cache: bool,
     /// The gateway's own addresses.
@@ -210,9 +219,11 @@ impl Datapath {
             installed: [None, None],
             installed_gen: [0, 0],
             state: LiveState::default(),
-            barrier: RcuBarrier::new()?,
-            barrier_pending: false,
+            barrier: std::sync::Arc::new(RcuBarrier::new()?),
+            barrier_pending: None,
             retired: RuleTotals::new(),
+            counter_ids: CounterIds::new(egress_common::MAX_RULES),
+            slot_counters: [HashSet::new(), HashSet::new()],
             flow_cache: true,
             local: BTreeSet::new(),
             pins,
@@ -226,31 +237,64 @@ impl Datapath {
 
     /// Takes over a pinned datapath's state: the live slot and generation,
     /// what each slot holds. Counters of the packs installed before are
-    /// zeroed (their rule names are not known to this agent).
+    /// zeroed and left unnamed (this agent does not know their rule names);
+    /// new rule names get other counters.
     fn adopt(&mut self) -> Result<(), DatapathError> {
         self.state = self.live.get(&0, 0).map_err(|e| DatapathError::map("EGV1_LIVE", e))?;
         for slot in 0..2 {
             let meta = self.meta.get(&(slot as u32), 0).map_err(|e| DatapathError::map("EGV1_SLOT_META", e))?;
             self.slots[slot].adopt()?;
-            if meta.generation != 0 {
-                self.slots[slot].zero_counters(meta.implicit_rule as usize + 1)?;
+            if meta.generation == 0 {
+                continue;
             }
+            let used: HashSet<u32> = self.slots[slot]
+                .rule_infos(meta.implicit_rule as usize + 1)?
+                .iter()
+                .map(|r| r.counter)
+                .filter(|&c| c < egress_common::MAX_RULES)
+                .collect();
+            for &c in &used {
+                self.slots[0].zero_counter(c)?;
+                self.slots[1].zero_counter(c)?;
+            }
+            self.counter_ids.skip_to(used.iter().max().map_or(0, |m| m + 1));
+            self.slot_counters[slot] = used;
         }
         Ok(())
+    }
+
+    /// Gives every rule of `pack` its lasting counter. Counters taken back
+    /// for reuse are folded into the retired totals and zeroed first.
+    fn with_counters(&mut self, pack: &CompiledPack, idle: usize) -> Result<CompiledPack, DatapathError> {
+        let names: Vec<&str> = pack.rules.iter().map(|r| r.name.as_str()).collect();
+        let live = &self.slot_counters[1 - idle];
+        let (ids, reclaimed) = self.counter_ids.assign(&names, live)?;
+        for r in reclaimed {
+            let mut cells = [RuleCounter::default(); 3];
+            for slot in &mut self.slots {
+                add_counts(&mut cells, slot.read_counter(r.index)?);
+                slot.zero_counter(r.index)?;
+            }
+            if let Some(name) = r.name {
+                add_counts(self.retired.entry(name).or_insert([RuleCounter::default(); 3]), cells);
+            }
+        }
+        let mut out = pack.clone();
+        for (rule, id) in out.rules.iter_mut().zip(&ids) {
+            rule.info.counter = *id;
+        }
+        self.slot_counters[idle] = ids.into_iter().collect();
+        Ok(out)
     }
 
     /// Installs `pack` atomically and returns its generation. On error the
     /// live pack is unchanged.
     pub fn install(&mut self, pack: &CompiledPack) -> Result<u32, DatapathError> {
-        if self.barrier_pending {
-            self.barrier.wait()?;
-            self.barrier_pending = false;
-        }
+        self.wait_for_idle_slot()?;
         let idle = (1 - self.state.slot) as usize;
-        if let Some(old) = self.installed[idle].take() {
-            self.retire_counters(idle, &old)?;
-        }
+        self.installed[idle] = None;
         self.installed_gen[idle] = 0;
+        let pack = &self.with_counters(pack, idle)?;
         self.slots[idle].fill(pack, &self.local)?;
         self.write_webgroup_names(pack)?;
         let generation = self.state.generation.wrapping_add(1).max(1);
@@ -279,14 +323,25 @@ impl Datapath {
         self.state = state;
         self.installed[idle] = Some(pack.clone());
         self.installed_gen[idle] = generation;
-        // Once the barrier returns, no packet reads the other slot. If it
-        // fails, the new pack is live all the same; the wait is retried
-        // before that slot is written again.
-        self.barrier_pending = true;
-        if self.barrier.wait().is_ok() {
-            self.barrier_pending = false;
-        }
+        // The pack is enforced. Once a grace period has passed no packet
+        // reads the other slot any more; it is waited for in the background
+        // and finished before that slot is written again.
+        // (No thread: it is waited for then, in this thread.)
+        self.barrier_pending = Some(self.barrier.start().unwrap_or(PendingBarrier::Owed));
         Ok(generation)
+    }
+
+    /// Returns once no packet can still be reading the idle slot.
+    fn wait_for_idle_slot(&mut self) -> Result<(), DatapathError> {
+        if let Some(pending) = self.barrier_pending.take() {
+            if pending.finish().is_err() {
+                // Still owed if this fails too: the next install retries.
+                self.barrier_pending = Some(PendingBarrier::Owed);
+                self.barrier.wait()?;
+                self.barrier_pending = None;
+            }
+        }
+        Ok(())
     }
 
     /// Names the pack's WebGroup bits in `EGV1_WEBGROUPS` (bits are stable
@@ -301,14 +356,6 @@ impl Datapath {
             names.set(*bit, text, 0).map_err(|e| DatapathError::map("EGV1_WEBGROUPS", e))?;
         }
         Ok(())
-    }
-
-    fn retire_counters(&mut self, slot: usize, pack: &CompiledPack) -> Result<(), DatapathError> {
-        let counts = self.slots[slot].read_counters(pack.rules.len())?;
-        for (rule, cells) in pack.rules.iter().zip(counts) {
-            add_counts(self.retired.entry(rule.name.clone()).or_insert([RuleCounter::default(); 3]), cells);
-        }
-        self.slots[slot].zero_counters(pack.rules.len())
     }
 
     /// Benchmarks only: with `false`, packs installed afterwards decide every
@@ -352,11 +399,10 @@ impl Datapath {
     /// Per-rule totals by name, over every pack installed so far.
     pub fn rule_totals(&self) -> Result<RuleTotals, DatapathError> {
         let mut totals = self.retired.clone();
-        for (slot, pack) in self.installed.iter().enumerate() {
-            let Some(pack) = pack else { continue };
-            let counts = self.slots[slot].read_counters(pack.rules.len())?;
-            for (rule, cells) in pack.rules.iter().zip(counts) {
-                add_counts(totals.entry(rule.name.clone()).or_insert([RuleCounter::default(); 3]), cells);
+        for (name, index) in self.counter_ids.named() {
+            let total = totals.entry(name.to_string()).or_insert([RuleCounter::default(); 3]);
+            for slot in &self.slots {
+                add_counts(total, slot.read_counter(index)?);
             }
         }
         Ok(totals)

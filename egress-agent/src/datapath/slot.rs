@@ -19,6 +19,7 @@ use egress_common::{NameKey, RuleCounter, RuleInfo, SpKey, VERDICTS, XdKey, XwKe
 use ipnet::IpNet;
 
 use super::local::addr_key;
+use super::mapped::MappedArray;
 use super::{DatapathError, take_map};
 use crate::policy::compile::CompiledPack;
 
@@ -106,33 +107,33 @@ impl MirroredLpm {
     }
 }
 
-/// An array and the mirror of its kernel contents (created zeroed). After
-/// adoption the contents are unknown until the first sync writes them all.
-struct MirroredArray<V: aya::Pod> {
+/// An array written through a shared mapping of its values: reading the
+/// kernel's contents is as cheap as a mirror, so none is kept (and nothing
+/// needs re-learning after adoption).
+struct MappedSlotArray<V: aya::Pod> {
     map: Array<MapData, V>,
-    held: Vec<V>,
-    known: bool,
+    mem: MappedArray<V>,
     name: &'static str,
 }
 
-impl<V: aya::Pod + PartialEq + Default> MirroredArray<V> {
+impl<V: aya::Pod + PartialEq> MappedSlotArray<V> {
     fn new(ebpf: &mut Ebpf, map: &str, name: &'static str) -> Result<Self, DatapathError> {
-        Ok(MirroredArray { map: take_map(ebpf, map)?, held: Vec::new(), known: true, name })
+        use std::os::fd::AsFd as _;
+        let array: Array<MapData, V> = take_map(ebpf, map)?;
+        use aya::maps::IterableMap as _;
+        let mem = MappedArray::new(array.map().fd().as_fd(), array.len())?;
+        Ok(MappedSlotArray { map: array, mem, name })
     }
 
     /// Writes `want` from index 0, leaving later entries as they are (the
     /// pack never reads past what it wrote).
     fn sync(&mut self, want: impl IntoIterator<Item = V>) -> Result<(), DatapathError> {
         for (i, v) in want.into_iter().enumerate() {
-            if self.held.len() <= i {
-                self.held.resize(i + 1, V::default());
-            }
-            if self.held[i] != v || !self.known {
-                self.map.set(i as u32, v, 0).map_err(|e| DatapathError::map(self.name, e))?;
-                self.held[i] = v;
+            if self.mem.get(i as u32) != Some(v) && !self.mem.set(i as u32, v) {
+                let e = std::io::Error::other(format!("{}: index {i} is past the end of the array", self.name));
+                return Err(DatapathError::Io(e));
             }
         }
-        self.known = true;
         Ok(())
     }
 }
@@ -141,11 +142,11 @@ impl<V: aya::Pod + PartialEq + Default> MirroredArray<V> {
 pub struct SlotMaps {
     src: MirroredLpm,
     dst: MirroredLpm,
-    ports: MirroredArray<u32>,
+    ports: MappedSlotArray<u32>,
     sp: Mirrored<SpKey, u32>,
     xd: Mirrored<XdKey, u32>,
-    defaults: MirroredArray<u32>,
-    rules: MirroredArray<RuleInfo>,
+    defaults: MappedSlotArray<u32>,
+    rules: MappedSlotArray<RuleInfo>,
     names: Mirrored<NameKey, u64>,
     xw: Mirrored<XwKey, u32>,
     resolvers: Mirrored<[u8; 16], u8>,
@@ -167,11 +168,11 @@ impl SlotMaps {
                 v6: take_map(ebpf, &format!("EGV1_DST6_{n}"))?,
                 held: StdHashMap::new(),
             },
-            ports: MirroredArray::new(ebpf, &format!("EGV1_PORTS_{n}"), "ports")?,
+            ports: MappedSlotArray::new(ebpf, &format!("EGV1_PORTS_{n}"), "ports")?,
             sp: Mirrored::new(ebpf, &format!("EGV1_SP_{n}"), "sp")?,
             xd: Mirrored::new(ebpf, &format!("EGV1_XD_{n}"), "xd")?,
-            defaults: MirroredArray::new(ebpf, &format!("EGV1_DEFAULTS_{n}"), "defaults")?,
-            rules: MirroredArray::new(ebpf, &format!("EGV1_RULES_{n}"), "rules")?,
+            defaults: MappedSlotArray::new(ebpf, &format!("EGV1_DEFAULTS_{n}"), "defaults")?,
+            rules: MappedSlotArray::new(ebpf, &format!("EGV1_RULES_{n}"), "rules")?,
             names: Mirrored::new(ebpf, &format!("EGV1_NAMES_{n}"), "names")?,
             xw: Mirrored::new(ebpf, &format!("EGV1_XW_{n}"), "xw")?,
             resolvers: Mirrored::new(ebpf, &format!("EGV1_RESOLV_{n}"), "resolvers")?,
@@ -181,7 +182,7 @@ impl SlotMaps {
     }
 
     /// Adopts a pinned slot: the mirrors take what the kernel holds, so the
-    /// next fill writes exactly the difference (arrays: everything once).
+    /// next fill writes exactly the difference.
     pub fn adopt(&mut self) -> Result<(), DatapathError> {
         self.src.adopt()?;
         self.dst.adopt()?;
@@ -191,10 +192,6 @@ impl SlotMaps {
         self.xw.adopt()?;
         self.resolvers.adopt()?;
         self.local.adopt()?;
-        for array in [&mut self.ports.known, &mut self.defaults.known] {
-            *array = false;
-        }
-        self.rules.known = false;
         Ok(())
     }
 
@@ -221,22 +218,24 @@ impl SlotMaps {
         self.local.sync(&want)
     }
 
-    /// Reads the per-rule counters of `rules` rules, summed over CPUs:
-    /// `result[rule][verdict]`.
-    pub fn read_counters(&self, rules: usize) -> Result<Vec<[RuleCounter; 3]>, DatapathError> {
-        let mut out = vec![[RuleCounter::default(); 3]; rules];
-        for (rule, cells) in out.iter_mut().enumerate() {
-            for (verdict, cell) in cells.iter_mut().enumerate() {
-                let idx = rule as u32 * VERDICTS + verdict as u32;
-                let values = self.counters.get(&idx, 0).map_err(|e| DatapathError::map("counters", e))?;
-                for v in values.iter() {
-                    cell.packets += v.packets;
-                    cell.bytes += v.bytes;
-                    cell.flows += v.flows;
-                }
+    /// Reads the cells of counter `index`, summed over CPUs, by verdict.
+    pub fn read_counter(&self, index: u32) -> Result<[RuleCounter; 3], DatapathError> {
+        let mut cells = [RuleCounter::default(); 3];
+        for (verdict, cell) in cells.iter_mut().enumerate() {
+            let idx = index * VERDICTS + verdict as u32;
+            let values = self.counters.get(&idx, 0).map_err(|e| DatapathError::map("counters", e))?;
+            for v in values.iter() {
+                cell.packets += v.packets;
+                cell.bytes += v.bytes;
+                cell.flows += v.flows;
             }
         }
-        Ok(out)
+        Ok(cells)
+    }
+
+    /// The first `n` entries of the rule table as the kernel holds them.
+    pub fn rule_infos(&self, n: usize) -> Result<Vec<RuleInfo>, DatapathError> {
+        Ok((0..n as u32).map_while(|i| self.rules.mem.get(i)).collect())
     }
 
     /// Kernel memory of each of the slot's maps, from `memlock:` in
@@ -264,10 +263,10 @@ impl SlotMaps {
         maps.into_iter().map(|(name, map)| Ok((name, fdinfo_memlock(map)?))).collect()
     }
 
-    /// Zeroes the counters of the first `rules` rules.
-    pub fn zero_counters(&mut self, rules: usize) -> Result<(), DatapathError> {
+    /// Zeroes the cells of counter `index`.
+    pub fn zero_counter(&mut self, index: u32) -> Result<(), DatapathError> {
         let cpus = nr_cpus().map_err(|(_, e)| DatapathError::Io(e))?;
-        for idx in 0..(rules as u32 * VERDICTS) {
+        for idx in index * VERDICTS..(index + 1) * VERDICTS {
             let zero = PerCpuValues::try_from(vec![RuleCounter::default(); cpus])
                 .map_err(|e| DatapathError::Io(std::io::Error::other(e)))?;
             self.counters.set(idx, zero, 0).map_err(|e| DatapathError::map("counters", e))?;

@@ -300,7 +300,8 @@ pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Res
     let mut rules: Vec<CompiledRule> = pack
         .rules
         .iter()
-        .map(|r| CompiledRule {
+        .enumerate()
+        .map(|(i, r)| CompiledRule {
             name: r.name.clone(),
             priority: r.priority as u32,
             info: RuleInfo {
@@ -308,14 +309,16 @@ pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Res
                 mode: mode_code(r.mode),
                 log: r.log as u8,
                 _pad: 0,
-                priority: r.priority as u32,
+                // The rule's index; the datapath gives each rule name its
+                // own lasting counter when it installs the pack.
+                counter: i as u32,
             },
         })
         .collect();
     rules.push(CompiledRule {
         name: IMPLICIT_DENY.to_string(),
         priority: u32::MAX,
-        info: RuleInfo { action: ACTION_DENY, mode: mode_code(pack.mode), log: 1, _pad: 0, priority: u32::MAX },
+        info: RuleInfo { action: ACTION_DENY, mode: mode_code(pack.mode), log: 1, _pad: 0, counter: implicit },
     });
 
     // Sources.

@@ -145,3 +145,33 @@ fn read(path: &Path, shown: &str) -> Result<String, PolicyError> {
 fn one(e: PolicyError) -> PolicyErrors {
     PolicyErrors(vec![e])
 }
+
+#[cfg(test)]
+mod timing_probe {
+    #[test]
+    #[ignore]
+    fn where_load_time_goes() {
+        use crate::testkit::{pack_yaml::to_yaml, synth};
+        let pack = synth::with_webgroups(synth::realistic_pack(10_000, 1), 10_000, 1);
+        let text = to_yaml(&pack);
+        let t = std::time::Instant::now();
+        let root = super::yaml::parse(&text).unwrap();
+        let t1 = t.elapsed();
+        let mut d = super::Diag::new("x");
+        let frag = super::parse::fragment(&mut d, &root);
+        let t2 = t.elapsed();
+        let mut errors = Vec::new();
+        let _ = super::merge("x", vec![frag], &mut errors);
+        let t3 = t.elapsed();
+        eprintln!("bytes {} yaml {t1:?} fragment {:?} merge {:?}", text.len(), t2 - t1, t3 - t2);
+        use granit_parser::{Parser, ParserTrait};
+        let t = std::time::Instant::now();
+        let mut p = Parser::new_from_str(&text);
+        let mut n = 0;
+        while let Some(ev) = p.next_event() {
+            ev.unwrap();
+            n += 1;
+        }
+        eprintln!("granit events {n} in {:?}", t.elapsed());
+    }
+}

@@ -20,6 +20,8 @@ mod yaml;
 pub use error::{PolicyError, PolicyErrors};
 pub use load::{is_policy_file_name, load, load_sources};
 pub use summary::summary;
+#[cfg(test)]
+pub(crate) use fields::merge_ranges;
 
 mod bitset;
 pub mod compile;

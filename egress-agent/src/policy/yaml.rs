@@ -114,6 +114,10 @@ pub(crate) struct SyntaxError {
     pub message: String,
 }
 
+/// Most YAML nodes one policy file may hold: room for well over 100,000
+/// rules, and still a bound on what a hostile file can make us allocate.
+const MAX_NODES: usize = 5_000_000;
+
 /// Parses one YAML document. An empty document (or one with only comments)
 /// is `Kind::Null`.
 pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
@@ -121,6 +125,8 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
         strict_booleans: true,
         with_snippet: false,
+        // The defaults (250,000 nodes) stop short of a 10,000-rule pack.
+        budget: serde_saphyr::budget! { max_nodes: MAX_NODES, max_events: 2 * MAX_NODES },
     };
     match serde_saphyr::from_str_with_options::<Option<Spanned<RawKind>>>(text, options) {
         Ok(Some(root)) => Ok(convert(root, text)),

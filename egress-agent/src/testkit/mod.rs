@@ -11,3 +11,4 @@ pub mod packet;
 pub mod resolver;
 pub mod synth;
 pub mod dnsmsg;
+pub mod pack_yaml;

@@ -1,0 +1,82 @@
+//! The agent's one way of making a pack live: read, validate and compile
+//! the policy off the packet path, then install it in one atomic step.
+//! `run` calls it at start, on SIGHUP and on file changes; `bench swap`
+//! times exactly this code.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::datapath::{Datapath, local::local_addresses};
+use crate::policy::{self, compile::compile_stable, model::Pack};
+
+/// Why a pack was not installed. The live pack is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// Every parse and validation error, each at `file:line:column`.
+    #[error("{0}")]
+    Policy(#[from] policy::PolicyErrors),
+    #[error("{file}: {source}")]
+    Compile { file: String, source: policy::compile::CompileError },
+    #[error("reading the gateway's addresses: {0}")]
+    LocalAddresses(std::io::Error),
+    #[error("installing the pack: {0}")]
+    Install(#[from] crate::datapath::DatapathError),
+    #[error("the datapath lock is poisoned (a thread panicked while installing)")]
+    Poisoned,
+}
+
+/// How long each step of one reload took.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SwapTimings {
+    /// Reading, parsing, merging and validating the files.
+    pub load: Duration,
+    /// Compiling the pack to tables.
+    pub compile: Duration,
+    /// Writing the idle slot and flipping the live pack: after this, every
+    /// new packet is judged by the new pack.
+    pub install: Duration,
+}
+
+impl SwapTimings {
+    /// From reading the files to the new pack enforced.
+    pub fn total(&self) -> Duration {
+        self.load + self.compile + self.install
+    }
+}
+
+/// A pack made live.
+#[derive(Debug)]
+pub struct Installed {
+    pub pack: Pack,
+    pub generation: u32,
+    pub timings: SwapTimings,
+}
+
+/// Loads, validates and compiles the pack at `path` and installs it,
+/// keeping the WebGroup bits of the live pack. The lock is held only while
+/// installing.
+pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, ReloadError> {
+    // One reload at a time (a file change and a SIGHUP may race), so that
+    // WebGroup bits are always derived from the pack that is live.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let t0 = Instant::now();
+    let pack = policy::load(path)?;
+    let t1 = Instant::now();
+    let previous = {
+        let dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
+        dp.live_pack().map(|p| p.webgroup_bits.clone()).unwrap_or_default()
+    };
+    let compiled = compile_stable(&pack, &previous)
+        .map_err(|source| ReloadError::Compile { file: path.display().to_string(), source })?;
+    let addrs = local_addresses().map_err(ReloadError::LocalAddresses)?;
+    let t2 = Instant::now();
+    let generation = {
+        let mut dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
+        dp.set_local_addresses(&addrs)?;
+        dp.install(&compiled)?
+    };
+    let timings = SwapTimings { load: t1 - t0, compile: t2 - t1, install: t2.elapsed() };
+    Ok(Installed { pack, generation, timings })
+}
