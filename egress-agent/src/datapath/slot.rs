@@ -7,7 +7,9 @@
 //! install, or that held a larger pack before, is still brought exactly to
 //! the new pack.
 
-use std::collections::{BTreeSet, HashMap as StdHashMap};
+use std::collections::BTreeSet;
+
+use crate::policy::bitset::FastMap as StdHashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
@@ -32,7 +34,7 @@ struct Mirrored<K: aya::Pod, V: aya::Pod> {
 
 impl<K: aya::Pod + Eq + Hash, V: aya::Pod + PartialEq> Mirrored<K, V> {
     fn new(ebpf: &mut Ebpf, map: &str, name: &'static str) -> Result<Self, DatapathError> {
-        Ok(Mirrored { map: take_map(ebpf, map)?, held: StdHashMap::new(), name })
+        Ok(Mirrored { map: take_map(ebpf, map)?, held: StdHashMap::default(), name })
     }
 
     /// Takes the map's current kernel contents as the mirror (adoption).
@@ -161,12 +163,12 @@ impl SlotMaps {
             src: MirroredLpm {
                 v4: take_map(ebpf, &format!("EGV1_SRC4_{n}"))?,
                 v6: take_map(ebpf, &format!("EGV1_SRC6_{n}"))?,
-                held: StdHashMap::new(),
+                held: StdHashMap::default(),
             },
             dst: MirroredLpm {
                 v4: take_map(ebpf, &format!("EGV1_DST4_{n}"))?,
                 v6: take_map(ebpf, &format!("EGV1_DST6_{n}"))?,
-                held: StdHashMap::new(),
+                held: StdHashMap::default(),
             },
             ports: MappedSlotArray::new(ebpf, &format!("EGV1_PORTS_{n}"), "ports")?,
             sp: Mirrored::new(ebpf, &format!("EGV1_SP_{n}"), "sp")?,

@@ -9,7 +9,9 @@
 //! destination-specific rule comes before `x`'s first `any`-destination rule.
 //! The cost of a lookup does not depend on the number of rules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use super::bitset::FastMap as HashMap;
 use std::net::IpAddr;
 
 use egress_common::{
@@ -147,7 +149,7 @@ fn source_prefixes(pack: &Pack, source: &Source) -> Option<Vec<IpNet>> {
 fn address_classes(own: HashMap<IpNet, RuleSet>, any: &RuleSet) -> (HashMap<IpNet, u32>, Vec<RuleSet>) {
     let mut prefixes: Vec<IpNet> = own.keys().copied().collect();
     prefixes.sort_by_key(|p| (p.prefix_len(), *p));
-    let mut full: HashMap<IpNet, RuleSet> = HashMap::with_capacity(prefixes.len());
+    let mut full: HashMap<IpNet, RuleSet> = HashMap::with_capacity_and_hasher(prefixes.len(), Default::default());
     for p in &prefixes {
         let parent = (0..p.prefix_len())
             .rev()
@@ -157,10 +159,10 @@ fn address_classes(own: HashMap<IpNet, RuleSet>, any: &RuleSet) -> (HashMap<IpNe
         set.union_with(&own[p]);
         full.insert(*p, set);
     }
-    let mut ids: HashMap<RuleSet, u32> = HashMap::new();
+    let mut ids: HashMap<RuleSet, u32> = HashMap::default();
     let mut sets = vec![any.clone()];
     ids.insert(any.clone(), 0);
-    let mut classes = HashMap::with_capacity(prefixes.len());
+    let mut classes = HashMap::with_capacity_and_hasher(prefixes.len(), Default::default());
     for p in prefixes {
         let set = full.remove(&p).unwrap_or_else(|| any.clone());
         let next = sets.len() as u32;
@@ -203,7 +205,7 @@ fn port_classes(pack: &Pack, n: usize) -> (Vec<(u32, u32, u32)>, Vec<RuleSet>) {
     }
     bounds.sort_unstable();
     bounds.dedup();
-    let mut ids: HashMap<RuleSet, u32> = HashMap::new();
+    let mut ids: HashMap<RuleSet, u32> = HashMap::default();
     let mut sets = Vec::new();
     let mut runs = Vec::with_capacity(bounds.len());
     for w in bounds.windows(2) {
@@ -260,7 +262,7 @@ fn assign_bits(pack: &Pack, previous: &BTreeMap<String, u32>) -> Result<BTreeMap
 
 /// The name table: every domain pattern as the datapath looks it up.
 fn name_table(pack: &Pack, bits: &BTreeMap<String, u32>) -> Result<HashMap<NameKey, u64>, CompileError> {
-    let mut names: HashMap<NameKey, u64> = HashMap::new();
+    let mut names: HashMap<NameKey, u64> = HashMap::default();
     for (name, group) in &pack.webgroups {
         let bit = 1u64 << bits[name];
         for d in &group.domains {
@@ -323,7 +325,7 @@ pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Res
 
     // Sources.
     let mut any_src = RuleSet::new(n);
-    let mut own_src: HashMap<IpNet, RuleSet> = HashMap::new();
+    let mut own_src: HashMap<IpNet, RuleSet> = HashMap::default();
     for (i, r) in pack.rules.iter().enumerate() {
         match source_prefixes(pack, &r.source) {
             None => any_src.insert(i),
@@ -339,7 +341,7 @@ pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Res
 
     // Destinations.
     let mut any_dst = RuleSet::new(n);
-    let mut own_dst: HashMap<IpNet, RuleSet> = HashMap::new();
+    let mut own_dst: HashMap<IpNet, RuleSet> = HashMap::default();
     for (i, r) in pack.rules.iter().enumerate() {
         let (nets, any) = destination_prefixes(pack, &r.destinations);
         if any {
@@ -356,9 +358,9 @@ pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Res
 
     // Ports, then source × port → x.
     let (ports, port_sets) = port_classes(pack, n);
-    let mut x_ids: HashMap<RuleSet, u32> = HashMap::new();
+    let mut x_ids: HashMap<RuleSet, u32> = HashMap::default();
     let mut x_sets: Vec<RuleSet> = Vec::new();
-    let mut sp = HashMap::new();
+    let mut sp = HashMap::default();
     for (s, sset) in src_sets.iter().enumerate() {
         if s == 0 && !any_source {
             continue; // the datapath answers `uncovered` before looking here
@@ -390,7 +392,7 @@ pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Res
             xs_of_rule[r].push(x as u32);
         }
     }
-    let mut xd = HashMap::new();
+    let mut xd = HashMap::default();
     let mut stamp = vec![u32::MAX; x_sets.len()];
     for (d, dset) in dst_sets.iter().enumerate().skip(1) {
         for r in dset.difference(&any_dst).iter() {
@@ -411,7 +413,7 @@ pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Res
     // before x's default.
     let webgroup_bits = assign_bits(pack, previous_bits)?;
     let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, &webgroup_bits)).collect();
-    let mut xw = HashMap::new();
+    let mut xw = HashMap::default();
     for (x, set) in x_sets.iter().enumerate() {
         for r in set.iter().filter(|r| groups_of[*r] != 0) {
             if r as u32 >= defaults[x] {

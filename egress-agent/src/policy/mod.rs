@@ -23,7 +23,7 @@ pub use summary::summary;
 #[cfg(test)]
 pub(crate) use fields::merge_ranges;
 
-mod bitset;
+pub mod bitset;
 pub mod compile;
 pub mod evaluate;
 

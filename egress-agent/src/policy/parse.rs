@@ -17,7 +17,7 @@ pub struct At<T> {
 
 /// What one file contributes to the pack. Top-level settings are `Some`
 /// when the file sets them (even if their value was wrong).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Fragment {
     /// The file could not be read as a policy mapping at all (YAML syntax
     /// error, not a mapping): what it defines is unknown.

@@ -7,7 +7,9 @@
 
 use std::fmt::Write as _;
 
-use crate::policy::model::{Action, Destination, DomainPattern, Mode, Pack, Protocol, QueryFilter, Source};
+use crate::policy::model::{
+    Action, Destination, DomainPattern, Mode, Pack, Protocol, QueryFilter, Rule, Source, WebGroup,
+};
 
 fn mode(m: Mode) -> &'static str {
     match m {
@@ -41,7 +43,29 @@ fn destination(d: &Destination) -> String {
 
 /// The pack as one policy file.
 pub fn to_yaml(pack: &Pack) -> String {
-    let mut y = String::with_capacity(256 * pack.rules.len() + 64 * pack.webgroups.len());
+    let mut y = settings(pack);
+    y.push_str(&webgroups(pack.webgroups.values()));
+    y.push_str(&rules(&pack.rules));
+    y
+}
+
+/// The pack as a directory's files `(name, text)`, the way a large pack is
+/// kept: settings and SmartGroups, then one file per WebGroup, then the
+/// rules, `rules_per_file` to a file. Names sort in that order.
+pub fn to_yaml_files(pack: &Pack, rules_per_file: usize) -> Vec<(String, String)> {
+    let mut files = vec![("00-settings.yaml".to_string(), settings(pack))];
+    for (i, g) in pack.webgroups.values().enumerate() {
+        files.push((format!("10-webgroup-{i:03}.yaml"), webgroups([g])));
+    }
+    for (i, chunk) in pack.rules.chunks(rules_per_file.max(1)).enumerate() {
+        files.push((format!("20-rules-{i:04}.yaml"), rules(chunk)));
+    }
+    files
+}
+
+/// `version`, `mode`, `dns` and the SmartGroups.
+fn settings(pack: &Pack) -> String {
+    let mut y = String::with_capacity(4096);
     let _ = writeln!(y, "version: {}\nmode: {}", pack.version.max(1), mode(pack.mode));
     let filter = match pack.dns.query_filter {
         QueryFilter::Off => "off",
@@ -61,14 +85,21 @@ pub fn to_yaml(pack: &Pack) -> String {
             let _ = writeln!(y, "  {}:\n    cidrs: {}", g.name, quoted(g.cidrs.iter().map(|n| n.to_string())));
         }
     }
-    if !pack.webgroups.is_empty() {
-        y.push_str("webgroups:\n");
-        for g in pack.webgroups.values() {
-            let _ = writeln!(y, "  {}:\n    domains: {}", g.name, quoted(g.domains.iter().map(pattern)));
-        }
+    y
+}
+
+fn webgroups<'a>(groups: impl IntoIterator<Item = &'a WebGroup>) -> String {
+    let mut y = String::from("webgroups:\n");
+    for g in groups {
+        let _ = writeln!(y, "  {}:\n    domains: {}", g.name, quoted(g.domains.iter().map(pattern)));
     }
+    if y.len() == "webgroups:\n".len() { String::new() } else { y }
+}
+
+fn rules(rules: &[Rule]) -> String {
+    let mut y = String::with_capacity(256 * rules.len() + 8);
     y.push_str("rules:\n");
-    for r in &pack.rules {
+    for r in rules {
         let source = match &r.source {
             Source::Any => "any".to_string(),
             Source::Groups(g) => format!("[{}]", g.join(", ")),
@@ -132,6 +163,8 @@ mod tests {
             let pack = synth::with_webgroups(synth::realistic_pack(rules, 7), 200, 7);
             let text = to_yaml(&pack);
             let back = load_sources(&[("p.yaml".into(), text.clone())]).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let split = load_sources(&to_yaml_files(&pack, 7)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(strip(split), strip(back.clone()), "{rules} rules, split");
             let (back, pack) = (strip(back), strip(pack));
             assert_eq!(back.dns, pack.dns);
             assert_eq!(back.smartgroups, pack.smartgroups);
