@@ -9,4 +9,5 @@ pub mod learned;
 pub mod metrics;
 pub mod reload;
 pub mod run;
+pub mod status;
 pub mod watch;

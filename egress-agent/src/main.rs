@@ -9,6 +9,9 @@ use egress_agent::datapath::Hook;
 use egress_agent::policy;
 use egress_agent::run::{RunOptions, run};
 
+/// Where the datapath is pinned unless `--pin-dir` says otherwise.
+const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/egress";
+
 #[derive(Parser)]
 #[command(name = "egress-agent", version, about = "eBPF egress firewall for Linux gateways")]
 struct Cli {
@@ -23,16 +26,42 @@ enum Cmd {
         /// A policy YAML file or a directory of them.
         path: PathBuf,
     },
+    /// Which rule decides a packet, and why: walks the rules by priority.
+    Explain {
+        /// A policy YAML file or a directory of them.
+        #[arg(long)]
+        policy: PathBuf,
+        /// The workload's address.
+        #[arg(long)]
+        src: std::net::IpAddr,
+        /// The destination: an address, or a name (judged as resolved
+        /// through an approved resolver, by its WebGroups).
+        #[arg(long)]
+        dst: String,
+        /// tcp, udp, icmp (icmpv6 for IPv6 sources) or a protocol number.
+        #[arg(long, default_value = "tcp")]
+        proto: String,
+        /// Destination port (tcp and udp).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// List the addresses learned from DNS answers, from the live maps.
     Learned {
         /// Read the datapath of this agent process (default: the newest).
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// What the pinned datapath enforces: pack, attach points, counts (works
+    /// while no agent runs).
+    Status {
+        /// The pin directory the agent runs with.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+    },
     /// Remove the pinned datapath: detaches every program and frees its maps.
     Detach {
         /// The pin directory the agent ran with.
-        #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/egress")]
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
     },
     /// Enforce a policy pack on the LAN interfaces until SIGTERM/SIGINT.
@@ -43,17 +72,22 @@ enum Cmd {
         /// An interface the workloads' traffic enters through (repeatable).
         #[arg(long, required = true)]
         lan: Vec<String>,
-        /// Serve Prometheus metrics at http://ADDR/metrics.
-        #[arg(long, value_name = "ADDR")]
+        /// Serve Prometheus metrics at http://ADDR/metrics. A bare port
+        /// listens on loopback only (127.0.0.1:PORT); give an address to
+        /// listen elsewhere.
+        #[arg(long, value_name = "[IP:]PORT", value_parser = listen_addr)]
         metrics: Option<SocketAddr>,
         /// Write JSON flow-log lines to PATH, or `-` for standard output.
         #[arg(long, value_name = "PATH|-")]
         flow_log: Option<String>,
-        /// Pin maps and links here (a bpffs is mounted if needed): the
-        /// datapath then keeps enforcing when the agent exits or crashes, and
-        /// the next agent started with the same directory adopts it.
-        #[arg(long, value_name = "DIR")]
-        pin_dir: Option<PathBuf>,
+        /// Pin maps and links here (created 0700; a bpffs is mounted if
+        /// needed): the datapath keeps enforcing when the agent exits or
+        /// crashes, and the next agent adopts it.
+        #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Pin nothing: the datapath goes away with the agent.
+        #[arg(long, conflicts_with = "pin_dir")]
+        no_pin: bool,
         /// Attach as XDP (native NICs) instead of TC (tcx).
         #[arg(long)]
         xdp: bool,
@@ -79,6 +113,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Cmd::Status { pin_dir } => match egress_agent::status::read(&pin_dir) {
+            Ok(s) => {
+                print!("{}", egress_agent::status::format(&pin_dir, &s));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("egress-agent: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Explain { policy, src, dst, proto, port } => explain(&policy, src, &dst, &proto, port),
         Cmd::Detach { pin_dir } => match egress_agent::datapath::pin::PinDir::existing(&pin_dir).remove_all() {
             Ok(n) => {
                 println!("egress-agent: removed {n} pins from {}; the datapath is detached", pin_dir.display());
@@ -105,13 +150,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { policy, lan, metrics, flow_log, pin_dir, xdp } => {
+        Cmd::Run { policy, lan, metrics, flow_log, pin_dir, no_pin, xdp } => {
             let opts = RunOptions {
                 policy,
                 lan,
                 metrics,
                 flow_log,
-                pin_dir,
+                pin_dir: (!no_pin).then_some(pin_dir),
                 hook: if xdp { Hook::Xdp } else { Hook::Tc },
             };
             let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
@@ -130,4 +175,71 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `explain`: loads the pack, walks it, prints the walk and the decision.
+fn explain(path: &std::path::Path, src: std::net::IpAddr, dst: &str, proto: &str, port: Option<u16>) -> ExitCode {
+    use egress_agent::policy::explain::{Question, Target, explain, render};
+    let pack = match policy::load(path) {
+        Ok(pack) => pack,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let proto = match (proto.to_ascii_lowercase().as_str(), src.is_ipv4()) {
+        ("tcp", _) => 6,
+        ("udp", _) => 17,
+        ("icmp", true) | ("icmpv6", false) => 1 + 57 * u8::from(!src.is_ipv4()),
+        ("icmp" | "icmpv6", _) => {
+            eprintln!("egress-agent: use icmp for IPv4 sources and icmpv6 for IPv6 ones");
+            return ExitCode::FAILURE;
+        }
+        (other, _) => match other.parse::<u8>() {
+            Ok(n) => n,
+            Err(_) => {
+                eprintln!("egress-agent: unknown protocol `{other}`: expected tcp, udp, icmp, icmpv6 or a number");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let port = match (port, proto) {
+        (Some(p), _) => p,
+        (None, 6 | 17) => {
+            eprintln!("egress-agent: --port is needed for tcp and udp");
+            return ExitCode::FAILURE;
+        }
+        (None, _) => 0,
+    };
+    let dst = match dst.parse::<std::net::IpAddr>() {
+        Ok(a) => {
+            if a.is_ipv4() != src.is_ipv4() {
+                eprintln!("egress-agent: --src and --dst must be of the same address family");
+                return ExitCode::FAILURE;
+            }
+            Target::Addr(a)
+        }
+        Err(_) => match egress_agent::policy::domain::parse_pattern(dst) {
+            Ok(egress_agent::policy::model::DomainPattern::Exact(name)) => Target::Name(name),
+            Ok(_) => {
+                eprintln!("egress-agent: --dst is a name to explain, not a wildcard pattern");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("egress-agent: --dst `{dst}` is neither an address nor a domain name: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let q = Question { src, dst, proto, port };
+    print!("{}", render(&pack, &q, &explain(&pack, &q)));
+    ExitCode::SUCCESS
+}
+
+/// `PORT` (loopback) or `IP:PORT`.
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| format!("`{text}` is neither a port nor IP:PORT (e.g. 9464 or 10.0.0.1:9464)"))
 }

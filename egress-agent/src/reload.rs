@@ -62,7 +62,7 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let t0 = Instant::now();
-    let pack = policy::load(path)?;
+    let (pack, hash) = policy::load_hashed(path)?;
     let t1 = Instant::now();
     let previous = {
         let dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
@@ -75,8 +75,38 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
     let generation = {
         let mut dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
         dp.set_local_addresses(&addrs)?;
-        dp.install(&compiled)?
+        let generation = dp.install(&compiled)?;
+        // Only informs `status`: a failure here does not undo the install.
+        let status = status_of(&pack, hash, generation, dp.hook());
+        if let Err(e) = dp.set_status(&status) {
+            tracing::warn!("recording the pack's status for `egress-agent status`: {e}");
+        }
+        generation
     };
     let timings = SwapTimings { load: t1 - t0, compile: t2 - t1, install: t2.elapsed() };
     Ok(Installed { pack, generation, timings })
+}
+
+/// What `egress-agent status` shows of an installed pack.
+fn status_of(pack: &Pack, hash: u64, generation: u32, hook: crate::datapath::Hook) -> egress_common::PackStatus {
+    use crate::policy::model::Mode;
+    let installed_unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    egress_common::PackStatus {
+        generation,
+        rules: pack.rules.len() as u32,
+        installed_unix_ns,
+        hash,
+        smartgroups: pack.smartgroups.len() as u32,
+        webgroups: pack.webgroups.len() as u32,
+        domains: pack.webgroups.values().map(|g| g.domains.len() as u32).sum(),
+        mode: if pack.mode == Mode::Enforce { egress_common::MODE_ENFORCE } else { egress_common::MODE_MONITOR },
+        hook: match hook {
+            crate::datapath::Hook::Tc => egress_common::HOOK_TC,
+            crate::datapath::Hook::Xdp => egress_common::HOOK_XDP,
+        },
+        _pad: [0; 2],
+    }
 }

@@ -67,9 +67,6 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let datapath = match &opts.pin_dir {
         Some(dir) => {
             let pins = PinDir::prepare(dir).with_context(|| format!("preparing pin directory {}", dir.display()))?;
-            for other in pins.other_layouts() {
-                warn!(path = %other.display(), "pins of another layout version are left alone (egress-agent detach removes them)");
-            }
             Datapath::load_pinned(pins).context("loading the pinned eBPF datapath")?
         }
         None => Datapath::load().context("loading the eBPF datapath")?,
@@ -78,6 +75,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if let Some(generation) = adopted {
         info!(generation, "adopted the pinned datapath: its programs keep running, nothing was detached");
     }
+    let mut datapath = datapath;
+    datapath.set_hook(opts.hook);
     let dp = Arc::new(Mutex::new(datapath));
     let stats = Arc::new(AgentStats::default());
     let first = install_from(&dp, &opts.policy)?;
@@ -88,6 +87,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         for iface in &opts.lan {
             let new = guard.attach(iface, opts.hook).with_context(|| format!("attaching to {iface}"))?;
             info!(iface, hook = ?opts.hook, new_links = new, "attached");
+        }
+    }
+    // Pins of another layout: ours enforce now, alongside; remove theirs
+    // (links first, which detaches their programs), so that there is never
+    // a moment without a datapath enforcing.
+    if let Some(dir) = &opts.pin_dir {
+        let pins = PinDir::existing(dir);
+        for other in pins.other_layouts() {
+            match pins.remove_other(&other) {
+                Ok(n) => warn!(path = %other.display(), pins = n, "replaced the datapath of another layout version"),
+                Err(e) => error!(path = %other.display(), "removing pins of another layout version: {e}"),
+            }
         }
     }
 

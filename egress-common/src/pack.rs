@@ -126,6 +126,36 @@ pub struct SlotMeta {
     pub permit_groups: u64,
 }
 
+/// `STATUS[0]`: what the agent last installed, for `egress-agent status`
+/// (read from the pins, also while no agent runs). The kernel never reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PackStatus {
+    /// Generation of the live pack.
+    pub generation: u32,
+    /// Rules of the pack (without `implicit-deny`).
+    pub rules: u32,
+    /// When it was installed: nanoseconds since the Unix epoch.
+    pub installed_unix_ns: u64,
+    /// FNV-1a 64 of the policy files' names and texts, in reading order.
+    pub hash: u64,
+    pub smartgroups: u32,
+    pub webgroups: u32,
+    /// Domain patterns over all WebGroups.
+    pub domains: u32,
+    /// The pack's default mode: [`MODE_MONITOR`] or [`MODE_ENFORCE`].
+    pub mode: u8,
+    /// [`HOOK_TC`] or [`HOOK_XDP`].
+    pub hook: u8,
+    pub _pad: [u8; 2],
+}
+crate::assert_size!(PackStatus, 40);
+
+/// [`PackStatus::hook`]: TC (tcx) ingress.
+pub const HOOK_TC: u8 = 0;
+/// [`PackStatus::hook`]: XDP.
+pub const HOOK_XDP: u8 = 1;
+
 /// [`SlotMeta::query_filter`] values.
 pub const QUERY_FILTER_OFF: u8 = 0;
 /// Forward and report.
@@ -153,4 +183,4 @@ pub struct RuleCounter {
 }
 crate::assert_size!(RuleCounter, 24);
 
-crate::impl_pod!(RuleInfo, SpKey, XdKey, LiveState, SlotMeta, RuleCounter);
+crate::impl_pod!(RuleInfo, SpKey, XdKey, LiveState, SlotMeta, RuleCounter, PackStatus);

@@ -27,6 +27,11 @@ const MMAPABLE: u32 = 1 << 10;
 #[map]
 pub static EGV1_LIVE: Array<LiveState> = Array::with_max_entries(1, 0);
 
+/// `[0]`: what the agent last installed (hash, time, counts), for
+/// `egress-agent status`; written by the agent, never read here.
+#[map]
+pub static EGV1_STATUS: Array<egress_common::PackStatus> = Array::with_max_entries(1, 0);
+
 /// Per slot: generation, mode, implicit-deny index, `any` source flag.
 #[map]
 pub static EGV1_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);

@@ -35,7 +35,7 @@ use slot::SlotMaps;
 /// Every map of the datapath object (pinned by these names).
 pub fn map_names() -> Vec<String> {
     let mut names: Vec<String> = [
-        "EGV1_LIVE", "EGV1_SLOT_META", "EGV1_FLOWS", "EGV1_FRAGS", "EGV1_REASONS", "EGV1_EVENTS",
+        "EGV1_LIVE", "EGV1_STATUS", "EGV1_SLOT_META", "EGV1_FLOWS", "EGV1_FRAGS", "EGV1_REASONS", "EGV1_EVENTS",
         "EGV1_QUERIES", "EGV1_LEARNED", "EGV1_LNAMES", "EGV1_WEBGROUPS", "EGV1_DNS_STATS",
         "EGV1_TAILS_TC", "EGV1_TAILS_XDP", "EGV1_SCRATCH",
     ]
@@ -133,6 +133,8 @@ pub struct Datapath {
     pins: Option<PinDir>,
     /// Whether this agent adopted a pinned datapath.
     adopted: bool,
+    /// The hook the judging program is attached with.
+    hook: Hook,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -228,6 +230,7 @@ impl Datapath {
             local: BTreeSet::new(),
             pins,
             adopted,
+            hook: Hook::Tc,
         };
         if adopted {
             dp.adopt()?;
@@ -356,6 +359,24 @@ impl Datapath {
             names.set(*bit, text, 0).map_err(|e| DatapathError::map("EGV1_WEBGROUPS", e))?;
         }
         Ok(())
+    }
+
+    /// Sets the hook `attach` will use and `status` reports.
+    pub fn set_hook(&mut self, hook: Hook) {
+        self.hook = hook;
+    }
+
+    /// The hook the judging program is (or will be) attached with.
+    pub fn hook(&self) -> Hook {
+        self.hook
+    }
+
+    /// Records what was installed in `EGV1_STATUS` (for `egress-agent status`).
+    pub fn set_status(&mut self, status: &egress_common::PackStatus) -> Result<(), DatapathError> {
+        let map = self.ebpf.map_mut("EGV1_STATUS").ok_or_else(|| DatapathError::MissingMap("EGV1_STATUS".into()))?;
+        let mut array: Array<_, egress_common::PackStatus> =
+            Array::try_from(map).map_err(|e| DatapathError::map("EGV1_STATUS", e))?;
+        array.set(0, *status, 0).map_err(|e| DatapathError::map("EGV1_STATUS", e))
     }
 
     /// Benchmarks only: with `false`, packs installed afterwards decide every

@@ -57,18 +57,33 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
     Ok(st.f_type as i64 == BPF_FS_MAGIC)
 }
 
+/// Where systems mount the bpffs.
+const SYSTEM_BPFFS: &str = "/sys/fs/bpf";
+
+fn mount_bpffs(at: &Path, opts: &std::ffi::CStr) -> io::Result<()> {
+    let target = CString::new(at.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    let fs = c"bpf";
+    // SAFETY: mount(2) with NUL-terminated strings we own.
+    if unsafe { libc::mount(fs.as_ptr(), target.as_ptr(), fs.as_ptr(), 0, opts.as_ptr().cast()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 impl PinDir {
     /// Creates `root` (mode 0700) and mounts a bpffs on it unless it is on
     /// one already.
     pub fn prepare(root: &Path) -> io::Result<Self> {
+        // The default lives under /sys/fs/bpf, which is a plain sysfs
+        // directory until something mounts the bpffs there (systemd does;
+        // `ip netns exec` remounts /sys without it).
+        let system = Path::new(SYSTEM_BPFFS);
+        if root.starts_with(system) && root != system && system.is_dir() && !is_bpffs(system)? {
+            mount_bpffs(system, c"mode=0700")?;
+        }
         mkdir_private(root)?;
         if !is_bpffs(root)? {
-            let target = CString::new(root.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-            let (fs, opts) = (c"bpf", c"mode=0700");
-            // SAFETY: mount(2) with NUL-terminated strings we own.
-            if unsafe { libc::mount(fs.as_ptr(), target.as_ptr(), fs.as_ptr(), 0, opts.as_ptr().cast()) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            mount_bpffs(root, c"mode=0700")?;
         }
         let dir = PinDir { root: root.to_path_buf() };
         mkdir_private(&dir.links())?;
@@ -87,6 +102,11 @@ impl PinDir {
 
     fn links(&self) -> PathBuf {
         self.layout().join("links")
+    }
+
+    /// The directory of pinned links (`hook@interface`).
+    pub fn links_dir(&self) -> PathBuf {
+        self.links()
     }
 
     /// Where map `name` is pinned.
@@ -123,8 +143,25 @@ impl PinDir {
     /// Removes every pin of this layout: links first (which detaches the
     /// programs), then maps. Returns how many pins were removed.
     pub fn remove_all(&self) -> io::Result<usize> {
+        remove_layout(&self.layout())
+    }
+
+    /// Removes the pins of another layout version found here (`layout` is
+    /// one of [`PinDir::other_layouts`]): its links first, which detaches
+    /// its programs, then its maps.
+    pub fn remove_other(&self, layout: &Path) -> io::Result<usize> {
+        if !layout.starts_with(&self.root) || layout == self.layout() {
+            return Err(io::Error::other(format!("{} is not another layout here", layout.display())));
+        }
+        remove_layout(layout)
+    }
+}
+
+fn remove_layout(layout: &Path) -> io::Result<usize> {
+    {
+        let links = layout.join("links");
         let mut removed = 0;
-        for dir in [self.links(), self.layout()] {
+        for dir in [links.clone(), layout.to_path_buf()] {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for e in entries.filter_map(Result::ok) {
                 if e.file_type().map(|t| !t.is_dir()).unwrap_or(false) {
@@ -133,8 +170,8 @@ impl PinDir {
                 }
             }
         }
-        let _ = std::fs::remove_dir(self.links());
-        let _ = std::fs::remove_dir(self.layout());
+        let _ = std::fs::remove_dir(&links);
+        let _ = std::fs::remove_dir(layout);
         Ok(removed)
     }
 }

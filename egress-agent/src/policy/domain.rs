@@ -164,3 +164,34 @@ mod tests {
         assert!(err("bücher.de").contains("invalid character"));
     }
 }
+
+/// Whether the normalised name `name` (lowercase, no trailing dot) is one
+/// that `pattern` admits.
+pub fn pattern_matches(pattern: &DomainPattern, name: &str) -> bool {
+    let under = |suffix: &str| name.strip_suffix(suffix).and_then(|p| p.strip_suffix('.')).filter(|p| !p.is_empty());
+    match pattern {
+        DomainPattern::Exact(n) => name == n,
+        DomainPattern::OneLabel(s) => under(s).is_some_and(|p| !p.contains('.')),
+        DomainPattern::AnyDepth(s) => under(s).is_some(),
+    }
+}
+
+#[cfg(test)]
+mod matching_tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_admit_their_depth_only() {
+        let one = parse_pattern("*.example.com").unwrap();
+        let any = parse_pattern("**.example.com").unwrap();
+        let exact = parse_pattern("Example.com.").unwrap();
+        assert!(pattern_matches(&one, "a.example.com"));
+        assert!(!pattern_matches(&one, "a.b.example.com"));
+        assert!(!pattern_matches(&one, "example.com"));
+        assert!(!pattern_matches(&one, "aexample.com"));
+        assert!(pattern_matches(&any, "a.b.example.com"));
+        assert!(!pattern_matches(&any, "example.com"));
+        assert!(pattern_matches(&exact, "example.com"));
+        assert!(!pattern_matches(&exact, "a.example.com"));
+    }
+}

@@ -16,12 +16,30 @@ use super::{parse, yaml};
 /// are ignored; symlinks are followed, so a ConfigMap's top-level links into
 /// `..data/` are read. A directory without any policy file is an error.
 pub fn load(path: &Path) -> Result<Pack, PolicyErrors> {
+    load_hashed(path).map(|(pack, _)| pack)
+}
+
+/// FNV-1a 64 of the files' names and texts, in reading order: the pack
+/// hash `egress-agent status` shows.
+fn sources_hash(files: &[(String, String)]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for (name, text) in files {
+        for b in name.bytes().chain([0]).chain(text.bytes()).chain([0]) {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// [`load`], with the hash of what was read.
+pub fn load_hashed(path: &Path) -> Result<(Pack, u64), PolicyErrors> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path)
         .map_err(|e| one(PolicyError::whole_file(&shown, format!("cannot read: {e}"))))?;
     if !meta.is_dir() {
         let text = read(path, &shown).map_err(one)?;
-        return load_sources(&[(shown, text)]);
+        let files = [(shown, text)];
+        return load_sources(&files).map(|p| (p, sources_hash(&files)));
     }
     let entries = std::fs::read_dir(path).map_err(|e| {
         one(PolicyError::whole_file(
@@ -67,7 +85,7 @@ pub fn load(path: &Path) -> Result<Pack, PolicyErrors> {
         }
     }
     match load_sources(&sources) {
-        Ok(pack) if errors.is_empty() => Ok(pack),
+        Ok(pack) if errors.is_empty() => Ok((pack, sources_hash(&sources))),
         Ok(_) => Err(PolicyErrors(errors)),
         Err(PolicyErrors(more)) => {
             errors.extend(more);

@@ -18,7 +18,7 @@ mod summary;
 mod yaml;
 
 pub use error::{PolicyError, PolicyErrors};
-pub use load::{is_policy_file_name, load, load_sources};
+pub use load::{is_policy_file_name, load, load_hashed, load_sources};
 pub use summary::summary;
 #[cfg(test)]
 pub(crate) use fields::merge_ranges;
@@ -26,6 +26,7 @@ pub(crate) use fields::merge_ranges;
 pub mod bitset;
 pub mod compile;
 pub mod evaluate;
+pub mod explain;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,227 @@
+//! `egress-agent explain`: which rule decides a packet and why, walking the
+//! rules in priority order with the reference semantics of
+//! [`super::evaluate`]. A destination may be a name: the rules then see it
+//! as an address the workload learned by resolving that name through an
+//! approved resolver, so WebGroup destinations covering the name match,
+//! `any` matches, and address destinations cannot be judged.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use super::domain::pattern_matches;
+use super::model::{Action, Destination, Mode, Pack, Protocol, QueryFilter, Rule, Source};
+
+/// What the packet goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Addr(IpAddr),
+    /// A domain name, normalised (lowercase, no trailing dot).
+    Name(String),
+}
+
+/// The packet to explain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    pub src: IpAddr,
+    pub dst: Target,
+    /// IP protocol number (6, 17, 1 or 58).
+    pub proto: u8,
+    pub port: u16,
+}
+
+/// How one rule compared with the packet: `None` where it matched, or the
+/// first dimension that did not, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub rule: usize,
+    pub mismatch: Option<String>,
+    /// Why the matching dimensions matched (source group, destination).
+    pub because: Vec<String>,
+}
+
+/// The walk and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub steps: Vec<Step>,
+    /// The deciding rule's index, if a rule decides.
+    pub decided_by: Option<usize>,
+    /// Some rule's source covers the packet's source.
+    pub covered: bool,
+    /// WebGroups that admit the destination name.
+    pub webgroups: Vec<String>,
+}
+
+fn proto_name(proto: u8) -> String {
+    match proto {
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        1 => "icmp".into(),
+        58 => "icmpv6".into(),
+        n => format!("protocol {n}"),
+    }
+}
+
+fn source(pack: &Pack, rule: &Rule, src: IpAddr) -> Result<String, String> {
+    match &rule.source {
+        Source::Any => Ok("source any".into()),
+        Source::Groups(names) => names
+            .iter()
+            .find(|n| pack.smartgroups.get(*n).is_some_and(|g| g.cidrs.iter().any(|c| c.contains(&src))))
+            .map(|n| format!("source in {n}"))
+            .ok_or_else(|| format!("{src} is in none of {}", names.join(", "))),
+    }
+}
+
+fn destination(pack: &Pack, rule: &Rule, dst: &Target, webgroups: &[String]) -> Result<String, String> {
+    for d in &rule.destinations {
+        let hit = match (d, dst) {
+            (Destination::Any, _) => Some("destination any".to_string()),
+            (Destination::WebGroup(g), Target::Name(n)) => webgroups.contains(g).then(|| format!("{n} is in webgroup {g}")),
+            (Destination::WebGroup(_), Target::Addr(_)) => None,
+            (Destination::Resolvers, Target::Addr(a)) => pack.dns.resolvers.contains(a).then(|| "a resolver".into()),
+            (Destination::SmartGroup(g), Target::Addr(a)) => pack
+                .smartgroups
+                .get(g)
+                .is_some_and(|s| s.cidrs.iter().any(|c| c.contains(a)))
+                .then(|| format!("destination in {g}")),
+            (Destination::Cidrs(c), Target::Addr(a)) => {
+                c.iter().find(|c| c.contains(a)).map(|c| format!("destination in {c}"))
+            }
+            (_, Target::Name(_)) => None,
+        };
+        if let Some(why) = hit {
+            return Ok(why);
+        }
+    }
+    Err(match dst {
+        Target::Addr(a) if rule.destinations.iter().any(|d| matches!(d, Destination::WebGroup(_))) => {
+            format!("{a} is not an address the workload learned for its webgroup (explain a name to see WebGroups)")
+        }
+        Target::Addr(a) => format!("{a} is not among its destinations"),
+        Target::Name(n) => format!("{n} is in none of its webgroups (address destinations are not judged for a name)"),
+    })
+}
+
+fn protocol_and_ports(rule: &Rule, q: &Question) -> Result<(), String> {
+    let icmp = if q.src.is_ipv4() { 1 } else { 58 };
+    let proto_ok = match rule.protocol {
+        Protocol::Any => true,
+        Protocol::Tcp => q.proto == 6,
+        Protocol::Udp => q.proto == 17,
+        Protocol::Icmp => q.proto == icmp,
+    };
+    if !proto_ok {
+        return Err(format!("protocol is {:?}, not {}", rule.protocol, proto_name(q.proto)).to_lowercase());
+    }
+    match &rule.ports {
+        None => Ok(()),
+        Some(r) if (q.proto == 6 || q.proto == 17) && r.iter().any(|r| r.lo <= q.port && q.port <= r.hi) => Ok(()),
+        Some(r) => {
+            let list: Vec<String> =
+                r.iter().map(|r| if r.lo == r.hi { r.lo.to_string() } else { format!("{}-{}", r.lo, r.hi) }).collect();
+            Err(format!("port {} is not in [{}]", q.port, list.join(", ")))
+        }
+    }
+}
+
+/// Walks `pack`'s rules for `q` until one matches.
+pub fn explain(pack: &Pack, q: &Question) -> Explanation {
+    let webgroups = match &q.dst {
+        Target::Name(n) => pack
+            .webgroups
+            .values()
+            .filter(|g| g.domains.iter().any(|p| pattern_matches(p, n)))
+            .map(|g| g.name.clone())
+            .collect(),
+        Target::Addr(_) => Vec::new(),
+    };
+    let mut steps = Vec::new();
+    let mut covered = false;
+    for (i, rule) in pack.rules.iter().enumerate() {
+        let mut because = Vec::new();
+        let outcome = source(pack, rule, q.src)
+            .inspect(|_| covered = true)
+            .and_then(|s| {
+                because.push(s);
+                destination(pack, rule, &q.dst, &webgroups)
+            })
+            .and_then(|d| {
+                because.push(d);
+                protocol_and_ports(rule, q)
+            });
+        let matched = outcome.is_ok();
+        steps.push(Step { rule: i, mismatch: outcome.err(), because });
+        if matched {
+            return Explanation { steps, decided_by: Some(i), covered: true, webgroups };
+        }
+    }
+    Explanation { steps, decided_by: None, covered, webgroups }
+}
+
+fn mode_word(m: Mode) -> &'static str {
+    match m {
+        Mode::Monitor => "monitor",
+        Mode::Enforce => "enforce",
+    }
+}
+
+/// The explanation in words, one line per rule walked.
+pub fn render(pack: &Pack, q: &Question, e: &Explanation) -> String {
+    let mut out = String::new();
+    let dst = match &q.dst {
+        Target::Addr(a) => a.to_string(),
+        Target::Name(n) => n.clone(),
+    };
+    let port = if q.proto == 6 || q.proto == 17 { format!("/{}", q.port) } else { String::new() };
+    let _ = writeln!(out, "{} -> {dst} {}{port}", q.src, proto_name(q.proto));
+    if let Target::Name(n) = &q.dst {
+        if e.webgroups.is_empty() {
+            let _ = writeln!(out, "  {n} is in no webgroup");
+        } else {
+            let _ = writeln!(out, "  {n} is in webgroup(s): {}", e.webgroups.join(", "));
+        }
+        let permitted = pack.rules.iter().any(|r| {
+            r.action == Action::Permit
+                && r.destinations.iter().any(|d| matches!(d, Destination::WebGroup(g) if e.webgroups.contains(g)))
+        });
+        let filter = match pack.dns.query_filter {
+            QueryFilter::Off => None,
+            QueryFilter::Monitor => Some("monitor: reported as would-refuse, then forwarded"),
+            QueryFilter::Enforce => Some("enforce: answered REFUSED, the resolver never sees it"),
+        };
+        if let (Some(what), false) = (filter, permitted) {
+            let _ = writeln!(out, "  DNS query filter: no permit rule covers {n}; a lookup of it is {what}");
+        }
+    }
+    for s in &e.steps {
+        let r = &pack.rules[s.rule];
+        match &s.mismatch {
+            Some(why) => {
+                let _ = writeln!(out, "  priority {:>5}  {:<32} no: {why}", r.priority, r.name);
+            }
+            None => {
+                let _ = writeln!(out, "  priority {:>5}  {:<32} MATCH: {}", r.priority, r.name, s.because.join("; "));
+            }
+        }
+    }
+    let decision = match e.decided_by.map(|i| &pack.rules[i]) {
+        Some(r) => {
+            let action = if r.action == Action::Permit { "permit" } else { "deny" };
+            let effect = match (r.action, r.mode) {
+                (Action::Permit, _) => "allowed",
+                (Action::Deny, Mode::Enforce) => "denied",
+                (Action::Deny, Mode::Monitor) => "would_deny (monitor: passes, reported)",
+            };
+            let at = if r.location.line > 0 { format!(" at {}", r.location) } else { String::new() };
+            format!("{effect}: {action} by rule `{}` (priority {}, {}){at}", r.name, r.priority, mode_word(r.mode))
+        }
+        None if e.covered => format!(
+            "{}: implicit-deny (the source is covered by some rule, but no rule matches; pack mode {})",
+            if pack.mode == Mode::Enforce { "denied" } else { "would_deny (monitor)" },
+            mode_word(pack.mode)
+        ),
+        None => "uncovered: no rule's source covers this source; the firewall passes it untouched".into(),
+    };
+    let _ = writeln!(out, "decision: {decision}");
+    out
+}

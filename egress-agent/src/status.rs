@@ -1,0 +1,100 @@
+//! `egress-agent status`: what the pinned datapath enforces, read from the
+//! pins alone, so it answers while no agent runs.
+
+use std::path::Path;
+
+use aya::maps::{Array, HashMap, Map, MapData};
+use egress_common::{LearnKey, LearnValue, LiveState, PackStatus, HOOK_XDP, MODE_ENFORCE};
+
+use crate::datapath::pin::PinDir;
+
+/// Why the status could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("no pinned datapath at {0} (is the agent running with this --pin-dir? as root?)")]
+    NotPinned(String),
+    #[error("reading {map}: {source}")]
+    Map { map: String, source: aya::maps::MapError },
+}
+
+/// The pinned datapath's state.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub pack: PackStatus,
+    /// The generation the datapath reads now (the status's unless an agent
+    /// is installing this very moment).
+    pub live: LiveState,
+    /// Pinned links: `hook@interface`.
+    pub links: Vec<String>,
+    pub learned: u64,
+    pub learned_capacity: u64,
+    /// Pins of other layout versions found beside ours.
+    pub other_layouts: Vec<String>,
+}
+
+fn open(pins: &PinDir, name: &str) -> Result<MapData, StatusError> {
+    MapData::from_pin(pins.map(name)).map_err(|source| StatusError::Map { map: name.into(), source })
+}
+
+fn first<T: aya::Pod>(pins: &PinDir, name: &str) -> Result<T, StatusError> {
+    let array: Array<_, T> =
+        Array::try_from(Map::Array(open(pins, name)?)).map_err(|source| StatusError::Map { map: name.into(), source })?;
+    array.get(&0, 0).map_err(|source| StatusError::Map { map: name.into(), source })
+}
+
+/// Reads the status of the datapath pinned under `dir`.
+pub fn read(dir: &Path) -> Result<Status, StatusError> {
+    let pins = PinDir::existing(dir);
+    if !pins.has_datapath() {
+        return Err(StatusError::NotPinned(dir.display().to_string()));
+    }
+    let pack: PackStatus = first(&pins, "EGV1_STATUS")?;
+    let live: LiveState = first(&pins, "EGV1_LIVE")?;
+    let learned_map = open(&pins, "EGV1_LEARNED")?;
+    let learned_capacity = learned_map.info().map(|i| i.max_entries() as u64).unwrap_or(0);
+    let learned: HashMap<_, LearnKey, LearnValue> = HashMap::try_from(Map::LruHashMap(learned_map))
+        .map_err(|source| StatusError::Map { map: "EGV1_LEARNED".into(), source })?;
+    let learned = learned.keys().filter(Result::is_ok).count() as u64;
+    let mut links: Vec<String> = std::fs::read_dir(pins.links_dir())
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    links.sort();
+    let other_layouts = pins.other_layouts().iter().map(|p| p.display().to_string()).collect();
+    Ok(Status { pack, live, links, learned, learned_capacity, other_layouts })
+}
+
+/// The status in words.
+pub fn format(dir: &Path, s: &Status) -> String {
+    let when = chrono_free_rfc3339(s.pack.installed_unix_ns);
+    let mode = if s.pack.mode == MODE_ENFORCE { "enforce" } else { "monitor" };
+    let hook = if s.pack.hook == HOOK_XDP { "xdp" } else { "tc" };
+    let mut out = format!(
+        "pinned datapath: {}\n\
+         pack: generation {} (live: {}), hash {:016x}, installed {when}\n\
+         mode: {mode}; hook: {hook}\n\
+         rules: {}; smartgroups: {}; webgroups: {} ({} domains)\n\
+         learned addresses: {} of {}\n\
+         attach points: {}\n",
+        dir.display(),
+        s.pack.generation,
+        s.live.generation,
+        s.pack.hash,
+        s.pack.rules,
+        s.pack.smartgroups,
+        s.pack.webgroups,
+        s.pack.domains,
+        s.learned,
+        s.learned_capacity,
+        if s.links.is_empty() { "none".to_string() } else { s.links.join(", ") },
+    );
+    for other in &s.other_layouts {
+        out.push_str(&format!("other layout pinned: {other} (the next agent replaces it)\n"));
+    }
+    out
+}
+
+/// RFC 3339 from Unix nanoseconds.
+fn chrono_free_rfc3339(unix_ns: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
