@@ -2,15 +2,15 @@
 //! stop leaves the datapath enforcing, the next agent adopts it without
 //! detaching (same program), and `egress-agent detach` removes it all.
 
-use std::ffi::CString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use egress_agent::datapath::map_names;
 use egress_agent::testkit::agent::AgentProcess;
+use egress_agent::testkit::bpffs::Bpffs;
 use egress_agent::testkit::lab::Lab;
 use egress_agent::testkit::netns::within;
 
@@ -30,31 +30,6 @@ rules:
     )
 }
 
-/// A bpffs of the test's own (a `/sys/fs/bpf` would not survive
-/// `ip netns exec`, which remounts /sys); unmounted on drop.
-struct Bpffs(PathBuf);
-
-impl Bpffs {
-    fn new() -> Bpffs {
-        let dir = std::env::temp_dir().join(format!("egress-pins-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("pin dir");
-        let target = CString::new(dir.as_os_str().as_encoded_bytes()).expect("path");
-        // SAFETY: mount(2) with NUL-terminated strings.
-        let rc = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
-        assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
-        Bpffs(dir)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let target = CString::new(self.0.as_os_str().as_encoded_bytes()).expect("path");
-        // SAFETY: umount2(2) of the mount made above.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
 fn sa(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
 }
@@ -68,8 +43,8 @@ fn prog_id(link: &Path) -> u64 {
 
 #[test]
 fn the_datapath_outlives_the_agent_and_is_adopted() {
-    let pins = Bpffs::new();
-    let pin_dir = pins.0.to_string_lossy().into_owned();
+    let pins = Bpffs::new("pin").expect("bpffs");
+    let pin_dir = pins.arg();
     let lab = Lab::new(&["203.0.113.10", "203.0.113.20", "2001:db8:1::20"]).expect("lab (run as root)");
     for a in ["203.0.113.10:443", "203.0.113.20:443", "[2001:db8:1::20]:443"] {
         lab.tcp_echo(sa(a)).expect("server");

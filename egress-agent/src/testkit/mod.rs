@@ -3,6 +3,7 @@
 //! the agent itself.
 
 pub mod agent;
+pub mod bpffs;
 pub mod cleanup;
 pub mod client;
 pub mod lab;
@@ -10,5 +11,6 @@ pub mod netns;
 pub mod packet;
 pub mod resolver;
 pub mod synth;
+pub mod traffic;
 pub mod dnsmsg;
 pub mod pack_yaml;
