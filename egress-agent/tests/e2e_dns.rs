@@ -11,6 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use egress_agent::testkit::agent::{AgentProcess, metric};
+use egress_agent::testkit::bpffs::Bpffs;
 use egress_agent::testkit::lab::{Lab, NEIGHBOUR_V4};
 use egress_agent::testkit::netns::within;
 use egress_agent::testkit::resolver::{Resolver, Zone};
@@ -73,6 +74,10 @@ struct Dns {
 }
 
 fn start(pack: &str, ttl: u32) -> Dns {
+    start_with(pack, ttl, &[])
+}
+
+fn start_with(pack: &str, ttl: u32, extra: &[&str]) -> Dns {
     let lab = Lab::new(&[RESOLVER, RESOLVER_V6]).expect("lab (run as root)");
     lab.any_ip("198.18.0.0/16", "2001:db8:100::/48").expect("any-ip routes");
     lab.tcp_echo("[::]:443".parse().expect("addr")).expect("server (dual stack)");
@@ -80,7 +85,7 @@ fn start(pack: &str, ttl: u32) -> Dns {
     let resolver = Resolver::start(&lab, &listen, &zone(ttl)).expect("dnsmasq");
     // The lab is open before the agent: an address nobody resolved is reachable.
     assert!(lab.tcp_exchange(None, SocketAddr::new(fresh_v4(999), 443), Duration::from_secs(1)).unwrap(), "lab works");
-    let agent = AgentProcess::start(&lab, Path::new(env!("CARGO_BIN_EXE_egress-agent")), pack).expect("agent");
+    let agent = AgentProcess::start_with(&lab, Path::new(env!("CARGO_BIN_EXE_egress-agent")), pack, extra).expect("agent");
     Dns { lab, resolver, agent }
 }
 
@@ -203,6 +208,30 @@ fn expired_addresses_deny_new_flows_but_keep_established_ones() {
     let mut buf = [0u8; 10];
     held.read_exact(&mut buf).expect("echo on the established flow");
     assert_eq!(&buf, b"still here");
+}
+
+/// With the agent dead (SIGKILL) and the datapath pinned, the kernel keeps
+/// enforcing names on its own: learned addresses work until their TTL and
+/// then are denied; new lookups of sanctioned names are still learned in
+/// the kernel (learning never needed the agent); unsanctioned names are
+/// still refused; unresolved addresses are still denied.
+#[test]
+fn with_the_agent_down_names_are_still_enforced_in_the_kernel() {
+    let pins = Bpffs::new("dns-down").expect("bpffs");
+    let Dns { lab, resolver: _resolver, agent } = start_with(&pack("enforce", 1, 2), 1, &["--pin-dir", &pins.arg()]);
+    assert_eq!(one(&lab, "short.fresh.test", 4)["connected"], true, "learned while the agent runs");
+    let learned = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 10, 7)), 443);
+    agent.kill().expect("SIGKILL");
+    assert!(lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "learned address works with no agent");
+    let fresh = one(&lab, "n0001.fresh.test", 4);
+    assert_eq!(fresh["connected"], true, "a new lookup is learned in the kernel with no agent: {fresh}");
+    let evil = one(&lab, "evil.example.net", 4);
+    assert_eq!(evil["resolved"], false, "the query filter still refuses with no agent: {evil}");
+    assert!(!lab.tcp_exchange(None, SocketAddr::new(fresh_v4(500), 443), Duration::from_secs(1)).unwrap(), "unresolved: denied");
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(!lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "expired with no agent: denied");
+    let out = Command::new(env!("CARGO_BIN_EXE_egress-agent")).args(["detach", "--pin-dir", &pins.arg()]).output().expect("detach");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

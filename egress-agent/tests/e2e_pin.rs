@@ -90,3 +90,47 @@ fn the_datapath_outlives_the_agent_and_is_adopted() {
     assert!(!layout.exists(), "pins removed");
     assert!(lab.tcp_exchange(None, sa("[2001:db8:1::20]:443"), T).unwrap(), "detached: no longer judged");
 }
+
+/// Pins of another layout version are replaced: the new agent attaches its
+/// own datapath first, then removes the other layout's pins (which
+/// detaches its programs). `status` reads the pins, with or without agent.
+#[test]
+fn another_layout_is_replaced_and_status_reads_the_pins() {
+    let pins = Bpffs::new("layout").expect("bpffs");
+    let pin_dir = pins.arg();
+    let lab = Lab::new(&["203.0.113.10", "203.0.113.20"]).expect("lab (run as root)");
+    for a in ["203.0.113.10:443", "203.0.113.20:443"] {
+        lab.tcp_echo(sa(a)).expect("server");
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_egress-agent"));
+    let old = AgentProcess::start_with(&lab, bin, &pack(""), &["--pin-dir", &pin_dir]).expect("agent");
+    old.kill().expect("SIGKILL");
+    assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "the old datapath denies .20");
+    // Make it look like the pins of another layout version.
+    let ours = pins.0.join(format!("v{}", egress_common::LAYOUT_VERSION));
+    let other = pins.0.join("v0");
+    std::fs::rename(&ours, &other).expect("rename the layout directory");
+
+    let new = AgentProcess::start_with(&lab, bin, &pack(", 203.0.113.20/32"), &["--pin-dir", &pin_dir]).expect("agent");
+    assert!(!new.banner().contains("adopted"), "nothing of its layout to adopt: {}", new.banner());
+    assert!(!other.exists(), "the other layout's pins are removed");
+    assert!(ours.join("links/tc_ingress@lan0").exists(), "ours are pinned");
+    assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "the old programs no longer judge");
+
+    let status = |what: &str| {
+        let out = Command::new(bin).args(["status", "--pin-dir", &pin_dir]).output().expect("status");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "status {what}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let running = status("with the agent");
+    for want in ["generation 1", "mode: enforce; hook: tc", "rules: 2; smartgroups: 1; webgroups: 0", "tc_egress@lan0, tc_ingress@lan0"] {
+        assert!(running.contains(want), "`{want}` in:\n{running}");
+    }
+    new.kill().expect("SIGKILL");
+    assert_eq!(status("with no agent"), running, "the same answer from the pins alone");
+    let out = Command::new(bin).args(["detach", "--pin-dir", &pin_dir]).output().expect("detach");
+    assert!(out.status.success());
+    let out = Command::new(bin).args(["status", "--pin-dir", &pin_dir]).output().expect("status");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no pinned datapath"));
+}

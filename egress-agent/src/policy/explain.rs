@@ -225,3 +225,66 @@ pub fn render(pack: &Pack, q: &Question, e: &Explanation) -> String {
     let _ = writeln!(out, "decision: {decision}");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::load_sources;
+
+    const PACK: &str = r#"
+version: 1
+mode: enforce
+dns: { resolvers: [10.0.0.2], query_filter: enforce }
+smartgroups:
+  runtime: { cidrs: [10.10.1.0/24] }
+  tools: { cidrs: [203.0.113.20/32] }
+webgroups:
+  models: { domains: [api.openai.com, "*.anthropic.com"] }
+rules:
+  - { name: allow-models, priority: 10, source: runtime, destination: { webgroup: models }, protocol: tcp, ports: [443], action: permit }
+  - { name: allow-tools, priority: 20, source: runtime, destination: { smartgroup: tools }, protocol: tcp, ports: [443, "8000-8100"], action: permit }
+  - { name: watch-ntp, priority: 30, source: runtime, destination: any, protocol: udp, ports: [123], action: deny, mode: monitor }
+  - { name: default-deny, priority: 1000, source: runtime, destination: any, action: deny }
+"#;
+
+    fn run(src: &str, dst: Target, proto: u8, port: u16) -> (Explanation, String) {
+        let pack = load_sources(&[("p.yaml".into(), PACK.into())]).expect("valid pack");
+        let q = Question { src: src.parse().unwrap(), dst, proto, port };
+        let e = explain(&pack, &q);
+        let text = render(&pack, &q, &e);
+        (e, text)
+    }
+
+    #[test]
+    fn a_name_matches_by_its_webgroups() {
+        let (e, text) = run("10.10.1.5", Target::Name("api.openai.com".into()), 6, 443);
+        assert_eq!(e.decided_by, Some(0), "{text}");
+        assert_eq!(e.webgroups, vec!["models".to_string()]);
+        assert!(text.contains("allowed: permit by rule `allow-models` (priority 10, enforce) at p.yaml:"), "{text}");
+        let (e, text) = run("10.10.1.5", Target::Name("evil.example".into()), 6, 443);
+        assert_eq!(e.decided_by, Some(3), "{text}");
+        assert!(text.contains("is in none of its webgroups"), "{text}");
+        assert!(text.contains("a lookup of it is enforce: answered REFUSED"), "{text}");
+    }
+
+    #[test]
+    fn every_rule_walked_says_why_it_did_not_match() {
+        let (e, text) = run("10.10.1.5", Target::Addr("203.0.113.20".parse().unwrap()), 6, 9000);
+        assert_eq!(e.decided_by, Some(3));
+        assert!(text.contains("port 9000 is not in [443, 8000-8100]"), "{text}");
+        assert!(text.contains("protocol is udp, not tcp"), "{text}");
+        assert!(text.contains("denied: deny by rule `default-deny`"), "{text}");
+        let (e, _) = run("10.10.1.5", Target::Addr("203.0.113.20".parse().unwrap()), 6, 8050);
+        assert_eq!(e.decided_by, Some(1));
+    }
+
+    #[test]
+    fn monitor_and_uncovered_sources() {
+        let (_, text) = run("10.10.1.5", Target::Addr("192.0.2.1".parse().unwrap()), 17, 123);
+        assert!(text.contains("would_deny (monitor: passes, reported): deny by rule `watch-ntp`"), "{text}");
+        let (e, text) = run("10.99.0.1", Target::Addr("192.0.2.1".parse().unwrap()), 6, 443);
+        assert!(!e.covered && e.decided_by.is_none());
+        assert!(text.contains("uncovered"), "{text}");
+        assert!(text.contains("10.99.0.1 is in none of runtime"), "{text}");
+    }
+}
