@@ -134,3 +134,40 @@ fn another_layout_is_replaced_and_status_reads_the_pins() {
     let out = Command::new(bin).args(["status", "--pin-dir", &pin_dir]).output().expect("status");
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no pinned datapath"));
 }
+
+/// Least privilege: with only CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (no
+/// CAP_SYS_ADMIN: the bpffs is mounted already, as systemd does) the agent
+/// loads, attaches, pins and enforces; its pins are not readable by others.
+#[test]
+fn runs_with_bpf_net_admin_and_perfmon_only() {
+    let pins = Bpffs::new("caps").expect("bpffs");
+    let pin_dir = pins.arg();
+    let lab = Lab::new(&["203.0.113.10", "203.0.113.20"]).expect("lab (run as root)");
+    for a in ["203.0.113.10:443", "203.0.113.20:443"] {
+        lab.tcp_echo(sa(a)).expect("server");
+    }
+    let policy = std::env::temp_dir().join(format!("egress-caps-{}.yaml", std::process::id()));
+    std::fs::write(&policy, pack("")).expect("policy");
+    let caps = "-all,+bpf,+net_admin,+perfmon";
+    let wrapper = ["setpriv", "--bounding-set", caps, "--inh-caps", "-all"];
+    let bin = Path::new(env!("CARGO_BIN_EXE_egress-agent"));
+    let agent = AgentProcess::start_wrapped(&lab, &wrapper, bin, &policy, &["--pin-dir", &pin_dir]).expect("agent with 3 capabilities");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).expect("status");
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).expect("CapEff").trim().to_string();
+    // CAP_NET_ADMIN 12, CAP_PERFMON 38, CAP_BPF 39.
+    assert_eq!(u64::from_str_radix(&eff, 16).expect("hex"), (1 << 12) | (1 << 38) | (1 << 39), "effective capabilities");
+    assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "permitted");
+    assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "denied");
+    let layout = pins.0.join(format!("v{}", egress_common::LAYOUT_VERSION));
+    use std::os::unix::fs::PermissionsExt as _;
+    for dir in [pins.0.clone(), layout.clone(), layout.join("links")] {
+        for entry in std::fs::read_dir(&dir).expect("pins").filter_map(Result::ok) {
+            let mode = entry.metadata().expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}: readable by others", entry.path().display());
+        }
+    }
+    drop(agent);
+    let _ = std::fs::remove_file(&policy);
+    let out = Command::new(bin).args(["detach", "--pin-dir", &pin_dir]).output().expect("detach");
+    assert!(out.status.success());
+}

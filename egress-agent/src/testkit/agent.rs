@@ -41,12 +41,19 @@ impl AgentProcess {
 
     /// Starts the agent on a policy file or directory the caller manages.
     pub fn start_at(lab: &Lab, binary: &Path, policy: &Path, extra: &[&str]) -> io::Result<Self> {
+        Self::start_wrapped(lab, &[], binary, policy, extra)
+    }
+
+    /// [`AgentProcess::start_at`] through a wrapper command (e.g. `setpriv`
+    /// with fewer capabilities) that then executes the agent.
+    pub fn start_wrapped(lab: &Lab, wrapper: &[&str], binary: &Path, policy: &Path, extra: &[&str]) -> io::Result<Self> {
         let dir = std::env::temp_dir().join(format!("egress-lab-{}", lab.gateway.name));
         std::fs::create_dir_all(&dir)?;
         let flow_log = dir.join("flows.jsonl");
         let _ = std::fs::remove_file(&flow_log);
         let mut child = cleanup::unblocked("ip")
             .args(["netns", "exec", &lab.gateway.name])
+            .args(wrapper)
             .arg(binary)
             .arg("run")
             .arg("--policy")
