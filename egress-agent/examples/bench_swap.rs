@@ -268,3 +268,4 @@ fn tempdir() -> Result<PathBuf> {
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
+

@@ -137,7 +137,7 @@ pub struct PackStatus {
     pub rules: u32,
     /// When it was installed: nanoseconds since the Unix epoch.
     pub installed_unix_ns: u64,
-    /// FNV-1a 64 of the policy files' names and texts, in reading order.
+    /// Hash of the policy files' names and texts, in reading order.
     pub hash: u64,
     pub smartgroups: u32,
     pub webgroups: u32,

@@ -297,9 +297,9 @@ impl Datapath {
         let idle = (1 - self.state.slot) as usize;
         self.installed[idle] = None;
         self.installed_gen[idle] = 0;
-        let pack = &self.with_counters(pack, idle)?;
-        self.slots[idle].fill(pack, &self.local)?;
-        self.write_webgroup_names(pack)?;
+        let pack = self.with_counters(pack, idle)?;
+        self.slots[idle].fill(&pack, &self.local)?;
+        self.write_webgroup_names(&pack)?;
         let generation = self.state.generation.wrapping_add(1).max(1);
         let mut flags = 0;
         if !self.flow_cache {
@@ -324,7 +324,7 @@ impl Datapath {
         let state = LiveState { slot: idle as u32, generation };
         self.live.set(0, state, 0).map_err(|e| DatapathError::map("EGV1_LIVE", e))?;
         self.state = state;
-        self.installed[idle] = Some(pack.clone());
+        self.installed[idle] = Some(pack);
         self.installed_gen[idle] = generation;
         // The pack is enforced. Once a grace period has passed no packet
         // reads the other slot any more; it is waited for in the background

@@ -17,6 +17,11 @@ impl RuleSet {
     }
 
 
+    /// Whether rule `i` is in the set.
+    pub fn contains(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
     /// Adds every rule of `other`.
     pub fn union_with(&mut self, other: &RuleSet) {
         for (a, b) in self.0.iter_mut().zip(&other.0) {

@@ -16,6 +16,7 @@ mod rule;
 pub mod public_suffix;
 mod summary;
 mod yaml;
+mod yaml_fast;
 
 pub use error::{PolicyError, PolicyErrors};
 pub use load::{is_policy_file_name, load, load_hashed, load_sources};

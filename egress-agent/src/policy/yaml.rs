@@ -116,11 +116,20 @@ pub(crate) struct SyntaxError {
 
 /// Most YAML nodes one policy file may hold: room for well over 100,000
 /// rules, and still a bound on what a hostile file can make us allocate.
-const MAX_NODES: usize = 5_000_000;
+pub(crate) const MAX_NODES: usize = 5_000_000;
 
 /// Parses one YAML document. An empty document (or one with only comments)
 /// is `Kind::Null`.
 pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
+    match super::yaml_fast::parse(text) {
+        Some(tree) => Ok(tree),
+        None => parse_full(text),
+    }
+}
+
+/// [`parse`] through serde-saphyr alone: everything YAML allows, and the
+/// error messages.
+pub(crate) fn parse_full(text: &str) -> Result<Node, SyntaxError> {
     let options = serde_saphyr::options! {
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
         strict_booleans: true,
