@@ -80,7 +80,7 @@ fn matches(e: &PolicyError, x: &Expect, case: &Path) -> bool {
         l.file.ends_with(&format!("/{file}"))
             && (pos.is_empty() || format!("{}:{}", l.line, l.column) == pos)
     } else {
-        l.file == case.display().to_string() && format!("{}:{}", l.line, l.column) == *at
+        *l.file == *case.display().to_string() && format!("{}:{}", l.line, l.column) == *at
     }
 }
 
@@ -125,7 +125,7 @@ fn invalid_cases_fail_where_and_how_expected() {
             }
         }
         for e in &errors {
-            if !e.location.file.contains(&name) || !e.to_string().starts_with(&e.location.file) {
+            if !e.location.file.contains(&name) || !e.to_string().starts_with(&*e.location.file) {
                 failures.push(format!("{name}: error does not name its file: {e}"));
             }
         }

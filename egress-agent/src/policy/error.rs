@@ -29,7 +29,7 @@ impl PolicyError {
     pub fn whole_file(file: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(
             Location {
-                file: file.into(),
+                file: file.into().into(),
                 line: 0,
                 column: 0,
             },

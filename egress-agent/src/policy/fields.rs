@@ -15,7 +15,7 @@ pub const MAX_NAME: usize = 64;
 
 /// The errors of one file, and the file's display name for their locations.
 pub struct Diag {
-    pub file: String,
+    pub file: std::sync::Arc<str>,
     pub errors: Vec<PolicyError>,
 }
 
@@ -23,7 +23,7 @@ impl Diag {
     /// Collects errors for `file`.
     pub fn new(file: &str) -> Self {
         Self {
-            file: file.to_owned(),
+            file: file.into(),
             errors: Vec::new(),
         }
     }

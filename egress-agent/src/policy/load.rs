@@ -141,7 +141,7 @@ pub fn load_sources(files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
             .unwrap_or(usize::MAX)
     };
     errors.sort_by(|a, b| {
-        let key = |e: &PolicyError| (order(&e.location.file), e.location.line, e.location.column);
+        let key = |e: &PolicyError| (order(&e.location.file[..]), e.location.line, e.location.column);
         key(a).cmp(&key(b))
     });
     match pack {
@@ -169,7 +169,7 @@ fn parse_file(name: &str, text: &str) -> ParsedFile {
     let fragment = match yaml::parse(text) {
         Ok(root) => parse::fragment(&mut d, &root),
         Err(e) => {
-            let at = Location { file: name.to_string(), line: e.line, column: e.column };
+            let at = Location { file: name.into(), line: e.line, column: e.column };
             d.errors.push(PolicyError::new(at, format!("invalid YAML: {}", e.message)));
             parse::Fragment { broken: true, ..Default::default() }
         }

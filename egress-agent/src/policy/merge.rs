@@ -59,7 +59,7 @@ pub fn merge(
         None if !complete => {}
         None => errors.push(PolicyError::new(
             Location {
-                file: first_file.to_owned(),
+                file: first_file.into(),
                 line: 1,
                 column: 1,
             },

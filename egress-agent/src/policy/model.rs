@@ -10,7 +10,9 @@ use ipnet::IpNet;
 /// Where in which file something was written (1-based line and column).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Location {
-    pub file: String,
+    /// Shared by every location of a file (a pack has hundreds of
+    /// thousands of them; a string each was a good part of a reload).
+    pub file: std::sync::Arc<str>,
     pub line: usize,
     pub column: usize,
 }
