@@ -4,6 +4,8 @@
 //! - `setup`: makes a fresh machine ready (idempotent, seconds when done).
 //! - `test`: setup, then every test of the workspace (needs root).
 //! - `bench classifier`: BPF_PROG_TEST_RUN cost of the classifier by pack size.
+//! - `bench dns`: cost of learning from a DNS answer, by records.
+//! - `bench swap`: policy change to new pack enforced, by pack size.
 //! - `demo`: the lab of network namespaces with the agent enforcing a pack.
 
 mod setup;
