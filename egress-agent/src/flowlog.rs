@@ -1,8 +1,12 @@
-//! Flow logs: one JSON line per new flow decided by a logging rule.
+//! Flow logs: JSON lines, one per new flow decided by a logging rule and
+//! one per denied or `would_deny` flow (`"type": "flow"`), plus a periodic
+//! `"type": "summary"` line whenever the datapath held events back or lost
+//! them.
 //!
-//! Events come from the datapath's ring buffer; [`record`] turns one into
-//! the JSON record (pure, tested), [`FlowLog`] writes lines to a file or
-//! standard output.
+//! Events come from the datapath's ring buffer, rate-limited per source in
+//! the kernel; [`record`] turns one into the JSON record (pure, tested),
+//! [`FlowLog`] writes lines to standard output or to a file it rotates by
+//! size, keeping N old files.
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -18,6 +22,9 @@ use crate::policy::compile::CompiledRule;
 pub struct FlowRecord {
     /// RFC 3339, milliseconds, UTC.
     pub ts: String,
+    /// `flow`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
     pub iface: String,
     pub src: IpAddr,
     pub sport: u16,
@@ -32,6 +39,23 @@ pub struct FlowRecord {
     pub reason: &'static str,
     /// Pack generation that decided.
     pub pack: u32,
+    /// The name the workload resolved `dst` from, when it did.
+    pub fqdn: Option<String>,
+}
+
+/// What became of flow events since the agent started, and since the last
+/// summary: written when events were held back or lost.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SummaryRecord {
+    pub ts: String,
+    /// `summary`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub events_sent: u64,
+    pub events_lost: u64,
+    pub events_suppressed: u64,
+    pub lost_since_last: u64,
+    pub suppressed_since_last: u64,
 }
 
 /// The address in an event field (IPv4-mapped for IPv4).
@@ -56,7 +80,7 @@ pub fn proto_name(proto: u8) -> String {
 
 /// Builds the record of an event. `rule` is the deciding rule when its pack
 /// is still known; `wall` is the wall-clock time of the event.
-pub fn record(ev: &FlowEvent, rule: Option<&CompiledRule>, iface: String, wall: SystemTime) -> FlowRecord {
+pub fn record(ev: &FlowEvent, rule: Option<&CompiledRule>, iface: String, wall: SystemTime, fqdn: Option<String>) -> FlowRecord {
     let verdict = Verdict::from_code(ev.verdict).map_or("unknown", Verdict::name);
     let (name, priority, action, mode) = match rule {
         Some(r) => (
@@ -69,6 +93,7 @@ pub fn record(ev: &FlowEvent, rule: Option<&CompiledRule>, iface: String, wall: 
     };
     FlowRecord {
         ts: humantime::format_rfc3339_millis(wall).to_string(),
+        kind: "flow",
         iface,
         src: event_addr(ev.family, ev.src),
         sport: u16::from_be(ev.sport_be),
@@ -82,6 +107,7 @@ pub fn record(ev: &FlowEvent, rule: Option<&CompiledRule>, iface: String, wall: 
         verdict,
         reason: Reason::from_code(ev.reason).map_or("unknown", Reason::name),
         pack: ev.generation,
+        fqdn,
     }
 }
 
@@ -107,27 +133,83 @@ pub fn iface_name(ifindex: u32) -> String {
     unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()
 }
 
-/// Where flow-log lines go.
+/// Where flow-log lines go: standard output, or a file rotated when it
+/// would grow past `max_bytes` (`PATH` → `PATH.1` → ... → `PATH.KEEP`, the
+/// oldest dropped).
 pub struct FlowLog {
     out: Box<dyn Write + Send>,
+    file: Option<Rotation>,
+}
+
+/// A rotated file's settings and state.
+struct Rotation {
+    path: std::path::PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    size: u64,
+}
+
+/// Rotation defaults: 100 MiB a file, 5 old files.
+pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
+pub const DEFAULT_KEEP: u32 = 5;
+
+fn append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
 }
 
 impl FlowLog {
-    /// `-` is standard output; anything else a file opened for appending.
-    pub fn open(target: &str) -> std::io::Result<Self> {
-        let out: Box<dyn Write + Send> = if target == "-" {
-            Box::new(std::io::stdout())
-        } else {
-            Box::new(std::fs::OpenOptions::new().create(true).append(true).open(target)?)
+    /// `-` is standard output; anything else a file opened for appending,
+    /// rotated past `max_bytes`, keeping `keep` old files.
+    pub fn open(target: &str, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
+        if target == "-" {
+            return Ok(FlowLog { out: Box::new(std::io::stdout()), file: None });
+        }
+        let path = std::path::PathBuf::from(target);
+        let file = append(&path)?;
+        let size = file.metadata()?.len();
+        Ok(FlowLog { out: Box::new(file), file: Some(Rotation { path, max_bytes: max_bytes.max(1), keep, size }) })
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let Some(r) = &mut self.file else { return Ok(()) };
+        let numbered = |n: u32| {
+            let mut p = r.path.clone().into_os_string();
+            p.push(format!(".{n}"));
+            std::path::PathBuf::from(p)
         };
-        Ok(FlowLog { out })
+        if r.keep == 0 {
+            std::fs::remove_file(&r.path)?;
+        } else {
+            let _ = std::fs::remove_file(numbered(r.keep));
+            for n in (1..r.keep).rev() {
+                let _ = std::fs::rename(numbered(n), numbered(n + 1));
+            }
+            std::fs::rename(&r.path, numbered(1))?;
+        }
+        self.out = Box::new(append(&r.path)?);
+        r.size = 0;
+        Ok(())
+    }
+
+    fn line(&mut self, line: String) -> std::io::Result<()> {
+        let len = line.len() as u64 + 1;
+        if let Some(r) = &self.file {
+            if r.size > 0 && r.size + len > r.max_bytes {
+                self.rotate()?;
+            }
+        }
+        writeln!(self.out, "{line}")?;
+        self.out.flush()?;
+        if let Some(r) = &mut self.file {
+            r.size += len;
+        }
+        Ok(())
     }
 
     /// Writes one record as a JSON line and flushes it.
-    pub fn write(&mut self, rec: &FlowRecord) -> std::io::Result<()> {
+    pub fn write(&mut self, rec: &impl Serialize) -> std::io::Result<()> {
         let line = serde_json::to_string(rec).map_err(std::io::Error::other)?;
-        writeln!(self.out, "{line}")?;
-        self.out.flush()
+        self.line(line)
     }
 }
 
@@ -148,7 +230,7 @@ mod tests {
             priority: 10,
             info: RuleInfo { action: ACTION_PERMIT, mode: MODE_ENFORCE, log: 1, _pad: 0, counter: 0 },
         };
-        let rec = record(&ev, Some(&rule), "lan0".into(), SystemTime::UNIX_EPOCH);
+        let rec = record(&ev, Some(&rule), "lan0".into(), SystemTime::UNIX_EPOCH, Some("api.example.com".into()));
         let json: serde_json::Value = serde_json::to_value(&rec).expect("json");
         assert_eq!(json["ts"], "1970-01-01T00:00:00.000Z");
         assert_eq!(json["src"], "10.10.1.10");
@@ -161,5 +243,35 @@ mod tests {
         assert_eq!(json["mode"], "enforce");
         assert_eq!(json["verdict"], "allowed");
         assert_eq!(json["pack"], 7);
+        assert_eq!(json["type"], "flow");
+        assert_eq!(json["fqdn"], "api.example.com");
+    }
+
+    #[test]
+    fn rotation_keeps_n_files() {
+        let dir = std::env::temp_dir().join(format!("egress-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("flows.jsonl");
+        let mut log = FlowLog::open(path.to_str().unwrap(), 1000, 3).unwrap();
+        for i in 0..200 {
+            log.write(&serde_json::json!({ "n": i, "pad": "x".repeat(40) })).unwrap();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["flows.jsonl", "flows.jsonl.1", "flows.jsonl.2", "flows.jsonl.3"]);
+        for n in &names {
+            let len = std::fs::metadata(dir.join(n)).unwrap().len();
+            assert!(len <= 1000, "{n} is {len} bytes");
+        }
+        // The newest lines are in the current file, in order, none torn.
+        let last: Vec<serde_json::Value> =
+            std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(last.last().unwrap()["n"], 199);
+        let older = std::fs::read_to_string(dir.join("flows.jsonl.1")).unwrap();
+        let first_here = last[0]["n"].as_u64().unwrap();
+        let last_there: serde_json::Value = serde_json::from_str(older.lines().last().unwrap()).unwrap();
+        assert_eq!(last_there["n"].as_u64().unwrap() + 1, first_here, "no line lost at the rotation");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -55,7 +55,7 @@ fn find(name: &'static str, pid: Option<u32>) -> Result<Map, LearnedError> {
     Map::from_map_data(data).map_err(|source| LearnedError::Map { name, source })
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }

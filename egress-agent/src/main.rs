@@ -80,6 +80,12 @@ enum Cmd {
         /// Write JSON flow-log lines to PATH, or `-` for standard output.
         #[arg(long, value_name = "PATH|-")]
         flow_log: Option<String>,
+        /// Rotate the flow-log file when it would pass this many bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = egress_agent::flowlog::DEFAULT_MAX_BYTES)]
+        flow_log_max_bytes: u64,
+        /// Old flow-log files kept (PATH.1 is the newest).
+        #[arg(long, value_name = "N", default_value_t = egress_agent::flowlog::DEFAULT_KEEP)]
+        flow_log_keep: u32,
         /// Pin maps and links here (created 0700; a bpffs is mounted if
         /// needed): the datapath keeps enforcing when the agent exits or
         /// crashes, and the next agent adopts it.
@@ -150,12 +156,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { policy, lan, metrics, flow_log, pin_dir, no_pin, xdp } => {
+        Cmd::Run { policy, lan, metrics, flow_log, flow_log_max_bytes, flow_log_keep, pin_dir, no_pin, xdp } => {
             let opts = RunOptions {
                 policy,
                 lan,
                 metrics,
                 flow_log,
+                flow_log_max_bytes,
+                flow_log_keep,
                 pin_dir: (!no_pin).then_some(pin_dir),
                 hook: if xdp { Hook::Xdp } else { Hook::Tc },
             };

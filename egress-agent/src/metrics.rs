@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::datapath::Datapath;
-use egress_common::{DnsStat, Reason, Verdict};
+use egress_common::{DnsStat, EventStat, Reason, Verdict};
 
 /// Counters the agent keeps itself.
 #[derive(Debug)]
@@ -27,6 +27,11 @@ pub struct AgentStats {
     pub reloads_failed: AtomicU64,
     /// Seconds from reading the policy to the new pack enforced, per reload.
     pub swap_seconds: Histogram,
+    /// Flow-log records written, and writes that failed.
+    pub records_written: AtomicU64,
+    pub records_failed: AtomicU64,
+    /// Hash of the live pack's files (see `egress-agent status`).
+    pub pack_hash: AtomicU64,
 }
 
 /// Buckets of the swap latency histogram: 1 ms to about 2 s.
@@ -40,6 +45,9 @@ impl Default for AgentStats {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             swap_seconds: Histogram::new(swap_buckets()),
+            records_written: AtomicU64::new(0),
+            records_failed: AtomicU64::new(0),
+            pack_hash: AtomicU64::new(0),
         }
     }
 }
@@ -60,13 +68,14 @@ pub struct DatapathCollector {
 
 impl Collector for DatapathCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let (totals, reasons, dns, pressure, generation) = {
+        let (totals, reasons, dns, pressure, generation, events) = {
             let dp = self.dp.lock().map_err(|_| std::fmt::Error)?;
             let totals = dp.rule_totals().map_err(|_| std::fmt::Error)?;
             let reasons = dp.reason_counts().map_err(|_| std::fmt::Error)?;
             let dns = dp.dns_stats().map_err(|_| std::fmt::Error)?;
             let pressure = dp.learned_pressure().map_err(|_| std::fmt::Error)?;
-            (totals, reasons, dns, pressure, dp.generation())
+            let events = dp.event_stats().map_err(|_| std::fmt::Error)?;
+            (totals, reasons, dns, pressure, dp.generation(), events)
         };
         let mut rules: Vec<_> = totals.into_iter().collect();
         rules.sort_by(|a, b| a.0.cmp(&b.0));
@@ -119,6 +128,35 @@ impl Collector for DatapathCollector {
             MetricType::Counter,
         )?;
         ConstCounter::new(pressure.evicted).encode(family)?;
+        let mut family = encoder.encode_descriptor(
+            "egress_flow_events",
+            "Flow events in the datapath: sent to the agent, lost (ring buffer full), suppressed (per-source budget).",
+            None,
+            MetricType::Counter,
+        )?;
+        for e in EventStat::ALL {
+            let value = events.get(e as usize).copied().unwrap_or(0);
+            ConstCounter::new(value).encode(family.encode_family(&[("outcome", e.name())])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "egress_flow_log_records",
+            "Flow-log records written, and writes that failed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, v) in [("written", &self.stats.records_written), ("failed", &self.stats.records_failed)] {
+            ConstCounter::new(v.load(Ordering::Relaxed)).encode(family.encode_family(&[("outcome", outcome)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "egress_pack",
+            "The live pack: its files' hash (as in `egress-agent status`) as a label; always 1.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let hash = format!("{:016x}", self.stats.pack_hash.load(Ordering::Relaxed));
+        ConstGauge::new(1).encode(family.encode_family(&[("hash", hash.as_str())])?)?;
+        let mut family = encoder.encode_descriptor("egress_build", "Build of the agent; always 1.", None, MetricType::Gauge)?;
+        ConstGauge::new(1).encode(family.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
         let mut family = encoder.encode_descriptor(
             "egress_policy_reloads",
             "Policy reloads by outcome.",

@@ -51,6 +51,8 @@ pub struct Installed {
     pub pack: Pack,
     pub generation: u32,
     pub timings: SwapTimings,
+    /// Hash of the files read.
+    pub hash: u64,
 }
 
 /// Loads, validates and compiles the pack at `path` and installs it,
@@ -84,7 +86,7 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
         generation
     };
     let timings = SwapTimings { load: t1 - t0, compile: t2 - t1, install: t2.elapsed() };
-    Ok(Installed { pack, generation, timings })
+    Ok(Installed { pack, generation, timings, hash })
 }
 
 /// What `egress-agent status` shows of an installed pack.

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, RingBuf};
-use egress_common::FlowEvent;
+use egress_common::{EventStat, FlowEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::datapath::{Datapath, Hook, local::local_addresses, pin::PinDir};
-use crate::flowlog::{FlowLog, iface_name, ktime_to_wall, record};
+use crate::flowlog::{FlowLog, SummaryRecord, iface_name, ktime_to_wall, record};
 use crate::metrics::AgentStats;
 use crate::reload::install_from;
 
@@ -27,6 +27,10 @@ pub struct RunOptions {
     pub lan: Vec<String>,
     pub metrics: Option<SocketAddr>,
     pub flow_log: Option<String>,
+    /// Rotate the flow-log file past this many bytes ...
+    pub flow_log_max_bytes: u64,
+    /// ... keeping this many old files.
+    pub flow_log_keep: u32,
     pub pin_dir: Option<PathBuf>,
     pub hook: Hook,
 }
@@ -41,6 +45,7 @@ async fn reload(dp: &Arc<Mutex<Datapath>>, path: &std::path::Path, stats: &Agent
         Ok(Ok(done)) => {
             stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
             stats.record_swap(done.timings.total());
+            stats.pack_hash.store(done.hash, Ordering::Relaxed);
             info!(
                 generation = done.generation,
                 rules = done.pack.rules.len(),
@@ -80,6 +85,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let dp = Arc::new(Mutex::new(datapath));
     let stats = Arc::new(AgentStats::default());
     let first = install_from(&dp, &opts.policy)?;
+    stats.pack_hash.store(first.hash, Ordering::Relaxed);
     let (pack, generation) = (first.pack, first.generation);
     info!(generation, rules = pack.rules.len(), policy = %opts.policy.display(), "pack installed");
     {
@@ -110,9 +116,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tasks.push(tokio::spawn(crate::metrics::serve(listener, reg)));
     }
     if let Some(target) = &opts.flow_log {
-        let log = FlowLog::open(target).with_context(|| format!("opening flow log {target}"))?;
+        let log = FlowLog::open(target, opts.flow_log_max_bytes, opts.flow_log_keep)
+            .with_context(|| format!("opening flow log {target}"))?;
         let events = dp.lock().map_err(|_| anyhow::anyhow!("lock"))?.take_events()?;
-        tasks.push(tokio::spawn(flow_log_task(dp.clone(), events, log)));
+        tasks.push(tokio::spawn(flow_log_task(dp.clone(), events, log, stats.clone())));
     }
 
     {
@@ -156,8 +163,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// Drains the event ring buffer into the flow log.
-async fn flow_log_task(dp: Arc<Mutex<Datapath>>, events: RingBuf<MapData>, mut log: FlowLog) {
+/// How often the flow log says whether events were held back or lost.
+const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
+/// Drains the event ring buffer into the flow log; every [`SUMMARY_EVERY`]
+/// writes a summary line if the datapath held events back or lost them.
+async fn flow_log_task(dp: Arc<Mutex<Datapath>>, events: RingBuf<MapData>, mut log: FlowLog, stats: Arc<AgentStats>) {
     // SAFETY: the ring buffer owns its file descriptor for as long as the
     // AsyncFd holds it, and nothing else closes it.
     let mut fd = match unsafe { AsyncFd::register(events) } {
@@ -167,21 +178,58 @@ async fn flow_log_task(dp: Arc<Mutex<Datapath>>, events: RingBuf<MapData>, mut l
             return;
         }
     };
+    let mut summary = tokio::time::interval(SUMMARY_EVERY);
+    let mut reported = [0u64; 3];
     loop {
-        let Ok(mut guard) = fd.readable_mut().await else { return };
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            if item.len() < std::mem::size_of::<FlowEvent>() {
-                continue;
+        tokio::select! {
+            ready = fd.readable_mut() => {
+                let Ok(mut guard) = ready else { return };
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    if item.len() < std::mem::size_of::<FlowEvent>() {
+                        continue;
+                    }
+                    // SAFETY: the datapath writes whole FlowEvents; read_unaligned copies it out.
+                    let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const FlowEvent) };
+                    let (rule, fqdn) = match dp.lock() {
+                        Ok(d) => (d.rule(ev.generation, ev.rule).cloned(), d.learned_name(ev.src, ev.dst)),
+                        Err(_) => (None, None),
+                    };
+                    let rec = record(&ev, rule.as_ref(), iface_name(ev.ifindex), ktime_to_wall(ev.ktime_ns), fqdn);
+                    count_write(&stats, log.write(&rec));
+                }
+                guard.clear_ready();
             }
-            // SAFETY: the datapath writes whole FlowEvents; read_unaligned copies it out.
-            let ev: FlowEvent = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const FlowEvent) };
-            let rule = dp.lock().ok().and_then(|d| d.rule(ev.generation, ev.rule).cloned());
-            let rec = record(&ev, rule.as_ref(), iface_name(ev.ifindex), ktime_to_wall(ev.ktime_ns));
-            if let Err(e) = log.write(&rec) {
-                error!("flow log write failed: {e}");
+            _ = summary.tick() => {
+                let Some(now) = dp.lock().ok().and_then(|d| d.event_stats().ok()) else { continue };
+                let get = |s: EventStat| now.get(s as usize).copied().unwrap_or(0);
+                let current = [get(EventStat::Sent), get(EventStat::Lost), get(EventStat::Suppressed)];
+                if current[1] == reported[1] && current[2] == reported[2] {
+                    continue;
+                }
+                let rec = SummaryRecord {
+                    ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    kind: "summary",
+                    events_sent: current[0],
+                    events_lost: current[1],
+                    events_suppressed: current[2],
+                    lost_since_last: current[1] - reported[1],
+                    suppressed_since_last: current[2] - reported[2],
+                };
+                warn!(lost = rec.lost_since_last, suppressed = rec.suppressed_since_last, "flow events were held back or lost");
+                count_write(&stats, log.write(&rec));
+                reported = current;
             }
         }
-        guard.clear_ready();
     }
+}
+
+fn count_write(stats: &AgentStats, result: std::io::Result<()>) {
+    match result {
+        Ok(()) => stats.records_written.fetch_add(1, Ordering::Relaxed),
+        Err(e) => {
+            error!("flow log write failed: {e}");
+            stats.records_failed.fetch_add(1, Ordering::Relaxed)
+        }
+    };
 }

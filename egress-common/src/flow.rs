@@ -54,6 +54,52 @@ pub const FRAG_ENTRIES: u32 = 16_384;
 /// Size of the flow-event ring buffer in bytes.
 pub const EVENT_RING_BYTES: u32 = 1 << 22;
 
+/// Flow events one source may send per second, on average ...
+pub const EVENTS_PER_SOURCE_PER_S: u64 = 100;
+/// ... and in a burst: a flood of denied packets from one workload cannot
+/// fill the ring buffer or the disk; what is held back is counted.
+pub const EVENT_BURST_PER_SOURCE: u64 = 200;
+/// Sources whose event budget is tracked (LRU).
+pub const EVENT_RATE_SOURCES: u32 = 65_536;
+
+/// A source's event budget: a token bucket, in thousandths of an event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    pub milli_tokens: u64,
+    pub last_ns: u64,
+}
+crate::assert_size!(EventBudget, 16);
+
+/// What became of flow events, per CPU, by stable code. Never renumber.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventStat {
+    /// Submitted to the ring buffer.
+    Sent = 0,
+    /// The ring buffer was full: the event is lost.
+    Lost = 1,
+    /// Held back by the source's budget.
+    Suppressed = 2,
+}
+
+/// Slots of the event counters.
+pub const EVENT_STAT_SLOTS: u32 = 4;
+
+impl EventStat {
+    /// Every code, for exporters.
+    pub const ALL: [EventStat; 3] = [EventStat::Sent, EventStat::Lost, EventStat::Suppressed];
+
+    /// The label value in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            EventStat::Sent => "sent",
+            EventStat::Lost => "lost",
+            EventStat::Suppressed => "suppressed",
+        }
+    }
+}
+
 /// A decision on a new flow, sent to the agent through the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,4 +124,4 @@ pub struct FlowEvent {
 }
 crate::assert_size!(FlowEvent, 64);
 
-crate::impl_pod!(FlowKey, FlowValue, FragKey, FlowEvent);
+crate::impl_pod!(FlowKey, FlowValue, FragKey, FlowEvent, EventBudget);

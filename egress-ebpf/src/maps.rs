@@ -50,9 +50,19 @@ pub static EGV1_FRAGS: LruHashMap<FragKey, FlowValue> =
 #[map]
 pub static EGV1_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
 
-/// New-flow decisions of logging rules, for flow logs.
+/// New-flow decisions of logging rules, and every deny and `would_deny`,
+/// for flow logs.
 #[map]
 pub static EGV1_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+
+/// Source address → its flow-event budget (token bucket, LRU).
+#[map]
+pub static EGV1_EVBUDGET: LruHashMap<[u8; 16], egress_common::EventBudget> =
+    LruHashMap::with_max_entries(egress_common::EVENT_RATE_SOURCES, 0);
+
+/// Flow events per [`egress_common::EventStat`] code (per CPU).
+#[map]
+pub static EGV1_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(egress_common::EVENT_STAT_SLOTS, 0);
 
 /// Queries seen leaving for a resolver, awaiting their answer (LRU).
 #[map]

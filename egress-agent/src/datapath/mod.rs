@@ -35,7 +35,7 @@ use slot::SlotMaps;
 /// Every map of the datapath object (pinned by these names).
 pub fn map_names() -> Vec<String> {
     let mut names: Vec<String> = [
-        "EGV1_LIVE", "EGV1_STATUS", "EGV1_SLOT_META", "EGV1_FLOWS", "EGV1_FRAGS", "EGV1_REASONS", "EGV1_EVENTS",
+        "EGV1_LIVE", "EGV1_STATUS", "EGV1_SLOT_META", "EGV1_FLOWS", "EGV1_FRAGS", "EGV1_REASONS", "EGV1_EVENTS", "EGV1_EVBUDGET", "EGV1_EVSTATS",
         "EGV1_QUERIES", "EGV1_LEARNED", "EGV1_LNAMES", "EGV1_WEBGROUPS", "EGV1_DNS_STATS",
         "EGV1_TAILS_TC", "EGV1_TAILS_XDP", "EGV1_SCRATCH",
     ]
@@ -509,6 +509,11 @@ impl Datapath {
         self.per_cpu_sums("EGV1_REASONS")
     }
 
+    /// Flow-event counters per `EventStat` code, summed over CPUs.
+    pub fn event_stats(&self) -> Result<Vec<u64>, DatapathError> {
+        self.per_cpu_sums("EGV1_EVSTATS")
+    }
+
     /// DNS counters per `DnsStat` code, summed over CPUs.
     pub fn dns_stats(&self) -> Result<Vec<u64>, DatapathError> {
         self.per_cpu_sums("EGV1_DNS_STATS")
@@ -520,6 +525,16 @@ impl Datapath {
         let table = aya::maps::HashMap::<_, LearnKey, LearnValue>::try_from(map)
             .map_err(|e| DatapathError::map("EGV1_LEARNED", e))?;
         Ok(table.iter().filter_map(Result::ok).collect())
+    }
+
+    /// The name `workload` resolved `addr` from (16-byte forms, IPv4
+    /// mapped), while the learned-address table still holds it.
+    pub fn learned_name(&self, workload: [u8; 16], addr: [u8; 16]) -> Option<String> {
+        let learned = aya::maps::HashMap::<_, LearnKey, LearnValue>::try_from(self.ebpf.map("EGV1_LEARNED")?).ok()?;
+        let value = learned.get(&LearnKey { workload, addr }, 0).ok()?;
+        let names = aya::maps::HashMap::<_, u64, egress_common::NameText>::try_from(self.ebpf.map("EGV1_LNAMES")?).ok()?;
+        let text = names.get(&value.name_hash, 0).ok()?;
+        Some(crate::learned::text(&text)).filter(|t| !t.is_empty())
     }
 
     /// Occupancy of the learned-address table: live entries (counted by
