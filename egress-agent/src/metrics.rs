@@ -182,7 +182,7 @@ pub fn registry(dp: Arc<Mutex<Datapath>>, stats: Arc<AgentStats>) -> Registry {
     let mut reg = Registry::default();
     reg.register_with_unit(
         "egress_policy_swap",
-        "Time from reading the policy to the new pack enforced, per installed reload.",
+        "Time from reading the policy to the new pack enforced, per installed reload",
         prometheus_client::registry::Unit::Seconds,
         stats.swap_seconds.clone(),
     );

@@ -141,6 +141,13 @@ fn first_connection_after_a_lookup_is_never_dropped() {
     let slowest = records.iter().filter_map(|r| r["connect_ms"].as_f64()).fold(0.0, f64::max);
     assert!(slowest < 200.0, "slowest first connection took {slowest:.1} ms");
 
+    // The flow log names what the workload resolved.
+    let rec = d
+        .agent
+        .wait_record(Duration::from_secs(3), |v| v["dst"] == fresh_v4(0).to_string() && v["rule"] == "allow-sanctioned")
+        .expect("a record of the first connection");
+    assert_eq!(rec["fqdn"], "n0000.fresh.test", "{rec}");
+
     // Learned for the workload that asked, not for its neighbour.
     let learned = SocketAddr::new(fresh_v4(0), 443);
     assert!(d.lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "asker reaches it");
