@@ -43,6 +43,48 @@ pub struct FlowRecord {
     pub fqdn: Option<String>,
 }
 
+/// What a DNS answer taught a workload.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DnsRecord {
+    pub ts: String,
+    /// `dns`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub workload: IpAddr,
+    /// The question's name (as the workload asked it, lowercase).
+    pub name: String,
+    /// The addresses learned (at most 8 listed; `addresses_total` counts all).
+    pub addresses: Vec<IpAddr>,
+    pub addresses_total: u32,
+    /// Seconds the addresses stay usable (the shortest, after clamping).
+    pub ttl: u32,
+    pub webgroups: Vec<String>,
+}
+
+/// The record of a learn event; `name` and `webgroups` come from the maps.
+pub fn dns_record(ev: &egress_common::LearnEvent, name: String, webgroups: Vec<String>, wall: SystemTime) -> DnsRecord {
+    let listed = (ev.count as usize).min(egress_common::LEARN_EVENT_ADDRS);
+    DnsRecord {
+        ts: humantime::format_rfc3339_millis(wall).to_string(),
+        kind: "dns",
+        workload: event_addr(ev.family, ev.workload),
+        name,
+        addresses: ev.addrs[..listed].iter().map(|a| mapped_or_v6(*a)).collect(),
+        addresses_total: ev.count as u32,
+        ttl: ev.ttl_s,
+        webgroups,
+    }
+}
+
+/// An address as the datapath stores it: IPv4 mapped (`::ffff:a.b.c.d`) or IPv6.
+fn mapped_or_v6(a: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
 /// What became of flow events since the agent started, and since the last
 /// summary: written when events were held back or lost.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

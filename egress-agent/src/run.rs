@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use aya::maps::{MapData, RingBuf};
-use egress_common::{EventStat, FlowEvent};
+use egress_common::{EVENT_KIND_LEARN, EVENT_KIND_OFFSET, EventStat, FlowEvent, LearnEvent};
 use tokio::io::unix::AsyncFd;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
 use crate::datapath::{Datapath, Hook, local::local_addresses, pin::PinDir};
-use crate::flowlog::{FlowLog, SummaryRecord, iface_name, ktime_to_wall, record};
+use crate::flowlog::{FlowLog, SummaryRecord, dns_record, iface_name, ktime_to_wall, record};
 use crate::metrics::AgentStats;
 use crate::reload::install_from;
 
@@ -186,6 +186,23 @@ async fn flow_log_task(dp: Arc<Mutex<Datapath>>, events: RingBuf<MapData>, mut l
                 let Ok(mut guard) = ready else { return };
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
+                    if item.len() <= EVENT_KIND_OFFSET {
+                        continue;
+                    }
+                    if item[EVENT_KIND_OFFSET] == EVENT_KIND_LEARN {
+                        if item.len() < std::mem::size_of::<LearnEvent>() {
+                            continue;
+                        }
+                        // SAFETY: a whole LearnEvent (checked length); read_unaligned copies it out.
+                        let ev: LearnEvent = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const LearnEvent) };
+                        let (name, groups) = match dp.lock() {
+                            Ok(d) => (d.learned_name_text(ev.name_hash), d.webgroup_names(ev.groups)),
+                            Err(_) => (None, Vec::new()),
+                        };
+                        let rec = dns_record(&ev, name.unwrap_or_default(), groups, ktime_to_wall(ev.ktime_ns));
+                        count_write(&stats, log.write(&rec));
+                        continue;
+                    }
                     if item.len() < std::mem::size_of::<FlowEvent>() {
                         continue;
                     }

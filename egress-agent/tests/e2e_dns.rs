@@ -147,6 +147,16 @@ fn first_connection_after_a_lookup_is_never_dropped() {
         .wait_record(Duration::from_secs(3), |v| v["dst"] == fresh_v4(0).to_string() && v["rule"] == "allow-sanctioned")
         .expect("a record of the first connection");
     assert_eq!(rec["fqdn"], "n0000.fresh.test", "{rec}");
+    // And what each answer taught, as records of their own.
+    let dns = d
+        .agent
+        .wait_record(Duration::from_secs(3), |v| v["type"] == "dns" && v["name"] == "n0000.fresh.test" && v["addresses"][0] == fresh_v4(0).to_string())
+        .expect("a DNS record of the answer");
+    assert_eq!(dns["workload"], "10.10.1.10", "{dns}");
+    assert_eq!(dns["ttl"], 300, "{dns}");
+    assert_eq!(dns["addresses_total"], 1, "{dns}");
+    assert_eq!(dns["webgroups"], serde_json::json!(["sanctioned"]), "{dns}");
+    assert!(dns["ts"].as_str().is_some_and(|t| humantime::parse_rfc3339(t).is_ok()), "{dns}");
 
     // Learned for the workload that asked, not for its neighbour.
     let learned = SocketAddr::new(fresh_v4(0), 443);

@@ -120,8 +120,47 @@ pub struct FlowEvent {
     pub rule: u32,
     pub generation: u32,
     pub ifindex: u32,
-    pub _pad: [u8; 4],
+    /// [`EVENT_KIND_FLOW`].
+    pub kind: u8,
+    pub _pad: [u8; 3],
 }
 crate::assert_size!(FlowEvent, 64);
 
-crate::impl_pod!(FlowKey, FlowValue, FragKey, FlowEvent, EventBudget);
+/// Byte offset of the event kind, the same in every event type.
+pub const EVENT_KIND_OFFSET: usize = 60;
+/// [`FlowEvent::kind`].
+pub const EVENT_KIND_FLOW: u8 = 0;
+/// [`LearnEvent::kind`].
+pub const EVENT_KIND_LEARN: u8 = 1;
+
+/// Addresses one [`LearnEvent`] carries at most.
+pub const LEARN_EVENT_ADDRS: usize = 8;
+
+/// What one DNS answer taught a workload, for the flow log's DNS records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnEvent {
+    pub ktime_ns: u64,
+    /// The workload that asked (IPv4 mapped into 16 bytes).
+    pub workload: [u8; 16],
+    /// WebGroup bits the addresses were learned for.
+    pub groups: u64,
+    /// The question name's hash (its text is in `EGV1_LNAMES`).
+    pub name_hash: u64,
+    /// Shortest lifetime among the addresses, after clamping, seconds.
+    pub ttl_s: u32,
+    /// Addresses learned from the answer (the first
+    /// [`LEARN_EVENT_ADDRS`] are in `addrs`).
+    pub count: u8,
+    /// Family of `workload`.
+    pub family: u8,
+    pub _pad0: [u8; 14],
+    /// [`EVENT_KIND_LEARN`], at [`EVENT_KIND_OFFSET`].
+    pub kind: u8,
+    pub _pad1: [u8; 3],
+    /// The addresses (IPv4 mapped).
+    pub addrs: [[u8; 16]; LEARN_EVENT_ADDRS],
+}
+crate::assert_size!(LearnEvent, 192);
+
+crate::impl_pod!(FlowKey, FlowValue, FragKey, FlowEvent, EventBudget, LearnEvent);

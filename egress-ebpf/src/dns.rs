@@ -53,6 +53,22 @@ pub struct Scratch {
     pub walk: Walk,
     pub scan: Scan,
     pub records: Records,
+    /// What the last answer taught, for its flow-log event.
+    pub report: Report,
+}
+
+/// What an answer taught, handed to [`report_step`] for its event.
+#[repr(C)]
+pub struct Report {
+    pub workload: [u8; 16],
+    pub groups: u64,
+    pub name_hash: u64,
+    pub found: u32,
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+    pub family: u32,
+    /// `bpf_ktime_get_ns` when the answer was judged.
+    pub now: u64,
 }
 
 /// State of a name walk ([`read_name`]).
@@ -740,30 +756,62 @@ fn learn<B: LoadBytes>(
     if found == 0 {
         return Err(DnsStat::NoAnswer);
     }
-    // Pass 2: the whole answer section parsed; learn.
+    // Pass 2: the whole answer section parsed; learn. Each address is
+    // learned in a `bpf_loop` callback, and the answer's event sent from
+    // another: their frames are their own (this one is near the 512-byte
+    // stack), and what they need is in the scratch.
     let _ = EGV1_LNAMES.insert(&question.hash, &s.name, 0);
-    for i in 0..MAX_LEARN {
-        if i >= found {
-            break;
+    let r = addr_of_mut!(s.report);
+    // SAFETY: fields of the per-CPU scratch; volatile so the callbacks see them.
+    unsafe {
+        let w = addr_of_mut!((*r).workload) as *mut u8;
+        for b in 0..16 {
+            vset(w.add(b), pkt.dst[b]);
         }
-        // SAFETY: written by the record callback; read volatile (see above).
-        let (ttl, addr) = unsafe { (vget(addr_of!(s.ttls[i])), vget(addr_of!(s.addrs[i]))) };
-        let ttl = ttl.clamp(meta.min_ttl, meta.max_ttl.max(meta.min_ttl));
-        let key = LearnKey { workload: pkt.dst, addr };
-        let mut value = LearnValue { groups, expires_ns: now + ttl as u64 * 1_000_000_000, name_hash: question.hash };
-        match EGV1_LEARNED.get_ptr(&key) {
-            Some(old) => {
-                // SAFETY: value pointer from a successful lookup.
-                let old = unsafe { *old };
-                if old.expires_ns > now {
-                    value.groups |= old.groups;
-                    value.expires_ns = value.expires_ns.max(old.expires_ns);
-                }
-            }
-            None => stat(DnsStat::AddressNew),
-        }
-        let _ = EGV1_LEARNED.insert(&key, &value, 0);
-        stat(DnsStat::AddressLearned);
+        vset(addr_of_mut!((*r).groups), groups);
+        vset(addr_of_mut!((*r).name_hash), question.hash);
+        vset(addr_of_mut!((*r).found), found as u32);
+        vset(addr_of_mut!((*r).min_ttl), meta.min_ttl);
+        vset(addr_of_mut!((*r).max_ttl), meta.max_ttl);
+        vset(addr_of_mut!((*r).family), pkt.family as u32);
+        vset(addr_of_mut!((*r).now), now);
+        bpf_loop(MAX_LEARN as u32, learn_step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_loop(1, report_step as *mut c_void, core::ptr::null_mut(), 0);
     }
     Ok(())
+}
+
+/// Sends the event of what an answer taught (see [`Report`]).
+extern "C" fn report_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    if let Some(s) = scratch() {
+        crate::events::report_learn(s);
+    }
+    1
+}
+
+/// Learns address `index` of the answer (see [`Report`]); stops past the last.
+extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else { return 1 };
+    let i = index as usize;
+    if i >= MAX_LEARN || i as u32 >= s.report.found {
+        return 1;
+    }
+    let r = &s.report;
+    let ttl = s.ttls[i].clamp(r.min_ttl, r.max_ttl.max(r.min_ttl));
+    let key = LearnKey { workload: r.workload, addr: s.addrs[i] };
+    let mut value = LearnValue { groups: r.groups, expires_ns: r.now + ttl as u64 * 1_000_000_000, name_hash: r.name_hash };
+    match EGV1_LEARNED.get_ptr(&key) {
+        Some(old) => {
+            // SAFETY: value pointer from a successful lookup.
+            let old = unsafe { *old };
+            if old.expires_ns > r.now {
+                value.groups |= old.groups;
+                value.expires_ns = value.expires_ns.max(old.expires_ns);
+            }
+        }
+        None => stat(DnsStat::AddressNew),
+    }
+    let _ = EGV1_LEARNED.insert(&key, &value, 0);
+    stat(DnsStat::AddressLearned);
+    0
 }

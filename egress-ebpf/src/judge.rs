@@ -6,15 +6,14 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
-    ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowEvent, FlowKey, FlowValue, FragKey,
+    ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowKey, FlowValue, FragKey,
     MODE_ENFORCE, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS, SlotMeta,
-    SpKey, VERDICTS, Verdict, XdKey, LearnKey, XwKey, EventBudget, EventStat, EVENTS_PER_SOURCE_PER_S,
-    EVENT_BURST_PER_SOURCE,
+    SpKey, VERDICTS, Verdict, XdKey, LearnKey, XwKey,
 };
 
 use crate::dns::{self, LoadBytes, QueryAction};
 use crate::maps::{
-    EGV1_EVBUDGET, EGV1_EVENTS, EGV1_EVSTATS, EGV1_FLOWS, EGV1_FRAGS, EGV1_LEARNED, EGV1_LIVE, EGV1_REASONS, EGV1_SLOT_META,
+    EGV1_FLOWS, EGV1_FRAGS, EGV1_LEARNED, EGV1_LIVE, EGV1_REASONS, EGV1_SLOT_META,
     SLOT0, SLOT1, Slot,
 };
 use crate::parse::{
@@ -401,76 +400,8 @@ fn judge_ip(
         let _ = EGV1_FRAGS.insert(&frag_key, &value, 0);
     }
     if rule.log != 0 || verdict != Verdict::Allowed {
-        report(pkt, &key, verdict, rule_idx, generation, ifindex);
+        crate::events::report_flow(pkt, &key, verdict, rule_idx, generation, ifindex);
     }
     action_of(verdict)
 }
 
-#[inline(always)]
-fn count_event(stat: EventStat) {
-    if let Some(cell) = EGV1_EVSTATS.get_ptr_mut(stat as u32) {
-        // SAFETY: per-CPU cell, no concurrent writer on this CPU.
-        unsafe { *cell += 1 };
-    }
-}
-
-/// Takes one event from `src`'s budget; `false` when it is spent. Updates
-/// race between CPUs, which can only let a few more events through.
-#[inline(always)]
-fn event_allowed(src: &[u8; 16]) -> bool {
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let full = EVENT_BURST_PER_SOURCE * 1000;
-    match EGV1_EVBUDGET.get_ptr_mut(src) {
-        Some(b) => {
-            // SAFETY: value pointer from a successful lookup.
-            let b = unsafe { &mut *b };
-            let refill = now.saturating_sub(b.last_ns) / 1_000_000 * EVENTS_PER_SOURCE_PER_S;
-            let tokens = if refill >= full { full } else { (b.milli_tokens + refill).min(full) };
-            b.last_ns = now;
-            if tokens < 1000 {
-                b.milli_tokens = tokens;
-                return false;
-            }
-            b.milli_tokens = tokens - 1000;
-            true
-        }
-        None => {
-            let fresh = EventBudget { milli_tokens: full - 1000, last_ns: now };
-            let _ = EGV1_EVBUDGET.insert(src, &fresh, 0);
-            true
-        }
-    }
-}
-
-#[inline(always)]
-fn report(pkt: &Packet, key: &FlowKey, verdict: Verdict, rule: u32, generation: u32, ifindex: u32) {
-    if !event_allowed(&pkt.src) {
-        count_event(EventStat::Suppressed);
-        return;
-    }
-    let Some(mut entry) = EGV1_EVENTS.reserve::<FlowEvent>(0) else {
-        count_event(EventStat::Lost);
-        return;
-    };
-    count_event(EventStat::Sent);
-    {
-        entry.write(FlowEvent {
-            // SAFETY: helper without preconditions.
-            ktime_ns: unsafe { bpf_ktime_get_ns() },
-            src: pkt.src,
-            dst: pkt.dst,
-            sport_be: key.sport_be,
-            dport_be: key.dport_be,
-            proto: pkt.proto,
-            family: pkt.family,
-            verdict: verdict as u8,
-            reason: Reason::Rule as u8,
-            rule,
-            generation,
-            ifindex,
-            _pad: [0; 4],
-        });
-        entry.submit(0);
-    }
-}

@@ -7,6 +7,7 @@
 #![no_main]
 
 mod dns;
+mod events;
 mod judge;
 mod maps;
 mod parse;

@@ -527,6 +527,18 @@ impl Datapath {
         Ok(table.iter().filter_map(Result::ok).collect())
     }
 
+    /// The text of a learned name by its hash, while the name table holds it.
+    pub fn learned_name_text(&self, hash: u64) -> Option<String> {
+        let names = aya::maps::HashMap::<_, u64, egress_common::NameText>::try_from(self.ebpf.map("EGV1_LNAMES")?).ok()?;
+        Some(crate::learned::text(&names.get(&hash, 0).ok()?)).filter(|t| !t.is_empty())
+    }
+
+    /// The names of the live pack's WebGroups among `bits`.
+    pub fn webgroup_names(&self, bits: u64) -> Vec<String> {
+        let Some(pack) = self.live_pack() else { return Vec::new() };
+        pack.webgroup_bits.iter().filter(|(_, b)| bits & (1u64 << **b) != 0).map(|(n, _)| n.clone()).collect()
+    }
+
     /// The name `workload` resolved `addr` from (16-byte forms, IPv4
     /// mapped), while the learned-address table still holds it.
     pub fn learned_name(&self, workload: [u8; 16], addr: [u8; 16]) -> Option<String> {

@@ -1,0 +1,139 @@
+//! Events for the agent's flow log, through one ring buffer: flow
+//! decisions and addresses learned from DNS. Every source has a budget
+//! (a token bucket) so that a flood cannot fill the ring or the disk; what
+//! is held back or does not fit is counted, never silently dropped.
+
+use core::ptr::{addr_of, addr_of_mut, read_volatile};
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use egress_common::{
+    EVENT_BURST_PER_SOURCE, EVENT_KIND_FLOW, EVENT_KIND_LEARN, EVENTS_PER_SOURCE_PER_S, EventBudget, EventStat,
+    FlowEvent, FlowKey, LEARN_EVENT_ADDRS, LearnEvent, Reason, Verdict,
+};
+
+use crate::dns::Scratch;
+use crate::maps::{EGV1_EVBUDGET, EGV1_EVENTS, EGV1_EVSTATS};
+use crate::parse::Packet;
+
+#[inline(always)]
+pub fn count_event(stat: EventStat) {
+    if let Some(cell) = EGV1_EVSTATS.get_ptr_mut(stat as u32) {
+        // SAFETY: per-CPU cell, no concurrent writer on this CPU.
+        unsafe { *cell += 1 };
+    }
+}
+
+/// Takes one event from `src`'s budget; `false` when it is spent. Updates
+/// race between CPUs, which can only let a few more events through.
+#[inline(always)]
+pub fn event_allowed(src: &[u8; 16]) -> bool {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let full = EVENT_BURST_PER_SOURCE * 1000;
+    match EGV1_EVBUDGET.get_ptr_mut(src) {
+        Some(b) => {
+            // SAFETY: value pointer from a successful lookup.
+            let b = unsafe { &mut *b };
+            let refill = now.saturating_sub(b.last_ns) / 1_000_000 * EVENTS_PER_SOURCE_PER_S;
+            let tokens = if refill >= full { full } else { (b.milli_tokens + refill).min(full) };
+            b.last_ns = now;
+            if tokens < 1000 {
+                b.milli_tokens = tokens;
+                return false;
+            }
+            b.milli_tokens = tokens - 1000;
+            true
+        }
+        None => {
+            let fresh = EventBudget { milli_tokens: full - 1000, last_ns: now };
+            let _ = EGV1_EVBUDGET.insert(src, &fresh, 0);
+            true
+        }
+    }
+}
+
+#[inline(always)]
+pub fn report_flow(pkt: &Packet, key: &FlowKey, verdict: Verdict, rule: u32, generation: u32, ifindex: u32) {
+    if !event_allowed(&pkt.src) {
+        count_event(EventStat::Suppressed);
+        return;
+    }
+    let Some(mut entry) = EGV1_EVENTS.reserve::<FlowEvent>(0) else {
+        count_event(EventStat::Lost);
+        return;
+    };
+    count_event(EventStat::Sent);
+    {
+        entry.write(FlowEvent {
+            // SAFETY: helper without preconditions.
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            src: pkt.src,
+            dst: pkt.dst,
+            sport_be: key.sport_be,
+            dport_be: key.dport_be,
+            proto: pkt.proto,
+            family: pkt.family,
+            verdict: verdict as u8,
+            reason: Reason::Rule as u8,
+            rule,
+            generation,
+            ifindex,
+            kind: EVENT_KIND_FLOW,
+            _pad: [0; 3],
+        });
+        entry.submit(0);
+    }
+}
+
+/// Reports what one answer taught (`s.report`): the first
+/// [`LEARN_EVENT_ADDRS`] addresses in the scratch and their shortest
+/// clamped lifetime.
+#[inline(always)]
+pub fn report_learn(s: &Scratch) {
+    let r = &s.report;
+    if !event_allowed(&r.workload) {
+        count_event(EventStat::Suppressed);
+        return;
+    }
+    let Some(mut entry) = EGV1_EVENTS.reserve::<LearnEvent>(0) else {
+        count_event(EventStat::Lost);
+        return;
+    };
+    count_event(EventStat::Sent);
+    let p = entry.as_mut_ptr();
+    let mut ttl_min = u32::MAX;
+    let found = r.found;
+    // Written in place, field by field (no 192-byte value on the stack).
+    // SAFETY: `p` points at the reserved entry, sized for a LearnEvent;
+    // indexes are below both arrays' lengths.
+    unsafe {
+        for i in 0..LEARN_EVENT_ADDRS {
+            if i as u32 >= found {
+                break;
+            }
+            // Two 8-byte words: no 16-byte temporary on the stack.
+            let from = addr_of!(s.addrs[i]) as *const u64;
+            let to = addr_of_mut!((*p).addrs[i]) as *mut u64;
+            to.write_unaligned(read_volatile(from));
+            to.add(1).write_unaligned(read_volatile(from.add(1)));
+            let ttl = read_volatile(addr_of!(s.ttls[i])).clamp(r.min_ttl, r.max_ttl.max(r.min_ttl));
+            if ttl < ttl_min {
+                ttl_min = ttl;
+            }
+        }
+        addr_of_mut!((*p).ktime_ns).write(bpf_ktime_get_ns());
+        let from = addr_of!(r.workload) as *const u64;
+        let to = addr_of_mut!((*p).workload) as *mut u64;
+        to.write_unaligned(read_volatile(from));
+        to.add(1).write_unaligned(read_volatile(from.add(1)));
+        addr_of_mut!((*p).groups).write(r.groups);
+        addr_of_mut!((*p).name_hash).write(r.name_hash);
+        addr_of_mut!((*p).ttl_s).write(ttl_min);
+        addr_of_mut!((*p).count).write(if found > 255 { 255 } else { found as u8 });
+        addr_of_mut!((*p).family).write(r.family as u8);
+        core::ptr::write_bytes(addr_of_mut!((*p)._pad0) as *mut u8, 0, 14);
+        addr_of_mut!((*p).kind).write(EVENT_KIND_LEARN);
+        core::ptr::write_bytes(addr_of_mut!((*p)._pad1) as *mut u8, 0, 3);
+    }
+    entry.submit(0);
+}
