@@ -9,12 +9,16 @@ use anyhow::{Context as _, Result, bail};
 
 /// Debian packages the tests and the demo use: `ip` (iproute2) for network
 /// namespaces, `ping` for ICMP, bpftool for inspecting the datapath, and
-/// dnsmasq (the binary only, no system service) as the lab's resolver.
+/// dnsmasq (the binary only, no system service) as the lab's resolver,
+/// `setpriv` to run the agent with fewer capabilities, `systemd-analyze` to
+/// verify the shipped unit.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("iputils-ping", "/usr/bin/ping"),
     ("bpftool", "/usr/sbin/bpftool"),
     ("dnsmasq-base", "/usr/sbin/dnsmasq"),
+    ("util-linux", "/usr/bin/setpriv"),
+    ("systemd", "/usr/bin/systemd-analyze"),
 ];
 
 /// The workspace root (parent of `xtask/`).
