@@ -6,6 +6,8 @@ pub mod agent;
 pub mod bpffs;
 pub mod cleanup;
 pub mod client;
+pub mod containment;
+pub mod containment_report;
 pub mod lab;
 pub mod netns;
 pub mod packet;
