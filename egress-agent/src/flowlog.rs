@@ -131,6 +131,10 @@ pub fn record(ev: &FlowEvent, rule: Option<&CompiledRule>, iface: String, wall: 
             if r.info.action == ACTION_DENY { "deny" } else { "permit" },
             if r.info.mode == MODE_ENFORCE { "enforce" } else { "monitor" },
         ),
+        // Dropped (or passed in monitor mode) because it could not be judged.
+        None if ev.rule == egress_common::NO_RULE => {
+            ("(unjudgeable)".into(), None, "deny", if verdict == "denied" { "enforce" } else { "monitor" })
+        }
         None => (format!("#{}", ev.rule), None, "unknown", "unknown"),
     };
     FlowRecord {
@@ -287,6 +291,25 @@ mod tests {
         assert_eq!(json["pack"], 7);
         assert_eq!(json["type"], "flow");
         assert_eq!(json["fqdn"], "api.example.com");
+    }
+
+    #[test]
+    fn unjudgeable_drops_have_a_record_without_a_rule() {
+        let ev = FlowEvent {
+            family: FAMILY_V4,
+            proto: 17,
+            verdict: Verdict::Denied as u8,
+            reason: Reason::FragmentUnseen as u8,
+            rule: egress_common::NO_RULE,
+            ..Default::default()
+        };
+        let json = serde_json::to_value(record(&ev, None, "lan0".into(), SystemTime::UNIX_EPOCH, None)).expect("json");
+        assert_eq!(json["rule"], "(unjudgeable)");
+        assert_eq!(json["action"], "deny");
+        assert_eq!(json["mode"], "enforce");
+        assert_eq!(json["verdict"], "denied");
+        assert_eq!(json["reason"], Reason::FragmentUnseen.name());
+        assert!(json["priority"].is_null());
     }
 
     #[test]

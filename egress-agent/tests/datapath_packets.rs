@@ -107,7 +107,13 @@ impl Harness {
     fn check(&mut self, name: &str, frame: &[u8], want: &Expect) {
         let reasons = self.dp.reason_counts().expect("reasons");
         let rules = self.dp.rule_totals().expect("rule totals");
+        let events: u64 = self.dp.event_stats().expect("events").iter().sum();
         let ret = self.run(TC_PROGRAM, frame);
+        if want.rule.is_none() && want.ret == DROP {
+            // Dropped without a rule (cannot be judged): reported all the same.
+            let after: u64 = self.dp.event_stats().expect("events").iter().sum();
+            assert_eq!(after, events + 1, "{name}: one flow event accounted for the unjudgeable drop");
+        }
         assert_eq!(ret, want.ret, "{name}: program returned {ret:#x}");
         let after = self.dp.reason_counts().expect("reasons");
         let r = want.reason as usize;

@@ -126,6 +126,9 @@ pub struct FlowEvent {
 }
 crate::assert_size!(FlowEvent, 64);
 
+/// [`FlowEvent::rule`] of a packet no rule decided (it could not be judged).
+pub const NO_RULE: u32 = u32::MAX;
+
 /// Byte offset of the event kind, the same in every event type.
 pub const EVENT_KIND_OFFSET: usize = 60;
 /// [`FlowEvent::kind`].

@@ -8,7 +8,7 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use egress_common::{
     EVENT_BURST_PER_SOURCE, EVENT_KIND_FLOW, EVENT_KIND_LEARN, EVENTS_PER_SOURCE_PER_S, EventBudget, EventStat,
-    FlowEvent, FlowKey, LEARN_EVENT_ADDRS, LearnEvent, Reason, Verdict,
+    FlowEvent, LEARN_EVENT_ADDRS, LearnEvent, Reason, Verdict,
 };
 
 use crate::dns::Scratch;
@@ -53,7 +53,17 @@ pub fn event_allowed(src: &[u8; 16]) -> bool {
 }
 
 #[inline(always)]
-pub fn report_flow(pkt: &Packet, key: &FlowKey, verdict: Verdict, rule: u32, generation: u32, ifindex: u32) {
+#[allow(clippy::too_many_arguments)]
+pub fn report_flow(
+    pkt: &Packet,
+    sport_be: u16,
+    dport_be: u16,
+    verdict: Verdict,
+    reason: Reason,
+    rule: u32,
+    generation: u32,
+    ifindex: u32,
+) {
     if !event_allowed(&pkt.src) {
         count_event(EventStat::Suppressed);
         return;
@@ -69,12 +79,12 @@ pub fn report_flow(pkt: &Packet, key: &FlowKey, verdict: Verdict, rule: u32, gen
             ktime_ns: unsafe { bpf_ktime_get_ns() },
             src: pkt.src,
             dst: pkt.dst,
-            sport_be: key.sport_be,
-            dport_be: key.dport_be,
+            sport_be,
+            dport_be,
             proto: pkt.proto,
             family: pkt.family,
             verdict: verdict as u8,
-            reason: Reason::Rule as u8,
+            reason: reason as u8,
             rule,
             generation,
             ifindex,

@@ -6,7 +6,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
-    ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowKey, FlowValue, FragKey,
+    ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowKey, NO_RULE, FlowValue, FragKey,
     MODE_ENFORCE, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS, SlotMeta,
     SpKey, VERDICTS, Verdict, XdKey, LearnKey, XwKey,
 };
@@ -133,21 +133,24 @@ fn judge_in(
             }
             action
         }
-        Err(reason) => unjudgeable(slot, meta, &pkt, reason),
+        Err(reason) => unjudgeable(slot, meta, &pkt, reason, ifindex),
     }
 }
 
 /// A packet the datapath cannot judge safely: dropped in enforce mode,
-/// passed in monitor mode, counted either way; unless its source is known
-/// and uncovered.
+/// passed in monitor mode, counted and reported (no rule decided it)
+/// either way; unless its source is known and uncovered.
 #[inline(always)]
-fn unjudgeable(slot: &Slot, meta: &SlotMeta, pkt: &Packet, reason: Reason) -> Action {
+fn unjudgeable(slot: &Slot, meta: &SlotMeta, pkt: &Packet, reason: Reason, ifindex: u32) -> Action {
     if pkt.family != 0 && !source_covered(slot, meta, pkt) {
         count_reason(Reason::Uncovered);
         return Action::Pass;
     }
     count_reason(reason);
-    if meta.mode == MODE_ENFORCE { Action::Drop } else { Action::Pass }
+    let enforce = meta.mode == MODE_ENFORCE;
+    let verdict = if enforce { Verdict::Denied } else { Verdict::WouldDeny };
+    crate::events::report_flow(pkt, pkt.sport.to_be(), pkt.dport.to_be(), verdict, reason, NO_RULE, meta.generation, ifindex);
+    if enforce { Action::Drop } else { Action::Pass }
 }
 
 #[inline(always)]
@@ -344,7 +347,7 @@ fn judge_ip(
     if pkt.frag == FRAG_LATER {
         if pkt.frag_proto == IPPROTO_TCP && pkt.frag_offset < 3 {
             // Would overwrite the ports or flags of the first fragment.
-            return unjudgeable(slot, meta, pkt, Reason::TinyFragment);
+            return unjudgeable(slot, meta, pkt, Reason::TinyFragment, ifindex);
         }
         return match EGV1_FRAGS.get_ptr(&frag_key) {
             // SAFETY: value pointer from a successful lookup.
@@ -355,7 +358,7 @@ fn judge_ip(
                 count_rule(slot, v.counter, verdict, len, false);
                 action_of(verdict)
             }
-            _ => unjudgeable(slot, meta, pkt, Reason::FragmentUnseen),
+            _ => unjudgeable(slot, meta, pkt, Reason::FragmentUnseen, ifindex),
         };
     }
     let key = FlowKey {
@@ -387,7 +390,7 @@ fn judge_ip(
     }
     let Some(rule) = slot.rules.get(rule_idx) else {
         // A compiled pack never points past its rule table; fail closed.
-        return unjudgeable(slot, meta, pkt, Reason::BadPack);
+        return unjudgeable(slot, meta, pkt, Reason::BadPack, ifindex);
     };
     let verdict = verdict_of(rule);
     count_reason(Reason::Rule);
@@ -400,7 +403,7 @@ fn judge_ip(
         let _ = EGV1_FRAGS.insert(&frag_key, &value, 0);
     }
     if rule.log != 0 || verdict != Verdict::Allowed {
-        crate::events::report_flow(pkt, &key, verdict, rule_idx, generation, ifindex);
+        crate::events::report_flow(pkt, key.sport_be, key.dport_be, verdict, Reason::Rule, rule_idx, generation, ifindex);
     }
     action_of(verdict)
 }
