@@ -324,9 +324,9 @@ fn main() -> Result<()> {
     }
     println!(
         "  src/dst: LPM prefixes; runs/pcls: port-array runs/classes; sp: (source, port) entries; x: combined classes;\n  \
-         xd: (x, destination) entries. install1/install2: first install into an empty slot ({PORT_INDEX_SLOTS} single-element\n  \
-         port-array writes plus every table entry = `writes`); reinst: re-install of the identical pack (counter retire,\n  \
-         meta, flip, RCU barrier). map MiB: kernel memory of the live slot's 10 maps from /proc/self/fdinfo `memlock`\n  \
+         xd: (x, destination) entries. install1/install2: first install into an empty slot ({PORT_INDEX_SLOTS} port-array\n  \
+         entries, stored through a shared mapping, plus every table entry = `writes`); reinst: re-install of the identical\n  \
+         pack (diff, meta, flip; the RCU barrier runs in the background). map MiB: kernel memory of the live slot's 10 maps from /proc/self/fdinfo `memlock`\n  \
          (preallocated arrays incl. per-CPU counters are fixed; dyn = LPM tries + NO_PREALLOC hashes, which grow with entries;\n  \
          LPM figures count stored prefixes only). Datapath load: {}.",
         rows.iter().map(|r| format!("{:.0} ms", r.load_ms)).collect::<Vec<_>>().join(", ")
