@@ -47,11 +47,8 @@ fn wait_reachable(lab: &Lab, want: bool) -> bool {
     false
 }
 
-/// Writes `text` to `path` as editors do: a temporary file renamed over it.
 fn write_and_rename(path: &Path, text: &str) {
-    let tmp = path.with_extension("yaml.tmp~");
-    std::fs::write(&tmp, text).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
+    egress_agent::testkit::agent::write_and_rename(path, text).expect("write and rename");
 }
 
 fn temp_dir(tag: &str, lab: &Lab) -> PathBuf {

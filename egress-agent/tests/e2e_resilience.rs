@@ -97,11 +97,8 @@ fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_egress-agent"))
 }
 
-/// Writes the policy file whole (write, then rename over it).
 fn write_policy(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write policy");
-    std::fs::rename(&tmp, path).expect("rename policy");
+    egress_agent::testkit::agent::write_and_rename(path, text).expect("write policy");
 }
 
 #[test]

@@ -11,6 +11,8 @@ use egress_common::{
     FlowEvent, LEARN_EVENT_ADDRS, LearnEvent, Reason, Verdict,
 };
 
+use aya_ebpf::maps::ring_buf::RingBufEntry;
+
 use crate::dns::Scratch;
 use crate::maps::{EGV1_EVBUDGET, EGV1_EVENTS, EGV1_EVSTATS};
 use crate::parse::Packet;
@@ -52,6 +54,22 @@ pub fn event_allowed(src: &[u8; 16]) -> bool {
     }
 }
 
+/// Room in the ring for one event from `source`, within its budget; what
+/// happens to the event is counted either way (sent, suppressed, lost).
+#[inline(always)]
+fn reserve<T: 'static>(source: &[u8; 16]) -> Option<RingBufEntry<T>> {
+    if !event_allowed(source) {
+        count_event(EventStat::Suppressed);
+        return None;
+    }
+    let Some(entry) = EGV1_EVENTS.reserve::<T>(0) else {
+        count_event(EventStat::Lost);
+        return None;
+    };
+    count_event(EventStat::Sent);
+    Some(entry)
+}
+
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn report_flow(
@@ -64,15 +82,7 @@ pub fn report_flow(
     generation: u32,
     ifindex: u32,
 ) {
-    if !event_allowed(&pkt.src) {
-        count_event(EventStat::Suppressed);
-        return;
-    }
-    let Some(mut entry) = EGV1_EVENTS.reserve::<FlowEvent>(0) else {
-        count_event(EventStat::Lost);
-        return;
-    };
-    count_event(EventStat::Sent);
+    let Some(mut entry) = reserve::<FlowEvent>(&pkt.src) else { return };
     {
         entry.write(FlowEvent {
             // SAFETY: helper without preconditions.
@@ -101,15 +111,7 @@ pub fn report_flow(
 #[inline(always)]
 pub fn report_learn(s: &Scratch) {
     let r = &s.report;
-    if !event_allowed(&r.workload) {
-        count_event(EventStat::Suppressed);
-        return;
-    }
-    let Some(mut entry) = EGV1_EVENTS.reserve::<LearnEvent>(0) else {
-        count_event(EventStat::Lost);
-        return;
-    };
-    count_event(EventStat::Sent);
+    let Some(mut entry) = reserve::<LearnEvent>(&r.workload) else { return };
     let p = entry.as_mut_ptr();
     let mut ttl_min = u32::MAX;
     let found = r.found;

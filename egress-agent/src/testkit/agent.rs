@@ -171,6 +171,15 @@ impl AgentProcess {
     }
 }
 
+/// Writes `text` to `path` as editors do: a temporary file renamed over it,
+/// so that a reader never sees half a file.
+pub fn write_and_rename(path: &Path, text: &str) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The value of one series (`name{labels}`) in a metrics page, 0 if absent.
 pub fn metric(page: &str, series: &str) -> u64 {
     page.lines()
