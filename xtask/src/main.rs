@@ -6,6 +6,7 @@
 //! - `bench classifier`: BPF_PROG_TEST_RUN cost of the classifier by pack size.
 //! - `bench dns`: cost of learning from a DNS answer, by records.
 //! - `bench swap`: policy change to new pack enforced, by pack size.
+//! - `bench compare`: the agent against iptables and nftables, same traffic.
 //! - `demo`: the lab of network namespaces with the agent enforcing a pack.
 
 mod setup;
@@ -34,7 +35,7 @@ enum Cmd {
     },
     /// Benchmarks; writes JSON under target/bench/.
     Bench {
-        /// Which benchmark: `classifier`, `dns` or `swap`.
+        /// Which benchmark: `classifier`, `dns`, `swap` or `compare`.
         which: String,
         /// Options of the benchmark (e.g. `--quick`; `--help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -56,7 +57,8 @@ fn main() -> Result<()> {
                 "classifier" => "bench_classifier",
                 "dns" => "bench_dns",
                 "swap" => "bench_swap",
-                other => bail!("unknown benchmark `{other}` (known: classifier, dns, swap)"),
+                "compare" => "bench_compare",
+                other => bail!("unknown benchmark `{other}` (known: classifier, dns, swap, compare)"),
             };
             setup::run()?;
             let mut extra = vec!["--".to_string()];

@@ -13,6 +13,7 @@ pub mod netns;
 pub mod packet;
 pub mod resolver;
 pub mod synth;
+pub mod translate;
 pub mod traffic;
 pub mod dnsmsg;
 pub mod pack_yaml;
