@@ -52,22 +52,23 @@ fn destination_matches(pack: &Pack, rule: &Rule, dst: IpAddr, learned: &BTreeSet
     })
 }
 
-fn protocol_matches(rule: &Rule, p: &Probe) -> bool {
-    let icmp = if p.src.is_ipv4() { 1 } else { 58 };
+/// Whether `rule`'s protocol is IP protocol `proto` (`icmp` is ICMPv6
+/// for IPv6 sources).
+pub(crate) fn protocol_matches(rule: &Rule, src: IpAddr, proto: u8) -> bool {
+    let icmp = if src.is_ipv4() { 1 } else { 58 };
     match rule.protocol {
         Protocol::Any => true,
-        Protocol::Tcp => p.proto == 6,
-        Protocol::Udp => p.proto == 17,
-        Protocol::Icmp => p.proto == icmp,
+        Protocol::Tcp => proto == 6,
+        Protocol::Udp => proto == 17,
+        Protocol::Icmp => proto == icmp,
     }
 }
 
-fn ports_match(rule: &Rule, p: &Probe) -> bool {
+/// Whether `rule`'s ports admit destination port `dport` of protocol `proto`.
+pub(crate) fn ports_match(rule: &Rule, proto: u8, dport: u16) -> bool {
     match &rule.ports {
         None => true,
-        Some(ranges) => {
-            (p.proto == 6 || p.proto == 17) && ranges.iter().any(|r| r.lo <= p.dport && p.dport <= r.hi)
-        }
+        Some(ranges) => (proto == 6 || proto == 17) && ranges.iter().any(|r| r.lo <= dport && dport <= r.hi),
     }
 }
 
@@ -76,8 +77,8 @@ fn ports_match(rule: &Rule, p: &Probe) -> bool {
 pub fn rule_matches(pack: &Pack, rule: &Rule, p: &Probe, learned: &BTreeSet<String>) -> bool {
     source_matches(pack, rule, p.src)
         && destination_matches(pack, rule, p.dst, learned)
-        && protocol_matches(rule, p)
-        && ports_match(rule, p)
+        && protocol_matches(rule, p.src, p.proto)
+        && ports_match(rule, p.proto, p.dport)
 }
 
 /// First match over the pack's rules (sorted by priority), then the

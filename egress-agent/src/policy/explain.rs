@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use super::domain::pattern_matches;
-use super::model::{Action, Destination, Mode, Pack, Protocol, QueryFilter, Rule, Source};
+use super::evaluate::{ports_match, protocol_matches};
+use super::model::{Action, Destination, Mode, Pack, QueryFilter, Rule, Source};
 
 /// What the packet goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,25 +104,19 @@ fn destination(pack: &Pack, rule: &Rule, dst: &Target, webgroups: &[String]) -> 
 }
 
 fn protocol_and_ports(rule: &Rule, q: &Question) -> Result<(), String> {
-    let icmp = if q.src.is_ipv4() { 1 } else { 58 };
-    let proto_ok = match rule.protocol {
-        Protocol::Any => true,
-        Protocol::Tcp => q.proto == 6,
-        Protocol::Udp => q.proto == 17,
-        Protocol::Icmp => q.proto == icmp,
-    };
-    if !proto_ok {
-        return Err(format!("protocol is {:?}, not {}", rule.protocol, proto_name(q.proto)).to_lowercase());
+    if !protocol_matches(rule, q.src, q.proto) {
+        return Err(format!("protocol is {}, not {}", rule.protocol.keyword(), proto_name(q.proto)));
     }
-    match &rule.ports {
-        None => Ok(()),
-        Some(r) if (q.proto == 6 || q.proto == 17) && r.iter().any(|r| r.lo <= q.port && q.port <= r.hi) => Ok(()),
-        Some(r) => {
-            let list: Vec<String> =
-                r.iter().map(|r| if r.lo == r.hi { r.lo.to_string() } else { format!("{}-{}", r.lo, r.hi) }).collect();
-            Err(format!("port {} is not in [{}]", q.port, list.join(", ")))
-        }
+    if !ports_match(rule, q.proto, q.port) {
+        let list: Vec<String> = rule
+            .ports
+            .iter()
+            .flatten()
+            .map(|r| if r.lo == r.hi { r.lo.to_string() } else { format!("{}-{}", r.lo, r.hi) })
+            .collect();
+        return Err(format!("port {} is not in [{}]", q.port, list.join(", ")));
     }
+    Ok(())
 }
 
 /// Walks `pack`'s rules for `q` until one matches.
@@ -156,13 +151,6 @@ pub fn explain(pack: &Pack, q: &Question) -> Explanation {
         }
     }
     Explanation { steps, decided_by: None, covered, webgroups }
-}
-
-fn mode_word(m: Mode) -> &'static str {
-    match m {
-        Mode::Monitor => "monitor",
-        Mode::Enforce => "enforce",
-    }
 }
 
 /// The explanation in words, one line per rule walked.
@@ -213,12 +201,12 @@ pub fn render(pack: &Pack, q: &Question, e: &Explanation) -> String {
                 (Action::Deny, Mode::Monitor) => "would_deny (monitor: passes, reported)",
             };
             let at = if r.location.line > 0 { format!(" at {}", r.location) } else { String::new() };
-            format!("{effect}: {action} by rule `{}` (priority {}, {}){at}", r.name, r.priority, mode_word(r.mode))
+            format!("{effect}: {action} by rule `{}` (priority {}, {}){at}", r.name, r.priority, r.mode.keyword())
         }
         None if e.covered => format!(
             "{}: implicit-deny (the source is covered by some rule, but no rule matches; pack mode {})",
             if pack.mode == Mode::Enforce { "denied" } else { "would_deny (monitor)" },
-            mode_word(pack.mode)
+            pack.mode.keyword()
         ),
         None => "uncovered: no rule's source covers this source; the firewall passes it untouched".into(),
     };

@@ -91,6 +91,61 @@ impl Default for DnsSettings {
     }
 }
 
+impl Mode {
+    /// The word the policy format uses.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Mode::Monitor => "monitor",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+impl Action {
+    /// The word the policy format uses.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Action::Permit => "permit",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+impl QueryFilter {
+    /// The word the policy format uses.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            QueryFilter::Off => "off",
+            QueryFilter::Monitor => "monitor",
+            QueryFilter::Enforce => "enforce",
+        }
+    }
+}
+
+impl Protocol {
+    /// The word the policy format uses.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+            Protocol::Any => "any",
+        }
+    }
+}
+
+/// The pattern as the policy format writes it (`api.example.com`,
+/// `*.example.com`, `**.example.com`).
+impl std::fmt::Display for DomainPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DomainPattern::Exact(n) => f.write_str(n),
+            DomainPattern::OneLabel(n) => write!(f, "*.{n}"),
+            DomainPattern::AnyDepth(n) => write!(f, "**.{n}"),
+        }
+    }
+}
+
 /// A named set of CIDRs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmartGroup {

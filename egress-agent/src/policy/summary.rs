@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::model::{
-    Action, Destination, DomainPattern, Mode, Pack, PortRange, Protocol, QueryFilter, Source,
+    Action, Destination, Mode, Pack, PortRange, Source,
 };
 
 /// Describes `pack`: version, mode, DNS settings, each SmartGroup and
@@ -20,7 +20,7 @@ fn write_summary(s: &mut String, pack: &Pack) -> std::fmt::Result {
         s,
         "policy pack version {}, default mode {}",
         pack.version,
-        mode(pack.mode)
+        pack.mode.keyword()
     )?;
     let resolvers: Vec<String> = pack.dns.resolvers.iter().map(ToString::to_string).collect();
     writeln!(
@@ -29,7 +29,7 @@ fn write_summary(s: &mut String, pack: &Pack) -> std::fmt::Result {
         resolvers.join(", "),
         pack.dns.min_ttl,
         pack.dns.max_ttl,
-        query_filter(pack.dns.query_filter)
+        pack.dns.query_filter.keyword()
     )?;
     writeln!(s, "smartgroups ({}):", pack.smartgroups.len())?;
     for g in pack.smartgroups.values() {
@@ -44,7 +44,7 @@ fn write_summary(s: &mut String, pack: &Pack) -> std::fmt::Result {
     }
     writeln!(s, "webgroups ({}):", pack.webgroups.len())?;
     for g in pack.webgroups.values() {
-        let domains: Vec<String> = g.domains.iter().map(domain).collect();
+        let domains: Vec<String> = g.domains.iter().map(ToString::to_string).collect();
         writeln!(
             s,
             "  {} ({} domains): {}",
@@ -69,13 +69,13 @@ fn write_summary(s: &mut String, pack: &Pack) -> std::fmt::Result {
             r.name,
             source,
             dests.join(", "),
-            protocol(r.protocol),
+            r.protocol.keyword(),
             ports,
-            action(r.action),
-            mode(r.mode),
+            r.action.keyword(),
+            r.mode.keyword(),
         )?;
     }
-    writeln!(s, "  {:>5} implicit-deny: deny ({})", "-", mode(pack.mode))?;
+    writeln!(s, "  {:>5} implicit-deny: deny ({})", "-", pack.mode.keyword())?;
     let permits = pack
         .rules
         .iter()
@@ -99,44 +99,10 @@ fn write_summary(s: &mut String, pack: &Pack) -> std::fmt::Result {
     )
 }
 
-fn mode(m: Mode) -> &'static str {
-    match m {
-        Mode::Monitor => "monitor",
-        Mode::Enforce => "enforce",
-    }
-}
 
-fn action(a: Action) -> &'static str {
-    match a {
-        Action::Permit => "permit",
-        Action::Deny => "deny",
-    }
-}
 
-fn protocol(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Icmp => "icmp",
-        Protocol::Any => "any",
-    }
-}
 
-fn query_filter(q: QueryFilter) -> &'static str {
-    match q {
-        QueryFilter::Off => "off",
-        QueryFilter::Monitor => "monitor",
-        QueryFilter::Enforce => "enforce",
-    }
-}
 
-fn domain(d: &DomainPattern) -> String {
-    match d {
-        DomainPattern::Exact(n) => n.clone(),
-        DomainPattern::OneLabel(n) => format!("*.{n}"),
-        DomainPattern::AnyDepth(n) => format!("**.{n}"),
-    }
-}
 
 fn destination(d: &Destination) -> String {
     match d {

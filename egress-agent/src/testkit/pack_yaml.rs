@@ -8,27 +8,12 @@
 use std::fmt::Write as _;
 
 use crate::policy::model::{
-    Action, Destination, DomainPattern, Mode, Pack, Protocol, QueryFilter, Rule, Source, WebGroup,
+    Destination, Pack, Rule, Source, WebGroup,
 };
-
-fn mode(m: Mode) -> &'static str {
-    match m {
-        Mode::Monitor => "monitor",
-        Mode::Enforce => "enforce",
-    }
-}
 
 fn quoted(items: impl IntoIterator<Item = String>) -> String {
     let items: Vec<String> = items.into_iter().map(|s| format!("\"{s}\"")).collect();
     format!("[{}]", items.join(", "))
-}
-
-fn pattern(p: &DomainPattern) -> String {
-    match p {
-        DomainPattern::Exact(s) => s.clone(),
-        DomainPattern::OneLabel(s) => format!("*.{s}"),
-        DomainPattern::AnyDepth(s) => format!("**.{s}"),
-    }
 }
 
 fn destination(d: &Destination) -> String {
@@ -66,12 +51,8 @@ pub fn to_yaml_files(pack: &Pack, rules_per_file: usize) -> Vec<(String, String)
 /// `version`, `mode`, `dns` and the SmartGroups.
 fn settings(pack: &Pack) -> String {
     let mut y = String::with_capacity(4096);
-    let _ = writeln!(y, "version: {}\nmode: {}", pack.version.max(1), mode(pack.mode));
-    let filter = match pack.dns.query_filter {
-        QueryFilter::Off => "off",
-        QueryFilter::Monitor => "monitor",
-        QueryFilter::Enforce => "enforce",
-    };
+    let _ = writeln!(y, "version: {}\nmode: {}", pack.version.max(1), pack.mode.keyword());
+    let filter = pack.dns.query_filter.keyword();
     let _ = writeln!(
         y,
         "dns:\n  resolvers: {}\n  min_ttl: {}\n  max_ttl: {}\n  query_filter: {filter}",
@@ -91,7 +72,7 @@ fn settings(pack: &Pack) -> String {
 fn webgroups<'a>(groups: impl IntoIterator<Item = &'a WebGroup>) -> String {
     let mut y = String::from("webgroups:\n");
     for g in groups {
-        let _ = writeln!(y, "  {}:\n    domains: {}", g.name, quoted(g.domains.iter().map(pattern)));
+        let _ = writeln!(y, "  {}:\n    domains: {}", g.name, quoted(g.domains.iter().map(ToString::to_string)));
     }
     if y.len() == "webgroups:\n".len() { String::new() } else { y }
 }
@@ -105,20 +86,14 @@ fn rules(rules: &[Rule]) -> String {
             Source::Groups(g) => format!("[{}]", g.join(", ")),
         };
         let dests: Vec<String> = r.destinations.iter().map(destination).collect();
-        let protocol = match r.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
-            Protocol::Any => "any",
-        };
-        let action = if r.action == Action::Permit { "permit" } else { "deny" };
+        let (protocol, action) = (r.protocol.keyword(), r.action.keyword());
         let _ = writeln!(
             y,
             "  - name: {}\n    priority: {}\n    source: {source}\n    destination: [{}]\n    protocol: {protocol}\n    action: {action}\n    mode: {}\n    log: {}",
             r.name,
             r.priority,
             dests.join(", "),
-            mode(r.mode),
+            r.mode.keyword(),
             r.log
         );
         if let Some(ports) = &r.ports {
