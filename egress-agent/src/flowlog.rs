@@ -69,15 +69,16 @@ pub fn dns_record(ev: &egress_common::LearnEvent, name: String, webgroups: Vec<S
         kind: "dns",
         workload: event_addr(ev.family, ev.workload),
         name,
-        addresses: ev.addrs[..listed].iter().map(|a| mapped_or_v6(*a)).collect(),
+        addresses: ev.addrs[..listed].iter().map(|a| stored_addr(*a)).collect(),
         addresses_total: ev.count as u32,
         ttl: ev.ttl_s,
         webgroups,
     }
 }
 
-/// An address as the datapath stores it: IPv4 mapped (`::ffff:a.b.c.d`) or IPv6.
-fn mapped_or_v6(a: [u8; 16]) -> IpAddr {
+/// An address as the datapath stores it without a family beside it: IPv4
+/// mapped (`::ffff:a.b.c.d`) or IPv6.
+pub fn stored_addr(a: [u8; 16]) -> IpAddr {
     let v6 = Ipv6Addr::from(a);
     match v6.to_ipv4_mapped() {
         Some(v4) => IpAddr::V4(v4),

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, loaded_maps};
 use egress_common::{LearnKey, LearnValue, MAX_WEBGROUPS, NameText, WebGroupName};
 
-use crate::flowlog::event_addr;
+use crate::flowlog::stored_addr;
 
 /// Errors of reading the learned table.
 #[derive(Debug, thiserror::Error)]
@@ -103,8 +103,8 @@ pub fn read_learned(pid: Option<u32>) -> Result<Vec<LearnedEntry>, LearnedError>
         .iter()
         .filter_map(Result::ok)
         .map(|(k, v)| LearnedEntry {
-            workload: event_addr(family_of(&k.workload), k.workload),
-            addr: event_addr(family_of(&k.addr), k.addr),
+            workload: stored_addr(k.workload),
+            addr: stored_addr(k.addr),
             name: names.get(&v.name_hash, 0).ok().map(|n| text(&n)),
             webgroups: (0..MAX_WEBGROUPS)
                 .filter(|b| v.groups & (1u64 << b) != 0)
@@ -115,15 +115,6 @@ pub fn read_learned(pid: Option<u32>) -> Result<Vec<LearnedEntry>, LearnedError>
         .collect();
     out.sort_by(|a, b| (a.workload, a.addr).cmp(&(b.workload, b.addr)));
     Ok(out)
-}
-
-/// The family code of a 16-byte address (IPv4-mapped is IPv4).
-fn family_of(addr: &[u8; 16]) -> u8 {
-    if addr[..10].iter().all(|b| *b == 0) && addr[10] == 0xff && addr[11] == 0xff {
-        egress_common::FAMILY_V4
-    } else {
-        egress_common::FAMILY_V6
-    }
 }
 
 /// Occupancy of the learned-address table.

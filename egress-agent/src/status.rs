@@ -65,7 +65,8 @@ pub fn read(dir: &Path) -> Result<Status, StatusError> {
 
 /// The status in words.
 pub fn format(dir: &Path, s: &Status) -> String {
-    let when = chrono_free_rfc3339(s.pack.installed_unix_ns);
+    let installed = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(s.pack.installed_unix_ns);
+    let when = humantime::format_rfc3339_seconds(installed);
     let mode = if s.pack.mode == MODE_ENFORCE { "enforce" } else { "monitor" };
     let hook = if s.pack.hook == HOOK_XDP { "xdp" } else { "tc" };
     let mut out = format!(
@@ -91,10 +92,4 @@ pub fn format(dir: &Path, s: &Status) -> String {
         out.push_str(&format!("other layout pinned: {other} (the next agent replaces it)\n"));
     }
     out
-}
-
-/// RFC 3339 from Unix nanoseconds.
-fn chrono_free_rfc3339(unix_ns: u64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(unix_ns);
-    humantime::format_rfc3339_seconds(t).to_string()
 }

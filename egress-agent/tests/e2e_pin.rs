@@ -11,24 +11,10 @@ use std::time::Duration;
 use egress_agent::datapath::map_names;
 use egress_agent::testkit::agent::AgentProcess;
 use egress_agent::testkit::bpffs::Bpffs;
-use egress_agent::testkit::lab::Lab;
+use egress_agent::testkit::lab::{Lab, web_pack};
 use egress_agent::testkit::netns::within;
 
 const T: Duration = Duration::from_millis(1200);
-
-fn pack(also_permit: &str) -> String {
-    format!(
-        r#"
-version: 1
-mode: enforce
-smartgroups:
-  runtime: {{ cidrs: [10.10.1.0/24, "fd00:10:1::/64"] }}
-rules:
-  - {{ name: allow-web, priority: 10, source: runtime, destination: {{ cidrs: [203.0.113.10/32{also_permit}] }}, protocol: tcp, ports: [443], action: permit }}
-  - {{ name: default-deny, priority: 1000, source: runtime, destination: any, action: deny }}
-"#
-    )
-}
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
@@ -51,7 +37,7 @@ fn the_datapath_outlives_the_agent_and_is_adopted() {
     }
     let bin = Path::new(env!("CARGO_BIN_EXE_egress-agent"));
 
-    let first = AgentProcess::start_with(&lab, bin, &pack(""), &["--pin-dir", &pin_dir]).expect("agent");
+    let first = AgentProcess::start_with(&lab, bin, &web_pack(""), &["--pin-dir", &pin_dir]).expect("agent");
     assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "permitted");
     assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "denied");
     let layout = pins.0.join(format!("v{}", egress_common::LAYOUT_VERSION));
@@ -74,7 +60,7 @@ fn the_datapath_outlives_the_agent_and_is_adopted() {
     assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "still permitted with no agent");
 
     // A new agent adopts the pinned datapath: same program, new pack.
-    let second = AgentProcess::start_with(&lab, bin, &pack(", 203.0.113.20/32"), &["--pin-dir", &pin_dir]).expect("agent");
+    let second = AgentProcess::start_with(&lab, bin, &web_pack(", 203.0.113.20/32"), &["--pin-dir", &pin_dir]).expect("agent");
     assert!(second.banner().contains("adopted"), "says it adopted: {}", second.banner());
     assert_eq!(prog_id(&ingress), program, "no re-attach: the same program keeps running");
     assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "the adopting agent's pack is in force");
@@ -103,7 +89,7 @@ fn another_layout_is_replaced_and_status_reads_the_pins() {
         lab.tcp_echo(sa(a)).expect("server");
     }
     let bin = Path::new(env!("CARGO_BIN_EXE_egress-agent"));
-    let old = AgentProcess::start_with(&lab, bin, &pack(""), &["--pin-dir", &pin_dir]).expect("agent");
+    let old = AgentProcess::start_with(&lab, bin, &web_pack(""), &["--pin-dir", &pin_dir]).expect("agent");
     old.kill().expect("SIGKILL");
     assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "the old datapath denies .20");
     // Make it look like the pins of another layout version.
@@ -111,7 +97,7 @@ fn another_layout_is_replaced_and_status_reads_the_pins() {
     let other = pins.0.join("v0");
     std::fs::rename(&ours, &other).expect("rename the layout directory");
 
-    let new = AgentProcess::start_with(&lab, bin, &pack(", 203.0.113.20/32"), &["--pin-dir", &pin_dir]).expect("agent");
+    let new = AgentProcess::start_with(&lab, bin, &web_pack(", 203.0.113.20/32"), &["--pin-dir", &pin_dir]).expect("agent");
     assert!(!new.banner().contains("adopted"), "nothing of its layout to adopt: {}", new.banner());
     assert!(!other.exists(), "the other layout's pins are removed");
     assert!(ours.join("links/tc_ingress@lan0").exists(), "ours are pinned");
@@ -147,7 +133,7 @@ fn runs_with_bpf_net_admin_and_perfmon_only() {
         lab.tcp_echo(sa(a)).expect("server");
     }
     let policy = std::env::temp_dir().join(format!("egress-caps-{}.yaml", std::process::id()));
-    std::fs::write(&policy, pack("")).expect("policy");
+    std::fs::write(&policy, web_pack("")).expect("policy");
     let caps = "-all,+bpf,+net_admin,+perfmon";
     let wrapper = ["setpriv", "--bounding-set", caps, "--inh-caps", "-all"];
     let bin = Path::new(env!("CARGO_BIN_EXE_egress-agent"));

@@ -6,23 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use egress_agent::testkit::agent::{AgentProcess, metric};
-use egress_agent::testkit::lab::Lab;
+use egress_agent::testkit::lab::{Lab, web_pack};
 
 const T: Duration = Duration::from_millis(1200);
-
-fn pack(also_permit: &str) -> String {
-    format!(
-        r#"
-version: 1
-mode: enforce
-smartgroups:
-  runtime: {{ cidrs: [10.10.1.0/24] }}
-rules:
-  - {{ name: allow-web, priority: 10, source: runtime, destination: {{ cidrs: [203.0.113.10/32{also_permit}] }}, protocol: tcp, ports: [443], action: permit }}
-  - {{ name: default-deny, priority: 1000, source: runtime, destination: any, action: deny }}
-"#
-    )
-}
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
@@ -63,15 +49,15 @@ fn edits_are_enforced_and_bad_packs_rejected() {
     let lab = lab();
     let dir = temp_dir("file", &lab);
     let policy = dir.join("pack.yaml");
-    std::fs::write(&policy, pack("")).expect("write");
+    std::fs::write(&policy, web_pack("")).expect("write");
     let agent = AgentProcess::start_at(&lab, Path::new(env!("CARGO_BIN_EXE_egress-agent")), &policy, &[]).expect("agent");
     assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "denied at first");
 
-    write_and_rename(&policy, &pack(", 203.0.113.20/32"));
+    write_and_rename(&policy, &web_pack(", 203.0.113.20/32"));
     assert!(wait_reachable(&lab, true), "the edited pack is enforced");
 
     // A bad pack: rejected whole, the last good one keeps enforcing.
-    write_and_rename(&policy, &pack("").replace("action: deny", "action: deny\n    colour: red"));
+    write_and_rename(&policy, &web_pack("").replace("action: deny", "action: deny\n    colour: red"));
     std::thread::sleep(Duration::from_secs(1));
     assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "last good pack still enforcing");
     let m = agent.metrics().expect("metrics");
@@ -79,7 +65,7 @@ fn edits_are_enforced_and_bad_packs_rejected() {
     assert!(metric(&m, "egress_policy_reloads_total{outcome=\"success\"}") >= 1, "{m}");
 
     // Fixed again: enforced again.
-    write_and_rename(&policy, &pack(""));
+    write_and_rename(&policy, &web_pack(""));
     assert!(wait_reachable(&lab, false), "the fixed pack is enforced");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -90,7 +76,7 @@ fn configmap_symlink_swap_is_picked_up() {
     let dir = temp_dir("configmap", &lab);
     // The layout of a Kubernetes ConfigMap volume.
     std::fs::create_dir_all(dir.join("..2026_a")).expect("dir");
-    std::fs::write(dir.join("..2026_a/pack.yaml"), pack("")).expect("write");
+    std::fs::write(dir.join("..2026_a/pack.yaml"), web_pack("")).expect("write");
     std::os::unix::fs::symlink("..2026_a", dir.join("..data")).expect("symlink");
     std::os::unix::fs::symlink("..data/pack.yaml", dir.join("pack.yaml")).expect("symlink");
     let agent = AgentProcess::start_at(&lab, Path::new(env!("CARGO_BIN_EXE_egress-agent")), &dir, &[]).expect("agent");
@@ -98,7 +84,7 @@ fn configmap_symlink_swap_is_picked_up() {
 
     // The atomic swap kubelet does: new directory, new link, renamed over.
     std::fs::create_dir_all(dir.join("..2026_b")).expect("dir");
-    std::fs::write(dir.join("..2026_b/pack.yaml"), pack(", 203.0.113.20/32")).expect("write");
+    std::fs::write(dir.join("..2026_b/pack.yaml"), web_pack(", 203.0.113.20/32")).expect("write");
     std::os::unix::fs::symlink("..2026_b", dir.join("..data_tmp")).expect("symlink");
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).expect("swap");
     assert!(wait_reachable(&lab, true), "the swapped pack is enforced");

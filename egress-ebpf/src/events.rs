@@ -25,12 +25,11 @@ pub fn count_event(stat: EventStat) {
     }
 }
 
-/// Takes one event from `src`'s budget; `false` when it is spent. Updates
-/// race between CPUs, which can only let a few more events through.
+/// Takes one event from `src`'s budget at time `now`; `false` when it is
+/// spent. Updates race between CPUs, which can only let a few more events
+/// through.
 #[inline(always)]
-pub fn event_allowed(src: &[u8; 16]) -> bool {
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+fn event_allowed(src: &[u8; 16], now: u64) -> bool {
     let full = EVENT_BURST_PER_SOURCE * 1000;
     match EGV1_EVBUDGET.get_ptr_mut(src) {
         Some(b) => {
@@ -54,11 +53,14 @@ pub fn event_allowed(src: &[u8; 16]) -> bool {
     }
 }
 
-/// Room in the ring for one event from `source`, within its budget; what
-/// happens to the event is counted either way (sent, suppressed, lost).
+/// Room in the ring for one event from `source`, within its budget, and
+/// the time (`bpf_ktime_get_ns`) to stamp it with; what happens to the
+/// event is counted either way (sent, suppressed, lost).
 #[inline(always)]
-fn reserve<T: 'static>(source: &[u8; 16]) -> Option<RingBufEntry<T>> {
-    if !event_allowed(source) {
+fn reserve<T: 'static>(source: &[u8; 16]) -> Option<(RingBufEntry<T>, u64)> {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !event_allowed(source, now) {
         count_event(EventStat::Suppressed);
         return None;
     }
@@ -67,7 +69,7 @@ fn reserve<T: 'static>(source: &[u8; 16]) -> Option<RingBufEntry<T>> {
         return None;
     };
     count_event(EventStat::Sent);
-    Some(entry)
+    Some((entry, now))
 }
 
 #[inline(always)]
@@ -82,11 +84,10 @@ pub fn report_flow(
     generation: u32,
     ifindex: u32,
 ) {
-    let Some(mut entry) = reserve::<FlowEvent>(&pkt.src) else { return };
+    let Some((mut entry, now)) = reserve::<FlowEvent>(&pkt.src) else { return };
     {
         entry.write(FlowEvent {
-            // SAFETY: helper without preconditions.
-            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            ktime_ns: now,
             src: pkt.src,
             dst: pkt.dst,
             sport_be,
@@ -111,7 +112,7 @@ pub fn report_flow(
 #[inline(always)]
 pub fn report_learn(s: &Scratch) {
     let r = &s.report;
-    let Some(mut entry) = reserve::<LearnEvent>(&r.workload) else { return };
+    let Some((mut entry, now)) = reserve::<LearnEvent>(&r.workload) else { return };
     let p = entry.as_mut_ptr();
     let mut ttl_min = u32::MAX;
     let found = r.found;
@@ -133,7 +134,7 @@ pub fn report_learn(s: &Scratch) {
                 ttl_min = ttl;
             }
         }
-        addr_of_mut!((*p).ktime_ns).write(bpf_ktime_get_ns());
+        addr_of_mut!((*p).ktime_ns).write(now);
         let from = addr_of!(r.workload) as *const u64;
         let to = addr_of_mut!((*p).workload) as *mut u64;
         to.write_unaligned(read_volatile(from));

@@ -61,9 +61,7 @@ impl Datapath {
     pub fn learned_name(&self, workload: [u8; 16], addr: [u8; 16]) -> Option<String> {
         let learned = aya::maps::HashMap::<_, LearnKey, LearnValue>::try_from(self.ebpf.map("EGV1_LEARNED")?).ok()?;
         let value = learned.get(&LearnKey { workload, addr }, 0).ok()?;
-        let names = aya::maps::HashMap::<_, u64, egress_common::NameText>::try_from(self.ebpf.map("EGV1_LNAMES")?).ok()?;
-        let text = names.get(&value.name_hash, 0).ok()?;
-        Some(crate::learned::text(&text)).filter(|t| !t.is_empty())
+        self.learned_name_text(value.name_hash)
     }
 
     /// Occupancy of the learned-address table: live entries (counted by

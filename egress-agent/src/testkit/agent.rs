@@ -159,6 +159,11 @@ impl AgentProcess {
         }
     }
 
+    /// Policy reloads installed so far (`egress_policy_reloads_total{outcome="success"}`).
+    pub fn reloads(&self) -> io::Result<u64> {
+        Ok(metric(&self.metrics()?, "egress_policy_reloads_total{outcome=\"success\"}"))
+    }
+
     /// The metrics page, fetched from inside the gateway namespace.
     pub fn metrics(&self) -> io::Result<String> {
         within(&self.gateway, || -> io::Result<String> {

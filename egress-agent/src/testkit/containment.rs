@@ -6,13 +6,13 @@
 //! `cargo xtask demo` prints the report and writes it as HTML
 //! ([`super::containment_report`]); a test checks every card.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::agent::{AgentProcess, metric};
-use super::dnsmsg::Message;
+use super::dnsmsg::{Message, read_name};
 use super::lab::{Lab, WORKLOAD_V4};
 use super::netns::within;
 use super::resolver::{Resolver, Zone};
@@ -158,21 +158,10 @@ fn first_a(msg: &[u8]) -> Option<IpAddr> {
     if msg.len() < 12 || msg[3] & 0x0f != 0 {
         return None;
     }
-    let skip_name = |mut at: usize| -> Option<usize> {
-        loop {
-            let len = *msg.get(at)? as usize;
-            if len & 0xc0 == 0xc0 {
-                return Some(at + 2);
-            }
-            at += 1 + len;
-            if len == 0 {
-                return Some(at);
-            }
-        }
-    };
-    let mut at = skip_name(12)? + 4;
+    let (_, mut at) = read_name(msg, 12)?;
+    at += 4;
     for _ in 0..u16::from_be_bytes([msg[6], msg[7]]) {
-        at = skip_name(at)?;
+        (_, at) = read_name(msg, at)?;
         let rtype = u16::from_be_bytes([*msg.get(at)?, *msg.get(at + 1)?]);
         let rdlen = u16::from_be_bytes([*msg.get(at + 8)?, *msg.get(at + 9)?]) as usize;
         let rdata = msg.get(at + 10..at + 10 + rdlen)?;
@@ -182,15 +171,6 @@ fn first_a(msg: &[u8]) -> Option<IpAddr> {
         at += 10 + rdlen;
     }
     None
-}
-
-fn tcp(lab: &Lab, to: SocketAddr) -> io::Result<bool> {
-    within(&lab.workload.name, move || -> io::Result<bool> {
-        let Ok(mut c) = TcpStream::connect_timeout(&to, TIMEOUT) else { return Ok(false) };
-        c.set_read_timeout(Some(TIMEOUT))?;
-        let mut buf = [0u8; 7];
-        Ok(c.write_all(b"egress\n").is_ok() && c.read_exact(&mut buf).is_ok())
-    })?
 }
 
 /// The verdict and counter of a DNS-filter card, from the counters' moves.
@@ -214,14 +194,14 @@ fn play(lab: &Lab, agent: &AgentProcess, card: Card, mode: &'static str) -> io::
     let (delivered, traffic, flow): (bool, String, Option<(String, u16, &str)>) = match card.probe {
         Probe::Name(name) => match lookup(lab, SocketAddr::new(RESOLVER.parse().map_err(io::Error::other)?, 53), name)? {
             Some(addr) => {
-                let ok = tcp(lab, SocketAddr::new(addr, 443))?;
+                let ok = lab.tcp_exchange(None, SocketAddr::new(addr, 443), TIMEOUT)?;
                 (ok, format!("{name} → tcp {addr}:443"), Some((addr.to_string(), 443, "tcp")))
             }
             None => (false, format!("{name}: lookup refused"), None),
         },
         Probe::Tcp(to) => {
             let to: SocketAddr = to.parse().map_err(io::Error::other)?;
-            (tcp(lab, to)?, format!("tcp {to}"), Some((to.ip().to_string(), to.port(), "tcp")))
+            (lab.tcp_exchange(None, to, TIMEOUT)?, format!("tcp {to}"), Some((to.ip().to_string(), to.port(), "tcp")))
         }
         Probe::ForeignDns(name) => {
             let to: SocketAddr = FOREIGN_RESOLVER.parse().map_err(io::Error::other)?;
@@ -304,10 +284,6 @@ fn promote(dir: &Path) -> io::Result<()> {
     std::fs::rename(tmp, path)
 }
 
-fn reloads(agent: &AgentProcess) -> io::Result<u64> {
-    Ok(metric(&agent.metrics()?, "egress_policy_reloads_total{outcome=\"success\"}"))
-}
-
 /// Runs the lab: the agent `agent_bin` on the pack directory `pack`, every
 /// card in monitor mode, then promoted to enforce, every card again.
 /// `progress` sees each outcome as it happens.
@@ -326,10 +302,10 @@ pub fn run(agent_bin: &Path, pack: &Path, mut progress: impl FnMut(&Outcome)) ->
     let mut outcomes = Vec::new();
     for mode in ["monitor", "enforce"] {
         if mode == "enforce" {
-            let before = reloads(&agent)?;
+            let before = agent.reloads()?;
             promote(&dir)?;
             let deadline = Instant::now() + Duration::from_secs(5);
-            while reloads(&agent)? == before {
+            while agent.reloads()? == before {
                 if Instant::now() > deadline {
                     return Err(io::Error::other("the promoted pack was not installed within 5 s"));
                 }

@@ -242,3 +242,21 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         }
     }
 }
+
+/// The small pack several lab tests enforce: the runtime subnet (IPv4 and
+/// IPv6) may reach 203.0.113.10:443 over TCP (plus `also_permit`, e.g.
+/// `", 203.0.113.20/32"`, as more destination prefixes); everything else it
+/// sends is denied.
+pub fn web_pack(also_permit: &str) -> String {
+    format!(
+        r#"
+version: 1
+mode: enforce
+smartgroups:
+  runtime: {{ cidrs: [10.10.1.0/24, "fd00:10:1::/64"] }}
+rules:
+  - {{ name: allow-web, priority: 10, source: runtime, destination: {{ cidrs: [203.0.113.10/32{also_permit}] }}, protocol: tcp, ports: [443], action: permit }}
+  - {{ name: default-deny, priority: 1000, source: runtime, destination: any, action: deny }}
+"#
+    )
+}
