@@ -141,7 +141,7 @@ fn calibrate(dp: &mut Datapath, prog: &str, frame: &[u8], target: Duration) -> R
 fn switch(dp: &mut Datapath, pack: &CompiledPack, cache: bool) -> Result<Duration> {
     dp.set_flow_cache(cache);
     let t = Instant::now();
-    dp.install(pack)?;
+    dp.install(pack.clone())?;
     Ok(t.elapsed())
 }
 
@@ -180,12 +180,12 @@ fn bench(size: usize, o: &Opts) -> Result<Row> {
     // Slot 0: no flow cache; slot 1: flow cache. Both first installs fill an empty slot.
     dp.set_flow_cache(false);
     let t = Instant::now();
-    dp.install(&compiled)?;
+    dp.install(compiled.clone())?;
     let install_time = t.elapsed();
     let by_map = dp.live_slot_memlock()?;
     dp.set_flow_cache(true);
     let t = Instant::now();
-    dp.install(&compiled)?;
+    dp.install(compiled.clone())?;
     let install2_time = t.elapsed();
 
     let (mut base, mut new4, mut new6, mut cached, mut reinstall) = (vec![], vec![], vec![], vec![], vec![]);

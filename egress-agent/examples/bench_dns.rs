@@ -46,7 +46,7 @@ fn run_once(dp: &mut Datapath, program: &str, frame: &[u8]) -> u64 {
 fn main() {
     let pack = load_sources(&[("bench.yaml".into(), PACK.into())]).expect("pack");
     let mut dp = Datapath::load().expect("datapath loads (run as root)");
-    dp.install(&compile(&pack).expect("compiles")).expect("installs");
+    dp.install(compile(&pack).expect("compiles")).expect("installs");
     let workload: IpAddr = "10.10.1.10".parse().expect("addr");
     let resolver: IpAddr = "10.10.0.2".parse().expect("addr");
     let key = |txid: u16| QueryKey {

@@ -11,3 +11,9 @@ pub mod reload;
 pub mod run;
 pub mod status;
 pub mod watch;
+
+/// mimalloc for every binary of the agent: a reload builds and drops a few
+/// hundred thousand small objects (YAML nodes, names, rule fields), which
+/// glibc's allocator served at a third of the speed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -68,7 +68,7 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
     let t1 = Instant::now();
     let previous = {
         let dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
-        dp.live_pack().map(|p| p.webgroup_bits.clone()).unwrap_or_default()
+        dp.live_pack().map(|p| p.previous()).unwrap_or_default()
     };
     let compiled = compile_stable(&pack, &previous)
         .map_err(|source| ReloadError::Compile { file: path.display().to_string(), source })?;
@@ -77,7 +77,7 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
     let generation = {
         let mut dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
         dp.set_local_addresses(&addrs)?;
-        let generation = dp.install(&compiled)?;
+        let generation = dp.install(compiled)?;
         // Only informs `status`: a failure here does not undo the install.
         let status = status_of(&pack, hash, generation, dp.hook());
         if let Err(e) = dp.set_status(&status) {

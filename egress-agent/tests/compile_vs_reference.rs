@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use egress_agent::policy::compile::{Decision, compile};
+use egress_agent::policy::compile::{Decision, Previous, compile, compile_stable};
 use egress_agent::policy::evaluate::{Outcome, Probe, evaluate_learned};
 use egress_agent::policy::model::*;
 use ipnet::IpNet;
@@ -136,9 +136,25 @@ proptest! {
     #[test]
     fn compiled_pack_decides_like_the_reference(
         pack in pack(),
+        other in pack(),
+        before in 0u8..3,
         probes in prop::collection::vec((probe(), 0u8..4), 40),
     ) {
-        let compiled = compile(&pack).expect("compiles");
+        // Compiled afresh, or after another pack, or after this pack with
+        // its first rule's ports edited (class numbers are kept from the
+        // pack before: they must never change a decision).
+        let previous = match before {
+            0 => Previous::default(),
+            1 => compile(&other).expect("compiles").previous(),
+            _ => {
+                let mut edited = pack.clone();
+                if let Some(r) = edited.rules.first_mut() {
+                    r.ports = match r.ports { Some(_) => None, None => Some(vec![PortRange { lo: 443, hi: 443 }]) };
+                }
+                compile(&edited).expect("compiles").previous()
+            }
+        };
+        let compiled = compile_stable(&pack, &previous).expect("compiles");
         for (p, learned_bits) in probes {
             // The WebGroups the source learned the destination for.
             let learned: BTreeSet<String> =

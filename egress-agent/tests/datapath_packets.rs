@@ -82,13 +82,13 @@ impl Harness {
     fn new(pack: &str) -> Self {
         let pack = load_sources(&[("test.yaml".into(), pack.into())]).expect("test pack is valid");
         let mut dp = Datapath::load().expect("datapath loads (run the tests as root)");
-        dp.install(&compile(&pack).expect("compiles")).expect("installs");
+        dp.install(compile(&pack).expect("compiles")).expect("installs");
         Harness { dp }
     }
 
     fn install(&mut self, pack: &str) {
         let pack = load_sources(&[("test.yaml".into(), pack.into())]).expect("valid");
-        self.dp.install(&compile(&pack).expect("compiles")).expect("installs");
+        self.dp.install(compile(&pack).expect("compiles")).expect("installs");
     }
 
     fn run(&mut self, program: &str, frame: &[u8]) -> u32 {
@@ -276,7 +276,7 @@ fn successive_installs_leave_nothing_stale() {
     for (round, size) in [400usize, 12, 300, 5, 500, 40, 250].into_iter().enumerate() {
         let pack = realistic_pack(size, round as u64 + 1);
         let compiled = compile(&pack).expect("compiles");
-        dp.install(&compiled).expect("installs");
+        dp.install(compiled.clone()).expect("installs");
         // Probe sources inside the pack's groups and destinations from its rules.
         let srcs: Vec<IpAddr> = pack.smartgroups.values().flat_map(|g| g.cidrs.iter().map(|c| c.addr())).collect();
         let dsts: Vec<IpAddr> = compiled.dst.keys().map(|n| n.addr()).chain(srcs.iter().copied()).collect();

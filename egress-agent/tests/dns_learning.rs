@@ -157,7 +157,7 @@ impl Harness {
         let pack = load_sources(&[("test.yaml".into(), PACK.into())]).expect("test pack is valid");
         // The verifier accepts every program, `egress_dns` included.
         let mut dp = Datapath::load().expect("datapath loads (run the tests as root)");
-        dp.install(&compile(&pack).expect("compiles")).expect("installs");
+        dp.install(compile(&pack).expect("compiles")).expect("installs");
         let bit = dp.webgroup_bit("llm").expect("the live pack has the `llm` WebGroup");
         assert!(bit < 64, "WebGroup bits fit a u64");
         Harness { dp, llm: 1 << bit, next_port: 53530, next_id: 0x1000, next_syn_port: 30000 }

@@ -28,7 +28,7 @@ fn a_full_table_evicts_and_counts() {
     const ANSWERS: usize = 100;
     let pack = load_sources(&[("p.yaml".into(), PACK.into())]).expect("pack");
     let mut dp = Datapath::load_with_learned_capacity(CAPACITY).expect("datapath loads (run as root)");
-    dp.install(&compile(&pack).expect("compiles")).expect("installs");
+    dp.install(compile(&pack).expect("compiles")).expect("installs");
     let workload: IpAddr = "10.10.1.10".parse().expect("addr");
     let resolver: IpAddr = "10.10.0.2".parse().expect("addr");
     let mapped = |a: IpAddr| match a {

@@ -75,7 +75,7 @@ fn run(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
 fn refused_queries_are_answered_in_place() {
     let pack = load_sources(&[("t.yaml".into(), PACK.into())]).expect("pack");
     let mut dp = Datapath::load().expect("datapath loads (run as root)");
-    dp.install(&compile(&pack).expect("compiles")).expect("installs");
+    dp.install(compile(&pack).expect("compiles")).expect("installs");
 
     // A sanctioned name goes to the resolver untouched.
     let ok = Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5000, 53).with_payload(Message::query(1, "api.openai.com", 1).to_bytes()).build();

@@ -270,7 +270,7 @@ impl Datapath {
 
     /// Gives every rule of `pack` its lasting counter. Counters taken back
     /// for reuse are folded into the retired totals and zeroed first.
-    fn with_counters(&mut self, pack: &CompiledPack, idle: usize) -> Result<CompiledPack, DatapathError> {
+    fn with_counters(&mut self, mut pack: CompiledPack, idle: usize) -> Result<CompiledPack, DatapathError> {
         let names: Vec<&str> = pack.rules.iter().map(|r| r.name.as_str()).collect();
         let live = &self.slot_counters[1 - idle];
         let (ids, reclaimed) = self.counter_ids.assign(&names, live)?;
@@ -284,20 +284,21 @@ impl Datapath {
                 add_counts(self.retired.entry(name).or_insert([RuleCounter::default(); 3]), cells);
             }
         }
-        let mut out = pack.clone();
-        for (rule, id) in out.rules.iter_mut().zip(&ids) {
+        for (rule, id) in pack.rules.iter_mut().zip(&ids) {
             rule.info.counter = *id;
         }
         self.slot_counters[idle] = ids.into_iter().collect();
-        Ok(out)
+        Ok(pack)
     }
 
     /// Installs `pack` atomically and returns its generation. On error the
     /// live pack is unchanged.
-    pub fn install(&mut self, pack: &CompiledPack) -> Result<u32, DatapathError> {
+    pub fn install(&mut self, pack: CompiledPack) -> Result<u32, DatapathError> {
         self.wait_for_idle_slot()?;
         let idle = (1 - self.state.slot) as usize;
-        self.installed[idle] = None;
+        // The pack two installs back is freed off the swap's path.
+        let old = self.installed[idle].take();
+        std::thread::spawn(move || drop(old));
         self.installed_gen[idle] = 0;
         let pack = self.with_counters(pack, idle)?;
         self.slots[idle].fill(&pack, &self.local)?;

@@ -72,6 +72,10 @@ pub struct CompiledPack {
     pub sp: HashMap<SpKey, u32>,
     /// (x, destination class) → rule, where it differs from `defaults[x]`.
     pub xd: HashMap<XdKey, u32>,
+    /// x → the rules its packets may match (empty for an unused x): kept
+    /// so that the next compile gives the same sets the same x, and an
+    /// edit rewrites only the entries it changes.
+    pub x_sets: std::sync::Arc<Vec<RuleSet>>,
     /// x → rule index, `implicit_rule` or `DECISION_UNCOVERED`.
     pub defaults: Vec<u32>,
     /// WebGroup name → its bit in learned-address entries.
@@ -282,7 +286,48 @@ fn check(table: &'static str, needed: usize, max: u32) -> Result<(), CompileErro
 
 /// Compiles a validated pack, numbering its WebGroups afresh.
 pub fn compile(pack: &Pack) -> Result<CompiledPack, CompileError> {
-    compile_stable(pack, &BTreeMap::new())
+    compile_stable(pack, &Previous::default())
+}
+
+/// What a compile keeps from the live pack so that the new one differs
+/// from it only where the policy did: WebGroup bits (addresses learned
+/// under the live pack keep their meaning) and combined-class numbers.
+#[derive(Debug, Clone, Default)]
+pub struct Previous {
+    pub webgroup_bits: BTreeMap<String, u32>,
+    pub x_sets: std::sync::Arc<Vec<RuleSet>>,
+}
+
+impl CompiledPack {
+    /// What the next compile keeps from this pack.
+    pub fn previous(&self) -> Previous {
+        Previous { webgroup_bits: self.webgroup_bits.clone(), x_sets: self.x_sets.clone() }
+    }
+}
+
+/// Numbers combined classes: a set the previous pack had keeps its number,
+/// new sets take the lowest free ones. Returns the new number of each of
+/// `sets` and the sets by number (unused numbers hold empty sets).
+fn stable_x_ids(sets: Vec<RuleSet>, previous: &[RuleSet], n: usize) -> (Vec<u32>, Vec<RuleSet>) {
+    let before: HashMap<&RuleSet, u32> =
+        previous.iter().enumerate().filter(|(_, s)| !s.is_empty()).map(|(i, s)| (s, i as u32)).collect();
+    let mut ids: Vec<Option<u32>> = sets.iter().map(|s| before.get(s).copied()).collect();
+    let mut taken = vec![false; previous.len().max(sets.len())];
+    for id in ids.iter().flatten() {
+        taken[*id as usize] = true;
+    }
+    let mut free = (0..taken.len()).filter(|&i| !taken[i]);
+    for id in ids.iter_mut().filter(|id| id.is_none()) {
+        *id = free.next().map(|i| i as u32);
+    }
+    // Every set has a number: there are at least as many as sets.
+    let ids: Vec<u32> = ids.into_iter().map(|id| id.unwrap_or(0)).collect();
+    let len = ids.iter().map(|&i| i as usize + 1).max().unwrap_or(0);
+    let mut by_id = vec![RuleSet::new(n); len];
+    for (set, &id) in sets.into_iter().zip(&ids) {
+        by_id[id as usize] = set;
+    }
+    (ids, by_id)
 }
 
 /// Gives each WebGroup a bit, keeping the bit it had in `previous` (so that
@@ -336,8 +381,9 @@ fn rule_groups(dests: &[Destination], bits: &BTreeMap<String, u32>) -> u64 {
         .fold(0, |a, b| a | b)
 }
 
-/// Compiles a validated pack, keeping WebGroup bits from `previous_bits`.
-pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Result<CompiledPack, CompileError> {
+/// Compiles a validated pack, keeping what it can of `previous` (the live
+/// pack's [`CompiledPack::previous`]).
+pub fn compile_stable(pack: &Pack, previous: &Previous) -> Result<CompiledPack, CompileError> {
     let n = pack.rules.len();
     if n + 1 > MAX_RULES as usize {
         return Err(CompileError::TooManyRules(n));
@@ -433,6 +479,10 @@ pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Res
         }
     }
     check("(source, port) class", sp.len(), MAX_SP_ENTRIES)?;
+    let (ids, x_sets) = stable_x_ids(x_sets, &previous.x_sets, n);
+    for x in sp.values_mut() {
+        *x = ids[*x as usize];
+    }
     check("combined class", x_sets.len(), MAX_X_CLASSES)?;
     let defaults: Vec<u32> = x_sets
         .iter()
@@ -465,7 +515,7 @@ pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Res
 
     // (x, WebGroup): the first rule of x naming the WebGroup, if it comes
     // before x's default.
-    let webgroup_bits = assign_bits(pack, previous_bits)?;
+    let webgroup_bits = assign_bits(pack, &previous.webgroup_bits)?;
     let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, &webgroup_bits)).collect();
     let mut xw = HashMap::default();
     for (x, set) in x_sets.iter().enumerate() {
@@ -506,6 +556,7 @@ pub fn compile_stable(pack: &Pack, previous_bits: &BTreeMap<String, u32>) -> Res
         ports,
         sp,
         xd,
+        x_sets: std::sync::Arc::new(x_sets),
         defaults,
         webgroup_bits,
         names,

@@ -5,8 +5,10 @@ use std::path::Path;
 use super::error::{PolicyError, PolicyErrors};
 use super::fields::Diag;
 use super::merge::merge;
+use super::bitset::FastMap;
 use super::model::{Location, Pack};
-use super::{parse, yaml};
+use super::yaml::{Kind, Node};
+use super::{chunks, parse, yaml};
 
 /// Loads, merges and validates the pack at `path`: one YAML file, or a
 /// directory whose `*.yaml` / `*.yml` files are read in file-name order.
@@ -111,21 +113,35 @@ pub fn is_policy_file_name(name: &str) -> bool {
 /// in the given order (as `load` does for a directory's files). All errors
 /// of all files are reported; a YAML syntax error stops only its own file.
 pub fn load_sources(files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
+    load_cut(files, chunks::CUT_FROM_BYTES)
+}
+
+/// [`load_sources`], cutting files of `cut_from` bytes or more into pieces.
+pub(super) fn load_cut(files: &[(String, String)], cut_from: usize) -> Result<Pack, PolicyErrors> {
     let mut errors = Vec::new();
     let mut fragments = Vec::new();
     let mut cache = FRAGMENTS.lock().unwrap_or_else(|p| p.into_inner());
-    let mut kept = std::collections::BTreeMap::new();
+    let mut kept = Cache::default();
     for (name, text) in files {
-        let parsed = match cache.remove(name) {
+        if let Some(pieces) = read_pieces(name, text, cut_from, &mut cache.pieces, &mut kept.pieces) {
+            for parsed in pieces {
+                fragments.push(parsed.fragment.clone());
+                errors.extend(parsed.errors.iter().cloned());
+            }
+            continue;
+        }
+        let parsed = match cache.files.remove(name) {
             Some(hit) if hit.text == *text => hit,
             _ => parse_file(name, text),
         };
         fragments.push(parsed.fragment.clone());
         errors.extend(parsed.errors.iter().cloned());
-        kept.insert(name.clone(), parsed);
+        kept.files.insert(name.clone(), parsed);
     }
-    *cache = kept;
+    // What the last load no longer needs is freed off the reload's path.
+    let old = std::mem::replace(&mut *cache, kept);
     drop(cache);
+    std::thread::spawn(move || drop(old));
     let Some((first, _)) = files.first() else {
         return Err(one(PolicyError::whole_file(
             "<policy>",
@@ -157,12 +173,86 @@ struct ParsedFile {
     errors: Vec<PolicyError>,
 }
 
+/// A piece of a large file, parsed (see [`chunks`]): what it contributes,
+/// what is wrong with it, and the file's line its items started on.
+struct ParsedPiece {
+    fragment: parse::Fragment,
+    errors: Vec<PolicyError>,
+    body_line: usize,
+}
+
+/// What the last load parsed: whole files by name, and pieces of large
+/// files by file name and text.
+#[derive(Default)]
+struct Cache {
+    files: std::collections::BTreeMap<String, ParsedFile>,
+    pieces: FastMap<String, ParsedPiece>,
+}
+
 /// The files of the last load, parsed. A reload re-parses only files whose
-/// text changed: with a pack split over many files, an edit of one costs
-/// that file's parse, not the whole pack's (YAML parsing is most of a
-/// 10,000-rule reload). Holds only the files of the last load.
-static FRAGMENTS: std::sync::Mutex<std::collections::BTreeMap<String, ParsedFile>> =
-    std::sync::Mutex::new(std::collections::BTreeMap::new());
+/// text changed, and of a large file only the pieces whose text changed:
+/// an edit costs the parse of what was edited, not the whole pack's (YAML
+/// parsing was most of a 10,000-rule reload). Holds only the last load's.
+static FRAGMENTS: std::sync::Mutex<Cache> =
+    std::sync::Mutex::new(Cache { files: std::collections::BTreeMap::new(), pieces: FastMap::with_hasher(std::hash::BuildHasherDefault::new()) });
+
+/// The pieces of `text` parsed, from `old` where their text is unchanged
+/// (moved up or down the file: locations shifted), each kept in `kept`.
+/// `None`: the file is read whole (not cut, or a piece the block reader
+/// does not answer for, where only the whole file's reading can say what
+/// is wrong and where).
+fn read_pieces<'c>(
+    name: &str,
+    text: &str,
+    cut_from: usize,
+    old: &mut FastMap<String, ParsedPiece>,
+    kept: &'c mut FastMap<String, ParsedPiece>,
+) -> Option<Vec<&'c ParsedPiece>> {
+    let pieces = chunks::cut(text, cut_from)?;
+    let mut docs = Vec::with_capacity(pieces.len());
+    for piece in &pieces {
+        let doc = piece.document();
+        // Keyed by file too: its name is in every location of the piece.
+        let key = format!("{name}\0{doc}");
+        let parsed = match old.remove(&key) {
+            Some(hit) if hit.body_line == piece.body_line => hit,
+            Some(mut hit) if hit.errors.is_empty() => {
+                hit.fragment.shift_lines(piece.body_line as isize - hit.body_line as isize);
+                hit.body_line = piece.body_line;
+                hit
+            }
+            _ => parse_piece(name, piece, &doc)?,
+        };
+        // The same text twice in a file (identical runs of items) is kept once.
+        if kept.contains_key(&key) {
+            return None;
+        }
+        kept.insert(key.clone(), parsed);
+        docs.push(key);
+    }
+    Some(docs.iter().filter_map(|d| kept.get(d)).collect())
+}
+
+fn parse_piece(name: &str, piece: &chunks::Piece<'_>, doc: &str) -> Option<ParsedPiece> {
+    let mut root = super::yaml_block::parse(doc)?;
+    relocate(&mut root, &|l| piece.line_of(l));
+    let mut d = Diag::new(name);
+    let fragment = parse::fragment(&mut d, &root);
+    Some(ParsedPiece { fragment, errors: d.errors, body_line: piece.body_line })
+}
+
+/// Gives every node of `node` its line in the file.
+fn relocate(node: &mut Node, line_of: &impl Fn(usize) -> usize) {
+    node.line = line_of(node.line);
+    match &mut node.kind {
+        Kind::Seq(items) => items.iter_mut().for_each(|n| relocate(n, line_of)),
+        Kind::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            relocate(k, line_of);
+            relocate(v, line_of);
+        }),
+        _ => {}
+    }
+}
 
 fn parse_file(name: &str, text: &str) -> ParsedFile {
     let mut d = Diag::new(name);
@@ -187,3 +277,7 @@ fn read(path: &Path, shown: &str) -> Result<String, PolicyError> {
 fn one(e: PolicyError) -> PolicyErrors {
     PolicyErrors(vec![e])
 }
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

@@ -6,6 +6,7 @@
 //! `file:line:column`. [`summary`] describes a pack for `egress-agent check`.
 
 pub mod domain;
+mod chunks;
 mod error;
 mod fields;
 mod load;
@@ -16,6 +17,7 @@ mod rule;
 pub mod public_suffix;
 mod summary;
 mod yaml;
+mod yaml_block;
 mod yaml_fast;
 
 pub use error::{PolicyError, PolicyErrors};

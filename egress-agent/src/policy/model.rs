@@ -17,6 +17,13 @@ pub struct Location {
     pub column: usize,
 }
 
+impl Location {
+    /// Moves the location `delta` lines down (up if negative).
+    pub(crate) fn shift(&mut self, delta: isize) {
+        self.line = self.line.saturating_add_signed(delta);
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}:{}", self.file, self.line, self.column)

@@ -33,6 +33,24 @@ pub struct Fragment {
     pub rules: Vec<RawRule>,
 }
 
+impl Fragment {
+    /// Moves every location `delta` lines: a piece of a file read before,
+    /// found again further up or down the file.
+    pub(super) fn shift_lines(&mut self, delta: isize) {
+        // Named in full: a new field with a location must be shifted too.
+        let Fragment { broken: _, invalid_groups: _, version, mode, dns, smartgroups, webgroups, rules } = self;
+        for at in [version.as_mut().map(|a| &mut a.at), mode.as_mut().map(|a| &mut a.at), dns.as_mut().map(|a| &mut a.at)]
+            .into_iter()
+            .flatten()
+        {
+            at.shift(delta);
+        }
+        smartgroups.iter_mut().for_each(|g| g.location.shift(delta));
+        webgroups.iter_mut().for_each(|g| g.location.shift(delta));
+        rules.iter_mut().for_each(|r| r.shift_lines(delta));
+    }
+}
+
 const TOP_FIELDS: &[&str] = &[
     "version",
     "mode",

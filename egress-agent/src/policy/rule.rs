@@ -29,6 +29,27 @@ pub struct RawRule {
     pub log: bool,
 }
 
+impl RawRule {
+    /// Moves every location of the rule `delta` lines.
+    pub(super) fn shift_lines(&mut self, delta: isize) {
+        // Named in full: a new field with a location must be shifted too.
+        let RawRule { at, name, priority, source, destinations, protocol: _, ports: _, action: _, mode: _, log: _ } = self;
+        at.shift(delta);
+        if let Some(n) = name {
+            n.at.shift(delta);
+        }
+        if let Some(p) = priority {
+            p.at.shift(delta);
+        }
+        if let Some(RawSource::Groups(groups)) = source {
+            groups.iter_mut().for_each(|g| g.at.shift(delta));
+        }
+        for d in destinations.iter_mut().flatten() {
+            d.at.shift(delta);
+        }
+    }
+}
+
 const RULE_FIELDS: &[&str] = &[
     "name",
     "priority",

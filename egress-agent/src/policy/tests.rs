@@ -254,3 +254,21 @@ fn single_file_errors_name_the_path() {
     );
     assert!(e.starts_with(&want), "{e}");
 }
+
+/// An edit of one rule's ports keeps the combined classes of the sets it
+/// does not change: installing it rewrites a few table entries, not all.
+#[test]
+fn an_edit_keeps_class_numbers() {
+    use super::compile::{compile, compile_stable};
+    use super::model::PortRange;
+    let pack = crate::testkit::synth::realistic_pack(2_000, 11);
+    let before = compile(&pack).expect("compiles");
+    let mut edited = pack.clone();
+    let rule = edited.rules.iter_mut().find(|r| r.ports.is_some()).expect("a rule with ports");
+    rule.ports = Some(vec![PortRange { lo: 20_001, hi: 20_001 }]);
+    let after = compile_stable(&edited, &before.previous()).expect("compiles");
+    let changed = after.xd.iter().filter(|(k, v)| before.xd.get(k) != Some(v)).count()
+        + before.xd.keys().filter(|k| !after.xd.contains_key(k)).count();
+    assert!(before.xd.len() > 1_000, "a pack with many entries: {}", before.xd.len());
+    assert!(changed * 20 < before.xd.len(), "{changed} of {} entries rewritten", before.xd.len());
+}

@@ -119,8 +119,13 @@ pub(crate) struct SyntaxError {
 pub(crate) const MAX_NODES: usize = 5_000_000;
 
 /// Parses one YAML document. An empty document (or one with only comments)
-/// is `Kind::Null`.
+/// is `Kind::Null`. Three readers, fastest first, each answering only for
+/// text it is sure of: the block reader (plain block-style policies), the
+/// event reader (any YAML the policy format uses), then serde-saphyr.
 pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
+    if let Some(tree) = super::yaml_block::parse(text) {
+        return Ok(tree);
+    }
     match super::yaml_fast::parse(text) {
         Some(tree) => Ok(tree),
         None => parse_full(text),

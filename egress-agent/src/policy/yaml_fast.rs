@@ -1,4 +1,5 @@
-//! The fast path of [`super::yaml::parse`]: builds the [`Node`] tree
+//! The second path of [`super::yaml::parse`] (after the block reader):
+//! builds the [`Node`] tree
 //! straight from the YAML parser's events (granit-parser, the parser under
 //! serde-saphyr), about four times faster than going through serde with a
 //! span on every value, which made YAML most of a reload.
@@ -44,7 +45,7 @@ pub(crate) fn parse(text: &str) -> Option<Node> {
                 if anchor != 0 || tag.is_some() {
                     return None;
                 }
-                scalar(&value, style, &span)?
+                typed(&value, style == ScalarStyle::Plain, span.start.line().max(1), span.start.col() + 1)?
             }
             Event::SequenceStart(_, anchor, tag) => {
                 if anchor != 0 || tag.is_some() {
@@ -96,10 +97,12 @@ fn at(span: &Span, kind: Kind) -> Node {
     Node { line: span.start.line().max(1), column: span.start.col() + 1, kind }
 }
 
-/// A scalar typed as the YAML 1.2 core schema with strict booleans types it.
-fn scalar(value: &str, style: ScalarStyle, span: &Span) -> Option<Node> {
-    if style != ScalarStyle::Plain {
-        return Some(at(span, Kind::Str(value.to_string())));
+/// A scalar at `line`:`column`, typed as the YAML 1.2 core schema with
+/// strict booleans types it (a quoted scalar is always a string); `None`
+/// where only the full path can say which number it is.
+pub(super) fn typed(value: &str, plain: bool, line: usize, column: usize) -> Option<Node> {
+    if !plain {
+        return Some(Node { line, column, kind: Kind::Str(value.to_string()) });
     }
     let kind = match value {
         "" | "~" | "null" | "Null" | "NULL" => Kind::Null,
@@ -113,7 +116,7 @@ fn scalar(value: &str, style: ScalarStyle, span: &Span) -> Option<Node> {
         v if may_be_number(v) => return None,
         v => Kind::Str(v.to_string()),
     };
-    Some(at(span, kind))
+    Some(Node { line, column, kind })
 }
 
 /// `0`, `443`, `-12`: no leading zeros, at most 30 digits.
