@@ -153,6 +153,35 @@ fn source_prefixes(pack: &Pack, source: &Source) -> Option<Vec<IpNet>> {
 /// empty set: only the `any` rules). Sets are sparse: a prefix is named by a
 /// few rules, and dense sets of 10,000 bits per prefix were most of a
 /// 10,000-rule compile.
+/// The union of two ascending lists of rule indices, ascending, without
+/// repeats (`own` lists are built in rule order, so both always are).
+fn union_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) if x <= y => {
+                i += 1;
+                j += usize::from(x == y);
+                x
+            }
+            (_, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (None, None) => break,
+        };
+        if out.last() != Some(&next) {
+            out.push(next);
+        }
+    }
+    out
+}
+
 fn address_classes(own: HashMap<IpNet, Vec<u32>>) -> (HashMap<IpNet, u32>, Vec<Vec<u32>>) {
     let mut prefixes: Vec<IpNet> = own.keys().copied().collect();
     prefixes.sort_by_key(|p| (p.prefix_len(), *p));
@@ -173,11 +202,7 @@ fn address_classes(own: HashMap<IpNet, Vec<u32>>) -> (HashMap<IpNet, u32>, Vec<V
             .filter(|&&len| len < p.prefix_len())
             .filter_map(|&len| IpNet::new(p.addr(), len).ok().map(|n| n.trunc()))
             .find_map(|q| full.get(&q));
-        let mut set = parent.cloned().unwrap_or_default();
-        set.extend_from_slice(&own[p]);
-        set.sort_unstable();
-        set.dedup();
-        full.insert(*p, set);
+        full.insert(*p, union_sorted(parent.map_or(&[][..], |v| &v[..]), &own[p]));
     }
     let mut ids: HashMap<Vec<u32>, u32> = HashMap::default();
     let mut sets = vec![Vec::new()];
@@ -384,6 +409,26 @@ fn rule_groups(dests: &[Destination], bits: &BTreeMap<String, u32>) -> u64 {
 /// Compiles a validated pack, keeping what it can of `previous` (the live
 /// pack's [`CompiledPack::previous`]).
 pub fn compile_stable(pack: &Pack, previous: &Previous) -> Result<CompiledPack, CompileError> {
+    let webgroup_bits = assign_bits(pack, &previous.webgroup_bits)?;
+    let domains: usize = pack.webgroups.values().map(|g| g.domains.len()).sum();
+    let (names, compiled) = if domains < 1_000 {
+        (name_table(pack, &webgroup_bits), classify(pack, previous, &webgroup_bits))
+    } else {
+        // The name table needs nothing else: a large one is built alongside.
+        std::thread::scope(|s| {
+            let names = s.spawn(|| name_table(pack, &webgroup_bits));
+            let compiled = classify(pack, previous, &webgroup_bits);
+            (names.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), compiled)
+        })
+    };
+    let mut compiled = compiled?;
+    compiled.names = names?;
+    compiled.webgroup_bits = webgroup_bits;
+    Ok(compiled)
+}
+
+/// Everything of [`compile_stable`] but the name table.
+fn classify(pack: &Pack, previous: &Previous, webgroup_bits: &BTreeMap<String, u32>) -> Result<CompiledPack, CompileError> {
     let n = pack.rules.len();
     if n + 1 > MAX_RULES as usize {
         return Err(CompileError::TooManyRules(n));
@@ -496,7 +541,7 @@ pub fn compile_stable(pack: &Pack, previous: &Previous) -> Result<CompiledPack, 
             xs_of_rule[r].push(x as u32);
         }
     }
-    let mut xd = HashMap::default();
+    let mut xd = HashMap::with_capacity_and_hasher(n * 8, Default::default());
     let mut stamp = vec![u32::MAX; x_sets.len()];
     for (d, dset) in dst_sets.iter().enumerate().skip(1) {
         for r in dset.iter().map(|&r| r as usize).filter(|&r| !any_dst.contains(r)) {
@@ -515,8 +560,7 @@ pub fn compile_stable(pack: &Pack, previous: &Previous) -> Result<CompiledPack, 
 
     // (x, WebGroup): the first rule of x naming the WebGroup, if it comes
     // before x's default.
-    let webgroup_bits = assign_bits(pack, &previous.webgroup_bits)?;
-    let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, &webgroup_bits)).collect();
+    let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, webgroup_bits)).collect();
     let mut xw = HashMap::default();
     for (x, set) in x_sets.iter().enumerate() {
         for r in set.iter().filter(|r| groups_of[*r] != 0) {
@@ -537,8 +581,6 @@ pub fn compile_stable(pack: &Pack, previous: &Previous) -> Result<CompiledPack, 
         .zip(&groups_of)
         .filter(|(r, _)| r.action == Action::Permit)
         .fold(0, |a, (_, g)| a | g);
-    let names = name_table(pack, &webgroup_bits)?;
-
     Ok(CompiledPack {
         rules,
         implicit_rule: implicit,
@@ -558,8 +600,8 @@ pub fn compile_stable(pack: &Pack, previous: &Previous) -> Result<CompiledPack, 
         xd,
         x_sets: std::sync::Arc::new(x_sets),
         defaults,
-        webgroup_bits,
-        names,
+        webgroup_bits: BTreeMap::new(),
+        names: HashMap::default(),
         xw,
         permit_groups,
         query_filter: match pack.dns.query_filter {

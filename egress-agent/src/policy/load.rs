@@ -123,11 +123,9 @@ pub(super) fn load_cut(files: &[(String, String)], cut_from: usize) -> Result<Pa
     let mut cache = FRAGMENTS.lock().unwrap_or_else(|p| p.into_inner());
     let mut kept = Cache::default();
     for (name, text) in files {
-        if let Some(pieces) = read_pieces(name, text, cut_from, &mut cache.pieces, &mut kept.pieces) {
-            for parsed in pieces {
-                fragments.push(parsed.fragment.clone());
-                errors.extend(parsed.errors.iter().cloned());
-            }
+        if let Some((pieces, their_errors)) = read_pieces(name, text, cut_from, &mut cache.pieces, &mut kept.pieces) {
+            fragments.extend(pieces);
+            errors.extend(their_errors);
             continue;
         }
         let parsed = match cache.files.remove(name) {
@@ -176,17 +174,21 @@ struct ParsedFile {
 /// A piece of a large file, parsed (see [`chunks`]): what it contributes,
 /// what is wrong with it, and the file's line its items started on.
 struct ParsedPiece {
+    name: String,
+    header: Option<String>,
+    body: String,
     fragment: parse::Fragment,
     errors: Vec<PolicyError>,
     body_line: usize,
 }
 
 /// What the last load parsed: whole files by name, and pieces of large
-/// files by file name and text.
+/// files by a hash of file name and text (the text itself is compared on
+/// a hit).
 #[derive(Default)]
 struct Cache {
     files: std::collections::BTreeMap<String, ParsedFile>,
-    pieces: FastMap<String, ParsedPiece>,
+    pieces: FastMap<u64, Vec<ParsedPiece>>,
 }
 
 /// The files of the last load, parsed. A reload re-parses only files whose
@@ -196,49 +198,66 @@ struct Cache {
 static FRAGMENTS: std::sync::Mutex<Cache> =
     std::sync::Mutex::new(Cache { files: std::collections::BTreeMap::new(), pieces: FastMap::with_hasher(std::hash::BuildHasherDefault::new()) });
 
+/// The hash a piece is cached under.
+fn piece_hash(name: &str, piece: &chunks::Piece<'_>) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = super::bitset::FxHasher::default();
+    h.write(name.as_bytes());
+    h.write_u8(0);
+    h.write(piece.header.unwrap_or("").as_bytes());
+    h.write_u8(0);
+    h.write(piece.body.as_bytes());
+    h.finish()
+}
+
 /// The pieces of `text` parsed, from `old` where their text is unchanged
-/// (moved up or down the file: locations shifted), each kept in `kept`.
-/// `None`: the file is read whole (not cut, or a piece the block reader
-/// does not answer for, where only the whole file's reading can say what
-/// is wrong and where).
-fn read_pieces<'c>(
+/// (moved up or down the file: locations shifted), each kept in `kept`,
+/// in file order. `None`: the file is read whole (not cut, or a piece the
+/// block reader does not answer for, where only the whole file's reading
+/// can say what is wrong and where).
+fn read_pieces(
     name: &str,
     text: &str,
     cut_from: usize,
-    old: &mut FastMap<String, ParsedPiece>,
-    kept: &'c mut FastMap<String, ParsedPiece>,
-) -> Option<Vec<&'c ParsedPiece>> {
+    old: &mut FastMap<u64, Vec<ParsedPiece>>,
+    kept: &mut FastMap<u64, Vec<ParsedPiece>>,
+) -> Option<(Vec<parse::Fragment>, Vec<PolicyError>)> {
     let pieces = chunks::cut(text, cut_from)?;
-    let mut docs = Vec::with_capacity(pieces.len());
+    let mut fragments = Vec::with_capacity(pieces.len());
+    let mut errors = Vec::new();
     for piece in &pieces {
-        let doc = piece.document();
-        // Keyed by file too: its name is in every location of the piece.
-        let key = format!("{name}\0{doc}");
-        let parsed = match old.remove(&key) {
+        let hash = piece_hash(name, piece);
+        let same = |p: &ParsedPiece| p.name == name && p.header.as_deref() == piece.header && p.body == piece.body;
+        let hit = old.get_mut(&hash).and_then(|list| list.iter().position(same).map(|i| list.swap_remove(i)));
+        let parsed = match hit {
             Some(hit) if hit.body_line == piece.body_line => hit,
             Some(mut hit) if hit.errors.is_empty() => {
                 hit.fragment.shift_lines(piece.body_line as isize - hit.body_line as isize);
                 hit.body_line = piece.body_line;
                 hit
             }
-            _ => parse_piece(name, piece, &doc)?,
+            _ => parse_piece(name, piece)?,
         };
-        // The same text twice in a file (identical runs of items) is kept once.
-        if kept.contains_key(&key) {
-            return None;
-        }
-        kept.insert(key.clone(), parsed);
-        docs.push(key);
+        fragments.push(parsed.fragment.clone());
+        errors.extend(parsed.errors.iter().cloned());
+        kept.entry(hash).or_default().push(parsed);
     }
-    Some(docs.iter().filter_map(|d| kept.get(d)).collect())
+    Some((fragments, errors))
 }
 
-fn parse_piece(name: &str, piece: &chunks::Piece<'_>, doc: &str) -> Option<ParsedPiece> {
-    let mut root = super::yaml_block::parse(doc)?;
+fn parse_piece(name: &str, piece: &chunks::Piece<'_>) -> Option<ParsedPiece> {
+    let mut root = super::yaml_block::parse(&piece.document())?;
     relocate(&mut root, &|l| piece.line_of(l));
     let mut d = Diag::new(name);
     let fragment = parse::fragment(&mut d, &root);
-    Some(ParsedPiece { fragment, errors: d.errors, body_line: piece.body_line })
+    Some(ParsedPiece {
+        name: name.to_string(),
+        header: piece.header.map(str::to_string),
+        body: piece.body.to_string(),
+        fragment,
+        errors: d.errors,
+        body_line: piece.body_line,
+    })
 }
 
 /// Gives every node of `node` its line in the file.

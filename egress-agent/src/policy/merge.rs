@@ -2,7 +2,7 @@
 //! names and priorities unique, every reference defined. Errors about two
 //! places name both.
 
-use std::collections::BTreeMap;
+use super::bitset::FastMap;
 
 use super::error::PolicyError;
 use super::model::{Destination, DnsSettings, Location, Mode, Pack, Rule, Source};
@@ -114,8 +114,8 @@ fn set_once<T>(
 
 /// Rule names and priorities are unique across the pack.
 fn check_unique(rules: &[RawRule], errors: &mut Vec<PolicyError>) {
-    let mut names: BTreeMap<&str, &Location> = BTreeMap::new();
-    let mut priorities: BTreeMap<u16, (&Location, Option<&str>)> = BTreeMap::new();
+    let mut names: FastMap<&str, &Location> = FastMap::with_capacity_and_hasher(rules.len(), Default::default());
+    let mut priorities: FastMap<u16, (&Location, Option<&str>)> = FastMap::with_capacity_and_hasher(rules.len(), Default::default());
     for rule in rules {
         let name = rule.name.as_ref().map(|n| n.value.as_str());
         if let Some(n) = &rule.name {
