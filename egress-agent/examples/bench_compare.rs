@@ -7,38 +7,42 @@
 //! flows are permitted by one rule placed after all the others, so every
 //! new flow is judged against the whole set. Each system enforces the same
 //! pack: the agent (TC, and XDP), iptables as a linear FORWARD chain after
-//! an ESTABLISHED accept (legacy and nf_tables back ends), and nftables as
-//! a linear chain ([`egress_agent::testkit::translate`]).
+//! an ESTABLISHED accept (legacy and nf_tables back ends), iptables with
+//! ipset, nftables as a linear chain ([`egress_agent::testkit::translate`])
+//! and nftables with concatenated interval sets
+//! ([`egress_agent::testkit::layers`]: the ordered rules as a few layers of
+//! sets that decide every packet as the order does).
 //!
 //! Measured: new connections per second (connect, 16-byte request, 16-byte
-//! reply, close; several client threads) and their p99 latency, over
+//! reply, close; several client threads) and their p99 latency; UDP
+//! datagrams of 18 bytes per second received upstream (several senders,
+//! each flow answered once so stateful firewalls see it established); over
 //! interleaved rounds (A B C ... A B C ...), medians, ratios to the
-//! no-filter rate of the same run; the agent's in-program ns per packet
+//! no-filter rates of the same run; the agent's in-program ns per packet
 //! from `kernel.bpf_stats_enabled`. Writes `target/bench/compare.json` as
-//! `[{"rules", "system", "conn_per_s", "pps", "p99_us", "ratio_conn", ...}]`
-//! (`pps` is not measured yet: null). Needs root.
+//! `[{"rules", "system", "conn_per_s", "pps", "p99_us", "ratio_conn", ...}]`.
+//! Needs root.
 //!
 //! Options: `--sizes 10,1000,10000`, `--rounds N`, `--seconds S`,
 //! `--agent BIN`, `--out PATH`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use egress_agent::policy::model::{Action, Destination, Mode, Pack, PortRange, Protocol, Rule, Source};
 use egress_agent::testkit::agent::AgentProcess;
 use egress_agent::testkit::lab::Lab;
-use egress_agent::testkit::netns::within;
-use egress_agent::testkit::{pack_yaml, synth, translate};
+use egress_agent::testkit::loadgen::{UdpSink, serve_tcp_echo, tcp_conn_rate, udp_pps};
+use egress_agent::testkit::{layers, pack_yaml, synth, translate};
 use serde::Serialize;
 
 const SERVER: &str = "100.64.0.1:7";
+const UDP_SERVER: &str = "100.64.0.1:9";
 const CLIENTS: usize = 4;
+const UDP_SENDERS: usize = 2;
 
 struct Opts {
     sizes: Vec<usize>,
@@ -78,43 +82,58 @@ fn opts() -> Result<Opts> {
     Ok(o)
 }
 
-/// The synthetic pack with the measured flow's permit just before its
-/// final default rule.
+/// The synthetic pack with the measured flows' permits (TCP to port 7, UDP
+/// to port 9) just before its final default rule.
 fn pack(rules: usize) -> Pack {
     let mut p = synth::realistic_pack(rules.max(2), synth::DEFAULT_SEED);
     let at = p.rules.len() - 1;
     let priority = p.rules[at - 1].priority + 1;
-    p.rules.insert(
-        at,
-        Rule {
-            name: "allow-bench".into(),
-            priority,
-            source: Source::Any,
-            destinations: vec![Destination::Cidrs(vec!["100.64.0.1/32".parse().expect("prefix")])],
-            protocol: Protocol::Tcp,
-            ports: Some(vec![PortRange { lo: 7, hi: 7 }]),
-            action: Action::Permit,
-            mode: Mode::Enforce,
-            log: false,
-            location: Default::default(),
-        },
-    );
+    for (i, (name, protocol, port)) in [("allow-bench", Protocol::Tcp, 7), ("allow-bench-udp", Protocol::Udp, 9)].into_iter().enumerate() {
+        p.rules.insert(
+            at + i,
+            Rule {
+                name: name.into(),
+                priority: priority + i as u16,
+                source: Source::Any,
+                destinations: vec![Destination::Cidrs(vec!["100.64.0.1/32".parse().expect("prefix")])],
+                protocol,
+                ports: Some(vec![PortRange { lo: port, hi: port }]),
+                action: Action::Permit,
+                mode: Mode::Enforce,
+                log: false,
+                location: Default::default(),
+            },
+        );
+    }
+    let last = p.rules.len() - 1;
+    p.rules[last].priority = p.rules[last].priority.max(priority + 2);
     p
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
 enum System {
+    #[default]
     None,
     EgressTc,
     EgressXdp,
     IptablesLegacy,
     IptablesNft,
+    IptablesIpset,
     NftLinear,
+    NftSet,
 }
 
 impl System {
-    const ALL: [System; 6] =
-        [System::None, System::EgressTc, System::EgressXdp, System::IptablesLegacy, System::IptablesNft, System::NftLinear];
+    const ALL: [System; 8] = [
+        System::None,
+        System::EgressTc,
+        System::EgressXdp,
+        System::IptablesLegacy,
+        System::IptablesNft,
+        System::IptablesIpset,
+        System::NftLinear,
+        System::NftSet,
+    ];
     fn name(self) -> &'static str {
         match self {
             System::None => "none",
@@ -122,7 +141,9 @@ impl System {
             System::EgressXdp => "egress-xdp",
             System::IptablesLegacy => "iptables-legacy",
             System::IptablesNft => "iptables-nft",
+            System::IptablesIpset => "iptables-ipset",
             System::NftLinear => "nftables-linear",
+            System::NftSet => "nftables-set",
         }
     }
 }
@@ -138,83 +159,89 @@ fn in_gateway(lab: &Lab, cmd: &[&str], input: &str) -> Result<()> {
         .spawn()?;
     child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
     let out = child.wait_with_output()?;
-    ensure!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{cmd:?}: {}", err.chars().take(600).collect::<String>());
     Ok(())
 }
 
-/// A system enforcing the pack; torn down on drop (agent stopped, rules flushed).
+/// A system enforcing the pack; torn down on drop (agent stopped, rules
+/// flushed, sets destroyed).
 struct Enforcing<'a> {
     lab: &'a Lab,
     system: System,
+    ipsets: Vec<String>,
     _agent: Option<AgentProcess>,
 }
 
 impl Drop for Enforcing<'_> {
     fn drop(&mut self) {
         let flush: &[&str] = match self.system {
-            System::IptablesLegacy => &["iptables-legacy", "-F", "FORWARD"],
+            System::IptablesLegacy | System::IptablesIpset => &["iptables-legacy", "-F", "FORWARD"],
             System::IptablesNft => &["iptables-nft", "-F", "FORWARD"],
-            System::NftLinear => &["nft", "delete", "table", "ip", "egress_bench"],
+            System::NftLinear | System::NftSet => &["nft", "delete", "table", "ip", "egress_bench"],
             _ => &[],
         };
         if !flush.is_empty() {
             let _ = in_gateway(self.lab, flush, "");
         }
+        for set in &self.ipsets {
+            let _ = in_gateway(self.lab, &["ipset", "destroy", set], "");
+        }
     }
 }
 
-fn enforce<'a>(lab: &'a Lab, system: System, pack: &Pack, policy: &std::path::Path, agent: &std::path::Path) -> Result<Enforcing<'a>> {
-    let mut running = None;
+/// Systems this machine cannot run, and why: the ipset translation needs
+/// the `hash:net,port,net` set type, which some kernels are built without.
+fn unavailable(lab: &Lab) -> Vec<(System, String)> {
+    let probe = "create egress_probe hash:net,port,net\ndestroy egress_probe\n";
+    match in_gateway(lab, &["ipset", "restore"], probe) {
+        Ok(()) => Vec::new(),
+        Err(e) => vec![(System::IptablesIpset, format!("ipset cannot create a hash:net,port,net set here ({})", e.to_string().trim()))],
+    }
+}
+
+/// What each firewall is given: the same pack, translated once per size.
+struct Translated {
+    iptables: String,
+    nft_linear: String,
+    nft_sets: Vec<String>,
+    ipsets: (String, String),
+    ipset_names: Vec<String>,
+}
+
+impl Translated {
+    fn of(pack: &Pack) -> Translated {
+        Translated {
+            iptables: translate::iptables(pack),
+            nft_linear: translate::nft_linear(pack),
+            nft_sets: layers::nft_sets(pack),
+            ipsets: layers::ipset(pack),
+            ipset_names: layers::ipset_names(pack),
+        }
+    }
+}
+
+fn enforce<'a>(lab: &'a Lab, system: System, t: &Translated, policy: &std::path::Path, agent: &std::path::Path) -> Result<Enforcing<'a>> {
+    let mut e = Enforcing { lab, system, ipsets: Vec::new(), _agent: None };
     match system {
         System::None => {}
-        System::EgressTc => running = Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin"])?),
-        System::EgressXdp => running = Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin", "--xdp"])?),
-        System::IptablesLegacy => in_gateway(lab, &["iptables-legacy-restore"], &translate::iptables(pack))?,
-        System::IptablesNft => in_gateway(lab, &["iptables-nft-restore"], &translate::iptables(pack))?,
-        System::NftLinear => in_gateway(lab, &["nft", "-f", "-"], &translate::nft_linear(pack))?,
+        System::EgressTc => e._agent = Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin"])?),
+        System::EgressXdp => e._agent = Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin", "--xdp"])?),
+        System::IptablesLegacy => in_gateway(lab, &["iptables-legacy-restore"], &t.iptables)?,
+        System::IptablesNft => in_gateway(lab, &["iptables-nft-restore"], &t.iptables)?,
+        System::IptablesIpset => {
+            e.ipsets = t.ipset_names.clone();
+            in_gateway(lab, &["ipset", "restore", "-exist"], &t.ipsets.0)?;
+            in_gateway(lab, &["iptables-legacy-restore"], &t.ipsets.1)?;
+        }
+        System::NftLinear => in_gateway(lab, &["nft", "-f", "-"], &t.nft_linear)?,
+        System::NftSet => {
+            for script in &t.nft_sets {
+                in_gateway(lab, &["nft", "-f", "-"], script)?;
+            }
+        }
     }
-    Ok(Enforcing { lab, system, _agent: running })
-}
-
-/// Connections completed in `secs` by the client threads, and the p99 of
-/// their latency in microseconds.
-fn measure(lab: &Lab, secs: f64) -> Result<(f64, f64)> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let server: SocketAddr = SERVER.parse()?;
-    let mut threads = Vec::new();
-    for _ in 0..CLIENTS {
-        let (stop, ns) = (stop.clone(), lab.workload.name.clone());
-        threads.push(std::thread::spawn(move || {
-            within(&ns, move || {
-                let mut lat = Vec::with_capacity(1 << 16);
-                let mut failed = 0u64;
-                let (req, mut resp) = ([7u8; 16], [0u8; 16]);
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let ok = TcpStream::connect_timeout(&server, Duration::from_secs(1)).is_ok_and(|mut c| {
-                        c.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
-                            && c.write_all(&req).is_ok()
-                            && c.read_exact(&mut resp).is_ok()
-                    });
-                    if ok { lat.push(t.elapsed().as_nanos() as u64) } else { failed += 1 }
-                }
-                (lat, failed)
-            })
-            .unwrap_or_default()
-        }));
-    }
-    std::thread::sleep(Duration::from_secs_f64(secs));
-    stop.store(true, Ordering::Relaxed);
-    let (mut lat, mut failed) = (Vec::new(), 0);
-    for t in threads {
-        let (l, f) = t.join().map_err(|_| anyhow::anyhow!("client panicked"))?;
-        lat.extend(l);
-        failed += f;
-    }
-    ensure!(failed * 100 <= lat.len() as u64 + 1, "{failed} failed connections against {} completed", lat.len());
-    lat.sort_unstable();
-    let p99 = lat.get(lat.len().saturating_sub(1) * 99 / 100).copied().unwrap_or(0) as f64 / 1e3;
-    Ok((lat.len() as f64 / secs, p99))
+    Ok(e)
 }
 
 /// Mean ns per run of the agent's judging program (`bpf_stats_enabled`).
@@ -227,22 +254,6 @@ fn program_ns() -> Option<f64> {
     })
 }
 
-fn serve(lab: &Lab) -> Result<()> {
-    let listener = within(&lab.upstream.name, || TcpListener::bind(SERVER))??;
-    for _ in 0..CLIENTS {
-        let l = listener.try_clone()?;
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 16];
-            for mut c in l.incoming().flatten() {
-                if c.read_exact(&mut buf).is_ok() {
-                    let _ = c.write_all(&buf);
-                }
-            }
-        });
-    }
-    Ok(())
-}
-
 #[derive(Serialize)]
 struct Row {
     rules: usize,
@@ -251,8 +262,19 @@ struct Row {
     pps: Option<f64>,
     p99_us: f64,
     ratio_conn: f64,
+    ratio_pps: Option<f64>,
     program_ns: Option<f64>,
     rounds: usize,
+}
+
+/// One system's measurements over the rounds.
+#[derive(Default)]
+struct Runs {
+    system: System,
+    conns: Vec<f64>,
+    p99s: Vec<f64>,
+    pps: Vec<f64>,
+    progs: Vec<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -267,52 +289,72 @@ fn main() -> Result<()> {
         lab.workload.sysctl(k, v)?;
     }
     let _ = lab.gateway.sysctl("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1");
-    serve(&lab)?;
+    let server: SocketAddr = SERVER.parse()?;
+    let udp_server: SocketAddr = UDP_SERVER.parse()?;
+    serve_tcp_echo(&lab.upstream.name, server, CLIENTS)?;
+    let sink = UdpSink::start(&lab.upstream.name, udp_server)?;
+    let skipped = unavailable(&lab);
+    for (system, why) in &skipped {
+        eprintln!("bench_compare: skipping {}: {why}", system.name());
+    }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let dir = std::env::temp_dir().join(format!("egress-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut rows = Vec::new();
     for &size in &o.sizes {
         let p = pack(size);
+        let translated = Translated::of(&p);
         let policy = dir.join(format!("pack-{size}.yaml"));
         std::fs::write(&policy, pack_yaml::to_yaml(&p))?;
-        let mut runs: Vec<(System, Vec<f64>, Vec<f64>, Vec<f64>)> = System::ALL.iter().map(|s| (*s, vec![], vec![], vec![])).collect();
+        let mut runs: Vec<Runs> =
+            System::ALL.iter().filter(|s| !skipped.iter().any(|(k, _)| k == *s)).map(|s| Runs { system: *s, ..Runs::default() }).collect();
         for round in 0..o.rounds {
-            for (system, conns, p99s, progs) in runs.iter_mut() {
-                let guard = enforce(&lab, *system, &p, &policy, &o.agent).with_context(|| system.name())?;
-                measure(&lab, 0.3)?; // warm up
-                let (c, l) = measure(&lab, o.seconds)?;
-                if matches!(system, System::EgressTc | System::EgressXdp) {
-                    progs.extend(program_ns());
+            for r in runs.iter_mut() {
+                let guard = enforce(&lab, r.system, &translated, &policy, &o.agent).with_context(|| r.system.name())?;
+                tcp_conn_rate(&lab.workload.name, server, CLIENTS, 0.3)?; // warm up
+                let (c, l) = tcp_conn_rate(&lab.workload.name, server, CLIENTS, o.seconds)?;
+                let pps = udp_pps(&lab.workload.name, udp_server, UDP_SENDERS, o.seconds.min(2.0), &sink)?;
+                if matches!(r.system, System::EgressTc | System::EgressXdp) {
+                    r.progs.extend(program_ns());
                 }
                 drop(guard);
-                eprintln!("bench_compare: {size} rules, round {round}, {}: {c:.0} conn/s, p99 {l:.0} µs", system.name());
-                conns.push(c);
-                p99s.push(l);
+                eprintln!("bench_compare: {size} rules, round {round}, {}: {c:.0} conn/s, p99 {l:.0} µs, {pps:.0} pps", r.system.name());
+                r.conns.push(c);
+                r.p99s.push(l);
+                r.pps.push(pps);
             }
         }
-        let base = median(runs[0].1.clone());
-        for (system, conns, p99s, progs) in runs {
-            let c = median(conns);
+        let base = median(runs[0].conns.clone());
+        let base_pps = median(runs[0].pps.clone());
+        for r in runs {
+            let (c, pps) = (median(r.conns), median(r.pps));
             rows.push(Row {
                 rules: size,
-                system: system.name(),
+                system: r.system.name(),
                 conn_per_s: c,
-                pps: None,
-                p99_us: median(p99s),
+                pps: Some(pps),
+                p99_us: median(r.p99s),
                 ratio_conn: c / base,
-                program_ns: (!progs.is_empty()).then(|| median(progs)),
+                ratio_pps: Some(pps / base_pps),
+                program_ns: (!r.progs.is_empty()).then(|| median(r.progs)),
                 rounds: o.rounds,
             });
         }
     }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
     let _ = std::fs::remove_dir_all(&dir);
+    for (system, why) in &skipped {
+        println!("not measured: {}: {why}", system.name());
+    }
     println!("\nNew connections per second through the gateway, medians of {} interleaved rounds of {} s", o.rounds, o.seconds);
-    println!("{:>6} {:<16} {:>10} {:>8} {:>9} {:>11}", "rules", "system", "conn/s", "ratio", "p99 µs", "prog ns/pkt");
+    println!("{:>6} {:<16} {:>10} {:>6} {:>9} {:>10} {:>6} {:>11}", "rules", "system", "conn/s", "ratio", "p99 µs", "UDP pps", "ratio", "prog ns/pkt");
     for r in &rows {
         let prog = r.program_ns.map(|n| format!("{n:.0}")).unwrap_or_else(|| "-".into());
-        println!("{:>6} {:<16} {:>10.0} {:>8.2} {:>9.0} {:>11}", r.rules, r.system, r.conn_per_s, r.ratio_conn, r.p99_us, prog);
+        let (pps, rp) = (r.pps.unwrap_or(0.0), r.ratio_pps.unwrap_or(0.0));
+        println!(
+            "{:>6} {:<16} {:>10.0} {:>6.2} {:>9.0} {:>10.0} {:>6.2} {:>11}",
+            r.rules, r.system, r.conn_per_s, r.ratio_conn, r.p99_us, pps, rp, prog
+        );
     }
     if let Some(parent) = o.out.parent() {
         std::fs::create_dir_all(parent)?;

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 /// namespaces, `ping` for ICMP, bpftool for inspecting the datapath, and
 /// dnsmasq (the binary only, no system service) as the lab's resolver,
 /// `setpriv` to run the agent with fewer capabilities, `systemd-analyze` to
-/// verify the shipped unit, iptables and nftables for `bench compare`.
+/// verify the shipped unit, iptables, ipset and nftables for `bench compare`.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("iputils-ping", "/usr/bin/ping"),
@@ -21,6 +21,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("systemd", "/usr/bin/systemd-analyze"),
     ("iptables", "/usr/sbin/iptables-legacy"),
     ("nftables", "/usr/sbin/nft"),
+    ("ipset", "/usr/sbin/ipset"),
 ];
 
 /// The workspace root (parent of `xtask/`).

@@ -9,6 +9,8 @@ pub mod client;
 pub mod containment;
 pub mod containment_report;
 pub mod lab;
+pub mod layers;
+pub mod loadgen;
 pub mod netns;
 pub mod packet;
 pub mod resolver;
