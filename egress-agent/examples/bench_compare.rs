@@ -19,7 +19,7 @@
 //! each flow answered once so stateful firewalls see it established); over
 //! interleaved rounds (A B C ... A B C ...), medians, ratios to the
 //! no-filter rates of the same run; the agent's in-program ns per packet
-//! from `kernel.bpf_stats_enabled`. Writes `target/bench/compare.json` as
+//! of the connection test from `kernel.bpf_stats_enabled`. Writes `target/bench/compare.json` as
 //! `[{"rules", "system", "conn_per_s", "pps", "p99_us", "ratio_conn", ...}]`.
 //! Needs root.
 //!
@@ -244,13 +244,14 @@ fn enforce<'a>(lab: &'a Lab, system: System, t: &Translated, policy: &std::path:
     Ok(e)
 }
 
-/// Mean ns per run of the agent's judging program (`bpf_stats_enabled`).
-fn program_ns() -> Option<f64> {
+/// Runs and total ns so far of the agent's judging program
+/// (`bpf_stats_enabled`), or `None` if it is not loaded.
+fn program_stats() -> Option<(f64, f64)> {
     let out = Command::new("bpftool").args(["-j", "prog", "show"]).output().ok()?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     v.as_array()?.iter().filter(|p| p["name"] == "egress_tc" || p["name"] == "egress_xdp").find_map(|p| {
         let (ns, cnt) = (p["run_time_ns"].as_f64()?, p["run_cnt"].as_f64()?);
-        (cnt > 0.0).then(|| ns / cnt)
+        (cnt > 0.0).then_some((cnt, ns))
     })
 }
 
@@ -312,11 +313,13 @@ fn main() -> Result<()> {
             for r in runs.iter_mut() {
                 let guard = enforce(&lab, r.system, &translated, &policy, &o.agent).with_context(|| r.system.name())?;
                 tcp_conn_rate(&lab.workload.name, server, CLIENTS, 0.3)?; // warm up
+                let before = program_stats();
                 let (c, l) = tcp_conn_rate(&lab.workload.name, server, CLIENTS, o.seconds)?;
-                let pps = udp_pps(&lab.workload.name, udp_server, UDP_SENDERS, o.seconds.min(2.0), &sink)?;
-                if matches!(r.system, System::EgressTc | System::EgressXdp) {
-                    r.progs.extend(program_ns());
+                // In-program time per packet of the connection test alone.
+                if let (Some((n0, t0)), Some((n1, t1))) = (before, program_stats()) {
+                    r.progs.push((t1 - t0) / (n1 - n0).max(1.0));
                 }
+                let pps = udp_pps(&lab.workload.name, udp_server, UDP_SENDERS, o.seconds.min(2.0), &sink)?;
                 drop(guard);
                 eprintln!("bench_compare: {size} rules, round {round}, {}: {c:.0} conn/s, p99 {l:.0} µs, {pps:.0} pps", r.system.name());
                 r.conns.push(c);

@@ -79,6 +79,25 @@ pub fn query<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Action {
     }
 }
 
+/// Whether a TC program must pull the packet's first bytes into the linear
+/// area before reading it: its headers are not all there, or it is DNS
+/// (whose programs read the message, and may rewrite it in place). Other
+/// packets are judged from what is linear: a socket's TCP segments carry
+/// their payload in page fragments, and pulling them (which copies the
+/// head of a cloned skb) cost more than judging them.
+#[inline(always)]
+pub fn must_pull(start: usize, end: usize, len: u32) -> bool {
+    if (end - start) as u32 >= len {
+        return false;
+    }
+    let mut pkt = Packet::empty();
+    match parse(&Cursor::new(start, end), &mut pkt) {
+        Err(Reason::Truncated) => true,
+        Ok(Parsed::Ip) => pkt.has_l4() && (pkt.dport == 53 || pkt.sport == 53),
+        _ => false,
+    }
+}
+
 /// Judges the packet in `[start, end)` of `len` bytes on interface `ifindex`.
 #[inline(always)]
 pub fn judge(start: usize, end: usize, len: u32, ifindex: u32) -> Action {

@@ -25,6 +25,7 @@ use dns::LoadBytes;
 /// the egress program does not take them for the resolver's answers.
 const MARK_REFUSED: u32 = 0x6567_5246;
 use judge::{Action, judge, learn, query};
+
 use maps::{EGV1_TAILS_TC, EGV1_TAILS_XDP};
 
 struct Skb<'a>(&'a TcContext);
@@ -50,14 +51,20 @@ impl LoadBytes for XdpBytes<'_> {
 /// Bytes made linear before parsing: every header the parser reads.
 const PULL_BYTES: u32 = 256;
 
+/// Pulls the first [`PULL_BYTES`] into the linear area where
+/// [`judge::must_pull`] says the program needs them.
+#[inline(always)]
+fn pull_if_needed(ctx: &TcContext, len: u32) {
+    if judge::must_pull(ctx.data(), ctx.data_end(), len) {
+        let _ = ctx.pull_data(if len < PULL_BYTES { len } else { PULL_BYTES });
+    }
+}
+
 /// TC ingress of a LAN interface.
 #[classifier]
 pub fn egress_tc(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    let want = if len < PULL_BYTES { len } else { PULL_BYTES };
-    if ((ctx.data_end() - ctx.data()) as u32) < want {
-        let _ = ctx.pull_data(want);
-    }
+    pull_if_needed(&ctx, len);
     // SAFETY: the context's skb pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     let action = judge(ctx.data(), ctx.data_end(), len, ifindex);
@@ -118,10 +125,7 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
         return TC_ACT_UNSPEC;
     }
     let len = ctx.len();
-    let want = if len < PULL_BYTES { len } else { PULL_BYTES };
-    if ((ctx.data_end() - ctx.data()) as u32) < want {
-        let _ = ctx.pull_data(want);
-    }
+    pull_if_needed(&ctx, len);
     learn(&Skb(&ctx), ctx.data(), ctx.data_end());
     TC_ACT_UNSPEC
 }

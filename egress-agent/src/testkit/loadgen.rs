@@ -2,7 +2,6 @@
 //! make them, and a flood of small UDP datagrams, each from the workload
 //! namespace to a server in the upstream namespace.
 
-use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
@@ -69,9 +68,12 @@ pub fn tcp_conn_rate(ns: &str, server: SocketAddr, clients: usize, secs: f64) ->
     Ok((lat.len() as f64 / secs, p99))
 }
 
-/// A UDP server that counts datagrams. It answers the first datagram of
-/// each sender, so that a stateful firewall sees the flow established, as
-/// it does for real UDP traffic (DNS, QUIC) that has replies.
+/// The first byte of a sender's greeting, which the sink answers.
+const HELLO: u8 = 1;
+
+/// A UDP server that counts datagrams. It answers each sender's greeting,
+/// so that a stateful firewall sees the flow established, as it does for
+/// real UDP traffic (DNS, QUIC) that has replies.
 pub struct UdpSink {
     received: Arc<AtomicU64>,
 }
@@ -82,11 +84,10 @@ impl UdpSink {
         let received = Arc::new(AtomicU64::new(0));
         let count = received.clone();
         std::thread::spawn(move || {
-            let mut seen = HashSet::new();
             let mut buf = [0u8; 2048];
-            while let Ok((_, from)) = socket.recv_from(&mut buf) {
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
                 count.fetch_add(1, Ordering::Relaxed);
-                if seen.insert(from) {
+                if n > 0 && buf[0] == HELLO {
                     let _ = socket.send_to(b"ok", from);
                 }
             }
@@ -102,7 +103,7 @@ impl UdpSink {
 
 /// Datagrams per second `sink` receives while `senders` threads in `ns`
 /// send 18-byte datagrams to `server` for `secs`, each from its own port
-/// and only once its first datagram was answered.
+/// and only once its greeting was answered.
 pub fn udp_pps(ns: &str, server: SocketAddr, senders: usize, secs: f64, sink: &UdpSink) -> anyhow::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
@@ -113,10 +114,10 @@ pub fn udp_pps(ns: &str, server: SocketAddr, senders: usize, secs: f64, sink: &U
                 let s = UdpSocket::bind("0.0.0.0:0")?;
                 s.connect(server)?;
                 s.set_read_timeout(Some(Duration::from_millis(200)))?;
-                let payload = [9u8; 18];
+                let (hello, payload) = ([HELLO; 18], [9u8; 18]);
                 let mut reply = [0u8; 16];
                 // Until the flow is answered (the first datagram may be judged slowly).
-                let answered = (0..25).any(|_| s.send(&payload).is_ok() && s.recv(&mut reply).is_ok());
+                let answered = (0..25).any(|_| s.send(&hello).is_ok() && s.recv(&mut reply).is_ok());
                 if !answered {
                     return Err(std::io::Error::other("no answer from the UDP sink"));
                 }
