@@ -3,6 +3,7 @@
 //! found again further up or down the file after an edit.
 
 use super::load_cut;
+use crate::testkit::synth::Rng;
 use crate::testkit::{pack_yaml::to_yaml, synth};
 
 fn whole(text: &str) -> Result<crate::policy::model::Pack, crate::policy::PolicyErrors> {
@@ -13,16 +14,9 @@ fn cut(text: &str) -> Result<crate::policy::model::Pack, crate::policy::PolicyEr
     load_cut(&[("p.yaml".to_string(), text.to_string())], 0)
 }
 
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n.max(1) as u64) as usize
-    }
+/// A number in `0..n` (any `n`).
+fn below(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n.max(1) as u64) as usize
 }
 
 /// The synthetic pack as written, and in the indentless style.
@@ -36,8 +30,8 @@ fn bases() -> Vec<String> {
 /// One edit an operator (or a mistake) makes, by whole lines.
 fn edit(text: &str, rng: &mut Rng) -> String {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let at = rng.below(lines.len());
-    match rng.below(8) {
+    let at = below(rng, lines.len());
+    match below(rng, 8) {
         0 => lines.insert(at, "# moved".into()),
         1 => lines.insert(at, String::new()),
         2 => {
@@ -45,10 +39,10 @@ fn edit(text: &str, rng: &mut Rng) -> String {
         }
         3 => {
             let copy = lines[at].clone();
-            lines.insert(rng.below(lines.len()), copy);
+            lines.insert(below(rng, lines.len()), copy);
         }
         4 => {
-            let other = rng.below(lines.len());
+            let other = below(rng, lines.len());
             lines.swap(at, other);
         }
         5 => lines[at] = lines[at].replacen(|c: char| c.is_ascii_digit(), "7", 1),
@@ -69,7 +63,7 @@ fn edit(text: &str, rng: &mut Rng) -> String {
 
 #[test]
 fn pieces_read_as_the_whole_file() {
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let (mut edits, mut were_cut, mut valid) = (0, 0, 0);
     for base in bases() {
         assert!(super::chunks::cut(&base, 0).is_some_and(|p| p.len() > 4), "the base is cut");

@@ -2,6 +2,7 @@
 //! the full path's tree, on real policies and on text mutated to be wrong.
 
 use super::super::yaml::parse_full;
+use crate::testkit::synth::Rng;
 use super::parse;
 
 /// Every policy text of the repository, a synthetic pack and odd samples.
@@ -87,16 +88,9 @@ fn agrees_with_the_full_path() {
     }
 }
 
-/// A small deterministic generator (xorshift) for the mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n.max(1) as u64) as usize
-    }
+/// A number in `0..n` (any `n`).
+fn below(rng: &mut Rng, n: usize) -> usize {
+    rng.below(n.max(1) as u64) as usize
 }
 
 /// `text` with one random edit of the kinds that change YAML's reading:
@@ -107,34 +101,34 @@ fn mutate(text: &str, rng: &mut Rng) -> String {
     if lines.is_empty() {
         lines.push(String::new());
     }
-    let at = rng.below(lines.len());
-    match rng.below(6) {
+    let at = below(rng, lines.len());
+    match below(rng, 6) {
         0 => {
             let l = &mut lines[at];
-            let i = rng.below(l.len() + 1);
+            let i = below(rng, l.len() + 1);
             if l.is_char_boundary(i) {
-                l.insert_str(i, BITS[rng.below(BITS.len())]);
+                l.insert_str(i, BITS[below(rng, BITS.len())]);
             }
         }
         1 => {
             let l = &mut lines[at];
-            let i = rng.below(l.len());
+            let i = below(rng, l.len());
             if l.is_char_boundary(i) && l.is_char_boundary(i + 1) && i < l.len() {
                 l.remove(i);
             }
         }
-        2 => lines[at].insert_str(0, &" ".repeat(1 + rng.below(3))),
+        2 => lines[at].insert_str(0, &" ".repeat(1 + below(rng, 3))),
         3 => {
             let l = &mut lines[at];
             let n = l.len() - l.trim_start().len();
-            l.drain(..n.min(1 + rng.below(2)));
+            l.drain(..n.min(1 + below(rng, 2)));
         }
         4 => {
             let copy = lines[at].clone();
-            lines.insert(rng.below(lines.len() + 1), copy);
+            lines.insert(below(rng, lines.len() + 1), copy);
         }
         _ => {
-            let other = rng.below(lines.len());
+            let other = below(rng, lines.len());
             lines.swap(at, other);
         }
     }
@@ -144,7 +138,7 @@ fn mutate(text: &str, rng: &mut Rng) -> String {
 #[test]
 fn agrees_with_the_full_path_on_mutated_text() {
     let texts: Vec<_> = texts().into_iter().filter(|(_, t)| t.len() < 8_000).collect();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let (mut tried, mut answered) = (0, 0);
     for round in 0..100 {
         for (name, text) in &texts {

@@ -19,21 +19,10 @@ fn matches(a: &Atom, p: &Probe) -> bool {
     proto && port && (s.0..=s.1).contains(&p.src) && (d.0..=d.1).contains(&p.dst)
 }
 
-/// A small deterministic generator (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 #[test]
 fn layers_decide_as_the_ordered_lines() {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = synth::Rng::new(0x1234_5678_9abc_def1);
     for seed in 1..4 {
         let pack = synth::realistic_pack(300, seed);
         let lines: Vec<Atom> = pack.rules.iter().flat_map(|r| atoms(&pack, r)).collect();
@@ -48,8 +37,8 @@ fn layers_decide_as_the_ordered_lines() {
         };
         let (mut accepted, mut dropped) = (0, 0);
         for i in 0..6_000 {
-            let line = &lines[(rng.next() % lines.len() as u64) as usize];
-            let (r1, r2, r3) = (rng.next(), rng.next(), rng.next());
+            let line = &lines[(rng.next_u64() % lines.len() as u64) as usize];
+            let (r1, r2, r3) = (rng.next_u64(), rng.next_u64(), rng.next_u64());
             let aimed = i % 4 != 0;
             let p = Probe {
                 proto: match line.proto {
