@@ -28,6 +28,7 @@ pub(crate) use fields::merge_ranges;
 
 pub mod bitset;
 pub mod compile;
+mod classes;
 pub mod evaluate;
 pub mod explain;
 

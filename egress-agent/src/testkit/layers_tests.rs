@@ -30,7 +30,7 @@ fn layers_decide_as_the_ordered_lines() {
         assert!(layers.len() * 4 < lines.len(), "{} layers for {} lines", layers.len(), lines.len());
         // Packets aimed at a line (inside it, or just off one of its
         // edges), and packets from anywhere to anywhere.
-        let mut within = |(lo, hi): (u32, u32), r: u64| match r % 4 {
+        let within = |(lo, hi): (u32, u32), r: u64| match r % 4 {
             0 => lo.wrapping_sub(1),
             1 => hi.wrapping_add(1),
             _ => lo.wrapping_add((r >> 8) as u32 % (hi - lo).saturating_add(1).max(1)),
