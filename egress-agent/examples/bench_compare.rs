@@ -211,12 +211,13 @@ struct Translated {
 
 impl Translated {
     fn of(pack: &Pack) -> Translated {
+        let ipsets = layers::ipset(pack);
         Translated {
             iptables: translate::iptables(pack),
             nft_linear: translate::nft_linear(pack),
             nft_sets: layers::nft_sets(pack),
-            ipsets: layers::ipset(pack),
-            ipset_names: layers::ipset_names(pack),
+            ipset_names: layers::ipset_names(&ipsets.0),
+            ipsets,
         }
     }
 }

@@ -142,9 +142,9 @@ pub fn nft_sets(pack: &Pack) -> Vec<String> {
 /// range, matched by the iptables rule itself.
 const IPSET_MAX_PORTS: u32 = 1_024;
 
-/// The ipset names of the sets of the layers (to destroy them).
-pub fn ipset_names(pack: &Pack) -> Vec<String> {
-    ipset(pack).0.lines().filter_map(|l| l.strip_prefix("create ")).filter_map(|l| l.split(' ').next()).map(str::to_string).collect()
+/// The names of the sets an [`ipset`] restore input creates (to destroy them).
+pub fn ipset_names(restore: &str) -> Vec<String> {
+    restore.lines().filter_map(|l| l.strip_prefix("create ")).filter_map(|l| l.split(' ').next()).map(str::to_string).collect()
 }
 
 /// `ipset restore` input and `iptables-restore` input: per layer, a

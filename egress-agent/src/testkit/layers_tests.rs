@@ -72,5 +72,5 @@ fn writes_sets_for_nft_and_ipset() {
     assert!(sets.contains("create eb0p hash:net,port,net"), "{sets}");
     assert!(!sets.contains("/0,") && !sets.contains(",0.0.0.0/0"), "no /0 in hash:net types");
     assert!(rules.contains("-m set --match-set eb0p src,dst,dst -j "), "{rules}");
-    assert_eq!(ipset_names(&pack).len(), sets.matches("create ").count());
+    assert_eq!(ipset_names(&sets).len(), sets.matches("create ").count());
 }
