@@ -56,8 +56,8 @@ fn opts() -> Result<Opts> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("root")?.to_path_buf();
     let mut o = Opts {
         sizes: vec![10, 1_000, 10_000],
-        rounds: 3,
-        seconds: 3.0,
+        rounds: 5,
+        seconds: 2.0,
         agent: root.join("target/release/egress-agent"),
         out: root.join("target/bench/compare.json"),
     };
