@@ -42,8 +42,8 @@ pub(super) struct Piece<'t> {
 }
 
 impl Piece<'_> {
-    /// The piece as a YAML document, and the file's line for each of its
-    /// lines: `line_of(l)` for a line `l` of the document.
+    /// The piece as a YAML document ([`Piece::line_of`] places its lines
+    /// in the file).
     pub fn document(&self) -> String {
         match self.header {
             Some(h) => format!("{h}\n{}", self.body),

@@ -10,6 +10,30 @@ use super::bitset::FastMap as HashMap;
 use super::bitset::RuleSet;
 use super::model::{Pack, Protocol};
 
+/// Distinct sets numbered in order of first appearance, from 0.
+pub(super) struct Numbering<S> {
+    ids: HashMap<S, u32>,
+    /// The sets by number.
+    pub sets: Vec<S>,
+}
+
+impl<S> Default for Numbering<S> {
+    fn default() -> Self {
+        Numbering { ids: HashMap::default(), sets: Vec::new() }
+    }
+}
+
+impl<S: std::hash::Hash + Eq + Clone> Numbering<S> {
+    /// The number of `set`, given it now if it is new.
+    pub fn number(&mut self, set: S) -> u32 {
+        let next = self.sets.len() as u32;
+        *self.ids.entry(set).or_insert_with_key(|set| {
+            self.sets.push(set.clone());
+            next
+        })
+    }
+}
+
 /// The union of two ascending lists of rule indices, ascending, without
 /// repeats (`own` lists are built in rule order, so both always are).
 pub(super) fn union_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
@@ -67,20 +91,13 @@ pub(super) fn address_classes(own: HashMap<IpNet, Vec<u32>>) -> (HashMap<IpNet, 
             .find_map(|q| full.get(&q));
         full.insert(*p, union_sorted(parent.map_or(&[][..], |v| &v[..]), &own[p]));
     }
-    let mut ids: HashMap<Vec<u32>, u32> = HashMap::default();
-    let mut sets = vec![Vec::new()];
-    ids.insert(Vec::new(), 0);
+    let mut sets = Numbering::default();
+    sets.number(Vec::new()); // class 0: no prefix
     let mut classes = HashMap::with_capacity_and_hasher(prefixes.len(), Default::default());
     for p in prefixes {
-        let set = full.remove(&p).unwrap_or_default();
-        let next = sets.len() as u32;
-        let id = *ids.entry(set.clone()).or_insert_with(|| {
-            sets.push(set);
-            next
-        });
-        classes.insert(p, id);
+        classes.insert(p, sets.number(full.remove(&p).unwrap_or_default()));
     }
-    (classes, sets)
+    (classes, sets.sets)
 }
 
 /// Whether a rule with this protocol and ports matches port-array slot
@@ -147,22 +164,17 @@ pub(super) fn port_classes(pack: &Pack, n: usize) -> (Vec<(u32, u32, u32)>, Vec<
             }
         }
     }
-    let mut ids: HashMap<RuleSet, u32> = HashMap::default();
-    let mut sets = Vec::new();
+    let mut sets = Numbering::default();
     let mut runs = Vec::with_capacity(windows);
     for (w, set) in window_sets.into_iter().enumerate() {
         let (lo, hi) = (bounds[w], bounds[w + 1] - 1);
-        let next = sets.len() as u32;
-        let id = *ids.entry(set.clone()).or_insert_with(|| {
-            sets.push(set);
-            next
-        });
+        let id = sets.number(set);
         match runs.last_mut() {
             Some((_, last, class)) if *class == id && *last + 1 == lo => *last = hi,
             _ => runs.push((lo, hi, id)),
         }
     }
-    (runs, sets)
+    (runs, sets.sets)
 }
 
 /// Numbers combined classes: a set the previous pack had keeps its number,

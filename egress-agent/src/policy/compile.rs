@@ -24,7 +24,7 @@ use egress_common::{
 use ipnet::IpNet;
 
 use super::bitset::RuleSet;
-use super::classes::{address_classes, port_classes, stable_x_ids};
+use super::classes::{Numbering, address_classes, port_classes, stable_x_ids};
 use super::model::{Action, Destination, DomainPattern, Mode, Pack, QueryFilter, Source};
 
 /// The name under which the implicit default deny is reported.
@@ -324,8 +324,7 @@ fn classify(pack: &Pack, previous: &Previous, webgroup_bits: &BTreeMap<String, u
 
     // Ports, then source × port → x.
     let (ports, port_sets) = port_classes(pack, n);
-    let mut x_ids: HashMap<RuleSet, u32> = HashMap::default();
-    let mut x_sets: Vec<RuleSet> = Vec::new();
+    let mut x_sets: Numbering<RuleSet> = Numbering::default();
     let mut sp = HashMap::default();
     for (s, sset) in src_sets.iter().enumerate() {
         if s == 0 && !any_source {
@@ -336,16 +335,12 @@ fn classify(pack: &Pack, previous: &Previous, webgroup_bits: &BTreeMap<String, u
             if set.is_empty() {
                 continue; // a missing entry reads as `implicit-deny`
             }
-            let next = x_sets.len() as u32;
-            let x = *x_ids.entry(set.clone()).or_insert_with(|| {
-                x_sets.push(set);
-                next
-            });
+            let x = x_sets.number(set);
             sp.insert(SpKey { src_class: s as u32, port_class: p as u32 }, x);
         }
     }
     check("(source, port) class", sp.len(), MAX_SP_ENTRIES)?;
-    let (ids, x_sets) = stable_x_ids(x_sets, &previous.x_sets, n);
+    let (ids, x_sets) = stable_x_ids(x_sets.sets, &previous.x_sets, n);
     for x in sp.values_mut() {
         *x = ids[*x as usize];
     }

@@ -26,11 +26,15 @@ pub fn load(path: &Path) -> Result<Pack, PolicyErrors> {
 /// `egress-agent status` shows. It tells packs apart; it is not a digest
 /// to trust against tampering.
 fn sources_hash(files: &[(String, String)]) -> u64 {
+    hash_texts(files.iter().flat_map(|(name, text)| [name.as_str(), text.as_str()]))
+}
+
+/// A 64-bit hash of `texts` in order, each ended by a 0 byte (so that
+/// where one ends is part of what is hashed).
+fn hash_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> u64 {
     use std::hash::Hasher as _;
     let mut h = super::bitset::FxHasher::default();
-    for (name, text) in files {
-        h.write(name.as_bytes());
-        h.write_u8(0);
+    for text in texts {
         h.write(text.as_bytes());
         h.write_u8(0);
     }
@@ -200,14 +204,7 @@ static FRAGMENTS: std::sync::Mutex<Cache> =
 
 /// The hash a piece is cached under.
 fn piece_hash(name: &str, piece: &chunks::Piece<'_>) -> u64 {
-    use std::hash::Hasher as _;
-    let mut h = super::bitset::FxHasher::default();
-    h.write(name.as_bytes());
-    h.write_u8(0);
-    h.write(piece.header.unwrap_or("").as_bytes());
-    h.write_u8(0);
-    h.write(piece.body.as_bytes());
-    h.finish()
+    hash_texts([name, piece.header.unwrap_or(""), piece.body])
 }
 
 /// The pieces of `text` parsed, from `old` where their text is unchanged

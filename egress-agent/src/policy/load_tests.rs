@@ -14,11 +14,6 @@ fn cut(text: &str) -> Result<crate::policy::model::Pack, crate::policy::PolicyEr
     load_cut(&[("p.yaml".to_string(), text.to_string())], 0)
 }
 
-/// A number in `0..n` (any `n`).
-fn below(rng: &mut Rng, n: usize) -> usize {
-    rng.below(n.max(1) as u64) as usize
-}
-
 /// The synthetic pack as written, and in the indentless style.
 fn bases() -> Vec<String> {
     let text = to_yaml(&synth::with_webgroups(synth::realistic_pack(200, 3), 200, 3));
@@ -30,8 +25,8 @@ fn bases() -> Vec<String> {
 /// One edit an operator (or a mistake) makes, by whole lines.
 fn edit(text: &str, rng: &mut Rng) -> String {
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let at = below(rng, lines.len());
-    match below(rng, 8) {
+    let at = rng.index(lines.len());
+    match rng.index(8) {
         0 => lines.insert(at, "# moved".into()),
         1 => lines.insert(at, String::new()),
         2 => {
@@ -39,10 +34,10 @@ fn edit(text: &str, rng: &mut Rng) -> String {
         }
         3 => {
             let copy = lines[at].clone();
-            lines.insert(below(rng, lines.len()), copy);
+            lines.insert(rng.index(lines.len()), copy);
         }
         4 => {
-            let other = below(rng, lines.len());
+            let other = rng.index(lines.len());
             lines.swap(at, other);
         }
         5 => lines[at] = lines[at].replacen(|c: char| c.is_ascii_digit(), "7", 1),

@@ -118,6 +118,10 @@ pub(crate) struct SyntaxError {
 /// rules, and still a bound on what a hostile file can make us allocate.
 pub(crate) const MAX_NODES: usize = 5_000_000;
 
+/// Deepest nesting the fast readers build (serde-saphyr's default limit;
+/// deeper text goes to serde-saphyr, which decides).
+pub(crate) const MAX_DEPTH: usize = 64;
+
 /// Parses one YAML document. An empty document (or one with only comments)
 /// is `Kind::Null`. Three readers, fastest first, each answering only for
 /// text it is sure of: the block reader (plain block-style policies), the

@@ -15,11 +15,8 @@
 //! this reader to the full path's tree on every policy of the repository
 //! and on thousands of mutated ones.
 
-use super::yaml::{Kind, MAX_NODES, Node};
+use super::yaml::{Kind, MAX_DEPTH, MAX_NODES, Node};
 use super::yaml_fast::typed;
-
-/// Deepest nesting read here (the general paths' limit).
-const MAX_DEPTH: usize = 64;
 
 /// One line that holds something: its number, indentation and text after
 /// the indentation (comment-only and blank lines are dropped).
@@ -164,21 +161,27 @@ impl<'t> Reader<'t> {
 
     /// The block node that starts at the beginning of `line` (the next line).
     fn block(&mut self, line: Line<'t>) -> Option<Node> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return None;
-        }
-        let node = match start_of(line.text) {
-            Start::Item => self.sequence(line.indent, false),
-            Start::Entry => self.mapping(line, line.indent),
+        match start_of(line.text) {
+            Start::Item => self.deeper(|r| r.sequence(line.indent, false)),
+            Start::Entry => self.deeper(|r| r.mapping(line, line.indent)),
             Start::Value => {
                 let node = self.inline(line, line.indent)?;
                 self.next += 1;
                 Some(node)
             }
-        };
+        }
+    }
+
+    /// `read` one level deeper, or `None` past [`MAX_DEPTH`] (the general
+    /// paths decide there).
+    fn deeper<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<T> {
+        if self.depth >= MAX_DEPTH {
+            return None;
+        }
+        self.depth += 1;
+        let out = read(self);
         self.depth -= 1;
-        node
+        out
     }
 
     /// A block sequence whose `-` are at column `indent`, from the next line.
@@ -216,12 +219,7 @@ impl<'t> Reader<'t> {
             } else {
                 match start_of(rest) {
                     Start::Item => return None, // `- - a`: left to the general paths
-                    Start::Entry => {
-                        self.depth += 1;
-                        let map = self.mapping(line, col)?;
-                        self.depth -= 1;
-                        map
-                    }
+                    Start::Entry => self.deeper(|r| r.mapping(line, col))?,
                     Start::Value => {
                         let node = self.inline(line, col)?;
                         self.next += 1;
@@ -255,10 +253,7 @@ impl<'t> Reader<'t> {
                 match self.peek() {
                     // A sequence may sit at its key's own indentation.
                     Some(next) if next.indent == indent && matches!(start_of(next.text), Start::Item) => {
-                        self.depth += 1;
-                        let seq = self.sequence(indent, true)?;
-                        self.depth -= 1;
-                        seq
+                        self.deeper(|r| r.sequence(indent, true))?
                     }
                     _ => self.child_of(indent, line, col + colon)?,
                 }
@@ -309,16 +304,13 @@ impl<'t> Reader<'t> {
     }
 
     /// A scalar or flow collection at column `col` of `line` that must end
-    /// the line (a comment may follow).
+    /// the line (a comment may follow). Only a plain scalar reads otherwise
+    /// than inside a flow collection.
     fn inline(&mut self, line: Line<'t>, col: usize) -> Option<Node> {
         let text = &line.text[col - line.indent..];
         let b = text.as_bytes();
         let (node, used) = match b.first()? {
-            b'[' | b'{' => self.flow(line, col)?,
-            q @ (b'"' | b'\'') => {
-                let end = quoted_end(text, *q)?;
-                (self.quoted(&text[..end], line.no, col)?, end)
-            }
+            b'[' | b'{' | b'"' | b'\'' => self.flow_item(line, col)?,
             _ => {
                 let end = text.find(" #").unwrap_or(text.len());
                 let value = text[..end].trim_end_matches(' ');
@@ -334,10 +326,6 @@ impl<'t> Reader<'t> {
     /// A flow collection opening at `col` of `line`, closed on that line:
     /// the node and the bytes it used from `col`.
     fn flow(&mut self, line: Line<'t>, col: usize) -> Option<(Node, usize)> {
-        self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return None;
-        }
         self.count()?;
         let text = &line.text[col - line.indent..];
         let b = text.as_bytes();
@@ -376,7 +364,6 @@ impl<'t> Reader<'t> {
                 }
             }
         }
-        self.depth -= 1;
         let kind = if map { Kind::Map(entries) } else { Kind::Seq(items) };
         Some((Node { line: line.no, column: col + 1, kind }, i + 1))
     }
@@ -386,7 +373,7 @@ impl<'t> Reader<'t> {
         let text = &line.text[col - line.indent..];
         let b = text.as_bytes();
         match b.first()? {
-            b'[' | b'{' => self.flow(line, col),
+            b'[' | b'{' => self.deeper(|r| r.flow(line, col)),
             q @ (b'"' | b'\'') => {
                 let end = quoted_end(text, *q)?;
                 Some((self.quoted(&text[..end], line.no, col)?, end))

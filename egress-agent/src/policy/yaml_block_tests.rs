@@ -88,11 +88,6 @@ fn agrees_with_the_full_path() {
     }
 }
 
-/// A number in `0..n` (any `n`).
-fn below(rng: &mut Rng, n: usize) -> usize {
-    rng.below(n.max(1) as u64) as usize
-}
-
 /// `text` with one random edit of the kinds that change YAML's reading:
 /// indentation, indicators, quotes, comments, joined and repeated lines.
 fn mutate(text: &str, rng: &mut Rng) -> String {
@@ -101,34 +96,34 @@ fn mutate(text: &str, rng: &mut Rng) -> String {
     if lines.is_empty() {
         lines.push(String::new());
     }
-    let at = below(rng, lines.len());
-    match below(rng, 6) {
+    let at = rng.index(lines.len());
+    match rng.index(6) {
         0 => {
             let l = &mut lines[at];
-            let i = below(rng, l.len() + 1);
+            let i = rng.index(l.len() + 1);
             if l.is_char_boundary(i) {
-                l.insert_str(i, BITS[below(rng, BITS.len())]);
+                l.insert_str(i, BITS[rng.index(BITS.len())]);
             }
         }
         1 => {
             let l = &mut lines[at];
-            let i = below(rng, l.len());
+            let i = rng.index(l.len());
             if l.is_char_boundary(i) && l.is_char_boundary(i + 1) && i < l.len() {
                 l.remove(i);
             }
         }
-        2 => lines[at].insert_str(0, &" ".repeat(1 + below(rng, 3))),
+        2 => lines[at].insert_str(0, &" ".repeat(1 + rng.index(3))),
         3 => {
             let l = &mut lines[at];
             let n = l.len() - l.trim_start().len();
-            l.drain(..n.min(1 + below(rng, 2)));
+            l.drain(..n.min(1 + rng.index(2)));
         }
         4 => {
             let copy = lines[at].clone();
-            lines.insert(below(rng, lines.len() + 1), copy);
+            lines.insert(rng.index(lines.len() + 1), copy);
         }
         _ => {
-            let other = below(rng, lines.len());
+            let other = rng.index(lines.len());
             lines.swap(at, other);
         }
     }

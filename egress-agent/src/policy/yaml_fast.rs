@@ -13,10 +13,7 @@
 
 use granit_parser::{Event, Parser, ScalarStyle, Span};
 
-use super::yaml::{Kind, Node};
-
-/// Deepest nesting the fast path builds (serde-saphyr's default limit).
-const MAX_DEPTH: usize = 64;
+use super::yaml::{Kind, MAX_DEPTH, Node};
 
 /// The tree of `text`, or `None` where the full path must decide.
 pub(crate) fn parse(text: &str) -> Option<Node> {

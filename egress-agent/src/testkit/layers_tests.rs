@@ -37,7 +37,7 @@ fn layers_decide_as_the_ordered_lines() {
         };
         let (mut accepted, mut dropped) = (0, 0);
         for i in 0..6_000 {
-            let line = &lines[(rng.next_u64() % lines.len() as u64) as usize];
+            let line = &lines[rng.index(lines.len())];
             let (r1, r2, r3) = (rng.next_u64(), rng.next_u64(), rng.next_u64());
             let aimed = i % 4 != 0;
             let p = Probe {

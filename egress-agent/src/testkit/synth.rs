@@ -135,6 +135,11 @@ impl Rng {
         ((self.next_u64() >> 32) * n) >> 32
     }
 
+    /// An index into `len` items (0 when there are none).
+    pub fn index(&mut self, len: usize) -> usize {
+        self.below(len.max(1) as u64) as usize
+    }
+
     /// True with probability `percent` / 100.
     pub fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
@@ -280,9 +285,9 @@ pub fn realistic_pack(rules: usize, seed: u64) -> Pack {
     let mut out = Vec::with_capacity(rules);
     for i in 0..rules - 1 {
         let source = match rng.below(100) {
-            0..80 => Source::Groups(vec![workloads[rng.below(workloads.len() as u64) as usize].clone()]),
+            0..80 => Source::Groups(vec![workloads[rng.index(workloads.len())].clone()]),
             80..95 => {
-                let a = rng.below(workloads.len() as u64) as usize;
+                let a = rng.index(workloads.len());
                 let b = (a + 1 + rng.below(workloads.len() as u64 - 1) as usize) % workloads.len();
                 Source::Groups(vec![workloads[a].clone(), workloads[b].clone()])
             }
@@ -292,7 +297,7 @@ pub fn realistic_pack(rules: usize, seed: u64) -> Pack {
         let destinations = if dest_any {
             vec![Destination::Any]
         } else if rng.chance(10) {
-            vec![Destination::SmartGroup(services[rng.below(services.len() as u64) as usize].clone())]
+            vec![Destination::SmartGroup(services[rng.index(services.len())].clone())]
         } else {
             let n = match rng.below(100) {
                 0..70 => 1,
@@ -301,7 +306,7 @@ pub fn realistic_pack(rules: usize, seed: u64) -> Pack {
             };
             let nets = (0..n)
                 .map(|_| {
-                    if rng.chance(85) { pool[rng.below(pool.len() as u64) as usize] } else { destination_prefix(&mut rng) }
+                    if rng.chance(85) { pool[rng.index(pool.len())] } else { destination_prefix(&mut rng) }
                 })
                 .collect();
             vec![Destination::Cidrs(nets)]
