@@ -77,6 +77,8 @@ fn main() {
             let learned_before = dp.dns_stats().expect("stats")[DnsStat::AddressLearned as usize];
             let (mut answer, mut base) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
             for _ in 0..RUNS {
+                // As a running agent does: learning needs its lease.
+                dp.renew_lease().expect("lease");
                 dp.track_query(&key(txid), NAME, 1).expect("plant query");
                 answer.push(run_once(&mut dp, DNS_PROGRAM, &frame));
                 base.push(run_once(&mut dp, EMPTY_PROGRAM, &frame));

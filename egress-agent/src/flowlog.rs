@@ -160,10 +160,7 @@ pub fn record(ev: &FlowEvent, rule: Option<&CompiledRule>, iface: String, wall: 
 
 /// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to wall-clock time.
 pub fn ktime_to_wall(ktime_ns: u64) -> SystemTime {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let mono_now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    let mono_now = crate::clock::monotonic_ns();
     let now = SystemTime::now();
     now.checked_sub(Duration::from_nanos(mono_now.saturating_sub(ktime_ns))).unwrap_or(now)
 }

@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, loaded_maps};
 use egress_common::{LearnKey, LearnValue, MAX_WEBGROUPS, NameText, WebGroupName};
 
+use crate::clock::monotonic_ns;
 use crate::flowlog::stored_addr;
 
 /// Errors of reading the learned table.
@@ -60,26 +61,20 @@ pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Occupancy of the live learned-address table (see [`Pressure`]).
 pub fn read_pressure(pid: Option<u32>, entries: u64) -> Result<Pressure, LearnedError> {
-    let learned = find("EGV1_LEARNED", pid)?;
+    let learned = find("EGV2_LEARNED", pid)?;
     let capacity = match &learned {
         Map::LruHashMap(d) => d.info().map(|i| i.max_entries() as u64).unwrap_or(0),
         _ => 0,
     };
-    let stats: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(find("EGV1_DNS_STATS", pid)?)
-        .map_err(|source| LearnedError::Map { name: "EGV1_DNS_STATS", source })?;
+    let stats: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(find("EGV2_DNS_STATS", pid)?)
+        .map_err(|source| LearnedError::Map { name: "EGV2_DNS_STATS", source })?;
     let created = stats
         .get(&(egress_common::DnsStat::AddressNew as u32), 0)
         .map(|v| v.iter().sum())
-        .map_err(|source| LearnedError::Map { name: "EGV1_DNS_STATS", source })?;
+        .map_err(|source| LearnedError::Map { name: "EGV2_DNS_STATS", source })?;
     let mut p = Pressure::new(entries, created);
     p.capacity = capacity;
     Ok(p)
@@ -89,11 +84,11 @@ pub fn read_pressure(pid: Option<u32>, entries: u64) -> Result<Pressure, Learned
 /// datapath or from the one agent process `pid` runs.
 pub fn read_learned(pid: Option<u32>) -> Result<Vec<LearnedEntry>, LearnedError> {
     let learned: BpfHashMap<_, LearnKey, LearnValue> =
-        BpfHashMap::try_from(find("EGV1_LEARNED", pid)?).map_err(|source| LearnedError::Map { name: "EGV1_LEARNED", source })?;
+        BpfHashMap::try_from(find("EGV2_LEARNED", pid)?).map_err(|source| LearnedError::Map { name: "EGV2_LEARNED", source })?;
     let names: BpfHashMap<_, u64, NameText> =
-        BpfHashMap::try_from(find("EGV1_LNAMES", pid)?).map_err(|source| LearnedError::Map { name: "EGV1_LNAMES", source })?;
+        BpfHashMap::try_from(find("EGV2_LNAMES", pid)?).map_err(|source| LearnedError::Map { name: "EGV2_LNAMES", source })?;
     let groups: Array<_, WebGroupName> =
-        Array::try_from(find("EGV1_WEBGROUPS", pid)?).map_err(|source| LearnedError::Map { name: "EGV1_WEBGROUPS", source })?;
+        Array::try_from(find("EGV2_WEBGROUPS", pid)?).map_err(|source| LearnedError::Map { name: "EGV2_WEBGROUPS", source })?;
     let group_names: HashMap<u32, String> = (0..MAX_WEBGROUPS)
         .filter_map(|b| groups.get(&b, 0).ok().map(|n| (b, text(&n))))
         .filter(|(_, n)| !n.is_empty())

@@ -2,6 +2,7 @@
 //! operator-facing services. `main.rs` is a thin CLI over this.
 
 pub mod policy;
+pub mod clock;
 pub mod datapath;
 pub mod testkit;
 pub mod flowlog;

@@ -135,6 +135,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut refresh = tokio::time::interval(LOCAL_ADDR_REFRESH);
+    // While this loop runs the agent vouches for DNS learning; if it stops
+    // (crash, hang, stop) the lease runs out and names fail closed.
+    let mut lease = tokio::time::interval(Duration::from_millis(egress_common::LEASE_RENEW_MS));
     let adoption = adopted.map(|g| format!(" (adopted the pinned datapath at generation {g})")).unwrap_or_default();
     println!(
         "egress-agent: enforcing {} ({} rules) on {}{adoption}",
@@ -147,6 +150,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => reload(&dp, &opts.policy, &stats).await,
+            _ = lease.tick() => {
+                if let Err(e) = dp.lock().map_err(|_| anyhow::anyhow!("lock")).and_then(|mut g| Ok(g.renew_lease()?)) {
+                    warn!("renewing the agent's lease: {e}");
+                }
+            }
             _ = refresh.tick() => {
                 if let (Ok(addrs), Ok(mut guard)) = (local_addresses(), dp.lock()) {
                     if let Err(e) = guard.set_local_addresses(&addrs) {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use egress_common::{LearnKey, LearnValue, LiveState, PackStatus, HOOK_XDP, MODE_ENFORCE};
+use egress_common::{AgentLease, LEASE_NS, LearnKey, LearnValue, LiveState, PackStatus, HOOK_XDP, MODE_ENFORCE};
 
 use crate::datapath::pin::PinDir;
 
@@ -30,6 +30,9 @@ pub struct Status {
     pub learned_capacity: u64,
     /// Pins of other layout versions found beside ours.
     pub other_layouts: Vec<String>,
+    /// The agent's lease on DNS learning, and the monotonic time it was read at.
+    pub lease: AgentLease,
+    pub read_at_ns: u64,
 }
 
 fn open(pins: &PinDir, name: &str) -> Result<MapData, StatusError> {
@@ -48,19 +51,38 @@ pub fn read(dir: &Path) -> Result<Status, StatusError> {
     if !pins.has_datapath() {
         return Err(StatusError::NotPinned(dir.display().to_string()));
     }
-    let pack: PackStatus = first(&pins, "EGV1_STATUS")?;
-    let live: LiveState = first(&pins, "EGV1_LIVE")?;
-    let learned_map = open(&pins, "EGV1_LEARNED")?;
+    let pack: PackStatus = first(&pins, "EGV2_STATUS")?;
+    let live: LiveState = first(&pins, "EGV2_LIVE")?;
+    let learned_map = open(&pins, "EGV2_LEARNED")?;
     let learned_capacity = learned_map.info().map(|i| i.max_entries() as u64).unwrap_or(0);
     let learned: HashMap<_, LearnKey, LearnValue> = HashMap::try_from(Map::LruHashMap(learned_map))
-        .map_err(|source| StatusError::Map { map: "EGV1_LEARNED".into(), source })?;
+        .map_err(|source| StatusError::Map { map: "EGV2_LEARNED".into(), source })?;
     let learned = learned.keys().filter(Result::is_ok).count() as u64;
     let mut links: Vec<String> = std::fs::read_dir(pins.links_dir())
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     links.sort();
     let other_layouts = pins.other_layouts().iter().map(|p| p.display().to_string()).collect();
-    Ok(Status { pack, live, links, learned, learned_capacity, other_layouts })
+    let lease: AgentLease = first(&pins, "EGV2_AGENT")?;
+    let read_at_ns = crate::clock::monotonic_ns();
+    Ok(Status { pack, live, links, learned, learned_capacity, other_layouts, lease, read_at_ns })
+}
+
+/// Whether an agent holds the lease, in words.
+fn agent_line(s: &Status) -> String {
+    let secs = |ns: u64| ns as f64 / 1e9;
+    if s.read_at_ns <= s.lease.until_ns {
+        format!("agent: up (pid {}, lease {:.1} s left)", s.lease.pid, secs(s.lease.until_ns - s.read_at_ns))
+    } else if s.lease.until_ns == 0 {
+        "agent: down (lease released): DNS fails closed, nothing new is learned".to_string()
+    } else {
+        let since = s.read_at_ns - s.lease.until_ns + LEASE_NS;
+        format!(
+            "agent: down (pid {} last renewed its lease {:.0} s ago): DNS fails closed, nothing new is learned",
+            s.lease.pid,
+            secs(since)
+        )
+    }
 }
 
 /// The status in words.
@@ -75,7 +97,8 @@ pub fn format(dir: &Path, s: &Status) -> String {
          mode: {mode}; hook: {hook}\n\
          rules: {}; smartgroups: {}; webgroups: {} ({} domains)\n\
          learned addresses: {} of {}\n\
-         attach points: {}\n",
+         attach points: {}\n\
+         {}\n",
         dir.display(),
         s.pack.generation,
         s.live.generation,
@@ -87,6 +110,7 @@ pub fn format(dir: &Path, s: &Status) -> String {
         s.learned,
         s.learned_capacity,
         if s.links.is_empty() { "none".to_string() } else { s.links.join(", ") },
+        agent_line(s),
     );
     for other in &s.other_layouts {
         out.push_str(&format!("other layout pinned: {other} (the next agent replaces it)\n"));

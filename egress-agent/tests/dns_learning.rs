@@ -20,6 +20,7 @@ use egress_agent::testkit::dnsmsg::{
     rr, rr_with_len, tcp_framed,
 };
 use egress_agent::testkit::packet::Spec;
+use egress_agent::clock::monotonic_ns;
 use egress_common::{DnsStat, LearnKey, LearnValue, fnv1a};
 
 const PACK: &str = r#"
@@ -72,14 +73,6 @@ fn from_key16(k: [u8; 16]) -> IpAddr {
     v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
 }
 
-/// CLOCK_MONOTONIC, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: a valid timespec to fill.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 fn v4(s: &str) -> [u8; 4] {
     match ip(s) {
@@ -177,8 +170,10 @@ impl Harness {
         self.dp.learned().expect("learned table").into_iter().collect()
     }
 
-    /// A fresh workload port and transaction id.
+    /// A fresh workload port and transaction id; the agent is up (its
+    /// lease renewed), as it is while one runs.
     fn exchange(&mut self, v6: bool, tcp: bool) -> Exchange {
+        self.dp.renew_lease().expect("lease");
         let (workload, resolver) = if v6 { (WORKLOAD6, RESOLVER6) } else { (WORKLOAD4, RESOLVER4) };
         self.next_port += 1;
         self.next_id += 1;
@@ -438,6 +433,36 @@ fn programs_load() {
     dp.tc_program(TC_PROGRAM).expect("egress_tc is loaded");
     assert!(dp.dns_stats().expect("dns stats").iter().all(|&c| c == 0), "counters start at zero");
     assert!(dp.learned().expect("learned table").is_empty(), "nothing learned before any answer");
+}
+
+/// With the agent's lease run out (the agent is down), a query is let
+/// through unrecorded (query filter off) and an answer to a query recorded
+/// before teaches nothing; renewed, learning resumes.
+#[test]
+fn with_the_lease_run_out_nothing_is_learned() {
+    let mut h = Harness::new();
+    let x = h.exchange(false, false);
+    h.send_query("recorded while up", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    h.dp.release_lease().expect("release");
+    let o = h.deliver(&x.answer(&api_a(x.id, &["203.0.113.7"], 300)));
+    assert_eq!(o.ret, PASS, "answers pass");
+    expect_counts("answer, agent down", &o.delta, &[(DnsStat::AnswerSeen, 1), (DnsStat::AgentDown, 1)], true);
+    assert!(o.learned.is_empty(), "nothing learned with the agent down");
+    assert_eq!(h.syn(x.workload, ip("203.0.113.7"), 443), DROP, "so the address stays denied");
+
+    let y = h.exchange(false, false);
+    h.dp.release_lease().expect("release");
+    let before = h.stats();
+    assert_eq!(h.run(TC_PROGRAM, &y.query(&Message::query(y.id, API, TYPE_A).to_bytes())), PASS, "filter off: passes");
+    expect_counts("query, agent down", &diff(&before, &h.stats()), &[(DnsStat::AgentDown, 1)], true);
+    let o = h.deliver(&y.answer(&api_a(y.id, &["203.0.113.8"], 300)));
+    assert!(o.learned.is_empty(), "an unrecorded query's answer teaches nothing: {:?}", o.delta);
+
+    let z = h.exchange(false, false);
+    h.send_query("renewed", &z, &Message::query(z.id, API, TYPE_A).to_bytes());
+    let o = h.deliver(&z.answer(&api_a(z.id, &["203.0.113.9"], 300)));
+    expect_counts("answer, agent back", &o.delta, &[(DnsStat::AnswerSeen, 1), (DnsStat::AddressLearned, 1)], true);
+    assert_eq!(h.syn(z.workload, ip("203.0.113.9"), 443), PASS, "learned again once the lease is renewed");
 }
 
 #[test]

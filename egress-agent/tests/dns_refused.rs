@@ -122,3 +122,32 @@ fn refused_queries_are_answered_in_place() {
         .build();
     assert_eq!(run(&mut dp, &t).0, 2, "TC_ACT_SHOT");
 }
+
+/// With the agent's lease run out (the agent is down) and the query filter
+/// enforcing, every lookup is refused, sanctioned names too: nothing new can
+/// be learned, so names fail closed. Renewed, sanctioned names pass again.
+#[test]
+fn with_the_lease_run_out_every_query_is_refused() {
+    let pack = load_sources(&[("t.yaml".into(), PACK.into())]).expect("pack");
+    let mut dp = Datapath::load().expect("datapath loads (run as root)");
+    dp.install(compile(&pack).expect("compiles")).expect("installs");
+    let ok = Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5000, 53).with_payload(Message::query(1, "api.openai.com", 1).to_bytes()).build();
+    let tcp = Spec::tcp(ip("10.10.1.10"), ip("10.10.0.2"), 5003, 53)
+        .with_payload(egress_agent::testkit::dnsmsg::tcp_framed(&Message::query(9, "api.openai.com", 1).to_bytes()))
+        .build();
+    dp.release_lease().expect("release");
+    let before = dp.dns_stats().expect("stats");
+    let (ret, out) = run(&mut dp, &ok);
+    assert_eq!(ret, TC_ACT_REDIRECT, "a sanctioned name is refused with the agent down");
+    let dns = 14 + 20 + 8;
+    assert_eq!(out[dns + 3] & 0x0f, 5, "RCODE REFUSED");
+    assert_eq!(run(&mut dp, &tcp).0, 2, "over TCP: dropped (TC_ACT_SHOT)");
+    let after = dp.dns_stats().expect("stats");
+    assert_eq!(after[DnsStat::AgentDown as usize], before[DnsStat::AgentDown as usize] + 2);
+    assert_eq!(after[DnsStat::QueryTracked as usize], before[DnsStat::QueryTracked as usize], "nothing recorded");
+    assert_eq!(after[DnsStat::QueryRefused as usize], before[DnsStat::QueryRefused as usize], "not the filter's refusal");
+
+    dp.renew_lease().expect("renew");
+    let (ret, out) = run(&mut dp, &ok);
+    assert_eq!((ret, out), (PASS, ok), "forwarded unchanged once the agent is back");
+}

@@ -227,27 +227,39 @@ fn expired_addresses_deny_new_flows_but_keep_established_ones() {
     assert_eq!(&buf, b"still here");
 }
 
-/// With the agent dead (SIGKILL) and the datapath pinned, the kernel keeps
-/// enforcing names on its own: learned addresses work until their TTL and
-/// then are denied; new lookups of sanctioned names are still learned in
-/// the kernel (learning never needed the agent); unsanctioned names are
-/// still refused; unresolved addresses are still denied.
+/// With the agent dead (SIGKILL) and the datapath pinned, names fail
+/// closed: addresses learned before keep working until their TTL, but once
+/// the agent's lease has run out new lookups are refused (REFUSED at once,
+/// sanctioned names too) and nothing new is learned; unresolved addresses
+/// stay denied; `status` says the agent is down.
 #[test]
-fn with_the_agent_down_names_are_still_enforced_in_the_kernel() {
+fn with_the_agent_down_names_fail_closed() {
+    const TTL: u64 = 10;
     let pins = Bpffs::new("dns-down").expect("bpffs");
-    let Dns { lab, resolver: _resolver, agent } = start_with(&pack("enforce", 1, 2), 1, &["--pin-dir", &pins.arg()]);
+    let Dns { lab, resolver: _resolver, agent } =
+        start_with(&pack("enforce", TTL as u32, TTL as u32), 1, &["--pin-dir", &pins.arg()]);
+    let learned_at = std::time::Instant::now();
     assert_eq!(one(&lab, "short.fresh.test", 4)["connected"], true, "learned while the agent runs");
     let learned = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 10, 7)), 443);
     agent.kill().expect("SIGKILL");
     assert!(lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "learned address works with no agent");
-    let fresh = one(&lab, "n0001.fresh.test", 4);
-    assert_eq!(fresh["connected"], true, "a new lookup is learned in the kernel with no agent: {fresh}");
-    let evil = one(&lab, "evil.example.net", 4);
-    assert_eq!(evil["resolved"], false, "the query filter still refuses with no agent: {evil}");
-    assert!(!lab.tcp_exchange(None, SocketAddr::new(fresh_v4(500), 443), Duration::from_secs(1)).unwrap(), "unresolved: denied");
-    std::thread::sleep(Duration::from_millis(3500));
+    // The lease was renewed at most a second before the kill.
+    std::thread::sleep(Duration::from_nanos(egress_common::LEASE_NS) + Duration::from_millis(500));
+    assert!(learned_at.elapsed() < Duration::from_secs(TTL - 2), "the test outran the learned TTL");
+    assert!(lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "learned address works until its TTL");
+    for name in ["n0001.fresh.test", "short.fresh.test", "evil.example.net"] {
+        let r = one(&lab, name, 4);
+        assert_eq!(r["resolved"], false, "lookups fail closed with the agent down: {r}");
+        assert!(r["resolve_ms"].as_f64().is_some_and(|ms| ms < 500.0), "refused at once, not a timeout: {r}");
+    }
+    assert!(!lab.tcp_exchange(None, SocketAddr::new(fresh_v4(1), 443), Duration::from_secs(1)).unwrap(), "not learned: denied");
+    let bin = env!("CARGO_BIN_EXE_egress-agent");
+    let out = Command::new(bin).args(["status", "--pin-dir", &pins.arg()]).output().expect("status");
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("agent: down") && status.contains("fails closed"), "{status}");
+    std::thread::sleep(Duration::from_secs(TTL + 1).saturating_sub(learned_at.elapsed()));
     assert!(!lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "expired with no agent: denied");
-    let out = Command::new(env!("CARGO_BIN_EXE_egress-agent")).args(["detach", "--pin-dir", &pins.arg()]).output().expect("detach");
+    let out = Command::new(bin).args(["detach", "--pin-dir", &pins.arg()]).output().expect("detach");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 

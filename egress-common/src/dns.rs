@@ -176,6 +176,10 @@ pub enum DnsStat {
     /// A learned address took a new entry (not a refresh of an existing
     /// one). New entries minus live entries are the LRU's evictions.
     AddressNew = 16,
+    /// The agent's lease ran out (the agent is down): a query to a resolver
+    /// was refused (query filter `enforce`) or let through unrecorded, or an
+    /// answer taught nothing.
+    AgentDown = 17,
 }
 
 /// Slots in the DNS counter array.
@@ -183,7 +187,7 @@ pub const DNS_STAT_SLOTS: u32 = 32;
 
 impl DnsStat {
     /// Every counter in code order.
-    pub const ALL: [DnsStat; 17] = [
+    pub const ALL: [DnsStat; 18] = [
         DnsStat::QueryTracked,
         DnsStat::QueryRefused,
         DnsStat::QueryWouldRefuse,
@@ -201,6 +205,7 @@ impl DnsStat {
         DnsStat::NoWebGroup,
         DnsStat::NoAnswer,
         DnsStat::AddressNew,
+        DnsStat::AgentDown,
     ];
 
     /// The counter's name in metrics.
@@ -223,8 +228,32 @@ impl DnsStat {
             DnsStat::NoWebGroup => "no_webgroup",
             DnsStat::NoAnswer => "no_answer",
             DnsStat::AddressNew => "address_new",
+            DnsStat::AgentDown => "agent_down",
         }
     }
 }
 
-crate::impl_pod!(NameKey, QueryKey, QueryValue, LearnKey, LearnValue, XwKey);
+/// `AGENT[0]`: the running agent's lease on DNS learning. The agent renews
+/// it every [`LEASE_RENEW_MS`]; once `bpf_ktime_get_ns` passes `until_ns`
+/// the agent counts as down and the datapath fails closed for names:
+/// queries to resolvers are refused (query filter `enforce`; otherwise let
+/// through unrecorded) and answers teach nothing, while addresses learned
+/// before keep working until their TTL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentLease {
+    /// `CLOCK_MONOTONIC` (the clock of `bpf_ktime_get_ns`) nanoseconds
+    /// until which the agent vouches for learning; 0: never, or released.
+    pub until_ns: u64,
+    /// Process id of the agent that renewed it last (for `status`).
+    pub pid: u32,
+    pub _pad: u32,
+}
+crate::assert_size!(AgentLease, 16);
+
+/// How long one renewal of the [`AgentLease`] lasts.
+pub const LEASE_NS: u64 = 5_000_000_000;
+/// How often a running agent renews its lease.
+pub const LEASE_RENEW_MS: u64 = 1_000;
+
+crate::impl_pod!(AgentLease, NameKey, QueryKey, QueryValue, LearnKey, LearnValue, XwKey);

@@ -19,7 +19,7 @@ pub use reason::*;
 
 /// Layout version of every pinned map. Bumped whenever any type in this
 /// crate changes size or meaning; it is part of every map's name.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Implements `aya::Pod` for the listed types when built for userspace.
 #[macro_export]

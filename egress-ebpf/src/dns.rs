@@ -18,7 +18,7 @@ use egress_common::{
 };
 
 use crate::maps::{
-    EGV1_SCRATCH, EGV1_DNS_STATS, EGV1_LNAMES, EGV1_LEARNED, EGV1_QUERIES, SLOT0, SLOT1, Slot,
+    EGV2_AGENT, EGV2_SCRATCH, EGV2_DNS_STATS, EGV2_LNAMES, EGV2_LEARNED, EGV2_QUERIES, SLOT0, SLOT1, Slot,
 };
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
 
@@ -135,7 +135,7 @@ const DONE: u64 = 1;
 #[inline(always)]
 fn scratch() -> Option<&'static mut Scratch> {
     // SAFETY: per-CPU scratch, used by one program run at a time.
-    EGV1_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    EGV2_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
 #[inline(always)]
@@ -169,7 +169,7 @@ pub enum QueryAction {
 /// Counts a DNS event.
 #[inline(always)]
 fn stat(s: DnsStat) {
-    if let Some(cell) = EGV1_DNS_STATS.get_ptr_mut(s as u32) {
+    if let Some(cell) = EGV2_DNS_STATS.get_ptr_mut(s as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
@@ -474,10 +474,18 @@ pub fn on_query<B: LoadBytes>(
             return QueryAction::Forward;
         }
     };
+    if !agent_up() {
+        // Fail closed: with no agent to vouch for it, no lookup is learned.
+        stat(DnsStat::AgentDown);
+        return match meta.query_filter {
+            QUERY_FILTER_ENFORCE => refusal(pkt),
+            _ => QueryAction::Forward,
+        };
+    }
     if meta.query_filter != QUERY_FILTER_OFF && name_groups(slot_idx, s, name.len) & meta.permit_groups == 0 {
         if meta.query_filter == QUERY_FILTER_ENFORCE {
             stat(DnsStat::QueryRefused);
-            return if pkt.proto == IPPROTO_UDP { QueryAction::Refuse } else { QueryAction::Drop };
+            return refusal(pkt);
         }
         stat(DnsStat::QueryWouldRefuse);
     }
@@ -489,9 +497,23 @@ pub fn on_query<B: LoadBytes>(
         qtype: be16(&s.msg, name.next),
         _pad: [0; 6],
     };
-    let _ = EGV1_QUERIES.insert(&key, &value, 0);
+    let _ = EGV2_QUERIES.insert(&key, &value, 0);
     stat(DnsStat::QueryTracked);
     QueryAction::Forward
+}
+
+/// How a query is refused: a REFUSED answer for UDP, a drop for TCP.
+#[inline(always)]
+fn refusal(pkt: &Packet) -> QueryAction {
+    if pkt.proto == IPPROTO_UDP { QueryAction::Refuse } else { QueryAction::Drop }
+}
+
+/// Whether the agent's lease still runs (see [`egress_common::AgentLease`]).
+#[inline(always)]
+fn agent_up() -> bool {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    EGV2_AGENT.get(0).is_some_and(|lease| now <= lease.until_ns)
 }
 
 /// What [`refuse_in_place`] changed in the DNS header, for the UDP checksum.
@@ -592,6 +614,10 @@ pub fn on_answer<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slo
         }
     };
     stat(DnsStat::AnswerSeen);
+    if !agent_up() {
+        stat(DnsStat::AgentDown);
+        return;
+    }
     let Some(s) = scratch() else {
         return;
     };
@@ -698,12 +724,12 @@ fn learn<B: LoadBytes>(
     }
     // Only an answer to a query seen leaving for this resolver teaches, once.
     let key = query_key(&pkt.dst, &pkt.src, pkt.dport, be16(&s.msg, 0), pkt.proto);
-    let Some(query) = EGV1_QUERIES.get_ptr(&key) else {
+    let Some(query) = EGV2_QUERIES.get_ptr(&key) else {
         return Err(DnsStat::Unsolicited);
     };
     // SAFETY: value pointer from a successful lookup.
     let query = unsafe { *query };
-    let _ = EGV1_QUERIES.remove(&key);
+    let _ = EGV2_QUERIES.remove(&key);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(query.sent_ns) > QUERY_TIMEOUT_NS {
@@ -760,7 +786,7 @@ fn learn<B: LoadBytes>(
     // learned in a `bpf_loop` callback, and the answer's event sent from
     // another: their frames are their own (this one is near the 512-byte
     // stack), and what they need is in the scratch.
-    let _ = EGV1_LNAMES.insert(&question.hash, &s.name, 0);
+    let _ = EGV2_LNAMES.insert(&question.hash, &s.name, 0);
     let r = addr_of_mut!(s.report);
     // SAFETY: fields of the per-CPU scratch; volatile so the callbacks see them.
     unsafe {
@@ -800,7 +826,7 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
     let ttl = s.ttls[i].clamp(r.min_ttl, r.max_ttl.max(r.min_ttl));
     let key = LearnKey { workload: r.workload, addr: s.addrs[i] };
     let mut value = LearnValue { groups: r.groups, expires_ns: r.now + ttl as u64 * 1_000_000_000, name_hash: r.name_hash };
-    match EGV1_LEARNED.get_ptr(&key) {
+    match EGV2_LEARNED.get_ptr(&key) {
         Some(old) => {
             // SAFETY: value pointer from a successful lookup.
             let old = unsafe { *old };
@@ -811,7 +837,7 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
         }
         None => stat(DnsStat::AddressNew),
     }
-    let _ = EGV1_LEARNED.insert(&key, &value, 0);
+    let _ = EGV2_LEARNED.insert(&key, &value, 0);
     stat(DnsStat::AddressLearned);
     0
 }

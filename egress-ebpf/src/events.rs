@@ -14,12 +14,12 @@ use egress_common::{
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 
 use crate::dns::Scratch;
-use crate::maps::{EGV1_EVBUDGET, EGV1_EVENTS, EGV1_EVSTATS};
+use crate::maps::{EGV2_EVBUDGET, EGV2_EVENTS, EGV2_EVSTATS};
 use crate::parse::Packet;
 
 #[inline(always)]
 pub fn count_event(stat: EventStat) {
-    if let Some(cell) = EGV1_EVSTATS.get_ptr_mut(stat as u32) {
+    if let Some(cell) = EGV2_EVSTATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
@@ -31,7 +31,7 @@ pub fn count_event(stat: EventStat) {
 #[inline(always)]
 fn event_allowed(src: &[u8; 16], now: u64) -> bool {
     let full = EVENT_BURST_PER_SOURCE * 1000;
-    match EGV1_EVBUDGET.get_ptr_mut(src) {
+    match EGV2_EVBUDGET.get_ptr_mut(src) {
         Some(b) => {
             // SAFETY: value pointer from a successful lookup.
             let b = unsafe { &mut *b };
@@ -47,7 +47,7 @@ fn event_allowed(src: &[u8; 16], now: u64) -> bool {
         }
         None => {
             let fresh = EventBudget { milli_tokens: full - 1000, last_ns: now };
-            let _ = EGV1_EVBUDGET.insert(src, &fresh, 0);
+            let _ = EGV2_EVBUDGET.insert(src, &fresh, 0);
             true
         }
     }
@@ -64,7 +64,7 @@ fn reserve<T: 'static>(source: &[u8; 16]) -> Option<(RingBufEntry<T>, u64)> {
         count_event(EventStat::Suppressed);
         return None;
     }
-    let Some(entry) = EGV1_EVENTS.reserve::<T>(0) else {
+    let Some(entry) = EGV2_EVENTS.reserve::<T>(0) else {
         count_event(EventStat::Lost);
         return None;
     };

@@ -13,7 +13,7 @@ use egress_common::{
 
 use crate::dns::{self, LoadBytes, QueryAction};
 use crate::maps::{
-    EGV1_FLOWS, EGV1_FRAGS, EGV1_LEARNED, EGV1_LIVE, EGV1_REASONS, EGV1_SLOT_META,
+    EGV2_FLOWS, EGV2_FRAGS, EGV2_LEARNED, EGV2_LIVE, EGV2_REASONS, EGV2_SLOT_META,
     SLOT0, SLOT1, Slot,
 };
 use crate::parse::{
@@ -36,11 +36,11 @@ pub enum Action {
 /// The live slot and its meta, or `None` before the first pack.
 #[inline(always)]
 fn live() -> Option<(u32, &'static SlotMeta)> {
-    let live = EGV1_LIVE.get(0)?;
+    let live = EGV2_LIVE.get(0)?;
     // The slot is read once; everything else comes from that slot's own
     // meta, written before the flip and stable while the slot is readable.
     let slot = live.slot;
-    let meta = EGV1_SLOT_META.get(slot)?;
+    let meta = EGV2_SLOT_META.get(slot)?;
     if meta.generation == 0 { None } else { Some((slot, meta)) }
 }
 
@@ -114,7 +114,7 @@ pub fn judge(start: usize, end: usize, len: u32, ifindex: u32) -> Action {
 
 #[inline(always)]
 fn count_reason(reason: Reason) {
-    if let Some(cell) = EGV1_REASONS.get_ptr_mut(reason as u32) {
+    if let Some(cell) = EGV2_REASONS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
@@ -289,7 +289,7 @@ fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> u32 {
     if meta.flags & SLOT_FLAG_WEBGROUPS == 0 {
         return rule;
     }
-    let learned = EGV1_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst });
+    let learned = EGV2_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst });
     if let Some(v) = learned {
         // SAFETY: value pointer from a successful lookup.
         let v = unsafe { *v };
@@ -368,7 +368,7 @@ fn judge_ip(
             // Would overwrite the ports or flags of the first fragment.
             return unjudgeable(slot, meta, pkt, Reason::TinyFragment, ifindex);
         }
-        return match EGV1_FRAGS.get_ptr(&frag_key) {
+        return match EGV2_FRAGS.get_ptr(&frag_key) {
             // SAFETY: value pointer from a successful lookup.
             Some(v) if unsafe { (*v).generation } == generation => {
                 let v = unsafe { *v };
@@ -389,7 +389,7 @@ fn judge_ip(
         family: pkt.family,
         _pad: [0; 2],
     };
-    if let Some(v) = EGV1_FLOWS.get_ptr(&key) {
+    if let Some(v) = EGV2_FLOWS.get_ptr(&key) {
         // SAFETY: value pointer from a successful lookup.
         let v = unsafe { *v };
         if v.generation == generation {
@@ -397,7 +397,7 @@ fn judge_ip(
             count_reason(Reason::FlowCache);
             count_rule(slot, v.counter, verdict, len, false);
             if pkt.frag == FRAG_FIRST {
-                let _ = EGV1_FRAGS.insert(&frag_key, &v, 0);
+                let _ = EGV2_FRAGS.insert(&frag_key, &v, 0);
             }
             return action_of(verdict);
         }
@@ -416,10 +416,10 @@ fn judge_ip(
     count_rule(slot, rule.counter, verdict, len, true);
     let value = FlowValue { generation, counter: rule.counter, verdict: verdict as u8, _pad: [0; 7] };
     if meta.flags & SLOT_FLAG_NO_FLOW_CACHE == 0 {
-        let _ = EGV1_FLOWS.insert(&key, &value, 0);
+        let _ = EGV2_FLOWS.insert(&key, &value, 0);
     }
     if pkt.frag == FRAG_FIRST {
-        let _ = EGV1_FRAGS.insert(&frag_key, &value, 0);
+        let _ = EGV2_FRAGS.insert(&frag_key, &value, 0);
     }
     if rule.log != 0 || verdict != Verdict::Allowed {
         crate::events::report_flow(pkt, key.sport_be, key.dport_be, verdict, Reason::Rule, rule_idx, generation, ifindex);

@@ -26,7 +26,7 @@ use dns::LoadBytes;
 const MARK_REFUSED: u32 = 0x6567_5246;
 use judge::{Action, judge, learn, query};
 
-use maps::{EGV1_TAILS_TC, EGV1_TAILS_XDP};
+use maps::{EGV2_TAILS_TC, EGV2_TAILS_XDP};
 
 struct Skb<'a>(&'a TcContext);
 
@@ -79,7 +79,7 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
         Action::Drop => TC_ACT_SHOT,
         Action::Query => {
             // SAFETY: tail call into the query program; returns only if absent.
-            unsafe { EGV1_TAILS_TC.tail_call(ctx, 0) };
+            unsafe { EGV2_TAILS_TC.tail_call(ctx, 0) };
             TC_ACT_UNSPEC
         }
         Action::Refuse => refuse_tc(ctx),
@@ -147,7 +147,7 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
         Action::Drop => xdp_action::XDP_DROP,
         Action::Query => {
             // SAFETY: tail call into the query program; returns only if absent.
-            unsafe { EGV1_TAILS_XDP.tail_call(ctx, 0) };
+            unsafe { EGV2_TAILS_XDP.tail_call(ctx, 0) };
             xdp_action::XDP_PASS
         }
         Action::Refuse => {

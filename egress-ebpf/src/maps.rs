@@ -1,8 +1,8 @@
-//! Every map of the datapath. Names carry the layout version (`EGV1_`): an
+//! Every map of the datapath. Names carry the layout version (`EGV2_`): an
 //! agent that finds pins of another version must not reinterpret them.
 //!
 //! The pack is double-buffered: slot 0 and slot 1 each hold a whole compiled
-//! pack, `EGV1_LIVE[0]` says which one is live. A packet reads `EGV1_LIVE`
+//! pack, `EGV2_LIVE[0]` says which one is live. A packet reads `EGV2_LIVE`
 //! once and uses only that slot, so it is judged wholly by one pack.
 
 use aya_ebpf::{
@@ -25,79 +25,84 @@ const MMAPABLE: u32 = 1 << 10;
 
 /// `[0]`: the live slot and its generation.
 #[map]
-pub static EGV1_LIVE: Array<LiveState> = Array::with_max_entries(1, 0);
+pub static EGV2_LIVE: Array<LiveState> = Array::with_max_entries(1, 0);
 
 /// `[0]`: what the agent last installed (hash, time, counts), for
 /// `egress-agent status`; written by the agent, never read here.
 #[map]
-pub static EGV1_STATUS: Array<egress_common::PackStatus> = Array::with_max_entries(1, 0);
+pub static EGV2_STATUS: Array<egress_common::PackStatus> = Array::with_max_entries(1, 0);
+
+/// `[0]`: the running agent's lease on DNS learning; past it, names fail
+/// closed (see [`egress_common::AgentLease`]). Written by the agent.
+#[map]
+pub static EGV2_AGENT: Array<egress_common::AgentLease> = Array::with_max_entries(1, 0);
 
 /// Per slot: generation, mode, implicit-deny index, `any` source flag.
 #[map]
-pub static EGV1_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
+pub static EGV2_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
 
 /// 5-tuple → verdict of the pack generation that decided it (LRU).
 #[map]
-pub static EGV1_FLOWS: LruHashMap<FlowKey, FlowValue> =
+pub static EGV2_FLOWS: LruHashMap<FlowKey, FlowValue> =
     LruHashMap::with_max_entries(FLOW_CACHE_ENTRIES, 0);
 
 /// First fragments seen: later fragments of the datagram follow their verdict.
 #[map]
-pub static EGV1_FRAGS: LruHashMap<FragKey, FlowValue> =
+pub static EGV2_FRAGS: LruHashMap<FragKey, FlowValue> =
     LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
 
 /// Packets per [`egress_common::Reason`] code (per CPU).
 #[map]
-pub static EGV1_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
+pub static EGV2_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
 
 /// New-flow decisions of logging rules, and every deny and `would_deny`,
 /// for flow logs.
 #[map]
-pub static EGV1_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+pub static EGV2_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
 /// Source address → its flow-event budget (token bucket, LRU).
 #[map]
-pub static EGV1_EVBUDGET: LruHashMap<[u8; 16], egress_common::EventBudget> =
+pub static EGV2_EVBUDGET: LruHashMap<[u8; 16], egress_common::EventBudget> =
     LruHashMap::with_max_entries(egress_common::EVENT_RATE_SOURCES, 0);
 
 /// Flow events per [`egress_common::EventStat`] code (per CPU).
 #[map]
-pub static EGV1_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(egress_common::EVENT_STAT_SLOTS, 0);
+pub static EGV2_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(egress_common::EVENT_STAT_SLOTS, 0);
 
 /// Queries seen leaving for a resolver, awaiting their answer (LRU).
 #[map]
-pub static EGV1_QUERIES: LruHashMap<QueryKey, QueryValue> =
+pub static EGV2_QUERIES: LruHashMap<QueryKey, QueryValue> =
     LruHashMap::with_max_entries(MAX_QUERIES, 0);
 
 /// (workload, address) → WebGroups it was learned for, and expiry (LRU).
 #[map]
-pub static EGV1_LEARNED: LruHashMap<LearnKey, LearnValue> =
+pub static EGV2_LEARNED: LruHashMap<LearnKey, LearnValue> =
     LruHashMap::with_max_entries(MAX_LEARNED, 0);
 
 /// Names that taught addresses, by the hash stored in learned entries (LRU):
 /// lets `egress-agent learned` print names from the live maps.
 #[map]
-pub static EGV1_LNAMES: LruHashMap<u64, NameText> = LruHashMap::with_max_entries(MAX_LEARNED_NAMES, 0);
+pub static EGV2_LNAMES: LruHashMap<u64, NameText> = LruHashMap::with_max_entries(MAX_LEARNED_NAMES, 0);
 
 /// WebGroup names by bit (written by the agent; bits are stable across packs).
 #[map]
-pub static EGV1_WEBGROUPS: Array<WebGroupName> = Array::with_max_entries(MAX_WEBGROUPS, 0);
+pub static EGV2_WEBGROUPS: Array<WebGroupName> = Array::with_max_entries(MAX_WEBGROUPS, 0);
 
 /// DNS counters per [`egress_common::DnsStat`] code (per CPU).
 #[map]
-pub static EGV1_DNS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STAT_SLOTS, 0);
+pub static EGV2_DNS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STAT_SLOTS, 0);
 
 /// Tail calls of the TC ingress program: `[0]` the DNS query program.
 #[map]
-pub static EGV1_TAILS_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static EGV2_TAILS_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Tail calls of the XDP program: `[0]` the DNS query program.
 #[map]
-pub static EGV1_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static EGV2_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Per-CPU working memory of the DNS parser.
 #[map]
-pub static EGV1_SCRATCH: PerCpuArray<crate::dns::Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static EGV2_SCRATCH: PerCpuArray<crate::dns::Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Declares one slot's tables.
 macro_rules! slot_maps {
@@ -154,14 +159,14 @@ macro_rules! slot_maps {
 }
 
 slot_maps!(
-    EGV1_SRC4_0, EGV1_SRC6_0, EGV1_DST4_0, EGV1_DST6_0, EGV1_PORTS_0, EGV1_SP_0, EGV1_XD_0,
-    EGV1_DEFAULTS_0, EGV1_RULES_0, EGV1_COUNTERS_0, EGV1_LOCAL_0, EGV1_NAMES_0, EGV1_XW_0,
-    EGV1_RESOLV_0
+    EGV2_SRC4_0, EGV2_SRC6_0, EGV2_DST4_0, EGV2_DST6_0, EGV2_PORTS_0, EGV2_SP_0, EGV2_XD_0,
+    EGV2_DEFAULTS_0, EGV2_RULES_0, EGV2_COUNTERS_0, EGV2_LOCAL_0, EGV2_NAMES_0, EGV2_XW_0,
+    EGV2_RESOLV_0
 );
 slot_maps!(
-    EGV1_SRC4_1, EGV1_SRC6_1, EGV1_DST4_1, EGV1_DST6_1, EGV1_PORTS_1, EGV1_SP_1, EGV1_XD_1,
-    EGV1_DEFAULTS_1, EGV1_RULES_1, EGV1_COUNTERS_1, EGV1_LOCAL_1, EGV1_NAMES_1, EGV1_XW_1,
-    EGV1_RESOLV_1
+    EGV2_SRC4_1, EGV2_SRC6_1, EGV2_DST4_1, EGV2_DST6_1, EGV2_PORTS_1, EGV2_SP_1, EGV2_XD_1,
+    EGV2_DEFAULTS_1, EGV2_RULES_1, EGV2_COUNTERS_1, EGV2_LOCAL_1, EGV2_NAMES_1, EGV2_XW_1,
+    EGV2_RESOLV_1
 );
 
 /// One slot's tables, by reference.
@@ -184,36 +189,36 @@ pub struct Slot {
 
 /// Slot 0's tables.
 pub const SLOT0: Slot = Slot {
-    src4: &EGV1_SRC4_0,
-    src6: &EGV1_SRC6_0,
-    dst4: &EGV1_DST4_0,
-    dst6: &EGV1_DST6_0,
-    ports: &EGV1_PORTS_0,
-    sp: &EGV1_SP_0,
-    xd: &EGV1_XD_0,
-    defaults: &EGV1_DEFAULTS_0,
-    rules: &EGV1_RULES_0,
-    counters: &EGV1_COUNTERS_0,
-    local: &EGV1_LOCAL_0,
-    names: &EGV1_NAMES_0,
-    xw: &EGV1_XW_0,
-    resolvers: &EGV1_RESOLV_0,
+    src4: &EGV2_SRC4_0,
+    src6: &EGV2_SRC6_0,
+    dst4: &EGV2_DST4_0,
+    dst6: &EGV2_DST6_0,
+    ports: &EGV2_PORTS_0,
+    sp: &EGV2_SP_0,
+    xd: &EGV2_XD_0,
+    defaults: &EGV2_DEFAULTS_0,
+    rules: &EGV2_RULES_0,
+    counters: &EGV2_COUNTERS_0,
+    local: &EGV2_LOCAL_0,
+    names: &EGV2_NAMES_0,
+    xw: &EGV2_XW_0,
+    resolvers: &EGV2_RESOLV_0,
 };
 
 /// Slot 1's tables.
 pub const SLOT1: Slot = Slot {
-    src4: &EGV1_SRC4_1,
-    src6: &EGV1_SRC6_1,
-    dst4: &EGV1_DST4_1,
-    dst6: &EGV1_DST6_1,
-    ports: &EGV1_PORTS_1,
-    sp: &EGV1_SP_1,
-    xd: &EGV1_XD_1,
-    defaults: &EGV1_DEFAULTS_1,
-    rules: &EGV1_RULES_1,
-    counters: &EGV1_COUNTERS_1,
-    local: &EGV1_LOCAL_1,
-    names: &EGV1_NAMES_1,
-    xw: &EGV1_XW_1,
-    resolvers: &EGV1_RESOLV_1,
+    src4: &EGV2_SRC4_1,
+    src6: &EGV2_SRC6_1,
+    dst4: &EGV2_DST4_1,
+    dst6: &EGV2_DST6_1,
+    ports: &EGV2_PORTS_1,
+    sp: &EGV2_SP_1,
+    xd: &EGV2_XD_1,
+    defaults: &EGV2_DEFAULTS_1,
+    rules: &EGV2_RULES_1,
+    counters: &EGV2_COUNTERS_1,
+    local: &EGV2_LOCAL_1,
+    names: &EGV2_NAMES_1,
+    xw: &EGV2_XW_1,
+    resolvers: &EGV2_RESOLV_1,
 };

@@ -2,7 +2,7 @@
 //! installs compiled packs atomically, attaches to interfaces, and reads
 //! counters, learned addresses and events back.
 //!
-//! Installing a pack: fill the idle slot, write its meta, flip `EGV1_LIVE`
+//! Installing a pack: fill the idle slot, write its meta, flip `EGV2_LIVE`
 //! with one update (every packet then reads the new slot), then wait one
 //! RCU grace period so that no packet still reads the old slot before it is
 //! refilled.
@@ -23,7 +23,7 @@ use aya::maps::{Array, MapData};
 use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use egress_common::{
-    LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE,
+    AgentLease, LEASE_NS, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE,
     SLOT_FLAG_WEBGROUPS, SlotMeta, WEBGROUP_NAME_LEN, WebGroupName,
 };
 
@@ -37,16 +37,16 @@ use slot::SlotMaps;
 /// Every map of the datapath object (pinned by these names).
 pub fn map_names() -> Vec<String> {
     let mut names: Vec<String> = [
-        "EGV1_LIVE", "EGV1_STATUS", "EGV1_SLOT_META", "EGV1_FLOWS", "EGV1_FRAGS", "EGV1_REASONS", "EGV1_EVENTS", "EGV1_EVBUDGET", "EGV1_EVSTATS",
-        "EGV1_QUERIES", "EGV1_LEARNED", "EGV1_LNAMES", "EGV1_WEBGROUPS", "EGV1_DNS_STATS",
-        "EGV1_TAILS_TC", "EGV1_TAILS_XDP", "EGV1_SCRATCH",
+        "EGV2_LIVE", "EGV2_STATUS", "EGV2_SLOT_META", "EGV2_FLOWS", "EGV2_FRAGS", "EGV2_REASONS", "EGV2_EVENTS", "EGV2_EVBUDGET", "EGV2_EVSTATS",
+        "EGV2_QUERIES", "EGV2_LEARNED", "EGV2_LNAMES", "EGV2_WEBGROUPS", "EGV2_DNS_STATS",
+        "EGV2_TAILS_TC", "EGV2_TAILS_XDP", "EGV2_SCRATCH", "EGV2_AGENT",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     for n in 0..2 {
         for t in ["SRC4", "SRC6", "DST4", "DST6", "PORTS", "SP", "XD", "DEFAULTS", "RULES", "COUNTERS", "LOCAL", "NAMES", "XW", "RESOLV"] {
-            names.push(format!("EGV1_{t}_{n}"));
+            names.push(format!("EGV2_{t}_{n}"));
         }
     }
     names
@@ -113,6 +113,8 @@ pub struct Datapath {
     ebpf: Ebpf,
     live: Array<MapData, LiveState>,
     meta: Array<MapData, SlotMeta>,
+    /// The agent's lease on DNS learning (`EGV2_AGENT`).
+    lease: Array<MapData, AgentLease>,
     slots: [SlotMaps; 2],
     installed: [Option<CompiledPack>; 2],
     /// Generation of the pack in each slot.
@@ -186,7 +188,7 @@ impl Datapath {
         };
         let adopted = pins.as_ref().is_some_and(|p| p.has_datapath());
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries("EGV1_LEARNED", capacity);
+        loader.map_max_entries("EGV2_LEARNED", capacity);
         for (name, path) in &paths {
             loader.map_pin_path(name.as_str(), path.as_path());
         }
@@ -199,7 +201,7 @@ impl Datapath {
             let xdp: &mut Xdp = program_mut(&mut ebpf, name)?;
             xdp.load().map_err(|e| DatapathError::program(name, e))?;
         }
-        for (tails, name) in [("EGV1_TAILS_TC", TC_QUERY_PROGRAM), ("EGV1_TAILS_XDP", XDP_QUERY_PROGRAM)] {
+        for (tails, name) in [("EGV2_TAILS_TC", TC_QUERY_PROGRAM), ("EGV2_TAILS_XDP", XDP_QUERY_PROGRAM)] {
             let fd = ebpf
                 .program(name)
                 .ok_or_else(|| DatapathError::MissingProgram(name.into()))?
@@ -213,12 +215,14 @@ impl Datapath {
             array.set(0, &fd, 0).map_err(|e| DatapathError::map(tails, e))?;
         }
         let slots = [SlotMaps::take(&mut ebpf, 0)?, SlotMaps::take(&mut ebpf, 1)?];
-        let live = take_map(&mut ebpf, "EGV1_LIVE")?;
-        let meta = take_map(&mut ebpf, "EGV1_SLOT_META")?;
+        let live = take_map(&mut ebpf, "EGV2_LIVE")?;
+        let meta = take_map(&mut ebpf, "EGV2_SLOT_META")?;
+        let lease = take_map(&mut ebpf, "EGV2_AGENT")?;
         let mut dp = Datapath {
             ebpf,
             live,
             meta,
+            lease,
             slots,
             installed: [None, None],
             installed_gen: [0, 0],
@@ -237,6 +241,7 @@ impl Datapath {
         if adopted {
             dp.adopt()?;
         }
+        dp.renew_lease()?;
         Ok(dp)
     }
 
@@ -245,9 +250,9 @@ impl Datapath {
     /// zeroed and left unnamed (this agent does not know their rule names);
     /// new rule names get other counters.
     fn adopt(&mut self) -> Result<(), DatapathError> {
-        self.state = self.live.get(&0, 0).map_err(|e| DatapathError::map("EGV1_LIVE", e))?;
+        self.state = self.live.get(&0, 0).map_err(|e| DatapathError::map("EGV2_LIVE", e))?;
         for slot in 0..2 {
-            let meta = self.meta.get(&(slot as u32), 0).map_err(|e| DatapathError::map("EGV1_SLOT_META", e))?;
+            let meta = self.meta.get(&(slot as u32), 0).map_err(|e| DatapathError::map("EGV2_SLOT_META", e))?;
             self.slots[slot].adopt()?;
             if meta.generation == 0 {
                 continue;
@@ -323,9 +328,9 @@ impl Datapath {
             max_ttl: pack.max_ttl,
             permit_groups: pack.permit_groups,
         };
-        self.meta.set(idle as u32, meta, 0).map_err(|e| DatapathError::map("EGV1_SLOT_META", e))?;
+        self.meta.set(idle as u32, meta, 0).map_err(|e| DatapathError::map("EGV2_SLOT_META", e))?;
         let state = LiveState { slot: idle as u32, generation };
-        self.live.set(0, state, 0).map_err(|e| DatapathError::map("EGV1_LIVE", e))?;
+        self.live.set(0, state, 0).map_err(|e| DatapathError::map("EGV2_LIVE", e))?;
         self.state = state;
         self.installed[idle] = Some(pack);
         self.installed_gen[idle] = generation;
@@ -350,18 +355,34 @@ impl Datapath {
         Ok(())
     }
 
-    /// Names the pack's WebGroup bits in `EGV1_WEBGROUPS` (bits are stable
+    /// Names the pack's WebGroup bits in `EGV2_WEBGROUPS` (bits are stable
     /// across packs, so a name never changes meaning while in use).
     fn write_webgroup_names(&mut self, pack: &CompiledPack) -> Result<(), DatapathError> {
-        let map = self.ebpf.map_mut("EGV1_WEBGROUPS").ok_or_else(|| DatapathError::MissingMap("EGV1_WEBGROUPS".into()))?;
-        let mut names: Array<_, WebGroupName> = Array::try_from(map).map_err(|e| DatapathError::map("EGV1_WEBGROUPS", e))?;
+        let map = self.ebpf.map_mut("EGV2_WEBGROUPS").ok_or_else(|| DatapathError::MissingMap("EGV2_WEBGROUPS".into()))?;
+        let mut names: Array<_, WebGroupName> = Array::try_from(map).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))?;
         for (name, bit) in &pack.webgroup_bits {
             let mut text = [0u8; WEBGROUP_NAME_LEN];
             let n = name.len().min(WEBGROUP_NAME_LEN - 1);
             text[..n].copy_from_slice(&name.as_bytes()[..n]);
-            names.set(*bit, text, 0).map_err(|e| DatapathError::map("EGV1_WEBGROUPS", e))?;
+            names.set(*bit, text, 0).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))?;
         }
         Ok(())
+    }
+
+    /// Renews the agent's lease on DNS learning for [`LEASE_NS`] from now.
+    /// A running agent calls it every [`egress_common::LEASE_RENEW_MS`];
+    /// loading renews it once. Once it runs out, names fail closed (see
+    /// [`AgentLease`]).
+    pub fn renew_lease(&mut self) -> Result<(), DatapathError> {
+        let lease = AgentLease { until_ns: crate::clock::monotonic_ns() + LEASE_NS, pid: std::process::id(), _pad: 0 };
+        self.lease.set(0, lease, 0).map_err(|e| DatapathError::map("EGV2_AGENT", e))
+    }
+
+    /// Ends the lease now, as if the agent had been down for [`LEASE_NS`]:
+    /// queries to resolvers are refused (query filter `enforce`) and
+    /// answers teach nothing until [`Datapath::renew_lease`].
+    pub fn release_lease(&mut self) -> Result<(), DatapathError> {
+        self.lease.set(0, AgentLease::default(), 0).map_err(|e| DatapathError::map("EGV2_AGENT", e))
     }
 
     /// Sets the hook `attach` will use and `status` reports.
@@ -374,12 +395,12 @@ impl Datapath {
         self.hook
     }
 
-    /// Records what was installed in `EGV1_STATUS` (for `egress-agent status`).
+    /// Records what was installed in `EGV2_STATUS` (for `egress-agent status`).
     pub fn set_status(&mut self, status: &egress_common::PackStatus) -> Result<(), DatapathError> {
-        let map = self.ebpf.map_mut("EGV1_STATUS").ok_or_else(|| DatapathError::MissingMap("EGV1_STATUS".into()))?;
+        let map = self.ebpf.map_mut("EGV2_STATUS").ok_or_else(|| DatapathError::MissingMap("EGV2_STATUS".into()))?;
         let mut array: Array<_, egress_common::PackStatus> =
-            Array::try_from(map).map_err(|e| DatapathError::map("EGV1_STATUS", e))?;
-        array.set(0, *status, 0).map_err(|e| DatapathError::map("EGV1_STATUS", e))
+            Array::try_from(map).map_err(|e| DatapathError::map("EGV2_STATUS", e))?;
+        array.set(0, *status, 0).map_err(|e| DatapathError::map("EGV2_STATUS", e))
     }
 
     /// Benchmarks only: with `false`, packs installed afterwards decide every

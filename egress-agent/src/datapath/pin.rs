@@ -3,8 +3,8 @@
 //! when the agent exits or crashes, and a new agent adopts it.
 //!
 //! ```text
-//! DIR/v1/EGV1_LIVE, DIR/v1/EGV1_SRC4_0, ...   maps, by name
-//! DIR/v1/links/tc_ingress@lan0, ...           links, by hook and interface
+//! DIR/v2/EGV2_LIVE, DIR/v2/EGV2_SRC4_0, ...   maps, by name
+//! DIR/v2/links/tc_ingress@lan0, ...           links, by hook and interface
 //! ```
 //! A layout version in the path keeps an agent from reinterpreting maps of
 //! another layout.
@@ -122,7 +122,7 @@ impl PinDir {
 
     /// Whether a datapath of this layout is pinned here.
     pub fn has_datapath(&self) -> bool {
-        self.map("EGV1_LIVE").exists()
+        self.map("EGV2_LIVE").exists()
     }
 
     /// Layout directories of other versions found here.

@@ -161,25 +161,25 @@ impl SlotMaps {
     pub fn take(ebpf: &mut Ebpf, n: u8) -> Result<Self, DatapathError> {
         Ok(SlotMaps {
             src: MirroredLpm {
-                v4: take_map(ebpf, &format!("EGV1_SRC4_{n}"))?,
-                v6: take_map(ebpf, &format!("EGV1_SRC6_{n}"))?,
+                v4: take_map(ebpf, &format!("EGV2_SRC4_{n}"))?,
+                v6: take_map(ebpf, &format!("EGV2_SRC6_{n}"))?,
                 held: StdHashMap::default(),
             },
             dst: MirroredLpm {
-                v4: take_map(ebpf, &format!("EGV1_DST4_{n}"))?,
-                v6: take_map(ebpf, &format!("EGV1_DST6_{n}"))?,
+                v4: take_map(ebpf, &format!("EGV2_DST4_{n}"))?,
+                v6: take_map(ebpf, &format!("EGV2_DST6_{n}"))?,
                 held: StdHashMap::default(),
             },
-            ports: MappedSlotArray::new(ebpf, &format!("EGV1_PORTS_{n}"), "ports")?,
-            sp: Mirrored::new(ebpf, &format!("EGV1_SP_{n}"), "sp")?,
-            xd: Mirrored::new(ebpf, &format!("EGV1_XD_{n}"), "xd")?,
-            defaults: MappedSlotArray::new(ebpf, &format!("EGV1_DEFAULTS_{n}"), "defaults")?,
-            rules: MappedSlotArray::new(ebpf, &format!("EGV1_RULES_{n}"), "rules")?,
-            names: Mirrored::new(ebpf, &format!("EGV1_NAMES_{n}"), "names")?,
-            xw: Mirrored::new(ebpf, &format!("EGV1_XW_{n}"), "xw")?,
-            resolvers: Mirrored::new(ebpf, &format!("EGV1_RESOLV_{n}"), "resolvers")?,
-            local: Mirrored::new(ebpf, &format!("EGV1_LOCAL_{n}"), "local")?,
-            counters: take_map(ebpf, &format!("EGV1_COUNTERS_{n}"))?,
+            ports: MappedSlotArray::new(ebpf, &format!("EGV2_PORTS_{n}"), "ports")?,
+            sp: Mirrored::new(ebpf, &format!("EGV2_SP_{n}"), "sp")?,
+            xd: Mirrored::new(ebpf, &format!("EGV2_XD_{n}"), "xd")?,
+            defaults: MappedSlotArray::new(ebpf, &format!("EGV2_DEFAULTS_{n}"), "defaults")?,
+            rules: MappedSlotArray::new(ebpf, &format!("EGV2_RULES_{n}"), "rules")?,
+            names: Mirrored::new(ebpf, &format!("EGV2_NAMES_{n}"), "names")?,
+            xw: Mirrored::new(ebpf, &format!("EGV2_XW_{n}"), "xw")?,
+            resolvers: Mirrored::new(ebpf, &format!("EGV2_RESOLV_{n}"), "resolvers")?,
+            local: Mirrored::new(ebpf, &format!("EGV2_LOCAL_{n}"), "local")?,
+            counters: take_map(ebpf, &format!("EGV2_COUNTERS_{n}"))?,
         })
     }
 
