@@ -17,30 +17,42 @@
 //! reply, close; several client threads) and their p99 latency; UDP
 //! datagrams of 18 bytes per second received upstream (several senders,
 //! each flow answered once so stateful firewalls see it established); over
-//! interleaved rounds (A B C ... A B C ...), medians, ratios to the
-//! no-filter rates of the same run; the agent's in-program ns per packet
-//! of the connection test from `kernel.bpf_stats_enabled`. Writes `target/bench/compare.json` as
+//! interleaved rounds (A B C ..., then B C ... A, and so on: each system
+//! takes every place in the order in turn; after a system is set up the
+//! machine is let settle, so that what the last one left behind, such as
+//! a killed agent's maps being freed, is not charged to it), medians; ratios are the median
+//! over rounds of each round's rate against the no-filter rate of the same
+//! round, so that drift of the machine between rounds cancels. The agent's
+//! in-program ns per packet comes from `kernel.bpf_stats_enabled` over a
+//! separate short connection test after each measured one (the stats cost
+//! the program two clock reads a run, which the measured rates must not
+//! carry). Writes `target/bench/compare.json` as
 //! `[{"rules", "system", "conn_per_s", "pps", "p99_us", "ratio_conn", ...}]`.
 //! Needs root.
 //!
 //! Options: `--sizes 10,1000,10000`, `--rounds N`, `--seconds S`,
-//! `--agent BIN`, `--out PATH`.
+//! `--agent BIN`, `--out PATH`, `--clients N`, `--systems egress-tc,nftables-set` (the
+//! no-filter baseline is always measured).
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use egress_agent::policy::model::{Action, Destination, Mode, Pack, PortRange, Protocol, Rule, Source};
+use egress_agent::datapath::Datapath;
 use egress_agent::testkit::agent::AgentProcess;
+use egress_agent::testkit::netns::within;
 use egress_agent::testkit::lab::Lab;
-use egress_agent::testkit::loadgen::{UdpSink, serve_tcp_echo, tcp_conn_rate, udp_pps};
+use egress_agent::testkit::loadgen::{UdpSink, serve_tcp_echo, settle, tcp_conn_rate, udp_pps};
 use egress_agent::testkit::{layers, pack_yaml, synth, translate};
 use serde::Serialize;
 
 const SERVER: &str = "100.64.0.1:7";
 const UDP_SERVER: &str = "100.64.0.1:9";
+/// Client threads of the connection test, by default.
 const CLIENTS: usize = 4;
 const UDP_SENDERS: usize = 2;
 
@@ -50,6 +62,10 @@ struct Opts {
     seconds: f64,
     agent: PathBuf,
     out: PathBuf,
+    /// The systems to measure besides `none` (all by default).
+    systems: Option<Vec<System>>,
+    /// Client threads of the connection test (and server threads).
+    clients: usize,
 }
 
 fn opts() -> Result<Opts> {
@@ -60,6 +76,8 @@ fn opts() -> Result<Opts> {
         seconds: 2.0,
         agent: root.join("target/release/egress-agent"),
         out: root.join("target/bench/compare.json"),
+        systems: None,
+        clients: CLIENTS,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -70,15 +88,23 @@ fn opts() -> Result<Opts> {
             "--seconds" => o.seconds = val()?.parse()?,
             "--agent" => o.agent = val()?.into(),
             "--out" => o.out = val()?.into(),
+            "--clients" => o.clients = val()?.parse()?,
+            "--systems" => {
+                let names = val()?;
+                let pick = |n: &str| System::ALL.into_iter().find(|s| s.name() == n.trim());
+                let picked: Option<Vec<System>> = names.split(',').map(pick).collect();
+                let all: Vec<&str> = System::ALL.iter().map(|s| s.name()).collect();
+                o.systems = Some(picked.with_context(|| format!("--systems {names}: known are {}", all.join(", ")))?);
+            }
             "--quick" => {
                 o.sizes = vec![10, 1_000];
                 o.rounds = 1;
                 o.seconds = 1.0;
             }
-            other => bail!("unknown argument `{other}` (--sizes, --rounds, --seconds, --agent, --out, --quick)"),
+            other => bail!("unknown argument `{other}` (--sizes, --rounds, --seconds, --agent, --out, --systems, --clients, --quick)"),
         }
     }
-    ensure!(o.rounds >= 1 && o.seconds > 0.0, "need a round and some seconds");
+    ensure!(o.rounds >= 1 && o.seconds > 0.0 && o.clients >= 1, "need a round, some seconds and a client");
     Ok(o)
 }
 
@@ -114,6 +140,7 @@ fn pack(rules: usize) -> Pack {
 enum System {
     #[default]
     None,
+    TcEmpty,
     EgressTc,
     EgressXdp,
     IptablesLegacy,
@@ -124,8 +151,9 @@ enum System {
 }
 
 impl System {
-    const ALL: [System; 8] = [
+    const ALL: [System; 9] = [
         System::None,
+        System::TcEmpty,
         System::EgressTc,
         System::EgressXdp,
         System::IptablesLegacy,
@@ -137,6 +165,7 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::None => "none",
+            System::TcEmpty => "tc-empty",
             System::EgressTc => "egress-tc",
             System::EgressXdp => "egress-xdp",
             System::IptablesLegacy => "iptables-legacy",
@@ -171,6 +200,7 @@ struct Enforcing<'a> {
     system: System,
     ipsets: Vec<String>,
     _agent: Option<AgentProcess>,
+    _empty: Option<Datapath>,
 }
 
 impl Drop for Enforcing<'_> {
@@ -223,9 +253,17 @@ impl Translated {
 }
 
 fn enforce<'a>(lab: &'a Lab, system: System, t: &Translated, policy: &std::path::Path, agent: &std::path::Path) -> Result<Enforcing<'a>> {
-    let mut e = Enforcing { lab, system, ipsets: Vec::new(), _agent: None };
+    let mut e = Enforcing { lab, system, ipsets: Vec::new(), _agent: None, _empty: None };
     match system {
         System::None => {}
+        System::TcEmpty => {
+            let attached = within(&lab.gateway.name, || -> Result<Datapath> {
+                let mut dp = Datapath::load()?;
+                dp.attach_empty("lan0")?;
+                Ok(dp)
+            })??;
+            e._empty = Some(attached);
+        }
         System::EgressTc => e._agent = Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin"])?),
         System::EgressXdp => e._agent = Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin", "--xdp"])?),
         System::IptablesLegacy => in_gateway(lab, &["iptables-legacy-restore"], &t.iptables)?,
@@ -245,15 +283,33 @@ fn enforce<'a>(lab: &'a Lab, system: System, t: &Translated, policy: &std::path:
     Ok(e)
 }
 
-/// Runs and total ns so far of the agent's judging program
-/// (`bpf_stats_enabled`), or `None` if it is not loaded.
-fn program_stats() -> Option<(f64, f64)> {
-    let out = Command::new("bpftool").args(["-j", "prog", "show"]).output().ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    v.as_array()?.iter().filter(|p| p["name"] == "egress_tc" || p["name"] == "egress_xdp").find_map(|p| {
-        let (ns, cnt) = (p["run_time_ns"].as_f64()?, p["run_cnt"].as_f64()?);
-        (cnt > 0.0).then_some((cnt, ns))
-    })
+/// Runs and total ns so far (`bpf_stats_enabled`) of the agent's judging
+/// program (`egress_tc` or `egress_xdp`; for `tc-empty`, the empty program
+/// on both hooks) and of its DNS learner (`egress_dns`, on every packet
+/// towards the workloads); of several loaded, the one that ran most;
+/// `None` where none is loaded. bpftool leaves out counters that are zero.
+fn program_stats() -> [Option<(f64, f64)>; 2] {
+    let listed = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .ok()
+        .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok());
+    let find = |names: &[&str]| {
+        listed
+            .as_ref()?
+            .as_array()?
+            .iter()
+            .filter(|p| names.iter().any(|n| p["name"] == *n))
+            .map(|p| (p["run_cnt"].as_f64().unwrap_or(0.0), p["run_time_ns"].as_f64().unwrap_or(0.0)))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    [find(&["egress_tc", "egress_xdp", "egress_empty"]), find(&["egress_dns"])]
+}
+
+/// ns per run between two readings of [`program_stats`].
+fn per_run(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<f64> {
+    let ((n0, t0), (n1, t1)) = (before?, after?);
+    (n1 > n0).then(|| (t1 - t0) / (n1 - n0))
 }
 
 #[derive(Serialize)]
@@ -266,6 +322,7 @@ struct Row {
     ratio_conn: f64,
     ratio_pps: Option<f64>,
     program_ns: Option<f64>,
+    dns_program_ns: Option<f64>,
     rounds: usize,
 }
 
@@ -277,7 +334,11 @@ struct Runs {
     p99s: Vec<f64>,
     pps: Vec<f64>,
     progs: Vec<f64>,
+    dns_progs: Vec<f64>,
 }
+
+/// Seconds of the connection test that measures in-program time.
+const PROGRAM_SECONDS: f64 = 0.5;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -293,13 +354,12 @@ fn main() -> Result<()> {
     let _ = lab.gateway.sysctl("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1");
     let server: SocketAddr = SERVER.parse()?;
     let udp_server: SocketAddr = UDP_SERVER.parse()?;
-    serve_tcp_echo(&lab.upstream.name, server, CLIENTS)?;
+    serve_tcp_echo(&lab.upstream.name, server, o.clients)?;
     let sink = UdpSink::start(&lab.upstream.name, udp_server)?;
     let skipped = unavailable(&lab);
     for (system, why) in &skipped {
         eprintln!("bench_compare: skipping {}: {why}", system.name());
     }
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let dir = std::env::temp_dir().join(format!("egress-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut rows = Vec::new();
@@ -308,17 +368,29 @@ fn main() -> Result<()> {
         let translated = Translated::of(&p);
         let policy = dir.join(format!("pack-{size}.yaml"));
         std::fs::write(&policy, pack_yaml::to_yaml(&p))?;
-        let mut runs: Vec<Runs> =
-            System::ALL.iter().filter(|s| !skipped.iter().any(|(k, _)| k == *s)).map(|s| Runs { system: *s, ..Runs::default() }).collect();
+        let wanted = |s: &System| *s == System::None || o.systems.as_ref().is_none_or(|w| w.contains(s));
+        let mut runs: Vec<Runs> = System::ALL
+            .iter()
+            .filter(|s| wanted(s) && !skipped.iter().any(|(k, _)| k == *s))
+            .map(|s| Runs { system: *s, ..Runs::default() })
+            .collect();
+        let n = runs.len();
         for round in 0..o.rounds {
-            for r in runs.iter_mut() {
+            for i in 0..n {
+                let r = &mut runs[(round + i) % n];
                 let guard = enforce(&lab, r.system, &translated, &policy, &o.agent).with_context(|| r.system.name())?;
-                tcp_conn_rate(&lab.workload.name, server, CLIENTS, 0.3)?; // warm up
-                let before = program_stats();
-                let (c, l) = tcp_conn_rate(&lab.workload.name, server, CLIENTS, o.seconds)?;
-                // In-program time per packet of the connection test alone.
-                if let (Some((n0, t0)), Some((n1, t1))) = (before, program_stats()) {
-                    r.progs.push((t1 - t0) / (n1 - n0).max(1.0));
+                settle(Duration::from_secs(5));
+                tcp_conn_rate(&lab.workload.name, server, o.clients, 0.3)?; // warm up
+                let (c, l) = tcp_conn_rate(&lab.workload.name, server, o.clients, o.seconds)?;
+                if matches!(r.system, System::TcEmpty | System::EgressTc | System::EgressXdp) {
+                    // In-program time per packet of a connection test alone.
+                    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+                    let [judge0, dns0] = program_stats();
+                    tcp_conn_rate(&lab.workload.name, server, o.clients, PROGRAM_SECONDS)?;
+                    let [judge1, dns1] = program_stats();
+                    r.progs.extend(per_run(judge0, judge1));
+                    r.dns_progs.extend(per_run(dns0, dns1));
+                    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
                 }
                 let pps = udp_pps(&lab.workload.name, udp_server, UDP_SENDERS, o.seconds.min(2.0), &sink)?;
                 drop(guard);
@@ -328,9 +400,10 @@ fn main() -> Result<()> {
                 r.pps.push(pps);
             }
         }
-        let base = median(runs[0].conns.clone());
-        let base_pps = median(runs[0].pps.clone());
+        let (base, base_pps) = (runs[0].conns.clone(), runs[0].pps.clone());
+        let paired = |v: &[f64], b: &[f64]| median(v.iter().zip(b).map(|(x, y)| x / y).collect());
         for r in runs {
+            let (ratio_conn, ratio_pps) = (paired(&r.conns, &base), paired(&r.pps, &base_pps));
             let (c, pps) = (median(r.conns), median(r.pps));
             rows.push(Row {
                 rules: size,
@@ -338,26 +411,30 @@ fn main() -> Result<()> {
                 conn_per_s: c,
                 pps: Some(pps),
                 p99_us: median(r.p99s),
-                ratio_conn: c / base,
-                ratio_pps: Some(pps / base_pps),
+                ratio_conn,
+                ratio_pps: Some(ratio_pps),
                 program_ns: (!r.progs.is_empty()).then(|| median(r.progs)),
+                dns_program_ns: (!r.dns_progs.is_empty()).then(|| median(r.dns_progs)),
                 rounds: o.rounds,
             });
         }
     }
-    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
     let _ = std::fs::remove_dir_all(&dir);
     for (system, why) in &skipped {
         println!("not measured: {}: {why}", system.name());
     }
-    println!("\nNew connections per second through the gateway, medians of {} interleaved rounds of {} s", o.rounds, o.seconds);
-    println!("{:>6} {:<16} {:>10} {:>6} {:>9} {:>10} {:>6} {:>11}", "rules", "system", "conn/s", "ratio", "p99 µs", "UDP pps", "ratio", "prog ns/pkt");
+    println!("\nNew connections per second through the gateway, medians of {} interleaved rounds of {} s;", o.rounds, o.seconds);
+    println!("ratios: median over rounds of the rate against the no-filter rate of the same round");
+    println!(
+        "{:>6} {:<16} {:>10} {:>6} {:>9} {:>10} {:>6} {:>11} {:>10}",
+        "rules", "system", "conn/s", "ratio", "p99 µs", "UDP pps", "ratio", "prog ns/pkt", "dns ns/pkt"
+    );
+    let ns = |n: Option<f64>| n.map(|n| format!("{n:.0}")).unwrap_or_else(|| "-".into());
     for r in &rows {
-        let prog = r.program_ns.map(|n| format!("{n:.0}")).unwrap_or_else(|| "-".into());
         let (pps, rp) = (r.pps.unwrap_or(0.0), r.ratio_pps.unwrap_or(0.0));
         println!(
-            "{:>6} {:<16} {:>10.0} {:>6.2} {:>9.0} {:>10.0} {:>6.2} {:>11}",
-            r.rules, r.system, r.conn_per_s, r.ratio_conn, r.p99_us, pps, rp, prog
+            "{:>6} {:<16} {:>10.0} {:>6.2} {:>9.0} {:>10.0} {:>6.2} {:>11} {:>10}",
+            r.rules, r.system, r.conn_per_s, r.ratio_conn, r.p99_us, pps, rp, ns(r.program_ns), ns(r.dns_program_ns)
         );
     }
     if let Some(parent) = o.out.parent() {

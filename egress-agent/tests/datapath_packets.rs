@@ -261,6 +261,21 @@ fn classifies_every_match_dimension_and_odd_packet() {
     }
 }
 
+/// The flow cache is read before the gateway's own addresses: a flow
+/// cached while its destination was elsewhere is forgotten when that
+/// address becomes the gateway's, and then passes as `ToGateway`.
+#[test]
+fn a_cached_flow_to_a_new_gateway_address_is_forgotten() {
+    let mut h = Harness::new(PACK);
+    let syn = Spec::tcp(ip("10.10.1.10"), ip("198.51.100.1"), 40_000, 22).build();
+    h.check("denied and cached", &syn, &denied("implicit-deny"));
+    h.check("from the cache", &syn, &Expect { reason: Reason::FlowCache, ..denied("implicit-deny") });
+    let gw: BTreeSet<IpAddr> = [ip("10.10.1.1"), ip("198.51.100.1")].into();
+    h.dp.set_local_addresses(&gw).expect("local addresses");
+    h.check("now the gateway's", &syn, &passed(Reason::ToGateway));
+    h.check("and stays so", &syn, &passed(Reason::ToGateway));
+}
+
 /// Many installs of packs of different sizes through the same two slots:
 /// after each one the datapath decides like the compiled pack, so no entry
 /// of an older pack survives (shrinking then growing tables included).

@@ -27,11 +27,11 @@ pub struct FlowValue {
     /// Counter of the deciding rule ([`crate::RuleInfo::counter`]) in the
     /// pack of that generation.
     pub counter: u32,
-    /// A [`crate::Verdict`] code.
-    pub verdict: u8,
-    pub _pad: [u8; 7],
+    /// A [`crate::Verdict`] code (a whole word: no padding to zero, which
+    /// in eBPF costs a call to `memset`).
+    pub verdict: u32,
 }
-crate::assert_size!(FlowValue, 16);
+crate::assert_size!(FlowValue, 12);
 
 /// Identity of a fragmented datagram.
 #[repr(C)]

@@ -337,6 +337,22 @@ fn action_of(verdict: Verdict) -> Action {
     if verdict.drops() { Action::Drop } else { Action::Pass }
 }
 
+/// Packets to the gateway's own addresses are not judged (counted).
+#[inline(always)]
+fn to_gateway(slot: &Slot, pkt: &Packet) -> bool {
+    let local = slot.local.get_ptr(pkt.dst).is_some();
+    if local {
+        count_reason(Reason::ToGateway);
+    }
+    local
+}
+
+/// The key of the datagram a fragment belongs to.
+#[inline(always)]
+fn frag_key(pkt: &Packet) -> FragKey {
+    FragKey { src: pkt.src, dst: pkt.dst, id: pkt.frag_id, proto: pkt.frag_proto, family: pkt.family, _pad: [0; 2] }
+}
+
 #[inline(always)]
 fn judge_ip(
     slot_idx: u32,
@@ -351,28 +367,19 @@ fn judge_ip(
         count_reason(Reason::LinkLocal);
         return Action::Pass;
     }
-    if slot.local.get_ptr(pkt.dst).is_some() {
-        count_reason(Reason::ToGateway);
-        return Action::Pass;
-    }
-    let frag_key = FragKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        id: pkt.frag_id,
-        proto: pkt.frag_proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
     if pkt.frag == FRAG_LATER {
+        if to_gateway(slot, pkt) {
+            return Action::Pass;
+        }
         if pkt.frag_proto == IPPROTO_TCP && pkt.frag_offset < 3 {
             // Would overwrite the ports or flags of the first fragment.
             return unjudgeable(slot, meta, pkt, Reason::TinyFragment, ifindex);
         }
-        return match EGV2_FRAGS.get_ptr(&frag_key) {
+        return match EGV2_FRAGS.get_ptr(&frag_key(pkt)) {
             // SAFETY: value pointer from a successful lookup.
             Some(v) if unsafe { (*v).generation } == generation => {
                 let v = unsafe { *v };
-                let verdict = Verdict::from_code_fast(v.verdict);
+                let verdict = Verdict::from_code_fast(v.verdict as u8);
                 count_reason(Reason::FragmentFollowed);
                 count_rule(slot, v.counter, verdict, len, false);
                 action_of(verdict)
@@ -389,18 +396,24 @@ fn judge_ip(
         family: pkt.family,
         _pad: [0; 2],
     };
+    // The flow cache first: packets to the gateway's own addresses are
+    // never cached (the agent drops cached flows to an address when it
+    // becomes the gateway's), so a cached packet needs no other lookup.
     if let Some(v) = EGV2_FLOWS.get_ptr(&key) {
         // SAFETY: value pointer from a successful lookup.
         let v = unsafe { *v };
         if v.generation == generation {
-            let verdict = Verdict::from_code_fast(v.verdict);
+            let verdict = Verdict::from_code_fast(v.verdict as u8);
             count_reason(Reason::FlowCache);
             count_rule(slot, v.counter, verdict, len, false);
             if pkt.frag == FRAG_FIRST {
-                let _ = EGV2_FRAGS.insert(&frag_key, &v, 0);
+                let _ = EGV2_FRAGS.insert(&frag_key(pkt), &v, 0);
             }
             return action_of(verdict);
         }
+    }
+    if to_gateway(slot, pkt) {
+        return Action::Pass;
     }
     let rule_idx = classify(slot_idx, slot, meta, pkt);
     if rule_idx == DECISION_UNCOVERED {
@@ -414,12 +427,12 @@ fn judge_ip(
     let verdict = verdict_of(rule);
     count_reason(Reason::Rule);
     count_rule(slot, rule.counter, verdict, len, true);
-    let value = FlowValue { generation, counter: rule.counter, verdict: verdict as u8, _pad: [0; 7] };
+    let value = FlowValue { generation, counter: rule.counter, verdict: verdict as u32 };
     if meta.flags & SLOT_FLAG_NO_FLOW_CACHE == 0 {
         let _ = EGV2_FLOWS.insert(&key, &value, 0);
     }
     if pkt.frag == FRAG_FIRST {
-        let _ = EGV2_FRAGS.insert(&frag_key, &value, 0);
+        let _ = EGV2_FRAGS.insert(&frag_key(pkt), &value, 0);
     }
     if rule.log != 0 || verdict != Verdict::Allowed {
         crate::events::report_flow(pkt, key.sport_be, key.dport_be, verdict, Reason::Rule, rule_idx, generation, ifindex);

@@ -124,6 +124,11 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
         ctx.set_mark(0);
         return TC_ACT_UNSPEC;
     }
+    // Nearly every packet towards a workload is not DNS: let it go at a
+    // glance, before any map lookup, pull or full parse.
+    if parse::surely_not_from_port(&parse::Cursor::new(ctx.data(), ctx.data_end()), 53) {
+        return TC_ACT_UNSPEC;
+    }
     let len = ctx.len();
     pull_if_needed(&ctx, len);
     learn(&Skb(&ctx), ctx.data(), ctx.data_end());

@@ -41,10 +41,17 @@ pub static EGV2_AGENT: Array<egress_common::AgentLease> = Array::with_max_entrie
 #[map]
 pub static EGV2_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
 
-/// 5-tuple → verdict of the pack generation that decided it (LRU).
+/// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU. Every new flow inserts,
+/// and once the table is full every insert evicts: with one list for all
+/// CPUs each of them takes its lock.
+const NO_COMMON_LRU: u32 = 1 << 1;
+
+/// 5-tuple → verdict of the pack generation that decided it (LRU, a list
+/// per CPU: a flow's entry can be evicted by the CPU that inserted it only,
+/// but is found from any).
 #[map]
 pub static EGV2_FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(FLOW_CACHE_ENTRIES, 0);
+    LruHashMap::with_max_entries(FLOW_CACHE_ENTRIES, NO_COMMON_LRU);
 
 /// First fragments seen: later fragments of the datagram follow their verdict.
 #[map]

@@ -28,8 +28,10 @@ pub const FRAG_FIRST: u8 = 1;
 /// A later fragment: no L4 header.
 pub const FRAG_LATER: u8 = 2;
 
-/// What the parser learned of a packet.
+/// What the parser learned of a packet. Eight-byte aligned and a whole
+/// number of words long, so that [`Packet::empty`] is a few word stores.
 #[derive(Clone, Copy)]
+#[repr(C, align(8))]
 pub struct Packet {
     /// `FAMILY_V4`, `FAMILY_V6`, or 0 while the source is not known.
     pub family: u8,
@@ -60,6 +62,7 @@ pub struct Packet {
     /// Where the IP datagram ends (header length fields, not frame padding).
     pub ip_end: u16,
 }
+const _: () = assert!(core::mem::size_of::<Packet>() % 8 == 0);
 
 impl Packet {
     /// A packet with nothing known yet.
@@ -154,6 +157,30 @@ impl Cursor {
     fn be16_at(&self, offset: usize) -> Result<u16, Reason> {
         self.read::<[u8; 2]>(offset).map(u16::from_be_bytes)
     }
+}
+
+/// A quick look at the common case, before any map or full parse: true
+/// when the frame is untagged IPv4 without options (not a later fragment)
+/// or IPv6 without extension headers, carries TCP or UDP, and its source
+/// port is not `port`. False means "parse it properly".
+#[inline(always)]
+pub fn surely_not_from_port(cur: &Cursor, port: u16) -> bool {
+    let (ok, head) = cur.read_or(0, [0u8; ETH_HLEN + 20 + 2]);
+    if !ok {
+        return false;
+    }
+    let ethertype = u16::from_be_bytes([head[12], head[13]]);
+    let ip = &head[ETH_HLEN..];
+    if ethertype == ETH_P_IP {
+        let later_fragment = (ip[6] & 0x1f) != 0 || ip[7] != 0;
+        let l4 = ip[9] == IPPROTO_TCP || ip[9] == IPPROTO_UDP;
+        return ip[0] == 0x45 && l4 && !later_fragment && u16::from_be_bytes([ip[20], ip[21]]) != port;
+    }
+    if ethertype == ETH_P_IPV6 && (ip[6] == IPPROTO_TCP || ip[6] == IPPROTO_UDP) && ip[0] >> 4 == 6 {
+        let (ok, sport) = cur.read_or(ETH_HLEN + 40, [0u8; 2]);
+        return ok && u16::from_be_bytes(sport) != port;
+    }
+    false
 }
 
 /// Parses the packet into `pkt`. On error, `pkt.family != 0` means the

@@ -4,7 +4,7 @@
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 
 use super::pin::LinkKind;
-use super::{DNS_PROGRAM, Datapath, DatapathError, Hook, TC_PROGRAM, XDP_PROGRAM, program_mut};
+use super::{DNS_PROGRAM, Datapath, DatapathError, EMPTY_PROGRAM, Hook, TC_PROGRAM, XDP_PROGRAM, program_mut};
 
 impl Datapath {
     /// Attaches the judging program to `iface`'s ingress and the DNS
@@ -56,5 +56,17 @@ impl Datapath {
             attached += 1;
         }
         Ok(attached)
+    }
+
+    /// Benchmarks only: attaches the empty program to `iface`'s TC ingress
+    /// and egress, where the judging and learning programs would go (not
+    /// pinned; detached when the datapath is dropped). Measures what any TC
+    /// program costs, the floor under the agent's own.
+    pub fn attach_empty(&mut self, iface: &str) -> Result<(), DatapathError> {
+        let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, EMPTY_PROGRAM)?;
+        for at in [TcAttachType::Ingress, TcAttachType::Egress] {
+            prog.attach(iface, at).map_err(|e| DatapathError::program(EMPTY_PROGRAM, e))?;
+        }
+        Ok(())
     }
 }

@@ -456,12 +456,18 @@ impl Datapath {
     /// Sets the gateway's own addresses (packets to them are not judged),
     /// in the live slot now and in every pack installed later. The live
     /// pack's resolvers are left out: traffic to a resolver on the gateway
-    /// is judged like any other.
+    /// is judged like any other. Flows cached towards an address that has
+    /// just become the gateway's are dropped from the cache (the datapath
+    /// looks at the cache before at the gateway's addresses).
     pub fn set_local_addresses(&mut self, addrs: &BTreeSet<IpAddr>) -> Result<(), DatapathError> {
         self.local = addrs.clone();
         let live = self.state.slot as usize;
         let resolvers = self.installed[live].as_ref().map(|p| p.resolvers.clone()).unwrap_or_default();
-        self.slots[live].set_local(addrs, &resolvers)
+        let added = self.slots[live].set_local(addrs, &resolvers)?;
+        if !added.is_empty() {
+            self.forget_flows_to(&added)?;
+        }
+        Ok(())
     }
 
 }

@@ -43,8 +43,9 @@ impl<K: aya::Pod + Eq + Hash, V: aya::Pod + PartialEq> Mirrored<K, V> {
         Ok(())
     }
 
-    /// Brings the map to exactly `want`.
-    fn sync(&mut self, want: &StdHashMap<K, V>) -> Result<(), DatapathError> {
+    /// Brings the map to exactly `want`; returns the keys it did not hold.
+    fn sync(&mut self, want: &StdHashMap<K, V>) -> Result<Vec<K>, DatapathError> {
+        let mut added = Vec::new();
         let stale: Vec<K> = self.held.keys().filter(|k| !want.contains_key(k)).copied().collect();
         for k in stale {
             self.map.remove(&k).map_err(|e| DatapathError::map(self.name, e))?;
@@ -53,10 +54,12 @@ impl<K: aya::Pod + Eq + Hash, V: aya::Pod + PartialEq> Mirrored<K, V> {
         for (k, v) in want {
             if self.held.get(k) != Some(v) {
                 self.map.insert(k, v, 0).map_err(|e| DatapathError::map(self.name, e))?;
-                self.held.insert(*k, *v);
+                if self.held.insert(*k, *v).is_none() {
+                    added.push(*k);
+                }
             }
         }
-        Ok(())
+        Ok(added)
     }
 }
 
@@ -211,11 +214,13 @@ impl SlotMaps {
         self.xw.sync(&pack.xw)?;
         let resolvers = pack.resolvers.iter().map(|a| (addr_key(*a), 1u8)).collect();
         self.resolvers.sync(&resolvers)?;
-        self.set_local(local, &pack.resolvers)
+        // A new generation: no cached flow of the old one is used again.
+        self.set_local(local, &pack.resolvers).map(drop)
     }
 
     /// Sets the gateway's own addresses, less `resolvers`.
-    pub fn set_local(&mut self, local: &BTreeSet<IpAddr>, resolvers: &[IpAddr]) -> Result<(), DatapathError> {
+    /// Returns the addresses (as keyed) that were not local before.
+    pub fn set_local(&mut self, local: &BTreeSet<IpAddr>, resolvers: &[IpAddr]) -> Result<Vec<[u8; 16]>, DatapathError> {
         let want = local.iter().filter(|a| !resolvers.contains(a)).map(|a| (addr_key(*a), 1u8)).collect();
         self.local.sync(&want)
     }

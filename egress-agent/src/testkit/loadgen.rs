@@ -140,3 +140,34 @@ pub fn udp_pps(ns: &str, server: SocketAddr, senders: usize, secs: f64, sink: &U
     }
     Ok(pps)
 }
+
+/// Busy and total jiffies of all CPUs so far (`/proc/stat`).
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    let total: u64 = fields.iter().take(8).sum();
+    Some((total - idle, total))
+}
+
+/// Waits until the machine is quiet (under 10% busy over two windows of
+/// 250 ms in a row), for at most `max`: work a system leaves behind when
+/// it starts or stops (freeing a killed agent's maps, say) must not be
+/// charged to the next measurement. Returns the time waited.
+pub fn settle(max: Duration) -> Duration {
+    let started = Instant::now();
+    let mut quiet = 0;
+    let mut last = cpu_jiffies();
+    while started.elapsed() < max && quiet < 2 {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = cpu_jiffies();
+        let busy = match (last, now) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
+            _ => 0.0,
+        };
+        quiet = if busy < 0.10 { quiet + 1 } else { 0 };
+        last = now;
+    }
+    started.elapsed()
+}
