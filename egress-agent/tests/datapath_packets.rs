@@ -276,6 +276,57 @@ fn a_cached_flow_to_a_new_gateway_address_is_forgotten() {
     h.check("and stays so", &syn, &passed(Reason::ToGateway));
 }
 
+/// TCP flows from the workload to port 443 in 203.0.113.0/24 whose cache
+/// ways fall in one set: (destination, source port).
+fn same_set_flows(n: usize) -> Vec<(IpAddr, u16)> {
+    use egress_common::{FAMILY_V4, FlowKey, flow_hash, flow_set_start};
+    let set = |last: u8, sport: u16| {
+        let key = FlowKey {
+            src: std::net::Ipv4Addr::new(10, 10, 1, 10).to_ipv6_mapped().octets(),
+            dst: std::net::Ipv4Addr::new(203, 0, 113, last).to_ipv6_mapped().octets(),
+            sport_be: sport.to_be(),
+            dport_be: 443u16.to_be(),
+            proto: 6,
+            family: FAMILY_V4,
+            _pad: [0; 2],
+        };
+        flow_set_start(flow_hash(&key.words()))
+    };
+    let target = set(1, 10_000);
+    (1..=254u8)
+        .flat_map(|last| (10_000..60_000u16).map(move |p| (last, p)))
+        .filter(|&(last, p)| set(last, p) == target)
+        .take(n)
+        .map(|(last, p)| (IpAddr::V4(std::net::Ipv4Addr::new(203, 0, 113, last)), p))
+        .collect()
+}
+
+/// The flow cache is set-associative: a set holds `FLOW_WAYS` flows; one
+/// more replaces the way unused longest, whose flow is then judged afresh
+/// (the same decision, counted as a new flow) while the others stay cached.
+#[test]
+fn a_full_cache_set_replaces_the_way_unused_longest() {
+    let mut h = Harness::new(PACK);
+    let ways = egress_common::FLOW_WAYS as usize;
+    let ports = same_set_flows(ways + 1);
+    assert_eq!(ports.len(), ways + 1, "enough flows in one set");
+    let frame = |(dst, p): (IpAddr, u16)| Spec::tcp(ip("10.10.1.10"), dst, p, 443).build();
+    let cached = Expect { reason: Reason::FlowCache, ..allowed("allow-web") };
+    // Fill the set, the clock (jiffies) moving between flows.
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(15));
+    for (i, &p) in ports[..ways].iter().enumerate() {
+        h.check(&format!("flow {i} judged"), &frame(p), &allowed("allow-web"));
+        pause();
+    }
+    // Flow 0 is used again, so flow 1 is now the one unused longest.
+    h.check("flow 0 from the cache", &frame(ports[0]), &cached);
+    pause();
+    h.check("one flow more: judged", &frame(ports[ways]), &allowed("allow-web"));
+    h.check("flow 1 was replaced: judged afresh", &frame(ports[1]), &allowed("allow-web"));
+    h.check("flow 0 stayed", &frame(ports[0]), &cached);
+    h.check("the newest stayed", &frame(ports[ways]), &cached);
+}
+
 /// Many installs of packs of different sizes through the same two slots:
 /// after each one the datapath decides like the compiled pack, so no entry
 /// of an older pack survives (shrinking then growing tables included).

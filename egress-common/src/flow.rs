@@ -47,8 +47,89 @@ pub struct FragKey {
 }
 crate::assert_size!(FragKey, 40);
 
-/// Capacity of the flow cache (LRU).
+/// One way of the flow cache (`FLOWS`, an array): a 5-tuple and the
+/// decision cached for it, with a check word over both. The cache is
+/// set-associative ([`FLOW_WAYS`] ways a set, the set chosen by
+/// [`flow_hash`]): a lookup reads one set, an insert overwrites a way with
+/// plain stores (no allocation, no lock, no LRU list to rotate, which cost
+/// an LRU hash map about half a microsecond per new flow). CPUs may write a
+/// way at once; a reader takes a way only if its check word matches the
+/// key and decision it holds, so a torn way reads as a miss.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowSlot {
+    /// The [`FlowKey`] as five words ([`FlowKey::words`]).
+    pub key: [u64; 5],
+    /// The cached decision ([`FlowValue`]); generation 0 is never live,
+    /// so an all-zero way is empty.
+    pub value: FlowValue,
+    /// `bpf_jiffies64` (low 32 bits) of the way's last hit: an insert
+    /// replaces the way of its set unused longest.
+    pub used: u32,
+    /// [`flow_check`] of key and value.
+    pub check: u64,
+}
+crate::assert_size!(FlowSlot, 64);
+
+/// Ways a set of the flow cache.
+pub const FLOW_WAYS: u32 = 4;
+/// Ways of the flow cache in all (a power of two).
 pub const FLOW_CACHE_ENTRIES: u32 = 262_144;
+/// Sets of the flow cache.
+pub const FLOW_SETS: u32 = FLOW_CACHE_ENTRIES / FLOW_WAYS;
+const _: () = assert!(FLOW_SETS.is_power_of_two());
+
+impl FlowKey {
+    /// The key's 40 bytes as five words (padding is zero).
+    #[inline(always)]
+    pub fn words(&self) -> [u64; 5] {
+        // SAFETY: `FlowKey` is `repr(C)`, 40 bytes of integers with no
+        // implicit padding; any bytes are a valid `[u64; 5]`.
+        unsafe { core::mem::transmute::<FlowKey, [u64; 5]>(*self) }
+    }
+
+    /// The key held as five words (see [`FlowKey::words`]).
+    #[inline(always)]
+    pub fn from_words(words: [u64; 5]) -> FlowKey {
+        // SAFETY: any 40 bytes are a valid `FlowKey` (integers only).
+        unsafe { core::mem::transmute::<[u64; 5], FlowKey>(words) }
+    }
+}
+
+/// 64-bit finaliser (murmur3's fmix64).
+#[inline(always)]
+const fn fmix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Hash of a flow key's words: the low bits choose the set.
+#[inline(always)]
+pub fn flow_hash(key: &[u64; 5]) -> u64 {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+    let mut i = 0;
+    while i < 5 {
+        h = (h ^ key[i]).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        i += 1;
+    }
+    fmix(h)
+}
+
+/// The check word of a way holding `value` for the key of hash `hash`.
+#[inline(always)]
+pub fn flow_check(hash: u64, value: &FlowValue) -> u64 {
+    let decision = (value.generation as u64) | ((value.counter as u64) << 32);
+    fmix(hash ^ fmix(decision ^ ((value.verdict as u64) << 7) ^ 0x5bd1_e995_0000_0001))
+}
+
+/// The first way of the set a key of hash `hash` belongs to.
+#[inline(always)]
+pub fn flow_set_start(hash: u64) -> u32 {
+    (hash as u32 & (FLOW_SETS - 1)) * FLOW_WAYS
+}
 /// Capacity of the fragment table (LRU).
 pub const FRAG_ENTRIES: u32 = 16_384;
 /// Size of the flow-event ring buffer in bytes.
@@ -166,4 +247,4 @@ pub struct LearnEvent {
 }
 crate::assert_size!(LearnEvent, 192);
 
-crate::impl_pod!(FlowKey, FlowValue, FragKey, FlowEvent, EventBudget, LearnEvent);
+crate::impl_pod!(FlowSlot, FlowKey, FlowValue, FragKey, FlowEvent, EventBudget, LearnEvent);

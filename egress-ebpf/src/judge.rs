@@ -12,8 +12,9 @@ use egress_common::{
 };
 
 use crate::dns::{self, LoadBytes, QueryAction};
+use crate::flowcache;
 use crate::maps::{
-    EGV2_FLOWS, EGV2_FRAGS, EGV2_LEARNED, EGV2_LIVE, EGV2_REASONS, EGV2_SLOT_META,
+    EGV2_FRAGS, EGV2_LEARNED, EGV2_LIVE, EGV2_REASONS, EGV2_SLOT_META,
     SLOT0, SLOT1, Slot,
 };
 use crate::parse::{
@@ -90,8 +91,13 @@ pub fn must_pull(start: usize, end: usize, len: u32) -> bool {
     if (end - start) as u32 >= len {
         return false;
     }
+    let cur = Cursor::new(start, end);
+    // Nearly always: plain TCP or UDP whose headers are all linear.
+    if let Some((sport, dport)) = crate::parse::quick_ports(&cur) {
+        return sport == 53 || dport == 53;
+    }
     let mut pkt = Packet::empty();
-    match parse(&Cursor::new(start, end), &mut pkt) {
+    match parse(&cur, &mut pkt) {
         Err(Reason::Truncated) => true,
         Ok(Parsed::Ip) => pkt.has_l4() && (pkt.dport == 53 || pkt.sport == 53),
         _ => false,
@@ -399,18 +405,15 @@ fn judge_ip(
     // The flow cache first: packets to the gateway's own addresses are
     // never cached (the agent drops cached flows to an address when it
     // becomes the gateway's), so a cached packet needs no other lookup.
-    if let Some(v) = EGV2_FLOWS.get_ptr(&key) {
-        // SAFETY: value pointer from a successful lookup.
-        let v = unsafe { *v };
-        if v.generation == generation {
-            let verdict = Verdict::from_code_fast(v.verdict as u8);
-            count_reason(Reason::FlowCache);
-            count_rule(slot, v.counter, verdict, len, false);
-            if pkt.frag == FRAG_FIRST {
-                let _ = EGV2_FRAGS.insert(&frag_key(pkt), &v, 0);
-            }
-            return action_of(verdict);
+    let probe = flowcache::Probe::new(&key);
+    if let Some(v) = flowcache::lookup(&probe, generation) {
+        let verdict = Verdict::from_code_fast(v.verdict as u8);
+        count_reason(Reason::FlowCache);
+        count_rule(slot, v.counter, verdict, len, false);
+        if pkt.frag == FRAG_FIRST {
+            let _ = EGV2_FRAGS.insert(&frag_key(pkt), &v, 0);
         }
+        return action_of(verdict);
     }
     if to_gateway(slot, pkt) {
         return Action::Pass;
@@ -429,7 +432,7 @@ fn judge_ip(
     count_rule(slot, rule.counter, verdict, len, true);
     let value = FlowValue { generation, counter: rule.counter, verdict: verdict as u32 };
     if meta.flags & SLOT_FLAG_NO_FLOW_CACHE == 0 {
-        let _ = EGV2_FLOWS.insert(&key, &value, 0);
+        flowcache::insert(&probe, &value);
     }
     if pkt.frag == FRAG_FIRST {
         let _ = EGV2_FRAGS.insert(&frag_key(pkt), &value, 0);

@@ -8,6 +8,7 @@
 
 mod dns;
 mod events;
+mod flowcache;
 mod judge;
 mod maps;
 mod parse;
@@ -126,7 +127,7 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     }
     // Nearly every packet towards a workload is not DNS: let it go at a
     // glance, before any map lookup, pull or full parse.
-    if parse::surely_not_from_port(&parse::Cursor::new(ctx.data(), ctx.data_end()), 53) {
+    if parse::quick_ports(&parse::Cursor::new(ctx.data(), ctx.data_end())).is_some_and(|(sport, _)| sport != 53) {
         return TC_ACT_UNSPEC;
     }
     let len = ctx.len();

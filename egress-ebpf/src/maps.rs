@@ -10,7 +10,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use egress_common::{
-    DNS_STAT_SLOTS, EVENT_RING_BYTES, MAX_LEARNED_NAMES, MAX_WEBGROUPS, NameText, WebGroupName, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowKey, FlowValue,
+    DNS_STAT_SLOTS, EVENT_RING_BYTES, MAX_LEARNED_NAMES, MAX_WEBGROUPS, NameText, WebGroupName, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowValue,
     FragKey, LearnKey, LearnValue, LiveState, MAX_LEARNED, MAX_LOCAL_ADDRS, MAX_NAMES,
     MAX_PREFIXES, MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_X_CLASSES, MAX_XD_ENTRIES, NameKey,
     PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SpKey,
@@ -41,17 +41,10 @@ pub static EGV2_AGENT: Array<egress_common::AgentLease> = Array::with_max_entrie
 #[map]
 pub static EGV2_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
 
-/// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU. Every new flow inserts,
-/// and once the table is full every insert evicts: with one list for all
-/// CPUs each of them takes its lock.
-const NO_COMMON_LRU: u32 = 1 << 1;
-
-/// 5-tuple → verdict of the pack generation that decided it (LRU, a list
-/// per CPU: a flow's entry can be evicted by the CPU that inserted it only,
-/// but is found from any).
+/// The flow cache: 5-tuple → decision of the pack generation that made it,
+/// set-associative over an array (see [`crate::flowcache`]).
 #[map]
-pub static EGV2_FLOWS: LruHashMap<FlowKey, FlowValue> =
-    LruHashMap::with_max_entries(FLOW_CACHE_ENTRIES, NO_COMMON_LRU);
+pub static EGV2_FLOWS: Array<egress_common::FlowSlot> = Array::with_max_entries(FLOW_CACHE_ENTRIES, MMAPABLE);
 
 /// First fragments seen: later fragments of the datagram follow their verdict.
 #[map]

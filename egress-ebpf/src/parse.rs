@@ -159,28 +159,38 @@ impl Cursor {
     }
 }
 
-/// A quick look at the common case, before any map or full parse: true
-/// when the frame is untagged IPv4 without options (not a later fragment)
-/// or IPv6 without extension headers, carries TCP or UDP, and its source
-/// port is not `port`. False means "parse it properly".
+/// A quick look at the common case, before any map or full parse: for an
+/// untagged IPv4 packet without options (not a later fragment) or IPv6
+/// without extension headers that carries TCP or UDP, with the whole TCP
+/// or UDP header in `cur`, its source and destination ports. `None` means
+/// "parse it properly".
 #[inline(always)]
-pub fn surely_not_from_port(cur: &Cursor, port: u16) -> bool {
-    let (ok, head) = cur.read_or(0, [0u8; ETH_HLEN + 20 + 2]);
+pub fn quick_ports(cur: &Cursor) -> Option<(u16, u16)> {
+    let (ok, head) = cur.read_or(0, [0u8; ETH_HLEN + 20]);
     if !ok {
-        return false;
+        return None;
     }
     let ethertype = u16::from_be_bytes([head[12], head[13]]);
     let ip = &head[ETH_HLEN..];
-    if ethertype == ETH_P_IP {
+    let (proto, l4) = if ethertype == ETH_P_IP {
         let later_fragment = (ip[6] & 0x1f) != 0 || ip[7] != 0;
-        let l4 = ip[9] == IPPROTO_TCP || ip[9] == IPPROTO_UDP;
-        return ip[0] == 0x45 && l4 && !later_fragment && u16::from_be_bytes([ip[20], ip[21]]) != port;
-    }
-    if ethertype == ETH_P_IPV6 && (ip[6] == IPPROTO_TCP || ip[6] == IPPROTO_UDP) && ip[0] >> 4 == 6 {
-        let (ok, sport) = cur.read_or(ETH_HLEN + 40, [0u8; 2]);
-        return ok && u16::from_be_bytes(sport) != port;
-    }
-    false
+        if ip[0] != 0x45 || later_fragment {
+            return None;
+        }
+        (ip[9], ETH_HLEN + 20)
+    } else if ethertype == ETH_P_IPV6 && ip[0] >> 4 == 6 {
+        (ip[6], ETH_HLEN + 40)
+    } else {
+        return None;
+    };
+    let header = match proto {
+        IPPROTO_TCP => 20,
+        IPPROTO_UDP => 8,
+        _ => return None,
+    };
+    let (ok, ports) = cur.read_or(l4, [0u8; 4]);
+    let (whole, _) = cur.read_or(l4 + header - 1, [0u8; 1]);
+    (ok && whole).then(|| (u16::from_be_bytes([ports[0], ports[1]]), u16::from_be_bytes([ports[2], ports[3]])))
 }
 
 /// Parses the packet into `pkt`. On error, `pkt.family != 0` means the

@@ -6,8 +6,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::HashMap;
-use egress_common::{FlowKey, FlowValue, FragKey};
+use egress_common::{FLOW_CACHE_ENTRIES, FlowKey, FlowSlot, FlowValue, FragKey};
 
+use super::mapped::MappedArray;
 use super::{Datapath, DatapathError};
 
 /// Every IPv4 and IPv6 address configured on this host's interfaces.
@@ -58,15 +59,25 @@ impl Datapath {
     /// `addrs` (keyed as the datapath keys them), so that their next packet
     /// finds the address is the gateway's.
     pub(super) fn forget_flows_to(&mut self, addrs: &[[u8; 16]]) -> Result<usize, DatapathError> {
-        Ok(forget::<FlowKey>(self, "EGV2_FLOWS", |k| k.dst, addrs)? + forget::<FragKey>(self, "EGV2_FRAGS", |k| k.dst, addrs)?)
+        use std::os::fd::AsFd as _;
+        let name = "EGV2_FLOWS";
+        let flows = match self.ebpf.map(name) {
+            Some(aya::maps::Map::Array(data)) => data,
+            _ => return Err(DatapathError::MissingMap(name.into())),
+        };
+        // The flow cache is an mmapable array: scanned in memory, not with
+        // a syscall per way.
+        let mut ways = MappedArray::<FlowSlot>::new(flows.fd().as_fd(), FLOW_CACHE_ENTRIES)?;
+        let mut forgotten = 0;
+        for i in 0..FLOW_CACHE_ENTRIES {
+            let hit = ways.get(i).is_some_and(|w| w.value.generation != 0 && addrs.contains(&FlowKey::from_words(w.key).dst));
+            if hit && ways.set(i, FlowSlot::default()) {
+                forgotten += 1;
+            }
+        }
+        let map = self.ebpf.map_mut("EGV2_FRAGS").ok_or_else(|| DatapathError::MissingMap("EGV2_FRAGS".into()))?;
+        let mut frags: HashMap<_, FragKey, FlowValue> = HashMap::try_from(map).map_err(|e| DatapathError::map("EGV2_FRAGS", e))?;
+        let gone: Vec<FragKey> = frags.keys().filter_map(Result::ok).filter(|k| addrs.contains(&k.dst)).collect();
+        Ok(forgotten + gone.iter().filter(|k| frags.remove(k).is_ok()).count())
     }
-}
-
-/// Removes the entries of the `K → FlowValue` map `name` whose destination
-/// is one of `addrs`; returns how many.
-fn forget<K: aya::Pod>(dp: &mut Datapath, name: &str, dst: fn(&K) -> [u8; 16], addrs: &[[u8; 16]]) -> Result<usize, DatapathError> {
-    let map = dp.ebpf.map_mut(name).ok_or_else(|| DatapathError::MissingMap(name.into()))?;
-    let mut cache: HashMap<_, K, FlowValue> = HashMap::try_from(map).map_err(|e| DatapathError::map(name, e))?;
-    let gone: Vec<K> = cache.keys().filter_map(Result::ok).filter(|k| addrs.contains(&dst(k))).collect();
-    Ok(gone.iter().filter(|k| cache.remove(k).is_ok()).count())
 }

@@ -1,0 +1,96 @@
+//! The flow cache: a set-associative table in the array `EGV2_FLOWS` (see
+//! [`egress_common::FlowSlot`]). A lookup reads the [`FLOW_WAYS`] ways of
+//! one set; an insert overwrites the way of its set that holds the same
+//! flow, is empty or of another generation, or else was unused longest. Every way is read
+//! and written as whole words with volatile accesses: other CPUs write the
+//! same ways, and the check word is what tells a whole way from a torn one.
+
+use aya_ebpf::helpers::bpf_jiffies64;
+use egress_common::{FLOW_WAYS, FlowKey, FlowSlot, FlowValue, flow_check, flow_hash, flow_set_start};
+
+use crate::maps::EGV2_FLOWS;
+
+/// Low 32 bits of the jiffies counter: a coarse clock, cheap to read.
+#[inline(always)]
+fn now() -> u32 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_jiffies64() as u32 }
+}
+
+/// A flow's key words and hash, computed once for lookup and insert.
+pub struct Probe {
+    words: [u64; 5],
+    hash: u64,
+}
+
+impl Probe {
+    #[inline(always)]
+    pub fn new(key: &FlowKey) -> Self {
+        let words = key.words();
+        Probe { hash: flow_hash(&words), words }
+    }
+}
+
+/// Whether two keys are equal, as one comparison of an OR of XORs. `==`
+/// on arrays becomes a call to the eBPF `memcmp` (a byte-at-a-time loop),
+/// and LLVM would rewrite the OR of XORs into five comparisons, each a
+/// branch for the verifier to follow; the volatile read keeps it whole.
+#[inline(always)]
+fn same(a: &[u64; 5], b: &[u64; 5]) -> bool {
+    let diff = (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]);
+    // SAFETY: reads a local.
+    unsafe { core::ptr::read_volatile(&diff) == 0 }
+}
+
+/// Reads way `index` whole, or `None` if out of range.
+#[inline(always)]
+fn read(index: u32) -> Option<(*mut FlowSlot, FlowSlot)> {
+    let p = EGV2_FLOWS.get_ptr_mut(index)?;
+    // SAFETY: a map value pointer; other CPUs may write it meanwhile, which
+    // the check word detects.
+    Some((p, unsafe { core::ptr::read_volatile(p) }))
+}
+
+/// The decision cached for the flow by pack `generation`, if any; marks
+/// the way as used.
+#[inline(always)]
+pub fn lookup(probe: &Probe, generation: u32) -> Option<FlowValue> {
+    let start = flow_set_start(probe.hash);
+    for way in 0..FLOW_WAYS {
+        let Some((p, slot)) = read(start + way) else { continue };
+        if same(&slot.key, &probe.words)
+            && slot.value.generation == generation
+            && slot.check == flow_check(probe.hash, &slot.value)
+        {
+            // SAFETY: as in `read`; a racing insert at worst loses this mark.
+            unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).used), now()) };
+            return Some(slot.value);
+        }
+    }
+    None
+}
+
+/// Caches `value` for the flow.
+#[inline(always)]
+pub fn insert(probe: &Probe, value: &FlowValue) {
+    let start = flow_set_start(probe.hash);
+    let t = now();
+    let (mut victim, mut oldest) = (start, 0u32);
+    for way in 0..FLOW_WAYS {
+        let Some((_, slot)) = read(start + way) else { continue };
+        // A way of another generation (or never written) is free.
+        let age = if slot.value.generation == value.generation { t.wrapping_sub(slot.used) } else { u32::MAX };
+        if same(&slot.key, &probe.words) || age == u32::MAX {
+            victim = start + way;
+            break;
+        }
+        if age >= oldest {
+            (victim, oldest) = (start + way, age);
+        }
+    }
+    if let Some(p) = EGV2_FLOWS.get_ptr_mut(victim) {
+        let slot = FlowSlot { key: probe.words, value: *value, used: t, check: flow_check(probe.hash, value) };
+        // SAFETY: a map value pointer; see the module comment on races.
+        unsafe { core::ptr::write_volatile(p, slot) };
+    }
+}
