@@ -8,7 +8,8 @@
 //! new flow is judged against the whole set. Each system enforces the same
 //! pack: the agent (TC, and XDP), iptables as a linear FORWARD chain after
 //! an ESTABLISHED accept (legacy and nf_tables back ends), iptables with
-//! ipset, nftables as a linear chain ([`egress_agent::testkit::translate`])
+//! ipset (three-part sets, or the source in the rule where the kernel has
+//! no `hash:net,port,net`), nftables as a linear chain ([`egress_agent::testkit::translate`])
 //! and nftables with concatenated interval sets
 //! ([`egress_agent::testkit::layers`]: the ordered rules as a few layers of
 //! sets that decide every packet as the order does).
@@ -222,13 +223,16 @@ impl Drop for Enforcing<'_> {
     }
 }
 
-/// Systems this machine cannot run, and why: the ipset translation needs
-/// the `hash:net,port,net` set type, which some kernels are built without.
-fn unavailable(lab: &Lab) -> Vec<(System, String)> {
-    let probe = "create egress_probe hash:net,port,net\ndestroy egress_probe\n";
-    match in_gateway(lab, &["ipset", "restore"], probe) {
-        Ok(()) => Vec::new(),
-        Err(e) => vec![(System::IptablesIpset, format!("ipset cannot create a hash:net,port,net set here ({})", e.to_string().trim()))],
+/// How iptables gets the pack's layers as ipsets on this kernel: in
+/// three-part sets (`hash:net,port,net`, one rule a layer) where the
+/// kernel has them, else with the source in the rule and two-part sets
+/// (`hash:net,port`, a rule per layer and source); `Err` if neither.
+fn ipset_kind(lab: &Lab) -> Result<bool, String> {
+    let probe = |ty: &str| in_gateway(lab, &["ipset", "restore"], &format!("create egress_probe {ty}\ndestroy egress_probe\n"));
+    match (probe("hash:net,port,net").and(probe("hash:net,net")), probe("hash:net,port")) {
+        (Ok(()), _) => Ok(true),
+        (Err(_), Ok(())) => Ok(false),
+        (Err(e), Err(_)) => Err(format!("ipset cannot create hash:net,port sets here ({})", e.to_string().trim())),
     }
 }
 
@@ -242,8 +246,9 @@ struct Translated {
 }
 
 impl Translated {
-    fn of(pack: &Pack) -> Translated {
-        let ipsets = layers::ipset(pack);
+    /// `three_part`: see [`ipset_kind`].
+    fn of(pack: &Pack, three_part: bool) -> Translated {
+        let ipsets = if three_part { layers::ipset(pack) } else { layers::ipset_by_source(pack) };
         Translated {
             iptables: translate::iptables(pack),
             nft_linear: translate::nft_linear(pack),
@@ -358,16 +363,20 @@ fn main() -> Result<()> {
     let udp_server: SocketAddr = UDP_SERVER.parse()?;
     serve_tcp_echo(&lab.upstream.name, server, o.clients)?;
     let sink = UdpSink::start(&lab.upstream.name, udp_server)?;
-    let skipped = unavailable(&lab);
+    let ipsets = ipset_kind(&lab);
+    let skipped: Vec<(System, String)> = ipsets.clone().err().map(|why| (System::IptablesIpset, why)).into_iter().collect();
     for (system, why) in &skipped {
         eprintln!("bench_compare: skipping {}: {why}", system.name());
+    }
+    if ipsets == Ok(false) {
+        eprintln!("bench_compare: no hash:net,port,net sets here: iptables-ipset puts the source in the rule, destination and port in hash:net,port sets");
     }
     let dir = std::env::temp_dir().join(format!("egress-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let mut rows = Vec::new();
     for &size in &o.sizes {
         let p = pack(size);
-        let translated = Translated::of(&p);
+        let translated = Translated::of(&p, ipsets == Ok(true));
         let policy = dir.join(format!("pack-{size}.yaml"));
         std::fs::write(&policy, pack_yaml::to_yaml(&p))?;
         let wanted = |s: &System| *s == System::None || o.systems.as_ref().is_none_or(|w| w.contains(s));

@@ -151,6 +151,34 @@ pub fn ipset_names(restore: &str) -> Vec<String> {
 /// `hash:net,port,net` set for lines with a port or a small range, and a
 /// `hash:net,net` set for each (protocol, wide range) of the others.
 pub fn ipset(pack: &Pack) -> (String, String) {
+    ipset_restore(pack, false)
+}
+
+/// Like [`ipset`], for kernels built without the three-part and net,net
+/// set types (`hash:net,port,net`, `hash:net,net`): the source goes in the
+/// iptables rule. Per layer and source, a `hash:net,port` set of
+/// (destination, protocol:port) for lines with a port or a small range,
+/// and a `hash:net` set of destinations for each (protocol, wide range) of
+/// the others.
+pub fn ipset_by_source(pack: &Pack) -> (String, String) {
+    ipset_restore(pack, true)
+}
+
+/// The set types and element forms of [`ipset`] (source in the sets) or
+/// [`ipset_by_source`] (source in the rule).
+struct SetShape {
+    ported: &'static str,
+    ported_match: &'static str,
+    wide: &'static str,
+    wide_match: &'static str,
+}
+
+fn ipset_restore(pack: &Pack, by_source: bool) -> (String, String) {
+    let shape = if by_source {
+        SetShape { ported: "hash:net,port", ported_match: "dst,dst", wide: "hash:net", wide_match: "dst" }
+    } else {
+        SetShape { ported: "hash:net,port,net", ported_match: "src,dst,dst", wide: "hash:net,net", wide_match: "src,dst" }
+    };
     let mut sets = String::new();
     let mut rules = String::from("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
     rules.push_str("-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n");
@@ -159,44 +187,56 @@ pub fn ipset(pack: &Pack) -> (String, String) {
         Some(n) if n.prefix_len() > 0 => vec![n.to_string()],
         _ => vec!["0.0.0.0/1".to_string(), "128.0.0.0/1".to_string()],
     };
+    // An element's source part (none where the rule matches the source).
+    let sources = |a: &Atom| if by_source { vec![String::new()] } else { nets(a.src).into_iter().map(|s| format!("{s},")).collect() };
     for (k, layer) in layers(pack).iter().enumerate() {
         let verdict = if layer.accept { "ACCEPT" } else { "DROP" };
-        let (mut ported, mut grouped): (Vec<&Atom>, Vec<&Atom>) = layer.atoms.iter().partition(|a| {
-            matches!((a.proto, a.ports), (Some("tcp" | "udp"), Some((lo, hi))) if u32::from(hi) - u32::from(lo) < IPSET_MAX_PORTS)
-        });
-        if !ported.is_empty() {
-            let name = format!("eb{k}p");
-            let _ = writeln!(sets, "create {name} hash:net,port,net maxelem 4000000");
-            for a in ported.drain(..) {
-                let (proto, (lo, hi)) = (a.proto.unwrap_or("tcp"), a.ports.unwrap_or((0, 0)));
-                let port = if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") };
-                for s in nets(a.src) {
-                    for d in nets(a.dst) {
-                        let _ = writeln!(sets, "add {name} {s},{proto}:{port},{d}");
+        let mut atoms: Vec<&Atom> = layer.atoms.iter().collect();
+        atoms.sort_by_key(|a| (if by_source { a.src } else { None }, a.proto, a.ports));
+        let groups: Vec<&[&Atom]> = if by_source { atoms.chunk_by(|a, b| a.src == b.src).collect() } else { vec![&atoms[..]] };
+        for (i, atoms) in groups.into_iter().enumerate() {
+            let (prefix, source) = match (by_source, atoms.first().and_then(|a| a.src)) {
+                (true, Some(n)) => (format!("eb{k}s{i}"), format!(" -s {n}")),
+                (true, None) => (format!("eb{k}s{i}"), String::new()),
+                (false, _) => (format!("eb{k}"), String::new()),
+            };
+            let (ported, wide): (Vec<&Atom>, Vec<&Atom>) = atoms.iter().partition(|a| {
+                matches!((a.proto, a.ports), (Some("tcp" | "udp"), Some((lo, hi))) if u32::from(hi) - u32::from(lo) < IPSET_MAX_PORTS)
+            });
+            if !ported.is_empty() {
+                let name = format!("{prefix}p");
+                let _ = writeln!(sets, "create {name} {} maxelem 4000000", shape.ported);
+                for a in ported {
+                    let (proto, (lo, hi)) = (a.proto.unwrap_or("tcp"), a.ports.unwrap_or((0, 0)));
+                    let port = if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") };
+                    for s in sources(a) {
+                        for d in nets(a.dst) {
+                            let element = if by_source { format!("{d},{proto}:{port}") } else { format!("{s}{proto}:{port},{d}") };
+                            let _ = writeln!(sets, "add {name} {element}");
+                        }
                     }
                 }
+                let _ = writeln!(rules, "-A FORWARD{source} -m set --match-set {name} {} -j {verdict}", shape.ported_match);
             }
-            let _ = writeln!(rules, "-A FORWARD -m set --match-set {name} src,dst,dst -j {verdict}");
-        }
-        grouped.sort_by_key(|a| (a.proto, a.ports));
-        for (g, group) in grouped.chunk_by(|a, b| (a.proto, a.ports) == (b.proto, b.ports)).enumerate() {
-            let name = format!("eb{k}g{g}");
-            let _ = writeln!(sets, "create {name} hash:net,net maxelem 4000000");
-            for a in group {
-                for s in nets(a.src) {
-                    for d in nets(a.dst) {
-                        let _ = writeln!(sets, "add {name} {s},{d}");
+            for (g, group) in wide.chunk_by(|a, b| (a.proto, a.ports) == (b.proto, b.ports)).enumerate() {
+                let name = format!("{prefix}g{g}");
+                let _ = writeln!(sets, "create {name} {} maxelem 4000000", shape.wide);
+                for a in group {
+                    for s in sources(a) {
+                        for d in nets(a.dst) {
+                            let _ = writeln!(sets, "add {name} {s}{d}");
+                        }
                     }
                 }
+                let mut m = source.clone();
+                if let Some(p) = group[0].proto {
+                    let _ = write!(m, " -p {p}");
+                }
+                if let Some((lo, hi)) = group[0].ports {
+                    let _ = write!(m, " --dport {lo}:{hi}");
+                }
+                let _ = writeln!(rules, "-A FORWARD{m} -m set --match-set {name} {} -j {verdict}", shape.wide_match);
             }
-            let mut m = String::new();
-            if let Some(p) = group[0].proto {
-                let _ = write!(m, " -p {p}");
-            }
-            if let Some((lo, hi)) = group[0].ports {
-                let _ = write!(m, " --dport {lo}:{hi}");
-            }
-            let _ = writeln!(rules, "-A FORWARD{m} -m set --match-set {name} src,dst -j {verdict}");
         }
     }
     rules.push_str("COMMIT\n");

@@ -73,4 +73,9 @@ fn writes_sets_for_nft_and_ipset() {
     assert!(!sets.contains("/0,") && !sets.contains(",0.0.0.0/0"), "no /0 in hash:net types");
     assert!(rules.contains("-m set --match-set eb0p src,dst,dst -j "), "{rules}");
     assert_eq!(ipset_names(&sets).len(), sets.matches("create ").count());
+    let (sets, rules) = ipset_by_source(&pack);
+    assert!(sets.contains("create eb0s0p hash:net,port") && !sets.contains("net,net"), "{sets}");
+    assert!(!sets.contains("/0,") && !sets.contains(" 0.0.0.0/0"), "no /0 in hash:net types");
+    assert!(rules.contains("-m set --match-set eb0s0p dst,dst -j "), "{rules}");
+    assert!(rules.lines().filter(|l| l.contains("--match-set")).all(|l| sets.contains(&format!("create {} ", l.split("--match-set ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or("?")))), "every rule's set is created");
 }
