@@ -1,9 +1,10 @@
 //! The flow cache: a set-associative table in the array `EGV2_FLOWS` (see
 //! [`egress_common::FlowSlot`]). A lookup reads the [`FLOW_WAYS`] ways of
 //! one set; an insert overwrites the way of its set that holds the same
-//! flow, is empty or of another generation, or else was unused longest. Every way is read
-//! and written as whole words with volatile accesses: other CPUs write the
-//! same ways, and the check word is what tells a whole way from a torn one.
+//! flow, is empty or of another generation, or else was unused longest.
+//! Every way is read and written whole with volatile accesses: other CPUs
+//! write the same ways, and the check word is what tells a whole way from
+//! a torn one.
 
 use aya_ebpf::helpers::bpf_jiffies64;
 use egress_common::{FLOW_WAYS, FlowKey, FlowSlot, FlowValue, flow_check, flow_hash, flow_set_start};
