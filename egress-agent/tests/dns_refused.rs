@@ -8,7 +8,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use egress_agent::datapath::{Datapath, TC_PROGRAM};
 use egress_agent::policy::{compile::compile, load_sources};
 use egress_agent::testkit::dnsmsg::Message;
-use egress_agent::testkit::packet::Spec;
+use egress_agent::testkit::packet::{L4, Spec};
 use egress_common::DnsStat;
 
 const PACK: &str = r#"
@@ -71,14 +71,28 @@ fn run(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
     (r.return_value, out)
 }
 
-#[test]
-fn refused_queries_are_answered_in_place() {
+/// The datapath with `PACK` installed.
+fn loaded() -> Datapath {
     let pack = load_sources(&[("t.yaml".into(), PACK.into())]).expect("pack");
     let mut dp = Datapath::load().expect("datapath loads (run as root)");
     dp.install(compile(&pack).expect("compiles")).expect("installs");
+    dp
+}
+
+/// A DNS query for `name` (type A) in the frame `spec` describes; framed
+/// for TCP when `spec` is TCP.
+fn query(spec: Spec, id: u16, name: &str) -> Vec<u8> {
+    let msg = Message::query(id, name, 1).to_bytes();
+    let payload = if matches!(spec.l4, L4::Tcp { .. }) { egress_agent::testkit::dnsmsg::tcp_framed(&msg) } else { msg };
+    spec.with_payload(payload).build()
+}
+
+#[test]
+fn refused_queries_are_answered_in_place() {
+    let mut dp = loaded();
 
     // A sanctioned name goes to the resolver untouched.
-    let ok = Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5000, 53).with_payload(Message::query(1, "api.openai.com", 1).to_bytes()).build();
+    let ok = query(Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5000, 53), 1, "api.openai.com");
     let (ret, out) = run(&mut dp, &ok);
     assert_eq!(ret, PASS);
     assert_eq!(out, ok, "forwarded unchanged");
@@ -117,9 +131,7 @@ fn refused_queries_are_answered_in_place() {
     assert_eq!(got, udp6_checksum(&out), "UDP checksum valid after the rewrite");
 
     // Over TCP a refused query cannot be answered in place: dropped.
-    let t = Spec::tcp(ip("10.10.1.10"), ip("10.10.0.2"), 5003, 53)
-        .with_payload(egress_agent::testkit::dnsmsg::tcp_framed(&Message::query(9, "evil.example", 1).to_bytes()))
-        .build();
+    let t = query(Spec::tcp(ip("10.10.1.10"), ip("10.10.0.2"), 5003, 53), 9, "evil.example");
     assert_eq!(run(&mut dp, &t).0, 2, "TC_ACT_SHOT");
 }
 
@@ -128,13 +140,9 @@ fn refused_queries_are_answered_in_place() {
 /// be learned, so names fail closed. Renewed, sanctioned names pass again.
 #[test]
 fn with_the_lease_run_out_every_query_is_refused() {
-    let pack = load_sources(&[("t.yaml".into(), PACK.into())]).expect("pack");
-    let mut dp = Datapath::load().expect("datapath loads (run as root)");
-    dp.install(compile(&pack).expect("compiles")).expect("installs");
-    let ok = Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5000, 53).with_payload(Message::query(1, "api.openai.com", 1).to_bytes()).build();
-    let tcp = Spec::tcp(ip("10.10.1.10"), ip("10.10.0.2"), 5003, 53)
-        .with_payload(egress_agent::testkit::dnsmsg::tcp_framed(&Message::query(9, "api.openai.com", 1).to_bytes()))
-        .build();
+    let mut dp = loaded();
+    let ok = query(Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5000, 53), 1, "api.openai.com");
+    let tcp = query(Spec::tcp(ip("10.10.1.10"), ip("10.10.0.2"), 5003, 53), 9, "api.openai.com");
     dp.release_lease().expect("release");
     let before = dp.dns_stats().expect("stats");
     let (ret, out) = run(&mut dp, &ok);

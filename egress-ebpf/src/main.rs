@@ -26,7 +26,6 @@ use dns::LoadBytes;
 /// the egress program does not take them for the resolver's answers.
 const MARK_REFUSED: u32 = 0x6567_5246;
 use judge::{Action, judge, learn, query};
-
 use maps::{EGV2_TAILS_TC, EGV2_TAILS_XDP};
 
 struct Skb<'a>(&'a TcContext);

@@ -43,9 +43,8 @@ impl<K: aya::Pod + Eq + Hash, V: aya::Pod + PartialEq> Mirrored<K, V> {
         Ok(())
     }
 
-    /// Brings the map to exactly `want`; returns the keys it did not hold.
-    fn sync(&mut self, want: &StdHashMap<K, V>) -> Result<Vec<K>, DatapathError> {
-        let mut added = Vec::new();
+    /// Brings the map to exactly `want`.
+    fn sync(&mut self, want: &StdHashMap<K, V>) -> Result<(), DatapathError> {
         let stale: Vec<K> = self.held.keys().filter(|k| !want.contains_key(k)).copied().collect();
         for k in stale {
             self.map.remove(&k).map_err(|e| DatapathError::map(self.name, e))?;
@@ -54,12 +53,10 @@ impl<K: aya::Pod + Eq + Hash, V: aya::Pod + PartialEq> Mirrored<K, V> {
         for (k, v) in want {
             if self.held.get(k) != Some(v) {
                 self.map.insert(k, v, 0).map_err(|e| DatapathError::map(self.name, e))?;
-                if self.held.insert(*k, *v).is_none() {
-                    added.push(*k);
-                }
+                self.held.insert(*k, *v);
             }
         }
-        Ok(added)
+        Ok(())
     }
 }
 
@@ -221,8 +218,11 @@ impl SlotMaps {
     /// Sets the gateway's own addresses, less `resolvers`.
     /// Returns the addresses (as keyed) that were not local before.
     pub fn set_local(&mut self, local: &BTreeSet<IpAddr>, resolvers: &[IpAddr]) -> Result<Vec<[u8; 16]>, DatapathError> {
-        let want = local.iter().filter(|a| !resolvers.contains(a)).map(|a| (addr_key(*a), 1u8)).collect();
-        self.local.sync(&want)
+        let want: StdHashMap<[u8; 16], u8> =
+            local.iter().filter(|a| !resolvers.contains(a)).map(|a| (addr_key(*a), 1u8)).collect();
+        let added = want.keys().filter(|k| !self.local.held.contains_key(*k)).copied().collect();
+        self.local.sync(&want)?;
+        Ok(added)
     }
 
     /// Reads the cells of counter `index`, summed over CPUs, by verdict.
