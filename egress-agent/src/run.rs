@@ -78,7 +78,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     let adopted = datapath.adopted().then(|| datapath.generation());
     if let Some(generation) = adopted {
-        info!(generation, "adopted the pinned datapath: its programs keep running, nothing was detached");
+        info!(generation, "adopted the pinned datapath: its maps and links are kept, nothing was detached");
     }
     let mut datapath = datapath;
     datapath.set_hook(opts.hook);
@@ -88,11 +88,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     stats.pack_hash.store(first.hash, Ordering::Relaxed);
     let (pack, generation) = (first.pack, first.generation);
     info!(generation, rules = pack.rules.len(), policy = %opts.policy.display(), "pack installed");
+    let mut upgraded = 0;
     {
         let mut guard = dp.lock().map_err(|_| anyhow::anyhow!("datapath lock poisoned"))?;
         for iface in &opts.lan {
-            let new = guard.attach(iface, opts.hook).with_context(|| format!("attaching to {iface}"))?;
-            info!(iface, hook = ?opts.hook, new_links = new, "attached");
+            let done = guard.attach(iface, opts.hook).with_context(|| format!("attaching to {iface}"))?;
+            info!(iface, hook = ?opts.hook, new_links = done.new, kept_links = done.kept, "attached");
+            for (link, old, new) in &done.upgraded {
+                warn!(link, old_program = old, new_program = new, "the pinned link ran another build's program: switched to this build's in place");
+            }
+            upgraded += done.upgraded.len();
         }
     }
     // Pins of another layout: ours enforce now, alongside; remove theirs
@@ -138,7 +143,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // While this loop runs the agent vouches for DNS learning; if it stops
     // (crash, hang, stop) the lease runs out and names fail closed.
     let mut lease = tokio::time::interval(Duration::from_millis(egress_common::LEASE_RENEW_MS));
-    let adoption = adopted.map(|g| format!(" (adopted the pinned datapath at generation {g})")).unwrap_or_default();
+    let adoption = match (adopted, upgraded) {
+        (Some(g), 0) => format!(" (adopted the pinned datapath at generation {g})"),
+        (Some(g), n) => format!(" (adopted the pinned datapath at generation {g}; upgraded {n} programs in place)"),
+        (None, _) => String::new(),
+    };
     println!(
         "egress-agent: enforcing {} ({} rules) on {}{adoption}",
         opts.policy.display(),

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use egress_agent::datapath::map_names;
+use egress_agent::datapath::{Datapath, pin::PinDir};
 use egress_agent::testkit::agent::AgentProcess;
 use egress_agent::testkit::bpffs::Bpffs;
 use egress_agent::testkit::lab::{Lab, web_pack};
@@ -20,11 +21,16 @@ fn sa(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
 }
 
-/// The program id behind a pinned link, from bpftool.
-fn prog_id(link: &Path) -> u64 {
+/// A pinned link's id and the id of the program behind it, from bpftool.
+fn link_ids(link: &Path) -> (u64, u64) {
     let out = Command::new("bpftool").args(["-j", "link", "show", "pinned"]).arg(link).output().expect("bpftool");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("bpftool: {}", String::from_utf8_lossy(&out.stderr)));
-    v["prog_id"].as_u64().expect("prog_id")
+    (v["id"].as_u64().expect("id"), v["prog_id"].as_u64().expect("prog_id"))
+}
+
+/// The program id behind a pinned link.
+fn prog_id(link: &Path) -> u64 {
+    link_ids(link).1
 }
 
 #[test]
@@ -75,6 +81,52 @@ fn the_datapath_outlives_the_agent_and_is_adopted() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!layout.exists(), "pins removed");
     assert!(lab.tcp_exchange(None, sa("[2001:db8:1::20]:443"), T).unwrap(), "detached: no longer judged");
+}
+
+/// An agent upgrade: pinned links of this layout that run another build's
+/// programs (the empty program stands in for them) are switched to this
+/// build's programs in one link update each. The links stay (same link
+/// ids, still pinned, never detached); the programs are this build's and
+/// judge at once. A restart of the same build then keeps them as they are.
+#[test]
+fn pinned_links_of_another_build_are_upgraded_in_place() {
+    let pins = Bpffs::new("upgrade").expect("bpffs");
+    let pin_dir = pins.arg();
+    let lab = Lab::new(&["203.0.113.10", "203.0.113.20"]).expect("lab (run as root)");
+    for a in ["203.0.113.10:443", "203.0.113.20:443"] {
+        lab.tcp_echo(sa(a)).expect("server");
+    }
+    let bin = Path::new(env!("CARGO_BIN_EXE_egress-agent"));
+    let root = pins.0.clone();
+    within(&lab.gateway.name, move || {
+        let mut other_build = Datapath::load_pinned(PinDir::prepare(&root).expect("pin dir")).expect("datapath");
+        other_build.attach_empty("lan0").expect("stand-in links");
+    })
+    .expect("netns");
+    assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "the stand-in judges nothing");
+    let layout = pins.0.join(format!("v{}", egress_common::LAYOUT_VERSION));
+    let links = [layout.join("links/tc_ingress@lan0"), layout.join("links/tc_egress@lan0")];
+    let before: Vec<(u64, u64)> = links.iter().map(|l| link_ids(l)).collect();
+
+    let agent = AgentProcess::start_with(&lab, bin, &web_pack(""), &["--pin-dir", &pin_dir]).expect("agent");
+    assert!(agent.banner().contains("upgraded 2 programs in place"), "says it upgraded: {}", agent.banner());
+    let after: Vec<(u64, u64)> = links.iter().map(|l| link_ids(l)).collect();
+    for ((link_before, prog_before), (link_after, prog_after)) in before.iter().zip(&after) {
+        assert_eq!(link_before, link_after, "the same link, updated in place");
+        assert_ne!(prog_before, prog_after, "another program behind it");
+    }
+    assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "this build's program judges: denied");
+    assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "permitted");
+
+    // The same build again: nothing to upgrade, the programs are kept.
+    agent.kill().expect("SIGKILL");
+    let again = AgentProcess::start_with(&lab, bin, &web_pack(""), &["--pin-dir", &pin_dir]).expect("agent");
+    assert!(again.banner().contains("adopted") && !again.banner().contains("upgraded"), "{}", again.banner());
+    assert_eq!(links.iter().map(|l| link_ids(l)).collect::<Vec<_>>(), after, "same links, same programs");
+    assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "denied");
+    drop(again);
+    let out = Command::new(bin).args(["detach", "--pin-dir", &pin_dir]).output().expect("detach");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Pins of another layout version are replaced: the new agent attaches its

@@ -1,25 +1,74 @@
 //! Attaching the datapath to interfaces: TC (tcx) or XDP for judging,
-//! TC egress for DNS learning; links pinned when the datapath is.
+//! TC egress for DNS learning; links pinned when the datapath is. A pinned
+//! link found running another build's program is switched to this build's
+//! in one link update (an agent upgrade, no moment without a program).
 
+use std::path::Path;
+
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::SchedClassifierLink;
+use aya::programs::xdp::XdpLink;
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 
 use super::pin::LinkKind;
 use super::{DNS_PROGRAM, Datapath, DatapathError, EMPTY_PROGRAM, Hook, TC_PROGRAM, XDP_PROGRAM, program_mut};
 
+/// What [`Datapath::attach`] did on one interface.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// Links attached now.
+    pub new: usize,
+    /// Pinned links kept as they are: they run this build's program already
+    /// (same program id, nothing re-attached).
+    pub kept: usize,
+    /// Pinned links that ran another build's program and now run this
+    /// build's: `(link pin name, old program id, new program id)`.
+    pub upgraded: Vec<(String, u32, u32)>,
+}
+
+fn link_error(e: impl std::fmt::Display) -> DatapathError {
+    DatapathError::Io(std::io::Error::other(e.to_string()))
+}
+
+/// The tag (a hash of the instructions, map references aside) of the
+/// loaded program `id`, if it is still loaded.
+fn program_tag(id: u32) -> Option<u64> {
+    aya::programs::loaded_programs().filter_map(Result::ok).find(|p| p.id() == id).map(|p| p.tag())
+}
+
+impl LinkKind {
+    /// The program this build attaches at this hook.
+    fn program(self) -> &'static str {
+        match self {
+            LinkKind::TcIngress => TC_PROGRAM,
+            LinkKind::TcEgress => DNS_PROGRAM,
+            LinkKind::Xdp => XDP_PROGRAM,
+        }
+    }
+}
+
 impl Datapath {
     /// Attaches the judging program to `iface`'s ingress and the DNS
     /// learning program to its egress. With pins, each link is pinned, and a
-    /// link already pinned (an adopted datapath) is kept as it is. Returns
-    /// how many links were attached now.
-    pub fn attach(&mut self, iface: &str, hook: Hook) -> Result<usize, DatapathError> {
+    /// link already pinned (an adopted datapath) is kept as it is when it
+    /// runs this build's program, or switched to it atomically when it runs
+    /// another build's (see [`Attached`]).
+    pub fn attach(&mut self, iface: &str, hook: Hook) -> Result<Attached, DatapathError> {
         let ingress = match hook {
             Hook::Tc => LinkKind::TcIngress,
             Hook::Xdp => LinkKind::Xdp,
         };
-        let mut attached = 0;
+        let mut attached = Attached::default();
         for kind in [ingress, LinkKind::TcEgress] {
             let pin_path = self.pins.as_ref().map(|p| p.link(iface, kind));
-            if pin_path.as_ref().is_some_and(|p| p.exists()) {
+            if let Some(path) = pin_path.as_ref().filter(|p| p.exists()) {
+                match self.upgrade_pinned(path, kind)? {
+                    Some((old, new)) => {
+                        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        attached.upgraded.push((name, old, new));
+                    }
+                    None => attached.kept += 1,
+                }
                 continue;
             }
             let link: Option<aya::programs::links::FdLink> = match kind {
@@ -53,19 +102,60 @@ impl Datapath {
             if let (Some(link), Some(path)) = (link, pin_path) {
                 link.pin(&path).map_err(|e| DatapathError::Io(std::io::Error::other(e)))?;
             }
-            attached += 1;
+            attached.new += 1;
         }
         Ok(attached)
     }
 
-    /// Benchmarks only: attaches the empty program to `iface`'s TC ingress
-    /// and egress, where the judging and learning programs would go (not
-    /// pinned; detached when the datapath is dropped). Measures what any TC
-    /// program costs, the floor under the agent's own.
+    /// Makes the pinned link at `path` run this build's program for `kind`:
+    /// nothing to do when it does already (same tag); otherwise one
+    /// `BPF_LINK_UPDATE` swaps the program under the link, which stays
+    /// attached and pinned. Returns the old and new program ids when it
+    /// swapped.
+    fn upgrade_pinned(&mut self, path: &Path, kind: LinkKind) -> Result<Option<(u32, u32)>, DatapathError> {
+        let link: FdLink = PinnedLink::from_pin(path).map_err(link_error)?.into();
+        let running = link.info().map_err(link_error)?.program_id();
+        let name = kind.program();
+        let ours = self
+            .ebpf
+            .program(name)
+            .ok_or_else(|| DatapathError::MissingProgram(name.to_string()))?
+            .info()
+            .map_err(|e| DatapathError::program(name, e))?;
+        if program_tag(running) == Some(ours.tag()) {
+            return Ok(None);
+        }
+        match kind {
+            LinkKind::TcIngress | LinkKind::TcEgress => {
+                let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, name)?;
+                let link = SchedClassifierLink::try_from(link).map_err(link_error)?;
+                let id = prog.attach_to_link(link).map_err(|e| DatapathError::program(name, e))?;
+                // The pin holds the link; this program object need not.
+                drop(prog.take_link(id).map_err(|e| DatapathError::program(name, e))?);
+            }
+            LinkKind::Xdp => {
+                let prog: &mut Xdp = program_mut(&mut self.ebpf, name)?;
+                let link = XdpLink::try_from(link).map_err(link_error)?;
+                let id = prog.attach_to_link(link).map_err(|e| DatapathError::program(name, e))?;
+                drop(prog.take_link(id).map_err(|e| DatapathError::program(name, e))?);
+            }
+        }
+        Ok(Some((running, ours.id())))
+    }
+
+    /// Benchmarks and tests only: attaches the empty program to `iface`'s
+    /// TC ingress and egress, where the judging and learning programs would
+    /// go. Without pins the links go when the datapath is dropped (the
+    /// benchmarks' floor under any TC program); with pins they are pinned
+    /// where this build's would be, a stand-in for another build's programs.
     pub fn attach_empty(&mut self, iface: &str) -> Result<(), DatapathError> {
         let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, EMPTY_PROGRAM)?;
-        for at in [TcAttachType::Ingress, TcAttachType::Egress] {
-            prog.attach(iface, at).map_err(|e| DatapathError::program(EMPTY_PROGRAM, e))?;
+        for (at, kind) in [(TcAttachType::Ingress, LinkKind::TcIngress), (TcAttachType::Egress, LinkKind::TcEgress)] {
+            let id = prog.attach(iface, at).map_err(|e| DatapathError::program(EMPTY_PROGRAM, e))?;
+            if let Some(path) = self.pins.as_ref().map(|p| p.link(iface, kind)) {
+                let link: FdLink = prog.take_link(id).map_err(|e| DatapathError::program(EMPTY_PROGRAM, e))?.try_into().map_err(link_error)?;
+                link.pin(&path).map_err(link_error)?;
+            }
         }
         Ok(())
     }

@@ -16,6 +16,8 @@ pub mod local;
 pub mod pin;
 mod slot;
 
+pub use attach::Attached;
+
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 
