@@ -97,6 +97,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             for (link, old, new) in &done.upgraded {
                 warn!(link, old_program = old, new_program = new, "the pinned link ran another build's program: switched to this build's in place");
             }
+            if let Some(link) = &done.replaced {
+                warn!(link, "removed the pinned link of the other hook (the agent ran with another --xdp setting before)");
+            }
             upgraded += done.upgraded.len();
         }
     }

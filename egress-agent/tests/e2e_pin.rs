@@ -28,6 +28,22 @@ fn link_ids(link: &Path) -> (u64, u64) {
     (v["id"].as_u64().expect("id"), v["prog_id"].as_u64().expect("prog_id"))
 }
 
+/// Whether the link `id` is gone from the kernel (polled: a link whose last
+/// reference went is freed right after).
+fn link_released(id: u64) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = Command::new("bpftool").args(["link", "show", "id", &id.to_string()]).output().expect("bpftool");
+        if !out.status.success() {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The program id behind a pinned link.
 fn prog_id(link: &Path) -> u64 {
     link_ids(link).1
@@ -124,7 +140,18 @@ fn pinned_links_of_another_build_are_upgraded_in_place() {
     assert!(again.banner().contains("adopted") && !again.banner().contains("upgraded"), "{}", again.banner());
     assert_eq!(links.iter().map(|l| link_ids(l)).collect::<Vec<_>>(), after, "same links, same programs");
     assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "denied");
-    drop(again);
+
+    // Another hook: `--xdp` after TC. XDP judges, and the pinned TC judging
+    // link is removed (not both judging); the learning link is kept.
+    again.kill().expect("SIGKILL");
+    let xdp = AgentProcess::start_with(&lab, bin, &web_pack(""), &["--pin-dir", &pin_dir, "--xdp"]).expect("agent");
+    assert!(layout.join("links/xdp@lan0").exists(), "XDP link pinned");
+    assert!(!links[0].exists(), "the TC judging link is gone");
+    assert_eq!(link_ids(&links[1]), after[1], "the learning link is kept");
+    assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "XDP judges: denied");
+    assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "permitted");
+    assert!(link_released(after[0].0), "the TC judging link {} is detached, not only unpinned", after[0].0);
+    drop(xdp);
     let out = Command::new(bin).args(["detach", "--pin-dir", &pin_dir]).output().expect("detach");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

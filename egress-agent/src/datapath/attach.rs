@@ -24,6 +24,9 @@ pub struct Attached {
     /// Pinned links that ran another build's program and now run this
     /// build's: `(link pin name, old program id, new program id)`.
     pub upgraded: Vec<(String, u32, u32)>,
+    /// A pinned judging link of the other hook (left by an agent run with
+    /// or without `--xdp`), removed once this hook's link judged.
+    pub replaced: Option<String>,
 }
 
 fn link_error(e: impl std::fmt::Display) -> DatapathError {
@@ -103,6 +106,17 @@ impl Datapath {
                 link.pin(&path).map_err(|e| DatapathError::Io(std::io::Error::other(e)))?;
             }
             attached.new += 1;
+        }
+        // The other hook's judging link, if an agent pinned one: ours judges
+        // by now, so removing its pin (its last reference) detaches it with
+        // no moment unjudged, and no packet is judged twice from then on.
+        let other = match hook {
+            Hook::Tc => LinkKind::Xdp,
+            Hook::Xdp => LinkKind::TcIngress,
+        };
+        if let Some(path) = self.pins.as_ref().map(|p| p.link(iface, other)).filter(|p| p.exists()) {
+            std::fs::remove_file(&path)?;
+            attached.replaced = path.file_name().map(|n| n.to_string_lossy().into_owned());
         }
         Ok(attached)
     }
