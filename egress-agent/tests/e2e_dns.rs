@@ -139,7 +139,8 @@ fn first_connection_after_a_lookup_is_never_dropped() {
     let failed: Vec<_> = records.iter().filter(|r| r["connected"] != true).collect();
     assert!(failed.is_empty(), "{} of {FRESH} first connections failed, e.g. {:?}", failed.len(), failed.first());
     let slowest = records.iter().filter_map(|r| r["connect_ms"].as_f64()).fold(0.0, f64::max);
-    assert!(slowest < 200.0, "slowest first connection took {slowest:.1} ms");
+    // A dropped first SYN would cost the 1 s retransmission timeout.
+    assert!(slowest < 800.0, "slowest first connection took {slowest:.1} ms");
 
     // The flow log names what the workload resolved.
     let rec = d
@@ -212,13 +213,15 @@ fn first_connection_after_a_lookup_is_never_dropped() {
 
 #[test]
 fn expired_addresses_deny_new_flows_but_keep_established_ones() {
-    let d = start(&pack("off", 1, 2), 1);
+    // Learned for min_ttl = 3 s (the zone says 1): time enough to open the
+    // held connection from this process on a loaded machine.
+    let d = start(&pack("off", 3, 4), 1);
     assert_eq!(one(&d.lab, "short.fresh.test", 4)["connected"], true);
     let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 10, 7)), 443);
     let mut held = within(&d.lab.workload.name, move || TcpStream::connect_timeout(&target, Duration::from_secs(1)))
         .expect("netns")
         .expect("connects while learned");
-    std::thread::sleep(Duration::from_millis(3500));
+    std::thread::sleep(Duration::from_millis(5500));
     assert!(!d.lab.tcp_exchange(None, target, Duration::from_secs(1)).unwrap(), "expired: new flow denied");
     held.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
     held.write_all(b"still here").expect("write on the established flow");
@@ -234,12 +237,14 @@ fn expired_addresses_deny_new_flows_but_keep_established_ones() {
 /// stay denied; `status` says the agent is down.
 #[test]
 fn with_the_agent_down_names_fail_closed() {
-    const TTL: u64 = 10;
+    const TTL: u64 = 15;
     let pins = Bpffs::new("dns-down").expect("bpffs");
     let Dns { lab, resolver: _resolver, agent } =
         start_with(&pack("enforce", TTL as u32, TTL as u32), 1, &["--pin-dir", &pins.arg()]);
     let learned_at = std::time::Instant::now();
     assert_eq!(one(&lab, "short.fresh.test", 4)["connected"], true, "learned while the agent runs");
+    // Learned between `learned_at` and now.
+    let answered_by = std::time::Instant::now();
     let learned = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 10, 7)), 443);
     agent.kill().expect("SIGKILL");
     assert!(lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "learned address works with no agent");
@@ -257,7 +262,7 @@ fn with_the_agent_down_names_fail_closed() {
     let out = Command::new(bin).args(["status", "--pin-dir", &pins.arg()]).output().expect("status");
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.contains("agent: down") && status.contains("fails closed"), "{status}");
-    std::thread::sleep(Duration::from_secs(TTL + 1).saturating_sub(learned_at.elapsed()));
+    std::thread::sleep(Duration::from_millis(TTL * 1000 + 1500).saturating_sub(answered_by.elapsed()));
     assert!(!lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "expired with no agent: denied");
     let out = Command::new(bin).args(["detach", "--pin-dir", &pins.arg()]).output().expect("detach");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -110,8 +110,13 @@ fn counters_and_records_match_what_was_sent() {
     assert!(denied["fqdn"].is_null(), "no name was resolved: {denied}");
     let ts = denied["ts"].as_str().expect("ts");
     assert!(humantime::parse_rfc3339(ts).is_ok(), "RFC 3339: {ts}");
-    let logged = agent.flow_records().into_iter().filter(|v| v["rule"] == "allow-web").count();
-    assert_eq!(logged, 3, "one record per logged flow");
+    let logged = || agent.flow_records().into_iter().filter(|v| v["rule"] == "allow-web").count();
+    // The records are written as the agent drains the ring: wait for all three.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while logged() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(logged(), 3, "one record per logged flow");
     assert!(agent.flow_records().iter().all(|v| v["rule"] != "allow-echo"), "no record for a permitted flow of a rule that does not log");
 }
 
@@ -141,11 +146,13 @@ fn a_flood_of_denied_flows_is_counted_and_starves_nothing() {
     // Permitted traffic keeps flowing during the flood, and the agent answers.
     let mut exchanges = 0;
     while !flood.is_finished() {
-        assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "permitted flow during the flood");
+        // Not starved: generous bounds, this is no speed target (the flood
+        // holds one of two cores).
+        assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), Duration::from_secs(5)).unwrap(), "permitted flow during the flood");
         exchanges += 1;
         let t = Instant::now();
         scrape(&agent);
-        assert!(t.elapsed() < Duration::from_secs(2), "metrics answered in {:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(5), "metrics answered in {:?}", t.elapsed());
     }
     let took = flood.join().expect("flood");
     std::thread::sleep(Duration::from_millis(500));

@@ -96,7 +96,7 @@ fn the_datapath_outlives_the_agent_and_is_adopted() {
     let out = Command::new(bin).args(["detach", "--pin-dir", &pin_dir]).output().expect("detach");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!layout.exists(), "pins removed");
-    assert!(lab.tcp_exchange(None, sa("[2001:db8:1::20]:443"), T).unwrap(), "detached: no longer judged");
+    assert!(lab.exchange_becomes(sa("[2001:db8:1::20]:443"), true, Duration::from_secs(5)).unwrap(), "detached: no longer judged");
 }
 
 /// An agent upgrade: pinned links of this layout that run another build's
@@ -180,7 +180,7 @@ fn another_layout_is_replaced_and_status_reads_the_pins() {
     assert!(!new.banner().contains("adopted"), "nothing of its layout to adopt: {}", new.banner());
     assert!(!other.exists(), "the other layout's pins are removed");
     assert!(ours.join("links/tc_ingress@lan0").exists(), "ours are pinned");
-    assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "the old programs no longer judge");
+    assert!(lab.exchange_becomes(sa("203.0.113.20:443"), true, Duration::from_secs(5)).unwrap(), "the old programs no longer judge");
 
     let status = |what: &str| {
         let out = Command::new(bin).args(["status", "--pin-dir", &pin_dir]).output().expect("status");

@@ -23,14 +23,7 @@ fn lab() -> Lab {
 
 /// Waits until `.20` is reachable (or not), up to 5 s.
 fn wait_reachable(lab: &Lab, want: bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap() == want {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
+    lab.exchange_becomes(sa("203.0.113.20:443"), want, Duration::from_secs(5)).unwrap()
 }
 
 fn write_and_rename(path: &Path, text: &str) {
@@ -58,7 +51,10 @@ fn edits_are_enforced_and_bad_packs_rejected() {
 
     // A bad pack: rejected whole, the last good one keeps enforcing.
     write_and_rename(&policy, &web_pack("").replace("action: deny", "action: deny\n    colour: red"));
-    std::thread::sleep(Duration::from_secs(1));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&agent.metrics().expect("metrics"), "egress_policy_reloads_total{outcome=\"failure\"}") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "last good pack still enforcing");
     let m = agent.metrics().expect("metrics");
     assert!(metric(&m, "egress_policy_reloads_total{outcome=\"failure\"}") >= 1, "{m}");

@@ -168,6 +168,8 @@ impl AgentProcess {
     pub fn metrics(&self) -> io::Result<String> {
         within(&self.gateway, || -> io::Result<String> {
             let mut s = TcpStream::connect(METRICS_ADDR)?;
+            // A wedged agent fails the test instead of hanging it.
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
             s.write_all(b"GET /metrics HTTP/1.1\r\nHost: egress\r\n\r\n")?;
             let mut out = String::new();
             s.read_to_string(&mut out)?;
@@ -195,6 +197,13 @@ pub fn metric(page: &str, series: &str) -> u64 {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.signal_term();
+        // A stop takes well under a second; a wedged agent is killed rather
+        // than holding the test run.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
         cleanup::forget_pid(self.child.id());
         let _ = std::fs::remove_dir_all(&self.dir);

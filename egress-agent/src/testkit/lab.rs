@@ -153,6 +153,23 @@ impl Lab {
         })?
     }
 
+    /// Repeats [`Lab::tcp_exchange`] from the default address until its
+    /// outcome is `want` or `deadline` has passed (for changes that take
+    /// effect shortly after the call that made them: a reload, a detach);
+    /// whether it became so.
+    pub fn exchange_becomes(&self, dst: SocketAddr, want: bool, deadline: Duration) -> io::Result<bool> {
+        let until = std::time::Instant::now() + deadline;
+        loop {
+            if self.tcp_exchange(None, dst, Duration::from_millis(1200))? == want {
+                return Ok(true);
+            }
+            if std::time::Instant::now() > until {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// From the workload: sends a UDP datagram and waits for its echo.
     pub fn udp_exchange(&self, dst: SocketAddr, timeout: Duration) -> io::Result<bool> {
         within(&self.workload.name, move || -> io::Result<bool> {
