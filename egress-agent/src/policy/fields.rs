@@ -121,10 +121,10 @@ pub fn keyword<T: Copy>(
     field: &str,
     choices: &[(&str, T)],
 ) -> Option<T> {
-    if let Kind::Str(s) = &node.kind {
-        if let Some((_, v)) = choices.iter().find(|(k, _)| k == s) {
-            return Some(*v);
-        }
+    if let Kind::Str(s) = &node.kind
+        && let Some((_, v)) = choices.iter().find(|(k, _)| k == s)
+    {
+        return Some(*v);
     }
     let names: Vec<String> = choices.iter().map(|(k, _)| format!("`{k}`")).collect();
     d.err(

@@ -423,7 +423,7 @@ pub fn with_webgroups(mut pack: Pack, domains: usize, seed: u64) -> Pack {
     if domains == 0 {
         return pack;
     }
-    let mut rng = Rng::new(seed ^ 0x5eed_d0_u64);
+    let mut rng = Rng::new(seed ^ 0x005e_edd0_u64);
     let groups = (domains / 200).clamp(1, 48).min(pack.rules.len().saturating_sub(1)).max(1);
     pack.dns.resolvers = vec![IpAddr::V4(Ipv4Addr::new(10, 200, 0, 53))];
     for g in 0..groups {
