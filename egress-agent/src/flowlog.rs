@@ -237,10 +237,10 @@ impl FlowLog {
 
     fn line(&mut self, line: String) -> std::io::Result<()> {
         let len = line.len() as u64 + 1;
-        if let Some(r) = &self.file {
-            if r.size > 0 && r.size + len > r.max_bytes {
-                self.rotate()?;
-            }
+        if let Some(r) = &self.file
+            && r.size > 0 && r.size + len > r.max_bytes
+        {
+            self.rotate()?;
         }
         writeln!(self.out, "{line}")?;
         self.out.flush()?;

@@ -108,7 +108,7 @@ pub fn read_learned(pid: Option<u32>) -> Result<Vec<LearnedEntry>, LearnedError>
             remaining_s: v.expires_ns.saturating_sub(now) / 1_000_000_000,
         })
         .collect();
-    out.sort_by(|a, b| (a.workload, a.addr).cmp(&(b.workload, b.addr)));
+    out.sort_by_key(|a| (a.workload, a.addr));
     Ok(out)
 }
 

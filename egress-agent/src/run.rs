@@ -168,10 +168,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
             }
             _ = refresh.tick() => {
-                if let (Ok(addrs), Ok(mut guard)) = (local_addresses(), dp.lock()) {
-                    if let Err(e) = guard.set_local_addresses(&addrs) {
-                        warn!("refreshing gateway addresses: {e}");
-                    }
+                if let (Ok(addrs), Ok(mut guard)) = (local_addresses(), dp.lock())
+                    && let Err(e) = guard.set_local_addresses(&addrs)
+                {
+                    warn!("refreshing gateway addresses: {e}");
                 }
             }
         }

@@ -33,7 +33,7 @@ fn pack(variant: usize) -> String {
     let mut rules = String::new();
     let filler: Vec<usize> = if variant == 0 { (0..40).collect() } else { (0..40).rev().collect() };
     for (k, i) in filler.iter().enumerate() {
-        let action = if (i + variant) % 3 == 0 { "deny" } else { "permit" };
+        let action = if (i + variant).is_multiple_of(3) { "deny" } else { "permit" };
         rules.push_str(&format!(
             "  - {{ name: filler-{variant}-{i}, priority: {}, source: runtime, destination: {{ cidrs: [192.0.2.{}/32] }}, protocol: tcp, ports: [{}], action: {action} }}\n",
             100 + k,

@@ -346,13 +346,13 @@ impl Datapath {
 
     /// Returns once no packet can still be reading the idle slot.
     fn wait_for_idle_slot(&mut self) -> Result<(), DatapathError> {
-        if let Some(pending) = self.barrier_pending.take() {
-            if pending.finish().is_err() {
-                // Still owed if this fails too: the next install retries.
-                self.barrier_pending = Some(PendingBarrier::Owed);
-                self.barrier.wait()?;
-                self.barrier_pending = None;
-            }
+        if let Some(pending) = self.barrier_pending.take()
+            && pending.finish().is_err()
+        {
+            // Still owed if this fails too: the next install retries.
+            self.barrier_pending = Some(PendingBarrier::Owed);
+            self.barrier.wait()?;
+            self.barrier_pending = None;
         }
         Ok(())
     }

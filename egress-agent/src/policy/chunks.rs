@@ -227,7 +227,7 @@ mod tests {
         for text in [
             format!("rules:\n{big}version: 1\n"),                    // a setting after a section
             format!("rules:\n{big}rules:\n{big}"),                   // a section twice
-            format!("rules: [] # none\nversion: 1\n"),               // nothing to cut
+            "rules: [] # none\nversion: 1\n".to_string(),               // nothing to cut
             format!("rules:\n{big} bad: indent\n"),                  // a stray line
             format!("---\nrules:\n{big}"),                           // a document marker
             format!("rules:\n{}", big.trim_end()),                   // no final newline

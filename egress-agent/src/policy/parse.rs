@@ -210,12 +210,12 @@ pub fn fragment(d: &mut Diag, root: &Node) -> Fragment {
             }
         }
     }
-    if let Some(v) = top.value("rules") {
-        if v.kind != Kind::Null {
-            for item in fields::list(d, v, "rules").unwrap_or_default() {
-                if let Some(r) = rule::rule(d, item) {
-                    frag.rules.push(r);
-                }
+    if let Some(v) = top.value("rules")
+        && v.kind != Kind::Null
+    {
+        for item in fields::list(d, v, "rules").unwrap_or_default() {
+            if let Some(r) = rule::rule(d, item) {
+                frag.rules.push(r);
             }
         }
     }
@@ -244,10 +244,10 @@ fn dns(d: &mut Diag, node: &Node) -> Option<DnsSettings> {
     let mut dns = DnsSettings::default();
     if let Some(v) = f.value("resolvers") {
         for item in fields::list(d, v, "resolver IP addresses").unwrap_or_default() {
-            if let Some(ip) = fields::ip_addr(d, item) {
-                if !dns.resolvers.contains(&ip) {
-                    dns.resolvers.push(ip);
-                }
+            if let Some(ip) = fields::ip_addr(d, item)
+                && !dns.resolvers.contains(&ip)
+            {
+                dns.resolvers.push(ip);
             }
         }
     }

@@ -197,12 +197,9 @@ c: |
         let mut fast = 0;
         for (name, text) in &texts {
             let full = super::super::yaml::parse_full(text);
-            match super::parse(text) {
-                Some(tree) => {
-                    fast += 1;
-                    assert_eq!(Ok(tree), full, "{name}");
-                }
-                None => {}
+            if let Some(tree) = super::parse(text) {
+                fast += 1;
+                assert_eq!(Ok(tree), full, "{name}");
             }
         }
         assert!(fast * 2 > texts.len(), "the fast path answers for most files: {fast} of {}", texts.len());

@@ -19,7 +19,7 @@ pub fn text(r: &Report) -> String {
     let mut out = String::new();
     for mode in ["monitor", "enforce"] {
         let _ = writeln!(out, "\n  {} mode", mode.to_uppercase());
-        let _ = writeln!(out, "  {:<24} {:<52} {:<10} {:<13} {}", "card", "attack", "result", "verdict", "closed by");
+        let _ = writeln!(out, "  {:<24} {:<52} {:<10} {:<13} closed by", "card", "attack", "result", "verdict");
         for o in r.outcomes.iter().filter(|o| o.mode == mode) {
             let card = o.card.owasp.map(|x| x.split(' ').next().unwrap_or(x)).unwrap_or("legit");
             let _ = writeln!(

@@ -378,6 +378,40 @@ pub fn probe_frame(p: &Probe) -> Vec<u8> {
     }
 }
 
+/// `pack` with `domains` domain patterns in WebGroups (`web-00`, ...; one
+/// group per 200 domains, 1 to 48 groups; 80 % exact names, 10 % `*.`, 10 %
+/// `**.`), each group the destination of one `permit` TCP 443 rule that
+/// replaces one of the pack's first rules (the rule count is unchanged; the
+/// default rule stays last). The resolver is `10.200.0.53`.
+pub fn with_webgroups(mut pack: Pack, domains: usize, seed: u64) -> Pack {
+    use crate::policy::model::{DomainPattern, WebGroup};
+    if domains == 0 {
+        return pack;
+    }
+    let mut rng = Rng::new(seed ^ 0x005e_edd0_u64);
+    let groups = (domains / 200).clamp(1, 48).min(pack.rules.len().saturating_sub(1)).max(1);
+    pack.dns.resolvers = vec![IpAddr::V4(Ipv4Addr::new(10, 200, 0, 53))];
+    for g in 0..groups {
+        let name = format!("web-{g:02}");
+        let count = domains / groups + usize::from(g < domains % groups);
+        let list = (0..count)
+            .map(|j| match rng.below(10) {
+                0 => DomainPattern::OneLabel(format!("n{j}.w{g}.example.net")),
+                1 => DomainPattern::AnyDepth(format!("n{j}.d{g}.example.org")),
+                _ => DomainPattern::Exact(format!("h{j}.g{g}.example.com")),
+            })
+            .collect();
+        pack.webgroups.insert(name.clone(), WebGroup { name: name.clone(), domains: list, location: Location::default() });
+        if let Some(rule) = pack.rules.get_mut(g).filter(|r| r.name != DEFAULT_RULE) {
+            rule.destinations = vec![Destination::WebGroup(name)];
+            rule.protocol = Protocol::Tcp;
+            rule.ports = Some(vec![PortRange { lo: 443, hi: 443 }]);
+            rule.action = Action::Permit;
+        }
+    }
+    pack
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,38 +445,4 @@ mod tests {
         assert!(PORTS.iter().all(|p| p.0 != PROBE_PORT));
         assert!(RANGES.iter().all(|r| !(r.0..=r.1).contains(&PROBE_PORT)));
     }
-}
-
-/// `pack` with `domains` domain patterns in WebGroups (`web-00`, ...; one
-/// group per 200 domains, 1 to 48 groups; 80 % exact names, 10 % `*.`, 10 %
-/// `**.`), each group the destination of one `permit` TCP 443 rule that
-/// replaces one of the pack's first rules (the rule count is unchanged; the
-/// default rule stays last). The resolver is `10.200.0.53`.
-pub fn with_webgroups(mut pack: Pack, domains: usize, seed: u64) -> Pack {
-    use crate::policy::model::{DomainPattern, WebGroup};
-    if domains == 0 {
-        return pack;
-    }
-    let mut rng = Rng::new(seed ^ 0x005e_edd0_u64);
-    let groups = (domains / 200).clamp(1, 48).min(pack.rules.len().saturating_sub(1)).max(1);
-    pack.dns.resolvers = vec![IpAddr::V4(Ipv4Addr::new(10, 200, 0, 53))];
-    for g in 0..groups {
-        let name = format!("web-{g:02}");
-        let count = domains / groups + usize::from(g < domains % groups);
-        let list = (0..count)
-            .map(|j| match rng.below(10) {
-                0 => DomainPattern::OneLabel(format!("n{j}.w{g}.example.net")),
-                1 => DomainPattern::AnyDepth(format!("n{j}.d{g}.example.org")),
-                _ => DomainPattern::Exact(format!("h{j}.g{g}.example.com")),
-            })
-            .collect();
-        pack.webgroups.insert(name.clone(), WebGroup { name: name.clone(), domains: list, location: Location::default() });
-        if let Some(rule) = pack.rules.get_mut(g).filter(|r| r.name != DEFAULT_RULE) {
-            rule.destinations = vec![Destination::WebGroup(name)];
-            rule.protocol = Protocol::Tcp;
-            rule.ports = Some(vec![PortRange { lo: 443, hi: 443 }]);
-            rule.action = Action::Permit;
-        }
-    }
-    pack
 }
