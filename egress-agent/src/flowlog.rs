@@ -221,17 +221,24 @@ impl FlowLog {
             p.push(format!(".{n}"));
             std::path::PathBuf::from(p)
         };
-        if r.keep == 0 {
-            std::fs::remove_file(&r.path)?;
-        } else {
-            let _ = std::fs::remove_file(numbered(r.keep));
-            for n in (1..r.keep).rev() {
-                let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        // Whatever happens below, the next attempt comes after another
+        // `max_bytes`, not on every record (each would shift away one more
+        // old file).
+        r.size = 0;
+        // Gone (an operator removed it to free space): nothing to shift,
+        // the old files stay; start a new file.
+        if r.path.exists() {
+            if r.keep == 0 {
+                std::fs::remove_file(&r.path)?;
+            } else {
+                let _ = std::fs::remove_file(numbered(r.keep));
+                for n in (1..r.keep).rev() {
+                    let _ = std::fs::rename(numbered(n), numbered(n + 1));
+                }
+                std::fs::rename(&r.path, numbered(1))?;
             }
-            std::fs::rename(&r.path, numbered(1))?;
         }
         self.out = Box::new(append(&r.path)?);
-        r.size = 0;
         Ok(())
     }
 
@@ -242,7 +249,12 @@ impl FlowLog {
         {
             self.rotate()?;
         }
-        writeln!(self.out, "{line}")?;
+        // One write for the line and its newline: a failed write (disk
+        // full) never leaves a line without its end for the next to join.
+        let mut whole = String::with_capacity(line.len() + 1);
+        whole.push_str(&line);
+        whole.push('\n');
+        self.out.write_all(whole.as_bytes())?;
         self.out.flush()?;
         if let Some(r) = &mut self.file {
             r.size += len;
@@ -335,6 +347,34 @@ mod tests {
         let first_here = last[0]["n"].as_u64().unwrap();
         let last_there: serde_json::Value = serde_json::from_str(older.lines().last().unwrap()).unwrap();
         assert_eq!(last_there["n"].as_u64().unwrap() + 1, first_here, "no line lost at the rotation");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The current file removed under the agent (to free space): the next
+    /// rotation starts a new file and keeps the old ones, instead of
+    /// failing on every record and shifting one old file away each time.
+    #[test]
+    fn a_removed_log_file_is_started_again() {
+        let dir = std::env::temp_dir().join(format!("egress-rotate-gone-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("flows.jsonl");
+        let mut log = FlowLog::open(path.to_str().unwrap(), 1000, 2).unwrap();
+        let line = |n: i32| serde_json::json!({ "n": n, "pad": "x".repeat(40) });
+        for i in 0..50 {
+            log.write(&line(i)).unwrap();
+        }
+        let kept: Vec<String> = ["flows.jsonl.1", "flows.jsonl.2"].iter().map(|n| std::fs::read_to_string(dir.join(n)).unwrap()).collect();
+        std::fs::remove_file(&path).unwrap();
+        for i in 50..80 {
+            log.write(&line(i)).expect("writing goes on");
+        }
+        let now = std::fs::read_to_string(&path).expect("a new current file");
+        assert!(now.lines().last().is_some_and(|l| l.contains("\"n\":79")), "{now}");
+        // One rotation at most happened since (30 lines of 61 bytes): the
+        // older of the kept files may have shifted out, the newer remains.
+        let older_now = std::fs::read_to_string(dir.join("flows.jsonl.2")).unwrap();
+        assert!(older_now == kept[0] || older_now == kept[1], "old files kept, not shifted away record by record");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod datapath;
 pub mod testkit;
 pub mod flowlog;
+pub mod free;
 pub mod learned;
 pub mod metrics;
 pub mod reload;

@@ -68,7 +68,7 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
     let t1 = Instant::now();
     let previous = {
         let dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
-        dp.live_pack().map(|p| p.previous()).unwrap_or_default()
+        dp.previous()
     };
     let compiled = compile_stable(&pack, &previous)
         .map_err(|source| ReloadError::Compile { file: path.display().to_string(), source })?;
@@ -78,6 +78,11 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
         let mut dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
         dp.set_local_addresses(&addrs)?;
         let generation = dp.install(compiled)?;
+        // Bits of WebGroups gone are cleared from learned addresses in the
+        // background before any other group may have them.
+        if let Err(e) = dp.retire_webgroup_bits() {
+            tracing::warn!("retiring the bits of removed webgroups (they stay taken; retried): {e}");
+        }
         // Only informs `status`: a failure here does not undo the install.
         let status = status_of(&pack, hash, generation, dp.hook());
         if let Err(e) = dp.set_status(&status) {

@@ -69,6 +69,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if opts.lan.is_empty() {
         bail!("at least one --lan interface is needed");
     }
+    // Before anything slow: a SIGHUP (`systemctl reload`) or SIGTERM while
+    // loading must not kill the agent by the default action.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let datapath = match &opts.pin_dir {
         Some(dir) => {
             let pins = PinDir::prepare(dir).with_context(|| format!("preparing pin directory {}", dir.display()))?;
@@ -82,6 +87,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     let mut datapath = datapath;
     datapath.set_hook(opts.hook);
+    // While the agent runs it vouches for DNS learning; if it dies the
+    // lease runs out and names fail closed. Renewed on a thread of its own
+    // through its own map handle: no lock, install or scrape can delay it.
+    let mut lease = datapath.lease_handle().context("a handle on the agent's lease")?;
+    std::thread::Builder::new()
+        .name("egress-lease".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(egress_common::LEASE_RENEW_MS));
+            if let Err(e) = lease.renew() {
+                warn!("renewing the agent's lease: {e}");
+            }
+        })
+        .context("starting the lease thread")?;
     let dp = Arc::new(Mutex::new(datapath));
     let stats = Arc::new(AgentStats::default());
     let first = install_from(&dp, &opts.policy)?;
@@ -139,13 +157,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         })));
     }
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let mut refresh = tokio::time::interval(LOCAL_ADDR_REFRESH);
-    // While this loop runs the agent vouches for DNS learning; if it stops
-    // (crash, hang, stop) the lease runs out and names fail closed.
-    let mut lease = tokio::time::interval(Duration::from_millis(egress_common::LEASE_RENEW_MS));
     let adoption = match (adopted, upgraded) {
         (Some(g), 0) => format!(" (adopted the pinned datapath at generation {g})"),
         (Some(g), n) => format!(" (adopted the pinned datapath at generation {g}; upgraded {n} programs in place)"),
@@ -162,16 +174,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => reload(&dp, &opts.policy, &stats).await,
-            _ = lease.tick() => {
-                if let Err(e) = dp.lock().map_err(|_| anyhow::anyhow!("lock")).and_then(|mut g| Ok(g.renew_lease()?)) {
-                    warn!("renewing the agent's lease: {e}");
-                }
-            }
             _ = refresh.tick() => {
-                if let (Ok(addrs), Ok(mut guard)) = (local_addresses(), dp.lock())
-                    && let Err(e) = guard.set_local_addresses(&addrs)
-                {
-                    warn!("refreshing gateway addresses: {e}");
+                if let (Ok(addrs), Ok(mut guard)) = (local_addresses(), dp.lock()) {
+                    if let Err(e) = guard.set_local_addresses(&addrs) {
+                        warn!("refreshing gateway addresses: {e}");
+                    }
+                    match guard.retire_webgroup_bits() {
+                        Ok(0) => {}
+                        Ok(n) => info!(bits = n, "freed the bits of removed webgroups (cleared from every learned address)"),
+                        Err(e) => warn!("retiring the bits of removed webgroups (they stay taken; retried): {e}"),
+                    }
                 }
             }
         }

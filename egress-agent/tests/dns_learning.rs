@@ -809,3 +809,76 @@ fn malformed_answers_over_tcp_and_ipv6() {
         .collect();
     run_all(&mut h, &cases);
 }
+
+/// A WebGroup removed from the pack opens nothing for the groups after it:
+/// its bit, still carried by the addresses learned for it, goes to no
+/// other group until it is cleared from every learned entry; then it is
+/// freed and may be reused, and those addresses stay denied.
+#[test]
+fn a_removed_webgroups_addresses_open_no_other_group() {
+    use egress_agent::policy::compile::compile_stable;
+    let mut h = Harness::new();
+    let x = h.exchange(false, false);
+    h.send_query("llm", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    h.deliver(&x.answer(&api_a(x.id, &["203.0.113.7"], 300)));
+    assert_eq!(h.syn(x.workload, ip("203.0.113.7"), 443), PASS, "learned for llm");
+    let llm_bit = h.llm.trailing_zeros();
+
+    let swap = |h: &mut Harness, groups: &[&str]| {
+        let webgroups: String = groups.iter().map(|g| format!("  {g}: {{ domains: [{g}.example.net] }}\n")).collect();
+        let rules: String = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| format!("  - {{ name: allow-{g}, priority: {p}, source: workloads, destination: {{ webgroup: {g} }}, protocol: tcp, ports: [443], action: permit }}\n", p = i + 1))
+            .collect();
+        let text = format!(
+            "version: 1\nmode: enforce\ndns: {{ resolvers: [10.10.0.2] }}\nsmartgroups:\n  workloads: {{ cidrs: [10.10.1.0/24] }}\nwebgroups:\n{webgroups}rules:\n{rules}  - {{ name: default-deny, priority: 1000, source: workloads, destination: any, action: deny }}\n"
+        );
+        let pack = load_sources(&[("swap.yaml".into(), text)]).expect("valid");
+        h.dp.install(compile_stable(&pack, &h.dp.previous()).expect("compiles")).expect("installs");
+        h.dp.retire_webgroup_bits().expect("retire")
+    };
+    // llm removed, pastebin added: pastebin does not get llm's bit.
+    swap(&mut h, &["pastebin"]);
+    assert_ne!(h.dp.webgroup_bit("pastebin"), Some(llm_bit), "a removed group's bit is not handed on while taken");
+    assert_eq!(h.syn(x.workload, ip("203.0.113.7"), 443), DROP, "llm's address opens no other group");
+    // The strip clears the bit from the learned entry; the next pass frees it.
+    h.dp.wait_retiring().expect("strip");
+    assert_eq!(h.dp.retire_webgroup_bits().expect("retire"), 1, "llm's bit freed");
+    let key = LearnKey { workload: key16(x.workload), addr: key16(ip("203.0.113.7")) };
+    assert_eq!(h.table()[&key].groups & h.llm, 0, "cleared from the learned entry");
+    // Now reusable: a new group may get it, and the old address still opens nothing.
+    swap(&mut h, &["pastebin", "other"]);
+    assert_eq!(h.dp.webgroup_bit("other"), Some(llm_bit), "the freed bit is reused");
+    assert_eq!(h.syn(x.workload, ip("203.0.113.7"), 443), DROP, "and llm's address still opens nothing");
+}
+
+/// An agent that adopts a pinned datapath keeps the WebGroup bits the
+/// addresses in its learned table were learned under (numbering them
+/// afresh would give one group's addresses to another).
+#[test]
+fn an_adopted_datapath_keeps_webgroup_bits() {
+    use egress_agent::datapath::pin::PinDir;
+    use egress_agent::policy::compile::compile_stable;
+    use egress_agent::testkit::bpffs::Bpffs;
+    let pins = Bpffs::new("bits").expect("bpffs");
+    let pack = |groups: &[&str]| {
+        let webgroups: String = groups.iter().map(|g| format!("  {g}: {{ domains: [{g}.example.net] }}\n")).collect();
+        let text = format!(
+            "version: 1\nmode: enforce\ndns: {{ resolvers: [10.10.0.2] }}\nsmartgroups:\n  workloads: {{ cidrs: [10.10.1.0/24] }}\nwebgroups:\n{webgroups}rules:\n  - {{ name: default-deny, priority: 1000, source: workloads, destination: any, action: deny }}\n"
+        );
+        load_sources(&[("p.yaml".into(), text)]).expect("valid")
+    };
+    let before = {
+        let mut dp = Datapath::load_pinned(PinDir::prepare(&pins.0).expect("pins")).expect("datapath");
+        dp.install(compile_stable(&pack(&["zeta"]), &dp.previous()).expect("compiles")).expect("installs");
+        dp.install(compile_stable(&pack(&["zeta", "alpha"]), &dp.previous()).expect("compiles")).expect("installs");
+        (dp.webgroup_bit("zeta").expect("zeta"), dp.webgroup_bit("alpha").expect("alpha"))
+    }; // the agent goes; the pins stay
+    assert_eq!(before, (0, 1), "numbered in order of arrival");
+    let mut adopting = Datapath::load_pinned(PinDir::prepare(&pins.0).expect("pins")).expect("datapath");
+    assert!(adopting.adopted());
+    adopting.install(compile_stable(&pack(&["zeta", "alpha"]), &adopting.previous()).expect("compiles")).expect("installs");
+    let after = (adopting.webgroup_bit("zeta").expect("zeta"), adopting.webgroup_bit("alpha").expect("alpha"));
+    assert_eq!(after, before, "the same bits after adoption");
+}

@@ -39,6 +39,11 @@ pub enum CompileError {
     TooComplex { table: &'static str, needed: usize, max: u32 },
     #[error("the pack has {0} webgroups; the datapath holds at most {max}", max = MAX_WEBGROUPS)]
     TooManyWebGroups(usize),
+    #[error(
+        "the pack's {groups} webgroups need a free bit each, but {retiring} of the {max} bits still belong to removed webgroups whose learned addresses are being cleared; try again in a few seconds",
+        max = MAX_WEBGROUPS
+    )]
+    WebGroupBitsRetiring { groups: usize, retiring: usize },
 }
 
 /// A rule as compiled: its datapath info and the names reports use.
@@ -165,6 +170,8 @@ pub fn compile(pack: &Pack) -> Result<CompiledPack, CompileError> {
 /// under the live pack keep their meaning) and combined-class numbers.
 #[derive(Debug, Clone, Default)]
 pub struct Previous {
+    /// Every WebGroup bit taken: the live pack's groups, and groups gone
+    /// whose bit learned addresses may still carry.
     pub webgroup_bits: BTreeMap<String, u32>,
     pub x_sets: std::sync::Arc<Vec<RuleSet>>,
 }
@@ -177,18 +184,22 @@ impl CompiledPack {
 }
 
 /// Gives each WebGroup a bit, keeping the bit it had in `previous` (so that
-/// addresses learned under an earlier pack keep their meaning).
+/// addresses learned under an earlier pack keep their meaning). A bit in
+/// `previous` whose group is gone is not handed to another group: learned
+/// addresses may still carry it (the datapath frees it once it has cleared
+/// it from the learned table, and only then leaves it out of `previous`).
 fn assign_bits(pack: &Pack, previous: &BTreeMap<String, u32>) -> Result<BTreeMap<String, u32>, CompileError> {
     if pack.webgroups.len() > MAX_WEBGROUPS as usize {
         return Err(CompileError::TooManyWebGroups(pack.webgroups.len()));
     }
     let mut bits: BTreeMap<String, u32> =
         previous.iter().filter(|(n, _)| pack.webgroups.contains_key(*n)).map(|(n, b)| (n.clone(), *b)).collect();
-    let taken: Vec<u32> = bits.values().copied().collect();
+    let taken: Vec<u32> = previous.values().copied().collect();
     let mut free = (0..MAX_WEBGROUPS).filter(|b| !taken.contains(b));
     for name in pack.webgroups.keys() {
         if !bits.contains_key(name) {
-            let bit = free.next().ok_or(CompileError::TooManyWebGroups(pack.webgroups.len()))?;
+            let retiring = previous.keys().filter(|n| !pack.webgroups.contains_key(*n)).count();
+            let bit = free.next().ok_or(CompileError::WebGroupBitsRetiring { groups: pack.webgroups.len(), retiring })?;
             bits.insert(name.clone(), bit);
         }
     }

@@ -143,7 +143,7 @@ pub(super) fn load_cut(files: &[(String, String)], cut_from: usize) -> Result<Pa
     // What the last load no longer needs is freed off the reload's path.
     let old = std::mem::replace(&mut *cache, kept);
     drop(cache);
-    std::thread::spawn(move || drop(old));
+    crate::free::drop_in_background(old);
     let Some((first, _)) = files.first() else {
         return Err(one(PolicyError::whole_file(
             "<policy>",

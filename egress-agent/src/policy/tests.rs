@@ -272,3 +272,38 @@ fn an_edit_keeps_class_numbers() {
     assert!(before.xd.len() > 1_000, "a pack with many entries: {}", before.xd.len());
     assert!(changed * 20 < before.xd.len(), "{changed} of {} entries rewritten", before.xd.len());
 }
+
+/// WebGroup bits: a group keeps its bit across packs, and the bit of a
+/// removed group goes to no other group while it is still taken (learned
+/// addresses may carry it); once freed (left out of `previous`) it is
+/// reused.
+#[test]
+fn a_removed_webgroups_bit_is_not_handed_on() {
+    use super::compile::{compile, compile_stable};
+    let pack_of = |groups: &[&str]| {
+        let webgroups: String = groups.iter().map(|g| format!("  {g}:\n    domains: [{g}.example.com]\n")).collect();
+        let rules: String = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| format!("  - {{name: r{i}, priority: {p}, source: run, destination: {{webgroup: {g}}}, action: permit}}\n", p = i + 1))
+            .collect();
+        ok(&[("p.yaml", &format!("version: 1\ndns: {{resolvers: [10.0.0.2]}}\n{GROUPS}webgroups:\n{webgroups}rules:\n{rules}"))])
+    };
+    let first = compile(&pack_of(&["alpha", "beta"])).expect("compiles");
+    let (alpha, beta) = (first.webgroup_bits["alpha"], first.webgroup_bits["beta"]);
+    // alpha removed, gamma added: gamma gets neither alpha's bit nor beta's.
+    let second = compile_stable(&pack_of(&["beta", "gamma"]), &first.previous()).expect("compiles");
+    assert_eq!(second.webgroup_bits["beta"], beta, "kept");
+    assert_ne!(second.webgroup_bits["gamma"], alpha, "a removed group's bit is not reused while taken");
+    assert!(!second.webgroup_bits.contains_key("alpha"));
+    // Every bit taken by retiring groups: a clear error, not a reuse.
+    let mut all_taken = first.previous();
+    all_taken.webgroup_bits = (0..egress_common::MAX_WEBGROUPS).map(|b| (format!("old{b}"), b)).collect();
+    let e = compile_stable(&pack_of(&["gamma"]), &all_taken).expect_err("no free bit");
+    assert!(e.to_string().contains("removed webgroups"), "{e}");
+    // Freed (no longer in `previous`): reused.
+    let mut freed = first.previous();
+    freed.webgroup_bits.remove("alpha");
+    let third = compile_stable(&pack_of(&["beta", "gamma"]), &freed).expect("compiles");
+    assert_eq!(third.webgroup_bits["gamma"], alpha, "the lowest free bit");
+}
