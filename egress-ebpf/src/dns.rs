@@ -453,26 +453,18 @@ pub fn on_query<B: LoadBytes>(
     let (off, len) = match message_span(bytes, pkt) {
         Ok(Some(span)) => span,
         Ok(None) => return QueryAction::Forward,
-        Err(e) => {
-            stat(e);
-            return QueryAction::Forward;
-        }
+        Err(e) => return unreadable(meta, e),
     };
     if let Err(e) = copy_message(bytes, s, off, len) {
-        stat(e);
-        return QueryAction::Forward;
+        return unreadable(meta, e);
     }
     let flags = be16(&s.msg, 2);
     if flags & 0x8000 != 0 || flags & 0x7800 != 0 || be16(&s.msg, 4) != 1 {
-        stat(DnsStat::NotDns);
-        return QueryAction::Forward;
+        return unreadable(meta, DnsStat::NotDns);
     }
     let name = match read_name(s, len, 12, true) {
         Ok(n) => n,
-        Err(e) => {
-            stat(e);
-            return QueryAction::Forward;
-        }
+        Err(e) => return unreadable(meta, e),
     };
     if !agent_up() {
         // Fail closed: with no agent to vouch for it, no lookup is learned.
@@ -504,6 +496,28 @@ pub fn on_query<B: LoadBytes>(
 
 /// How a query is refused: a REFUSED answer for UDP, a drop for TCP.
 #[inline(always)]
+/// A packet to a resolver's port 53 that is not one whole, readable query
+/// (a TCP segment holding part of one or several, a first fragment, a
+/// message the parser refuses). Its name cannot be checked, so with the
+/// query filter enforcing it is dropped, as a refused query would be
+/// (otherwise tunnelling would only need a split message); with the filter
+/// monitoring it is forwarded and reported.
+#[inline(always)]
+fn unreadable(meta: &SlotMeta, why: DnsStat) -> QueryAction {
+    stat(why);
+    match meta.query_filter {
+        QUERY_FILTER_ENFORCE => {
+            stat(DnsStat::QueryRefused);
+            QueryAction::Drop
+        }
+        QUERY_FILTER_OFF => QueryAction::Forward,
+        _ => {
+            stat(DnsStat::QueryWouldRefuse);
+            QueryAction::Forward
+        }
+    }
+}
+
 fn refusal(pkt: &Packet) -> QueryAction {
     if pkt.proto == IPPROTO_UDP { QueryAction::Refuse } else { QueryAction::Drop }
 }
