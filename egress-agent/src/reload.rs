@@ -80,6 +80,9 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
         let generation = dp.install(compiled)?;
         // Bits of WebGroups gone are cleared from learned addresses in the
         // background before any other group may have them.
+        if let Err(e) = dp.sync_lan_marks() {
+            tracing::warn!("updating the LAN interfaces the DNS learner distrusts: {e}");
+        }
         if let Err(e) = dp.retire_webgroup_bits() {
             tracing::warn!("retiring the bits of removed webgroups (they stay taken; retried): {e}");
         }

@@ -120,6 +120,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             upgraded += done.upgraded.len();
         }
+        for lan in guard.lans_shared_with_resolvers() {
+            warn!(iface = %lan, "a resolver is reached through this LAN interface (one interface for both sides): answers arriving on it cannot be told from a workload's forgery by interface; use a separate upstream interface or a forwarder on the gateway");
+        }
     }
     // Pins of another layout: ours enforce now, alongside; remove theirs
     // (links first, which detaches their programs), so that there is never

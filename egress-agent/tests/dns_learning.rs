@@ -882,3 +882,49 @@ fn an_adopted_datapath_keeps_webgroup_bits() {
     let after = (adopting.webgroup_bit("zeta").expect("zeta"), adopting.webgroup_bit("alpha").expect("alpha"));
     assert_eq!(after, before, "the same bits after adoption");
 }
+
+/// An answer that came in on a LAN interface (a workload forging the
+/// resolver's answer, turned around by the gateway) teaches nothing, though
+/// it matches the outstanding query in every field; the same answer from
+/// upstream does.
+#[test]
+fn an_answer_that_came_in_on_a_lan_interface_teaches_nothing() {
+    let mut h = Harness::new();
+    h.dp.mark_lan("lo").expect("lo stands for a LAN interface here");
+    let x = h.exchange(false, false);
+    h.send_query("forged", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    let answer = x.answer(&api_a(x.id, &["203.0.113.66"], 300));
+    // `struct __sk_buff` with ingress_ifindex (offset 36) = lo's index, 1.
+    let mut ctx = [0u8; 192];
+    ctx[36..40].copy_from_slice(&1u32.to_ne_bytes());
+    let before = h.stats();
+    let ret = {
+        let prog = h.dp.tc_program(DNS_PROGRAM).expect("program");
+        let opts = TestRunOptions { data_in: Some(&answer), ctx_in: Some(&ctx), ..Default::default() };
+        prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+    };
+    assert_eq!(ret, PASS, "passed, never dropped");
+    expect_counts("from the LAN", &diff(&before, &h.stats()), &[(DnsStat::FromLan, 1)], true);
+    assert_eq!(h.syn(x.workload, ip("203.0.113.66"), 443), DROP, "nothing learned");
+    let o = h.deliver(&answer);
+    expect_counts("from upstream", &o.delta, &[(DnsStat::AnswerSeen, 1), (DnsStat::AddressLearned, 1), (DnsStat::AddressNew, 1)], true);
+    assert_eq!(h.syn(x.workload, ip("203.0.113.66"), 443), PASS, "the same answer from upstream teaches");
+}
+
+/// A LAN interface that a resolver is reached through (one interface for
+/// both sides) is left out of the interfaces the learner distrusts: real
+/// answers arrive on it too.
+#[test]
+fn a_lan_interface_the_resolver_is_reached_through_is_not_distrusted() {
+    let pack = |resolver: &str| {
+        let text = PACK.replace("resolvers: [10.10.0.2, \"fd00:10::2\"]", &format!("resolvers: [{resolver}]"));
+        compile(&load_sources(&[("p.yaml".into(), text)]).expect("valid")).expect("compiles")
+    };
+    let mut dp = Datapath::load().expect("datapath");
+    dp.install(pack("127.0.0.5")).expect("installs"); // reached through lo
+    dp.mark_lan("lo").expect("mark");
+    assert!(dp.lans_shared_with_resolvers().contains("lo"), "lo carries the resolver's traffic");
+    dp.install(pack("10.10.0.2")).expect("installs");
+    dp.sync_lan_marks().expect("sync");
+    assert!(dp.lans_shared_with_resolvers().is_empty(), "no resolver through lo any more");
+}

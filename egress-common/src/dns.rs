@@ -180,14 +180,21 @@ pub enum DnsStat {
     /// was refused (query filter `enforce`) or let through unrecorded, or an
     /// answer taught nothing.
     AgentDown = 17,
+    /// A packet from a resolver's port 53 that came in on a LAN interface:
+    /// a workload's forgery turned around by the gateway (real answers come
+    /// from upstream or from the gateway itself). Taught nothing.
+    FromLan = 18,
 }
+
+/// Capacity of `LAN_IFS`, the interfaces the agent is attached to.
+pub const MAX_LAN_IFACES: u32 = 256;
 
 /// Slots in the DNS counter array.
 pub const DNS_STAT_SLOTS: u32 = 32;
 
 impl DnsStat {
     /// Every counter in code order.
-    pub const ALL: [DnsStat; 18] = [
+    pub const ALL: [DnsStat; 19] = [
         DnsStat::QueryTracked,
         DnsStat::QueryRefused,
         DnsStat::QueryWouldRefuse,
@@ -206,6 +213,7 @@ impl DnsStat {
         DnsStat::NoAnswer,
         DnsStat::AddressNew,
         DnsStat::AgentDown,
+        DnsStat::FromLan,
     ];
 
     /// The counter's name in metrics.
@@ -229,6 +237,7 @@ impl DnsStat {
             DnsStat::NoAnswer => "no_answer",
             DnsStat::AddressNew => "address_new",
             DnsStat::AgentDown => "agent_down",
+            DnsStat::FromLan => "answer_from_lan",
         }
     }
 }

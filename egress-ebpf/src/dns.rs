@@ -168,7 +168,7 @@ pub enum QueryAction {
 
 /// Counts a DNS event.
 #[inline(always)]
-fn stat(s: DnsStat) {
+pub fn stat(s: DnsStat) {
     if let Some(cell) = EGV2_DNS_STATS.get_ptr_mut(s as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };

@@ -21,6 +21,7 @@ use aya_ebpf::{
 };
 
 use dns::LoadBytes;
+use egress_common::DnsStat;
 
 /// skb mark of REFUSED answers the ingress program turned around, so that
 /// the egress program does not take them for the resolver's answers.
@@ -127,6 +128,16 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     // Nearly every packet towards a workload is not DNS: let it go at a
     // glance, before any map lookup, pull or full parse.
     if parse::quick_ports(&parse::Cursor::new(ctx.data(), ctx.data_end())).is_some_and(|(sport, _)| sport != 53) {
+        return TC_ACT_UNSPEC;
+    }
+    // From port 53 but in through a LAN interface: a workload forging a
+    // resolver's answer, hairpinned by the gateway. Real answers come from
+    // upstream or from the gateway itself (ingress_ifindex 0).
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let came_in = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    // SAFETY: a plain lookup; the value is not kept.
+    if came_in != 0 && unsafe { maps::EGV2_LAN_IFS.get(&came_in) }.is_some() {
+        dns::stat(DnsStat::FromLan);
         return TC_ACT_UNSPEC;
     }
     let len = ctx.len();

@@ -84,6 +84,12 @@ pub static EGV2_LEARNED: LruHashMap<LearnKey, LearnValue> =
 #[map]
 pub static EGV2_LNAMES: LruHashMap<u64, NameText> = LruHashMap::with_max_entries(MAX_LEARNED_NAMES, 0);
 
+/// The interfaces the agent attached to (ifindex -> 1, written by the
+/// agent): a packet that came in on one of them is a workload's, whatever
+/// its source address says, and never teaches addresses.
+#[map]
+pub static EGV2_LAN_IFS: HashMap<u32, u32> = HashMap::with_max_entries(egress_common::MAX_LAN_IFACES, 0);
+
 /// WebGroup names by bit (written by the agent; bits are stable across packs).
 #[map]
 pub static EGV2_WEBGROUPS: Array<WebGroupName> = Array::with_max_entries(MAX_WEBGROUPS, 0);

@@ -62,6 +62,7 @@ impl Datapath {
             Hook::Xdp => LinkKind::Xdp,
         };
         let mut attached = Attached::default();
+        self.mark_lan(iface)?;
         for kind in [ingress, LinkKind::TcEgress] {
             let pin_path = self.pins.as_ref().map(|p| p.link(iface, kind));
             if let Some(path) = pin_path.as_ref().filter(|p| p.exists()) {

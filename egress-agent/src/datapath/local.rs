@@ -13,30 +13,40 @@ use super::{Datapath, DatapathError};
 
 /// Every IPv4 and IPv6 address configured on this host's interfaces.
 pub fn local_addresses() -> io::Result<BTreeSet<IpAddr>> {
+    Ok(interface_addresses()?.into_iter().map(|(_, a)| a).collect())
+}
+
+/// Every address configured on this host, with its interface's name.
+pub fn interface_addresses() -> io::Result<Vec<(String, IpAddr)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut out = BTreeSet::new();
+    let mut out = Vec::new();
     let mut cur = head;
     while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned.
         let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
+        if !ifa.ifa_addr.is_null() && !ifa.ifa_name.is_null() {
+            // SAFETY: ifa_name is a NUL-terminated string of the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
             // SAFETY: ifa_addr points to a sockaddr of the family it names.
-            unsafe {
+            let addr = unsafe {
                 match (*ifa.ifa_addr).sa_family as i32 {
                     libc::AF_INET => {
                         let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                        out.insert(IpAddr::V4(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr))));
+                        Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr))))
                     }
                     libc::AF_INET6 => {
                         let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
-                        out.insert(IpAddr::V6(Ipv6Addr::from(sa.sin6_addr.s6_addr)));
+                        Some(IpAddr::V6(Ipv6Addr::from(sa.sin6_addr.s6_addr)))
                     }
-                    _ => {}
+                    _ => None,
                 }
+            };
+            if let Some(addr) = addr {
+                out.push((name, addr));
             }
         }
         cur = ifa.ifa_next;

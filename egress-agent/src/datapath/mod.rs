@@ -9,6 +9,7 @@
 
 mod attach;
 mod barrier;
+mod lan;
 mod mapped;
 mod read;
 mod retire;
@@ -42,7 +43,7 @@ pub fn map_names() -> Vec<String> {
     let mut names: Vec<String> = [
         "EGV2_LIVE", "EGV2_STATUS", "EGV2_SLOT_META", "EGV2_FLOWS", "EGV2_FRAGS", "EGV2_REASONS", "EGV2_EVENTS", "EGV2_EVBUDGET", "EGV2_EVSTATS",
         "EGV2_QUERIES", "EGV2_LEARNED", "EGV2_LNAMES", "EGV2_WEBGROUPS", "EGV2_DNS_STATS",
-        "EGV2_TAILS_TC", "EGV2_TAILS_XDP", "EGV2_SCRATCH", "EGV2_AGENT",
+        "EGV2_TAILS_TC", "EGV2_TAILS_XDP", "EGV2_SCRATCH", "EGV2_AGENT", "EGV2_LAN_IFS",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -147,6 +148,10 @@ pub struct Datapath {
     bit_names: std::collections::BTreeMap<u32, String>,
     /// The strip of retired bits running now, if any.
     retiring: Option<retire::Retiring>,
+    /// The interfaces attached to (`lan.rs`).
+    lans: BTreeSet<String>,
+    /// Those of them a resolver is reached through.
+    lans_shared: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -247,6 +252,8 @@ impl Datapath {
             hook: Hook::Tc,
             bit_names: Default::default(),
             retiring: None,
+            lans: BTreeSet::new(),
+            lans_shared: BTreeSet::new(),
         };
         // Bits taken before (an adopted datapath): kept, and retired if
         // their group is gone, like any other pack's.
