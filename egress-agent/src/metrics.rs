@@ -198,9 +198,18 @@ pub fn render(reg: &Registry) -> Option<String> {
     Some(out)
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped.
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 4;
+/// Time a client has to send its request, and to take the answer.
+const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `GET /metrics` on `listener` until the task is dropped. A few
+/// connections at a time, each with deadlines: clients that connect and
+/// send nothing, or read slowly, cannot pile up tasks and descriptors.
 pub async fn serve(listener: TcpListener, reg: Arc<Registry>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let mut sock = match listener.accept().await {
             Ok((sock, _)) => sock,
             Err(e) => {
@@ -211,8 +220,12 @@ pub async fn serve(listener: TcpListener, reg: Arc<Registry>) {
         };
         let reg = reg.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut buf = [0u8; 2048];
-            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let n = match tokio::time::timeout(CLIENT_TIMEOUT, sock.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
             let req = String::from_utf8_lossy(&buf[..n]);
             let path = req.split_whitespace().nth(1).unwrap_or("");
             let (status, ctype, body) = if path == "/metrics" {
@@ -230,9 +243,12 @@ pub async fn serve(listener: TcpListener, reg: Arc<Registry>) {
                 "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
             );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-            let _ = sock.shutdown().await;
+            let answer = async {
+                sock.write_all(head.as_bytes()).await?;
+                sock.write_all(body.as_bytes()).await?;
+                sock.shutdown().await
+            };
+            let _ = tokio::time::timeout(CLIENT_TIMEOUT, answer).await;
         });
     }
 }

@@ -76,6 +76,13 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
     let t2 = Instant::now();
     let generation = {
         let mut dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
+        if addrs.len() > egress_common::MAX_LOCAL_ADDRS as usize {
+            tracing::warn!(
+                addresses = addrs.len(),
+                kept = egress_common::MAX_LOCAL_ADDRS,
+                "the gateway has more addresses than the datapath keeps as its own; packets to the others are judged by the rules"
+            );
+        }
         dp.set_local_addresses(&addrs)?;
         let generation = dp.install(compiled)?;
         // Bits of WebGroups gone are cleared from learned addresses in the

@@ -102,10 +102,25 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .context("starting the lease thread")?;
     let dp = Arc::new(Mutex::new(datapath));
     let stats = Arc::new(AgentStats::default());
-    let first = install_from(&dp, &opts.policy)?;
-    stats.pack_hash.store(first.hash, Ordering::Relaxed);
-    let (pack, generation) = (first.pack, first.generation);
-    info!(generation, rules = pack.rules.len(), policy = %opts.policy.display(), "pack installed");
+    // The policy on disk is installed first. If it is bad and a pinned
+    // datapath was adopted, that datapath's pack keeps enforcing (a policy
+    // rejected while the last agent ran must not take the next one down at
+    // its start); without one there is nothing to enforce: an error.
+    let enforcing = match install_from(&dp, &opts.policy) {
+        Ok(first) => {
+            stats.pack_hash.store(first.hash, Ordering::Relaxed);
+            info!(generation = first.generation, rules = first.pack.rules.len(), policy = %opts.policy.display(), "pack installed");
+            format!("{} ({} rules)", opts.policy.display(), first.pack.rules.len())
+        }
+        Err(e) => match adopted {
+            Some(g) => {
+                stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                error!("policy rejected at start; the adopted datapath keeps enforcing its pack (generation {g}) until a good policy is written:\n{e:#}");
+                format!("the adopted pack of generation {g} ({} was rejected)", opts.policy.display())
+            }
+            None => return Err(e.into()),
+        },
+    };
     let mut upgraded = 0;
     {
         let mut guard = dp.lock().map_err(|_| anyhow::anyhow!("datapath lock poisoned"))?;
@@ -167,9 +182,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         (None, _) => String::new(),
     };
     println!(
-        "egress-agent: enforcing {} ({} rules) on {}{adoption}",
-        opts.policy.display(),
-        pack.rules.len(),
+        "egress-agent: enforcing {enforcing} on {}{adoption}",
         opts.lan.join(", ")
     );
     loop {

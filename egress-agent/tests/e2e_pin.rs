@@ -92,6 +92,18 @@ fn the_datapath_outlives_the_agent_and_is_adopted() {
     assert_eq!(second.stop().expect("stop"), Some(0));
     assert!(!lab.tcp_exchange(None, sa("[2001:db8:1::20]:443"), T).unwrap(), "still enforcing after a stop");
 
+    // A bad policy on disk at start: the adopted pack keeps enforcing (the
+    // agent does not go down over it), and a good one written later is
+    // taken up.
+    let third = AgentProcess::start_with(&lab, bin, "version: 1\nmode: enforce\nrules: [oops\n", &["--pin-dir", &pin_dir]).expect("starts on the adopted pack");
+    assert!(third.banner().contains("was rejected") && third.banner().contains("adopted"), "{}", third.banner());
+    assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "the adopted pack still permits .20");
+    assert!(!lab.tcp_exchange(None, sa("[2001:db8:1::20]:443"), T).unwrap(), "and still denies the rest");
+    let policy = std::env::temp_dir().join(format!("egress-lab-{}", lab.gateway.name)).join("pack.yaml");
+    egress_agent::testkit::agent::write_and_rename(&policy, &web_pack("")).expect("write");
+    assert!(lab.exchange_becomes(sa("203.0.113.20:443"), false, Duration::from_secs(5)).unwrap(), "the good policy is enforced");
+    assert_eq!(third.stop().expect("stop"), Some(0));
+
     // detach removes everything: traffic is no longer judged.
     let out = Command::new(bin).args(["detach", "--pin-dir", &pin_dir]).output().expect("detach");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -239,4 +251,17 @@ fn runs_with_bpf_net_admin_and_perfmon_only() {
     let _ = std::fs::remove_file(&policy);
     let out = Command::new(bin).args(["detach", "--pin-dir", &pin_dir]).output().expect("detach");
     assert!(out.status.success());
+}
+
+/// Two agents on one pin directory would write each other's pack slots:
+/// the directory is locked while an agent uses it, and the second is
+/// refused with a reason; the lock goes with the first.
+#[test]
+fn a_second_agent_on_the_same_pin_dir_is_refused() {
+    let pins = Bpffs::new("lock").expect("bpffs");
+    let first = PinDir::prepare(&pins.0).expect("first");
+    let e = PinDir::prepare(&pins.0).expect_err("a second is refused");
+    assert!(e.to_string().contains("another egress-agent is running"), "{e}");
+    drop(first);
+    PinDir::prepare(&pins.0).expect("free again once the first is gone");
 }

@@ -23,6 +23,27 @@ const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 #[derive(Debug, Clone)]
 pub struct PinDir {
     root: PathBuf,
+    /// The directory held with an exclusive `flock` while this agent uses
+    /// it (released when the process ends, however it ends).
+    _lock: Option<std::sync::Arc<std::fs::File>>,
+}
+
+/// Takes an exclusive, non-blocking `flock` on the directory `root`.
+fn lock(root: &Path) -> io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let dir = std::fs::File::open(root)?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(io::Error::other(format!(
+                "another egress-agent is running with the pin directory {} (two would write each other's pack slots)",
+                root.display()
+            )));
+        }
+        return Err(e);
+    }
+    Ok(dir)
 }
 
 /// Which hook a link is.
@@ -72,7 +93,8 @@ fn mount_bpffs(at: &Path, opts: &std::ffi::CStr) -> io::Result<()> {
 
 impl PinDir {
     /// Creates `root` (mode 0700) and mounts a bpffs on it unless it is on
-    /// one already.
+    /// one already, and locks it: a second agent on the same directory is
+    /// refused (it would write the first one's pack slots).
     pub fn prepare(root: &Path) -> io::Result<Self> {
         // The default lives under /sys/fs/bpf, which is a plain sysfs
         // directory until something mounts the bpffs there (systemd does;
@@ -85,14 +107,16 @@ impl PinDir {
         if !is_bpffs(root)? {
             mount_bpffs(root, c"mode=0700")?;
         }
-        let dir = PinDir { root: root.to_path_buf() };
+        let held = lock(root)?;
+        let dir = PinDir { root: root.to_path_buf(), _lock: Some(std::sync::Arc::new(held)) };
         mkdir_private(&dir.links())?;
         Ok(dir)
     }
 
-    /// An existing pin directory, for `detach` (nothing is created).
+    /// An existing pin directory, for `detach` and `status` (nothing is
+    /// created, nothing locked).
     pub fn existing(root: &Path) -> Self {
-        PinDir { root: root.to_path_buf() }
+        PinDir { root: root.to_path_buf(), _lock: None }
     }
 
     /// The directory of this layout version.

@@ -215,11 +215,18 @@ impl SlotMaps {
         self.set_local(local, &pack.resolvers).map(drop)
     }
 
-    /// Sets the gateway's own addresses, less `resolvers`.
-    /// Returns the addresses (as keyed) that were not local before.
+    /// Sets the gateway's own addresses, less `resolvers`, at most
+    /// `MAX_LOCAL_ADDRS` of them (IPv4 first): on a host with more (IPVS
+    /// service addresses) the rest are judged like any destination rather
+    /// than every install failing. Returns the addresses (as keyed) that
+    /// were not local before.
     pub fn set_local(&mut self, local: &BTreeSet<IpAddr>, resolvers: &[IpAddr]) -> Result<Vec<[u8; 16]>, DatapathError> {
-        let want: StdHashMap<[u8; 16], u8> =
-            local.iter().filter(|a| !resolvers.contains(a)).map(|a| (addr_key(*a), 1u8)).collect();
+        let want: StdHashMap<[u8; 16], u8> = local
+            .iter()
+            .filter(|a| !resolvers.contains(a))
+            .take(egress_common::MAX_LOCAL_ADDRS as usize)
+            .map(|a| (addr_key(*a), 1u8))
+            .collect();
         let added = want.keys().filter(|k| !self.local.held.contains_key(*k)).copied().collect();
         self.local.sync(&want)?;
         Ok(added)
