@@ -127,6 +127,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         for iface in &opts.lan {
             let done = guard.attach(iface, opts.hook).with_context(|| format!("attaching to {iface}"))?;
             info!(iface, hook = ?opts.hook, new_links = done.new, kept_links = done.kept, "attached");
+            if done.stale > 0 {
+                warn!(iface, links = done.stale, "pinned links had lost their interface (deleted since): attached anew");
+            }
             for (link, old, new) in &done.upgraded {
                 warn!(link, old_program = old, new_program = new, "the pinned link ran another build's program: switched to this build's in place");
             }
@@ -194,6 +197,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 if let (Ok(addrs), Ok(mut guard)) = (local_addresses(), dp.lock()) {
                     if let Err(e) = guard.set_local_addresses(&addrs) {
                         warn!("refreshing gateway addresses: {e}");
+                    }
+                    for iface in &opts.lan {
+                        match guard.repair_links(iface, opts.hook) {
+                            Ok(0) => {}
+                            Ok(n) => warn!(iface, links = n, "the interface was created again: attached anew"),
+                            Err(e) => warn!(iface, "checking the links: {e}"),
+                        }
                     }
                     match guard.retire_webgroup_bits() {
                         Ok(0) => {}

@@ -265,3 +265,78 @@ fn a_second_agent_on_the_same_pin_dir_is_refused() {
     drop(first);
     PinDir::prepare(&pins.0).expect("free again once the first is gone");
 }
+
+/// An interface deleted and created again (a NIC moved, a VLAN rebuilt):
+/// the kernel detaches its links, their pins keep them looking attached.
+/// The agent finds them stale by their interface index and attaches anew,
+/// on its periodic check and when it adopts the pins.
+#[test]
+fn links_of_an_interface_created_again_are_attached_anew() {
+    use egress_agent::datapath::Hook;
+    use egress_agent::testkit::netns::Netns;
+    let pins = Bpffs::new("recreate").expect("bpffs");
+    let ns = Netns::new(&format!("egt-re-{}", std::process::id())).expect("netns");
+    let dummy = |ns: &Netns| {
+        // A veth pair (the kernel here has veth, not dummy).
+        ns.ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d0p"]).expect("veth");
+        ns.ip(&["link", "set", "d0", "up"]).expect("up");
+    };
+    dummy(&ns);
+    let root = pins.0.clone();
+    let name = ns.name.clone();
+    let pack = egress_agent::policy::load_sources(&[("p.yaml".into(), web_pack(""))]).expect("pack");
+    let ifindex = |ns: &str| {
+        within(ns, || {
+            let c = std::ffi::CString::new("d0").unwrap();
+            // SAFETY: if_nametoindex on a NUL-terminated string we own.
+            unsafe { libc::if_nametoindex(c.as_ptr()) }
+        })
+        .expect("netns")
+    };
+    let ingress = pins.0.join(format!("v{}/links/tc_ingress@d0", egress_common::LAYOUT_VERSION));
+    // This bpftool does not decode tcx links; read bpf_link_info directly.
+    let link_ifindex = |link: &Path| -> u64 { egress_agent::datapath::pinned_link_ifindex(link).expect("link info") as u64 };
+    let first = ifindex(&name);
+    let (dp, ns) = {
+        let pack = pack.clone();
+        let dp = within(&name, move || {
+            let mut dp = Datapath::load_pinned(PinDir::prepare(&root).expect("pins")).expect("datapath");
+            dp.install(egress_agent::policy::compile::compile(&pack).expect("compiles")).expect("installs");
+            assert_eq!(dp.attach("d0", Hook::Tc).expect("attach").new, 2);
+            dp
+        })
+        .expect("netns");
+        (dp, ns)
+    };
+    assert_eq!(link_ifindex(&ingress), first as u64, "attached to d0");
+    ns.ip(&["link", "del", "d0"]).expect("delete");
+    dummy(&ns);
+    let second = ifindex(&name);
+    assert_ne!(first, second, "a new interface");
+    assert_eq!(link_ifindex(&ingress), 0, "detached by the kernel, still pinned");
+    let dp = within(&name, move || {
+        let mut dp = dp;
+        assert_eq!(dp.repair_links("d0", Hook::Tc).expect("repair"), 2, "both links attached anew");
+        assert_eq!(dp.repair_links("d0", Hook::Tc).expect("repair"), 0, "then nothing to do");
+        dp
+    })
+    .expect("netns");
+    assert_eq!(link_ifindex(&ingress), second as u64, "attached to the new d0");
+    drop(dp);
+    // An adopting agent does the same at attach.
+    ns.ip(&["link", "del", "d0"]).expect("delete");
+    dummy(&ns);
+    let third = ifindex(&name);
+    let root = pins.0.clone();
+    within(&name, move || {
+        let mut dp = Datapath::load_pinned(PinDir::prepare(&root).expect("pins")).expect("datapath");
+        assert!(dp.adopted());
+        dp.install(egress_agent::policy::compile::compile(&pack).expect("compiles")).expect("installs");
+        let done = dp.attach("d0", Hook::Tc).expect("attach");
+        assert_eq!((done.stale, done.new), (2, 2), "stale pins replaced: {done:?}");
+    })
+    .expect("netns");
+    assert_eq!(link_ifindex(&ingress), third as u64, "attached to the newest d0");
+    let out = Command::new(env!("CARGO_BIN_EXE_egress-agent")).args(["detach", "--pin-dir", &pins.arg()]).output().expect("detach");
+    assert!(out.status.success());
+}

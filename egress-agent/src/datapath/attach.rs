@@ -27,6 +27,64 @@ pub struct Attached {
     /// A pinned judging link of the other hook (left by an agent run with
     /// or without `--xdp`), removed once this hook's link judged.
     pub replaced: Option<String>,
+    /// Pinned links whose interface went away (deleted and created again:
+    /// the kernel detached them, their pins kept them), attached anew.
+    pub stale: usize,
+}
+
+/// `union bpf_attr` for `BPF_OBJ_GET`.
+#[repr(C)]
+#[derive(Default)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+    path_fd: i32,
+    _pad: u32,
+}
+
+/// `union bpf_attr` for `BPF_OBJ_GET_INFO_BY_FD`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+
+fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a valid, initialised bpf_attr prefix of its size.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T as *mut libc::c_void, std::mem::size_of::<T>()) };
+    if ret < 0 { Err(std::io::Error::last_os_error()) } else { Ok(ret) }
+}
+
+/// The interface the link pinned at `path` is attached to: 0 once the
+/// kernel detached it (its device went away). Read from `bpf_link_info`,
+/// whose tcx and xdp parts both start with the ifindex (aya does not
+/// expose it).
+pub fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    let fd = sys_bpf(BPF_OBJ_GET, &mut ObjGetAttr { pathname: c.as_ptr() as u64, ..Default::default() })?;
+    // SAFETY: the kernel returned a new descriptor that we now own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    use std::os::fd::AsRawFd as _;
+    let mut info = [0u64; 16];
+    let mut attr = InfoAttr { bpf_fd: fd.as_raw_fd() as u32, info_len: std::mem::size_of_val(&info) as u32, info: info.as_mut_ptr() as u64 };
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    // type, id, prog_id (u32 each), then the 8-aligned union at byte 16.
+    Ok(info[2] as u32)
+}
+
+/// The current index of interface `iface` (0 if there is none now).
+fn ifindex_of(iface: &str) -> u32 {
+    match std::ffi::CString::new(iface) {
+        // SAFETY: if_nametoindex reads a NUL-terminated string we own.
+        Ok(name) => unsafe { libc::if_nametoindex(name.as_ptr()) },
+        Err(_) => 0,
+    }
 }
 
 fn link_error(e: impl std::fmt::Display) -> DatapathError {
@@ -65,6 +123,14 @@ impl Datapath {
         self.mark_lan(iface)?;
         for kind in [ingress, LinkKind::TcEgress] {
             let pin_path = self.pins.as_ref().map(|p| p.link(iface, kind));
+            if let Some(path) = pin_path.as_ref().filter(|p| p.exists())
+                && pinned_link_ifindex(path)? != ifindex_of(iface)
+            {
+                // Its interface was deleted (and maybe created again): the
+                // kernel detached the link; attach anew below.
+                std::fs::remove_file(path)?;
+                attached.stale += 1;
+            }
             if let Some(path) = pin_path.as_ref().filter(|p| p.exists()) {
                 match self.upgrade_pinned(path, kind)? {
                     Some((old, new)) => {
@@ -120,6 +186,26 @@ impl Datapath {
             attached.replaced = path.file_name().map(|n| n.to_string_lossy().into_owned());
         }
         Ok(attached)
+    }
+
+    /// With pins: re-attaches the links of `iface` whose interface went
+    /// away and came back (the kernel detached them; their pins kept them
+    /// looking attached). Called periodically; returns how many.
+    pub fn repair_links(&mut self, iface: &str, hook: Hook) -> Result<usize, DatapathError> {
+        let Some(pins) = self.pins.clone() else { return Ok(0) };
+        let ingress = match hook {
+            Hook::Tc => LinkKind::TcIngress,
+            Hook::Xdp => LinkKind::Xdp,
+        };
+        let now = ifindex_of(iface);
+        let stale = [ingress, LinkKind::TcEgress]
+            .iter()
+            .map(|k| pins.link(iface, *k))
+            .any(|p| p.exists() && pinned_link_ifindex(&p).is_ok_and(|i| i != now));
+        if !stale || now == 0 {
+            return Ok(0); // fine, or the interface is not back yet
+        }
+        Ok(self.attach(iface, hook)?.stale)
     }
 
     /// Makes the pinned link at `path` run this build's program for `kind`:

@@ -18,7 +18,7 @@ pub mod local;
 pub mod pin;
 mod slot;
 
-pub use attach::Attached;
+pub use attach::{Attached, pinned_link_ifindex};
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
