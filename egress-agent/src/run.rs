@@ -106,6 +106,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // datapath was adopted, that datapath's pack keeps enforcing (a policy
     // rejected while the last agent ran must not take the next one down at
     // its start); without one there is nothing to enforce: an error.
+    // Before the files are read: an edit made while they are is then seen.
+    let read_as = crate::watch::fingerprint(&opts.policy);
     let enforcing = match install_from(&dp, &opts.policy) {
         Ok(first) => {
             stats.pack_hash.store(first.hash, Ordering::Relaxed);
@@ -171,7 +173,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     {
         let (dp, path, stats) = (dp.clone(), opts.policy.clone(), stats.clone());
-        tasks.push(tokio::spawn(crate::watch::watch(opts.policy.clone(), move || {
+        tasks.push(tokio::spawn(crate::watch::watch(opts.policy.clone(), read_as, move || {
             let (dp, path, stats) = (dp.clone(), path.clone(), stats.clone());
             info!(policy = %path.display(), "policy changed on disk");
             tokio::spawn(async move { reload(&dp, &path, &stats).await })

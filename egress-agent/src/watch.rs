@@ -1,6 +1,8 @@
 //! Watching `--policy` for changes: a fingerprint of everything the loader
-//! would read (each policy file's resolved path, size, modification time
-//! and inode, following symlinks), polled and debounced. It sees editors'
+//! would read (each policy file's resolved path, size, modification and
+//! change times and inode, following symlinks), polled and debounced. The
+//! change time catches a same-size write that keeps the modification time
+//! (`cp -p`, `rsync -t --inplace`). It sees editors'
 //! write-and-rename, files added and removed, and the atomic `..data`
 //! symlink swap of a Kubernetes ConfigMap volume (the resolved paths change).
 
@@ -16,13 +18,16 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// What the loader would read, as it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint(Vec<(PathBuf, u64, Option<SystemTime>, u64)>);
+pub struct Fingerprint(Vec<Entry>);
 
-fn entry(path: &Path) -> Option<(PathBuf, u64, Option<SystemTime>, u64)> {
+/// One file: resolved path, size, modification time, change time (s, ns), inode.
+type Entry = (PathBuf, u64, Option<SystemTime>, (i64, i64), u64);
+
+fn entry(path: &Path) -> Option<Entry> {
     use std::os::unix::fs::MetadataExt as _;
     let resolved = std::fs::canonicalize(path).ok()?;
     let meta = std::fs::metadata(&resolved).ok()?;
-    Some((resolved, meta.len(), meta.modified().ok(), meta.ino()))
+    Some((resolved, meta.len(), meta.modified().ok(), (meta.ctime(), meta.ctime_nsec()), meta.ino()))
 }
 
 /// The fingerprint of a policy file or directory (empty if unreadable).
@@ -45,10 +50,11 @@ pub fn fingerprint(path: &Path) -> Fingerprint {
     Fingerprint(out)
 }
 
-/// Polls `path` and calls `changed` once per settled change, until the
-/// task is dropped.
-pub async fn watch(path: PathBuf, mut changed: impl FnMut() -> tokio::task::JoinHandle<()>) {
-    let mut seen = fingerprint(&path);
+/// Polls `path` and calls `changed` once per settled change from `seen`
+/// (the fingerprint taken before the files were last read, so that an edit
+/// made while they were being read is not missed), until the task is
+/// dropped.
+pub async fn watch(path: PathBuf, mut seen: Fingerprint, mut changed: impl FnMut() -> tokio::task::JoinHandle<()>) {
     loop {
         tokio::time::sleep(POLL).await;
         let now = fingerprint(&path);
@@ -67,5 +73,29 @@ pub async fn watch(path: PathBuf, mut changed: impl FnMut() -> tokio::task::Join
         }
         seen = settled;
         let _ = changed().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `mode: monitor` to `mode: enforce` is the same size; with the old
+    /// modification time put back (`cp -p`) only the change time tells.
+    #[test]
+    fn a_same_size_edit_with_the_old_mtime_is_seen() {
+        let dir = std::env::temp_dir().join(format!("egress-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pack.yaml");
+        std::fs::write(&path, "mode: monitor\n").unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let before = fingerprint(&path);
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, "mode: enforce\n").unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime, "same mtime");
+        assert_ne!(fingerprint(&path), before, "seen all the same");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
