@@ -340,3 +340,14 @@ fn links_of_an_interface_created_again_are_attached_anew() {
     let out = Command::new(env!("CARGO_BIN_EXE_egress-agent")).args(["detach", "--pin-dir", &pins.arg()]).output().expect("detach");
     assert!(out.status.success());
 }
+
+/// The programs judge Ethernet frames: an interface of another link type
+/// (here loopback; in the field tun or WireGuard) is refused with the
+/// reason, and nothing is attached to it.
+#[test]
+fn a_non_ethernet_interface_is_refused() {
+    use egress_agent::datapath::Hook;
+    let mut dp = Datapath::load().expect("datapath");
+    let e = dp.attach("lo", Hook::Tc).expect_err("refused");
+    assert!(e.to_string().contains("not an Ethernet interface"), "{e}");
+}

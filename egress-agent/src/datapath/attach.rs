@@ -78,6 +78,33 @@ pub fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
     Ok(info[2] as u32)
 }
 
+/// The link-layer type of `iface` (`ARPHRD_*`), by `SIOCGIFHWADDR`.
+fn link_type(iface: &str) -> std::io::Result<u16> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    // SAFETY: a plain socket, owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that we now own.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = iface.as_bytes();
+    if name.len() >= req.ifr_name.len() {
+        return Err(std::io::Error::other(format!("interface name too long: {iface}")));
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills the ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: SIOCGIFHWADDR wrote the hardware-address member.
+    Ok(unsafe { req.ifr_ifru.ifru_hwaddr.sa_family })
+}
+
 /// The current index of interface `iface` (0 if there is none now).
 fn ifindex_of(iface: &str) -> u32 {
     match std::ffi::CString::new(iface) {
@@ -120,6 +147,17 @@ impl Datapath {
             Hook::Xdp => LinkKind::Xdp,
         };
         let mut attached = Attached::default();
+        // The programs read an Ethernet header at the start of every frame;
+        // on a tun or WireGuard interface they would read IP header bytes
+        // as one and let everything through as "not IP".
+        match link_type(iface)? {
+            libc::ARPHRD_ETHER => {}
+            other => {
+                return Err(DatapathError::Io(std::io::Error::other(format!(
+                    "{iface} is not an Ethernet interface (link type {other}): the datapath judges Ethernet frames only"
+                ))));
+            }
+        }
         self.mark_lan(iface)?;
         for kind in [ingress, LinkKind::TcEgress] {
             let pin_path = self.pins.as_ref().map(|p| p.link(iface, kind));
