@@ -928,3 +928,34 @@ fn a_lan_interface_the_resolver_is_reached_through_is_not_distrusted() {
     dp.sync_lan_marks().expect("sync");
     assert!(dp.lans_shared_with_resolvers().is_empty(), "no resolver through lo any more");
 }
+
+/// Right after an adoption (no pack of the new agent's installed yet) a
+/// resolver that is one of the gateway's own addresses stays a resolver:
+/// its queries are judged and recorded, not passed as the gateway's own.
+#[test]
+fn a_resolver_on_the_gateway_stays_judged_across_an_adoption() {
+    use egress_agent::datapath::local::local_addresses;
+    use egress_agent::datapath::pin::PinDir;
+    use egress_agent::testkit::bpffs::Bpffs;
+    let pins = Bpffs::new("resolver").expect("bpffs");
+    let text = PACK.replace("resolvers: [10.10.0.2, \"fd00:10::2\"]", "resolvers: [127.0.0.1]");
+    let pack = load_sources(&[("p.yaml".into(), text)]).expect("valid");
+    {
+        let mut dp = Datapath::load_pinned(PinDir::prepare(&pins.0).expect("pins")).expect("datapath");
+        dp.install(compile(&pack).expect("compiles")).expect("installs");
+    } // the agent goes; the pins stay
+    let mut dp = Datapath::load_pinned(PinDir::prepare(&pins.0).expect("pins")).expect("datapath");
+    assert!(dp.adopted());
+    dp.set_local_addresses(&local_addresses().expect("addresses")).expect("local"); // as a reload does first
+    use egress_common::Reason;
+    let before = dp.dns_stats().expect("stats")[DnsStat::QueryTracked as usize];
+    let reasons = dp.reason_counts().expect("reasons");
+    let frame = Spec::udp(ip(WORKLOAD4), ip("127.0.0.1"), 40000, 53).with_payload(Message::query(7, API, TYPE_A).to_bytes()).build();
+    let prog = dp.tc_program(TC_PROGRAM).expect("program");
+    let ret = prog.test_run(TestRunOptions { data_in: Some(&frame), ..Default::default() }).expect("run").return_value;
+    assert_eq!(ret, PASS, "permitted to the resolver");
+    let after = dp.reason_counts().expect("reasons");
+    assert_eq!(after[Reason::ToGateway as usize], reasons[Reason::ToGateway as usize], "not passed as the gateway's own");
+    assert_eq!(after[Reason::Rule as usize], reasons[Reason::Rule as usize] + 1, "decided by a rule");
+    assert_eq!(dp.dns_stats().expect("stats")[DnsStat::QueryTracked as usize], before + 1, "and recorded");
+}

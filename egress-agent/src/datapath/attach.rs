@@ -52,12 +52,6 @@ struct InfoAttr {
     info: u64,
 }
 
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
-    // SAFETY: `attr` is a valid, initialised bpf_attr prefix of its size.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T as *mut libc::c_void, std::mem::size_of::<T>()) };
-    if ret < 0 { Err(std::io::Error::last_os_error()) } else { Ok(ret) }
-}
-
 /// The interface the link pinned at `path` is attached to: 0 once the
 /// kernel detached it (its device went away). Read from `bpf_link_info`,
 /// whose tcx and xdp parts both start with the ifindex (aya does not
@@ -67,13 +61,13 @@ pub fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    let fd = sys_bpf(BPF_OBJ_GET, &mut ObjGetAttr { pathname: c.as_ptr() as u64, ..Default::default() })?;
+    let fd = super::barrier::bpf(BPF_OBJ_GET, &mut ObjGetAttr { pathname: c.as_ptr() as u64, ..Default::default() })?;
     // SAFETY: the kernel returned a new descriptor that we now own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     use std::os::fd::AsRawFd as _;
     let mut info = [0u64; 16];
     let mut attr = InfoAttr { bpf_fd: fd.as_raw_fd() as u32, info_len: std::mem::size_of_val(&info) as u32, info: info.as_mut_ptr() as u64 };
-    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    super::barrier::bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     // type, id, prog_id (u32 each), then the 8-aligned union at byte 16.
     Ok(info[2] as u32)
 }

@@ -260,6 +260,13 @@ impl Datapath {
         dp.bit_names = dp.read_webgroup_names()?;
         if adopted {
             dp.adopt()?;
+        } else if dp.pins.is_some() {
+            // Pins without a live slot (a detach cut short): maps reused
+            // from them may hold entries; mirror what they hold so that the
+            // first install removes what it does not want.
+            for slot in &mut dp.slots {
+                slot.adopt()?;
+            }
         }
         dp.renew_lease()?;
         Ok(dp)
@@ -571,7 +578,13 @@ impl Datapath {
     pub fn set_local_addresses(&mut self, addrs: &BTreeSet<IpAddr>) -> Result<(), DatapathError> {
         self.local = addrs.clone();
         let live = self.state.slot as usize;
-        let resolvers = self.installed[live].as_ref().map(|p| p.resolvers.clone()).unwrap_or_default();
+        // After an adoption no pack of this agent's is installed yet: the
+        // live slot's own resolvers, so that a resolver on the gateway is
+        // never taken for one of its own (unjudged) addresses meanwhile.
+        let resolvers = match &self.installed[live] {
+            Some(p) => p.resolvers.clone(),
+            None => self.slots[live].resolver_addrs(),
+        };
         let added = self.slots[live].set_local(addrs, &resolvers)?;
         if !added.is_empty() {
             self.forget_flows_to(&added)?;

@@ -215,6 +215,19 @@ impl SlotMaps {
         self.set_local(local, &pack.resolvers).map(drop)
     }
 
+    /// The resolvers this slot holds (from its mirror: right after an
+    /// adoption, before any pack of this agent's is installed).
+    pub fn resolver_addrs(&self) -> Vec<IpAddr> {
+        self.resolvers
+            .held
+            .keys()
+            .map(|k| match std::net::Ipv6Addr::from(*k).to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(std::net::Ipv6Addr::from(*k)),
+            })
+            .collect()
+    }
+
     /// Sets the gateway's own addresses, less `resolvers`, at most
     /// `MAX_LOCAL_ADDRS` of them (IPv4 first): on a host with more (IPVS
     /// service addresses) the rest are judged like any destination rather
