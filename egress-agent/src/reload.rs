@@ -26,6 +26,21 @@ pub enum ReloadError {
     Poisoned,
 }
 
+impl ReloadError {
+    /// Whether trying again later may succeed with the same files: the
+    /// host (its addresses, the kernel's maps) failed, or WebGroup bits are
+    /// still being retired; not when the policy itself is at fault.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            ReloadError::LocalAddresses(_) | ReloadError::Install(_) => true,
+            ReloadError::Compile { source, .. } => {
+                matches!(source, policy::compile::CompileError::WebGroupBitsRetiring { .. })
+            }
+            ReloadError::Policy(_) | ReloadError::Poisoned => false,
+        }
+    }
+}
+
 /// How long each step of one reload took.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SwapTimings {
@@ -125,5 +140,22 @@ fn status_of(pack: &Pack, hash: u64, generation: u32, hook: crate::datapath::Hoo
             crate::datapath::Hook::Xdp => egress_common::HOOK_XDP,
         },
         _pad: [0; 2],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::compile::CompileError;
+
+    /// Which failures are retried: the host's, and bits still retiring;
+    /// never the policy's own faults.
+    #[test]
+    fn what_may_pass() {
+        assert!(ReloadError::LocalAddresses(std::io::Error::other("getifaddrs")).may_pass());
+        let retiring = CompileError::WebGroupBitsRetiring { groups: 3, retiring: 62 };
+        assert!(ReloadError::Compile { file: "p.yaml".into(), source: retiring }.may_pass());
+        assert!(!ReloadError::Compile { file: "p.yaml".into(), source: CompileError::TooManyWebGroups(65) }.may_pass());
+        assert!(!ReloadError::Poisoned.may_pass());
     }
 }

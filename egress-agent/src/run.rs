@@ -38,8 +38,27 @@ pub struct RunOptions {
 /// How often the gateway's own addresses are re-read.
 const LOCAL_ADDR_REFRESH: Duration = Duration::from_secs(5);
 
-/// Reloads on SIGHUP off the async workers; counts the outcome.
-async fn reload(dp: &Arc<Mutex<Datapath>>, path: &std::path::Path, stats: &AgentStats) {
+/// Attempts of a reload whose failure may pass (see `ReloadError::may_pass`).
+const RELOAD_ATTEMPTS: u32 = 5;
+/// Wait before the next attempt, times the attempt number.
+const RELOAD_RETRY: Duration = Duration::from_secs(2);
+
+/// Reloads until the files are installed or rejected for what they say:
+/// a failure that may pass is tried again a few times, reading the files
+/// afresh each time (no edit is needed to get a good policy in).
+async fn reload_until_settled(dp: Arc<Mutex<Datapath>>, path: std::path::PathBuf, stats: Arc<AgentStats>) {
+    for attempt in 1..=RELOAD_ATTEMPTS {
+        if !reload(&dp, &path, &stats).await || attempt == RELOAD_ATTEMPTS {
+            return;
+        }
+        warn!(attempt, "the reload failed for a reason that may pass; trying again");
+        tokio::time::sleep(RELOAD_RETRY * attempt).await;
+    }
+}
+
+/// Reloads off the async workers; counts the outcome. Returns whether it
+/// failed for a reason that may pass.
+async fn reload(dp: &Arc<Mutex<Datapath>>, path: &std::path::Path, stats: &AgentStats) -> bool {
     let (dp, path) = (dp.clone(), path.to_path_buf());
     match tokio::task::spawn_blocking(move || install_from(&dp, &path)).await {
         Ok(Ok(done)) => {
@@ -52,14 +71,17 @@ async fn reload(dp: &Arc<Mutex<Datapath>>, path: &std::path::Path, stats: &Agent
                 ms = done.timings.total().as_secs_f64() * 1e3,
                 "pack reloaded"
             );
+            false
         }
         Ok(Err(e)) => {
             stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
             error!("reload rejected, the last good pack keeps enforcing:\n{e:#}");
+            e.may_pass()
         }
         Err(e) => {
             stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
             error!("reload task failed, the last good pack keeps enforcing: {e}");
+            false
         }
     }
 }
@@ -176,10 +198,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tasks.push(tokio::spawn(crate::watch::watch(opts.policy.clone(), read_as, move || {
             let (dp, path, stats) = (dp.clone(), path.clone(), stats.clone());
             info!(policy = %path.display(), "policy changed on disk");
-            tokio::spawn(async move { reload(&dp, &path, &stats).await })
+            tokio::spawn(reload_until_settled(dp, path, stats))
         })));
     }
 
+    let hup_reload = Arc::new(tokio::sync::Notify::new());
+    {
+        let (wanted, dp, path, stats) = (hup_reload.clone(), dp.clone(), opts.policy.clone(), stats.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                wanted.notified().await;
+                reload_until_settled(dp.clone(), path.clone(), stats.clone()).await;
+            }
+        }));
+    }
     let mut refresh = tokio::time::interval(LOCAL_ADDR_REFRESH);
     let adoption = match (adopted, upgraded) {
         (Some(g), 0) => format!(" (adopted the pinned datapath at generation {g})"),
@@ -194,7 +226,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&dp, &opts.policy, &stats).await,
+            // To the reload task: retries must not hold up this loop, and
+            // signals that arrive during a reload make one more, not many.
+            _ = hup.recv() => hup_reload.notify_one(),
             _ = refresh.tick() => {
                 if let (Ok(addrs), Ok(mut guard)) = (local_addresses(), dp.lock()) {
                     if let Err(e) = guard.set_local_addresses(&addrs) {
