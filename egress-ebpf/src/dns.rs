@@ -494,8 +494,6 @@ pub fn on_query<B: LoadBytes>(
     QueryAction::Forward
 }
 
-/// How a query is refused: a REFUSED answer for UDP, a drop for TCP.
-#[inline(always)]
 /// A packet to a resolver's port 53 that is not one whole, readable query
 /// (a TCP segment holding part of one or several, a first fragment, a
 /// message the parser refuses). Its name cannot be checked, so with the
@@ -518,6 +516,8 @@ fn unreadable(meta: &SlotMeta, why: DnsStat) -> QueryAction {
     }
 }
 
+/// How a query is refused: a REFUSED answer for UDP, a drop for TCP.
+#[inline(always)]
 fn refusal(pkt: &Packet) -> QueryAction {
     if pkt.proto == IPPROTO_UDP { QueryAction::Refuse } else { QueryAction::Drop }
 }

@@ -10,15 +10,17 @@
 mod attach;
 mod barrier;
 mod lan;
+mod lease;
 mod mapped;
 mod read;
-mod retire;
+mod webgroup_bits;
 pub mod counters;
 pub mod local;
 pub mod pin;
 mod slot;
 
 pub use attach::{Attached, pinned_link_ifindex};
+pub use lease::Lease;
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
@@ -27,8 +29,8 @@ use aya::maps::{Array, MapData};
 use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use egress_common::{
-    AgentLease, LEASE_NS, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE,
-    SLOT_FLAG_WEBGROUPS, SlotMeta, WEBGROUP_NAME_LEN, WebGroupName,
+    AgentLease, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE,
+    SLOT_FLAG_WEBGROUPS, SlotMeta,
 };
 
 use crate::policy::compile::{CompiledPack, CompiledRule};
@@ -147,7 +149,7 @@ pub struct Datapath {
     /// pack's groups and by removed groups whose bit is being retired.
     bit_names: std::collections::BTreeMap<u32, String>,
     /// The strip of retired bits running now, if any.
-    retiring: Option<retire::Retiring>,
+    retiring: Option<webgroup_bits::Retiring>,
     /// The interfaces attached to (`lan.rs`).
     lans: BTreeSet<String>,
     /// Those of them a resolver is reached through.
@@ -382,125 +384,6 @@ impl Datapath {
         Ok(())
     }
 
-    /// Names the pack's WebGroup bits in `EGV2_WEBGROUPS` (bits are stable
-    /// across packs, so a name never changes meaning while in use).
-    fn write_webgroup_names(&mut self, pack: &CompiledPack) -> Result<(), DatapathError> {
-        let mut names = self.webgroup_name_table()?;
-        for (name, bit) in &pack.webgroup_bits {
-            let mut text = [0u8; WEBGROUP_NAME_LEN];
-            let n = name.len().min(WEBGROUP_NAME_LEN - 1);
-            text[..n].copy_from_slice(&name.as_bytes()[..n]);
-            names.set(*bit, text, 0).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))?;
-        }
-        for (name, bit) in &pack.webgroup_bits {
-            self.bit_names.insert(*bit, name.clone());
-        }
-        Ok(())
-    }
-
-    fn webgroup_name_table(&mut self) -> Result<Array<&mut MapData, WebGroupName>, DatapathError> {
-        let map = self.ebpf.map_mut("EGV2_WEBGROUPS").ok_or_else(|| DatapathError::MissingMap("EGV2_WEBGROUPS".into()))?;
-        Array::try_from(map).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))
-    }
-
-    /// The WebGroup bits named in `EGV2_WEBGROUPS`.
-    fn read_webgroup_names(&mut self) -> Result<std::collections::BTreeMap<u32, String>, DatapathError> {
-        let names = self.webgroup_name_table()?;
-        let mut taken = std::collections::BTreeMap::new();
-        for bit in 0..egress_common::MAX_WEBGROUPS {
-            let text = names.get(&bit, 0).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))?;
-            let len = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-            if len > 0 {
-                taken.insert(bit, String::from_utf8_lossy(&text[..len]).into_owned());
-            }
-        }
-        Ok(taken)
-    }
-
-    /// What the next compile keeps: every WebGroup bit taken (the live
-    /// pack's, those being retired, and after adoption those the pinned
-    /// datapath named) and the live pack's combined classes.
-    pub fn previous(&self) -> crate::policy::compile::Previous {
-        crate::policy::compile::Previous {
-            webgroup_bits: self.bit_names.iter().map(|(b, n)| (n.clone(), *b)).collect(),
-            x_sets: self.live_pack().map(|p| p.previous().x_sets).unwrap_or_default(),
-        }
-    }
-
-    /// Retires the WebGroup bits the live pack no longer uses: frees those
-    /// a finished strip cleared from the learned table (their names are
-    /// cleared, so the next compile may hand them out), and starts a strip
-    /// of the rest (see `retire.rs`). Called after every install and
-    /// periodically. Returns how many bits it freed.
-    pub fn retire_webgroup_bits(&mut self) -> Result<usize, DatapathError> {
-        let live: std::collections::BTreeMap<String, u32> =
-            self.live_pack().map(|p| p.webgroup_bits.clone()).unwrap_or_default();
-        let unused = |bit: &u32, name: &String| live.get(name) != Some(bit);
-        let mut freed = 0;
-        if let Some(job) = self.retiring.take_if(|j| j.is_finished()) {
-            let bits = job.bits;
-            job.finish()?;
-            let done: Vec<u32> = self
-                .bit_names
-                .iter()
-                .filter(|(b, n)| bits & (1u64 << **b) != 0 && unused(b, n))
-                .map(|(b, _)| *b)
-                .collect();
-            let mut names = self.webgroup_name_table()?;
-            for bit in &done {
-                names.set(*bit, [0u8; WEBGROUP_NAME_LEN], 0).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))?;
-            }
-            for bit in done {
-                self.bit_names.remove(&bit);
-                freed += 1;
-            }
-        }
-        let retired = self.bit_names.iter().filter(|(b, n)| unused(b, n)).fold(0u64, |m, (b, _)| m | 1u64 << *b);
-        if retired != 0 && self.retiring.is_none() {
-            use std::os::fd::AsFd as _;
-            let fd = match self.ebpf.map("EGV2_LEARNED") {
-                Some(aya::maps::Map::LruHashMap(m)) => m.fd().as_fd().try_clone_to_owned()?,
-                _ => return Err(DatapathError::MissingMap("EGV2_LEARNED".into())),
-            };
-            self.retiring = Some(retire::Retiring::start(fd, self.barrier.clone(), retired)?);
-        }
-        Ok(freed)
-    }
-
-    /// Waits for the running strip of retired WebGroup bits, if any (tests).
-    pub fn wait_retiring(&mut self) -> Result<(), DatapathError> {
-        while self.retiring.as_ref().is_some_and(|j| !j.is_finished()) {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        Ok(())
-    }
-
-    /// Renews the agent's lease on DNS learning for [`LEASE_NS`] from now.
-    /// A running agent calls it every [`egress_common::LEASE_RENEW_MS`];
-    /// loading renews it once. Once it runs out, names fail closed (see
-    /// [`AgentLease`]).
-    pub fn renew_lease(&mut self) -> Result<(), DatapathError> {
-        renew(&mut self.lease)
-    }
-
-    /// A second handle on the lease alone, for renewing it apart from
-    /// whatever holds the datapath (an install, a metrics scrape walking
-    /// the learned table): nothing slow there can let the lease lapse.
-    pub fn lease_handle(&self) -> Result<Lease, DatapathError> {
-        use aya::maps::IterableMap as _;
-        use std::os::fd::AsFd as _;
-        let fd = self.lease.map().fd().as_fd().try_clone_to_owned()?;
-        let data = MapData::from_fd(fd).map_err(|e| DatapathError::map("EGV2_AGENT", e))?;
-        Ok(Lease(Array::try_from(aya::maps::Map::Array(data)).map_err(|e| DatapathError::map("EGV2_AGENT", e))?))
-    }
-
-    /// Ends the lease now, as if the agent had been down for [`LEASE_NS`]:
-    /// queries to resolvers are refused (query filter `enforce`) and
-    /// answers teach nothing until [`Datapath::renew_lease`].
-    pub fn release_lease(&mut self) -> Result<(), DatapathError> {
-        self.lease.set(0, AgentLease::default(), 0).map_err(|e| DatapathError::map("EGV2_AGENT", e))
-    }
-
     /// Sets the hook `attach` will use and `status` reports.
     pub fn set_hook(&mut self, hook: Hook) {
         self.hook = hook;
@@ -610,22 +493,6 @@ where
 {
     let prog = ebpf.program_mut(name).ok_or_else(|| DatapathError::MissingProgram(name.to_string()))?;
     prog.try_into().map_err(|e| DatapathError::program(name, e))
-}
-
-/// The agent's lease on DNS learning (`EGV2_AGENT`), apart from the
-/// datapath: see [`Datapath::lease_handle`].
-pub struct Lease(Array<MapData, AgentLease>);
-
-impl Lease {
-    /// Renews the lease for [`LEASE_NS`] from now.
-    pub fn renew(&mut self) -> Result<(), DatapathError> {
-        renew(&mut self.0)
-    }
-}
-
-fn renew(lease: &mut Array<MapData, AgentLease>) -> Result<(), DatapathError> {
-    let lease_value = AgentLease { until_ns: crate::clock::monotonic_ns() + LEASE_NS, pid: std::process::id(), _pad: 0 };
-    lease.set(0, lease_value, 0).map_err(|e| DatapathError::map("EGV2_AGENT", e))
 }
 
 /// Takes a map out of the loaded object as its typed wrapper.
