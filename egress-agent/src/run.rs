@@ -234,6 +234,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     if let Err(e) = guard.set_local_addresses(&addrs) {
                         warn!("refreshing gateway addresses: {e}");
                     }
+                    // Routes change: which LAN a resolver is reached through too.
+                    if let Err(e) = guard.sync_lan_marks() {
+                        warn!("updating the LAN interfaces the DNS learner distrusts: {e}");
+                    }
                     for iface in &opts.lan {
                         match guard.repair_links(iface, opts.hook) {
                             Ok(0) => {}

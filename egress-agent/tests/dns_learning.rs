@@ -959,3 +959,60 @@ fn a_resolver_on_the_gateway_stays_judged_across_an_adoption() {
     assert_eq!(after[Reason::Rule as usize], reasons[Reason::Rule as usize] + 1, "decided by a rule");
     assert_eq!(dp.dns_stats().expect("stats")[DnsStat::QueryTracked as usize], before + 1, "and recorded");
 }
+
+/// Pins whose live slot never got a pack (an agent that failed before its
+/// first install) are no datapath to adopt: they judge nothing. And an
+/// adopting agent with no pack of its own yet retires no WebGroup bit (it
+/// does not know which the adopted pack uses).
+#[test]
+fn only_an_enforcing_datapath_is_adopted_and_its_bits_are_kept() {
+    use egress_agent::datapath::pin::PinDir;
+    use egress_agent::testkit::bpffs::Bpffs;
+    let pins = Bpffs::new("gen0").expect("bpffs");
+    drop(Datapath::load_pinned(PinDir::prepare(&pins.0).expect("pins")).expect("datapath")); // no install
+    let dp = Datapath::load_pinned(PinDir::prepare(&pins.0).expect("pins")).expect("datapath");
+    assert!(!dp.adopted(), "generation 0 is nothing to adopt");
+    drop(dp);
+    {
+        let mut dp = Datapath::load_pinned(PinDir::prepare(&pins.0).expect("pins")).expect("datapath");
+        let pack = load_sources(&[("t.yaml".into(), PACK.into())]).expect("valid");
+        dp.install(compile(&pack).expect("compiles")).expect("installs");
+    }
+    let mut dp = Datapath::load_pinned(PinDir::prepare(&pins.0).expect("pins")).expect("datapath");
+    assert!(dp.adopted());
+    assert_eq!(dp.retire_webgroup_bits().expect("retire"), 0);
+    dp.wait_retiring().expect("wait");
+    assert_eq!(dp.retire_webgroup_bits().expect("retire"), 0, "no strip was started");
+    assert!(dp.previous().webgroup_bits.contains_key("llm"), "the adopted pack's bit stays taken");
+}
+
+/// A group removed and added back while its bit is being retired keeps
+/// its bit, and the strip leaves it alone from then on.
+#[test]
+fn a_group_added_back_while_its_bit_retires_keeps_it() {
+    use egress_agent::policy::compile::compile_stable;
+    let mut h = Harness::new();
+    let llm_bit = h.llm.trailing_zeros();
+    let without = PACK
+        .replace("  llm: { domains: [api.openai.com, \"*.example.com\", \"**.deep.example.org\"] }", "  other: { domains: [other.example.net] }")
+        .replace("webgroup: llm", "webgroup: other");
+    let install = |h: &mut Harness, text: &str| {
+        let pack = load_sources(&[("t.yaml".into(), text.to_string())]).expect("valid");
+        h.dp.install(compile_stable(&pack, &h.dp.previous()).expect("compiles")).expect("installs");
+        h.dp.retire_webgroup_bits().expect("retire");
+    };
+    install(&mut h, &without); // llm's bit starts retiring
+    install(&mut h, PACK); // and llm is back
+    assert_eq!(h.dp.webgroup_bit("llm"), Some(llm_bit), "its old bit");
+    let x = h.exchange(false, false);
+    h.send_query("back", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    h.deliver(&x.answer(&api_a(x.id, &["203.0.113.77"], 300)));
+    // Let every strip run out (llm's, then `other`'s, now gone too).
+    for _ in 0..3 {
+        h.dp.wait_retiring().expect("strip ends");
+        h.dp.retire_webgroup_bits().expect("retire");
+    }
+    assert_eq!(h.dp.previous().webgroup_bits.get("llm"), Some(&llm_bit), "llm's bit is not freed");
+    assert!(!h.dp.previous().webgroup_bits.contains_key("other"), "the group gone since is retired and freed");
+    assert_eq!(h.syn(x.workload, ip("203.0.113.77"), 443), PASS, "not stripped from what llm learned since");
+}

@@ -39,8 +39,16 @@ impl Datapath {
     /// come from the gateway itself) are reached through. Called on
     /// attach and after every install (the resolvers may have changed).
     pub fn sync_lan_marks(&mut self) -> Result<(), DatapathError> {
+        // None recorded yet (an adopting agent installs before it attaches):
+        // keep the marks the pinned datapath has.
+        if self.lans.is_empty() {
+            return Ok(());
+        }
         let addrs = interface_addresses()?;
-        let resolvers = self.live_pack().map(|p| p.resolvers.clone()).unwrap_or_default();
+        let resolvers = match self.live_pack() {
+            Some(p) => p.resolvers.clone(),
+            None => self.live_slot_resolvers(),
+        };
         self.lans_shared = resolvers
             .iter()
             .filter(|r| !addrs.iter().any(|(_, a)| a == *r))

@@ -201,7 +201,7 @@ impl Datapath {
             Some(p) => names.iter().map(|n| (n.clone(), p.map(n))).collect(),
             None => Vec::new(),
         };
-        let adopted = pins.as_ref().is_some_and(|p| p.has_datapath());
+        let pinned = pins.as_ref().is_some_and(|p| p.has_datapath());
         let mut loader = EbpfLoader::new();
         loader.map_max_entries("EGV2_LEARNED", capacity);
         for (name, path) in &paths {
@@ -230,9 +230,14 @@ impl Datapath {
             array.set(0, &fd, 0).map_err(|e| DatapathError::map(tails, e))?;
         }
         let slots = [SlotMaps::take(&mut ebpf, 0)?, SlotMaps::take(&mut ebpf, 1)?];
-        let live = take_map(&mut ebpf, "EGV2_LIVE")?;
+        let live: Array<MapData, LiveState> = take_map(&mut ebpf, "EGV2_LIVE")?;
         let meta = take_map(&mut ebpf, "EGV2_SLOT_META")?;
         let lease = take_map(&mut ebpf, "EGV2_AGENT")?;
+        // A datapath to adopt has a pack in force: pins whose live slot
+        // never got one (an agent that failed before its first install)
+        // judge nothing, and must not pass for an enforcing datapath.
+        let adopted = pinned
+            && live.get(&0, 0).map_err(|e| DatapathError::map("EGV2_LIVE", e))?.generation != 0;
         let mut dp = Datapath {
             ebpf,
             live,
@@ -452,6 +457,12 @@ impl Datapath {
         Ok(totals)
     }
 
+    /// The live slot's resolvers as the kernel holds them (right after an
+    /// adoption no pack of this agent's says).
+    pub(super) fn live_slot_resolvers(&self) -> Vec<IpAddr> {
+        self.slots[self.state.slot as usize].resolver_addrs()
+    }
+
     /// Sets the gateway's own addresses (packets to them are not judged),
     /// in the live slot now and in every pack installed later. The live
     /// pack's resolvers are left out: traffic to a resolver on the gateway
@@ -466,7 +477,7 @@ impl Datapath {
         // never taken for one of its own (unjudged) addresses meanwhile.
         let resolvers = match &self.installed[live] {
             Some(p) => p.resolvers.clone(),
-            None => self.slots[live].resolver_addrs(),
+            None => self.live_slot_resolvers(),
         };
         let added = self.slots[live].set_local(addrs, &resolvers)?;
         if !added.is_empty() {

@@ -18,6 +18,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use aya::maps::{Array, HashMap, Map, MapData};
@@ -33,18 +34,22 @@ const MAX_PASSES: usize = 16;
 
 /// A strip of some bits running in the background.
 pub struct Retiring {
-    /// The bits being stripped.
-    pub bits: u64,
+    /// The bits being stripped. An install whose pack takes one of them
+    /// back (a group re-added) clears it here before its flip: from then on
+    /// no pass clears it, and it is not freed.
+    bits: Arc<AtomicU64>,
     job: JoinHandle<Result<u64, DatapathError>>,
 }
 
-/// Clears `bits` from every entry of the learned table once; returns how
-/// many entries had any.
-fn pass(learned: &mut HashMap<MapData, LearnKey, LearnValue>, bits: u64) -> Result<u64, DatapathError> {
-    let keys: Vec<LearnKey> = learned.keys().filter_map(Result::ok).collect();
+/// Clears the bits `strip` holds (read afresh for every entry) from every
+/// entry of the learned table once; returns how many entries had any.
+fn pass(learned: &mut HashMap<MapData, LearnKey, LearnValue>, strip: &AtomicU64) -> Result<u64, DatapathError> {
+    // Every key, or an error: a pass cut short must not count as clean.
+    let keys: Vec<LearnKey> = learned.keys().collect::<Result<_, _>>().map_err(|e| DatapathError::map("EGV2_LEARNED", e))?;
     let mut cleared = 0;
     for key in keys {
         let Ok(mut value) = learned.get(&key, 0) else { continue }; // evicted meanwhile
+        let bits = strip.load(Ordering::Acquire);
         if value.groups & bits == 0 {
             continue;
         }
@@ -65,11 +70,13 @@ impl Retiring {
         let data = MapData::from_fd(learned_fd).map_err(|e| DatapathError::map("EGV2_LEARNED", e))?;
         let mut learned: HashMap<MapData, LearnKey, LearnValue> =
             HashMap::try_from(Map::LruHashMap(data)).map_err(|e| DatapathError::map("EGV2_LEARNED", e))?;
+        let bits = Arc::new(AtomicU64::new(bits));
+        let strip = bits.clone();
         let job = std::thread::Builder::new().name("egress-retire".into()).spawn(move || {
             let mut total = 0;
             for _ in 0..MAX_PASSES {
                 barrier.wait()?;
-                match pass(&mut learned, bits)? {
+                match pass(&mut learned, &strip)? {
                     0 => return Ok(total),
                     n => total += n,
                 }
@@ -79,6 +86,16 @@ impl Retiring {
             ))))
         })?;
         Ok(Retiring { bits, job })
+    }
+
+    /// Stops stripping `bits` (a new pack uses them again).
+    pub fn keep(&self, bits: u64) {
+        self.bits.fetch_and(!bits, Ordering::AcqRel);
+    }
+
+    /// The bits still being stripped.
+    pub fn bits(&self) -> u64 {
+        self.bits.load(Ordering::Acquire)
     }
 
     /// Whether the strip has ended (either way).
@@ -99,12 +116,20 @@ impl Datapath {
         let mut names = self.webgroup_name_table()?;
         for (name, bit) in &pack.webgroup_bits {
             let mut text = [0u8; WEBGROUP_NAME_LEN];
-            let n = name.len().min(WEBGROUP_NAME_LEN - 1);
+            // All of it: names are at most 64 bytes (the policy says so),
+            // and the reader takes a full buffer without a NUL as it is.
+            let n = name.len().min(WEBGROUP_NAME_LEN);
             text[..n].copy_from_slice(&name.as_bytes()[..n]);
             names.set(*bit, text, 0).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))?;
         }
+        let mut taken = 0u64;
         for (name, bit) in &pack.webgroup_bits {
             self.bit_names.insert(*bit, name.clone());
+            taken |= 1u64 << *bit;
+        }
+        // A group re-added while its bit is being retired: stop stripping it.
+        if let Some(job) = &self.retiring {
+            job.keep(taken);
         }
         Ok(())
     }
@@ -144,12 +169,13 @@ impl Datapath {
     /// of the rest (see the module comment). Called after every install and
     /// periodically. Returns how many bits it freed.
     pub fn retire_webgroup_bits(&mut self) -> Result<usize, DatapathError> {
-        let live: std::collections::BTreeMap<String, u32> =
-            self.live_pack().map(|p| p.webgroup_bits.clone()).unwrap_or_default();
+        // No pack of this agent's yet (an adopted one keeps enforcing over
+        // a bad policy): which bits it uses is not known; retire nothing.
+        let Some(live) = self.live_pack().map(|p| p.webgroup_bits.clone()) else { return Ok(0) };
         let unused = |bit: &u32, name: &String| live.get(name) != Some(bit);
         let mut freed = 0;
         if let Some(job) = self.retiring.take_if(|j| j.is_finished()) {
-            let bits = job.bits;
+            let bits = job.bits();
             job.finish()?;
             let done: Vec<u32> = self
                 .bit_names
