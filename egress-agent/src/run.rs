@@ -216,7 +216,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let adoption = match (adopted, upgraded) {
         (Some(g), 0) => format!(" (adopted the pinned datapath at generation {g})"),
         (Some(g), n) => format!(" (adopted the pinned datapath at generation {g}; upgraded {n} programs in place)"),
-        (None, _) => String::new(),
+        (None, 0) => String::new(),
+        (None, n) => format!(" (upgraded {n} programs in place)"),
     };
     println!(
         "egress-agent: enforcing {enforcing} on {}{adoption}",

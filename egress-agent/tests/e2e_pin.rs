@@ -128,6 +128,9 @@ fn pinned_links_of_another_build_are_upgraded_in_place() {
     let root = pins.0.clone();
     within(&lab.gateway.name, move || {
         let mut other_build = Datapath::load_pinned(PinDir::prepare(&root).expect("pin dir")).expect("datapath");
+        // A pack in force, as another build's agent would have left it.
+        let pack = egress_agent::policy::load_sources(&[("p.yaml".into(), web_pack(""))]).expect("pack");
+        other_build.install(egress_agent::policy::compile::compile(&pack).expect("compiles")).expect("installs");
         other_build.attach_empty("lan0").expect("stand-in links");
     })
     .expect("netns");
