@@ -100,11 +100,13 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
         }
         dp.set_local_addresses(&addrs)?;
         let generation = dp.install(compiled)?;
-        // Bits of WebGroups gone are cleared from learned addresses in the
-        // background before any other group may have them.
+        // The new pack is enforced from here on; what follows is upkeep.
+        let enforced = Instant::now();
         if let Err(e) = dp.sync_lan_marks() {
             tracing::warn!("updating the LAN interfaces the DNS learner distrusts: {e}");
         }
+        // Bits of WebGroups gone are cleared from learned addresses in the
+        // background before any other group may have them.
         if let Err(e) = dp.retire_webgroup_bits() {
             tracing::warn!("retiring the bits of removed webgroups (they stay taken; retried): {e}");
         }
@@ -113,9 +115,10 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
         if let Err(e) = dp.set_status(&status) {
             tracing::warn!("recording the pack's status for `egress-agent status`: {e}");
         }
-        generation
+        (generation, enforced)
     };
-    let timings = SwapTimings { load: t1 - t0, compile: t2 - t1, install: t2.elapsed() };
+    let (generation, enforced) = generation;
+    let timings = SwapTimings { load: t1 - t0, compile: t2 - t1, install: enforced - t2 };
     Ok(Installed { pack, generation, timings, hash })
 }
 
