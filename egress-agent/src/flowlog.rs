@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use egress_common::{ACTION_DENY, FAMILY_V4, FlowEvent, MODE_ENFORCE, Reason, Verdict};
 use serde::Serialize;
 
-use crate::policy::compile::CompiledRule;
+use egress_policy::compile::CompiledRule;
 
 /// One flow-log record.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -123,7 +123,13 @@ pub fn proto_name(proto: u8) -> String {
 
 /// Builds the record of an event. `rule` is the deciding rule when its pack
 /// is still known; `wall` is the wall-clock time of the event.
-pub fn record(ev: &FlowEvent, rule: Option<&CompiledRule>, iface: String, wall: SystemTime, fqdn: Option<String>) -> FlowRecord {
+pub fn record(
+    ev: &FlowEvent,
+    rule: Option<&CompiledRule>,
+    iface: String,
+    wall: SystemTime,
+    fqdn: Option<String>,
+) -> FlowRecord {
     let verdict = Verdict::from_code(ev.verdict).map_or("unknown", Verdict::name);
     let (name, priority, action, mode) = match rule {
         Some(r) => (
@@ -245,7 +251,8 @@ impl FlowLog {
     fn line(&mut self, line: String) -> std::io::Result<()> {
         let len = line.len() as u64 + 1;
         if let Some(r) = &self.file
-            && r.size > 0 && r.size + len > r.max_bytes
+            && r.size > 0
+            && r.size + len > r.max_bytes
         {
             self.rotate()?;
         }
@@ -276,7 +283,8 @@ mod tests {
 
     #[test]
     fn record_has_every_field() {
-        let mut ev = FlowEvent { family: FAMILY_V4, proto: 6, verdict: 0, rule: 0, generation: 7, ..Default::default() };
+        let mut ev =
+            FlowEvent { family: FAMILY_V4, proto: 6, verdict: 0, rule: 0, generation: 7, ..Default::default() };
         ev.src[10..16].copy_from_slice(&[0xff, 0xff, 10, 10, 1, 10]);
         ev.dst[10..16].copy_from_slice(&[0xff, 0xff, 203, 0, 113, 5]);
         ev.sport_be = 40000u16.to_be();
@@ -332,7 +340,8 @@ mod tests {
         for i in 0..200 {
             log.write(&serde_json::json!({ "n": i, "pad": "x".repeat(40) })).unwrap();
         }
-        let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         assert_eq!(names, ["flows.jsonl", "flows.jsonl.1", "flows.jsonl.2", "flows.jsonl.3"]);
         for n in &names {
@@ -364,7 +373,8 @@ mod tests {
         for i in 0..50 {
             log.write(&line(i)).unwrap();
         }
-        let kept: Vec<String> = ["flows.jsonl.1", "flows.jsonl.2"].iter().map(|n| std::fs::read_to_string(dir.join(n)).unwrap()).collect();
+        let kept: Vec<String> =
+            ["flows.jsonl.1", "flows.jsonl.2"].iter().map(|n| std::fs::read_to_string(dir.join(n)).unwrap()).collect();
         std::fs::remove_file(&path).unwrap();
         for i in 50..80 {
             log.write(&line(i)).expect("writing goes on");

@@ -61,7 +61,6 @@ pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-
 /// Occupancy of the live learned-address table (see [`Pressure`]).
 pub fn read_pressure(pid: Option<u32>, entries: u64) -> Result<Pressure, LearnedError> {
     let learned = find("EGV2_LEARNED", pid)?;
@@ -83,12 +82,12 @@ pub fn read_pressure(pid: Option<u32>, entries: u64) -> Result<Pressure, Learned
 /// Every learned address, sorted by workload and address, from the newest
 /// datapath or from the one agent process `pid` runs.
 pub fn read_learned(pid: Option<u32>) -> Result<Vec<LearnedEntry>, LearnedError> {
-    let learned: BpfHashMap<_, LearnKey, LearnValue> =
-        BpfHashMap::try_from(find("EGV2_LEARNED", pid)?).map_err(|source| LearnedError::Map { name: "EGV2_LEARNED", source })?;
-    let names: BpfHashMap<_, u64, NameText> =
-        BpfHashMap::try_from(find("EGV2_LNAMES", pid)?).map_err(|source| LearnedError::Map { name: "EGV2_LNAMES", source })?;
-    let groups: Array<_, WebGroupName> =
-        Array::try_from(find("EGV2_WEBGROUPS", pid)?).map_err(|source| LearnedError::Map { name: "EGV2_WEBGROUPS", source })?;
+    let learned: BpfHashMap<_, LearnKey, LearnValue> = BpfHashMap::try_from(find("EGV2_LEARNED", pid)?)
+        .map_err(|source| LearnedError::Map { name: "EGV2_LEARNED", source })?;
+    let names: BpfHashMap<_, u64, NameText> = BpfHashMap::try_from(find("EGV2_LNAMES", pid)?)
+        .map_err(|source| LearnedError::Map { name: "EGV2_LNAMES", source })?;
+    let groups: Array<_, WebGroupName> = Array::try_from(find("EGV2_WEBGROUPS", pid)?)
+        .map_err(|source| LearnedError::Map { name: "EGV2_WEBGROUPS", source })?;
     let group_names: HashMap<u32, String> = (0..MAX_WEBGROUPS)
         .filter_map(|b| groups.get(&b, 0).ok().map(|n| (b, text(&n))))
         .filter(|(_, n)| !n.is_empty())
@@ -130,7 +129,12 @@ pub struct Pressure {
 impl Pressure {
     /// From the live entry count and the `address_new` counter.
     pub fn new(entries: u64, created: u64) -> Self {
-        Pressure { entries, capacity: egress_common::MAX_LEARNED as u64, created, evicted: created.saturating_sub(entries) }
+        Pressure {
+            entries,
+            capacity: egress_common::MAX_LEARNED as u64,
+            created,
+            evicted: created.saturating_sub(entries),
+        }
     }
 }
 

@@ -1,10 +1,8 @@
-//! The egress agent as a library: policy logic, the datapath loader and the
-//! operator-facing services. `main.rs` is a thin CLI over this.
+//! The egress agent as a library: the datapath loader and the operator-facing
+//! services (the policy logic is the `egress-policy` crate). `main.rs` is a thin CLI over this.
 
-pub mod policy;
 pub mod clock;
 pub mod datapath;
-pub mod testkit;
 pub mod flowlog;
 pub mod free;
 pub mod learned;

@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use egress_agent::datapath::Hook;
-use egress_agent::policy;
 use egress_agent::run::{RunOptions, run};
+use egress_policy as policy;
 
 /// Where the datapath is pinned unless `--pin-dir` says otherwise.
 const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/egress";
@@ -102,9 +102,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
@@ -187,7 +185,7 @@ fn main() -> ExitCode {
 
 /// `explain`: loads the pack, walks it, prints the walk and the decision.
 fn explain(path: &std::path::Path, src: std::net::IpAddr, dst: &str, proto: &str, port: Option<u16>) -> ExitCode {
-    use egress_agent::policy::explain::{Question, Target, explain, render};
+    use egress_policy::explain::{Question, Target, explain, render};
     let pack = match policy::load(path) {
         Ok(pack) => pack,
         Err(errors) => {
@@ -227,8 +225,8 @@ fn explain(path: &std::path::Path, src: std::net::IpAddr, dst: &str, proto: &str
             }
             Target::Addr(a)
         }
-        Err(_) => match egress_agent::policy::domain::parse_pattern(dst) {
-            Ok(egress_agent::policy::model::DomainPattern::Exact(name)) => Target::Name(name),
+        Err(_) => match egress_policy::domain::parse_pattern(dst) {
+            Ok(egress_policy::model::DomainPattern::Exact(name)) => Target::Name(name),
             Ok(_) => {
                 eprintln!("egress-agent: --dst is a name to explain, not a wildcard pattern");
                 return ExitCode::FAILURE;

@@ -155,7 +155,8 @@ impl Collector for DatapathCollector {
         )?;
         let hash = format!("{:016x}", self.stats.pack_hash.load(Ordering::Relaxed));
         ConstGauge::new(1).encode(family.encode_family(&[("hash", hash.as_str())])?)?;
-        let mut family = encoder.encode_descriptor("egress_build", "Build of the agent; always 1.", None, MetricType::Gauge)?;
+        let mut family =
+            encoder.encode_descriptor("egress_build", "Build of the agent; always 1.", None, MetricType::Gauge)?;
         ConstGauge::new(1).encode(family.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)?;
         let mut family = encoder.encode_descriptor(
             "egress_policy_reloads",

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::datapath::{Datapath, local::local_addresses};
-use crate::policy::{self, compile::compile_stable, model::Pack};
+use egress_policy::{self as policy, compile::compile_stable, model::Pack};
 
 /// Why a pack was not installed. The live pack is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
@@ -124,11 +124,9 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
 
 /// What `egress-agent status` shows of an installed pack.
 fn status_of(pack: &Pack, hash: u64, generation: u32, hook: crate::datapath::Hook) -> egress_common::PackStatus {
-    use crate::policy::model::Mode;
-    let installed_unix_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    use egress_policy::model::Mode;
+    let installed_unix_ns =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     egress_common::PackStatus {
         generation,
         rules: pack.rules.len() as u32,
@@ -149,7 +147,7 @@ fn status_of(pack: &Pack, hash: u64, generation: u32, hook: crate::datapath::Hoo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::compile::CompileError;
+    use egress_policy::compile::CompileError;
 
     /// Which failures are retried: the host's, and bits still retiring;
     /// never the policy's own faults.

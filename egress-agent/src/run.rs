@@ -115,10 +115,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut lease = datapath.lease_handle().context("a handle on the agent's lease")?;
     std::thread::Builder::new()
         .name("egress-lease".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(egress_common::LEASE_RENEW_MS));
-            if let Err(e) = lease.renew() {
-                warn!("renewing the agent's lease: {e}");
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(egress_common::LEASE_RENEW_MS));
+                if let Err(e) = lease.renew() {
+                    warn!("renewing the agent's lease: {e}");
+                }
             }
         })
         .context("starting the lease thread")?;
@@ -139,7 +141,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Err(e) => match adopted {
             Some(g) => {
                 stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
-                error!("policy rejected at start; the adopted datapath keeps enforcing its pack (generation {g}) until a good policy is written:\n{e:#}");
+                error!(
+                    "policy rejected at start; the adopted datapath keeps enforcing its pack (generation {g}) until a good policy is written:\n{e:#}"
+                );
                 format!("the adopted pack of generation {g} ({} was rejected)", opts.policy.display())
             }
             None => return Err(e.into()),
@@ -152,13 +156,25 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             let done = guard.attach(iface, opts.hook).with_context(|| format!("attaching to {iface}"))?;
             info!(iface, hook = ?opts.hook, new_links = done.new, kept_links = done.kept, "attached");
             if done.stale > 0 {
-                warn!(iface, links = done.stale, "pinned links had lost their interface (deleted since): attached anew");
+                warn!(
+                    iface,
+                    links = done.stale,
+                    "pinned links had lost their interface (deleted since): attached anew"
+                );
             }
             for (link, old, new) in &done.upgraded {
-                warn!(link, old_program = old, new_program = new, "the pinned link ran another build's program: switched to this build's in place");
+                warn!(
+                    link,
+                    old_program = old,
+                    new_program = new,
+                    "the pinned link ran another build's program: switched to this build's in place"
+                );
             }
             if let Some(link) = &done.replaced {
-                warn!(link, "removed the pinned link of the other hook (the agent ran with another --xdp setting before)");
+                warn!(
+                    link,
+                    "removed the pinned link of the other hook (the agent ran with another --xdp setting before)"
+                );
             }
             upgraded += done.upgraded.len();
         }
@@ -219,10 +235,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         (None, 0) => String::new(),
         (None, n) => format!(" (upgraded {n} programs in place)"),
     };
-    println!(
-        "egress-agent: enforcing {enforcing} on {}{adoption}",
-        opts.lan.join(", ")
-    );
+    println!("egress-agent: enforcing {enforcing} on {}{adoption}", opts.lan.join(", "));
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use egress_common::{AgentLease, LEASE_NS, LearnKey, LearnValue, LiveState, PackStatus, HOOK_XDP, MODE_ENFORCE};
+use egress_common::{AgentLease, HOOK_XDP, LEASE_NS, LearnKey, LearnValue, LiveState, MODE_ENFORCE, PackStatus};
 
 use crate::datapath::pin::PinDir;
 
@@ -40,8 +40,8 @@ fn open(pins: &PinDir, name: &str) -> Result<MapData, StatusError> {
 }
 
 fn first<T: aya::Pod>(pins: &PinDir, name: &str) -> Result<T, StatusError> {
-    let array: Array<_, T> =
-        Array::try_from(Map::Array(open(pins, name)?)).map_err(|source| StatusError::Map { map: name.into(), source })?;
+    let array: Array<_, T> = Array::try_from(Map::Array(open(pins, name)?))
+        .map_err(|source| StatusError::Map { map: name.into(), source })?;
     array.get(&0, 0).map_err(|source| StatusError::Map { map: name.into(), source })
 }
 

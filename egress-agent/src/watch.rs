@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::policy::is_policy_file_name;
+use egress_policy::is_policy_file_name;
 
 /// How often the policy path is looked at.
 pub const POLL: Duration = Duration::from_millis(100);

@@ -34,7 +34,10 @@ fn deployment_flags_are_flags_of_run() {
         let used = flags(&code);
         assert!(used.contains("--policy") && used.contains("--lan"), "{file}: {used:?}");
         for f in &used {
-            assert!(known.contains(f), "{file} passes {f}, which `egress-agent run` does not take (it takes {known:?})");
+            assert!(
+                known.contains(f),
+                "{file} passes {f}, which `egress-agent run` does not take (it takes {known:?})"
+            );
         }
     }
 }

@@ -18,7 +18,7 @@ use egress_common::{
 };
 
 use crate::maps::{
-    EGV2_AGENT, EGV2_SCRATCH, EGV2_DNS_STATS, EGV2_LNAMES, EGV2_LEARNED, EGV2_QUERIES, SLOT0, SLOT1, Slot,
+    EGV2_AGENT, EGV2_DNS_STATS, EGV2_LEARNED, EGV2_LNAMES, EGV2_QUERIES, EGV2_SCRATCH, SLOT0, SLOT1, Slot,
 };
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
 
@@ -437,13 +437,7 @@ fn query_key(workload: &[u8; 16], resolver: &[u8; 16], workload_port: u16, txid:
 /// A permitted packet to port 53: record the query if it goes to a listed
 /// resolver, and apply the query filter.
 #[inline(always)]
-pub fn on_query<B: LoadBytes>(
-    bytes: &B,
-    slot_idx: u32,
-    slot: &Slot,
-    meta: &SlotMeta,
-    pkt: &Packet,
-) -> QueryAction {
+pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> QueryAction {
     if slot.resolvers.get_ptr(pkt.dst).is_none() {
         return QueryAction::Forward;
     }
@@ -570,9 +564,8 @@ pub fn refuse_in_place(start: usize, end: usize) -> Option<Refused> {
     hdr[7] = 0;
     hdr[8] = 0;
     hdr[9] = 0;
-    let swapped_mac = [
-        macs[6], macs[7], macs[8], macs[9], macs[10], macs[11], macs[0], macs[1], macs[2], macs[3], macs[4], macs[5],
-    ];
+    let swapped_mac =
+        [macs[6], macs[7], macs[8], macs[9], macs[10], macs[11], macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]];
     let swapped_udp = [udp[2], udp[3], udp[0], udp[1], udp[4], udp[5], udp[6], udp[7]];
     let addrs_ok = if pkt.family == egress_common::FAMILY_V4 {
         let (ok, a) = cur.read_or(l3 + 12, [0u8; 8]);
@@ -839,7 +832,8 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
     let r = &s.report;
     let ttl = s.ttls[i].clamp(r.min_ttl, r.max_ttl.max(r.min_ttl));
     let key = LearnKey { workload: r.workload, addr: s.addrs[i] };
-    let mut value = LearnValue { groups: r.groups, expires_ns: r.now + ttl as u64 * 1_000_000_000, name_hash: r.name_hash };
+    let mut value =
+        LearnValue { groups: r.groups, expires_ns: r.now + ttl as u64 * 1_000_000_000, name_hash: r.name_hash };
     match EGV2_LEARNED.get_ptr(&key) {
         Some(old) => {
             // SAFETY: value pointer from a successful lookup.

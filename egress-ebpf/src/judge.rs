@@ -6,20 +6,16 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
-    ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowKey, NO_RULE, FlowValue, FragKey,
-    MODE_ENFORCE, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS, SlotMeta,
-    SpKey, VERDICTS, Verdict, XdKey, LearnKey, XwKey,
+    ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowKey, FlowValue, FragKey, LearnKey, MODE_ENFORCE, NO_RULE,
+    PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS,
+    SlotMeta, SpKey, VERDICTS, Verdict, XdKey, XwKey,
 };
 
 use crate::dns::{self, LoadBytes, QueryAction};
 use crate::flowcache;
-use crate::maps::{
-    EGV2_FRAGS, EGV2_LEARNED, EGV2_LIVE, EGV2_REASONS, EGV2_SLOT_META,
-    SLOT0, SLOT1, Slot,
-};
+use crate::maps::{EGV2_FRAGS, EGV2_LEARNED, EGV2_LIVE, EGV2_REASONS, EGV2_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::parse::{
-    Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
-    Packet, Parsed, parse,
+    Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse,
 };
 
 /// What to do with the packet.
@@ -127,15 +123,7 @@ fn count_reason(reason: Reason) {
 }
 
 #[inline(always)]
-fn judge_in(
-    slot_idx: u32,
-    slot: &Slot,
-    meta: &SlotMeta,
-    start: usize,
-    end: usize,
-    len: u32,
-    ifindex: u32,
-) -> Action {
+fn judge_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usize, len: u32, ifindex: u32) -> Action {
     let generation = meta.generation;
     let cur = Cursor::new(start, end);
     let mut pkt = Packet::empty();
@@ -174,7 +162,16 @@ fn unjudgeable(slot: &Slot, meta: &SlotMeta, pkt: &Packet, reason: Reason, ifind
     count_reason(reason);
     let enforce = meta.mode == MODE_ENFORCE;
     let verdict = if enforce { Verdict::Denied } else { Verdict::WouldDeny };
-    crate::events::report_flow(pkt, pkt.sport.to_be(), pkt.dport.to_be(), verdict, reason, NO_RULE, meta.generation, ifindex);
+    crate::events::report_flow(
+        pkt,
+        pkt.sport.to_be(),
+        pkt.dport.to_be(),
+        verdict,
+        reason,
+        NO_RULE,
+        meta.generation,
+        ifindex,
+    );
     if enforce { Action::Drop } else { Action::Pass }
 }
 
@@ -218,8 +215,7 @@ fn is_link_local_control(pkt: &Packet) -> bool {
     }
     if pkt.family == FAMILY_V4 {
         let d = &pkt.dst;
-        (d[12] == 224 && d[13] == 0 && d[14] == 0)
-            || (d[12] == 255 && d[13] == 255 && d[14] == 255 && d[15] == 255)
+        (d[12] == 224 && d[13] == 0 && d[14] == 0) || (d[12] == 255 && d[13] == 255 && d[14] == 255 && d[15] == 255)
     } else {
         (pkt.dst[0] == 0xff && pkt.dst[1] == 0x02) || (pkt.dst[0] == 0xfe && pkt.dst[1] & 0xc0 == 0x80)
     }
@@ -438,8 +434,16 @@ fn judge_ip(
         let _ = EGV2_FRAGS.insert(&frag_key(pkt), &value, 0);
     }
     if rule.log != 0 || verdict != Verdict::Allowed {
-        crate::events::report_flow(pkt, key.sport_be, key.dport_be, verdict, Reason::Rule, rule_idx, generation, ifindex);
+        crate::events::report_flow(
+            pkt,
+            key.sport_be,
+            key.dport_be,
+            verdict,
+            Reason::Rule,
+            rule_idx,
+            generation,
+            ifindex,
+        );
     }
     action_of(verdict)
 }
-

@@ -10,11 +10,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use egress_common::{
-    DNS_STAT_SLOTS, EVENT_RING_BYTES, MAX_LEARNED_NAMES, MAX_WEBGROUPS, NameText, WebGroupName, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowValue,
-    FragKey, LearnKey, LearnValue, LiveState, MAX_LEARNED, MAX_LOCAL_ADDRS, MAX_NAMES,
-    MAX_PREFIXES, MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_X_CLASSES, MAX_XD_ENTRIES, NameKey,
-    PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SpKey,
-    VERDICTS, XdKey, XwKey,
+    DNS_STAT_SLOTS, EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowValue, FragKey, LearnKey, LearnValue,
+    LiveState, MAX_LEARNED, MAX_LEARNED_NAMES, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_PREFIXES, MAX_QUERIES, MAX_RULES,
+    MAX_SP_ENTRIES, MAX_WEBGROUPS, MAX_X_CLASSES, MAX_XD_ENTRIES, NameKey, NameText, PORT_INDEX_SLOTS, QueryKey,
+    QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SpKey, VERDICTS, WebGroupName, XdKey, XwKey,
 };
 
 /// Flag: allocate hash entries on demand (large, mostly sparse tables).
@@ -48,8 +47,7 @@ pub static EGV2_FLOWS: Array<egress_common::FlowSlot> = Array::with_max_entries(
 
 /// First fragments seen: later fragments of the datagram follow their verdict.
 #[map]
-pub static EGV2_FRAGS: LruHashMap<FragKey, FlowValue> =
-    LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+pub static EGV2_FRAGS: LruHashMap<FragKey, FlowValue> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
 
 /// Packets per [`egress_common::Reason`] code (per CPU).
 #[map]
@@ -71,13 +69,11 @@ pub static EGV2_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(egress
 
 /// Queries seen leaving for a resolver, awaiting their answer (LRU).
 #[map]
-pub static EGV2_QUERIES: LruHashMap<QueryKey, QueryValue> =
-    LruHashMap::with_max_entries(MAX_QUERIES, 0);
+pub static EGV2_QUERIES: LruHashMap<QueryKey, QueryValue> = LruHashMap::with_max_entries(MAX_QUERIES, 0);
 
 /// (workload, address) → WebGroups it was learned for, and expiry (LRU).
 #[map]
-pub static EGV2_LEARNED: LruHashMap<LearnKey, LearnValue> =
-    LruHashMap::with_max_entries(MAX_LEARNED, 0);
+pub static EGV2_LEARNED: LruHashMap<LearnKey, LearnValue> = LruHashMap::with_max_entries(MAX_LEARNED, 0);
 
 /// Names that taught addresses, by the hash stored in learned entries (LRU):
 /// lets `egress-agent learned` print names from the live maps.
@@ -159,19 +155,40 @@ macro_rules! slot_maps {
         /// `counter * VERDICTS + verdict` → packets, bytes, flows (per CPU);
         /// `counter` is the rule's lasting [`RuleInfo::counter`].
         #[map]
-        pub static $counters: PerCpuArray<RuleCounter> =
-            PerCpuArray::with_max_entries(MAX_RULES * VERDICTS, 0);
+        pub static $counters: PerCpuArray<RuleCounter> = PerCpuArray::with_max_entries(MAX_RULES * VERDICTS, 0);
     };
 }
 
 slot_maps!(
-    EGV2_SRC4_0, EGV2_SRC6_0, EGV2_DST4_0, EGV2_DST6_0, EGV2_PORTS_0, EGV2_SP_0, EGV2_XD_0,
-    EGV2_DEFAULTS_0, EGV2_RULES_0, EGV2_COUNTERS_0, EGV2_LOCAL_0, EGV2_NAMES_0, EGV2_XW_0,
+    EGV2_SRC4_0,
+    EGV2_SRC6_0,
+    EGV2_DST4_0,
+    EGV2_DST6_0,
+    EGV2_PORTS_0,
+    EGV2_SP_0,
+    EGV2_XD_0,
+    EGV2_DEFAULTS_0,
+    EGV2_RULES_0,
+    EGV2_COUNTERS_0,
+    EGV2_LOCAL_0,
+    EGV2_NAMES_0,
+    EGV2_XW_0,
     EGV2_RESOLV_0
 );
 slot_maps!(
-    EGV2_SRC4_1, EGV2_SRC6_1, EGV2_DST4_1, EGV2_DST6_1, EGV2_PORTS_1, EGV2_SP_1, EGV2_XD_1,
-    EGV2_DEFAULTS_1, EGV2_RULES_1, EGV2_COUNTERS_1, EGV2_LOCAL_1, EGV2_NAMES_1, EGV2_XW_1,
+    EGV2_SRC4_1,
+    EGV2_SRC6_1,
+    EGV2_DST4_1,
+    EGV2_DST6_1,
+    EGV2_PORTS_1,
+    EGV2_SP_1,
+    EGV2_XD_1,
+    EGV2_DEFAULTS_1,
+    EGV2_RULES_1,
+    EGV2_COUNTERS_1,
+    EGV2_LOCAL_1,
+    EGV2_NAMES_1,
+    EGV2_XW_1,
     EGV2_RESOLV_1
 );
 

@@ -129,11 +129,8 @@ fn bpf_linker() -> Result<()> {
 }
 
 fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .filter(|(_, path)| !Path::new(path).exists())
-        .map(|(pkg, _)| *pkg)
-        .collect();
+    let missing: Vec<&str> =
+        DEBIAN_PACKAGES.iter().filter(|(_, path)| !Path::new(path).exists()).map(|(pkg, _)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());
     }

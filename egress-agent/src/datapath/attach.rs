@@ -66,7 +66,11 @@ pub fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     use std::os::fd::AsRawFd as _;
     let mut info = [0u64; 16];
-    let mut attr = InfoAttr { bpf_fd: fd.as_raw_fd() as u32, info_len: std::mem::size_of_val(&info) as u32, info: info.as_mut_ptr() as u64 };
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
     super::barrier::bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
     // type, id, prog_id (u32 each), then the 8-aligned union at byte 16.
     Ok(info[2] as u32)
@@ -191,7 +195,8 @@ impl Datapath {
                 }
                 LinkKind::Xdp => {
                     let prog: &mut Xdp = program_mut(&mut self.ebpf, XDP_PROGRAM)?;
-                    let id = prog.attach(iface, XdpMode::Default).map_err(|e| DatapathError::program(XDP_PROGRAM, e))?;
+                    let id =
+                        prog.attach(iface, XdpMode::Default).map_err(|e| DatapathError::program(XDP_PROGRAM, e))?;
                     match pin_path {
                         Some(_) => {
                             let link = prog.take_link(id).map_err(|e| DatapathError::program(XDP_PROGRAM, e))?;
@@ -286,7 +291,11 @@ impl Datapath {
         for (at, kind) in [(TcAttachType::Ingress, LinkKind::TcIngress), (TcAttachType::Egress, LinkKind::TcEgress)] {
             let id = prog.attach(iface, at).map_err(|e| DatapathError::program(EMPTY_PROGRAM, e))?;
             if let Some(path) = self.pins.as_ref().map(|p| p.link(iface, kind)) {
-                let link: FdLink = prog.take_link(id).map_err(|e| DatapathError::program(EMPTY_PROGRAM, e))?.try_into().map_err(link_error)?;
+                let link: FdLink = prog
+                    .take_link(id)
+                    .map_err(|e| DatapathError::program(EMPTY_PROGRAM, e))?
+                    .try_into()
+                    .map_err(link_error)?;
                 link.pin(&path).map_err(link_error)?;
             }
         }

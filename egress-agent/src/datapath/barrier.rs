@@ -42,9 +42,8 @@ struct MapElemAttr {
 /// `bpf(2)` with `attr` (a `union bpf_attr` prefix) for `cmd`.
 pub(super) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a valid, initialised bpf_attr prefix of the given size.
-    let ret = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr as *mut T as *mut libc::c_void, std::mem::size_of::<T>())
-    };
+    let ret =
+        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T as *mut libc::c_void, std::mem::size_of::<T>()) };
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 

@@ -53,7 +53,11 @@ impl CounterIds {
 
     /// The index of every name of `names` (in order), assigning new ones.
     /// `in_use`: indexes a live pack still counts into; never reclaimed.
-    pub fn assign(&mut self, names: &[&str], in_use: &HashSet<u32>) -> Result<(Vec<u32>, Vec<Reclaimed>), CountersFull> {
+    pub fn assign(
+        &mut self,
+        names: &[&str],
+        in_use: &HashSet<u32>,
+    ) -> Result<(Vec<u32>, Vec<Reclaimed>), CountersFull> {
         let missing = names.iter().filter(|n| !self.by_name.contains_key(**n)).count();
         let mut reclaimed = Vec::new();
         if missing > self.available() {

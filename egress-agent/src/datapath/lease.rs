@@ -33,7 +33,6 @@ impl Datapath {
     pub fn release_lease(&mut self) -> Result<(), DatapathError> {
         self.lease.set(0, AgentLease::default(), 0).map_err(|e| DatapathError::map("EGV2_AGENT", e))
     }
-
 }
 
 /// The agent's lease on DNS learning (`EGV2_AGENT`), apart from the
@@ -48,6 +47,7 @@ impl Lease {
 }
 
 fn renew(lease: &mut Array<MapData, AgentLease>) -> Result<(), DatapathError> {
-    let lease_value = AgentLease { until_ns: crate::clock::monotonic_ns() + LEASE_NS, pid: std::process::id(), _pad: 0 };
+    let lease_value =
+        AgentLease { until_ns: crate::clock::monotonic_ns() + LEASE_NS, pid: std::process::id(), _pad: 0 };
     lease.set(0, lease_value, 0).map_err(|e| DatapathError::map("EGV2_AGENT", e))
 }

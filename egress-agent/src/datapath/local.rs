@@ -80,13 +80,15 @@ impl Datapath {
         let mut ways = MappedArray::<FlowSlot>::new(flows.fd().as_fd(), FLOW_CACHE_ENTRIES)?;
         let mut forgotten = 0;
         for i in 0..FLOW_CACHE_ENTRIES {
-            let hit = ways.get(i).is_some_and(|w| w.value.generation != 0 && addrs.contains(&FlowKey::from_words(w.key).dst));
+            let hit =
+                ways.get(i).is_some_and(|w| w.value.generation != 0 && addrs.contains(&FlowKey::from_words(w.key).dst));
             if hit && ways.set(i, FlowSlot::default()) {
                 forgotten += 1;
             }
         }
         let map = self.ebpf.map_mut("EGV2_FRAGS").ok_or_else(|| DatapathError::MissingMap("EGV2_FRAGS".into()))?;
-        let mut frags: HashMap<_, FragKey, FlowValue> = HashMap::try_from(map).map_err(|e| DatapathError::map("EGV2_FRAGS", e))?;
+        let mut frags: HashMap<_, FragKey, FlowValue> =
+            HashMap::try_from(map).map_err(|e| DatapathError::map("EGV2_FRAGS", e))?;
         let gone: Vec<FragKey> = frags.keys().filter_map(Result::ok).filter(|k| addrs.contains(&k.dst)).collect();
         Ok(forgotten + gone.iter().filter(|k| frags.remove(k).is_ok()).count())
     }

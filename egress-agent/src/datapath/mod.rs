@@ -9,15 +9,15 @@
 
 mod attach;
 mod barrier;
+pub mod counters;
 mod lan;
 mod lease;
-mod mapped;
-mod read;
-mod webgroup_bits;
-pub mod counters;
 pub mod local;
+mod mapped;
 pub mod pin;
+mod read;
 mod slot;
+mod webgroup_bits;
 
 pub use attach::{Attached, pinned_link_ifindex};
 pub use lease::Lease;
@@ -29,29 +29,48 @@ use aya::maps::{Array, MapData};
 use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use egress_common::{
-    AgentLease, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE,
-    SLOT_FLAG_WEBGROUPS, SlotMeta,
+    AgentLease, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS,
+    SlotMeta,
 };
 
-use crate::policy::compile::{CompiledPack, CompiledRule};
-use crate::policy::model::Mode;
 use barrier::{PendingBarrier, RcuBarrier};
 use counters::CounterIds;
+use egress_policy::compile::{CompiledPack, CompiledRule};
+use egress_policy::model::Mode;
 use pin::PinDir;
 use slot::SlotMaps;
 
 /// Every map of the datapath object (pinned by these names).
 pub fn map_names() -> Vec<String> {
     let mut names: Vec<String> = [
-        "EGV2_LIVE", "EGV2_STATUS", "EGV2_SLOT_META", "EGV2_FLOWS", "EGV2_FRAGS", "EGV2_REASONS", "EGV2_EVENTS", "EGV2_EVBUDGET", "EGV2_EVSTATS",
-        "EGV2_QUERIES", "EGV2_LEARNED", "EGV2_LNAMES", "EGV2_WEBGROUPS", "EGV2_DNS_STATS",
-        "EGV2_TAILS_TC", "EGV2_TAILS_XDP", "EGV2_SCRATCH", "EGV2_AGENT", "EGV2_LAN_IFS",
+        "EGV2_LIVE",
+        "EGV2_STATUS",
+        "EGV2_SLOT_META",
+        "EGV2_FLOWS",
+        "EGV2_FRAGS",
+        "EGV2_REASONS",
+        "EGV2_EVENTS",
+        "EGV2_EVBUDGET",
+        "EGV2_EVSTATS",
+        "EGV2_QUERIES",
+        "EGV2_LEARNED",
+        "EGV2_LNAMES",
+        "EGV2_WEBGROUPS",
+        "EGV2_DNS_STATS",
+        "EGV2_TAILS_TC",
+        "EGV2_TAILS_XDP",
+        "EGV2_SCRATCH",
+        "EGV2_AGENT",
+        "EGV2_LAN_IFS",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
     for n in 0..2 {
-        for t in ["SRC4", "SRC6", "DST4", "DST6", "PORTS", "SP", "XD", "DEFAULTS", "RULES", "COUNTERS", "LOCAL", "NAMES", "XW", "RESOLV"] {
+        for t in [
+            "SRC4", "SRC6", "DST4", "DST6", "PORTS", "SP", "XD", "DEFAULTS", "RULES", "COUNTERS", "LOCAL", "NAMES",
+            "XW", "RESOLV",
+        ] {
             names.push(format!("EGV2_{t}_{n}"));
         }
     }
@@ -225,8 +244,7 @@ impl Datapath {
                 .try_clone()
                 .map_err(DatapathError::Io)?;
             let map = ebpf.map_mut(tails).ok_or_else(|| DatapathError::MissingMap(tails.into()))?;
-            let mut array =
-                aya::maps::ProgramArray::try_from(map).map_err(|e| DatapathError::map(tails, e))?;
+            let mut array = aya::maps::ProgramArray::try_from(map).map_err(|e| DatapathError::map(tails, e))?;
             array.set(0, &fd, 0).map_err(|e| DatapathError::map(tails, e))?;
         }
         let slots = [SlotMaps::take(&mut ebpf, 0)?, SlotMaps::take(&mut ebpf, 1)?];
@@ -236,8 +254,7 @@ impl Datapath {
         // A datapath to adopt has a pack in force: pins whose live slot
         // never got one (an agent that failed before its first install)
         // judge nothing, and must not pass for an enforcing datapath.
-        let adopted = pinned
-            && live.get(&0, 0).map_err(|e| DatapathError::map("EGV2_LIVE", e))?.generation != 0;
+        let adopted = pinned && live.get(&0, 0).map_err(|e| DatapathError::map("EGV2_LIVE", e))?.generation != 0;
         let mut dp = Datapath {
             ebpf,
             live,
@@ -485,7 +502,6 @@ impl Datapath {
         }
         Ok(())
     }
-
 }
 
 /// A map's capacity as the kernel created it.

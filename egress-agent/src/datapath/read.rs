@@ -46,7 +46,8 @@ impl Datapath {
 
     /// The text of a learned name by its hash, while the name table holds it.
     pub fn learned_name_text(&self, hash: u64) -> Option<String> {
-        let names = aya::maps::HashMap::<_, u64, egress_common::NameText>::try_from(self.ebpf.map("EGV2_LNAMES")?).ok()?;
+        let names =
+            aya::maps::HashMap::<_, u64, egress_common::NameText>::try_from(self.ebpf.map("EGV2_LNAMES")?).ok()?;
         Some(crate::learned::text(&names.get(&hash, 0).ok()?)).filter(|t| !t.is_empty())
     }
 

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::policy::bitset::FastMap as StdHashMap;
+use egress_policy::bitset::FastMap as StdHashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
@@ -23,7 +23,7 @@ use ipnet::IpNet;
 use super::local::addr_key;
 use super::mapped::MappedArray;
 use super::{DatapathError, take_map};
-use crate::policy::compile::CompiledPack;
+use egress_policy::compile::CompiledPack;
 
 /// A hash map and the mirror of its kernel contents.
 struct Mirrored<K: aya::Pod, V: aya::Pod> {
@@ -233,7 +233,11 @@ impl SlotMaps {
     /// service addresses) the rest are judged like any destination rather
     /// than every install failing. Returns the addresses (as keyed) that
     /// were not local before.
-    pub fn set_local(&mut self, local: &BTreeSet<IpAddr>, resolvers: &[IpAddr]) -> Result<Vec<[u8; 16]>, DatapathError> {
+    pub fn set_local(
+        &mut self,
+        local: &BTreeSet<IpAddr>,
+        resolvers: &[IpAddr],
+    ) -> Result<Vec<[u8; 16]>, DatapathError> {
         let want: StdHashMap<[u8; 16], u8> = local
             .iter()
             .filter(|a| !resolvers.contains(a))

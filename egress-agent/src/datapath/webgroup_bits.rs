@@ -26,7 +26,7 @@ use egress_common::{LearnKey, LearnValue, WEBGROUP_NAME_LEN, WebGroupName};
 
 use super::barrier::RcuBarrier;
 use super::{Datapath, DatapathError};
-use crate::policy::compile::CompiledPack;
+use egress_policy::compile::CompiledPack;
 
 /// Passes before giving up on a table that answers keep writing the bits
 /// back into (the bits then stay taken; the next install tries again).
@@ -45,7 +45,8 @@ pub struct Retiring {
 /// entry of the learned table once; returns how many entries had any.
 fn pass(learned: &mut HashMap<MapData, LearnKey, LearnValue>, strip: &AtomicU64) -> Result<u64, DatapathError> {
     // Every key, or an error: a pass cut short must not count as clean.
-    let keys: Vec<LearnKey> = learned.keys().collect::<Result<_, _>>().map_err(|e| DatapathError::map("EGV2_LEARNED", e))?;
+    let keys: Vec<LearnKey> =
+        learned.keys().collect::<Result<_, _>>().map_err(|e| DatapathError::map("EGV2_LEARNED", e))?;
     let mut cleared = 0;
     for key in keys {
         let Ok(mut value) = learned.get(&key, 0) else { continue }; // evicted meanwhile
@@ -135,7 +136,8 @@ impl Datapath {
     }
 
     fn webgroup_name_table(&mut self) -> Result<Array<&mut MapData, WebGroupName>, DatapathError> {
-        let map = self.ebpf.map_mut("EGV2_WEBGROUPS").ok_or_else(|| DatapathError::MissingMap("EGV2_WEBGROUPS".into()))?;
+        let map =
+            self.ebpf.map_mut("EGV2_WEBGROUPS").ok_or_else(|| DatapathError::MissingMap("EGV2_WEBGROUPS".into()))?;
         Array::try_from(map).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))
     }
 
@@ -156,8 +158,8 @@ impl Datapath {
     /// What the next compile keeps: every WebGroup bit taken (the live
     /// pack's, those being retired, and after adoption those the pinned
     /// datapath named) and the live pack's combined classes.
-    pub fn previous(&self) -> crate::policy::compile::Previous {
-        crate::policy::compile::Previous {
+    pub fn previous(&self) -> egress_policy::compile::Previous {
+        egress_policy::compile::Previous {
             webgroup_bits: self.bit_names.iter().map(|(b, n)| (n.clone(), *b)).collect(),
             x_sets: self.live_pack().map(|p| p.previous().x_sets).unwrap_or_default(),
         }

@@ -1,0 +1,226 @@
+//! Cutting a pack's dimensions into equivalence classes for
+//! [`super::compile`]: address prefixes (longest prefix wins), port-array
+//! runs, and the numbering of combined classes across compiles.
+
+use ipnet::IpNet;
+
+use egress_common::{PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_SLOTS, PORT_INDEX_UDP};
+
+use super::bitset::FastMap as HashMap;
+use super::bitset::RuleSet;
+use super::model::{Pack, Protocol};
+
+/// Distinct sets numbered in order of first appearance, from 0.
+pub(super) struct Numbering<S> {
+    ids: HashMap<S, u32>,
+    /// The sets by number.
+    pub sets: Vec<S>,
+}
+
+impl<S> Default for Numbering<S> {
+    fn default() -> Self {
+        Numbering { ids: HashMap::default(), sets: Vec::new() }
+    }
+}
+
+impl<S: std::hash::Hash + Eq + Clone> Numbering<S> {
+    /// The number of `set`, given it now if it is new.
+    pub fn number(&mut self, set: S) -> u32 {
+        let next = self.sets.len() as u32;
+        *self.ids.entry(set).or_insert_with_key(|set| {
+            self.sets.push(set.clone());
+            next
+        })
+    }
+}
+
+/// The union of two ascending lists of rule indices, ascending, without
+/// repeats (`own` lists are built in rule order, so both always are).
+pub(super) fn union_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let next = match (a.get(i), b.get(j)) {
+            (Some(&x), Some(&y)) if x <= y => {
+                i += 1;
+                j += usize::from(x == y);
+                x
+            }
+            (_, Some(&y)) => {
+                j += 1;
+                y
+            }
+            (Some(&x), None) => {
+                i += 1;
+                x
+            }
+            (None, None) => break,
+        };
+        if out.last() != Some(&next) {
+            out.push(next);
+        }
+    }
+    out
+}
+
+/// Cuts one address dimension into classes. `own` maps each prefix to the
+/// rules that name it (ascending). Returns prefix → class, and each class's
+/// rules besides those matching every address (ascending; class 0 is the
+/// empty set: only the `any` rules). Sets are sparse: a prefix is named by a
+/// few rules, and dense sets of 10,000 bits per prefix were most of a
+/// 10,000-rule compile.
+pub(super) fn address_classes(own: HashMap<IpNet, Vec<u32>>) -> (HashMap<IpNet, u32>, Vec<Vec<u32>>) {
+    let mut prefixes: Vec<IpNet> = own.keys().copied().collect();
+    prefixes.sort_by_key(|p| (p.prefix_len(), *p));
+    // Only lengths some prefix has can hold a parent: probe those alone
+    // (a handful, instead of up to 128).
+    let mut lengths: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for p in &prefixes {
+        let family = &mut lengths[p.addr().is_ipv6() as usize];
+        if family.last() != Some(&p.prefix_len()) {
+            family.push(p.prefix_len());
+        }
+    }
+    let mut full: HashMap<IpNet, Vec<u32>> = HashMap::with_capacity_and_hasher(prefixes.len(), Default::default());
+    for p in &prefixes {
+        let parent = lengths[p.addr().is_ipv6() as usize]
+            .iter()
+            .rev()
+            .filter(|&&len| len < p.prefix_len())
+            .filter_map(|&len| IpNet::new(p.addr(), len).ok().map(|n| n.trunc()))
+            .find_map(|q| full.get(&q));
+        full.insert(*p, union_sorted(parent.map_or(&[][..], |v| &v[..]), &own[p]));
+    }
+    let mut sets = Numbering::default();
+    sets.number(Vec::new()); // class 0: no prefix
+    let mut classes = HashMap::with_capacity_and_hasher(prefixes.len(), Default::default());
+    for p in prefixes {
+        classes.insert(p, sets.number(full.remove(&p).unwrap_or_default()));
+    }
+    (classes, sets.sets)
+}
+
+/// Whether a rule with this protocol and ports matches port-array slot
+/// `idx`: the plain definition, which tests hold `port_classes` to.
+#[cfg(test)]
+fn rule_matches_slot(protocol: Protocol, ports: &Option<Vec<super::model::PortRange>>, idx: u32) -> bool {
+    let port_ok = |port: u32| match ports {
+        None => true,
+        Some(r) => r.iter().any(|r| (r.lo as u32..=r.hi as u32).contains(&port)),
+    };
+    match idx {
+        i if i < PORT_INDEX_UDP => matches!(protocol, Protocol::Tcp | Protocol::Any) && port_ok(i),
+        i if i < PORT_INDEX_ICMP => matches!(protocol, Protocol::Udp | Protocol::Any) && port_ok(i - PORT_INDEX_UDP),
+        PORT_INDEX_ICMP => matches!(protocol, Protocol::Icmp | Protocol::Any) && ports.is_none(),
+        _ => protocol == Protocol::Any && ports.is_none(),
+    }
+}
+
+/// Cuts the port array into runs with constant rule sets; returns the runs
+/// `(first, last, class)` and each class's rule set.
+pub(super) fn port_classes(pack: &Pack, n: usize) -> (Vec<(u32, u32, u32)>, Vec<RuleSet>) {
+    let mut bounds = vec![0, PORT_INDEX_UDP, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_SLOTS];
+    for r in &pack.rules {
+        for range in r.ports.iter().flatten() {
+            for base in [0, PORT_INDEX_UDP] {
+                bounds.push(base + range.lo as u32);
+                bounds.push(base + range.hi as u32 + 1);
+            }
+        }
+    }
+    bounds.sort_unstable();
+    bounds.dedup();
+    // Window w covers slots bounds[w]..bounds[w + 1]. Each rule marks the
+    // windows its protocol and ports cover (found by binary search), rather
+    // than every window testing every rule.
+    let windows = bounds.len() - 1;
+    let window_of = |slot: u32| bounds.partition_point(|&b| b <= slot) - 1;
+    let mut window_sets: Vec<RuleSet> = vec![RuleSet::new(n); windows];
+    for (i, r) in pack.rules.iter().enumerate() {
+        let mut spans: Vec<(u32, u32)> = Vec::new(); // inclusive slot spans
+        let bases: &[u32] = match r.protocol {
+            Protocol::Tcp => &[0],
+            Protocol::Udp => &[PORT_INDEX_UDP],
+            Protocol::Any => &[0, PORT_INDEX_UDP],
+            Protocol::Icmp => &[],
+        };
+        for &base in bases {
+            match &r.ports {
+                None => spans.push((base, base + 65_535)),
+                Some(ranges) => spans.extend(ranges.iter().map(|p| (base + p.lo as u32, base + p.hi as u32))),
+            }
+        }
+        if r.ports.is_none() && matches!(r.protocol, Protocol::Icmp | Protocol::Any) {
+            spans.push((PORT_INDEX_ICMP, PORT_INDEX_ICMP));
+        }
+        if r.ports.is_none() && r.protocol == Protocol::Any {
+            spans.push((PORT_INDEX_OTHER, PORT_INDEX_OTHER));
+        }
+        for (lo, hi) in spans {
+            for set in &mut window_sets[window_of(lo)..=window_of(hi)] {
+                set.insert(i);
+            }
+        }
+    }
+    let mut sets = Numbering::default();
+    let mut runs = Vec::with_capacity(windows);
+    for (w, set) in window_sets.into_iter().enumerate() {
+        let (lo, hi) = (bounds[w], bounds[w + 1] - 1);
+        let id = sets.number(set);
+        match runs.last_mut() {
+            Some((_, last, class)) if *class == id && *last + 1 == lo => *last = hi,
+            _ => runs.push((lo, hi, id)),
+        }
+    }
+    (runs, sets.sets)
+}
+
+/// Numbers combined classes: a set the previous pack had keeps its number,
+/// new sets take the lowest free ones. Returns the new number of each of
+/// `sets` and the sets by number (unused numbers hold empty sets).
+pub(super) fn stable_x_ids(sets: Vec<RuleSet>, previous: &[RuleSet], n: usize) -> (Vec<u32>, Vec<RuleSet>) {
+    let before: HashMap<&RuleSet, u32> =
+        previous.iter().enumerate().filter(|(_, s)| !s.is_empty()).map(|(i, s)| (s, i as u32)).collect();
+    let mut ids: Vec<Option<u32>> = sets.iter().map(|s| before.get(s).copied()).collect();
+    let mut taken = vec![false; previous.len().max(sets.len())];
+    for id in ids.iter().flatten() {
+        taken[*id as usize] = true;
+    }
+    let mut free = (0..taken.len()).filter(|&i| !taken[i]);
+    for id in ids.iter_mut().filter(|id| id.is_none()) {
+        *id = free.next().map(|i| i as u32);
+    }
+    // Every set has a number: there are at least as many as sets.
+    let ids: Vec<u32> = ids.into_iter().map(|id| id.unwrap_or(0)).collect();
+    let len = ids.iter().map(|&i| i as usize + 1).max().unwrap_or(0);
+    let mut by_id = vec![RuleSet::new(n); len];
+    for (set, &id) in sets.into_iter().zip(&ids) {
+        by_id[id as usize] = set;
+    }
+    (ids, by_id)
+}
+
+#[cfg(test)]
+mod port_class_tests {
+    use super::*;
+    use crate::synth;
+
+    #[test]
+    fn port_classes_agree_with_the_plain_definition() {
+        for (rules, seed) in [(10, 1), (300, 2), (2000, 3)] {
+            let pack = synth::realistic_pack(rules, seed);
+            let (runs, sets) = port_classes(&pack, pack.rules.len());
+            for &(lo, hi, class) in &runs {
+                for slot in [lo, hi, lo + (hi - lo) / 2] {
+                    for (i, r) in pack.rules.iter().enumerate() {
+                        assert_eq!(
+                            sets[class as usize].contains(i),
+                            rule_matches_slot(r.protocol, &r.ports, slot),
+                            "rule {i} at slot {slot} ({rules} rules)"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

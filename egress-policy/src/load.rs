@@ -1,0 +1,281 @@
+//! Loading a pack from a file, a directory of files, or in-memory sources.
+
+use std::path::Path;
+
+use super::bitset::FastMap;
+use super::error::{PolicyError, PolicyErrors};
+use super::fields::Diag;
+use super::merge::merge;
+use super::model::{Location, Pack};
+use super::yaml::{Kind, Node};
+use super::{chunks, parse, yaml};
+
+/// Loads, merges and validates the pack at `path`: one YAML file, or a
+/// directory whose `*.yaml` / `*.yml` files are read in file-name order.
+///
+/// In a directory, hidden entries (leading `.`, which includes the `..data`
+/// of a Kubernetes ConfigMap volume) and editor files (`*.swp`, `*~`, `#…#`)
+/// are ignored; symlinks are followed, so a ConfigMap's top-level links into
+/// `..data/` are read. A directory without any policy file is an error.
+pub fn load(path: &Path) -> Result<Pack, PolicyErrors> {
+    load_hashed(path).map(|(pack, _)| pack)
+}
+
+/// A 64-bit hash of the files' names and texts, in reading order (word at
+/// a time: a 2 MB pack hashes in well under a millisecond): the pack hash
+/// `egress-agent status` shows. It tells packs apart; it is not a digest
+/// to trust against tampering.
+fn sources_hash(files: &[(String, String)]) -> u64 {
+    hash_texts(files.iter().flat_map(|(name, text)| [name.as_str(), text.as_str()]))
+}
+
+/// A 64-bit hash of `texts` in order, each ended by a 0 byte (so that
+/// where one ends is part of what is hashed).
+fn hash_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = super::bitset::FxHasher::default();
+    for text in texts {
+        h.write(text.as_bytes());
+        h.write_u8(0);
+    }
+    h.finish()
+}
+
+/// [`load`], with the hash of what was read.
+pub fn load_hashed(path: &Path) -> Result<(Pack, u64), PolicyErrors> {
+    let shown = path.display().to_string();
+    let meta =
+        std::fs::metadata(path).map_err(|e| one(PolicyError::whole_file(&shown, format!("cannot read: {e}"))))?;
+    if !meta.is_dir() {
+        let text = read(path, &shown).map_err(one)?;
+        let files = [(shown, text)];
+        return load_sources(&files).map(|p| (p, sources_hash(&files)));
+    }
+    let entries = std::fs::read_dir(path)
+        .map_err(|e| one(PolicyError::whole_file(&shown, format!("cannot read directory: {e}"))))?;
+    let mut names = Vec::new();
+    let mut errors = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                errors.push(PolicyError::whole_file(&shown, format!("cannot read directory: {e}")));
+                continue;
+            }
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // `metadata` follows symlinks: a dangling link or a directory is skipped.
+        if is_policy_file_name(&name) && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    if names.is_empty() {
+        errors.push(PolicyError::whole_file(
+            &shown,
+            "no policy file: expected `*.yaml` or `*.yml` files in the directory",
+        ));
+        return Err(PolicyErrors(errors));
+    }
+    let mut sources = Vec::new();
+    for name in names {
+        let file = path.join(&name);
+        let file_shown = file.display().to_string();
+        match read(&file, &file_shown) {
+            Ok(text) => sources.push((file_shown, text)),
+            Err(e) => errors.push(e),
+        }
+    }
+    match load_sources(&sources) {
+        Ok(pack) if errors.is_empty() => Ok((pack, sources_hash(&sources))),
+        Ok(_) => Err(PolicyErrors(errors)),
+        Err(PolicyErrors(more)) => {
+            errors.extend(more);
+            Err(PolicyErrors(errors))
+        }
+    }
+}
+
+/// Whether a directory entry named `name` is read as a policy file.
+pub fn is_policy_file_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let editor = name.ends_with('~') || lower.ends_with(".swp") || (name.starts_with('#') && name.ends_with('#'));
+    !name.starts_with('.') && !editor && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
+}
+
+/// Parses, merges and validates a pack from `(display name, text)` pairs,
+/// in the given order (as `load` does for a directory's files). All errors
+/// of all files are reported; a YAML syntax error stops only its own file.
+pub fn load_sources(files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
+    load_cut(files, chunks::CUT_FROM_BYTES)
+}
+
+/// [`load_sources`], cutting files of `cut_from` bytes or more into pieces.
+pub(super) fn load_cut(files: &[(String, String)], cut_from: usize) -> Result<Pack, PolicyErrors> {
+    let mut errors = Vec::new();
+    let mut fragments = Vec::new();
+    let mut cache = FRAGMENTS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut kept = Cache::default();
+    for (name, text) in files {
+        if let Some((pieces, their_errors)) = read_pieces(name, text, cut_from, &mut cache.pieces, &mut kept.pieces) {
+            fragments.extend(pieces);
+            errors.extend(their_errors);
+            continue;
+        }
+        let parsed = match cache.files.remove(name) {
+            Some(hit) if hit.text == *text => hit,
+            _ => parse_file(name, text),
+        };
+        fragments.push(parsed.fragment.clone());
+        errors.extend(parsed.errors.iter().cloned());
+        kept.files.insert(name.clone(), parsed);
+    }
+    // What the last load no longer needs is freed off the reload's path.
+    let old = std::mem::replace(&mut *cache, kept);
+    drop(cache);
+    drop(old);
+    let Some((first, _)) = files.first() else {
+        return Err(one(PolicyError::whole_file("<policy>", "no policy file: expected at least one")));
+    };
+    let pack = merge(first, fragments, &mut errors);
+    // Merge adds its errors after the files'; present them in file order.
+    let order = |file: &str| files.iter().position(|(n, _)| n == file).unwrap_or(usize::MAX);
+    errors.sort_by(|a, b| {
+        let key = |e: &PolicyError| (order(&e.location.file[..]), e.location.line, e.location.column);
+        key(a).cmp(&key(b))
+    });
+    match pack {
+        Some(pack) if errors.is_empty() => Ok(pack),
+        _ => Err(PolicyErrors(errors)),
+    }
+}
+
+/// One file's text, parsed: what it contributes and what is wrong with it.
+struct ParsedFile {
+    text: String,
+    fragment: parse::Fragment,
+    errors: Vec<PolicyError>,
+}
+
+/// A piece of a large file, parsed (see [`chunks`]): what it contributes,
+/// what is wrong with it, and the file's line its items started on.
+struct ParsedPiece {
+    name: String,
+    header: Option<String>,
+    body: String,
+    fragment: parse::Fragment,
+    errors: Vec<PolicyError>,
+    body_line: usize,
+}
+
+/// What the last load parsed: whole files by name, and pieces of large
+/// files by a hash of file name and text (the text itself is compared on
+/// a hit).
+#[derive(Default)]
+struct Cache {
+    files: std::collections::BTreeMap<String, ParsedFile>,
+    pieces: FastMap<u64, Vec<ParsedPiece>>,
+}
+
+/// The files of the last load, parsed. A reload re-parses only files whose
+/// text changed, and of a large file only the pieces whose text changed:
+/// an edit costs the parse of what was edited, not the whole pack's (YAML
+/// parsing was most of a 10,000-rule reload). Holds only the last load's.
+static FRAGMENTS: std::sync::Mutex<Cache> = std::sync::Mutex::new(Cache {
+    files: std::collections::BTreeMap::new(),
+    pieces: FastMap::with_hasher(std::hash::BuildHasherDefault::new()),
+});
+
+/// The hash a piece is cached under.
+fn piece_hash(name: &str, piece: &chunks::Piece<'_>) -> u64 {
+    hash_texts([name, piece.header.unwrap_or(""), piece.body])
+}
+
+/// The pieces of `text` parsed, from `old` where their text is unchanged
+/// (moved up or down the file: locations shifted), each kept in `kept`,
+/// in file order. `None`: the file is read whole (not cut, or a piece the
+/// block reader does not answer for, where only the whole file's reading
+/// can say what is wrong and where).
+fn read_pieces(
+    name: &str,
+    text: &str,
+    cut_from: usize,
+    old: &mut FastMap<u64, Vec<ParsedPiece>>,
+    kept: &mut FastMap<u64, Vec<ParsedPiece>>,
+) -> Option<(Vec<parse::Fragment>, Vec<PolicyError>)> {
+    let pieces = chunks::cut(text, cut_from)?;
+    let mut fragments = Vec::with_capacity(pieces.len());
+    let mut errors = Vec::new();
+    for piece in &pieces {
+        let hash = piece_hash(name, piece);
+        let same = |p: &ParsedPiece| p.name == name && p.header.as_deref() == piece.header && p.body == piece.body;
+        let hit = old.get_mut(&hash).and_then(|list| list.iter().position(same).map(|i| list.swap_remove(i)));
+        let parsed = match hit {
+            Some(hit) if hit.body_line == piece.body_line => hit,
+            Some(mut hit) if hit.errors.is_empty() => {
+                hit.fragment.shift_lines(piece.body_line as isize - hit.body_line as isize);
+                hit.body_line = piece.body_line;
+                hit
+            }
+            _ => parse_piece(name, piece)?,
+        };
+        fragments.push(parsed.fragment.clone());
+        errors.extend(parsed.errors.iter().cloned());
+        kept.entry(hash).or_default().push(parsed);
+    }
+    Some((fragments, errors))
+}
+
+fn parse_piece(name: &str, piece: &chunks::Piece<'_>) -> Option<ParsedPiece> {
+    let mut root = super::yaml_block::parse(&piece.document())?;
+    relocate(&mut root, &|l| piece.line_of(l));
+    let mut d = Diag::new(name);
+    let fragment = parse::fragment(&mut d, &root);
+    Some(ParsedPiece {
+        name: name.to_string(),
+        header: piece.header.map(str::to_string),
+        body: piece.body.to_string(),
+        fragment,
+        errors: d.errors,
+        body_line: piece.body_line,
+    })
+}
+
+/// Gives every node of `node` its line in the file.
+fn relocate(node: &mut Node, line_of: &impl Fn(usize) -> usize) {
+    node.line = line_of(node.line);
+    match &mut node.kind {
+        Kind::Seq(items) => items.iter_mut().for_each(|n| relocate(n, line_of)),
+        Kind::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            relocate(k, line_of);
+            relocate(v, line_of);
+        }),
+        _ => {}
+    }
+}
+
+fn parse_file(name: &str, text: &str) -> ParsedFile {
+    let mut d = Diag::new(name);
+    let fragment = match yaml::parse(text) {
+        Ok(root) => parse::fragment(&mut d, &root),
+        Err(e) => {
+            let at = Location { file: name.into(), line: e.line, column: e.column };
+            d.errors.push(PolicyError::new(at, format!("invalid YAML: {}", e.message)));
+            parse::Fragment { broken: true, ..Default::default() }
+        }
+    };
+    ParsedFile { text: text.to_string(), fragment, errors: d.errors }
+}
+
+fn read(path: &Path, shown: &str) -> Result<String, PolicyError> {
+    let bytes = std::fs::read(path).map_err(|e| PolicyError::whole_file(shown, format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| PolicyError::whole_file(shown, "not UTF-8 text: expected a YAML file"))
+}
+
+fn one(e: PolicyError) -> PolicyErrors {
+    PolicyErrors(vec![e])
+}
+
+#[cfg(test)]
+#[path = "load_tests.rs"]
+mod tests;

@@ -1,0 +1,245 @@
+//! Loading as a whole: merging files, directories (ConfigMap layout), error
+//! collection and the summary. Per-rule failures live in the corpus under
+//! `tests/policy-corpus/` at the workspace root.
+
+use std::path::{Path, PathBuf};
+
+use super::model::*;
+use super::{PolicyErrors, load, load_sources, summary};
+
+fn src(files: &[(&str, &str)]) -> Vec<(String, String)> {
+    files.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect()
+}
+
+fn ok(files: &[(&str, &str)]) -> Pack {
+    load_sources(&src(files)).unwrap_or_else(|e| panic!("should load:\n{e}"))
+}
+
+fn errs(files: &[(&str, &str)]) -> Vec<String> {
+    match load_sources(&src(files)) {
+        Ok(p) => panic!("should fail, got {p:?}"),
+        Err(PolicyErrors(e)) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+const GROUPS: &str = "smartgroups:\n  run:\n    cidrs: [10.10.1.0/24]\n";
+
+#[test]
+fn merges_files_and_sorts_rules() {
+    let pack = ok(&[
+        ("a.yaml", "version: 1\nmode: enforce\ndns: {resolvers: [10.0.0.2], query_filter: false}\n"),
+        ("b.yaml", GROUPS),
+        (
+            "c.yaml",
+            "rules:\n  - {name: z, priority: 9, source: run, destination: resolvers, ports: [53, \"53\", 52], action: permit, mode: monitor}\n  - {name: a, priority: 2, source: [run], destination: [{cidrs: [\"fd00::/8\", 1.2.3.4]}], protocol: udp, action: deny, log: false}\n",
+        ),
+    ]);
+    assert_eq!(pack.mode, Mode::Enforce);
+    assert_eq!(pack.dns.query_filter, QueryFilter::Off);
+    let names: Vec<&str> = pack.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a", "z"]);
+    let (a, z) = (&pack.rules[0], &pack.rules[1]);
+    assert_eq!((a.mode, z.mode), (Mode::Enforce, Mode::Monitor));
+    assert_eq!(z.ports, Some(vec![PortRange { lo: 52, hi: 53 }]));
+    assert_eq!(a.source, Source::Groups(vec!["run".into()]));
+    let cidrs = vec!["fd00::/8".parse().expect("cidr"), "1.2.3.4/32".parse().expect("cidr")];
+    assert_eq!(a.destinations, [Destination::Cidrs(cidrs)]);
+    assert!(!a.log && z.log);
+    assert_eq!(a.location, Location { file: "c.yaml".into(), line: 3, column: 5 });
+}
+
+#[test]
+fn collects_errors_of_all_files_in_file_order() {
+    let e = errs(&[
+        ("a.yaml", "version: 1\nmode: strict\n"),
+        ("b.yaml", "rules: [\n"),
+        ("c.yaml", "smartgroups:\n  g:\n    cidrs: [10.0.0.1/8]\n    extra: 1\n"),
+    ]);
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(e[0].starts_with("a.yaml:2:7: invalid `mode`"), "{}", e[0]);
+    assert!(e[1].starts_with("b.yaml:1:8: invalid YAML"), "{}", e[1]);
+    assert!(e[2].starts_with("c.yaml:3:13: `10.0.0.1/8` has host bits set"), "{}", e[2]);
+    assert!(e[3].starts_with("c.yaml:4:5: unknown field `extra`"), "{}", e[3]);
+}
+
+#[test]
+fn names_both_places() {
+    let e = errs(&[("a.yaml", "version: 1\n"), ("b.yaml", "version: 1\n")]);
+    assert_eq!(e, ["b.yaml:1:1: `version` already set at a.yaml:1:1: set it in one file only"]);
+    let rule =
+        |n: &str, p: u16| format!("  - {{name: {n}, priority: {p}, source: any, destination: any, action: deny}}\n");
+    let e = errs(&[
+        ("a.yaml", &format!("version: 1\nrules:\n{}", rule("x", 1))),
+        ("b.yaml", &format!("rules:\n{}{}", rule("x", 2), rule("y", 1))),
+    ]);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].starts_with("b.yaml:2:12: rule name `x` already defined at a.yaml:3:12"), "{}", e[0]);
+    assert!(e[1].starts_with("b.yaml:3:25: priority 1 already used by rule `x` at a.yaml:3:25"), "{}", e[1]);
+}
+
+#[test]
+fn empty_files_and_sections_are_fine() {
+    let pack = ok(&[("a.yaml", "version: 1\nsmartgroups:\nwebgroups:\nrules:\n"), ("b.yaml", "")]);
+    assert!(pack.rules.is_empty() && pack.smartgroups.is_empty());
+    assert_eq!(pack.dns, DnsSettings::default());
+    assert!(load_sources(&[]).is_err());
+}
+
+#[test]
+fn summary_lists_everything() {
+    let pack = ok(&[(
+        "a.yaml",
+        &format!(
+            "version: 1\ndns: {{resolvers: [10.0.0.2]}}\n{GROUPS}webgroups:\n  w:\n    domains: [\"**.example.com\", a.example.org]\nrules:\n  - {{name: web, priority: 5, source: run, destination: {{webgroup: w}}, protocol: tcp, ports: [443, 8000-8080], action: permit}}\n"
+        ),
+    )]);
+    let s = summary(&pack);
+    for want in [
+        "version 1, default mode monitor",
+        "resolvers [10.0.0.2], ttl 60..86400 s, query_filter off",
+        "run (1 cidrs): 10.10.1.0/24",
+        "w (2 domains): **.example.com, a.example.org",
+        "5 web: run -> webgroup:w proto tcp ports 443,8000-8080 permit (monitor)",
+        "implicit-deny: deny (monitor)",
+        "totals: 1 smartgroups, 1 webgroups, 1 rules (1 permit, 0 deny; 0 enforce, 1 monitor)",
+    ] {
+        assert!(s.contains(want), "missing {want:?} in\n{s}");
+    }
+}
+
+/// A scratch directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let p = std::env::temp_dir().join(format!("egress-policy-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.0.join(rel), text).expect("write");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn directory_ignores_hidden_and_editor_files() {
+    let d = TempDir::new("dir");
+    d.write("10-b.yml", GROUPS);
+    d.write("00-a.yaml", "version: 1\n");
+    for junk in [".hidden.yaml", "a.yaml.swp", "a.yaml~", "#a.yaml#", "notes.txt"] {
+        d.write(junk, "this: [is not valid\n");
+    }
+    std::fs::create_dir(d.0.join("sub.yaml")).expect("mkdir");
+    let pack = load(&d.0).unwrap_or_else(|e| panic!("{e}"));
+    assert!(pack.smartgroups.contains_key("run"));
+    // File-name order: the file setting `version` first is `00-a.yaml`.
+    d.write("20-c.yaml", "version: 1\n");
+    let e = load(&d.0).expect_err("version twice").to_string();
+    assert!(e.contains("20-c.yaml:1:1: `version` already set at ") && e.contains("00-a.yaml:1:1"), "{e}");
+}
+
+#[test]
+#[cfg(unix)]
+fn directory_follows_configmap_symlinks() {
+    use std::os::unix::fs::symlink;
+    let d = TempDir::new("configmap");
+    let data = d.0.join("..2024_01_01_00_00_00.000000000");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(data.join("policy.yaml"), format!("version: 1\n{GROUPS}")).expect("write");
+    symlink("..2024_01_01_00_00_00.000000000", d.0.join("..data")).expect("symlink");
+    symlink("..data/policy.yaml", d.0.join("policy.yaml")).expect("symlink");
+    let pack = load(&d.0).unwrap_or_else(|e| panic!("{e}"));
+    assert!(pack.smartgroups.contains_key("run"));
+    // The directory itself may be reached through a symlink.
+    let link = TempDir::new("configmap-link");
+    symlink(&d.0, link.0.join("policy")).expect("symlink");
+    assert!(load(&link.0.join("policy")).is_ok());
+}
+
+#[test]
+fn empty_or_missing_paths_are_errors() {
+    let d = TempDir::new("empty");
+    d.write(".only-hidden.yaml", "version: 1\n");
+    let e = load(&d.0).expect_err("no policy file").to_string();
+    assert!(e.ends_with("no policy file: expected `*.yaml` or `*.yml` files in the directory"), "{e}");
+    let e = load(Path::new("/nonexistent/egress/policy.yaml")).expect_err("missing").to_string();
+    assert!(e.starts_with("/nonexistent/egress/policy.yaml: cannot read"), "{e}");
+}
+
+#[test]
+fn single_file_errors_name_the_path() {
+    let d = TempDir::new("file");
+    d.write("p.yaml", "version: 1\nmode: enforce\nmode: monitor\n");
+    let e = load(&d.0.join("p.yaml")).expect_err("duplicate key").to_string();
+    let want = format!("{}:3:1: field `mode` given twice in the policy file (first at ", d.0.join("p.yaml").display());
+    assert!(e.starts_with(&want), "{e}");
+}
+
+/// An edit of one rule's ports keeps the combined classes of the sets it
+/// does not change: installing it rewrites a few table entries, not all.
+#[test]
+fn an_edit_keeps_class_numbers() {
+    use super::compile::{compile, compile_stable};
+    use super::model::PortRange;
+    let pack = crate::synth::realistic_pack(2_000, 11);
+    let before = compile(&pack).expect("compiles");
+    let mut edited = pack.clone();
+    let rule = edited.rules.iter_mut().find(|r| r.ports.is_some()).expect("a rule with ports");
+    rule.ports = Some(vec![PortRange { lo: 20_001, hi: 20_001 }]);
+    let after = compile_stable(&edited, &before.previous()).expect("compiles");
+    let changed = after.xd.iter().filter(|(k, v)| before.xd.get(k) != Some(v)).count()
+        + before.xd.keys().filter(|k| !after.xd.contains_key(k)).count();
+    assert!(before.xd.len() > 1_000, "a pack with many entries: {}", before.xd.len());
+    assert!(changed * 20 < before.xd.len(), "{changed} of {} entries rewritten", before.xd.len());
+}
+
+/// WebGroup bits: a group keeps its bit across packs, and the bit of a
+/// removed group goes to no other group while it is still taken (learned
+/// addresses may carry it); once freed (left out of `previous`) it is
+/// reused.
+#[test]
+fn a_removed_webgroups_bit_is_not_handed_on() {
+    use super::compile::{compile, compile_stable};
+    let pack_of = |groups: &[&str]| {
+        let webgroups: String = groups.iter().map(|g| format!("  {g}:\n    domains: [{g}.example.com]\n")).collect();
+        let rules: String = groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                format!(
+                    "  - {{name: r{i}, priority: {p}, source: run, destination: {{webgroup: {g}}}, action: permit}}\n",
+                    p = i + 1
+                )
+            })
+            .collect();
+        ok(&[(
+            "p.yaml",
+            &format!("version: 1\ndns: {{resolvers: [10.0.0.2]}}\n{GROUPS}webgroups:\n{webgroups}rules:\n{rules}"),
+        )])
+    };
+    let first = compile(&pack_of(&["alpha", "beta"])).expect("compiles");
+    let (alpha, beta) = (first.webgroup_bits["alpha"], first.webgroup_bits["beta"]);
+    // alpha removed, gamma added: gamma gets neither alpha's bit nor beta's.
+    let second = compile_stable(&pack_of(&["beta", "gamma"]), &first.previous()).expect("compiles");
+    assert_eq!(second.webgroup_bits["beta"], beta, "kept");
+    assert_ne!(second.webgroup_bits["gamma"], alpha, "a removed group's bit is not reused while taken");
+    assert!(!second.webgroup_bits.contains_key("alpha"));
+    // Every bit taken by retiring groups: a clear error, not a reuse.
+    let mut all_taken = first.previous();
+    all_taken.webgroup_bits = (0..egress_common::MAX_WEBGROUPS).map(|b| (format!("old{b}"), b)).collect();
+    let e = compile_stable(&pack_of(&["gamma"]), &all_taken).expect_err("no free bit");
+    assert!(e.to_string().contains("removed webgroups"), "{e}");
+    // Freed (no longer in `previous`): reused.
+    let mut freed = first.previous();
+    freed.webgroup_bits.remove("alpha");
+    let third = compile_stable(&pack_of(&["beta", "gamma"]), &freed).expect("compiles");
+    assert_eq!(third.webgroup_bits["gamma"], alpha, "the lowest free bit");
+}

@@ -1,0 +1,486 @@
+//! `cargo xtask bench compare`: the agent against iptables and nftables on
+//! the same gateway, the same pack and the same traffic.
+//!
+//! The lab's gateway namespace forwards between the workload and an
+//! upstream server at 100.64.0.1:7, a destination no rule of the synthetic
+//! pack ([`synth::realistic_pack`], ClassBench-style) covers: the measured
+//! flows are permitted by one rule placed after all the others, so every
+//! new flow is judged against the whole set. Each system enforces the same
+//! pack: the agent (TC, and XDP), iptables as a linear FORWARD chain after
+//! an ESTABLISHED accept (legacy and nf_tables back ends), iptables with
+//! ipset (three-part sets, or the source in the rule where the kernel has
+//! no `hash:net,port,net`), nftables as a linear chain ([`egress_lab::translate`])
+//! and nftables with concatenated interval sets
+//! ([`egress_lab::layers`]: the ordered rules as a few layers of
+//! sets that decide every packet as the order does).
+//!
+//! Measured: new connections per second (connect, 16-byte request, 16-byte
+//! reply, close; several client threads) and their p99 latency; UDP
+//! datagrams of 18 bytes per second received upstream (several senders,
+//! each flow answered once so stateful firewalls see it established); over
+//! interleaved rounds (A B C ..., then B C ... A, and so on: each system
+//! takes every place in the order in turn; after a system is set up the
+//! machine is let settle, so that what the last one left behind, such as
+//! a killed agent's maps being freed, is not charged to it), medians; ratios are the median
+//! over rounds of each round's rate against the no-filter rate of the same
+//! round, so that drift of the machine between rounds cancels. The agent's
+//! in-program ns per packet comes from `kernel.bpf_stats_enabled` over a
+//! separate short connection test after each measured one (the stats cost
+//! the program two clock reads a run, which the measured rates must not
+//! carry). Writes `target/bench/compare.json` as
+//! `[{"rules", "system", "conn_per_s", "pps", "p99_us", "ratio_conn", ...}]`.
+//! Needs root.
+//!
+//! Options: `--sizes 10,1000,10000`, `--rounds N`, `--seconds S`,
+//! `--agent BIN`, `--out PATH`, `--clients N`, `--systems egress-tc,nftables-set` (the
+//! no-filter baseline is always measured).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use egress_agent::datapath::Datapath;
+use egress_lab::agent::AgentProcess;
+use egress_lab::lab::Lab;
+use egress_lab::loadgen::{UdpSink, serve_tcp_echo, settle, tcp_conn_rate, udp_pps};
+use egress_lab::netns::within;
+use egress_lab::{layers, translate};
+use egress_policy::model::{Action, Destination, Mode, Pack, PortRange, Protocol, Rule, Source};
+use egress_policy::{pack_yaml, synth};
+use serde::Serialize;
+
+const SERVER: &str = "100.64.0.1:7";
+const UDP_SERVER: &str = "100.64.0.1:9";
+/// Client threads of the connection test, by default: enough to keep both
+/// cores of the lab busy (with 4 the rate rode on wake-up latency and moved
+/// twice as much between rounds).
+const CLIENTS: usize = 8;
+const UDP_SENDERS: usize = 2;
+
+struct Opts {
+    sizes: Vec<usize>,
+    rounds: usize,
+    seconds: f64,
+    agent: PathBuf,
+    out: PathBuf,
+    /// The systems to measure besides `none` (all by default).
+    systems: Option<Vec<System>>,
+    /// Client threads of the connection test (and server threads).
+    clients: usize,
+}
+
+fn opts() -> Result<Opts> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("root")?.to_path_buf();
+    let mut o = Opts {
+        sizes: vec![10, 1_000, 10_000],
+        rounds: 5,
+        seconds: 2.0,
+        agent: root.join("target/release/egress-agent"),
+        out: root.join("target/bench/compare.json"),
+        systems: None,
+        clients: CLIENTS,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--sizes" => o.sizes = val()?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?,
+            "--rounds" => o.rounds = val()?.parse()?,
+            "--seconds" => o.seconds = val()?.parse()?,
+            "--agent" => o.agent = val()?.into(),
+            "--out" => o.out = val()?.into(),
+            "--clients" => o.clients = val()?.parse()?,
+            "--systems" => {
+                let names = val()?;
+                let pick = |n: &str| System::ALL.into_iter().find(|s| s.name() == n.trim());
+                let picked: Option<Vec<System>> = names.split(',').map(pick).collect();
+                let all: Vec<&str> = System::ALL.iter().map(|s| s.name()).collect();
+                o.systems = Some(picked.with_context(|| format!("--systems {names}: known are {}", all.join(", ")))?);
+            }
+            "--quick" => {
+                o.sizes = vec![10, 1_000];
+                o.rounds = 1;
+                o.seconds = 1.0;
+            }
+            other => bail!(
+                "unknown argument `{other}` (--sizes, --rounds, --seconds, --agent, --out, --systems, --clients, --quick)"
+            ),
+        }
+    }
+    ensure!(o.rounds >= 1 && o.seconds > 0.0 && o.clients >= 1, "need a round, some seconds and a client");
+    Ok(o)
+}
+
+/// The synthetic pack with the measured flows' permits (TCP to port 7, UDP
+/// to port 9) just before its final default rule.
+fn pack(rules: usize) -> Pack {
+    let mut p = synth::realistic_pack(rules.max(2), synth::DEFAULT_SEED);
+    let at = p.rules.len() - 1;
+    let priority = p.rules[at - 1].priority + 1;
+    for (i, (name, protocol, port)) in
+        [("allow-bench", Protocol::Tcp, 7), ("allow-bench-udp", Protocol::Udp, 9)].into_iter().enumerate()
+    {
+        p.rules.insert(
+            at + i,
+            Rule {
+                name: name.into(),
+                priority: priority + i as u16,
+                source: Source::Any,
+                destinations: vec![Destination::Cidrs(vec!["100.64.0.1/32".parse().expect("prefix")])],
+                protocol,
+                ports: Some(vec![PortRange { lo: port, hi: port }]),
+                action: Action::Permit,
+                mode: Mode::Enforce,
+                log: false,
+                location: Default::default(),
+            },
+        );
+    }
+    let last = p.rules.len() - 1;
+    p.rules[last].priority = p.rules[last].priority.max(priority + 2);
+    p
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+enum System {
+    #[default]
+    None,
+    TcEmpty,
+    EgressTc,
+    EgressXdp,
+    IptablesLegacy,
+    IptablesNft,
+    IptablesIpset,
+    NftLinear,
+    NftSet,
+}
+
+impl System {
+    const ALL: [System; 9] = [
+        System::None,
+        System::TcEmpty,
+        System::EgressTc,
+        System::EgressXdp,
+        System::IptablesLegacy,
+        System::IptablesNft,
+        System::IptablesIpset,
+        System::NftLinear,
+        System::NftSet,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            System::None => "none",
+            System::TcEmpty => "tc-empty",
+            System::EgressTc => "egress-tc",
+            System::EgressXdp => "egress-xdp",
+            System::IptablesLegacy => "iptables-legacy",
+            System::IptablesNft => "iptables-nft",
+            System::IptablesIpset => "iptables-ipset",
+            System::NftLinear => "nftables-linear",
+            System::NftSet => "nftables-set",
+        }
+    }
+}
+
+/// Runs `cmd` in the gateway namespace with `input` on standard input.
+fn in_gateway(lab: &Lab, cmd: &[&str], input: &str) -> Result<()> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.gateway.name])
+        .args(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child.stdin.take().context("stdin")?.write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "{cmd:?}: {}", err.chars().take(600).collect::<String>());
+    Ok(())
+}
+
+/// A system enforcing the pack; torn down on drop (agent stopped, rules
+/// flushed, sets destroyed).
+struct Enforcing<'a> {
+    lab: &'a Lab,
+    system: System,
+    ipsets: Vec<String>,
+    _agent: Option<AgentProcess>,
+    _empty: Option<Datapath>,
+}
+
+impl Drop for Enforcing<'_> {
+    fn drop(&mut self) {
+        let flush: &[&str] = match self.system {
+            System::IptablesLegacy | System::IptablesIpset => &["iptables-legacy", "-F", "FORWARD"],
+            System::IptablesNft => &["iptables-nft", "-F", "FORWARD"],
+            System::NftLinear | System::NftSet => &["nft", "delete", "table", "ip", "egress_bench"],
+            _ => &[],
+        };
+        if !flush.is_empty() {
+            let _ = in_gateway(self.lab, flush, "");
+        }
+        for set in &self.ipsets {
+            let _ = in_gateway(self.lab, &["ipset", "destroy", set], "");
+        }
+    }
+}
+
+/// How iptables gets the pack's layers as ipsets on this kernel: in
+/// three-part sets (`hash:net,port,net`, one rule a layer) where the
+/// kernel has them, else with the source in the rule and two-part sets
+/// (`hash:net,port`, a rule per layer and source); `Err` if neither.
+fn ipset_kind(lab: &Lab) -> Result<bool, String> {
+    let probe =
+        |ty: &str| in_gateway(lab, &["ipset", "restore"], &format!("create egress_probe {ty}\ndestroy egress_probe\n"));
+    match (probe("hash:net,port,net").and(probe("hash:net,net")), probe("hash:net,port")) {
+        (Ok(()), _) => Ok(true),
+        (Err(_), Ok(())) => Ok(false),
+        (Err(e), Err(_)) => Err(format!("ipset cannot create hash:net,port sets here ({})", e.to_string().trim())),
+    }
+}
+
+/// What each firewall is given: the same pack, translated once per size.
+struct Translated {
+    iptables: String,
+    nft_linear: String,
+    nft_sets: Vec<String>,
+    ipsets: (String, String),
+    ipset_names: Vec<String>,
+}
+
+impl Translated {
+    /// `three_part`: see [`ipset_kind`].
+    fn of(pack: &Pack, three_part: bool) -> Translated {
+        let ipsets = if three_part { layers::ipset(pack) } else { layers::ipset_by_source(pack) };
+        Translated {
+            iptables: translate::iptables(pack),
+            nft_linear: translate::nft_linear(pack),
+            nft_sets: layers::nft_sets(pack),
+            ipset_names: layers::ipset_names(&ipsets.0),
+            ipsets,
+        }
+    }
+}
+
+fn enforce<'a>(
+    lab: &'a Lab,
+    system: System,
+    t: &Translated,
+    policy: &std::path::Path,
+    agent: &std::path::Path,
+) -> Result<Enforcing<'a>> {
+    let mut e = Enforcing { lab, system, ipsets: Vec::new(), _agent: None, _empty: None };
+    match system {
+        System::None => {}
+        System::TcEmpty => {
+            let attached = within(&lab.gateway.name, || -> Result<Datapath> {
+                let mut dp = Datapath::load()?;
+                dp.attach_empty("lan0")?;
+                Ok(dp)
+            })??;
+            e._empty = Some(attached);
+        }
+        System::EgressTc => e._agent = Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin"])?),
+        System::EgressXdp => e._agent = Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin", "--xdp"])?),
+        System::IptablesLegacy => in_gateway(lab, &["iptables-legacy-restore"], &t.iptables)?,
+        System::IptablesNft => in_gateway(lab, &["iptables-nft-restore"], &t.iptables)?,
+        System::IptablesIpset => {
+            e.ipsets = t.ipset_names.clone();
+            in_gateway(lab, &["ipset", "restore", "-exist"], &t.ipsets.0)?;
+            in_gateway(lab, &["iptables-legacy-restore"], &t.ipsets.1)?;
+        }
+        System::NftLinear => in_gateway(lab, &["nft", "-f", "-"], &t.nft_linear)?,
+        System::NftSet => {
+            for script in &t.nft_sets {
+                in_gateway(lab, &["nft", "-f", "-"], script)?;
+            }
+        }
+    }
+    Ok(e)
+}
+
+/// Runs and total ns so far (`bpf_stats_enabled`) of the agent's judging
+/// program (`egress_tc` or `egress_xdp`; for `tc-empty`, the empty program
+/// on both hooks) and of its DNS learner (`egress_dns`, on every packet
+/// towards the workloads); of several loaded, the one that ran most;
+/// `None` where none is loaded. bpftool leaves out counters that are zero.
+fn program_stats() -> [Option<(f64, f64)>; 2] {
+    let listed = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .ok()
+        .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok());
+    let find = |names: &[&str]| {
+        listed
+            .as_ref()?
+            .as_array()?
+            .iter()
+            .filter(|p| names.iter().any(|n| p["name"] == *n))
+            .map(|p| (p["run_cnt"].as_f64().unwrap_or(0.0), p["run_time_ns"].as_f64().unwrap_or(0.0)))
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    };
+    [find(&["egress_tc", "egress_xdp", "egress_empty"]), find(&["egress_dns"])]
+}
+
+/// ns per run between two readings of [`program_stats`].
+fn per_run(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<f64> {
+    let ((n0, t0), (n1, t1)) = (before?, after?);
+    (n1 > n0).then(|| (t1 - t0) / (n1 - n0))
+}
+
+#[derive(Serialize)]
+struct Row {
+    rules: usize,
+    system: &'static str,
+    conn_per_s: f64,
+    pps: Option<f64>,
+    p99_us: f64,
+    ratio_conn: f64,
+    ratio_pps: Option<f64>,
+    program_ns: Option<f64>,
+    dns_program_ns: Option<f64>,
+    rounds: usize,
+}
+
+/// One system's measurements over the rounds.
+#[derive(Default)]
+struct Runs {
+    system: System,
+    conns: Vec<f64>,
+    p99s: Vec<f64>,
+    pps: Vec<f64>,
+    progs: Vec<f64>,
+    dns_progs: Vec<f64>,
+}
+
+/// Seconds of the connection test that measures in-program time.
+const PROGRAM_SECONDS: f64 = 0.5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let o = opts()?;
+    let lab = Lab::new(&["100.64.0.1"]).context("lab (run as root)")?;
+    for (k, v) in [("net.ipv4.tcp_tw_reuse", "1"), ("net.ipv4.ip_local_port_range", "1024 65535")] {
+        lab.workload.sysctl(k, v)?;
+    }
+    let _ = lab.gateway.sysctl("net.netfilter.nf_conntrack_tcp_timeout_time_wait", "1");
+    let server: SocketAddr = SERVER.parse()?;
+    let udp_server: SocketAddr = UDP_SERVER.parse()?;
+    serve_tcp_echo(&lab.upstream.name, server, o.clients)?;
+    let sink = UdpSink::start(&lab.upstream.name, udp_server)?;
+    let ipsets = ipset_kind(&lab);
+    let skipped: Vec<(System, String)> =
+        ipsets.clone().err().map(|why| (System::IptablesIpset, why)).into_iter().collect();
+    for (system, why) in &skipped {
+        eprintln!("bench_compare: skipping {}: {why}", system.name());
+    }
+    if ipsets == Ok(false) {
+        eprintln!(
+            "bench_compare: no hash:net,port,net sets here: iptables-ipset puts the source in the rule, destination and port in hash:net,port sets"
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("egress-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let mut rows = Vec::new();
+    for &size in &o.sizes {
+        let p = pack(size);
+        let translated = Translated::of(&p, ipsets == Ok(true));
+        let policy = dir.join(format!("pack-{size}.yaml"));
+        std::fs::write(&policy, pack_yaml::to_yaml(&p))?;
+        let wanted = |s: &System| *s == System::None || o.systems.as_ref().is_none_or(|w| w.contains(s));
+        let mut runs: Vec<Runs> = System::ALL
+            .iter()
+            .filter(|s| wanted(s) && !skipped.iter().any(|(k, _)| k == *s))
+            .map(|s| Runs { system: *s, ..Runs::default() })
+            .collect();
+        let n = runs.len();
+        for round in 0..o.rounds {
+            for i in 0..n {
+                let r = &mut runs[(round + i) % n];
+                let guard = enforce(&lab, r.system, &translated, &policy, &o.agent).with_context(|| r.system.name())?;
+                settle(Duration::from_secs(5));
+                tcp_conn_rate(&lab.workload.name, server, o.clients, 0.3)?; // warm up
+                let (c, l) = tcp_conn_rate(&lab.workload.name, server, o.clients, o.seconds)?;
+                if matches!(r.system, System::TcEmpty | System::EgressTc | System::EgressXdp) {
+                    // In-program time per packet of a connection test alone.
+                    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+                    let [judge0, dns0] = program_stats();
+                    tcp_conn_rate(&lab.workload.name, server, o.clients, PROGRAM_SECONDS)?;
+                    let [judge1, dns1] = program_stats();
+                    r.progs.extend(per_run(judge0, judge1));
+                    r.dns_progs.extend(per_run(dns0, dns1));
+                    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+                }
+                let pps = udp_pps(&lab.workload.name, udp_server, UDP_SENDERS, o.seconds.min(2.0), &sink)?;
+                drop(guard);
+                eprintln!(
+                    "bench_compare: {size} rules, round {round}, {}: {c:.0} conn/s, p99 {l:.0} µs, {pps:.0} pps",
+                    r.system.name()
+                );
+                r.conns.push(c);
+                r.p99s.push(l);
+                r.pps.push(pps);
+            }
+        }
+        let (base, base_pps) = (runs[0].conns.clone(), runs[0].pps.clone());
+        let paired = |v: &[f64], b: &[f64]| median(v.iter().zip(b).map(|(x, y)| x / y).collect());
+        for r in runs {
+            let (ratio_conn, ratio_pps) = (paired(&r.conns, &base), paired(&r.pps, &base_pps));
+            let (c, pps) = (median(r.conns), median(r.pps));
+            rows.push(Row {
+                rules: size,
+                system: r.system.name(),
+                conn_per_s: c,
+                pps: Some(pps),
+                p99_us: median(r.p99s),
+                ratio_conn,
+                ratio_pps: Some(ratio_pps),
+                program_ns: (!r.progs.is_empty()).then(|| median(r.progs)),
+                dns_program_ns: (!r.dns_progs.is_empty()).then(|| median(r.dns_progs)),
+                rounds: o.rounds,
+            });
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    for (system, why) in &skipped {
+        println!("not measured: {}: {why}", system.name());
+    }
+    println!(
+        "\nNew connections per second through the gateway, medians of {} interleaved rounds of {} s;",
+        o.rounds, o.seconds
+    );
+    println!("ratios: median over rounds of the rate against the no-filter rate of the same round");
+    println!(
+        "{:>6} {:<16} {:>10} {:>6} {:>9} {:>10} {:>6} {:>11} {:>10}",
+        "rules", "system", "conn/s", "ratio", "p99 µs", "UDP pps", "ratio", "prog ns/pkt", "dns ns/pkt"
+    );
+    let ns = |n: Option<f64>| n.map(|n| format!("{n:.0}")).unwrap_or_else(|| "-".into());
+    for r in &rows {
+        let (pps, rp) = (r.pps.unwrap_or(0.0), r.ratio_pps.unwrap_or(0.0));
+        println!(
+            "{:>6} {:<16} {:>10.0} {:>6.2} {:>9.0} {:>10.0} {:>6.2} {:>11} {:>10}",
+            r.rules,
+            r.system,
+            r.conn_per_s,
+            r.ratio_conn,
+            r.p99_us,
+            pps,
+            rp,
+            ns(r.program_ns),
+            ns(r.dns_program_ns)
+        );
+    }
+    if let Some(parent) = o.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&o.out, serde_json::to_string_pretty(&rows)?)?;
+    println!("wrote {}", o.out.display());
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The query filter's REFUSED answer, built in place by the real programs
+//! under BPF_PROG_TEST_RUN: the output frame is checked byte by byte,
+//! checksum included.
+
+use std::net::IpAddr;
+
+use aya::programs::{TestRun, TestRunOptions};
+use egress_agent::datapath::{Datapath, TC_PROGRAM};
+use egress_common::DnsStat;
+use egress_lab::dnsmsg::Message;
+use egress_lab::packet::{L4, Spec};
+use egress_policy::{compile::compile, load_sources};
+
+const PACK: &str = r#"
+version: 1
+mode: enforce
+dns: { resolvers: [10.10.0.2, "fd00:10::2"], query_filter: enforce }
+smartgroups: { workloads: { cidrs: [10.10.1.0/24, "fd00:10:1::/64"] } }
+webgroups: { llm: { domains: [api.openai.com] } }
+rules:
+  - { name: allow-llm, priority: 10, source: workloads, destination: { webgroup: llm }, protocol: tcp, ports: [443], action: permit }
+  - { name: allow-dns, priority: 20, source: workloads, destination: resolvers, ports: [53], action: permit }
+  - { name: default-deny, priority: 100, source: workloads, destination: any, action: deny }
+"#;
+
+const TC_ACT_REDIRECT: u32 = 7;
+const PASS: u32 = -1i32 as u32;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().expect("address")
+}
+
+/// One's-complement sum of 16-bit words.
+fn sum16(bytes: &[u8], mut acc: u32) -> u32 {
+    for c in bytes.chunks(2) {
+        acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// UDP-over-IPv6 checksum of a frame (Ethernet, IPv6 without extension
+/// headers), with the checksum field taken as zero.
+fn udp6_checksum(frame: &[u8]) -> u16 {
+    let ip6 = &frame[14..];
+    let udp = &ip6[40..];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&ip6[8..40]);
+    pseudo.extend_from_slice(&(udp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    let mut seg = udp.to_vec();
+    seg[6] = 0;
+    seg[7] = 0;
+    let c = !fold(sum16(&seg, sum16(&pseudo, 0)));
+    if c == 0 { 0xffff } else { c }
+}
+
+fn run(dp: &mut Datapath, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 64];
+    let prog = dp.tc_program(TC_PROGRAM).expect("program");
+    let r = prog
+        .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
+        .expect("test run");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
+}
+
+/// The datapath with `PACK` installed.
+fn loaded() -> Datapath {
+    let pack = load_sources(&[("t.yaml".into(), PACK.into())]).expect("pack");
+    let mut dp = Datapath::load().expect("datapath loads (run as root)");
+    dp.install(compile(&pack).expect("compiles")).expect("installs");
+    dp
+}
+
+/// A DNS query for `name` (type A) in the frame `spec` describes; framed
+/// for TCP when `spec` is TCP.
+fn query(spec: Spec, id: u16, name: &str) -> Vec<u8> {
+    let msg = Message::query(id, name, 1).to_bytes();
+    let payload = if matches!(spec.l4, L4::Tcp { .. }) { egress_lab::dnsmsg::tcp_framed(&msg) } else { msg };
+    spec.with_payload(payload).build()
+}
+
+#[test]
+fn refused_queries_are_answered_in_place() {
+    let mut dp = loaded();
+
+    // A sanctioned name goes to the resolver untouched.
+    let ok = query(Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5000, 53), 1, "api.openai.com");
+    let (ret, out) = run(&mut dp, &ok);
+    assert_eq!(ret, PASS);
+    assert_eq!(out, ok, "forwarded unchanged");
+
+    // IPv4: an unsanctioned name is answered REFUSED.
+    let before = dp.dns_stats().expect("stats")[DnsStat::QueryRefused as usize];
+    let q = Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5001, 53)
+        .with_payload(Message::query(0x1234, "tunnel.evil.example", 16).to_bytes())
+        .build();
+    let (ret, out) = run(&mut dp, &q);
+    assert_eq!(ret, TC_ACT_REDIRECT, "sent back out of the interface");
+    assert_eq!(dp.dns_stats().expect("stats")[DnsStat::QueryRefused as usize], before + 1);
+    assert_eq!(&out[0..6], &q[6..12], "MACs swapped");
+    assert_eq!(&out[6..12], &q[0..6]);
+    assert_eq!(&out[14 + 12..14 + 16], &q[14 + 16..14 + 20], "addresses swapped");
+    assert_eq!(&out[14 + 16..14 + 20], &q[14 + 12..14 + 16]);
+    let udp = 14 + 20;
+    assert_eq!(&out[udp..udp + 2], &q[udp + 2..udp + 4], "ports swapped");
+    assert_eq!(&out[udp + 2..udp + 4], &q[udp..udp + 2]);
+    let dns = udp + 8;
+    assert_eq!(&out[dns..dns + 2], &[0x12, 0x34], "same transaction id");
+    let flags = u16::from_be_bytes([out[dns + 2], out[dns + 3]]);
+    assert_eq!(flags & 0x8000, 0x8000, "QR set");
+    assert_eq!(flags & 0x000f, 5, "RCODE REFUSED");
+    assert_eq!(flags & 0x0100, 0x0100, "RD kept");
+    assert_eq!(&out[dns + 4..dns + 6], &[0, 1], "question kept");
+    assert_eq!(&out[dns + 6..dns + 10], &[0, 0, 0, 0], "no answers, no authority");
+    assert_eq!(&out[dns + 12..], &q[dns + 12..], "question echoed");
+
+    // IPv6: the UDP checksum is mandatory and must stay valid.
+    let mut q6 = Spec::udp(ip("fd00:10:1::10"), ip("fd00:10::2"), 5002, 53)
+        .with_payload(Message::query(7, "x.evil.example", 1).to_bytes())
+        .build();
+    let c = udp6_checksum(&q6);
+    q6[14 + 40 + 6..14 + 40 + 8].copy_from_slice(&c.to_be_bytes());
+    let (ret, out) = run(&mut dp, &q6);
+    assert_eq!(ret, TC_ACT_REDIRECT);
+    assert_eq!(&out[14 + 8..14 + 24], &q6[14 + 24..14 + 40], "addresses swapped");
+    let got = u16::from_be_bytes([out[14 + 40 + 6], out[14 + 40 + 7]]);
+    assert_eq!(got, udp6_checksum(&out), "UDP checksum valid after the rewrite");
+
+    // Over TCP a refused query cannot be answered in place: dropped.
+    let t = query(Spec::tcp(ip("10.10.1.10"), ip("10.10.0.2"), 5003, 53), 9, "evil.example");
+    assert_eq!(run(&mut dp, &t).0, 2, "TC_ACT_SHOT");
+}
+
+/// With the agent's lease run out (the agent is down) and the query filter
+/// enforcing, every lookup is refused, sanctioned names too: nothing new can
+/// be learned, so names fail closed. Renewed, sanctioned names pass again.
+#[test]
+fn with_the_lease_run_out_every_query_is_refused() {
+    let mut dp = loaded();
+    let ok = query(Spec::udp(ip("10.10.1.10"), ip("10.10.0.2"), 5000, 53), 1, "api.openai.com");
+    let tcp = query(Spec::tcp(ip("10.10.1.10"), ip("10.10.0.2"), 5003, 53), 9, "api.openai.com");
+    dp.release_lease().expect("release");
+    let before = dp.dns_stats().expect("stats");
+    let (ret, out) = run(&mut dp, &ok);
+    assert_eq!(ret, TC_ACT_REDIRECT, "a sanctioned name is refused with the agent down");
+    let dns = 14 + 20 + 8;
+    assert_eq!(out[dns + 3] & 0x0f, 5, "RCODE REFUSED");
+    assert_eq!(run(&mut dp, &tcp).0, 2, "over TCP: dropped (TC_ACT_SHOT)");
+    let after = dp.dns_stats().expect("stats");
+    assert_eq!(after[DnsStat::AgentDown as usize], before[DnsStat::AgentDown as usize] + 2);
+    assert_eq!(after[DnsStat::QueryTracked as usize], before[DnsStat::QueryTracked as usize], "nothing recorded");
+    assert_eq!(
+        after[DnsStat::QueryRefused as usize],
+        before[DnsStat::QueryRefused as usize],
+        "not the filter's refusal"
+    );
+
+    dp.renew_lease().expect("renew");
+    let (ret, out) = run(&mut dp, &ok);
+    assert_eq!((ret, out), (PASS, ok), "forwarded unchanged once the agent is back");
+}
+
+/// What goes to a resolver's port 53 but is not one whole, readable query
+/// cannot have its name checked. With the query filter enforcing it is
+/// dropped (else a split or stacked message would tunnel past the filter);
+/// monitoring, it is forwarded and reported as would-refuse. A TCP segment
+/// without payload (the handshake) is no query and passes.
+#[test]
+fn what_the_filter_cannot_read_is_dropped_when_it_enforces() {
+    use egress_lab::dnsmsg::tcp_framed;
+    let workload = ip("10.10.1.10");
+    let resolver = ip("10.10.0.2");
+    let sanctioned = Message::query(1, "api.openai.com", 1).to_bytes();
+    let tunnel = Message::query(2, "c2VjcmV0.evil.example", 16).to_bytes();
+    let stacked = [tcp_framed(&sanctioned), tcp_framed(&tunnel)].concat();
+    let mut two_questions = Message::query(3, "api.openai.com", 1).to_bytes();
+    two_questions[5] = 2; // QDCOUNT 2
+    let cut_name = sanctioned[..16].to_vec();
+    let mut first_fragment = Spec::udp(workload, resolver, 5004, 53).with_payload(tunnel[..20].to_vec());
+    first_fragment.ipv4_frag = Some((0, true, 77));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("two queries in one TCP segment", Spec::tcp(workload, resolver, 5010, 53).with_payload(stacked).build()),
+        (
+            "a TCP segment with only the length",
+            Spec::tcp(workload, resolver, 5011, 53).with_payload(tcp_framed(&tunnel)[..2].to_vec()).build(),
+        ),
+        (
+            "a TCP segment with half a query",
+            Spec::tcp(workload, resolver, 5012, 53).with_payload(tcp_framed(&tunnel)[..20].to_vec()).build(),
+        ),
+        ("two questions", Spec::udp(workload, resolver, 5013, 53).with_payload(two_questions).build()),
+        ("a name cut short", Spec::udp(workload, resolver, 5014, 53).with_payload(cut_name).build()),
+        ("a first fragment", first_fragment.build()),
+    ];
+    let mut dp = loaded();
+    for (what, frame) in &cases {
+        let before = dp.dns_stats().expect("stats");
+        assert_eq!(run(&mut dp, frame).0, 2, "{what}: dropped (TC_ACT_SHOT)");
+        let after = dp.dns_stats().expect("stats");
+        assert_eq!(
+            after[DnsStat::QueryRefused as usize],
+            before[DnsStat::QueryRefused as usize] + 1,
+            "{what}: counted as refused"
+        );
+        assert_eq!(
+            after[DnsStat::QueryTracked as usize],
+            before[DnsStat::QueryTracked as usize],
+            "{what}: not recorded"
+        );
+    }
+    let mut handshake = Spec::tcp(workload, resolver, 5020, 53);
+    handshake.payload = 0; // a SYN
+    let handshake = handshake.build();
+    assert_eq!(run(&mut dp, &handshake).0, PASS, "the TCP handshake passes");
+
+    let monitoring = load_sources(&[("m.yaml".into(), PACK.replace("query_filter: enforce", "query_filter: monitor"))])
+        .expect("pack");
+    dp.install(compile(&monitoring).expect("compiles")).expect("installs");
+    for (what, frame) in &cases {
+        let before = dp.dns_stats().expect("stats");
+        assert_eq!(run(&mut dp, frame).0, PASS, "{what}: monitoring, forwarded");
+        let after = dp.dns_stats().expect("stats");
+        assert_eq!(
+            after[DnsStat::QueryWouldRefuse as usize],
+            before[DnsStat::QueryWouldRefuse as usize] + 1,
+            "{what}: reported"
+        );
+    }
+}
