@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use egress_agent::daemon::{RunOptions, run};
 use egress_agent::datapath::Hook;
-use egress_agent::run::{RunOptions, run};
 use egress_policy as policy;
 
 /// Where the datapath is pinned unless `--pin-dir` says otherwise.
@@ -72,7 +72,7 @@ enum Cmd {
         /// An interface the workloads' traffic enters through (repeatable).
         #[arg(long, required = true)]
         lan: Vec<String>,
-        /// Serve Prometheus metrics at http://ADDR/metrics. A bare port
+        /// Serve Prometheus metrics over HTTP at ADDR, path /metrics. A bare port
         /// listens on loopback only (127.0.0.1:PORT); give an address to
         /// listen elsewhere.
         #[arg(long, value_name = "[IP:]PORT", value_parser = listen_addr)]
@@ -81,10 +81,10 @@ enum Cmd {
         #[arg(long, value_name = "PATH|-")]
         flow_log: Option<String>,
         /// Rotate the flow-log file when it would pass this many bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = egress_agent::flowlog::DEFAULT_MAX_BYTES)]
+        #[arg(long, value_name = "BYTES", default_value_t = egress_agent::reporting::flowlog::DEFAULT_MAX_BYTES)]
         flow_log_max_bytes: u64,
         /// Old flow-log files kept (PATH.1 is the newest).
-        #[arg(long, value_name = "N", default_value_t = egress_agent::flowlog::DEFAULT_KEEP)]
+        #[arg(long, value_name = "N", default_value_t = egress_agent::reporting::flowlog::DEFAULT_KEEP)]
         flow_log_keep: u32,
         /// Pin maps and links here (created 0700; a bpffs is mounted if
         /// needed): the datapath keeps enforcing when the agent exits or
@@ -117,9 +117,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Status { pin_dir } => match egress_agent::status::read(&pin_dir) {
+        Cmd::Status { pin_dir } => match egress_agent::inspect::status::read(&pin_dir) {
             Ok(s) => {
-                print!("{}", egress_agent::status::format(&pin_dir, &s));
+                print!("{}", egress_agent::inspect::status::format(&pin_dir, &s));
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -138,10 +138,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Learned { pid } => match egress_agent::learned::read_learned(pid) {
+        Cmd::Learned { pid } => match egress_agent::inspect::learned::read_learned(pid) {
             Ok(entries) => {
-                print!("{}", egress_agent::learned::format(&entries));
-                if let Ok(p) = egress_agent::learned::read_pressure(pid, entries.len() as u64) {
+                print!("{}", egress_agent::inspect::learned::format(&entries));
+                if let Ok(p) = egress_agent::inspect::learned::read_pressure(pid, entries.len() as u64) {
                     println!(
                         "table: {} of {} entries; {} created since load, {} evicted",
                         p.entries, p.capacity, p.created, p.evicted
@@ -201,13 +201,13 @@ fn explain(path: &std::path::Path, src: std::net::IpAddr, dst: &str, proto: &str
             eprintln!("egress-agent: use icmp for IPv4 sources and icmpv6 for IPv6 ones");
             return ExitCode::FAILURE;
         }
-        (other, _) => match other.parse::<u8>() {
-            Ok(n) => n,
-            Err(_) => {
+        (other, _) => {
+            let Ok(n) = other.parse::<u8>() else {
                 eprintln!("egress-agent: unknown protocol `{other}`: expected tcp, udp, icmp, icmpv6 or a number");
                 return ExitCode::FAILURE;
-            }
-        },
+            };
+            n
+        }
     };
     let port = match (port, proto) {
         (Some(p), _) => p,

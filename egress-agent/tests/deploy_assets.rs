@@ -1,5 +1,5 @@
 //! The packaging under `deploy/` stays true to the agent: the systemd unit
-//! verifies, every flag the unit and the DaemonSet pass is one `run`
+//! verifies, every flag the unit and the `DaemonSet` pass is one `run`
 //! accepts, and every metric the Grafana dashboard queries is one the agent
 //! exports.
 
@@ -61,9 +61,9 @@ fn the_systemd_unit_verifies() {
 #[test]
 fn the_dashboard_queries_only_exported_metrics() {
     let dp = egress_agent::datapath::Datapath::load().expect("datapath (run as root)");
-    let stats = Arc::new(egress_agent::metrics::AgentStats::default());
-    let reg = egress_agent::metrics::registry(Arc::new(Mutex::new(dp)), stats);
-    let page = egress_agent::metrics::render(&reg).expect("metrics render");
+    let stats = Arc::new(egress_agent::reporting::metrics::AgentStats::default());
+    let reg = egress_agent::reporting::metrics::registry(Arc::new(Mutex::new(dp)), stats);
+    let page = egress_agent::reporting::metrics::render(&reg).expect("metrics render");
     // Series names from the `# TYPE` lines (families without samples yet
     // are declared all the same).
     let mut exported = BTreeSet::new();

@@ -110,14 +110,23 @@ pub const WEBGROUP_NAME_LEN: usize = 64;
 /// A WebGroup's name, zero-padded, indexed by its bit.
 pub type WebGroupName = [u8; WEBGROUP_NAME_LEN];
 
-/// Key of a slot's `(combined class, WebGroup)` table.
+/// Key of a slot's `(combined class, WebGroup bit)` table, whose value
+/// is the first rule of the class naming that WebGroup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct XwKey {
+pub struct ClassWebGroupKey {
     pub x_class: u32,
     pub group: u32,
 }
-crate::assert_size!(XwKey, 8);
+crate::assert_size!(ClassWebGroupKey, 8);
+
+/// The lifetime, in seconds, an answer's TTL teaches: `ttl` within the
+/// pack's `dns.min_ttl` and `dns.max_ttl` (a maximum below the minimum
+/// counts as the minimum).
+#[inline(always)]
+pub fn clamp_ttl(ttl: u32, min: u32, max: u32) -> u32 {
+    ttl.clamp(min, max.max(min))
+}
 
 /// FNV-1a, 64 bits.
 pub const fn fnv1a_step(hash: u64, byte: u8) -> u64 {
@@ -265,4 +274,4 @@ pub const LEASE_NS: u64 = 5_000_000_000;
 /// How often a running agent renews its lease.
 pub const LEASE_RENEW_MS: u64 = 1_000;
 
-crate::impl_pod!(AgentLease, NameKey, QueryKey, QueryValue, LearnKey, LearnValue, XwKey);
+crate::impl_pod!(AgentLease, NameKey, QueryKey, QueryValue, LearnKey, LearnValue, ClassWebGroupKey);

@@ -51,8 +51,7 @@ crate::assert_size!(FragKey, 40);
 /// decision cached for it, with a check word over both. The cache is
 /// set-associative ([`FLOW_WAYS`] ways a set, the set chosen by
 /// [`flow_hash`]): a lookup reads one set, an insert overwrites a way with
-/// plain stores (no allocation, no lock, no LRU list to rotate, which cost
-/// an LRU hash map about half a microsecond per new flow). CPUs may write a
+/// plain stores (no allocation, no lock, no LRU list to rotate). CPUs may write a
 /// way at once; a reader takes a way only if its check word matches the
 /// key and decision it holds, so a torn way reads as a miss.
 #[repr(C)]
@@ -121,8 +120,8 @@ pub fn flow_hash(key: &[u64; 5]) -> u64 {
 /// The check word of a way holding `value` for the key of hash `hash`.
 #[inline(always)]
 pub fn flow_check(hash: u64, value: &FlowValue) -> u64 {
-    let decision = (value.generation as u64) | ((value.counter as u64) << 32);
-    fmix(hash ^ fmix(decision ^ ((value.verdict as u64) << 7) ^ 0x5bd1_e995_0000_0001))
+    let decision = u64::from(value.generation) | (u64::from(value.counter) << 32);
+    fmix(hash ^ fmix(decision ^ (u64::from(value.verdict) << 7) ^ 0x5bd1_e995_0000_0001))
 }
 
 /// The first way of the set a key of hash `hash` belongs to.

@@ -6,9 +6,19 @@
 //! `_be`. Addresses are 16 bytes; IPv4 is stored IPv4-mapped (`::ffff:a.b.c.d`).
 //! With the `user` feature the types implement `aya::Pod`.
 #![no_std]
+#![allow(
+    clippy::inline_always,
+    reason = "the eBPF programs call these functions, and the verifier needs every call inlined"
+)]
+#![allow(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding is public so that kernel and agent build values with struct literals"
+)]
 
+pub mod addr;
 pub mod dns;
 pub mod flow;
+pub mod maps;
 pub mod pack;
 pub mod reason;
 
@@ -17,9 +27,7 @@ pub use flow::*;
 pub use pack::*;
 pub use reason::*;
 
-/// Layout version of every pinned map. Bumped whenever any type in this
-/// crate changes size or meaning; it is part of every map's name.
-pub const LAYOUT_VERSION: u32 = 2;
+pub use maps::LAYOUT_VERSION;
 
 /// Implements `aya::Pod` for the listed types when built for userspace.
 #[macro_export]

@@ -15,13 +15,13 @@ pub const DECISION_UNCOVERED: u32 = u32::MAX;
 /// then UDP ports, then one slot for ICMP/ICMPv6 and one for other protocols.
 pub const PORT_INDEX_TCP: u32 = 0;
 /// First UDP slot.
-pub const PORT_INDEX_UDP: u32 = 65536;
+pub const PORT_INDEX_UDP: u32 = 65_536;
 /// The ICMP and ICMPv6 slot.
-pub const PORT_INDEX_ICMP: u32 = 131072;
+pub const PORT_INDEX_ICMP: u32 = 131_072;
 /// The slot of every other protocol.
-pub const PORT_INDEX_OTHER: u32 = 131073;
+pub const PORT_INDEX_OTHER: u32 = 131_073;
 /// Entries of the port-class array.
-pub const PORT_INDEX_SLOTS: u32 = 131074;
+pub const PORT_INDEX_SLOTS: u32 = 131_074;
 
 /// Capacity of the per-slot rule table (rules plus `implicit-deny`).
 pub const MAX_RULES: u32 = 65_540;
@@ -67,23 +67,25 @@ pub struct RuleInfo {
 }
 crate::assert_size!(RuleInfo, 8);
 
-/// Key of the `(source class, port class)` table.
+/// Key of a slot's `(source class, port class)` table, whose value is
+/// the combined class `x`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct SpKey {
+pub struct SourcePortKey {
     pub src_class: u32,
     pub port_class: u32,
 }
-crate::assert_size!(SpKey, 8);
+crate::assert_size!(SourcePortKey, 8);
 
-/// Key of the sparse `(combined class, destination class)` table.
+/// Key of a slot's sparse `(combined class, destination class)` table,
+/// whose value is the first matching rule.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct XdKey {
+pub struct ClassDestKey {
     pub x_class: u32,
     pub dst_class: u32,
 }
-crate::assert_size!(XdKey, 8);
+crate::assert_size!(ClassDestKey, 8);
 
 /// LPM trie key data for IPv4 (network order bytes).
 pub type Ipv4KeyData = [u8; 4];
@@ -183,4 +185,4 @@ pub struct RuleCounter {
 }
 crate::assert_size!(RuleCounter, 24);
 
-crate::impl_pod!(RuleInfo, SpKey, XdKey, LiveState, SlotMeta, RuleCounter, PackStatus);
+crate::impl_pod!(RuleInfo, SourcePortKey, ClassDestKey, LiveState, SlotMeta, RuleCounter, PackStatus);

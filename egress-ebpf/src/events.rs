@@ -8,14 +8,14 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile};
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use egress_common::{
     EVENT_BURST_PER_SOURCE, EVENT_KIND_FLOW, EVENT_KIND_LEARN, EVENTS_PER_SOURCE_PER_S, EventBudget, EventStat,
-    FlowEvent, LEARN_EVENT_ADDRS, LearnEvent, Reason, Verdict,
+    FlowEvent, LEARN_EVENT_ADDRS, LearnEvent, Reason, Verdict, clamp_ttl,
 };
 
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 
-use crate::dns::Scratch;
 use crate::maps::{EGV2_EVBUDGET, EGV2_EVENTS, EGV2_EVSTATS};
 use crate::parse::Packet;
+use crate::scratch::Scratch;
 
 #[inline(always)]
 pub fn count_event(stat: EventStat) {
@@ -31,26 +31,22 @@ pub fn count_event(stat: EventStat) {
 #[inline(always)]
 fn event_allowed(src: &[u8; 16], now: u64) -> bool {
     let full = EVENT_BURST_PER_SOURCE * 1000;
-    match EGV2_EVBUDGET.get_ptr_mut(src) {
-        Some(b) => {
-            // SAFETY: value pointer from a successful lookup.
-            let b = unsafe { &mut *b };
-            let refill = now.saturating_sub(b.last_ns) / 1_000_000 * EVENTS_PER_SOURCE_PER_S;
-            let tokens = if refill >= full { full } else { (b.milli_tokens + refill).min(full) };
-            b.last_ns = now;
-            if tokens < 1000 {
-                b.milli_tokens = tokens;
-                return false;
-            }
-            b.milli_tokens = tokens - 1000;
-            true
-        }
-        None => {
-            let fresh = EventBudget { milli_tokens: full - 1000, last_ns: now };
-            let _ = EGV2_EVBUDGET.insert(src, &fresh, 0);
-            true
-        }
+    let Some(b) = EGV2_EVBUDGET.get_ptr_mut(src) else {
+        let fresh = EventBudget { milli_tokens: full - 1000, last_ns: now };
+        let _ = EGV2_EVBUDGET.insert(src, &fresh, 0);
+        return true;
+    };
+    // SAFETY: value pointer from a successful lookup.
+    let b = unsafe { &mut *b };
+    let refill = now.saturating_sub(b.last_ns) / 1_000_000 * EVENTS_PER_SOURCE_PER_S;
+    let tokens = if refill >= full { full } else { (b.milli_tokens + refill).min(full) };
+    b.last_ns = now;
+    if tokens < 1000 {
+        b.milli_tokens = tokens;
+        return false;
     }
+    b.milli_tokens = tokens - 1000;
+    true
 }
 
 /// Room in the ring for one event from `source`, within its budget, and
@@ -125,18 +121,18 @@ pub fn report_learn(s: &Scratch) {
                 break;
             }
             // Two 8-byte words: no 16-byte temporary on the stack.
-            let from = addr_of!(s.addrs[i]) as *const u64;
-            let to = addr_of_mut!((*p).addrs[i]) as *mut u64;
+            let from = addr_of!(s.addrs[i]).cast::<u64>();
+            let to = addr_of_mut!((*p).addrs[i]).cast::<u64>();
             to.write_unaligned(read_volatile(from));
             to.add(1).write_unaligned(read_volatile(from.add(1)));
-            let ttl = read_volatile(addr_of!(s.ttls[i])).clamp(r.min_ttl, r.max_ttl.max(r.min_ttl));
+            let ttl = clamp_ttl(read_volatile(addr_of!(s.ttls[i])), r.min_ttl, r.max_ttl);
             if ttl < ttl_min {
                 ttl_min = ttl;
             }
         }
         addr_of_mut!((*p).ktime_ns).write(now);
-        let from = addr_of!(r.workload) as *const u64;
-        let to = addr_of_mut!((*p).workload) as *mut u64;
+        let from = addr_of!(r.workload).cast::<u64>();
+        let to = addr_of_mut!((*p).workload).cast::<u64>();
         to.write_unaligned(read_volatile(from));
         to.add(1).write_unaligned(read_volatile(from.add(1)));
         addr_of_mut!((*p).groups).write(r.groups);
@@ -144,9 +140,9 @@ pub fn report_learn(s: &Scratch) {
         addr_of_mut!((*p).ttl_s).write(ttl_min);
         addr_of_mut!((*p).count).write(if found > 255 { 255 } else { found as u8 });
         addr_of_mut!((*p).family).write(r.family as u8);
-        core::ptr::write_bytes(addr_of_mut!((*p)._pad0) as *mut u8, 0, 14);
+        core::ptr::write_bytes(addr_of_mut!((*p)._pad0).cast::<u8>(), 0, 14);
         addr_of_mut!((*p).kind).write(EVENT_KIND_LEARN);
-        core::ptr::write_bytes(addr_of_mut!((*p)._pad1) as *mut u8, 0, 3);
+        core::ptr::write_bytes(addr_of_mut!((*p)._pad1).cast::<u8>(), 0, 3);
     }
     entry.submit(0);
 }

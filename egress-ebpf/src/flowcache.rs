@@ -40,7 +40,7 @@ impl Probe {
 fn same(a: &[u64; 5], b: &[u64; 5]) -> bool {
     let diff = (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]);
     // SAFETY: reads a local.
-    unsafe { core::ptr::read_volatile(&diff) == 0 }
+    unsafe { core::ptr::read_volatile(&raw const diff) == 0 }
 }
 
 /// Reads way `index` whole, or `None` if out of range.

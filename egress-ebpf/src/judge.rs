@@ -6,9 +6,9 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
-    ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowKey, FlowValue, FragKey, LearnKey, MODE_ENFORCE, NO_RULE,
-    PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS,
-    SlotMeta, SpKey, VERDICTS, Verdict, XdKey, XwKey,
+    ACTION_DENY, ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, FAMILY_V4, FlowKey, FlowValue, FragKey, LearnKey,
+    MODE_ENFORCE, NO_RULE, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo,
+    SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey, VERDICTS, Verdict,
 };
 
 use crate::dns::{self, LoadBytes, QueryAction};
@@ -202,10 +202,11 @@ fn source_covered(slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> bool {
 }
 
 /// Link-local control traffic, never judged: destinations that never leave
-/// the link (IPv4 224.0.0.0/24 and 255.255.255.255, which carries DHCP
-/// discovery; IPv6 ff02::/16, which carries neighbour discovery and DHCPv6,
-/// and fe80::/10). Neighbour discovery and DHCP sent to the gateway's own
-/// addresses pass as `ToGateway`; sent anywhere else they are judged.
+/// the link (IPv4 `224.0.0.0/24` and `255.255.255.255`, which carries DHCP
+/// discovery; IPv6 `ff02::/16`, which carries neighbour discovery and
+/// DHCPv6, and `fe80::/10`). Neighbour discovery and DHCP sent to the
+/// gateway's own addresses pass as `ToGateway`; sent anywhere else they are
+/// judged.
 /// DNS (port 53) is judged whatever the destination, so that a forwarder on
 /// the gateway cannot be reached around the rules by broadcast.
 #[inline(always)]
@@ -225,8 +226,8 @@ fn is_link_local_control(pkt: &Packet) -> bool {
 fn port_index(pkt: &Packet) -> u32 {
     let icmp = if pkt.family == FAMILY_V4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
     match pkt.proto {
-        IPPROTO_TCP => pkt.dport as u32,
-        IPPROTO_UDP => PORT_INDEX_UDP + pkt.dport as u32,
+        IPPROTO_TCP => u32::from(pkt.dport),
+        IPPROTO_UDP => PORT_INDEX_UDP + u32::from(pkt.dport),
         p if p == icmp => PORT_INDEX_ICMP,
         _ => PORT_INDEX_OTHER,
     }
@@ -244,14 +245,14 @@ struct GroupWalk {
 
 extern "C" fn group_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the GroupWalk on the caller's stack.
-    let w = unsafe { &mut *(ctx as *mut GroupWalk) };
+    let w = unsafe { &mut *ctx.cast::<GroupWalk>() };
     if w.groups == 0 {
         return 1;
     }
     let bit = w.groups.trailing_zeros();
     w.groups &= w.groups - 1;
     let slot = if w.slot == 0 { &SLOT0 } else { &SLOT1 };
-    if let Some(r) = slot.xw.get_ptr(XwKey { x_class: w.x, group: bit }) {
+    if let Some(r) = slot.xw.get_ptr(ClassWebGroupKey { x_class: w.x, group: bit }) {
         // SAFETY: value pointer from a successful lookup.
         let r = unsafe { *r };
         if r < w.rule {
@@ -264,22 +265,22 @@ extern "C" fn group_step(_index: u64, ctx: *mut c_void) -> i64 {
 /// First-match classification: the rule index, or `DECISION_UNCOVERED`.
 #[inline(always)]
 fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> u32 {
-    let s = match src_class(slot, pkt) {
-        Some(s) => s,
+    let src = match src_class(slot, pkt) {
+        Some(class) => class,
         None if meta.any_source != 0 => 0,
         None => return DECISION_UNCOVERED,
     };
-    let p = match slot.ports.get(port_index(pkt)) {
-        Some(p) => *p,
+    let port = match slot.ports.get(port_index(pkt)) {
+        Some(class) => *class,
         None => return meta.implicit_rule,
     };
-    let Some(x) = slot.sp.get_ptr(SpKey { src_class: s, port_class: p }) else {
+    let Some(x) = slot.sp.get_ptr(SourcePortKey { src_class: src, port_class: port }) else {
         return meta.implicit_rule;
     };
     // SAFETY: value pointer from a successful lookup.
     let x = unsafe { *x };
-    let d = dst_class(slot, pkt);
-    let mut rule = match slot.xd.get_ptr(XdKey { x_class: x, dst_class: d }) {
+    let dst = dst_class(slot, pkt);
+    let mut rule = match slot.xd.get_ptr(ClassDestKey { x_class: x, dst_class: dst }) {
         // SAFETY: value pointer from a successful lookup.
         Some(r) => unsafe { *r },
         None => match slot.defaults.get(x) {
@@ -300,7 +301,7 @@ fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> u32 {
             let mut walk = GroupWalk { groups: v.groups, x, rule, slot: slot_idx };
             // SAFETY: the callback only reads the slot's maps and writes `walk`.
             unsafe {
-                bpf_loop(64, group_step as *mut c_void, &mut walk as *mut GroupWalk as *mut c_void, 0);
+                bpf_loop(64, group_step as *mut c_void, (&raw mut walk).cast::<c_void>(), 0);
             }
             rule = walk.rule;
         }
@@ -326,7 +327,7 @@ fn count_rule(slot: &Slot, counter: u32, verdict: Verdict, len: u32, new_flow: b
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe {
             (*cell).packets += 1;
-            (*cell).bytes += len as u64;
+            (*cell).bytes += u64::from(len);
             if new_flow {
                 (*cell).flows += 1;
             }
@@ -380,6 +381,7 @@ fn judge_ip(
         return match EGV2_FRAGS.get_ptr(&frag_key(pkt)) {
             // SAFETY: value pointer from a successful lookup.
             Some(v) if unsafe { (*v).generation } == generation => {
+                // SAFETY: as above.
                 let v = unsafe { *v };
                 let verdict = Verdict::from_code_fast(v.verdict as u8);
                 count_reason(Reason::FragmentFollowed);

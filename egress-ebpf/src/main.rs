@@ -7,6 +7,25 @@
 // `cargo build --workspace`) only checks that it compiles.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// What the verifier makes this code be:
+#![allow(
+    clippy::inline_always,
+    reason = "every function is inlined into its program: the verifier follows each program whole, and calls that \
+              are not `bpf_loop` callbacks would add frames to the 512-byte stack"
+)]
+#![allow(
+    clippy::cast_ptr_alignment,
+    reason = "scratch and ring fields are copied as 8-byte words (no 16-byte temporaries on the stack); the \
+              scratch and ring entries are 8-aligned"
+)]
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "the `#[classifier]` and `#[xdp]` macros hand each program its context by value"
+)]
+#![allow(
+    clippy::needless_borrows_for_generic_args,
+    reason = "map keys and values are passed by reference: by value they would be copied onto the stack first"
+)]
 
 mod dns;
 mod events;
@@ -14,6 +33,7 @@ mod flowcache;
 mod judge;
 mod maps;
 mod parse;
+mod scratch;
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
@@ -37,7 +57,7 @@ impl LoadBytes for Skb<'_> {
     #[inline(always)]
     fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
         // SAFETY: dst has at least len bytes (callers bound len to their buffer).
-        unsafe { bpf_skb_load_bytes(self.0.skb.skb as *const _, offset, dst as *mut _, len) == 0 }
+        unsafe { bpf_skb_load_bytes(self.0.skb.skb as *const _, offset, dst.cast(), len) == 0 }
     }
 }
 
@@ -47,7 +67,7 @@ impl LoadBytes for XdpBytes<'_> {
     #[inline(always)]
     fn load(&self, offset: u32, dst: *mut u8, len: u32) -> bool {
         // SAFETY: as above.
-        unsafe { bpf_xdp_load_bytes(self.0.ctx, offset, dst as *mut _, len) == 0 }
+        unsafe { bpf_xdp_load_bytes(self.0.ctx, offset, dst.cast(), len) == 0 }
     }
 }
 
@@ -97,8 +117,8 @@ fn refuse_tc(ctx: &TcContext) -> i32 {
         return TC_ACT_SHOT;
     };
     for (old, new) in r.words {
-        let flags = (BPF_F_MARK_MANGLED_0 | 2) as u64;
-        if ctx.l4_csum_replace(r.csum_off as usize, old.to_be() as u64, new.to_be() as u64, flags).is_err() {
+        let flags = u64::from(BPF_F_MARK_MANGLED_0 | 2);
+        if ctx.l4_csum_replace(r.csum_off as usize, u64::from(old.to_be()), u64::from(new.to_be()), flags).is_err() {
             return TC_ACT_SHOT;
         }
     }

@@ -10,10 +10,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use egress_common::{
-    DNS_STAT_SLOTS, EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowValue, FragKey, LearnKey, LearnValue,
-    LiveState, MAX_LEARNED, MAX_LEARNED_NAMES, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_PREFIXES, MAX_QUERIES, MAX_RULES,
-    MAX_SP_ENTRIES, MAX_WEBGROUPS, MAX_X_CLASSES, MAX_XD_ENTRIES, NameKey, NameText, PORT_INDEX_SLOTS, QueryKey,
-    QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SpKey, VERDICTS, WebGroupName, XdKey, XwKey,
+    ClassDestKey, ClassWebGroupKey, DNS_STAT_SLOTS, EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowValue,
+    FragKey, LearnKey, LearnValue, LiveState, MAX_LEARNED, MAX_LEARNED_NAMES, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_PREFIXES,
+    MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_WEBGROUPS, MAX_X_CLASSES, MAX_XD_ENTRIES, NameKey, NameText,
+    PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SourcePortKey, VERDICTS,
+    WebGroupName,
 };
 
 /// Flag: allocate hash entries on demand (large, mostly sparse tables).
@@ -104,7 +105,7 @@ pub static EGV2_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Per-CPU working memory of the DNS parser.
 #[map]
-pub static EGV2_SCRATCH: PerCpuArray<crate::dns::Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static EGV2_SCRATCH: PerCpuArray<crate::scratch::Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Declares one slot's tables.
 macro_rules! slot_maps {
@@ -120,7 +121,7 @@ macro_rules! slot_maps {
         pub static $names: HashMap<NameKey, u64> = HashMap::with_max_entries(MAX_NAMES, NO_PREALLOC);
         /// (x, WebGroup bit) → first rule of x naming that WebGroup.
         #[map]
-        pub static $xw: HashMap<XwKey, u32> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
+        pub static $xw: HashMap<ClassWebGroupKey, u32> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
         /// The approved resolvers (IPv4-mapped).
         #[map]
         pub static $resolvers: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
@@ -141,10 +142,10 @@ macro_rules! slot_maps {
         pub static $ports: Array<u32> = Array::with_max_entries(PORT_INDEX_SLOTS, MMAPABLE);
         /// (source class, port class) → combined class `x`.
         #[map]
-        pub static $sp: HashMap<SpKey, u32> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
+        pub static $sp: HashMap<SourcePortKey, u32> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
         /// (x, destination class) → rule index, where it differs from the default.
         #[map]
-        pub static $xd: HashMap<XdKey, u32> = HashMap::with_max_entries(MAX_XD_ENTRIES, NO_PREALLOC);
+        pub static $xd: HashMap<ClassDestKey, u32> = HashMap::with_max_entries(MAX_XD_ENTRIES, NO_PREALLOC);
         /// x → rule index of its first `any`-destination rule, `implicit-deny`,
         /// or `DECISION_UNCOVERED`.
         #[map]
@@ -199,14 +200,14 @@ pub struct Slot {
     pub dst4: &'static LpmTrie<[u8; 4], u32>,
     pub dst6: &'static LpmTrie<[u8; 16], u32>,
     pub ports: &'static Array<u32>,
-    pub sp: &'static HashMap<SpKey, u32>,
-    pub xd: &'static HashMap<XdKey, u32>,
+    pub sp: &'static HashMap<SourcePortKey, u32>,
+    pub xd: &'static HashMap<ClassDestKey, u32>,
     pub defaults: &'static Array<u32>,
     pub rules: &'static Array<RuleInfo>,
     pub counters: &'static PerCpuArray<RuleCounter>,
     pub local: &'static HashMap<[u8; 16], u8>,
     pub names: &'static HashMap<NameKey, u64>,
-    pub xw: &'static HashMap<XwKey, u32>,
+    pub xw: &'static HashMap<ClassWebGroupKey, u32>,
     pub resolvers: &'static HashMap<[u8; 16], u8>,
 }
 

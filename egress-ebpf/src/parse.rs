@@ -224,6 +224,9 @@ fn parse_ipv4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
     }
     let ihl = ((hdr[0] & 0x0f) as usize) * 4;
     pkt.family = FAMILY_V4;
+    // The IPv4-mapped form (`egress_common::addr::ipv4_mapped`), written
+    // in place: the first ten bytes are zero already (`Packet::empty`),
+    // and a whole 16-byte form built first costs stack.
     pkt.src[10] = 0xff;
     pkt.src[11] = 0xff;
     pkt.src[12..16].copy_from_slice(&hdr[12..16]);
@@ -243,7 +246,7 @@ fn parse_ipv4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
     let frag = u16::from_be_bytes([hdr[6], hdr[7]]);
     let more = frag & 0x2000 != 0;
     let offset = frag & 0x1fff;
-    pkt.frag_id = u16::from_be_bytes([hdr[4], hdr[5]]) as u32;
+    pkt.frag_id = u32::from(u16::from_be_bytes([hdr[4], hdr[5]]));
     pkt.frag_proto = pkt.proto;
     pkt.frag_offset = offset;
     if offset != 0 {

@@ -74,22 +74,14 @@ pub(super) fn cut(text: &str, from_bytes: usize) -> Option<Vec<Piece<'_>>> {
     if text.len() < from_bytes || !text.ends_with('\n') {
         return None;
     }
-    let mut lines = Vec::with_capacity(text.len() / 24);
-    let mut start = 0;
-    for raw in text.split_inclusive('\n') {
-        let content = raw.trim_end_matches('\n');
-        let body = content.trim_start_matches(' ');
-        lines.push(Line { start, indent: content.len() - body.len(), body });
-        start += raw.len();
-    }
-    let blank = |l: &Line| l.body.is_empty() || l.body.starts_with('#');
+    let lines = split_lines(text);
     let mut pieces = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
     let mut i = 0;
     let mut head_end: Option<usize> = None; // line index where the head ends
     while i < lines.len() {
         let l = &lines[i];
-        if blank(l) {
+        if is_blank(l) {
             i += 1;
             continue;
         }
@@ -108,68 +100,13 @@ pub(super) fn cut(text: &str, from_bytes: usize) -> Option<Vec<Piece<'_>>> {
                 return None; // a setting after a cut section
             }
             i += 1;
-            while i < lines.len() && (blank(&lines[i]) || lines[i].indent > 0) {
+            while i < lines.len() && (is_blank(&lines[i]) || lines[i].indent > 0) {
                 i += 1;
             }
             continue;
         };
         head_end.get_or_insert(i);
-        let header_line = i + 1;
-        let header = l.body;
-        i += 1;
-        // The items: markers at the indentation of the first one.
-        let first = (i..lines.len()).find(|&j| !blank(&lines[j]))?;
-        let indent = lines[first].indent;
-        let is_marker = |l: &Line| {
-            l.indent == indent
-                && !blank(l)
-                && if sequence { l.body == "-" || l.body.starts_with("- ") } else { !l.body.starts_with('-') }
-        };
-        if !is_marker(&lines[first]) || (indent == 0 && !sequence) {
-            return None; // an empty section (what it means is the whole file's reading)
-        }
-        let mut items: Vec<(usize, usize)> = Vec::new(); // (first line, end line) of each item
-        let mut j = first;
-        while j < lines.len() {
-            let l = &lines[j];
-            if blank(l) || l.indent > indent {
-                j += 1;
-                continue;
-            }
-            if !is_marker(l) {
-                if l.indent == 0 {
-                    break; // the next top-level key
-                }
-                return None;
-            }
-            if let Some(last) = items.last_mut() {
-                *last = (last.0, j);
-            }
-            items.push((j, j));
-            j += 1;
-        }
-        if let Some(last) = items.last_mut() {
-            *last = (last.0, j);
-        }
-        let at = |line: usize| lines.get(line).map_or(text.len(), |l| l.start);
-        let mut run_start = items[0].0;
-        let mut count = 0;
-        for (k, &(a, b)) in items.iter().enumerate() {
-            count += 1;
-            let mut h = FxHasher::default();
-            h.write(&text.as_bytes()[at(a)..at(b)]);
-            if h.finish() % CUT_EVERY == 0 || count >= MAX_ITEMS || k + 1 == items.len() {
-                pieces.push(Piece {
-                    header: Some(header),
-                    header_line,
-                    body: &text[at(run_start)..at(b)],
-                    body_line: run_start + 1,
-                });
-                run_start = b;
-                count = 0;
-            }
-        }
-        i = j;
+        i = section_pieces(text, &lines, i, sequence, &mut pieces)?;
     }
     let head_end = head_end?;
     let head_end_at = lines.get(head_end).map_or(text.len(), |l| l.start);
@@ -177,6 +114,98 @@ pub(super) fn cut(text: &str, from_bytes: usize) -> Option<Vec<Piece<'_>>> {
         pieces.insert(0, Piece { header: None, header_line: 1, body: &text[..head_end_at], body_line: 1 });
     }
     (pieces.len() > 1).then_some(pieces)
+}
+
+/// Every line of `text` (which ends with a newline).
+fn split_lines(text: &str) -> Vec<Line<'_>> {
+    let mut lines = Vec::with_capacity(text.len() / 24);
+    let mut start = 0;
+    for raw in text.split_inclusive('\n') {
+        let content = raw.trim_end_matches('\n');
+        let body = content.trim_start_matches(' ');
+        lines.push(Line { start, indent: content.len() - body.len(), body });
+        start += raw.len();
+    }
+    lines
+}
+
+/// Whether a line holds nothing (blank, or only a comment).
+fn is_blank(l: &Line) -> bool {
+    l.body.is_empty() || l.body.starts_with('#')
+}
+
+/// Adds the pieces of the section whose header is `lines[header]` (runs of
+/// its items, `sequence` items or mapping entries) to `pieces`; returns the
+/// index of the first line after the section. `None`: the section is laid
+/// out in a way that is not cut.
+fn section_pieces<'t>(
+    text: &'t str,
+    lines: &[Line<'t>],
+    header: usize,
+    sequence: bool,
+    pieces: &mut Vec<Piece<'t>>,
+) -> Option<usize> {
+    let (items, after) = section_items(lines, header + 1, sequence)?;
+    let at = |line: usize| lines.get(line).map_or(text.len(), |l| l.start);
+    let mut run_start = items[0].0;
+    let mut count = 0;
+    for (k, &(first, end)) in items.iter().enumerate() {
+        count += 1;
+        let mut h = FxHasher::default();
+        h.write(&text.as_bytes()[at(first)..at(end)]);
+        if h.finish() % CUT_EVERY == 0 || count >= MAX_ITEMS || k + 1 == items.len() {
+            pieces.push(Piece {
+                header: Some(lines[header].body),
+                header_line: header + 1,
+                body: &text[at(run_start)..at(end)],
+                body_line: run_start + 1,
+            });
+            run_start = end;
+            count = 0;
+        }
+    }
+    Some(after)
+}
+
+/// The items of a section whose first line after the header is
+/// `lines[from]`: `(first line, end line)` of each (markers at the
+/// indentation of the first one), and the index of the first line after
+/// the section.
+fn section_items(lines: &[Line<'_>], from: usize, sequence: bool) -> Option<(Vec<(usize, usize)>, usize)> {
+    let first = (from..lines.len()).find(|&j| !is_blank(&lines[j]))?;
+    let indent = lines[first].indent;
+    let is_marker = |l: &Line| {
+        l.indent == indent
+            && !is_blank(l)
+            && if sequence { l.body == "-" || l.body.starts_with("- ") } else { !l.body.starts_with('-') }
+    };
+    if !is_marker(&lines[first]) || (indent == 0 && !sequence) {
+        return None; // an empty section (what it means is the whole file's reading)
+    }
+    let mut items: Vec<(usize, usize)> = Vec::new();
+    let mut j = first;
+    while j < lines.len() {
+        let l = &lines[j];
+        if is_blank(l) || l.indent > indent {
+            j += 1;
+            continue;
+        }
+        if !is_marker(l) {
+            if l.indent == 0 {
+                break; // the next top-level key
+            }
+            return None;
+        }
+        if let Some(last) = items.last_mut() {
+            *last = (last.0, j);
+        }
+        items.push((j, j));
+        j += 1;
+    }
+    if let Some(last) = items.last_mut() {
+        *last = (last.0, j);
+    }
+    Some((items, j))
 }
 
 /// The key of a top-level line `key:` or `key: value`, if it is a plain
@@ -195,17 +224,19 @@ fn is_header(body: &str, key: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     #[test]
     fn cuts_sections_into_runs_of_whole_items() {
         let mut text = String::from("version: 1\nmode: enforce\ndns:\n  resolvers: [10.0.0.2]\n\nwebgroups:\n");
         for i in 0..300 {
-            text.push_str(&format!("  g{i}:\n    domains: [a{i}.example.com]\n"));
+            writeln!(text, "  g{i}:\n    domains: [a{i}.example.com]").expect("a String takes any text");
         }
         text.push_str("rules:\n# a comment\n");
         for i in 0..500 {
-            text.push_str(&format!("- name: r{i}\n  priority: {i}\n\n  action: deny\n"));
+            writeln!(text, "- name: r{i}\n  priority: {i}\n\n  action: deny").expect("a String takes any text");
         }
         let pieces = cut(&text, 0).expect("cut");
         assert_eq!(pieces[0].header, None);

@@ -36,23 +36,23 @@ impl<S: std::hash::Hash + Eq + Clone> Numbering<S> {
 
 /// The union of two ascending lists of rule indices, ascending, without
 /// repeats (`own` lists are built in rule order, so both always are).
-pub(super) fn union_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        let next = match (a.get(i), b.get(j)) {
-            (Some(&x), Some(&y)) if x <= y => {
-                i += 1;
-                j += usize::from(x == y);
-                x
+pub(super) fn union_sorted(left: &[u32], right: &[u32]) -> Vec<u32> {
+    let mut out = Vec::with_capacity(left.len() + right.len());
+    let (mut in_left, mut in_right) = (0, 0);
+    loop {
+        let next = match (left.get(in_left), right.get(in_right)) {
+            (Some(&l), Some(&r)) if l <= r => {
+                in_left += 1;
+                in_right += usize::from(l == r);
+                l
             }
-            (_, Some(&y)) => {
-                j += 1;
-                y
+            (_, Some(&r)) => {
+                in_right += 1;
+                r
             }
-            (Some(&x), None) => {
-                i += 1;
-                x
+            (Some(&l), None) => {
+                in_left += 1;
+                l
             }
             (None, None) => break,
         };
@@ -66,24 +66,25 @@ pub(super) fn union_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
 /// Cuts one address dimension into classes. `own` maps each prefix to the
 /// rules that name it (ascending). Returns prefix → class, and each class's
 /// rules besides those matching every address (ascending; class 0 is the
-/// empty set: only the `any` rules). Sets are sparse: a prefix is named by a
-/// few rules, and dense sets of 10,000 bits per prefix were most of a
-/// 10,000-rule compile.
-pub(super) fn address_classes(own: HashMap<IpNet, Vec<u32>>) -> (HashMap<IpNet, u32>, Vec<Vec<u32>>) {
+/// empty set: only the `any` rules). Sets are sparse lists: a prefix is
+/// named by a few rules, so a list is far smaller than a bit per rule of
+/// the pack.
+pub(super) fn address_classes(own: &HashMap<IpNet, Vec<u32>>) -> (HashMap<IpNet, u32>, Vec<Vec<u32>>) {
     let mut prefixes: Vec<IpNet> = own.keys().copied().collect();
     prefixes.sort_by_key(|p| (p.prefix_len(), *p));
     // Only lengths some prefix has can hold a parent: probe those alone
     // (a handful, instead of up to 128).
     let mut lengths: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     for p in &prefixes {
-        let family = &mut lengths[p.addr().is_ipv6() as usize];
+        let family = &mut lengths[usize::from(p.addr().is_ipv6())];
         if family.last() != Some(&p.prefix_len()) {
             family.push(p.prefix_len());
         }
     }
-    let mut full: HashMap<IpNet, Vec<u32>> = HashMap::with_capacity_and_hasher(prefixes.len(), Default::default());
+    let mut full: HashMap<IpNet, Vec<u32>> =
+        HashMap::with_capacity_and_hasher(prefixes.len(), std::hash::BuildHasherDefault::default());
     for p in &prefixes {
-        let parent = lengths[p.addr().is_ipv6() as usize]
+        let parent = lengths[usize::from(p.addr().is_ipv6())]
             .iter()
             .rev()
             .filter(|&&len| len < p.prefix_len())
@@ -93,7 +94,7 @@ pub(super) fn address_classes(own: HashMap<IpNet, Vec<u32>>) -> (HashMap<IpNet, 
     }
     let mut sets = Numbering::default();
     sets.number(Vec::new()); // class 0: no prefix
-    let mut classes = HashMap::with_capacity_and_hasher(prefixes.len(), Default::default());
+    let mut classes = HashMap::with_capacity_and_hasher(prefixes.len(), std::hash::BuildHasherDefault::default());
     for p in prefixes {
         classes.insert(p, sets.number(full.remove(&p).unwrap_or_default()));
     }
@@ -103,10 +104,10 @@ pub(super) fn address_classes(own: HashMap<IpNet, Vec<u32>>) -> (HashMap<IpNet, 
 /// Whether a rule with this protocol and ports matches port-array slot
 /// `idx`: the plain definition, which tests hold `port_classes` to.
 #[cfg(test)]
-fn rule_matches_slot(protocol: Protocol, ports: &Option<Vec<super::model::PortRange>>, idx: u32) -> bool {
+fn rule_matches_slot(protocol: Protocol, ports: Option<&[super::model::PortRange]>, idx: u32) -> bool {
     let port_ok = |port: u32| match ports {
         None => true,
-        Some(r) => r.iter().any(|r| (r.lo as u32..=r.hi as u32).contains(&port)),
+        Some(r) => r.iter().any(|r| (u32::from(r.lo)..=u32::from(r.hi)).contains(&port)),
     };
     match idx {
         i if i < PORT_INDEX_UDP => matches!(protocol, Protocol::Tcp | Protocol::Any) && port_ok(i),
@@ -123,8 +124,8 @@ pub(super) fn port_classes(pack: &Pack, n: usize) -> (Vec<(u32, u32, u32)>, Vec<
     for r in &pack.rules {
         for range in r.ports.iter().flatten() {
             for base in [0, PORT_INDEX_UDP] {
-                bounds.push(base + range.lo as u32);
-                bounds.push(base + range.hi as u32 + 1);
+                bounds.push(base + u32::from(range.lo));
+                bounds.push(base + u32::from(range.hi) + 1);
             }
         }
     }
@@ -147,7 +148,7 @@ pub(super) fn port_classes(pack: &Pack, n: usize) -> (Vec<(u32, u32, u32)>, Vec<
         for &base in bases {
             match &r.ports {
                 None => spans.push((base, base + 65_535)),
-                Some(ranges) => spans.extend(ranges.iter().map(|p| (base + p.lo as u32, base + p.hi as u32))),
+                Some(ranges) => spans.extend(ranges.iter().map(|p| (base + u32::from(p.lo), base + u32::from(p.hi)))),
             }
         }
         if r.ports.is_none() && matches!(r.protocol, Protocol::Icmp | Protocol::Any) {
@@ -215,7 +216,7 @@ mod port_class_tests {
                     for (i, r) in pack.rules.iter().enumerate() {
                         assert_eq!(
                             sets[class as usize].contains(i),
-                            rule_matches_slot(r.protocol, &r.ports, slot),
+                            rule_matches_slot(r.protocol, r.ports.as_deref(), slot),
                             "rule {i} at slot {slot} ({rules} rules)"
                         );
                     }

@@ -80,7 +80,6 @@ fn destination(pack: &Pack, rule: &Rule, dst: &Target, webgroups: &[String]) -> 
             (Destination::WebGroup(g), Target::Name(n)) => {
                 webgroups.contains(g).then(|| format!("{n} is in webgroup {g}"))
             }
-            (Destination::WebGroup(_), Target::Addr(_)) => None,
             (Destination::Resolvers, Target::Addr(a)) => pack.dns.resolvers.contains(a).then(|| "a resolver".into()),
             (Destination::SmartGroup(g), Target::Addr(a)) => pack
                 .smartgroups
@@ -90,7 +89,7 @@ fn destination(pack: &Pack, rule: &Rule, dst: &Target, webgroups: &[String]) -> 
             (Destination::Cidrs(c), Target::Addr(a)) => {
                 c.iter().find(|c| c.contains(a)).map(|c| format!("destination in {c}"))
             }
-            (_, Target::Name(_)) => None,
+            (Destination::WebGroup(_), Target::Addr(_)) | (_, Target::Name(_)) => None,
         };
         if let Some(why) = hit {
             return Ok(why);

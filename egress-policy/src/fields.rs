@@ -7,32 +7,33 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::error::PolicyError;
-use super::model::{Location, PortRange};
+use super::model::{Location, Mode, PortRange};
 use super::yaml::{Kind, Node};
 
 /// Longest rule or group name.
 pub const MAX_NAME: usize = 64;
 
-/// The errors of one file, and the file's display name for their locations.
-pub struct Diag {
+/// Where the errors found in one file go: the file's display name (for
+/// their locations) and the errors reported so far.
+pub struct ErrorSink {
     pub file: std::sync::Arc<str>,
     pub errors: Vec<PolicyError>,
 }
 
-impl Diag {
+impl ErrorSink {
     /// Collects errors for `file`.
     pub fn new(file: &str) -> Self {
         Self { file: file.into(), errors: Vec::new() }
     }
 
     /// Where `node` was written.
-    pub fn at(&self, node: &Node) -> Location {
+    pub fn location_of(&self, node: &Node) -> Location {
         Location { file: self.file.clone(), line: node.line, column: node.column }
     }
 
     /// Records an error at `node`.
-    pub fn err(&mut self, node: &Node, message: impl Into<String>) {
-        let location = self.at(node);
+    pub fn report(&mut self, node: &Node, message: impl Into<String>) {
+        let location = self.location_of(node);
         self.errors.push(PolicyError::new(location, message));
     }
 }
@@ -61,63 +62,65 @@ pub fn scalar_text(node: &Node) -> Option<&str> {
 }
 
 /// A string value; `what` describes what was expected.
-pub fn string<'n>(d: &mut Diag, node: &'n Node, what: &str) -> Option<&'n str> {
-    match &node.kind {
-        Kind::Str(s) => Some(s),
-        _ => {
-            d.err(node, format!("expected {what}, found {}", describe(node)));
-            None
-        }
+pub fn string<'n>(sink: &mut ErrorSink, node: &'n Node, what: &str) -> Option<&'n str> {
+    if let Kind::Str(s) = &node.kind {
+        Some(s)
+    } else {
+        sink.report(node, format!("expected {what}, found {}", describe(node)));
+        None
     }
 }
 
 /// A list value (a scalar is not silently taken as a one-element list).
-pub fn list<'n>(d: &mut Diag, node: &'n Node, what: &str) -> Option<&'n [Node]> {
-    match &node.kind {
-        Kind::Seq(items) => Some(items),
-        _ => {
-            d.err(node, format!("expected a list of {what}, found {}", describe(node)));
-            None
-        }
+pub fn list<'n>(sink: &mut ErrorSink, node: &'n Node, what: &str) -> Option<&'n [Node]> {
+    if let Kind::Seq(items) = &node.kind {
+        Some(items)
+    } else {
+        sink.report(node, format!("expected a list of {what}, found {}", describe(node)));
+        None
     }
 }
 
 /// An integer in `lo..=hi`.
-pub fn integer(d: &mut Diag, node: &Node, lo: i128, hi: i128, what: &str) -> Option<i128> {
+pub fn integer(sink: &mut ErrorSink, node: &Node, lo: i128, hi: i128, what: &str) -> Option<i128> {
     match &node.kind {
         Kind::Int(v, _) if (lo..=hi).contains(v) => Some(*v),
         Kind::Int(v, _) => {
-            d.err(node, format!("{what} {v} is out of range: expected an integer {lo}..={hi}"));
+            sink.report(node, format!("{what} {v} is out of range: expected an integer {lo}..={hi}"));
             None
         }
         _ => {
             let found = describe(node);
-            d.err(node, format!("expected {what} as an integer {lo}..={hi}, found {found}"));
+            sink.report(node, format!("expected {what} as an integer {lo}..={hi}, found {found}"));
             None
         }
     }
 }
 
 /// One of the `choices` keywords, e.g. `permit` | `deny`.
-pub fn keyword<T: Copy>(d: &mut Diag, node: &Node, field: &str, choices: &[(&str, T)]) -> Option<T> {
+pub fn keyword<T: Copy>(sink: &mut ErrorSink, node: &Node, field: &str, choices: &[(&str, T)]) -> Option<T> {
     if let Kind::Str(s) = &node.kind
         && let Some((_, v)) = choices.iter().find(|(k, _)| k == s)
     {
         return Some(*v);
     }
     let names: Vec<String> = choices.iter().map(|(k, _)| format!("`{k}`")).collect();
-    d.err(node, format!("invalid `{field}` {}: expected {}", describe(node), names.join(" | ")));
+    sink.report(node, format!("invalid `{field}` {}: expected {}", describe(node), names.join(" | ")));
     None
 }
 
+/// A `mode`: `monitor` | `enforce`.
+pub fn mode(sink: &mut ErrorSink, node: &Node) -> Option<Mode> {
+    keyword(sink, node, "mode", &[("monitor", Mode::Monitor), ("enforce", Mode::Enforce)])
+}
+
 /// A boolean `true` / `false`.
-pub fn boolean(d: &mut Diag, node: &Node, field: &str) -> Option<bool> {
-    match node.kind {
-        Kind::Bool(b, _) => Some(b),
-        _ => {
-            d.err(node, format!("invalid `{field}` {}: expected `true` or `false`", describe(node)));
-            None
-        }
+pub fn boolean(sink: &mut ErrorSink, node: &Node, field: &str) -> Option<bool> {
+    if let Kind::Bool(b, _) = node.kind {
+        Some(b)
+    } else {
+        sink.report(node, format!("invalid `{field}` {}: expected `true` or `false`", describe(node)));
+        None
     }
 }
 
@@ -138,15 +141,15 @@ pub fn check_name(name: &str, upper: bool) -> Result<(), String> {
 }
 
 /// A name, checked with [`check_name`]; numbers are taken as written.
-pub fn name(d: &mut Diag, node: &Node, upper: bool) -> Option<String> {
+pub fn name(sink: &mut ErrorSink, node: &Node, upper: bool) -> Option<String> {
     let Some(text) = scalar_text(node).filter(|_| !matches!(node.kind, Kind::Bool(..))) else {
-        d.err(node, format!("expected a name, found {}", describe(node)));
+        sink.report(node, format!("expected a name, found {}", describe(node)));
         return None;
     };
     match check_name(text, upper) {
         Ok(()) => Some(text.to_owned()),
         Err(e) => {
-            d.err(node, e);
+            sink.report(node, e);
             None
         }
     }
@@ -168,20 +171,20 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, String> {
 }
 
 /// A non-empty list of CIDRs, duplicates removed.
-pub fn cidrs(d: &mut Diag, node: &Node) -> Option<Vec<IpNet>> {
-    let items = list(d, node, "CIDRs")?;
+pub fn cidrs(sink: &mut ErrorSink, node: &Node) -> Option<Vec<IpNet>> {
+    let items = list(sink, node, "CIDRs")?;
     if items.is_empty() {
-        d.err(node, "empty `cidrs`: expected at least one CIDR (an empty group never means any)");
+        sink.report(node, "empty `cidrs`: expected at least one CIDR (an empty group never means any)");
         return None;
     }
     let mut out = Vec::new();
     let mut ok = true;
     for item in items {
-        match string(d, item, "a CIDR like `10.0.0.0/24`").map(parse_cidr) {
+        match string(sink, item, "a CIDR like `10.0.0.0/24`").map(parse_cidr) {
             Some(Ok(net)) if !out.contains(&net) => out.push(net),
             Some(Ok(_)) => {}
             Some(Err(e)) => {
-                d.err(item, e);
+                sink.report(item, e);
                 ok = false;
             }
             None => ok = false,
@@ -191,16 +194,16 @@ pub fn cidrs(d: &mut Diag, node: &Node) -> Option<Vec<IpNet>> {
 }
 
 /// An IP address (not a CIDR), e.g. a resolver.
-pub fn ip_addr(d: &mut Diag, node: &Node) -> Option<IpAddr> {
-    let text = string(d, node, "an IP address")?;
+pub fn ip_addr(sink: &mut ErrorSink, node: &Node) -> Option<IpAddr> {
+    let text = string(sink, node, "an IP address")?;
     match text.parse::<IpAddr>() {
         Ok(addr) => Some(addr),
         Err(_) if text.contains('/') => {
-            d.err(node, format!("`{text}` is a CIDR: expected a single IP address"));
+            sink.report(node, format!("`{text}` is a CIDR: expected a single IP address"));
             None
         }
         Err(_) => {
-            d.err(node, format!("invalid IP address `{text}`: expected e.g. `10.0.0.2` or `fd00::53`"));
+            sink.report(node, format!("invalid IP address `{text}`: expected e.g. `10.0.0.2` or `fd00::53`"));
             None
         }
     }
@@ -221,10 +224,10 @@ pub fn parse_port_text(text: &str) -> Result<PortRange, String> {
 }
 
 /// A non-empty list of ports and ranges, sorted with overlaps merged.
-pub fn ports(d: &mut Diag, node: &Node) -> Option<Vec<PortRange>> {
-    let items = list(d, node, "ports")?;
+pub fn ports(sink: &mut ErrorSink, node: &Node) -> Option<Vec<PortRange>> {
+    let items = list(sink, node, "ports")?;
     if items.is_empty() {
-        d.err(node, "empty `ports` matches nothing: list at least one port, or omit `ports` for all ports");
+        sink.report(node, "empty `ports` matches nothing: list at least one port, or omit `ports` for all ports");
         return None;
     }
     let mut ranges = Vec::new();
@@ -240,7 +243,7 @@ pub fn ports(d: &mut Diag, node: &Node) -> Option<Vec<PortRange>> {
         match parsed {
             Ok(r) => ranges.push(r),
             Err(e) => {
-                d.err(item, e);
+                sink.report(item, e);
                 ok = false;
             }
         }

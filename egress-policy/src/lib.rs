@@ -1,9 +1,18 @@
-//! Policy packs: the YAML contract (`../shared/policy-format.md`) parsed,
-//! merged, validated and compiled. Pure logic: nothing here touches the kernel.
+//! Policy packs: the YAML format (described in `docs/POLICY.md`) parsed,
+//! merged, validated and compiled. Pure logic: nothing here touches the
+//! kernel, starts a thread or keeps state between calls.
 //!
 //! [`load`] reads a file or a directory, [`load_sources`] in-memory texts;
 //! both return a validated [`model::Pack`] or every error found, each at
-//! `file:line:column`. [`summary`] describes a pack for `egress-agent check`.
+//! `file:line:column`. A caller that loads again and again (the agent's
+//! reloads) keeps a [`ParseCache`], so that only what changed is parsed
+//! again. [`compile`] turns a pack into the datapath's tables;
+//! [`summary`] describes a pack for `egress-agent check`.
+//!
+//! Inside, the reading goes one way: `yaml` (text to a tree of positioned
+//! nodes) → `fields` and `record` (single values and records out of the
+//! tree) → `rule` → `parse` (one file to a fragment) → `merge` (fragments to
+//! a pack) → `load` (files, the parse cache, pieces of large files).
 
 mod chunks;
 pub mod domain;
@@ -14,16 +23,15 @@ mod merge;
 pub mod model;
 mod parse;
 pub mod public_suffix;
+mod record;
 mod rule;
 mod summary;
 mod yaml;
-mod yaml_block;
-mod yaml_fast;
 
 pub use error::{PolicyError, PolicyErrors};
 #[cfg(test)]
 pub(crate) use fields::merge_ranges;
-pub use load::{is_policy_file_name, load, load_hashed, load_sources};
+pub use load::{ParseCache, Retired, is_policy_file_name, load, load_hashed, load_sources};
 pub use summary::summary;
 
 pub mod bitset;

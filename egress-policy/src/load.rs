@@ -1,10 +1,11 @@
-//! Loading a pack from a file, a directory of files, or in-memory sources.
+//! Loading a pack from a file, a directory of files, or in-memory sources,
+//! through a [`ParseCache`] that keeps what the last load parsed.
 
 use std::path::Path;
 
 use super::bitset::FastMap;
 use super::error::{PolicyError, PolicyErrors};
-use super::fields::Diag;
+use super::fields::ErrorSink;
 use super::merge::merge;
 use super::model::{Location, Pack};
 use super::yaml::{Kind, Node};
@@ -14,62 +15,153 @@ use super::{chunks, parse, yaml};
 /// directory whose `*.yaml` / `*.yml` files are read in file-name order.
 ///
 /// In a directory, hidden entries (leading `.`, which includes the `..data`
-/// of a Kubernetes ConfigMap volume) and editor files (`*.swp`, `*~`, `#…#`)
-/// are ignored; symlinks are followed, so a ConfigMap's top-level links into
-/// `..data/` are read. A directory without any policy file is an error.
+/// of a Kubernetes `ConfigMap` volume) and editor files (`*.swp`, `*~`,
+/// `#…#`) are ignored; symlinks are followed, so a `ConfigMap`'s top-level
+/// links into `..data/` are read. A directory without any policy file is an
+/// error. Parses everything afresh: a caller that loads again and again
+/// keeps a [`ParseCache`].
 pub fn load(path: &Path) -> Result<Pack, PolicyErrors> {
     load_hashed(path).map(|(pack, _)| pack)
 }
 
-/// A 64-bit hash of the files' names and texts, in reading order (word at
-/// a time: a 2 MB pack hashes in well under a millisecond): the pack hash
-/// `egress-agent status` shows. It tells packs apart; it is not a digest
-/// to trust against tampering.
-fn sources_hash(files: &[(String, String)]) -> u64 {
-    hash_texts(files.iter().flat_map(|(name, text)| [name.as_str(), text.as_str()]))
-}
-
-/// A 64-bit hash of `texts` in order, each ended by a 0 byte (so that
-/// where one ends is part of what is hashed).
-fn hash_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> u64 {
-    use std::hash::Hasher as _;
-    let mut h = super::bitset::FxHasher::default();
-    for text in texts {
-        h.write(text.as_bytes());
-        h.write_u8(0);
-    }
-    h.finish()
-}
-
-/// [`load`], with the hash of what was read.
+/// [`load`], with the hash of what was read (see [`ParseCache::load_hashed`]).
 pub fn load_hashed(path: &Path) -> Result<(Pack, u64), PolicyErrors> {
+    ParseCache::new().load_hashed(path)
+}
+
+/// Parses, merges and validates a pack from `(display name, text)` pairs
+/// (see [`ParseCache::load_sources`]), parsing everything afresh.
+pub fn load_sources(files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
+    ParseCache::new().load_sources(files)
+}
+
+/// What the last load parsed, so that the next one parses only what
+/// changed: files whose text is unchanged are taken as they were, and of a
+/// large file (cut into pieces, see `chunks.rs`) only the pieces whose text
+/// changed are parsed again. An edit costs the parse of what was edited,
+/// not the whole pack's.
+///
+/// Each load keeps only what it used. What the previous load held and the
+/// new one no longer needs is not freed during the load: it waits in the
+/// cache until the owner takes it with [`ParseCache::take_retired`] and
+/// drops it where freeing costs nothing that matters (a thread of its own).
+#[derive(Default)]
+pub struct ParseCache {
+    current: Parsed,
+    retired: Vec<Parsed>,
+}
+
+/// What a [`ParseCache`] no longer needs, to be dropped by its owner
+/// wherever it likes.
+#[derive(Default)]
+pub struct Retired(Vec<Parsed>);
+
+impl Retired {
+    /// Whether there is nothing to free.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Parsed::is_empty)
+    }
+}
+
+impl ParseCache {
+    /// An empty cache.
+    pub const fn new() -> Self {
+        ParseCache { current: Parsed::new(), retired: Vec::new() }
+    }
+
+    /// [`load`], reusing what this cache holds; returns the pack and a 64-bit
+    /// hash of the files' names and texts in reading order (the pack hash
+    /// `egress-agent status` shows: it tells packs apart, it is not a digest
+    /// to trust against tampering).
+    pub fn load_hashed(&mut self, path: &Path) -> Result<(Pack, u64), PolicyErrors> {
+        let (sources, mut errors) = read_sources(path)?;
+        match self.load_sources(&sources) {
+            Ok(pack) if errors.is_empty() => Ok((pack, sources_hash(&sources))),
+            Ok(_) => Err(PolicyErrors(errors)),
+            Err(PolicyErrors(more)) => {
+                errors.extend(more);
+                Err(PolicyErrors(errors))
+            }
+        }
+    }
+
+    /// Parses, merges and validates a pack from `(display name, text)`
+    /// pairs, in the given order (as [`load`] does for a directory's files),
+    /// reusing what this cache holds. All errors of all files are reported;
+    /// a YAML syntax error stops only its own file.
+    pub fn load_sources(&mut self, files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
+        self.load_cut(files, chunks::CUT_FROM_BYTES)
+    }
+
+    /// What earlier loads held and the last one no longer needs.
+    pub fn take_retired(&mut self) -> Retired {
+        Retired(std::mem::take(&mut self.retired))
+    }
+
+    /// [`ParseCache::load_sources`], cutting files of `cut_from` bytes or
+    /// more into pieces.
+    pub(super) fn load_cut(&mut self, files: &[(String, String)], cut_from: usize) -> Result<Pack, PolicyErrors> {
+        let (fragments, mut errors) = self.parse_files(files, cut_from);
+        let Some((first, _)) = files.first() else {
+            return Err(one(PolicyError::whole_file("<policy>", "no policy file: expected at least one")));
+        };
+        let pack = merge(first, fragments, &mut errors);
+        // Merge adds its errors after the files'; present them in file order.
+        let order = |file: &str| files.iter().position(|(n, _)| n == file).unwrap_or(usize::MAX);
+        errors.sort_by(|a, b| {
+            let key = |e: &PolicyError| (order(&e.location.file[..]), e.location.line, e.location.column);
+            key(a).cmp(&key(b))
+        });
+        match pack {
+            Some(pack) if errors.is_empty() => Ok(pack),
+            _ => Err(PolicyErrors(errors)),
+        }
+    }
+
+    /// Every file parsed (from the cache where its text is unchanged): what
+    /// each contributes, and their errors. The cache then holds exactly
+    /// what was used; the rest is retired.
+    fn parse_files(&mut self, files: &[(String, String)], cut_from: usize) -> (Vec<parse::Fragment>, Vec<PolicyError>) {
+        let mut errors = Vec::new();
+        let mut fragments = Vec::new();
+        let mut kept = Parsed::default();
+        let old = &mut self.current;
+        for (name, text) in files {
+            if let Some((pieces, their_errors)) = read_pieces(name, text, cut_from, &mut old.pieces, &mut kept.pieces) {
+                fragments.extend(pieces);
+                errors.extend(their_errors);
+                continue;
+            }
+            // A parse of another text stays in `old`, to be retired with it.
+            let reusable = old.files.get(name).is_some_and(|hit| hit.text == *text);
+            let parsed = reusable.then(|| old.files.remove(name)).flatten().unwrap_or_else(|| parse_file(name, text));
+            fragments.push(parsed.fragment.clone());
+            errors.extend(parsed.errors.iter().cloned());
+            kept.files.insert(name.clone(), parsed);
+        }
+        let unused = std::mem::replace(&mut self.current, kept);
+        if !unused.is_empty() {
+            self.retired.push(unused);
+        }
+        (fragments, errors)
+    }
+}
+
+/// `(display name, text)` of policy files, in reading order.
+type Sources = Vec<(String, String)>;
+
+/// The `(display name, text)` of the policy file at `path`, or of the
+/// policy files of the directory at `path` in name order, and the errors
+/// of files that could not be read. `Err`: nothing to load at all.
+fn read_sources(path: &Path) -> Result<(Sources, Vec<PolicyError>), PolicyErrors> {
     let shown = path.display().to_string();
     let meta =
         std::fs::metadata(path).map_err(|e| one(PolicyError::whole_file(&shown, format!("cannot read: {e}"))))?;
     if !meta.is_dir() {
         let text = read(path, &shown).map_err(one)?;
-        let files = [(shown, text)];
-        return load_sources(&files).map(|p| (p, sources_hash(&files)));
+        return Ok((vec![(shown, text)], Vec::new()));
     }
-    let entries = std::fs::read_dir(path)
-        .map_err(|e| one(PolicyError::whole_file(&shown, format!("cannot read directory: {e}"))))?;
-    let mut names = Vec::new();
-    let mut errors = Vec::new();
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                errors.push(PolicyError::whole_file(&shown, format!("cannot read directory: {e}")));
-                continue;
-            }
-        };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // `metadata` follows symlinks: a dangling link or a directory is skipped.
-        if is_policy_file_name(&name) && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
-            names.push(name);
-        }
-    }
-    names.sort();
+    let (names, mut errors) = policy_file_names(path, &shown)?;
     if names.is_empty() {
         errors.push(PolicyError::whole_file(
             &shown,
@@ -86,68 +178,56 @@ pub fn load_hashed(path: &Path) -> Result<(Pack, u64), PolicyErrors> {
             Err(e) => errors.push(e),
         }
     }
-    match load_sources(&sources) {
-        Ok(pack) if errors.is_empty() => Ok((pack, sources_hash(&sources))),
-        Ok(_) => Err(PolicyErrors(errors)),
-        Err(PolicyErrors(more)) => {
-            errors.extend(more);
-            Err(PolicyErrors(errors))
+    Ok((sources, errors))
+}
+
+/// The names of the policy files in directory `dir` (shown as `shown`),
+/// sorted, and errors met while listing it.
+fn policy_file_names(dir: &Path, shown: &str) -> Result<(Vec<String>, Vec<PolicyError>), PolicyErrors> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| one(PolicyError::whole_file(shown, format!("cannot read directory: {e}"))))?;
+    let mut names = Vec::new();
+    let mut errors = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                errors.push(PolicyError::whole_file(shown, format!("cannot read directory: {e}")));
+                continue;
+            }
+        };
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // `metadata` follows symlinks: a dangling link or a directory is skipped.
+        if is_policy_file_name(&name) && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+            names.push(name);
         }
     }
+    names.sort();
+    Ok((names, errors))
+}
+
+/// A 64-bit hash of the files' names and texts, in reading order.
+fn sources_hash(files: &[(String, String)]) -> u64 {
+    hash_texts(files.iter().flat_map(|(name, text)| [name.as_str(), text.as_str()]))
+}
+
+/// A 64-bit hash of `texts` in order, each ended by a 0 byte (so that
+/// where one ends is part of what is hashed).
+fn hash_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = super::bitset::FxHasher::default();
+    for text in texts {
+        h.write(text.as_bytes());
+        h.write_u8(0);
+    }
+    h.finish()
 }
 
 /// Whether a directory entry named `name` is read as a policy file.
 pub fn is_policy_file_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    let editor = name.ends_with('~') || lower.ends_with(".swp") || (name.starts_with('#') && name.ends_with('#'));
-    !name.starts_with('.') && !editor && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
-}
-
-/// Parses, merges and validates a pack from `(display name, text)` pairs,
-/// in the given order (as `load` does for a directory's files). All errors
-/// of all files are reported; a YAML syntax error stops only its own file.
-pub fn load_sources(files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
-    load_cut(files, chunks::CUT_FROM_BYTES)
-}
-
-/// [`load_sources`], cutting files of `cut_from` bytes or more into pieces.
-pub(super) fn load_cut(files: &[(String, String)], cut_from: usize) -> Result<Pack, PolicyErrors> {
-    let mut errors = Vec::new();
-    let mut fragments = Vec::new();
-    let mut cache = FRAGMENTS.lock().unwrap_or_else(|p| p.into_inner());
-    let mut kept = Cache::default();
-    for (name, text) in files {
-        if let Some((pieces, their_errors)) = read_pieces(name, text, cut_from, &mut cache.pieces, &mut kept.pieces) {
-            fragments.extend(pieces);
-            errors.extend(their_errors);
-            continue;
-        }
-        let parsed = match cache.files.remove(name) {
-            Some(hit) if hit.text == *text => hit,
-            _ => parse_file(name, text),
-        };
-        fragments.push(parsed.fragment.clone());
-        errors.extend(parsed.errors.iter().cloned());
-        kept.files.insert(name.clone(), parsed);
-    }
-    // What the last load no longer needs is freed off the reload's path.
-    let old = std::mem::replace(&mut *cache, kept);
-    drop(cache);
-    drop(old);
-    let Some((first, _)) = files.first() else {
-        return Err(one(PolicyError::whole_file("<policy>", "no policy file: expected at least one")));
-    };
-    let pack = merge(first, fragments, &mut errors);
-    // Merge adds its errors after the files'; present them in file order.
-    let order = |file: &str| files.iter().position(|(n, _)| n == file).unwrap_or(usize::MAX);
-    errors.sort_by(|a, b| {
-        let key = |e: &PolicyError| (order(&e.location.file[..]), e.location.line, e.location.column);
-        key(a).cmp(&key(b))
-    });
-    match pack {
-        Some(pack) if errors.is_empty() => Ok(pack),
-        _ => Err(PolicyErrors(errors)),
-    }
+    let extension_is = |ext: &str| Path::new(name).extension().is_some_and(|e| e.eq_ignore_ascii_case(ext));
+    let editor = name.ends_with('~') || extension_is("swp") || (name.starts_with('#') && name.ends_with('#'));
+    !name.starts_with('.') && !editor && (extension_is("yaml") || extension_is("yml"))
 }
 
 /// One file's text, parsed: what it contributes and what is wrong with it.
@@ -168,23 +248,26 @@ struct ParsedPiece {
     body_line: usize,
 }
 
-/// What the last load parsed: whole files by name, and pieces of large
-/// files by a hash of file name and text (the text itself is compared on
-/// a hit).
+/// What one load parsed: whole files by name, and pieces of large files
+/// by a hash of file name and text (the text itself is compared on a hit).
 #[derive(Default)]
-struct Cache {
+struct Parsed {
     files: std::collections::BTreeMap<String, ParsedFile>,
     pieces: FastMap<u64, Vec<ParsedPiece>>,
 }
 
-/// The files of the last load, parsed. A reload re-parses only files whose
-/// text changed, and of a large file only the pieces whose text changed:
-/// an edit costs the parse of what was edited, not the whole pack's (YAML
-/// parsing was most of a 10,000-rule reload). Holds only the last load's.
-static FRAGMENTS: std::sync::Mutex<Cache> = std::sync::Mutex::new(Cache {
-    files: std::collections::BTreeMap::new(),
-    pieces: FastMap::with_hasher(std::hash::BuildHasherDefault::new()),
-});
+impl Parsed {
+    const fn new() -> Self {
+        Parsed {
+            files: std::collections::BTreeMap::new(),
+            pieces: FastMap::with_hasher(std::hash::BuildHasherDefault::new()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.pieces.values().all(Vec::is_empty)
+    }
+}
 
 /// The hash a piece is cached under.
 fn piece_hash(name: &str, piece: &chunks::Piece<'_>) -> u64 {
@@ -217,7 +300,14 @@ fn read_pieces(
                 hit.body_line = piece.body_line;
                 hit
             }
-            _ => parse_piece(name, piece)?,
+            stale => {
+                // A hit whose errors sit at other lines is read again; it
+                // goes back to `old`, to be retired with it.
+                if let Some(stale) = stale {
+                    old.entry(hash).or_default().push(stale);
+                }
+                parse_piece(name, piece)?
+            }
         };
         fragments.push(parsed.fragment.clone());
         errors.extend(parsed.errors.iter().cloned());
@@ -227,16 +317,16 @@ fn read_pieces(
 }
 
 fn parse_piece(name: &str, piece: &chunks::Piece<'_>) -> Option<ParsedPiece> {
-    let mut root = super::yaml_block::parse(&piece.document())?;
+    let mut root = yaml::parse_block_style(&piece.document())?;
     relocate(&mut root, &|l| piece.line_of(l));
-    let mut d = Diag::new(name);
-    let fragment = parse::fragment(&mut d, &root);
+    let mut sink = ErrorSink::new(name);
+    let fragment = parse::fragment(&mut sink, &root);
     Some(ParsedPiece {
         name: name.to_string(),
         header: piece.header.map(str::to_string),
         body: piece.body.to_string(),
         fragment,
-        errors: d.errors,
+        errors: sink.errors,
         body_line: piece.body_line,
     })
 }
@@ -255,16 +345,16 @@ fn relocate(node: &mut Node, line_of: &impl Fn(usize) -> usize) {
 }
 
 fn parse_file(name: &str, text: &str) -> ParsedFile {
-    let mut d = Diag::new(name);
+    let mut sink = ErrorSink::new(name);
     let fragment = match yaml::parse(text) {
-        Ok(root) => parse::fragment(&mut d, &root),
+        Ok(root) => parse::fragment(&mut sink, &root),
         Err(e) => {
             let at = Location { file: name.into(), line: e.line, column: e.column };
-            d.errors.push(PolicyError::new(at, format!("invalid YAML: {}", e.message)));
+            sink.errors.push(PolicyError::new(at, format!("invalid YAML: {}", e.message)));
             parse::Fragment { broken: true, ..Default::default() }
         }
     };
-    ParsedFile { text: text.to_string(), fragment, errors: d.errors }
+    ParsedFile { text: text.to_string(), fragment, errors: sink.errors }
 }
 
 fn read(path: &Path, shown: &str) -> Result<String, PolicyError> {

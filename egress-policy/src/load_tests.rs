@@ -2,23 +2,25 @@
 //! same pack, or the same errors at the same places, also when pieces are
 //! found again further up or down the file after an edit.
 
-use super::load_cut;
+use super::ParseCache;
 use crate::synth::Rng;
 use crate::{pack_yaml::to_yaml, synth};
 
+/// `text` read whole, afresh.
 fn whole(text: &str) -> Result<crate::model::Pack, crate::PolicyErrors> {
-    load_cut(&[("p.yaml".to_string(), text.to_string())], usize::MAX)
+    ParseCache::new().load_cut(&[("p.yaml".to_string(), text.to_string())], usize::MAX)
 }
 
-fn cut(text: &str) -> Result<crate::model::Pack, crate::PolicyErrors> {
-    load_cut(&[("p.yaml".to_string(), text.to_string())], 0)
+/// `text` read in pieces, through `cache`.
+fn cut(cache: &mut ParseCache, text: &str) -> Result<crate::model::Pack, crate::PolicyErrors> {
+    cache.load_cut(&[("p.yaml".to_string(), text.to_string())], 0)
 }
 
 /// The synthetic pack as written, and in the indentless style.
 fn bases() -> Vec<String> {
     let text = to_yaml(&synth::with_webgroups(synth::realistic_pack(200, 3), 200, 3));
     let (head, rules) = text.split_at(text.find("rules:\n").expect("rules") + "rules:\n".len());
-    let indentless: String = rules.lines().map(|l| format!("{}\n", &l[2..])).collect();
+    let indentless: String = rules.lines().flat_map(|l| [&l[2..], "\n"]).collect();
     vec![text.clone(), format!("# a pack\n{head}{indentless}")]
 }
 
@@ -62,18 +64,19 @@ fn edit(text: &str, rng: &mut Rng) -> String {
 fn pieces_read_as_the_whole_file() {
     let mut rng = Rng::new(0x2545_f491_4f6c_dd1d);
     let (mut edits, mut were_cut, mut valid) = (0, 0, 0);
+    let mut cache = ParseCache::new();
     for base in bases() {
         assert!(super::chunks::cut(&base, 0).is_some_and(|p| p.len() > 4), "the base is cut");
-        assert_eq!(cut(&base), whole(&base));
+        assert_eq!(cut(&mut cache, &base), whole(&base));
         assert!(whole(&base).is_ok());
         for round in 0..40 {
             let mut text = base.clone();
-            for _ in 0..1 + round % 3 {
+            for _ in 0..=(round % 3) {
                 text = edit(&text, &mut rng);
             }
             // Read after the base: unchanged pieces come from the cache.
-            cut(&base).ok();
-            let read = cut(&text);
+            cut(&mut cache, &base).ok();
+            let read = cut(&mut cache, &text);
             assert_eq!(read, whole(&text), "round {round}:\n{text}");
             edits += 1;
             were_cut += usize::from(super::chunks::cut(&text, 0).is_some());
@@ -82,4 +85,19 @@ fn pieces_read_as_the_whole_file() {
     }
     eprintln!("{edits} edits: {were_cut} read in pieces, {valid} valid");
     assert!(were_cut * 2 > edits && valid * 10 > edits, "{edits} edits: {were_cut} read in pieces, {valid} valid");
+}
+
+#[test]
+fn what_a_load_no_longer_needs_waits_for_its_owner() {
+    let mut cache = ParseCache::new();
+    let files = |text: &str| vec![("a.yaml".to_string(), text.to_string())];
+    cache.load_sources(&files("version: 1\n")).ok();
+    assert!(cache.take_retired().is_empty(), "the first load replaces nothing");
+    cache.load_sources(&files("version: 1\n")).ok();
+    assert!(cache.take_retired().is_empty(), "an unchanged file is reused");
+    cache.load_sources(&files("version: 1\nmode: enforce\n")).ok();
+    cache.load_sources(&files("version: 1\nmode: monitor\n")).ok();
+    let retired = cache.take_retired();
+    assert_eq!(retired.0.len(), 2, "both loads' leftovers are kept until taken");
+    assert!(cache.take_retired().is_empty(), "and handed over once");
 }

@@ -6,15 +6,16 @@ use super::bitset::FastMap;
 
 use super::error::PolicyError;
 use super::model::{Destination, DnsSettings, Location, Mode, Pack, Rule, Source};
-use super::parse::{At, Fragment};
+use super::parse::Fragment;
+use super::record::Located;
 use super::rule::{RawRule, RawSource};
 
 /// Merges the fragments of a pack (in file order). Returns the pack only if
 /// no error was found here and `errors` was empty on entry.
 pub fn merge(first_file: &str, fragments: Vec<Fragment>, errors: &mut Vec<PolicyError>) -> Option<Pack> {
-    let mut version: Option<At<Option<u32>>> = None;
-    let mut mode: Option<At<Option<Mode>>> = None;
-    let mut dns: Option<At<Option<DnsSettings>>> = None;
+    let mut version: Option<Located<Option<u32>>> = None;
+    let mut mode: Option<Located<Option<Mode>>> = None;
+    let mut dns: Option<Located<Option<DnsSettings>>> = None;
     let mut pack = Pack::default();
     let mut rules: Vec<RawRule> = Vec::new();
     // Names of groups defined with errors, and whether every file could be
@@ -51,14 +52,14 @@ pub fn merge(first_file: &str, fragments: Vec<Fragment>, errors: &mut Vec<Policy
             Location { file: first_file.into(), line: 1, column: 1 },
             "missing `version`: expected `version: 1` in exactly one file of the pack",
         )),
-        Some(At { value, .. }) => pack.version = value.unwrap_or(1),
+        Some(Located { value, .. }) => pack.version = value.unwrap_or(1),
     }
     pack.mode = mode.and_then(|m| m.value).unwrap_or_default();
     // A `dns:` with errors is reported already; don't also report its absence.
-    let dns_known = complete && !matches!(dns, Some(At { value: None, .. }));
+    let knows_dns = complete && !matches!(dns, Some(Located { value: None, .. }));
     pack.dns = dns.and_then(|d| d.value).unwrap_or_default();
     check_unique(&rules, errors);
-    let known = Known { pack: &pack, invalid_groups: &invalid_groups, complete, dns_known };
+    let known = Known { pack: &pack, invalid_groups: &invalid_groups, complete, knows_dns };
     for rule in &rules {
         check_references(rule, &known, errors);
     }
@@ -71,12 +72,12 @@ pub fn merge(first_file: &str, fragments: Vec<Fragment>, errors: &mut Vec<Policy
 }
 
 /// Keeps the first `next` setting; a second one is an error naming both.
-fn set_once<T>(slot: &mut Option<At<T>>, next: Option<At<T>>, field: &str, errors: &mut Vec<PolicyError>) {
+fn set_once<T>(slot: &mut Option<Located<T>>, next: Option<Located<T>>, field: &str, errors: &mut Vec<PolicyError>) {
     let Some(next) = next else { return };
     match slot {
         Some(first) => {
-            let msg = format!("`{field}` already set at {}: set it in one file only", first.at);
-            errors.push(PolicyError::new(next.at, msg));
+            let msg = format!("`{field}` already set at {}: set it in one file only", first.location);
+            errors.push(PolicyError::new(next.location, msg));
         }
         None => *slot = Some(next),
     }
@@ -84,26 +85,27 @@ fn set_once<T>(slot: &mut Option<At<T>>, next: Option<At<T>>, field: &str, error
 
 /// Rule names and priorities are unique across the pack.
 fn check_unique(rules: &[RawRule], errors: &mut Vec<PolicyError>) {
-    let mut names: FastMap<&str, &Location> = FastMap::with_capacity_and_hasher(rules.len(), Default::default());
+    let mut names: FastMap<&str, &Location> =
+        FastMap::with_capacity_and_hasher(rules.len(), std::hash::BuildHasherDefault::default());
     let mut priorities: FastMap<u16, (&Location, Option<&str>)> =
-        FastMap::with_capacity_and_hasher(rules.len(), Default::default());
+        FastMap::with_capacity_and_hasher(rules.len(), std::hash::BuildHasherDefault::default());
     for rule in rules {
         let name = rule.name.as_ref().map(|n| n.value.as_str());
         if let Some(n) = &rule.name {
             if let Some(first) = names.get(n.value.as_str()) {
                 let msg = format!("rule name `{}` already defined at {first}", n.value);
-                errors.push(PolicyError::new(n.at.clone(), msg));
+                errors.push(PolicyError::new(n.location.clone(), msg));
             } else {
-                names.insert(&n.value, &n.at);
+                names.insert(&n.value, &n.location);
             }
         }
         if let Some(p) = &rule.priority {
             if let Some((first, first_name)) = priorities.get(&p.value) {
                 let owner = first_name.map(|n| format!(" by rule `{n}`")).unwrap_or_default();
                 let msg = format!("priority {} already used{owner} at {first}: priorities must be unique", p.value);
-                errors.push(PolicyError::new(p.at.clone(), msg));
+                errors.push(PolicyError::new(p.location.clone(), msg));
             } else {
-                priorities.insert(p.value, (&p.at, name));
+                priorities.insert(p.value, (&p.location, name));
             }
         }
     }
@@ -116,7 +118,7 @@ struct Known<'a> {
     /// Every file could be read: a name not found is really undefined.
     complete: bool,
     /// The `dns` settings are known (valid, or absent in a complete pack).
-    dns_known: bool,
+    knows_dns: bool,
 }
 
 impl Known<'_> {
@@ -139,22 +141,22 @@ fn check_references(rule: &RawRule, known: &Known, errors: &mut Vec<PolicyError>
     let as_smart = |name: &str| pack.smartgroups.get(name).map(|g| ("smartgroup", &g.location));
     if let Some(RawSource::Groups(groups)) = &rule.source {
         for g in groups.iter().filter(|g| !known.smartgroup(&g.value)) {
-            errors.push(undefined(&g.at, "smartgroup", &g.value, as_web(&g.value)));
+            errors.push(undefined(&g.location, "smartgroup", &g.value, as_web(&g.value)));
         }
     }
     for dest in rule.destinations.iter().flatten() {
         match &dest.value {
             Destination::SmartGroup(n) if !known.smartgroup(n) => {
-                errors.push(undefined(&dest.at, "smartgroup", n, as_web(n)));
+                errors.push(undefined(&dest.location, "smartgroup", n, as_web(n)));
             }
             Destination::WebGroup(n) if !known.webgroup(n) => {
-                errors.push(undefined(&dest.at, "webgroup", n, as_smart(n)));
+                errors.push(undefined(&dest.location, "webgroup", n, as_smart(n)));
             }
-            Destination::Resolvers if known.dns_known && pack.dns.resolvers.is_empty() => {
+            Destination::Resolvers if known.knows_dns && pack.dns.resolvers.is_empty() => {
                 errors.push(PolicyError::new(
-                    dest.at.clone(),
+                    dest.location.clone(),
                     "destination `resolvers` but no `dns.resolvers` are configured: expected `dns: {resolvers: [...]}`",
-                ))
+                ));
             }
             _ => {}
         }
@@ -185,6 +187,6 @@ fn build(r: RawRule, pack_mode: Mode) -> Option<Rule> {
         action: r.action?,
         mode: r.mode.unwrap_or(pack_mode),
         log: r.log,
-        location: r.at,
+        location: r.location,
     })
 }

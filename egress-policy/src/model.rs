@@ -11,7 +11,7 @@ use ipnet::IpNet;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Location {
     /// Shared by every location of a file (a pack has hundreds of
-    /// thousands of them; a string each was a good part of a reload).
+    /// thousands of them: one allocation per file, not per location).
     pub file: std::sync::Arc<str>,
     pub line: usize,
     pub column: usize,
@@ -175,7 +175,7 @@ pub struct WebGroup {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Any,
-    /// One or more SmartGroup names, all defined.
+    /// One or more `SmartGroup` names, all defined.
     Groups(Vec<String>),
 }
 

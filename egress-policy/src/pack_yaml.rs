@@ -20,7 +20,9 @@ fn destination(d: &Destination) -> String {
         Destination::Resolvers => "resolvers".into(),
         Destination::SmartGroup(g) => format!("{{ smartgroup: {g} }}"),
         Destination::WebGroup(g) => format!("{{ webgroup: {g} }}"),
-        Destination::Cidrs(nets) => format!("{{ cidrs: {} }}", quoted(nets.iter().map(|n| n.to_string()))),
+        Destination::Cidrs(nets) => {
+            format!("{{ cidrs: {} }}", quoted(nets.iter().map(std::string::ToString::to_string)))
+        }
     }
 }
 
@@ -33,7 +35,7 @@ pub fn to_yaml(pack: &Pack) -> String {
 }
 
 /// The pack as a directory's files `(name, text)`, the way a large pack is
-/// kept: settings and SmartGroups, then one file per WebGroup, then the
+/// kept: settings and `SmartGroups`, then one file per WebGroup, then the
 /// rules, `rules_per_file` to a file. Names sort in that order.
 pub fn to_yaml_files(pack: &Pack, rules_per_file: usize) -> Vec<(String, String)> {
     let mut files = vec![("00-settings.yaml".to_string(), settings(pack))];
@@ -46,7 +48,7 @@ pub fn to_yaml_files(pack: &Pack, rules_per_file: usize) -> Vec<(String, String)
     files
 }
 
-/// `version`, `mode`, `dns` and the SmartGroups.
+/// `version`, `mode`, `dns` and the `SmartGroups`.
 fn settings(pack: &Pack) -> String {
     let mut y = String::with_capacity(4096);
     let _ = writeln!(y, "version: {}\nmode: {}", pack.version.max(1), pack.mode.keyword());
@@ -54,14 +56,19 @@ fn settings(pack: &Pack) -> String {
     let _ = writeln!(
         y,
         "dns:\n  resolvers: {}\n  min_ttl: {}\n  max_ttl: {}\n  query_filter: {filter}",
-        quoted(pack.dns.resolvers.iter().map(|a| a.to_string())),
+        quoted(pack.dns.resolvers.iter().map(std::string::ToString::to_string)),
         pack.dns.min_ttl,
         pack.dns.max_ttl
     );
     if !pack.smartgroups.is_empty() {
         y.push_str("smartgroups:\n");
         for g in pack.smartgroups.values() {
-            let _ = writeln!(y, "  {}:\n    cidrs: {}", g.name, quoted(g.cidrs.iter().map(|n| n.to_string())));
+            let _ = writeln!(
+                y,
+                "  {}:\n    cidrs: {}",
+                g.name,
+                quoted(g.cidrs.iter().map(std::string::ToString::to_string))
+            );
         }
     }
     y

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use super::model::{Action, Destination, Mode, Pack, PortRange, Source};
 
-/// Describes `pack`: version, mode, DNS settings, each SmartGroup and
+/// Describes `pack`: version, mode, DNS settings, each `SmartGroup` and
 /// WebGroup with its size, each rule in priority order, and the counts.
 pub fn summary(pack: &Pack) -> String {
     let mut s = String::new();

@@ -1,10 +1,10 @@
 //! Synthetic but realistic policy packs for benchmarks, and probe packets
 //! that only the pack's final default rule decides.
 //!
-//! [`realistic_pack`] builds a [`Pack`] directly (no YAML): 16 SmartGroups of
+//! [`realistic_pack`] builds a [`Pack`] directly (no YAML): 16 `SmartGroups` of
 //! workload subnets as sources (IPv4 and IPv6, some nested or overlapping),
-//! 8 SmartGroups of internal services, destination prefixes in the style of
-//! ClassBench ACL seeds (mostly `/32`, then `/24`, `/16`, `/20`, ... and some
+//! 8 `SmartGroups` of internal services, destination prefixes in the style of
+//! `ClassBench` ACL seeds (mostly `/32`, then `/24`, `/16`, `/20`, ... and some
 //! IPv6), ports from a realistic vocabulary, protocols and actions mixed, some
 //! rules in monitor mode; the last rule is always `default-deny` (source any,
 //! destination any, deny, no log).
@@ -128,10 +128,10 @@ impl Rng {
 
     /// An index into `weights`, drawn by weight.
     fn weighted<T>(&mut self, items: &[T], weight: impl Fn(&T) -> u32) -> usize {
-        let total: u64 = items.iter().map(|i| weight(i) as u64).sum();
+        let total: u64 = items.iter().map(|i| u64::from(weight(i))).sum();
         let mut r = self.below(total);
         for (i, item) in items.iter().enumerate() {
-            let w = weight(item) as u64;
+            let w = u64::from(weight(item));
             if r < w {
                 return i;
             }
@@ -146,8 +146,7 @@ fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> IpNet {
 }
 
 fn v6(segments: [u16; 8], len: u8) -> IpNet {
-    let [a, b, c, d, e, f, g, h] = segments;
-    IpNet::V6(Ipv6Net::new(Ipv6Addr::new(a, b, c, d, e, f, g, h), len).expect("valid prefix length").trunc())
+    IpNet::V6(Ipv6Net::new(Ipv6Addr::from(segments), len).expect("valid prefix length").trunc())
 }
 
 fn group(name: &str, cidrs: Vec<IpNet>) -> SmartGroup {
@@ -165,7 +164,7 @@ fn smartgroups(rng: &mut Rng) -> (BTreeMap<String, SmartGroup>, Vec<String>, Vec
         for j in 0..subnets {
             cidrs.push(v4(10, i, j, 0, 24));
             if j == 0 && (i == 0 || rng.chance(60)) {
-                cidrs.push(v6([0xfd00, i as u16, j as u16, 0, 0, 0, 0, 0], 64));
+                cidrs.push(v6([0xfd00, u16::from(i), u16::from(j), 0, 0, 0, 0, 0], 64));
             }
         }
         workloads.push((format!("wl-{i:02}"), cidrs));
@@ -182,7 +181,7 @@ fn smartgroups(rng: &mut Rng) -> (BTreeMap<String, SmartGroup>, Vec<String>, Vec
     for k in 0..8u8 {
         let mut cidrs = vec![v4(10, 200, k, 0, 24)];
         if rng.chance(50) {
-            cidrs.push(v6([0xfd10, k as u16, 0, 0, 0, 0, 0, 0], 64));
+            cidrs.push(v6([0xfd10, u16::from(k), 0, 0, 0, 0, 0, 0], 64));
         }
         services.push((format!("svc-{k:02}"), cidrs));
     }
@@ -195,7 +194,7 @@ fn smartgroups(rng: &mut Rng) -> (BTreeMap<String, SmartGroup>, Vec<String>, Vec
 }
 
 /// One destination prefix: public IPv4 (most), internal IPv4 services, or
-/// public IPv6 (2000::/3). Never covers the probes' destinations.
+/// public IPv6 (`2000::/3`). Never covers the probes' destinations.
 fn destination_prefix(rng: &mut Rng) -> IpNet {
     let r = rng.below(100);
     if r < 70 {
@@ -211,7 +210,7 @@ fn destination_prefix(rng: &mut Rng) -> IpNet {
     } else {
         let len = V6_LENS[rng.weighted(V6_LENS, |l| l.1)].0;
         let mut s = [0u16; 8];
-        for x in s.iter_mut() {
+        for x in &mut s {
             *x = rng.next_u64() as u16;
         }
         s[0] = 0x2000 | (s[0] & 0x1fff); // 2000::/3

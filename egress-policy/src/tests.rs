@@ -1,4 +1,4 @@
-//! Loading as a whole: merging files, directories (ConfigMap layout), error
+//! Loading as a whole: merging files, directories (`ConfigMap` layout), error
 //! collection and the summary. Per-rule failures live in the corpus under
 //! `tests/policy-corpus/` at the workspace root.
 
@@ -209,17 +209,22 @@ fn an_edit_keeps_class_numbers() {
 fn a_removed_webgroups_bit_is_not_handed_on() {
     use super::compile::{compile, compile_stable};
     let pack_of = |groups: &[&str]| {
-        let webgroups: String = groups.iter().map(|g| format!("  {g}:\n    domains: [{g}.example.com]\n")).collect();
-        let rules: String = groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                format!(
-                    "  - {{name: r{i}, priority: {p}, source: run, destination: {{webgroup: {g}}}, action: permit}}\n",
-                    p = i + 1
-                )
-            })
-            .collect();
+        let mut webgroups = String::new();
+        let mut rules = String::new();
+        for (i, g) in groups.iter().enumerate() {
+            webgroups += &["  ", g, ":\n    domains: [", g, ".example.com]\n"].concat();
+            let priority = (i + 1).to_string();
+            rules += &[
+                "  - {name: r",
+                &i.to_string(),
+                ", priority: ",
+                &priority,
+                ", source: run, destination: {webgroup: ",
+                g,
+                "}, action: permit}\n",
+            ]
+            .concat();
+        }
         ok(&[(
             "p.yaml",
             &format!("version: 1\ndns: {{resolvers: [10.0.0.2]}}\n{GROUPS}webgroups:\n{webgroups}rules:\n{rules}"),

@@ -48,9 +48,11 @@ fn port_ranges() -> impl Strategy<Value = Option<Vec<PortRange>>> {
     ]
 }
 
-fn rule(
-    groups: usize,
-) -> impl Strategy<Value = (Option<Vec<usize>>, Vec<u8>, Vec<IpNet>, u8, Option<Vec<PortRange>>, bool, bool)> {
+/// A random rule's parts: source groups (`None`: any), destination kinds,
+/// destination prefixes, protocol, ports, deny, enforce.
+type RuleParts = (Option<Vec<usize>>, Vec<u8>, Vec<IpNet>, u8, Option<Vec<PortRange>>, bool, bool);
+
+fn rule(groups: usize) -> impl Strategy<Value = RuleParts> {
     (
         prop_oneof![1 => Just(None), 4 => prop::collection::vec(0..groups, 1..3).prop_map(Some)],
         prop::collection::vec(0u8..5, 1..3),

@@ -110,12 +110,11 @@ fn invalid_cases_fail_where_and_how_expected() {
         }
         let mut used = vec![false; errors.len()];
         for x in &expects {
-            match (0..errors.len()).find(|&i| !used[i] && matches(&errors[i], x, case)) {
-                Some(i) => used[i] = true,
-                None => {
-                    let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                    failures.push(format!("{name}: no error matches {x:?}; got:\n  {}", got.join("\n  ")));
-                }
+            if let Some(i) = (0..errors.len()).find(|&i| !used[i] && matches(&errors[i], x, case)) {
+                used[i] = true;
+            } else {
+                let got: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                failures.push(format!("{name}: no error matches {x:?}; got:\n  {}", got.join("\n  ")));
             }
         }
     }

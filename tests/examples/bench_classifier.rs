@@ -1,5 +1,5 @@
 //! `cargo xtask bench classifier`: the cost of judging one packet with the
-//! real datapath (BPF_PROG_TEST_RUN of `egress_tc`), by pack size.
+//! real datapath (`BPF_PROG_TEST_RUN` of `egress_tc`), by pack size.
 //!
 //! For packs of 10, 100, 1,000 and 10,000 rules from
 //! [`synth::realistic_pack`], the probe is a packet only the final default
@@ -18,6 +18,8 @@
 //! `--rounds N`, `--target-ms N` (time per measurement), `--seed N`,
 //! `--out PATH`.
 
+#![allow(clippy::cast_precision_loss, reason = "bench statistics: nanosecond and byte counts far below 2^52")]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,7 +32,7 @@ use egress_policy::evaluate::{Outcome, evaluate};
 use egress_policy::synth;
 use serde::Serialize;
 
-/// TC_ACT_SHOT: what the default deny returns.
+/// `TC_ACT_SHOT`: what the default deny returns.
 const DROP: u32 = 2;
 
 struct Opts {
@@ -113,14 +115,14 @@ fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
-    if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 }
+    if n % 2 == 1 { s[n / 2] } else { f64::midpoint(s[n / 2 - 1], s[n / 2]) }
 }
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// One BPF_PROG_TEST_RUN of `repeat` runs: (kernel's mean ns per run, return value).
+/// One `BPF_PROG_TEST_RUN` of `repeat` runs: (kernel's mean ns per run, return value).
 fn run(dp: &mut Datapath, prog: &str, frame: &[u8], repeat: u32) -> Result<(f64, u32)> {
     let p = dp.tc_program(prog)?;
     let r = p
@@ -134,7 +136,7 @@ fn calibrate(dp: &mut Datapath, prog: &str, frame: &[u8], target: Duration) -> R
     let probe = 20_000;
     let t = Instant::now();
     run(dp, prog, frame, probe)?;
-    let per_run = t.elapsed().as_nanos() as f64 / probe as f64;
+    let per_run = t.elapsed().as_nanos() as f64 / f64::from(probe);
     Ok((target.as_nanos() as f64 / per_run.max(1.0)).clamp(10_000.0, 50_000_000.0) as u32)
 }
 
@@ -156,9 +158,59 @@ fn measured(dp: &mut Datapath, prog: &str, frame: &[u8], repeat: u32, reason: Op
         ensure!(ret == DROP, "{prog} returned {ret:#x}, expected the default deny's drop");
         let after = dp.reason_counts()?;
         let moved = after[reason as usize] - before[reason as usize];
-        ensure!(moved == repeat as u64, "{prog}: reason {} counted {moved} times for {repeat} runs", reason.name());
+        ensure!(moved == u64::from(repeat), "{prog}: reason {} counted {moved} times for {repeat} runs", reason.name());
     }
     Ok(ns)
+}
+
+/// The kernel's ns per run of each round after the first, and the
+/// re-install times (ms) between them.
+#[derive(Default)]
+struct Samples {
+    baseline: Vec<f64>,
+    new_flow: Vec<f64>,
+    new_flow_v6: Vec<f64>,
+    cached: Vec<f64>,
+    reinstall: Vec<f64>,
+    /// The repeat counts the first round calibrated.
+    repeat_baseline: u32,
+    repeat_new: u32,
+    repeat_cached: u32,
+}
+
+/// Interleaved rounds of baseline, new flow (IPv4 and IPv6, cache off) and
+/// cached runs on the frames `v4` and `v6`, re-installing `compiled`
+/// between them. Round 0 warms up and calibrates; it is not recorded.
+fn measure_rounds(dp: &mut Datapath, compiled: &CompiledPack, v4: &[u8], v6: &[u8], o: &Opts) -> Result<Samples> {
+    let mut s = Samples::default();
+    for round in 0..=o.rounds {
+        if round == 0 {
+            s.repeat_baseline = calibrate(dp, EMPTY_PROGRAM, v4, o.target)?;
+        }
+        let baseline = measured(dp, EMPTY_PROGRAM, v4, s.repeat_baseline, None)?;
+
+        let uncached_install = switch(dp, compiled, false)?;
+        if round == 0 {
+            s.repeat_new = calibrate(dp, TC_PROGRAM, v4, o.target)?;
+        }
+        let new_flow = measured(dp, TC_PROGRAM, v4, s.repeat_new, Some(Reason::Rule))?;
+        let new_flow_v6 = measured(dp, TC_PROGRAM, v6, s.repeat_new, Some(Reason::Rule))?;
+
+        let cached_install = switch(dp, compiled, true)?;
+        measured(dp, TC_PROGRAM, v4, 1, Some(Reason::Rule))?; // creates the cache entry
+        if round == 0 {
+            s.repeat_cached = calibrate(dp, TC_PROGRAM, v4, o.target)?;
+        }
+        let cached = measured(dp, TC_PROGRAM, v4, s.repeat_cached, Some(Reason::FlowCache))?;
+        if round > 0 {
+            s.baseline.push(baseline);
+            s.new_flow.push(new_flow);
+            s.new_flow_v6.push(new_flow_v6);
+            s.cached.push(cached);
+            s.reinstall.extend([ms(uncached_install), ms(cached_install)]);
+        }
+    }
+    Ok(s)
 }
 
 fn bench(size: usize, o: &Opts) -> Result<Row> {
@@ -188,56 +240,27 @@ fn bench(size: usize, o: &Opts) -> Result<Row> {
     dp.set_flow_cache(true);
     let t = Instant::now();
     dp.install(compiled.clone())?;
-    let install2_time = t.elapsed();
+    let second_slot_install_time = t.elapsed();
 
-    let (mut base, mut new4, mut new6, mut cached, mut reinstall) = (vec![], vec![], vec![], vec![], vec![]);
-    let (mut rep_base, mut rep_new, mut rep_cached) = (0, 0, 0);
-    // Round 0 warms up and calibrates; it is not recorded.
-    for round in 0..=o.rounds {
-        if round == 0 {
-            rep_base = calibrate(&mut dp, EMPTY_PROGRAM, &v4, o.target)?;
-        }
-        let b = measured(&mut dp, EMPTY_PROGRAM, &v4, rep_base, None)?;
-
-        let r1 = switch(&mut dp, &compiled, false)?;
-        if round == 0 {
-            rep_new = calibrate(&mut dp, TC_PROGRAM, &v4, o.target)?;
-        }
-        let n4 = measured(&mut dp, TC_PROGRAM, &v4, rep_new, Some(Reason::Rule))?;
-        let n6 = measured(&mut dp, TC_PROGRAM, &v6, rep_new, Some(Reason::Rule))?;
-
-        let r2 = switch(&mut dp, &compiled, true)?;
-        measured(&mut dp, TC_PROGRAM, &v4, 1, Some(Reason::Rule))?; // creates the cache entry
-        if round == 0 {
-            rep_cached = calibrate(&mut dp, TC_PROGRAM, &v4, o.target)?;
-        }
-        let c = measured(&mut dp, TC_PROGRAM, &v4, rep_cached, Some(Reason::FlowCache))?;
-        if round > 0 {
-            base.push(b);
-            new4.push(n4);
-            new6.push(n6);
-            cached.push(c);
-            reinstall.extend([ms(r1), ms(r2)]);
-        }
-    }
+    let samples = measure_rounds(&mut dp, &compiled, &v4, &v6, o)?;
 
     let port_classes = compiled.ports.iter().map(|r| r.2 as usize + 1).max().unwrap_or(0);
     let dynamic: u64 =
         by_map.iter().filter(|(n, _)| matches!(*n, "src4" | "src6" | "dst4" | "dst6" | "sp" | "xd")).map(|m| m.1).sum();
     Ok(Row {
         rules: size,
-        new_flow_ns: median(&new4),
-        cached_ns: median(&cached),
-        baseline_ns: median(&base),
+        new_flow_ns: median(&samples.new_flow),
+        cached_ns: median(&samples.cached),
+        baseline_ns: median(&samples.baseline),
         map_bytes: by_map.iter().map(|m| m.1).sum(),
-        new_flow_v6_ns: median(&new6),
-        new_flow_min_ns: new4.iter().copied().fold(f64::INFINITY, f64::min),
-        new_flow_max_ns: new4.iter().copied().fold(0.0, f64::max),
+        new_flow_v6_ns: median(&samples.new_flow_v6),
+        new_flow_min_ns: samples.new_flow.iter().copied().fold(f64::INFINITY, f64::min),
+        new_flow_max_ns: samples.new_flow.iter().copied().fold(0.0, f64::max),
         compile_ms: ms(compile_time),
         load_ms: ms(load_time),
         install_ms: ms(install_time),
-        install_second_slot_ms: ms(install2_time),
-        reinstall_same_ms: median(&reinstall),
+        install_second_slot_ms: ms(second_slot_install_time),
+        reinstall_same_ms: median(&samples.reinstall),
         install_writes: PORT_INDEX_SLOTS as usize
             + compiled.src.len()
             + compiled.dst.len()
@@ -255,38 +278,26 @@ fn bench(size: usize, o: &Opts) -> Result<Row> {
         dynamic_map_bytes: dynamic,
         map_bytes_by_map: by_map.into_iter().collect(),
         rounds: o.rounds,
-        repeat_new: rep_new,
-        repeat_cached: rep_cached,
-        repeat_baseline: rep_base,
+        repeat_new: samples.repeat_new,
+        repeat_cached: samples.repeat_cached,
+        repeat_baseline: samples.repeat_baseline,
     })
 }
 
 fn mib(b: u64) -> f64 {
-    b as f64 / (1 << 20) as f64
+    b as f64 / f64::from(1 << 20)
 }
 
-fn main() -> Result<()> {
-    let o = opts()?;
-    let mut rows = Vec::new();
-    for &size in &o.sizes {
-        eprintln!("bench_classifier: {size} rules ...");
-        let row = bench(size, &o)?;
-        eprintln!(
-            "  compile {:.1} ms, install {:.1} ms, new {:.0} ns, cached {:.0} ns, baseline {:.0} ns",
-            row.compile_ms, row.install_ms, row.new_flow_ns, row.cached_ns, row.baseline_ns
-        );
-        rows.push(row);
-    }
-
+/// The cost per packet, by pack size.
+fn print_costs(rows: &[Row], rounds: usize) {
     println!(
-        "\nClassifier cost per packet (BPF_PROG_TEST_RUN, median of {} rounds; probe decided only by the last rule)",
-        o.rounds
+        "\nClassifier cost per packet (BPF_PROG_TEST_RUN, median of {rounds} rounds; probe decided only by the last rule)"
     );
     println!(
         "{:>6} | {:>9} {:>9} {:>9} | {:>9} {:>11} {:>9} | {:>8}",
         "rules", "baseline", "new v4", "new v6", "cached", "new-base", "cach-base", "new min-max"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:>6} | {:>7.0}ns {:>7.0}ns {:>7.0}ns | {:>7.0}ns {:>9.0}ns {:>7.0}ns | {:.0}-{:.0}",
             r.rules,
@@ -300,7 +311,10 @@ fn main() -> Result<()> {
             r.new_flow_max_ns
         );
     }
+}
 
+/// The compiled tables' sizes, compile and install times, kernel memory.
+fn print_tables(rows: &[Row]) {
     println!("\nCompiled tables, compile and install");
     println!(
         "{:>6} | {:>6} {:>6} {:>5}/{:<5} {:>6} {:>6} {:>8} | {:>9} {:>10} {:>10} {:>9} {:>8} | {:>9} {:>9}",
@@ -320,7 +334,7 @@ fn main() -> Result<()> {
         "map MiB",
         "dyn MiB"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:>6} | {:>6} {:>6} {:>5}/{:<5} {:>6} {:>6} {:>8} | {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>7.1}ms {:>8} | {:>9.2} {:>9.3}",
             r.rules,
@@ -349,6 +363,10 @@ fn main() -> Result<()> {
          LPM figures count stored prefixes only). Datapath load: {}.",
         rows.iter().map(|r| format!("{:.0} ms", r.load_ms)).collect::<Vec<_>>().join(", ")
     );
+}
+
+/// How the cost of a new flow grows from 100 to 10,000 rules.
+fn print_scaling(rows: &[Row]) {
     if let (Some(a), Some(b)) = (rows.iter().find(|r| r.rules == 100), rows.iter().find(|r| r.rules == 10_000)) {
         let raw = b.new_flow_ns / a.new_flow_ns;
         let net = (b.new_flow_ns - b.baseline_ns) / (a.new_flow_ns - a.baseline_ns);
@@ -359,6 +377,24 @@ fn main() -> Result<()> {
             verdict(net)
         );
     }
+}
+
+fn main() -> Result<()> {
+    let o = opts()?;
+    let mut rows = Vec::new();
+    for &size in &o.sizes {
+        eprintln!("bench_classifier: {size} rules ...");
+        let row = bench(size, &o)?;
+        eprintln!(
+            "  compile {:.1} ms, install {:.1} ms, new {:.0} ns, cached {:.0} ns, baseline {:.0} ns",
+            row.compile_ms, row.install_ms, row.new_flow_ns, row.cached_ns, row.baseline_ns
+        );
+        rows.push(row);
+    }
+
+    print_costs(&rows, o.rounds);
+    print_tables(&rows);
+    print_scaling(&rows);
 
     if let Some(dir) = o.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

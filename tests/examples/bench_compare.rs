@@ -7,7 +7,7 @@
 //! flows are permitted by one rule placed after all the others, so every
 //! new flow is judged against the whole set. Each system enforces the same
 //! pack: the agent (TC, and XDP), iptables as a linear FORWARD chain after
-//! an ESTABLISHED accept (legacy and nf_tables back ends), iptables with
+//! an ESTABLISHED accept (legacy and `nf_tables` back ends), iptables with
 //! ipset (three-part sets, or the source in the rule where the kernel has
 //! no `hash:net,port,net`), nftables as a linear chain ([`egress_lab::translate`])
 //! and nftables with concatenated interval sets
@@ -48,15 +48,14 @@ use egress_lab::lab::Lab;
 use egress_lab::loadgen::{UdpSink, serve_tcp_echo, settle, tcp_conn_rate, udp_pps};
 use egress_lab::netns::within;
 use egress_lab::{layers, translate};
-use egress_policy::model::{Action, Destination, Mode, Pack, PortRange, Protocol, Rule, Source};
+use egress_policy::model::{Action, Destination, Location, Mode, Pack, PortRange, Protocol, Rule, Source};
 use egress_policy::{pack_yaml, synth};
 use serde::Serialize;
 
 const SERVER: &str = "100.64.0.1:7";
 const UDP_SERVER: &str = "100.64.0.1:9";
 /// Client threads of the connection test, by default: enough to keep both
-/// cores of the lab busy (with 4 the rate rode on wake-up latency and moved
-/// twice as much between rounds).
+/// cores of the lab busy, so that the rate does not ride on wake-up latency.
 const CLIENTS: usize = 8;
 const UDP_SENDERS: usize = 2;
 
@@ -135,7 +134,7 @@ fn pack(rules: usize) -> Pack {
                 action: Action::Permit,
                 mode: Mode::Enforce,
                 log: false,
-                location: Default::default(),
+                location: Location::default(),
             },
         );
     }
@@ -272,23 +271,26 @@ fn enforce<'a>(
     policy: &std::path::Path,
     agent: &std::path::Path,
 ) -> Result<Enforcing<'a>> {
-    let mut e = Enforcing { lab, system, ipsets: Vec::new(), _agent: None, _empty: None };
-    match system {
-        System::None => {}
+    let (running_agent, empty_program) = match system {
         System::TcEmpty => {
             let attached = within(&lab.gateway.name, || -> Result<Datapath> {
                 let mut dp = Datapath::load()?;
                 dp.attach_empty("lan0")?;
                 Ok(dp)
             })??;
-            e._empty = Some(attached);
+            (None, Some(attached))
         }
-        System::EgressTc => e._agent = Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin"])?),
-        System::EgressXdp => e._agent = Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin", "--xdp"])?),
+        System::EgressTc => (Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin"])?), None),
+        System::EgressXdp => (Some(AgentProcess::start_at(lab, agent, policy, &["--no-pin", "--xdp"])?), None),
+        _ => (None, None),
+    };
+    let mut e = Enforcing { lab, system, ipsets: Vec::new(), _agent: running_agent, _empty: empty_program };
+    match system {
+        System::None | System::TcEmpty | System::EgressTc | System::EgressXdp => {}
         System::IptablesLegacy => in_gateway(lab, &["iptables-legacy-restore"], &t.iptables)?,
         System::IptablesNft => in_gateway(lab, &["iptables-nft-restore"], &t.iptables)?,
         System::IptablesIpset => {
-            e.ipsets = t.ipset_names.clone();
+            e.ipsets.clone_from(&t.ipset_names);
             in_gateway(lab, &["ipset", "restore", "-exist"], &t.ipsets.0)?;
             in_gateway(lab, &["iptables-legacy-restore"], &t.ipsets.1)?;
         }
@@ -364,6 +366,138 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The no-filter baseline's measurements, for the ratios.
+struct Baseline {
+    conns: Vec<f64>,
+    pps: Vec<f64>,
+}
+
+/// The lab's servers, and what every measurement shares.
+struct Bench<'a> {
+    lab: &'a Lab,
+    o: &'a Opts,
+    server: SocketAddr,
+    udp_server: SocketAddr,
+    sink: &'a UdpSink,
+}
+
+impl Bench<'_> {
+    /// One measurement of one system: set up, let the machine settle, the
+    /// connection test (and for the BPF systems the in-program time), the
+    /// UDP test, torn down.
+    fn measure(
+        &self,
+        runs: &mut Runs,
+        t: &Translated,
+        policy: &std::path::Path,
+        size: usize,
+        round: usize,
+    ) -> Result<()> {
+        let (lab, o) = (self.lab, self.o);
+        let guard = enforce(lab, runs.system, t, policy, &o.agent).with_context(|| runs.system.name())?;
+        settle(Duration::from_secs(5));
+        tcp_conn_rate(&lab.workload.name, self.server, o.clients, 0.3)?; // warm up
+        let (conns, p99) = tcp_conn_rate(&lab.workload.name, self.server, o.clients, o.seconds)?;
+        if matches!(runs.system, System::TcEmpty | System::EgressTc | System::EgressXdp) {
+            // In-program time per packet of a connection test alone.
+            let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+            let [judge_before, dns_before] = program_stats();
+            tcp_conn_rate(&lab.workload.name, self.server, o.clients, PROGRAM_SECONDS)?;
+            let [judge_after, dns_after] = program_stats();
+            runs.progs.extend(per_run(judge_before, judge_after));
+            runs.dns_progs.extend(per_run(dns_before, dns_after));
+            let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+        }
+        let pps = udp_pps(&lab.workload.name, self.udp_server, UDP_SENDERS, o.seconds.min(2.0), self.sink)?;
+        drop(guard);
+        eprintln!(
+            "bench_compare: {size} rules, round {round}, {}: {conns:.0} conn/s, p99 {p99:.0} µs, {pps:.0} pps",
+            runs.system.name()
+        );
+        runs.conns.push(conns);
+        runs.p99s.push(p99);
+        runs.pps.push(pps);
+        Ok(())
+    }
+
+    /// Every system over the rounds for a pack of `size` rules, each round
+    /// in another order; a row per system.
+    fn size(
+        &self,
+        size: usize,
+        three_part: bool,
+        skipped: &[(System, String)],
+        dir: &std::path::Path,
+    ) -> Result<Vec<Row>> {
+        let o = self.o;
+        let pack = pack(size);
+        let translated = Translated::of(&pack, three_part);
+        let policy = dir.join(format!("pack-{size}.yaml"));
+        std::fs::write(&policy, pack_yaml::to_yaml(&pack))?;
+        let wanted = |s: &System| *s == System::None || o.systems.as_ref().is_none_or(|w| w.contains(s));
+        let mut runs: Vec<Runs> = System::ALL
+            .iter()
+            .filter(|s| wanted(s) && !skipped.iter().any(|(k, _)| k == *s))
+            .map(|s| Runs { system: *s, ..Runs::default() })
+            .collect();
+        let systems = runs.len();
+        for round in 0..o.rounds {
+            for i in 0..systems {
+                self.measure(&mut runs[(round + i) % systems], &translated, &policy, size, round)?;
+            }
+        }
+        let baseline = Baseline { conns: runs[0].conns.clone(), pps: runs[0].pps.clone() };
+        Ok(runs.into_iter().map(|r| row(size, r, &baseline, o.rounds)).collect())
+    }
+}
+
+/// A system's row: medians, and ratios against the baseline of each round.
+fn row(size: usize, runs: Runs, baseline: &Baseline, rounds: usize) -> Row {
+    let paired = |v: &[f64], b: &[f64]| median(v.iter().zip(b).map(|(x, y)| x / y).collect());
+    let (ratio_conn, ratio_pps) = (paired(&runs.conns, &baseline.conns), paired(&runs.pps, &baseline.pps));
+    Row {
+        rules: size,
+        system: runs.system.name(),
+        conn_per_s: median(runs.conns),
+        pps: Some(median(runs.pps)),
+        p99_us: median(runs.p99s),
+        ratio_conn,
+        ratio_pps: Some(ratio_pps),
+        program_ns: (!runs.progs.is_empty()).then(|| median(runs.progs)),
+        dns_program_ns: (!runs.dns_progs.is_empty()).then(|| median(runs.dns_progs)),
+        rounds,
+    }
+}
+
+/// The rows as a table.
+fn print_rows(rows: &[Row], o: &Opts) {
+    println!(
+        "\nNew connections per second through the gateway, medians of {} interleaved rounds of {} s;",
+        o.rounds, o.seconds
+    );
+    println!("ratios: median over rounds of the rate against the no-filter rate of the same round");
+    println!(
+        "{:>6} {:<16} {:>10} {:>6} {:>9} {:>10} {:>6} {:>11} {:>10}",
+        "rules", "system", "conn/s", "ratio", "p99 µs", "UDP pps", "ratio", "prog ns/pkt", "dns ns/pkt"
+    );
+    let ns = |n: Option<f64>| n.map_or_else(|| "-".into(), |n| format!("{n:.0}"));
+    for r in rows {
+        let (pps, ratio_pps) = (r.pps.unwrap_or(0.0), r.ratio_pps.unwrap_or(0.0));
+        println!(
+            "{:>6} {:<16} {:>10.0} {:>6.2} {:>9.0} {:>10.0} {:>6.2} {:>11} {:>10}",
+            r.rules,
+            r.system,
+            r.conn_per_s,
+            r.ratio_conn,
+            r.p99_us,
+            pps,
+            ratio_pps,
+            ns(r.program_ns),
+            ns(r.dns_program_ns)
+        );
+    }
+}
+
 fn main() -> Result<()> {
     let o = opts()?;
     let lab = Lab::new(&["100.64.0.1"]).context("lab (run as root)")?;
@@ -388,95 +522,16 @@ fn main() -> Result<()> {
     }
     let dir = std::env::temp_dir().join(format!("egress-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    let bench = Bench { lab: &lab, o: &o, server, udp_server, sink: &sink };
     let mut rows = Vec::new();
     for &size in &o.sizes {
-        let p = pack(size);
-        let translated = Translated::of(&p, ipsets == Ok(true));
-        let policy = dir.join(format!("pack-{size}.yaml"));
-        std::fs::write(&policy, pack_yaml::to_yaml(&p))?;
-        let wanted = |s: &System| *s == System::None || o.systems.as_ref().is_none_or(|w| w.contains(s));
-        let mut runs: Vec<Runs> = System::ALL
-            .iter()
-            .filter(|s| wanted(s) && !skipped.iter().any(|(k, _)| k == *s))
-            .map(|s| Runs { system: *s, ..Runs::default() })
-            .collect();
-        let n = runs.len();
-        for round in 0..o.rounds {
-            for i in 0..n {
-                let r = &mut runs[(round + i) % n];
-                let guard = enforce(&lab, r.system, &translated, &policy, &o.agent).with_context(|| r.system.name())?;
-                settle(Duration::from_secs(5));
-                tcp_conn_rate(&lab.workload.name, server, o.clients, 0.3)?; // warm up
-                let (c, l) = tcp_conn_rate(&lab.workload.name, server, o.clients, o.seconds)?;
-                if matches!(r.system, System::TcEmpty | System::EgressTc | System::EgressXdp) {
-                    // In-program time per packet of a connection test alone.
-                    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
-                    let [judge0, dns0] = program_stats();
-                    tcp_conn_rate(&lab.workload.name, server, o.clients, PROGRAM_SECONDS)?;
-                    let [judge1, dns1] = program_stats();
-                    r.progs.extend(per_run(judge0, judge1));
-                    r.dns_progs.extend(per_run(dns0, dns1));
-                    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
-                }
-                let pps = udp_pps(&lab.workload.name, udp_server, UDP_SENDERS, o.seconds.min(2.0), &sink)?;
-                drop(guard);
-                eprintln!(
-                    "bench_compare: {size} rules, round {round}, {}: {c:.0} conn/s, p99 {l:.0} µs, {pps:.0} pps",
-                    r.system.name()
-                );
-                r.conns.push(c);
-                r.p99s.push(l);
-                r.pps.push(pps);
-            }
-        }
-        let (base, base_pps) = (runs[0].conns.clone(), runs[0].pps.clone());
-        let paired = |v: &[f64], b: &[f64]| median(v.iter().zip(b).map(|(x, y)| x / y).collect());
-        for r in runs {
-            let (ratio_conn, ratio_pps) = (paired(&r.conns, &base), paired(&r.pps, &base_pps));
-            let (c, pps) = (median(r.conns), median(r.pps));
-            rows.push(Row {
-                rules: size,
-                system: r.system.name(),
-                conn_per_s: c,
-                pps: Some(pps),
-                p99_us: median(r.p99s),
-                ratio_conn,
-                ratio_pps: Some(ratio_pps),
-                program_ns: (!r.progs.is_empty()).then(|| median(r.progs)),
-                dns_program_ns: (!r.dns_progs.is_empty()).then(|| median(r.dns_progs)),
-                rounds: o.rounds,
-            });
-        }
+        rows.extend(bench.size(size, ipsets == Ok(true), &skipped, &dir)?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     for (system, why) in &skipped {
         println!("not measured: {}: {why}", system.name());
     }
-    println!(
-        "\nNew connections per second through the gateway, medians of {} interleaved rounds of {} s;",
-        o.rounds, o.seconds
-    );
-    println!("ratios: median over rounds of the rate against the no-filter rate of the same round");
-    println!(
-        "{:>6} {:<16} {:>10} {:>6} {:>9} {:>10} {:>6} {:>11} {:>10}",
-        "rules", "system", "conn/s", "ratio", "p99 µs", "UDP pps", "ratio", "prog ns/pkt", "dns ns/pkt"
-    );
-    let ns = |n: Option<f64>| n.map(|n| format!("{n:.0}")).unwrap_or_else(|| "-".into());
-    for r in &rows {
-        let (pps, rp) = (r.pps.unwrap_or(0.0), r.ratio_pps.unwrap_or(0.0));
-        println!(
-            "{:>6} {:<16} {:>10.0} {:>6.2} {:>9.0} {:>10.0} {:>6.2} {:>11} {:>10}",
-            r.rules,
-            r.system,
-            r.conn_per_s,
-            r.ratio_conn,
-            r.p99_us,
-            pps,
-            rp,
-            ns(r.program_ns),
-            ns(r.dns_program_ns)
-        );
-    }
+    print_rows(&rows, &o);
     if let Some(parent) = o.out.parent() {
         std::fs::create_dir_all(parent)?;
     }

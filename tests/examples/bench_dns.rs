@@ -2,7 +2,7 @@
 //! kernel, by answer size, with and without name compression.
 //!
 //! For each case an outstanding query is planted, then the answer frame is
-//! run once through the TC egress program with BPF_PROG_TEST_RUN (each
+//! run once through the TC egress program with `BPF_PROG_TEST_RUN` (each
 //! answer consumes its query, so runs are single); the kernel's duration of
 //! each run is collected and the median reported, next to the empty program
 //! measured the same way in the same run. Every answer is checked to teach
@@ -68,7 +68,7 @@ fn main() {
     println!("{:>8} {:>11} {:>12} {:>12} {:>12}", "records", "compressed", "answer_ns", "baseline_ns", "minus_base");
     for records in [1usize, 8, 32] {
         for compressed in [false, true] {
-            let txid = (records * 2 + compressed as usize) as u16;
+            let txid = (records * 2 + usize::from(compressed)) as u16;
             let mut msg = Message::response(txid, NAME, 1).compress(compressed);
             for i in 0..records {
                 msg = msg.a(NAME, [198, 18, (i / 250) as u8, (i % 250) as u8 + 1], 300);

@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: the containment lab on real traffic.
 //!
-//! Builds three network namespaces (the AgentCore runtime subnet, the
+//! Builds three network namespaces (the `AgentCore` runtime subnet, the
 //! gateway running `egress-agent` with the reference pack of
 //! `policies/agentcore/`, an upstream "internet" with servers and a
 //! resolver), plays scenario cards, each an attack a prompt-injected agent

@@ -43,9 +43,9 @@ fn signal_set() -> libc::sigset_t {
     // SAFETY: sigset_t is plain data, initialised by sigemptyset.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, libc::SIGINT);
+        libc::sigaddset(&raw mut set, libc::SIGTERM);
         set
     }
 }
@@ -55,11 +55,11 @@ fn signal_set() -> libc::sigset_t {
 pub fn on_interrupt() {
     let set = signal_set();
     // SAFETY: changes this thread's signal mask only.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, std::ptr::null_mut()) };
     std::thread::spawn(move || {
         let mut sig = 0;
         // SAFETY: waits for a signal of the blocked set.
-        unsafe { libc::sigwait(&set, &mut sig) };
+        unsafe { libc::sigwait(&raw const set, &raw mut sig) };
         eprintln!("\ninterrupted: cleaning up the lab");
         cleanup_now();
         std::process::exit(130);
@@ -90,7 +90,7 @@ pub fn unblocked(program: &str) -> Command {
     unsafe {
         cmd.pre_exec(|| {
             let set = signal_set();
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &raw const set, std::ptr::null_mut());
             Ok(())
         });
     }

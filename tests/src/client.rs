@@ -16,7 +16,7 @@ pub fn resolve_connect(names: &[String], port: u16, timeout: Duration, family: u
         .map(|name| {
             let t0 = Instant::now();
             let resolved: Result<Vec<SocketAddr>, String> =
-                (name.as_str(), port).to_socket_addrs().map(|i| i.collect()).map_err(|e| e.to_string());
+                (name.as_str(), port).to_socket_addrs().map(Iterator::collect).map_err(|e| e.to_string());
             let resolve_ms = t0.elapsed().as_secs_f64() * 1000.0;
             let addrs = match resolved {
                 Err(e) => {

@@ -1,5 +1,5 @@
 //! The containment lab: the attacks a prompt-injected agent would try,
-//! played as scenario cards against the AgentCore reference pack
+//! played as scenario cards against the `AgentCore` reference pack
 //! (`policies/agentcore/`), first in monitor mode, then promoted to
 //! enforce. Each card records what happened on the wire, the verdict the
 //! agent reported, its flow-log record and the counter that moved.

@@ -11,7 +11,7 @@ fn mark(o: &Outcome) -> &'static str {
 }
 
 fn counter(o: &Outcome) -> String {
-    o.counter.as_ref().map(|(s, n)| format!("{s} +{n}")).unwrap_or_else(|| "-".into())
+    o.counter.as_ref().map_or_else(|| "-".into(), |(s, n)| format!("{s} +{n}"))
 }
 
 /// The report as terminal text.
@@ -21,7 +21,7 @@ pub fn text(r: &Report) -> String {
         let _ = writeln!(out, "\n  {} mode", mode.to_uppercase());
         let _ = writeln!(out, "  {:<24} {:<52} {:<10} {:<13} closed by", "card", "attack", "result", "verdict");
         for o in r.outcomes.iter().filter(|o| o.mode == mode) {
-            let card = o.card.owasp.map(|x| x.split(' ').next().unwrap_or(x)).unwrap_or("legit");
+            let card = o.card.owasp.map_or("legit", |x| x.split(' ').next().unwrap_or(x));
             let _ = writeln!(
                 out,
                 "{} {:<24} {:<52} {:<10} {:<13} {}",

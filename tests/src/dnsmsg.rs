@@ -3,7 +3,7 @@
 //! name compression, and raw helpers to craft malformed messages by hand.
 //!
 //! ```
-//! use egress_agent::testkit::dnsmsg::{Message, TYPE_A};
+//! use egress_lab::dnsmsg::{Message, TYPE_A};
 //! let query = Message::query(0x1234, "api.openai.com", TYPE_A).to_bytes();
 //! let answer = Message::response(0x1234, "api.openai.com", TYPE_A)
 //!     .cname("api.openai.com", "edge.cdn.net", 300)
@@ -135,6 +135,7 @@ impl Message {
     }
 
     /// Adds a record to a section.
+    #[must_use]
     pub fn record(mut self, section: Section, record: Record) -> Self {
         match section {
             Section::Answer => self.answers.push(record),
@@ -145,6 +146,7 @@ impl Message {
     }
 
     /// Adds a record with opaque RDATA to a section.
+    #[must_use]
     pub fn raw(self, section: Section, name: &str, rtype: u16, ttl: u32, rdata: Vec<u8>) -> Self {
         self.record(section, Record { name: name.to_string(), rtype, class: CLASS_IN, ttl, data: RData::Raw(rdata) })
     }
@@ -157,17 +159,20 @@ impl Message {
     }
 
     /// An A record in the answer section.
+    #[must_use]
     pub fn a(self, name: &str, addr: [u8; 4], ttl: u32) -> Self {
         self.a_in(Section::Answer, name, addr, ttl)
     }
 
     /// An AAAA record in the answer section.
+    #[must_use]
     pub fn aaaa(self, name: &str, addr: [u8; 16], ttl: u32) -> Self {
         let rec = Record { name: name.to_string(), rtype: TYPE_AAAA, class: CLASS_IN, ttl, data: RData::Aaaa(addr) };
         self.record(Section::Answer, rec)
     }
 
     /// A CNAME record in the answer section.
+    #[must_use]
     pub fn cname(self, name: &str, target: &str, ttl: u32) -> Self {
         let rec = Record {
             name: name.to_string(),
@@ -180,52 +185,61 @@ impl Message {
     }
 
     /// An A record in the authority section.
+    #[must_use]
     pub fn authority_a(self, name: &str, addr: [u8; 4], ttl: u32) -> Self {
         self.a_in(Section::Authority, name, addr, ttl)
     }
 
     /// An A record in the additional section.
+    #[must_use]
     pub fn additional_a(self, name: &str, addr: [u8; 4], ttl: u32) -> Self {
         self.a_in(Section::Additional, name, addr, ttl)
     }
 
     /// Sets the RCODE (low 4 bits of the flags).
+    #[must_use]
     pub fn rcode(mut self, rcode: u8) -> Self {
-        self.flags = (self.flags & !0x000f) | (rcode as u16 & 0x000f);
+        self.flags = (self.flags & !0x000f) | (u16::from(rcode) & 0x000f);
         self
     }
 
     /// Sets the whole flags word.
+    #[must_use]
     pub fn flags(mut self, flags: u16) -> Self {
         self.flags = flags;
         self
     }
 
     /// Turns name compression on or off.
+    #[must_use]
     pub fn compress(mut self, on: bool) -> Self {
         self.compress = on;
         self
     }
 
     /// Writes this QDCOUNT instead of the number of questions.
+    #[must_use]
     pub fn qdcount(mut self, n: u16) -> Self {
         self.counts[0] = Some(n);
         self
     }
 
     /// Writes this ANCOUNT instead of the number of answer records.
+    #[must_use]
     pub fn ancount(mut self, n: u16) -> Self {
         self.counts[1] = Some(n);
         self
     }
 
     /// Writes this NSCOUNT instead of the number of authority records.
+    #[must_use]
     pub fn nscount(mut self, n: u16) -> Self {
         self.counts[2] = Some(n);
         self
     }
 
     /// Writes this ARCOUNT instead of the number of additional records.
+    #[must_use]
     pub fn arcount(mut self, n: u16) -> Self {
         self.counts[3] = Some(n);
         self
@@ -260,7 +274,7 @@ impl Message {
             (Section::Additional, &self.additional),
         ];
         for (section, records) in sections {
-            for r in records.iter() {
+            for r in records {
                 let owner = w.buf.len();
                 w.name(&r.name);
                 w.buf.extend_from_slice(&r.rtype.to_be_bytes());

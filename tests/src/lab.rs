@@ -25,7 +25,8 @@ pub const NEIGHBOUR_V4: &str = "10.10.1.11";
 pub const GATEWAY_V4: &str = "10.10.1.1";
 pub const GATEWAY_V6: &str = "fd00:10:1::1";
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
+/// Numbers the labs of this process, so that concurrent tests get namespaces of their own.
+static NEXT_LAB_ID: AtomicU32 = AtomicU32::new(0);
 
 /// A running lab; every namespace is deleted on drop.
 pub struct Lab {
@@ -42,7 +43,7 @@ impl Lab {
     /// Builds the lab. `upstream_addrs` are extra host addresses (IPv4 or
     /// IPv6) the upstream namespace answers on.
     pub fn new(upstream_addrs: &[&str]) -> io::Result<Self> {
-        let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let id = format!("{}-{}", std::process::id(), NEXT_LAB_ID.fetch_add(1, Ordering::Relaxed));
         let workload = Netns::new(&format!("egwl-{id}"))?;
         let gateway = Netns::new(&format!("eggw-{id}"))?;
         let upstream = Netns::new(&format!("egup-{id}"))?;
@@ -148,7 +149,7 @@ impl Lab {
     /// connection or the echo did not get through within `timeout`.
     pub fn tcp_exchange(&self, src: Option<IpAddr>, dst: SocketAddr, timeout: Duration) -> io::Result<bool> {
         within(&self.workload.name, move || -> io::Result<bool> {
-            let sock = socket2_connect(src, dst, timeout);
+            let sock = connect_from(src, dst, timeout);
             let Ok(mut conn) = sock else { return Ok(false) };
             conn.set_read_timeout(Some(timeout))?;
             conn.write_all(b"egress\n")?;
@@ -195,7 +196,7 @@ impl Lab {
 }
 
 /// A TCP connection from an optional source address with a timeout.
-fn socket2_connect(src: Option<IpAddr>, dst: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+fn connect_from(src: Option<IpAddr>, dst: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     match src {
         None => TcpStream::connect_timeout(&dst, timeout),
         Some(src) => {
@@ -209,19 +210,19 @@ fn socket2_connect(src: Option<IpAddr>, dst: SocketAddr, timeout: Duration) -> i
             let stream = unsafe { <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd) };
             let (sa, len) = sockaddr(SocketAddr::new(src, 0));
             // SAFETY: sa is a valid sockaddr of length len.
-            if unsafe { libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) } != 0 {
+            if unsafe { libc::bind(fd, (&raw const sa).cast::<libc::sockaddr>(), len) } != 0 {
                 return Err(io::Error::last_os_error());
             }
             stream.set_nonblocking(true)?;
             let (sa, len) = sockaddr(dst);
             // SAFETY: as above.
-            let rc = unsafe { libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len) };
+            let rc = unsafe { libc::connect(fd, (&raw const sa).cast::<libc::sockaddr>(), len) };
             if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINPROGRESS) {
                 return Err(io::Error::last_os_error());
             }
             let mut pfd = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
             // SAFETY: one pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+            let n = unsafe { libc::poll(&raw mut pfd, 1, timeout.as_millis() as i32) };
             if n != 1 {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"));
             }
@@ -246,7 +247,7 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_in fits in sockaddr_storage.
-            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in, sin) };
+            unsafe { std::ptr::write((&raw mut ss).cast::<libc::sockaddr_in>(), sin) };
             (ss, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
         }
         SocketAddr::V6(a) => {
@@ -258,7 +259,7 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_scope_id: 0,
             };
             // SAFETY: sockaddr_in6 fits in sockaddr_storage.
-            unsafe { std::ptr::write(&mut ss as *mut _ as *mut libc::sockaddr_in6, sin6) };
+            unsafe { std::ptr::write((&raw mut ss).cast::<libc::sockaddr_in6>(), sin6) };
             (ss, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
         }
     }

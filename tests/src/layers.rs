@@ -60,15 +60,12 @@ pub fn layers(pack: &Pack) -> Vec<Layer> {
             .map(|(_, &l)| l + 1)
             .max()
             .unwrap_or(0);
-        let k = match (after..out.len()).find(|&k| out[k].accept == line.accept) {
-            Some(k) => k,
-            None => {
-                out.push(Layer { accept: line.accept, atoms: Vec::new() });
-                out.len() - 1
-            }
-        };
-        out[k].atoms.push(line.clone());
-        layer_of.push(k);
+        let layer = (after..out.len()).find(|&k| out[k].accept == line.accept).unwrap_or_else(|| {
+            out.push(Layer { accept: line.accept, atoms: Vec::new() });
+            out.len() - 1
+        });
+        out[layer].atoms.push(line.clone());
+        layer_of.push(layer);
     }
     out
 }
@@ -93,6 +90,36 @@ fn net(n: Option<IpNet>) -> String {
 /// netlink socket's buffer).
 const NFT_ELEMENTS_PER_BATCH: usize = 1_000;
 
+/// One kind of concatenated set of [`nft_sets`]: the lines it holds and
+/// how the chain looks them up.
+struct NftSetKind {
+    /// Set name suffix.
+    suffix: &'static str,
+    /// The set's element type.
+    ty: &'static str,
+    /// The packet fields the chain looks up in the set.
+    key: &'static str,
+    /// Whether a line belongs in a set of this kind.
+    fits: fn(&Atom) -> bool,
+}
+
+/// Lines with ports, lines with only a protocol, lines with neither.
+const NFT_SET_KINDS: [NftSetKind; 3] = [
+    NftSetKind {
+        suffix: "p",
+        ty: "ipv4_addr . ipv4_addr . inet_proto . inet_service",
+        key: "ip saddr . ip daddr . meta l4proto . th dport",
+        fits: |a| a.ports.is_some(),
+    },
+    NftSetKind {
+        suffix: "n",
+        ty: "ipv4_addr . ipv4_addr . inet_proto",
+        key: "ip saddr . ip daddr . meta l4proto",
+        fits: |a| a.ports.is_none() && a.proto.is_some(),
+    },
+    NftSetKind { suffix: "a", ty: "ipv4_addr . ipv4_addr", key: "ip saddr . ip daddr", fits: |a| a.proto.is_none() },
+];
+
 /// `nft -f` inputs, to be run in order: per layer, concatenated interval
 /// sets for lines with ports, for lines with only a protocol, and for lines
 /// with neither; the table, sets and chain first, then the elements in
@@ -104,19 +131,7 @@ pub fn nft_sets(pack: &Pack) -> Vec<String> {
     let mut chain = String::from("    ct state established,related accept\n");
     for (k, layer) in layers.iter().enumerate() {
         let verdict = if layer.accept { "accept" } else { "drop" };
-        let shapes: [(&str, &str, &str, fn(&Atom) -> bool); 3] = [
-            (
-                "p",
-                "ipv4_addr . ipv4_addr . inet_proto . inet_service",
-                "ip saddr . ip daddr . meta l4proto . th dport",
-                |a| a.ports.is_some(),
-            ),
-            ("n", "ipv4_addr . ipv4_addr . inet_proto", "ip saddr . ip daddr . meta l4proto", |a| {
-                a.ports.is_none() && a.proto.is_some()
-            }),
-            ("a", "ipv4_addr . ipv4_addr", "ip saddr . ip daddr", |a| a.proto.is_none()),
-        ];
-        for (suffix, ty, key, fits) in shapes {
+        for NftSetKind { suffix, ty, key, fits } in NFT_SET_KINDS {
             // The kernel refuses an element that starts or ends inside
             // another of the same set: lines that overlap go to sets of
             // their own (one verdict, so their order does not matter).

@@ -2,6 +2,8 @@
 //! make them, and a flood of small UDP datagrams, each from the workload
 //! namespace to a server in the upstream namespace.
 
+#![allow(clippy::cast_precision_loss, reason = "rates and latencies of counts far below 2^52")]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;

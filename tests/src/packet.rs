@@ -1,6 +1,6 @@
-//! Crafts Ethernet frames for BPF_PROG_TEST_RUN: VLAN tags, IPv4 with
+//! Crafts Ethernet frames for `BPF_PROG_TEST_RUN`: VLAN tags, IPv4 with
 //! options and fragments, IPv6 with extension headers and fragments, TCP,
-//! UDP, ICMP, ICMPv6, and truncation anywhere.
+//! UDP, ICMP, `ICMPv6`, and truncation anywhere.
 
 use std::net::IpAddr;
 
@@ -15,7 +15,7 @@ pub enum L4 {
         sport: u16,
         dport: u16,
     },
-    /// ICMP for IPv4, ICMPv6 for IPv6.
+    /// ICMP for IPv4, `ICMPv6` for IPv6.
     Icmp {
         kind: u8,
     },
@@ -77,7 +77,7 @@ impl Spec {
         Spec::new(src, dst, L4::Udp { sport, dport })
     }
 
-    /// An ICMP echo request (ICMPv6 for IPv6).
+    /// An ICMP echo request (`ICMPv6` for IPv6).
     pub fn ping(src: IpAddr, dst: IpAddr) -> Self {
         let kind = if src.is_ipv4() { 8 } else { 128 };
         Spec::new(src, dst, L4::Icmp { kind })
@@ -104,6 +104,7 @@ impl Spec {
     /// The same packet carrying exactly `bytes` after the L4 header (a TCP
     /// segment then has PSH|ACK set instead of SYN, unless `tcp_flags` says
     /// otherwise).
+    #[must_use]
     pub fn with_payload(mut self, bytes: Vec<u8>) -> Self {
         self.payload_bytes = Some(bytes);
         self
@@ -202,10 +203,10 @@ impl Spec {
         h[16..20].copy_from_slice(&dst);
         h.extend_from_slice(&opts);
         let frag_later = self.ipv4_frag.is_some_and(|(off, _, _)| off != 0);
-        if !frag_later {
-            h.extend_from_slice(l4);
-        } else {
+        if frag_later {
             h.extend(std::iter::repeat_n(0xcd, 24));
+        } else {
+            h.extend_from_slice(l4);
         }
         h
     }
@@ -229,7 +230,7 @@ impl Spec {
             match e {
                 Ext::Fragment { offset, more, id } => {
                     body.extend_from_slice(&[next, 0]);
-                    let v = (offset << 3) | *more as u16;
+                    let v = (offset << 3) | u16::from(*more);
                     body.extend_from_slice(&v.to_be_bytes());
                     body.extend_from_slice(&id.to_be_bytes());
                     later |= *offset != 0;
@@ -251,6 +252,15 @@ impl Spec {
         h[24..40].copy_from_slice(&dst);
         h.extend_from_slice(&body);
         h
+    }
+}
+
+/// The Ethernet frame of a TCP or UDP probe (source port [`PROBE_SPORT`](egress_policy::synth::PROBE_SPORT)).
+pub fn probe_frame(p: &egress_policy::evaluate::Probe) -> Vec<u8> {
+    match p.proto {
+        17 => Spec::udp(p.src, p.dst, egress_policy::synth::PROBE_SPORT, p.dport).build(),
+        6 => Spec::tcp(p.src, p.dst, egress_policy::synth::PROBE_SPORT, p.dport).build(),
+        other => panic!("probe_frame: protocol {other} is not TCP or UDP"),
     }
 }
 
@@ -287,14 +297,5 @@ mod tests {
         let mut fin = Spec::tcp(ip("10.0.0.1"), ip("10.0.0.2"), 1000, 53).with_payload(vec![9]);
         fin.tcp_flags = Some(0x11);
         assert_eq!(fin.build()[14 + 20 + 13], 0x11);
-    }
-}
-
-/// The Ethernet frame of a TCP or UDP probe (source port [`PROBE_SPORT`](egress_policy::synth::PROBE_SPORT)).
-pub fn probe_frame(p: &egress_policy::evaluate::Probe) -> Vec<u8> {
-    match p.proto {
-        17 => Spec::udp(p.src, p.dst, egress_policy::synth::PROBE_SPORT, p.dport).build(),
-        6 => Spec::tcp(p.src, p.dst, egress_policy::synth::PROBE_SPORT, p.dport).build(),
-        other => panic!("probe_frame: protocol {other} is not TCP or UDP"),
     }
 }

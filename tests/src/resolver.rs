@@ -79,7 +79,7 @@ impl Resolver {
         let resolver = Resolver { child, dir, resolv_dir };
         resolver.use_nameserver(first)?;
         for a in listen {
-            resolver.wait_listening(lab, *a)?;
+            wait_listening(lab, *a)?;
         }
         Ok(resolver)
     }
@@ -92,30 +92,27 @@ impl Resolver {
             format!("nameserver {addr}\noptions timeout:1 attempts:1\n"),
         )
     }
+}
 
-    /// Waits until dnsmasq has a UDP socket on port 53 for `listen`'s
-    /// family in the upstream namespace (read from the socket table, not by
-    /// binding the port, which could make dnsmasq's own bind fail).
-    fn wait_listening(&self, lab: &Lab, listen: IpAddr) -> io::Result<()> {
-        let table = if listen.is_ipv4() { "udp" } else { "udp6" };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            let ns = lab.upstream.name.clone();
-            let up = super::netns::within(&ns, move || -> io::Result<bool> {
-                // thread-self: this thread is the one moved into the namespace.
-                let text = std::fs::read_to_string(format!("/proc/thread-self/net/{table}"))?;
-                Ok(text
-                    .lines()
-                    .skip(1)
-                    .any(|l| l.split_whitespace().nth(1).is_some_and(|local| local.ends_with(":0035"))))
-            })??;
-            if up {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+/// Waits until dnsmasq has a UDP socket on port 53 for `listen`'s
+/// family in the upstream namespace (read from the socket table, not by
+/// binding the port, which could make dnsmasq's own bind fail).
+fn wait_listening(lab: &Lab, listen: IpAddr) -> io::Result<()> {
+    let table = if listen.is_ipv4() { "udp" } else { "udp6" };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let ns = lab.upstream.name.clone();
+        let up = super::netns::within(&ns, move || -> io::Result<bool> {
+            // thread-self: this thread is the one moved into the namespace.
+            let text = std::fs::read_to_string(format!("/proc/thread-self/net/{table}"))?;
+            Ok(text.lines().skip(1).any(|l| l.split_whitespace().nth(1).is_some_and(|local| local.ends_with(":0035"))))
+        })??;
+        if up {
+            return Ok(());
         }
-        Err(io::Error::other("dnsmasq did not start listening"))
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    Err(io::Error::other("dnsmasq did not start listening"))
 }
 
 impl Drop for Resolver {

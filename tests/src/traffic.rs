@@ -36,11 +36,12 @@ pub struct Traffic {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// How long a connect or an echo may take before it counts as failed.
 const PATIENCE: Duration = Duration::from_secs(3);
 
-fn exchange(conn: &mut TcpStream, msg: &[u8; 8]) -> bool {
+fn exchange(conn: &mut TcpStream, msg: [u8; 8]) -> bool {
     let mut buf = [0u8; 8];
-    conn.write_all(msg).is_ok() && conn.read_exact(&mut buf).is_ok() && &buf == msg
+    conn.write_all(&msg).is_ok() && conn.read_exact(&mut buf).is_ok() && buf == msg
 }
 
 impl Traffic {
@@ -57,43 +58,43 @@ impl Traffic {
         let counts = Arc::new(Counts::default());
         let mut held = within(ns, move || TcpStream::connect_timeout(&allowed, PATIENCE))??;
         held.set_read_timeout(Some(PATIENCE))?;
-        let (s1, c1) = (stop.clone(), counts.clone());
+        let (held_stop, held_counts) = (stop.clone(), counts.clone());
         let held_thread = std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !s1.load(Ordering::Relaxed) {
-                n += 1;
-                if exchange(&mut held, &n.to_be_bytes()) {
-                    c1.held_ok.fetch_add(1, Ordering::Relaxed);
+            let mut seq = 0u64;
+            while !held_stop.load(Ordering::Relaxed) {
+                seq += 1;
+                if exchange(&mut held, seq.to_be_bytes()) {
+                    held_counts.held_ok.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    c1.held_failed.fetch_add(1, Ordering::Relaxed);
+                    held_counts.held_failed.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        let (s2, c2, ns) = (stop.clone(), counts.clone(), ns.to_string());
+        let (probe_stop, probe_counts, ns) = (stop.clone(), counts.clone(), ns.to_string());
         let probe_thread = std::thread::spawn(move || {
             let _ = within(&ns, move || {
                 let udp = UdpSocket::bind(if denied_udp.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok();
                 if let Some(u) = &udp {
                     let _ = u.set_read_timeout(Some(Duration::from_millis(100)));
                 }
-                let mut n = 0u64;
-                while !s2.load(Ordering::Relaxed) {
-                    n += 1;
+                let mut seq = 0u64;
+                while !probe_stop.load(Ordering::Relaxed) {
+                    seq += 1;
                     let ok = TcpStream::connect_timeout(&allowed, PATIENCE).is_ok_and(|mut c| {
-                        c.set_read_timeout(Some(PATIENCE)).is_ok() && exchange(&mut c, &n.to_be_bytes())
+                        c.set_read_timeout(Some(PATIENCE)).is_ok() && exchange(&mut c, seq.to_be_bytes())
                     });
-                    let counter = if ok { &c2.new_ok } else { &c2.new_failed };
+                    let counter = if ok { &probe_counts.new_ok } else { &probe_counts.new_failed };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    c2.probes.fetch_add(2, Ordering::Relaxed);
+                    probe_counts.probes.fetch_add(2, Ordering::Relaxed);
                     if TcpStream::connect_timeout(&denied_tcp, Duration::from_millis(100)).is_ok() {
-                        c2.leaks.fetch_add(1, Ordering::Relaxed);
+                        probe_counts.leaks.fetch_add(1, Ordering::Relaxed);
                     }
                     if let Some(u) = &udp {
                         let mut buf = [0u8; 16];
                         if u.send_to(b"leak?", denied_udp).is_ok() && u.recv_from(&mut buf).is_ok() {
-                            c2.leaks.fetch_add(1, Ordering::Relaxed);
+                            probe_counts.leaks.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
@@ -120,15 +121,15 @@ impl Traffic {
 impl Counts {
     /// A one-line summary for assertion messages.
     pub fn summary(&self) -> String {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
             "held ok {} failed {}; new ok {} failed {}; denied probes {} leaked {}",
-            g(&self.held_ok),
-            g(&self.held_failed),
-            g(&self.new_ok),
-            g(&self.new_failed),
-            g(&self.probes),
-            g(&self.leaks)
+            load(&self.held_ok),
+            load(&self.held_failed),
+            load(&self.new_ok),
+            load(&self.new_failed),
+            load(&self.probes),
+            load(&self.leaks)
         )
     }
 }

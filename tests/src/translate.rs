@@ -1,11 +1,11 @@
 //! A pack translated to the firewalls operators already have, for `bench
 //! compare`: iptables (one linear FORWARD chain after an ESTABLISHED
-//! accept, for `iptables-restore`, legacy or nf_tables back end) and
+//! accept, for `iptables-restore`, legacy or `nf_tables` back end) and
 //! nftables (the same linear chain). First match wins in all of them, as in
 //! the pack: each rule becomes one line per (protocol, source prefix,
 //! destination prefix, port range); a `monitor`-mode deny lets traffic
 //! through, as the agent does. IPv4 only (the bench measures IPv4 flows);
-//! WebGroup and `resolvers` destinations are not translated (synthetic
+//! `WebGroup` and `resolvers` destinations are not translated (synthetic
 //! packs have none).
 
 use std::fmt::Write as _;

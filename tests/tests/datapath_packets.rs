@@ -1,6 +1,6 @@
-//! BPF_PROG_TEST_RUN tests of the real datapath on crafted packets,
+//! `BPF_PROG_TEST_RUN` tests of the real datapath on crafted packets,
 //! table-driven: (packet, expected action, reason, rule and verdict).
-//! Needs root (CAP_BPF, CAP_NET_ADMIN), as the whole suite does.
+//! Needs root (`CAP_BPF`, `CAP_NET_ADMIN`), as the whole suite does.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -136,22 +136,31 @@ impl Harness {
     }
 }
 
-#[test]
-fn classifies_every_match_dimension_and_odd_packet() {
-    let mut h = Harness::new(PACK);
-    // The gateway's addresses; 10.10.0.2 is also a listed resolver, so it is judged.
-    let gw: BTreeSet<IpAddr> = [ip("10.10.1.1"), ip("fd00:10:1::1"), ip("10.10.0.2")].into();
-    h.dp.set_local_addresses(&gw).expect("local addresses");
+/// A case: its name, the frame, what the datapath must do with it.
+type Case = (&'static str, Vec<u8>, Expect);
 
-    let w4 = ip("10.10.1.10");
-    let w6 = ip("fd00:10:1::10");
-    let web4 = ip("203.0.113.5");
-    let web6 = ip("2001:db8:1::5");
-    let tcp = |src, dst, sport, dport| Spec::tcp(src, dst, sport, dport);
-    let udp = |src, dst, sport, dport| Spec::udp(src, dst, sport, dport);
-    let many_ext = with(tcp(w6, web6, 1030, 443), |s| s.ipv6_ext = vec![Ext::DestOpts; 9]);
+/// The addresses the cases use: a workload and a web server per family.
+#[derive(Clone, Copy)]
+struct Addrs {
+    w4: IpAddr,
+    w6: IpAddr,
+    web4: IpAddr,
+    web6: IpAddr,
+}
 
-    let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
+fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Spec {
+    Spec::tcp(src, dst, sport, dport)
+}
+
+fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Spec {
+    Spec::udp(src, dst, sport, dport)
+}
+
+/// The enforce pack's cases, in play order (later ones rely on the flows
+/// and fragments earlier ones leave behind): destination, protocol and port.
+fn match_dimension_cases(a: &Addrs) -> Vec<Case> {
+    let Addrs { w4, w6, web4, web6 } = *a;
+    vec![
         // Destination, protocol and port dimensions (IPv4).
         ("tcp 443 to web", tcp(w4, web4, 1000, 443).build(), allowed("allow-web")),
         ("tcp in port range", tcp(w4, web4, 1001, 8050).build(), allowed("allow-web")),
@@ -181,6 +190,13 @@ fn classifies_every_match_dimension_and_odd_packet() {
         ("udp6 dns to resolver", udp(w6, ip("fd00:10::2"), 1015, 53).build(), allowed("allow-dns")),
         ("udp6 dns elsewhere", udp(w6, ip("2001:4860::8888"), 1016, 53).build(), denied("deny-dns-exfil")),
         ("uncovered v6", tcp(ip("fd00:99::1"), web6, 1017, 22).build(), passed(Reason::Uncovered)),
+    ]
+}
+
+/// VLAN tags, IPv4 options and fragments.
+fn tag_and_ipv4_cases(a: &Addrs) -> Vec<Case> {
+    let Addrs { w4, web4, .. } = *a;
+    vec![
         // Tags.
         ("802.1Q", with(tcp(w4, web4, 1018, 443), |s| s.tags = vec![0x8100]).build(), allowed("allow-web")),
         (
@@ -236,13 +252,24 @@ fn classifies_every_match_dimension_and_odd_packet() {
             with(tcp(ip("10.99.0.1"), web4, 1028, 443), |s| s.ipv4_frag = Some((3, false, 80))).build(),
             passed(Reason::Uncovered),
         ),
+    ]
+}
+
+/// IPv6 extension headers and fragments, truncation and bad headers.
+fn ipv6_and_malformed_cases(a: &Addrs) -> Vec<Case> {
+    let Addrs { w4, w6, web4, web6 } = *a;
+    vec![
         // IPv6 extension headers and fragments.
         (
             "ipv6 ext headers",
             with(tcp(w6, web6, 1029, 443), |s| s.ipv6_ext = vec![Ext::HopByHop, Ext::Routing, Ext::DestOpts]).build(),
             allowed("allow-web"),
         ),
-        ("too many ext headers", many_ext.build(), dropped(Reason::TooManyExtHeaders)),
+        (
+            "too many ext headers",
+            with(tcp(w6, web6, 1030, 443), |s| s.ipv6_ext = vec![Ext::DestOpts; 9]).build(),
+            dropped(Reason::TooManyExtHeaders),
+        ),
         (
             "ipv6 first fragment",
             with(tcp(w6, web6, 1031, 443), |s| s.ipv6_ext = vec![Ext::Fragment { offset: 0, more: true, id: 9 }])
@@ -266,7 +293,7 @@ fn classifies_every_match_dimension_and_odd_packet() {
             "truncated tcp",
             with(tcp(w4, web4, 1033, 443), |s| {
                 s.truncate = Some(14 + 20 + 10);
-                s.payload = 0
+                s.payload = 0;
             })
             .build(),
             dropped(Reason::Truncated),
@@ -275,7 +302,7 @@ fn classifies_every_match_dimension_and_odd_packet() {
             "truncated udp6",
             with(udp(w6, web6, 1034, 53), |s| {
                 s.truncate = Some(14 + 40 + 4);
-                s.payload = 0
+                s.payload = 0;
             })
             .build(),
             dropped(Reason::Truncated),
@@ -284,7 +311,7 @@ fn classifies_every_match_dimension_and_odd_packet() {
             "truncated vlan tag",
             with(tcp(w4, web4, 1036, 443), |s| {
                 s.tags = vec![0x8100];
-                s.truncate = Some(16)
+                s.truncate = Some(16);
             })
             .build(),
             dropped(Reason::Truncated),
@@ -293,13 +320,20 @@ fn classifies_every_match_dimension_and_odd_packet() {
             "truncated ext header",
             with(tcp(w6, web6, 1037, 443), |s| {
                 s.ipv6_ext = vec![Ext::HopByHop];
-                s.truncate = Some(14 + 40 + 4)
+                s.truncate = Some(14 + 40 + 4);
             })
             .build(),
             dropped(Reason::Truncated),
         ),
         ("ihl below 5", patched(&tcp(w4, web4, 1038, 443), &[(14, 0x44)]), dropped(Reason::BadIpHeader)),
         ("version mismatch", patched(&tcp(w4, web4, 1039, 443), &[(14, 0x65)]), dropped(Reason::BadIpHeader)),
+    ]
+}
+
+/// Traffic the firewall leaves alone, and verdicts from the flow cache.
+fn not_judged_and_cached_cases(a: &Addrs) -> Vec<Case> {
+    let Addrs { w4, w6, web4, web6 } = *a;
+    vec![
         // Not the firewall's business.
         ("arp", with(tcp(w4, web4, 1040, 443), |s| s.ethertype = Some(0x0806)).build(), passed(Reason::NotIp)),
         (
@@ -335,7 +369,7 @@ fn classifies_every_match_dimension_and_odd_packet() {
         (
             "ipv6 first fragment, options after it",
             with(tcp(w6, web6, 1046, 443), |s| {
-                s.ipv6_ext = vec![Ext::Fragment { offset: 0, more: true, id: 11 }, Ext::DestOpts]
+                s.ipv6_ext = vec![Ext::Fragment { offset: 0, more: true, id: 11 }, Ext::DestOpts];
             })
             .build(),
             allowed("allow-web"),
@@ -343,7 +377,7 @@ fn classifies_every_match_dimension_and_odd_packet() {
         (
             "its later fragment",
             with(tcp(w6, web6, 1046, 443), |s| {
-                s.ipv6_ext = vec![Ext::Fragment { offset: 8, more: false, id: 11 }, Ext::DestOpts]
+                s.ipv6_ext = vec![Ext::Fragment { offset: 8, more: false, id: 11 }, Ext::DestOpts];
             })
             .build(),
             Expect { ret: PASS, reason: Reason::FragmentFollowed, rule: Some(("allow-web", Verdict::Allowed)) },
@@ -362,25 +396,21 @@ fn classifies_every_match_dimension_and_odd_packet() {
             tcp(w4, web4, 1002, 8100).build(),
             Expect { ret: DROP, reason: Reason::FlowCache, rule: Some(("implicit-deny", Verdict::Denied)) },
         ),
-    ];
-    for (name, frame, want) in &cases {
-        h.check(name, frame, want);
-    }
+    ]
+}
 
-    // The baseline program passes everything untouched.
-    assert_eq!(h.run(EMPTY_PROGRAM, &tcp(w4, web4, 1002, 8100).build()), PASS);
-
-    // A new pack: cached verdicts of the old generation are judged again, and
-    // a monitor-mode pack passes what it cannot judge.
-    h.install(&PACK.replace("mode: enforce", "mode: monitor"));
-    let again: Vec<(&str, Vec<u8>, Expect)> = vec![
+/// The same pack in monitor mode: cached verdicts of the old generation
+/// are judged again, and what cannot be judged passes.
+fn monitor_pack_cases(a: &Addrs) -> Vec<Case> {
+    let Addrs { w4, web4, .. } = *a;
+    vec![
         ("re-judged after swap", tcp(w4, web4, 1002, 8100).build(), would_deny("implicit-deny")),
         ("permit re-judged", tcp(w4, web4, 1000, 443).build(), allowed("allow-web")),
         (
             "monitor passes truncated",
             with(tcp(w4, web4, 1050, 443), |s| {
                 s.truncate = Some(14 + 20 + 10);
-                s.payload = 0
+                s.payload = 0;
             })
             .build(),
             passed(Reason::Truncated),
@@ -391,19 +421,14 @@ fn classifies_every_match_dimension_and_odd_packet() {
             passed(Reason::FragmentUnseen),
         ),
         ("rules inherit the pack mode", udp(w4, ip("8.8.8.8"), 1052, 53).build(), would_deny("deny-dns-exfil")),
-    ];
-    for (name, frame, want) in &again {
-        h.check(name, frame, want);
-    }
+    ]
+}
 
-    // A monitor pack whose deny rule enforces: what cannot be judged is
-    // dropped, or a workload could slip past that rule with odd packets.
-    h.install(
-        &PACK
-            .replace("mode: enforce", "mode: monitor")
-            .replace("ports: [53], action: deny }", "ports: [53], action: deny, mode: enforce }"),
-    );
-    let strict: Vec<(&str, Vec<u8>, Expect)> = vec![
+/// A monitor pack whose deny rule enforces: what cannot be judged is
+/// dropped, or a workload could slip past that rule with odd packets.
+fn enforcing_deny_cases(a: &Addrs) -> Vec<Case> {
+    let Addrs { w4, w6, web4, web6 } = *a;
+    vec![
         ("enforcing deny rule", udp(w4, ip("8.8.8.8"), 1060, 53).build(), denied("deny-dns-exfil")),
         (
             "too many ext headers under an enforcing deny",
@@ -415,8 +440,41 @@ fn classifies_every_match_dimension_and_odd_packet() {
             with(tcp(w4, web4, 1062, 443), |s| s.ipv4_frag = Some((3, false, 98))).build(),
             dropped(Reason::FragmentUnseen),
         ),
+    ]
+}
+
+#[test]
+fn classifies_every_match_dimension_and_odd_packet() {
+    let mut h = Harness::new(PACK);
+    // The gateway's addresses; 10.10.0.2 is also a listed resolver, so it is judged.
+    let gw: BTreeSet<IpAddr> = [ip("10.10.1.1"), ip("fd00:10:1::1"), ip("10.10.0.2")].into();
+    h.dp.set_local_addresses(&gw).expect("local addresses");
+    let a = Addrs { w4: ip("10.10.1.10"), w6: ip("fd00:10:1::10"), web4: ip("203.0.113.5"), web6: ip("2001:db8:1::5") };
+
+    let cases = [
+        match_dimension_cases(&a),
+        tag_and_ipv4_cases(&a),
+        ipv6_and_malformed_cases(&a),
+        not_judged_and_cached_cases(&a),
     ];
-    for (name, frame, want) in &strict {
+    for (name, frame, want) in cases.iter().flatten() {
+        h.check(name, frame, want);
+    }
+
+    // The baseline program passes everything untouched.
+    assert_eq!(h.run(EMPTY_PROGRAM, &tcp(a.w4, a.web4, 1002, 8100).build()), PASS);
+
+    h.install(&PACK.replace("mode: enforce", "mode: monitor"));
+    for (name, frame, want) in &monitor_pack_cases(&a) {
+        h.check(name, frame, want);
+    }
+
+    h.install(
+        &PACK
+            .replace("mode: enforce", "mode: monitor")
+            .replace("ports: [53], action: deny }", "ports: [53], action: deny, mode: enforce }"),
+    );
+    for (name, frame, want) in &enforcing_deny_cases(&a) {
         h.check(name, frame, want);
     }
 }
@@ -504,8 +562,9 @@ fn successive_installs_leave_nothing_stale() {
         let compiled = compile(&pack).expect("compiles");
         dp.install(compiled.clone()).expect("installs");
         // Probe sources inside the pack's groups and destinations from its rules.
-        let srcs: Vec<IpAddr> = pack.smartgroups.values().flat_map(|g| g.cidrs.iter().map(|c| c.addr())).collect();
-        let dsts: Vec<IpAddr> = compiled.dst.keys().map(|n| n.addr()).chain(srcs.iter().copied()).collect();
+        let srcs: Vec<IpAddr> =
+            pack.smartgroups.values().flat_map(|g| g.cidrs.iter().map(ipnet::IpNet::addr)).collect();
+        let dsts: Vec<IpAddr> = compiled.dst.keys().map(ipnet::IpNet::addr).chain(srcs.iter().copied()).collect();
         let mut checked = 0;
         for _ in 0..300 {
             let src = srcs[rng.below(srcs.len() as u64) as usize];
@@ -550,11 +609,11 @@ fn successive_installs_leave_nothing_stale() {
 
 #[test]
 fn xdp_program_judges_like_tc() {
+    const XDP_DROP: u32 = 1;
+    const XDP_PASS: u32 = 2;
     let mut h = Harness::new(PACK);
     let w4 = ip("10.10.1.10");
     let web4 = ip("203.0.113.5");
-    const XDP_DROP: u32 = 1;
-    const XDP_PASS: u32 = 2;
     assert_eq!(h.run_xdp(&Spec::tcp(w4, web4, 2000, 443).build()), XDP_PASS);
     assert_eq!(h.run_xdp(&Spec::tcp(w4, web4, 2001, 22).build()), XDP_DROP);
     assert_eq!(h.run_xdp(&Spec::udp(w4, ip("8.8.8.8"), 2002, 53).build()), XDP_DROP);

@@ -1,15 +1,16 @@
-//! DNS learning in the real datapath, through BPF_PROG_TEST_RUN: a query
+//! DNS learning in the real datapath, through `BPF_PROG_TEST_RUN`: a query
 //! leaves a workload through `egress_tc` (recorded), its answer comes back
 //! through `egress_dns` (learned from), then SYNs through `egress_tc` show
-//! what the WebGroup rule now lets through, and for whom.
+//! what the `WebGroup` rule now lets through, and for whom.
 //!
 //! Table-driven: each case is (query, answer, twist) and expects the
 //! addresses learned, with their clamped TTL, and the DNS counters that
 //! move. Three tables: learning, spoofed or unwanted answers, and the
 //! malformed messages of RFC 9267. Every answer, however bad, is passed.
-//! Needs root (CAP_BPF, CAP_NET_ADMIN), as the whole suite does.
+//! Needs root (`CAP_BPF`, `CAP_NET_ADMIN`), as the whole suite does.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv6Addr};
 
 use aya::programs::{TestRun, TestRunOptions};
@@ -130,14 +131,14 @@ struct Outcome {
     delta: Vec<u64>,
     /// Entries of the learned table that are new or changed.
     learned: Vec<(LearnKey, LearnValue)>,
-    /// CLOCK_MONOTONIC just before and after the run.
+    /// `CLOCK_MONOTONIC` just before and after the run.
     t0: u64,
     t1: u64,
 }
 
 struct Harness {
     dp: Datapath,
-    /// The `llm` WebGroup's bit, as a mask.
+    /// The `llm` `WebGroup`'s bit, as a mask.
     llm: u64,
     next_port: u16,
     next_id: u16,
@@ -361,9 +362,9 @@ fn run_case(h: &mut Harness, c: &Case) {
         Twist::WrongPort => x.answer_raw(x.resolver, x.workload, x.port + 1000, x.payload(&msg)),
         Twist::ToNeighbour => x.answer_raw(x.resolver, neighbour_of(x.workload), x.port, x.payload(&msg)),
         Twist::WrongId => {
-            let mut m = msg.clone();
-            m[..2].copy_from_slice(&(x.id ^ 0x5a5a).to_be_bytes());
-            x.answer(&m)
+            let mut other_id = msg.clone();
+            other_id[..2].copy_from_slice(&(x.id ^ 0x5a5a).to_be_bytes());
+            x.answer(&other_id)
         }
         Twist::Twice => {
             let first = h.deliver(&genuine);
@@ -378,27 +379,27 @@ fn run_case(h: &mut Harness, c: &Case) {
             x.answer_raw(x.resolver, x.workload, x.port, payload)
         }
     };
-    let o = h.deliver(&frame);
-    assert_eq!(o.ret, PASS, "{name}: egress_dns passes every packet (returned {:#x})", o.ret);
-    expect_counts(name, &o.delta, &c.counts, false);
+    let outcome = h.deliver(&frame);
+    assert_eq!(outcome.ret, PASS, "{name}: egress_dns passes every packet (returned {:#x})", outcome.ret);
+    expect_counts(name, &outcome.delta, &c.counts, false);
 
     // Exactly the expected addresses, for the workload that asked.
     let got: BTreeSet<(IpAddr, IpAddr)> =
-        o.learned.iter().map(|(k, _)| (from_key16(k.workload), from_key16(k.addr))).collect();
+        outcome.learned.iter().map(|(k, _)| (from_key16(k.workload), from_key16(k.addr))).collect();
     let want: BTreeSet<(IpAddr, IpAddr)> = c.learns.iter().map(|&(a, _)| (x.workload, ip(a))).collect();
     assert_eq!(got, want, "{name}: learned entries");
     let hash = fnv1a(c.qname.trim_end_matches('.').to_ascii_lowercase().as_bytes());
     for &(addr, ttl) in &c.learns {
-        let (_, v) = o.learned.iter().find(|(k, _)| k.addr == key16(ip(addr))).expect("learned");
-        assert_ne!(v.groups & h.llm, 0, "{name}: {addr} learned for `llm` (groups {:#x})", v.groups);
-        assert_eq!(v.groups & !h.llm, 0, "{name}: {addr} learned for `llm` only (groups {:#x})", v.groups);
-        assert_eq!(v.name_hash, hash, "{name}: {addr} names the question");
-        let (lo, hi) = (o.t0 + ttl * 1_000_000_000, o.t1 + ttl * 1_000_000_000);
+        let (_, entry) = outcome.learned.iter().find(|(k, _)| k.addr == key16(ip(addr))).expect("learned");
+        assert_ne!(entry.groups & h.llm, 0, "{name}: {addr} learned for `llm` (groups {:#x})", entry.groups);
+        assert_eq!(entry.groups & !h.llm, 0, "{name}: {addr} learned for `llm` only (groups {:#x})", entry.groups);
+        assert_eq!(entry.name_hash, hash, "{name}: {addr} names the question");
+        let (lo, hi) = (outcome.t0 + ttl * 1_000_000_000, outcome.t1 + ttl * 1_000_000_000);
         let slack = 5_000_000; // 5 ms
         assert!(
-            v.expires_ns + slack >= lo && v.expires_ns <= hi + slack,
+            entry.expires_ns + slack >= lo && entry.expires_ns <= hi + slack,
             "{name}: {addr} expires {} ns after the answer, want {ttl} s",
-            v.expires_ns as i128 - o.t0 as i128
+            i128::from(entry.expires_ns) - i128::from(outcome.t0)
         );
     }
 
@@ -420,12 +421,12 @@ fn run_case(h: &mut Harness, c: &Case) {
     // A spoof or misdelivery left the outstanding query alone: the genuine
     // answer still teaches what it holds.
     if matches!(c.twist, Twist::From(_) | Twist::WrongPort | Twist::WrongId | Twist::ToNeighbour) {
-        let o = h.deliver(&genuine);
-        let n = c.blocked.len() as u64;
+        let then = h.deliver(&genuine);
+        let withheld = c.blocked.len() as u64;
         expect_counts(
             &format!("{name} (then the genuine answer)"),
-            &o.delta,
-            &[(DnsStat::AnswerSeen, 1), (DnsStat::AddressLearned, n)],
+            &then.delta,
+            &[(DnsStat::AnswerSeen, 1), (DnsStat::AddressLearned, withheld)],
             true,
         );
         for &addr in &c.blocked {
@@ -462,10 +463,10 @@ fn with_the_lease_run_out_nothing_is_learned() {
     let x = h.exchange(false, false);
     h.send_query("recorded while up", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
     h.dp.release_lease().expect("release");
-    let o = h.deliver(&x.answer(&api_a(x.id, &["203.0.113.7"], 300)));
-    assert_eq!(o.ret, PASS, "answers pass");
-    expect_counts("answer, agent down", &o.delta, &[(DnsStat::AnswerSeen, 1), (DnsStat::AgentDown, 1)], true);
-    assert!(o.learned.is_empty(), "nothing learned with the agent down");
+    let outcome = h.deliver(&x.answer(&api_a(x.id, &["203.0.113.7"], 300)));
+    assert_eq!(outcome.ret, PASS, "answers pass");
+    expect_counts("answer, agent down", &outcome.delta, &[(DnsStat::AnswerSeen, 1), (DnsStat::AgentDown, 1)], true);
+    assert!(outcome.learned.is_empty(), "nothing learned with the agent down");
     assert_eq!(h.syn(x.workload, ip("203.0.113.7"), 443), DROP, "so the address stays denied");
 
     let y = h.exchange(false, false);
@@ -473,20 +474,24 @@ fn with_the_lease_run_out_nothing_is_learned() {
     let before = h.stats();
     assert_eq!(h.run(TC_PROGRAM, &y.query(&Message::query(y.id, API, TYPE_A).to_bytes())), PASS, "filter off: passes");
     expect_counts("query, agent down", &diff(&before, &h.stats()), &[(DnsStat::AgentDown, 1)], true);
-    let o = h.deliver(&y.answer(&api_a(y.id, &["203.0.113.8"], 300)));
-    assert!(o.learned.is_empty(), "an unrecorded query's answer teaches nothing: {:?}", o.delta);
+    let outcome = h.deliver(&y.answer(&api_a(y.id, &["203.0.113.8"], 300)));
+    assert!(outcome.learned.is_empty(), "an unrecorded query's answer teaches nothing: {:?}", outcome.delta);
 
     let z = h.exchange(false, false);
     h.send_query("renewed", &z, &Message::query(z.id, API, TYPE_A).to_bytes());
-    let o = h.deliver(&z.answer(&api_a(z.id, &["203.0.113.9"], 300)));
-    expect_counts("answer, agent back", &o.delta, &[(DnsStat::AnswerSeen, 1), (DnsStat::AddressLearned, 1)], true);
+    let outcome = h.deliver(&z.answer(&api_a(z.id, &["203.0.113.9"], 300)));
+    expect_counts(
+        "answer, agent back",
+        &outcome.delta,
+        &[(DnsStat::AnswerSeen, 1), (DnsStat::AddressLearned, 1)],
+        true,
+    );
     assert_eq!(h.syn(z.workload, ip("203.0.113.9"), 443), PASS, "learned again once the lease is renewed");
 }
 
-#[test]
-fn learns_addresses_of_webgroup_names() {
-    let mut h = Harness::new();
-    let cases = vec![
+/// Learning: TTL clamping, families and transports, case.
+fn learning_cases() -> Vec<Case> {
+    vec![
         // TTL clamping to min_ttl..max_ttl.
         case("A, TTL 5 clamped up to min_ttl", API, TYPE_A, |id| api_a(id, &["203.0.113.1"], 5))
             .learns(&[("203.0.113.1", 60)]),
@@ -523,6 +528,12 @@ fn learns_addresses_of_webgroup_names() {
                 .to_bytes()
         })
         .learns(&[("203.0.113.6", 300)]),
+    ]
+}
+
+/// Learning: wildcards, CNAME chains, and answers with nothing to learn.
+fn name_matching_cases() -> Vec<Case> {
+    vec![
         // Wildcards.
         case("*.example.com covers one label", "a.example.com", TYPE_A, |id| {
             one_a(id, "a.example.com", "203.0.113.10")
@@ -582,7 +593,13 @@ fn learns_addresses_of_webgroup_names() {
             .fails(DnsStat::NoAnswer),
         case("NOERROR, no records", API, TYPE_A, |id| Message::response(id, API, TYPE_A).to_bytes())
             .fails(DnsStat::NoAnswer),
-    ];
+    ]
+}
+
+#[test]
+fn learns_addresses_of_webgroup_names() {
+    let mut h = Harness::new();
+    let cases: Vec<Case> = learning_cases().into_iter().chain(name_matching_cases()).collect();
     run_all(&mut h, &cases);
 }
 
@@ -670,7 +687,17 @@ fn a_rr(owner: &[u8], addr: &str) -> Vec<u8> {
 
 /// Answers for `api.openai.com A` broken as RFC 9267 describes.
 fn malformed() -> Vec<Case> {
-    let q = |name, answer: Answer| case(name, API, TYPE_A, answer);
+    malformed_pointers().into_iter().chain(malformed_names()).chain(malformed_records()).collect()
+}
+
+/// `api.openai.com A`, answered by `answer`.
+fn api_case(name: &'static str, answer: Answer) -> Case {
+    case(name, API, TYPE_A, answer)
+}
+
+/// Bad compression pointers.
+fn malformed_pointers() -> Vec<Case> {
+    let q = api_case;
     vec![
         q("self pointer", |id| {
             let mut m = head(id, TYPE_A, 1);
@@ -717,6 +744,13 @@ fn malformed() -> Vec<Case> {
             m
         })
         .fails(DnsStat::BadPointer),
+    ]
+}
+
+/// Bad names: labels or names too long, no root label.
+fn malformed_names() -> Vec<Case> {
+    let q = api_case;
+    vec![
         q("label of 64 bytes", |id| {
             let mut m = head(id, TYPE_A, 1);
             m.extend(a_rr(&encode_name(&format!("{}.openai.com", "a".repeat(64))), "203.0.113.64"));
@@ -763,6 +797,13 @@ fn malformed() -> Vec<Case> {
             m
         })
         .fails(DnsStat::BadName),
+    ]
+}
+
+/// Bad RDATA, counts that lie, and messages that are not DNS answers.
+fn malformed_records() -> Vec<Case> {
+    let q = api_case;
+    vec![
         q("A with RDLENGTH 5", |id| {
             let mut m = head(id, TYPE_A, 1);
             m.extend(rr(&pointer(12), TYPE_A, CLASS_IN, 300, &[203, 0, 113, 67, 0]));
@@ -857,7 +898,7 @@ fn malformed_answers_over_tcp_and_ipv6() {
     run_all(&mut h, &cases);
 }
 
-/// A WebGroup removed from the pack opens nothing for the groups after it:
+/// A `WebGroup` removed from the pack opens nothing for the groups after it:
 /// its bit, still carried by the addresses learned for it, goes to no
 /// other group until it is cleared from every learned entry; then it is
 /// freed and may be reused, and those addresses stay denied.
@@ -872,12 +913,14 @@ fn a_removed_webgroups_addresses_open_no_other_group() {
     let llm_bit = h.llm.trailing_zeros();
 
     let swap = |h: &mut Harness, groups: &[&str]| {
-        let webgroups: String = groups.iter().map(|g| format!("  {g}: {{ domains: [{g}.example.net] }}\n")).collect();
-        let rules: String = groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| format!("  - {{ name: allow-{g}, priority: {p}, source: workloads, destination: {{ webgroup: {g} }}, protocol: tcp, ports: [443], action: permit }}\n", p = i + 1))
-            .collect();
+        let webgroups = groups.iter().fold(String::new(), |mut out, g| {
+            let _ = writeln!(out, "  {g}: {{ domains: [{g}.example.net] }}");
+            out
+        });
+        let rules = groups.iter().enumerate().fold(String::new(), |mut out, (i, g)| {
+            let _ = writeln!(out, "  - {{ name: allow-{g}, priority: {p}, source: workloads, destination: {{ webgroup: {g} }}, protocol: tcp, ports: [443], action: permit }}", p = i + 1);
+            out
+        });
         let text = format!(
             "version: 1\nmode: enforce\ndns: {{ resolvers: [10.10.0.2] }}\nsmartgroups:\n  workloads: {{ cidrs: [10.10.1.0/24] }}\nwebgroups:\n{webgroups}rules:\n{rules}  - {{ name: default-deny, priority: 1000, source: workloads, destination: any, action: deny }}\n"
         );
@@ -900,7 +943,7 @@ fn a_removed_webgroups_addresses_open_no_other_group() {
     assert_eq!(h.syn(x.workload, ip("203.0.113.7"), 443), DROP, "and llm's address still opens nothing");
 }
 
-/// An agent that adopts a pinned datapath keeps the WebGroup bits the
+/// An agent that adopts a pinned datapath keeps the `WebGroup` bits the
 /// addresses in its learned table were learned under (numbering them
 /// afresh would give one group's addresses to another).
 #[test]
@@ -910,7 +953,10 @@ fn an_adopted_datapath_keeps_webgroup_bits() {
     use egress_policy::compile::compile_stable;
     let pins = Bpffs::new("bits").expect("bpffs");
     let pack = |groups: &[&str]| {
-        let webgroups: String = groups.iter().map(|g| format!("  {g}: {{ domains: [{g}.example.net] }}\n")).collect();
+        let webgroups = groups.iter().fold(String::new(), |mut out, g| {
+            let _ = writeln!(out, "  {g}: {{ domains: [{g}.example.net] }}");
+            out
+        });
         let text = format!(
             "version: 1\nmode: enforce\ndns: {{ resolvers: [10.10.0.2] }}\nsmartgroups:\n  workloads: {{ cidrs: [10.10.1.0/24] }}\nwebgroups:\n{webgroups}rules:\n  - {{ name: default-deny, priority: 1000, source: workloads, destination: any, action: deny }}\n"
         );
@@ -990,6 +1036,7 @@ fn a_lan_interface_the_resolver_is_reached_through_is_not_distrusted() {
 fn a_resolver_on_the_gateway_stays_judged_across_an_adoption() {
     use egress_agent::datapath::local::local_addresses;
     use egress_agent::datapath::pin::PinDir;
+    use egress_common::Reason;
     use egress_lab::bpffs::Bpffs;
     let pins = Bpffs::new("resolver").expect("bpffs");
     let text = PACK.replace("resolvers: [10.10.0.2, \"fd00:10::2\"]", "resolvers: [127.0.0.1]");
@@ -1001,7 +1048,6 @@ fn a_resolver_on_the_gateway_stays_judged_across_an_adoption() {
     let mut dp = Datapath::load_pinned(PinDir::prepare(&pins.0).expect("pins")).expect("datapath");
     assert!(dp.adopted());
     dp.set_local_addresses(&local_addresses().expect("addresses")).expect("local"); // as a reload does first
-    use egress_common::Reason;
     let before = dp.dns_stats().expect("stats")[DnsStat::QueryTracked as usize];
     let reasons = dp.reason_counts().expect("reasons");
     let frame = Spec::udp(ip(WORKLOAD4), ip("127.0.0.1"), 40000, 53)
@@ -1022,7 +1068,7 @@ fn a_resolver_on_the_gateway_stays_judged_across_an_adoption() {
 
 /// Pins whose live slot never got a pack (an agent that failed before its
 /// first install) are no datapath to adopt: they judge nothing. And an
-/// adopting agent with no pack of its own yet retires no WebGroup bit (it
+/// adopting agent with no pack of its own yet retires no `WebGroup` bit (it
 /// does not know which the adopted pack uses).
 #[test]
 fn only_an_enforcing_datapath_is_adopted_and_its_bits_are_kept() {

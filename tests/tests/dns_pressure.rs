@@ -1,6 +1,6 @@
 //! The learned-address table under pressure: bounded, least recently used
 //! evicted, and the evictions counted (a small table, filled for real by
-//! the DNS program under BPF_PROG_TEST_RUN).
+//! the DNS program under `BPF_PROG_TEST_RUN`).
 
 use std::net::IpAddr;
 
@@ -53,9 +53,9 @@ fn a_full_table_evicts_and_counts() {
         prog.test_run(TestRunOptions { data_in: Some(&frame), ..Default::default() }).expect("run");
     }
     let p = dp.learned_pressure().expect("pressure");
-    assert_eq!(p.capacity, CAPACITY as u64);
+    assert_eq!(p.capacity, u64::from(CAPACITY));
     assert_eq!(p.created, ANSWERS as u64, "every answer created an entry");
-    assert!(p.entries > 0 && p.entries <= CAPACITY as u64, "bounded: {p:?}");
+    assert!(p.entries > 0 && p.entries <= u64::from(CAPACITY), "bounded: {p:?}");
     assert!(p.evicted >= (ANSWERS - CAPACITY as usize) as u64, "evictions counted: {p:?}");
     assert_eq!(p.evicted, p.created - p.entries);
     // The most recent address survives; the first ones were evicted.

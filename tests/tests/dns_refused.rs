@@ -1,5 +1,5 @@
 //! The query filter's REFUSED answer, built in place by the real programs
-//! under BPF_PROG_TEST_RUN: the output frame is checked byte by byte,
+//! under `BPF_PROG_TEST_RUN`: the output frame is checked byte by byte,
 //! checksum included.
 
 use std::net::IpAddr;
@@ -33,7 +33,7 @@ fn ip(s: &str) -> IpAddr {
 /// One's-complement sum of 16-bit words.
 fn sum16(bytes: &[u8], mut acc: u32) -> u32 {
     for c in bytes.chunks(2) {
-        acc += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
     }
     acc
 }

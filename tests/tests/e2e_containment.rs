@@ -1,5 +1,5 @@
 //! The demo's containment lab, end to end: every card, in monitor and in
-//! enforce mode, behaves as the AgentCore reference pack says, and the
+//! enforce mode, behaves as the `AgentCore` reference pack says, and the
 //! HTML report lists every card with its verdict.
 
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! resolver, then a TCP connection, as applications do): addresses are
 //! learned in the kernel before the answer reaches the workload, for that
 //! workload only, for their TTL; the query filter refuses what no permitted
-//! WebGroup covers.
+//! `WebGroup` covers.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
@@ -208,7 +208,7 @@ fn first_connection_after_a_lookup_is_never_dropped() {
     let m = d.agent.metrics().expect("metrics");
     assert!(metric(&m, "egress_dns_events_total{event=\"address_learned\"}") >= FRESH as u64, "{m}");
     assert!(metric(&m, "egress_learned_addresses") >= FRESH as u64, "{m}");
-    assert_eq!(metric(&m, "egress_learned_capacity"), egress_common::MAX_LEARNED as u64);
+    assert_eq!(metric(&m, "egress_learned_capacity"), u64::from(egress_common::MAX_LEARNED));
     assert_eq!(metric(&m, "egress_learned_evictions_total"), 0);
     assert!(metric(&m, "egress_dns_events_total{event=\"query_tracked\"}") >= 2 * FRESH as u64, "{m}");
 }

@@ -12,7 +12,7 @@ use egress_lab::netns::within;
 
 const T: Duration = Duration::from_millis(1500);
 
-const PACK: &str = r#"
+const PACK: &str = r"
 version: 1
 mode: enforce
 smartgroups:
@@ -22,7 +22,7 @@ rules:
   - { name: allow-echo, priority: 20, source: runtime, destination: { cidrs: [203.0.113.10/32] }, protocol: udp, ports: [7777], action: permit, log: false }
   - { name: deny-sink, priority: 30, source: runtime, destination: { cidrs: [203.0.113.20/32] }, protocol: udp, action: deny, log: false }
   - { name: default-deny, priority: 1000, source: runtime, destination: any, action: deny }
-"#;
+";
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().expect("socket address")
@@ -124,11 +124,11 @@ fn counters_and_records_match_what_was_sent() {
 
 #[test]
 fn a_flood_of_denied_flows_is_counted_and_starves_nothing() {
+    const FLOOD: usize = 100_000;
     let lab = Lab::new(&["203.0.113.10", "203.0.113.20"]).expect("lab (run as root)");
     lab.tcp_echo(sa("203.0.113.10:443")).expect("server");
     let agent = AgentProcess::start(&lab, &egress_lab::agent_binary(), PACK).expect("agent");
     let before = scrape(&agent);
-    const FLOOD: usize = 100_000;
     let flood = {
         let lab_ns = lab.workload.name.clone();
         std::thread::spawn(move || {

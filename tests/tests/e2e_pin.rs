@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use egress_agent::datapath::map_names;
 use egress_agent::datapath::{Datapath, pin::PinDir};
+use egress_common::maps;
 use egress_lab::agent::AgentProcess;
 use egress_lab::bpffs::Bpffs;
 use egress_lab::lab::{Lab, web_pack};
@@ -64,8 +64,8 @@ fn the_datapath_outlives_the_agent_and_is_adopted() {
     assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "permitted");
     assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "denied");
     let layout = pins.0.join(format!("v{}", egress_common::LAYOUT_VERSION));
-    for name in map_names() {
-        assert!(layout.join(&name).exists(), "map {name} pinned");
+    for name in maps::all() {
+        assert!(layout.join(name).exists(), "map {name} pinned");
     }
     let ingress = layout.join("links/tc_ingress@lan0");
     assert!(ingress.exists() && layout.join("links/tc_egress@lan0").exists(), "links pinned");
@@ -240,11 +240,12 @@ fn another_layout_is_replaced_and_status_reads_the_pins() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no pinned datapath"));
 }
 
-/// Least privilege: with only CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (no
-/// CAP_SYS_ADMIN: the bpffs is mounted already, as systemd does) the agent
+/// Least privilege: with only `CAP_BPF`, `CAP_NET_ADMIN` and `CAP_PERFMON` (no
+/// `CAP_SYS_ADMIN`: the bpffs is mounted already, as systemd does) the agent
 /// loads, attaches, pins and enforces; its pins are not readable by others.
 #[test]
 fn runs_with_bpf_net_admin_and_perfmon_only() {
+    use std::os::unix::fs::PermissionsExt as _;
     let pins = Bpffs::new("caps").expect("bpffs");
     let pin_dir = pins.arg();
     let lab = Lab::new(&["203.0.113.10", "203.0.113.20"]).expect("lab (run as root)");
@@ -269,7 +270,6 @@ fn runs_with_bpf_net_admin_and_perfmon_only() {
     assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "permitted");
     assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "denied");
     let layout = pins.0.join(format!("v{}", egress_common::LAYOUT_VERSION));
-    use std::os::unix::fs::PermissionsExt as _;
     for dir in [pins.0.clone(), layout.clone(), layout.join("links")] {
         for entry in std::fs::read_dir(&dir).expect("pins").filter_map(Result::ok) {
             let mode = entry.metadata().expect("metadata").permissions().mode();
@@ -325,7 +325,7 @@ fn links_of_an_interface_created_again_are_attached_anew() {
     let ingress = pins.0.join(format!("v{}/links/tc_ingress@d0", egress_common::LAYOUT_VERSION));
     // This bpftool does not decode tcx links; read bpf_link_info directly.
     let link_ifindex =
-        |link: &Path| -> u64 { egress_agent::datapath::pinned_link_ifindex(link).expect("link info") as u64 };
+        |link: &Path| -> u64 { u64::from(egress_agent::datapath::pinned_link_ifindex(link).expect("link info")) };
     let first = ifindex(&name);
     let (dp, ns) = {
         let pack = pack.clone();
@@ -338,7 +338,7 @@ fn links_of_an_interface_created_again_are_attached_anew() {
         .expect("netns");
         (dp, ns)
     };
-    assert_eq!(link_ifindex(&ingress), first as u64, "attached to d0");
+    assert_eq!(link_ifindex(&ingress), u64::from(first), "attached to d0");
     ns.ip(&["link", "del", "d0"]).expect("delete");
     dummy(&ns);
     let second = ifindex(&name);
@@ -351,7 +351,7 @@ fn links_of_an_interface_created_again_are_attached_anew() {
         dp
     })
     .expect("netns");
-    assert_eq!(link_ifindex(&ingress), second as u64, "attached to the new d0");
+    assert_eq!(link_ifindex(&ingress), u64::from(second), "attached to the new d0");
     drop(dp);
     // An adopting agent does the same at attach.
     ns.ip(&["link", "del", "d0"]).expect("delete");
@@ -366,14 +366,14 @@ fn links_of_an_interface_created_again_are_attached_anew() {
         assert_eq!((done.stale, done.new), (2, 2), "stale pins replaced: {done:?}");
     })
     .expect("netns");
-    assert_eq!(link_ifindex(&ingress), third as u64, "attached to the newest d0");
+    assert_eq!(link_ifindex(&ingress), u64::from(third), "attached to the newest d0");
     let out =
         Command::new(egress_lab::agent_binary()).args(["detach", "--pin-dir", &pins.arg()]).output().expect("detach");
     assert!(out.status.success());
 }
 
 /// The programs judge Ethernet frames: an interface of another link type
-/// (here loopback; in the field tun or WireGuard) is refused with the
+/// (here loopback; in the field tun or `WireGuard`) is refused with the
 /// reason, and nothing is attached to it.
 #[test]
 fn a_non_ethernet_interface_is_refused() {

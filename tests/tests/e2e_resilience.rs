@@ -1,5 +1,5 @@
 //! The datapath under disturbance, with continuous traffic from the
-//! workload (testkit::traffic): a long-lived permitted flow, new permitted
+//! workload ([`egress_lab::traffic`]): a long-lived permitted flow, new permitted
 //! connections and denied probes.
 //! - 1,000 swaps alternating between two packs: a flow both permit is never
 //!   dropped, a flow both deny never passes.
@@ -10,6 +10,7 @@
 //! The tests run one at a time (they count system-wide BPF programs and
 //! measure memory).
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
@@ -34,16 +35,17 @@ fn pack(variant: usize) -> String {
     let filler: Vec<usize> = if variant == 0 { (0..40).collect() } else { (0..40).rev().collect() };
     for (k, i) in filler.iter().enumerate() {
         let action = if (i + variant).is_multiple_of(3) { "deny" } else { "permit" };
-        rules.push_str(&format!(
-            "  - {{ name: filler-{variant}-{i}, priority: {}, source: runtime, destination: {{ cidrs: [192.0.2.{}/32] }}, protocol: tcp, ports: [{}], action: {action} }}\n",
+        let _ = writeln!(
+            rules,
+            "  - {{ name: filler-{variant}-{i}, priority: {}, source: runtime, destination: {{ cidrs: [192.0.2.{}/32] }}, protocol: tcp, ports: [{}], action: {action} }}",
             100 + k,
             i + 1,
             8000 + i
-        ));
+        );
     }
     let (third, third_action) = ("203.0.113.30/32", if variant == 0 { "permit" } else { "deny" });
     format!(
-        r#"
+        r"
 version: 1
 mode: enforce
 smartgroups:
@@ -52,7 +54,7 @@ rules:
   - {{ name: allow-web-{variant}, priority: {p1}, source: runtime, destination: {{ cidrs: [203.0.113.10/32] }}, protocol: tcp, ports: [443], action: permit }}
   - {{ name: third-{variant}, priority: {p2}, source: runtime, destination: {{ cidrs: [{third}] }}, action: {third_action} }}
 {rules}  - {{ name: default-deny-{variant}, priority: 1000, source: runtime, destination: any, action: deny }}
-"#,
+",
         p1 = 10 + variant,
         p2 = 20 - variant,
     )
@@ -103,7 +105,7 @@ fn write_policy(path: &Path, text: &str) {
 
 #[test]
 fn no_mixed_decisions_over_1000_swaps() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = lab();
     let dir = std::env::temp_dir().join(format!("egress-swaps-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -138,9 +140,9 @@ fn no_mixed_decisions_over_1000_swaps() {
 /// others load and free their own at any time).
 fn agent_program_count() -> usize {
     let out = Command::new("bpftool").args(["-j", "prog", "show"]).output().expect("bpftool");
-    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-        .map(|v| v.iter().filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("egress_"))).count())
-        .unwrap_or(usize::MAX)
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).map_or(usize::MAX, |v| {
+        v.iter().filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("egress_"))).count()
+    })
 }
 
 /// Waits (up to 10 s) for the agent's program count to be `want`: a killed
@@ -160,15 +162,14 @@ fn agent_programs_settle_at(want: usize) -> usize {
 fn pins_under(dir: &Path) -> usize {
     fn walk(d: &Path) -> usize {
         std::fs::read_dir(d)
-            .map(|e| e.filter_map(Result::ok).map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum())
-            .unwrap_or(0)
+            .map_or(0, |e| e.filter_map(Result::ok).map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum())
     }
     walk(dir)
 }
 
 #[test]
 fn crash_loop_keeps_enforcing_without_leaks() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let pins = Bpffs::new("crash").expect("bpffs");
     let lab = lab();
     let policy = pack(0);
@@ -212,7 +213,7 @@ fn crash_loop_keeps_enforcing_without_leaks() {
 
 #[test]
 fn reload_storm_keeps_memory_flat() {
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let lab = lab();
     let dir = std::env::temp_dir().join(format!("egress-storm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");

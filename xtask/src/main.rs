@@ -4,7 +4,7 @@
 //! - `setup`: makes a fresh machine ready (idempotent, seconds when done).
 //! - `test`: setup, `cargo fmt --check`, clippy with warnings denied, then
 //!   every test of the workspace, the lab's root-only ones included.
-//! - `bench classifier`: BPF_PROG_TEST_RUN cost of the classifier by pack size.
+//! - `bench classifier`: `BPF_PROG_TEST_RUN` cost of the classifier by pack size.
 //! - `bench dns`: cost of learning from a DNS answer, by records.
 //! - `bench swap`: policy change to new pack enforced, by pack size.
 //! - `bench compare`: the agent against iptables and nftables, same traffic.
@@ -28,7 +28,7 @@ struct Cli {
 enum Cmd {
     /// Install what building and testing need: nightly rust-src, bpf-linker, Debian packages.
     Setup,
-    /// Run every test (unit, policy corpus, BPF_PROG_TEST_RUN, end-to-end in network namespaces).
+    /// Run every test (unit, policy corpus, `BPF_PROG_TEST_RUN`, end-to-end in network namespaces).
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -51,7 +51,7 @@ fn main() -> Result<()> {
         Cmd::Setup => setup::run(),
         Cmd::Test { args } => {
             setup::run()?;
-            // lint()?; (turned on once clippy is clean)
+            lint()?;
             // The lab's tests run the agent binary of this profile.
             cargo(&["build", "-p", "egress-agent", "--bins"], &[])?;
             cargo(&["test", "--workspace", "--no-fail-fast"], &args)

@@ -90,8 +90,7 @@ fn bpf_linker_works() -> bool {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+        .is_ok_and(|s| s.success())
 }
 
 fn bpf_linker() -> Result<()> {
@@ -106,7 +105,7 @@ fn bpf_linker() -> Result<()> {
     let rust_lib = nightly_sysroot()?.join("lib");
     let so = std::fs::read_dir(&rust_lib)
         .with_context(|| format!("reading {}", rust_lib.display()))?
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .map(|e| e.path())
         .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so")))
         .with_context(|| format!("no libLLVM.so in {}", rust_lib.display()))?;

@@ -11,7 +11,7 @@ use aya::programs::xdp::XdpLink;
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 
 use super::pin::LinkKind;
-use super::{DNS_PROGRAM, Datapath, DatapathError, EMPTY_PROGRAM, Hook, TC_PROGRAM, XDP_PROGRAM, program_mut};
+use super::{DNS_PROGRAM, Datapath, DatapathError, Hook, TC_PROGRAM, XDP_PROGRAM, program_mut};
 
 /// What [`Datapath::attach`] did on one interface.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -57,6 +57,7 @@ struct InfoAttr {
 /// whose tcx and xdp parts both start with the ifindex (aya does not
 /// expose it).
 pub fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd as _;
     use std::os::fd::{FromRawFd as _, OwnedFd};
     const BPF_OBJ_GET: libc::c_long = 7;
     const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -64,7 +65,6 @@ pub fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
     let fd = super::barrier::bpf(BPF_OBJ_GET, &mut ObjGetAttr { pathname: c.as_ptr() as u64, ..Default::default() })?;
     // SAFETY: the kernel returned a new descriptor that we now own.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    use std::os::fd::AsRawFd as _;
     let mut info = [0u64; 16];
     let mut attr = InfoAttr {
         bpf_fd: fd.as_raw_fd() as u32,
@@ -112,7 +112,7 @@ fn ifindex_of(iface: &str) -> u32 {
     }
 }
 
-fn link_error(e: impl std::fmt::Display) -> DatapathError {
+pub(super) fn link_error(e: impl std::fmt::Display) -> DatapathError {
     DatapathError::Io(std::io::Error::other(e.to_string()))
 }
 
@@ -279,26 +279,5 @@ impl Datapath {
             }
         }
         Ok(Some((running, ours.id())))
-    }
-
-    /// Benchmarks and tests only: attaches the empty program to `iface`'s
-    /// TC ingress and egress, where the judging and learning programs would
-    /// go. Without pins the links go when the datapath is dropped (the
-    /// benchmarks' floor under any TC program); with pins they are pinned
-    /// where this build's would be, a stand-in for another build's programs.
-    pub fn attach_empty(&mut self, iface: &str) -> Result<(), DatapathError> {
-        let prog: &mut SchedClassifier = program_mut(&mut self.ebpf, EMPTY_PROGRAM)?;
-        for (at, kind) in [(TcAttachType::Ingress, LinkKind::TcIngress), (TcAttachType::Egress, LinkKind::TcEgress)] {
-            let id = prog.attach(iface, at).map_err(|e| DatapathError::program(EMPTY_PROGRAM, e))?;
-            if let Some(path) = self.pins.as_ref().map(|p| p.link(iface, kind)) {
-                let link: FdLink = prog
-                    .take_link(id)
-                    .map_err(|e| DatapathError::program(EMPTY_PROGRAM, e))?
-                    .try_into()
-                    .map_err(link_error)?;
-                link.pin(&path).map_err(link_error)?;
-            }
-        }
-        Ok(())
     }
 }

@@ -42,8 +42,9 @@ struct MapElemAttr {
 /// `bpf(2)` with `attr` (a `union bpf_attr` prefix) for `cmd`.
 pub(super) fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a valid, initialised bpf_attr prefix of the given size.
-    let ret =
-        unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T as *mut libc::c_void, std::mem::size_of::<T>()) };
+    let ret = unsafe {
+        libc::syscall(libc::SYS_bpf, cmd, std::ptr::from_mut(attr).cast::<libc::c_void>(), std::mem::size_of::<T>())
+    };
     if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
@@ -89,8 +90,8 @@ impl RcuBarrier {
             BPF_MAP_UPDATE_ELEM,
             &mut MapElemAttr {
                 map_fd: self.outer.as_raw_fd() as u32,
-                key: &key as *const u32 as u64,
-                value: &value as *const u32 as u64,
+                key: (&raw const key) as u64,
+                value: (&raw const value) as u64,
                 ..Default::default()
             },
         )?;

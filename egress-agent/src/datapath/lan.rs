@@ -1,4 +1,4 @@
-//! The LAN interfaces, as the DNS learner knows them (`EGV2_LAN_IFS`): a
+//! The LAN interfaces, as the DNS learner knows them ([`maps::LAN_IFS`]): a
 //! packet that came in on one is a workload's, so a "resolver answer"
 //! arriving there is a forgery and teaches nothing. Except on a LAN
 //! interface that the resolvers are also reached through (one interface
@@ -8,8 +8,10 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
+use egress_common::maps;
+
 use super::local::interface_addresses;
-use super::{Datapath, DatapathError};
+use super::{Datapath, DatapathError, map_mut};
 
 /// The interface traffic to `dst` leaves through, by the source address
 /// the kernel picks for it (no packet is sent).
@@ -22,19 +24,19 @@ fn iface_towards(dst: IpAddr, addrs: &[(String, IpAddr)]) -> Option<String> {
 }
 
 impl Datapath {
-    /// Records `iface` as a LAN interface and updates `EGV2_LAN_IFS`.
+    /// Records `iface` as a LAN interface and updates [`maps::LAN_IFS`].
     pub fn mark_lan(&mut self, iface: &str) -> Result<(), DatapathError> {
         self.lans.insert(iface.to_string());
         self.sync_lan_marks()
     }
 
     /// LAN interfaces that a listed resolver is reached through, left out
-    /// of `EGV2_LAN_IFS` (see the module comment).
+    /// of [`maps::LAN_IFS`] (see the module comment).
     pub fn lans_shared_with_resolvers(&self) -> &BTreeSet<String> {
         &self.lans_shared
     }
 
-    /// Writes `EGV2_LAN_IFS`: every LAN interface but those the live
+    /// Writes [`maps::LAN_IFS`]: every LAN interface but those the live
     /// pack's resolvers (not the gateway's own addresses, whose answers
     /// come from the gateway itself) are reached through. Called on
     /// attach and after every install (the resolvers may have changed).
@@ -66,12 +68,10 @@ impl Datapath {
                 }
             }
         }
-        let map = self.ebpf.map_mut("EGV2_LAN_IFS").ok_or_else(|| DatapathError::MissingMap("EGV2_LAN_IFS".into()))?;
-        let mut marks: aya::maps::HashMap<_, u32, u32> =
-            aya::maps::HashMap::try_from(map).map_err(|e| DatapathError::map("EGV2_LAN_IFS", e))?;
+        let mut marks: aya::maps::HashMap<_, u32, u32> = map_mut(&mut self.ebpf, maps::LAN_IFS)?;
         let have: BTreeSet<u32> = marks.keys().filter_map(Result::ok).collect();
         for ifindex in want.difference(&have) {
-            marks.insert(ifindex, 1, 0).map_err(|e| DatapathError::map("EGV2_LAN_IFS", e))?;
+            marks.insert(ifindex, 1, 0).map_err(|e| DatapathError::map(maps::LAN_IFS, e))?;
         }
         for ifindex in have.difference(&want) {
             let _ = marks.remove(ifindex);

@@ -1,9 +1,9 @@
-//! The agent's lease on DNS learning (`EGV2_AGENT`): renewed every
+//! The agent's lease on DNS learning ([`maps::AGENT`]): renewed every
 //! second by a running agent; past it, names fail closed (see
 //! [`AgentLease`]).
 
 use aya::maps::{Array, MapData};
-use egress_common::{AgentLease, LEASE_NS};
+use egress_common::{AgentLease, LEASE_NS, maps};
 
 use super::{Datapath, DatapathError};
 
@@ -23,19 +23,19 @@ impl Datapath {
         use aya::maps::IterableMap as _;
         use std::os::fd::AsFd as _;
         let fd = self.lease.map().fd().as_fd().try_clone_to_owned()?;
-        let data = MapData::from_fd(fd).map_err(|e| DatapathError::map("EGV2_AGENT", e))?;
-        Ok(Lease(Array::try_from(aya::maps::Map::Array(data)).map_err(|e| DatapathError::map("EGV2_AGENT", e))?))
+        let data = MapData::from_fd(fd).map_err(|e| DatapathError::map(maps::AGENT, e))?;
+        Ok(Lease(Array::try_from(aya::maps::Map::Array(data)).map_err(|e| DatapathError::map(maps::AGENT, e))?))
     }
 
     /// Ends the lease now, as if the agent had been down for [`LEASE_NS`]:
     /// queries to resolvers are refused (query filter `enforce`) and
     /// answers teach nothing until [`Datapath::renew_lease`].
     pub fn release_lease(&mut self) -> Result<(), DatapathError> {
-        self.lease.set(0, AgentLease::default(), 0).map_err(|e| DatapathError::map("EGV2_AGENT", e))
+        self.lease.set(0, AgentLease::default(), 0).map_err(|e| DatapathError::map(maps::AGENT, e))
     }
 }
 
-/// The agent's lease on DNS learning (`EGV2_AGENT`), apart from the
+/// The agent's lease on DNS learning ([`maps::AGENT`]), apart from the
 /// datapath: see [`Datapath::lease_handle`].
 pub struct Lease(Array<MapData, AgentLease>);
 
@@ -49,5 +49,5 @@ impl Lease {
 fn renew(lease: &mut Array<MapData, AgentLease>) -> Result<(), DatapathError> {
     let lease_value =
         AgentLease { until_ns: crate::clock::monotonic_ns() + LEASE_NS, pid: std::process::id(), _pad: 0 };
-    lease.set(0, lease_value, 0).map_err(|e| DatapathError::map("EGV2_AGENT", e))
+    lease.set(0, lease_value, 0).map_err(|e| DatapathError::map(maps::AGENT, e))
 }

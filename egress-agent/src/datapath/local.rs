@@ -6,10 +6,10 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aya::maps::HashMap;
-use egress_common::{FLOW_CACHE_ENTRIES, FlowKey, FlowSlot, FlowValue, FragKey};
+use egress_common::{FLOW_CACHE_ENTRIES, FlowKey, FlowSlot, FlowValue, FragKey, maps};
 
-use super::mapped::MappedArray;
-use super::{Datapath, DatapathError};
+use super::mmap_array::MmapArray;
+use super::{Datapath, DatapathError, map_mut};
 
 /// Every IPv4 and IPv6 address configured on this host's interfaces.
 pub fn local_addresses() -> io::Result<BTreeSet<IpAddr>> {
@@ -20,7 +20,7 @@ pub fn local_addresses() -> io::Result<BTreeSet<IpAddr>> {
 pub fn interface_addresses() -> io::Result<Vec<(String, IpAddr)>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs fills `head` with a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+    if unsafe { libc::getifaddrs(&raw mut head) } != 0 {
         return Err(io::Error::last_os_error());
     }
     let mut out = Vec::new();
@@ -32,8 +32,9 @@ pub fn interface_addresses() -> io::Result<Vec<(String, IpAddr)>> {
             // SAFETY: ifa_name is a NUL-terminated string of the list.
             let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_string_lossy().into_owned();
             // SAFETY: ifa_addr points to a sockaddr of the family it names.
+            #[allow(clippy::cast_ptr_alignment, reason = "getifaddrs aligns each address for its family")]
             let addr = unsafe {
-                match (*ifa.ifa_addr).sa_family as i32 {
+                match i32::from((*ifa.ifa_addr).sa_family) {
                     libc::AF_INET => {
                         let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
                         Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr))))
@@ -56,28 +57,18 @@ pub fn interface_addresses() -> io::Result<Vec<(String, IpAddr)>> {
     Ok(out)
 }
 
-/// An address as the datapath keys it: 16 bytes, IPv4-mapped for IPv4.
-pub fn addr_key(addr: IpAddr) -> [u8; 16] {
-    match addr {
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-        IpAddr::V6(a) => a.octets(),
-    }
-}
-
 impl Datapath {
     /// Drops cached flows and fragment verdicts whose destination is one of
     /// `addrs` (keyed as the datapath keys them), so that their next packet
     /// finds the address is the gateway's.
     pub(super) fn forget_flows_to(&mut self, addrs: &[[u8; 16]]) -> Result<usize, DatapathError> {
         use std::os::fd::AsFd as _;
-        let name = "EGV2_FLOWS";
-        let flows = match self.ebpf.map(name) {
-            Some(aya::maps::Map::Array(data)) => data,
-            _ => return Err(DatapathError::MissingMap(name.into())),
+        let Some(aya::maps::Map::Array(flows)) = self.ebpf.map(maps::FLOWS) else {
+            return Err(DatapathError::MissingMap(maps::FLOWS.into()));
         };
         // The flow cache is an mmapable array: scanned in memory, not with
         // a syscall per way.
-        let mut ways = MappedArray::<FlowSlot>::new(flows.fd().as_fd(), FLOW_CACHE_ENTRIES)?;
+        let mut ways = MmapArray::<FlowSlot>::new(flows.fd().as_fd(), FLOW_CACHE_ENTRIES)?;
         let mut forgotten = 0;
         for i in 0..FLOW_CACHE_ENTRIES {
             let hit =
@@ -86,9 +77,7 @@ impl Datapath {
                 forgotten += 1;
             }
         }
-        let map = self.ebpf.map_mut("EGV2_FRAGS").ok_or_else(|| DatapathError::MissingMap("EGV2_FRAGS".into()))?;
-        let mut frags: HashMap<_, FragKey, FlowValue> =
-            HashMap::try_from(map).map_err(|e| DatapathError::map("EGV2_FRAGS", e))?;
+        let mut frags: HashMap<_, FragKey, FlowValue> = map_mut(&mut self.ebpf, maps::FRAGS)?;
         let gone: Vec<FragKey> = frags.keys().filter_map(Result::ok).filter(|k| addrs.contains(&k.dst)).collect();
         Ok(forgotten + gone.iter().filter(|k| frags.remove(k).is_ok()).count())
     }

@@ -2,7 +2,7 @@
 //! installs compiled packs atomically, attaches to interfaces, and reads
 //! counters, learned addresses and events back.
 //!
-//! Installing a pack: fill the idle slot, write its meta, flip `EGV2_LIVE`
+//! Installing a pack: fill the idle slot, write its meta, flip `LIVE`
 //! with one update (every packet then reads the new slot), then wait one
 //! RCU grace period so that no packet still reads the old slot before it is
 //! refilled.
@@ -10,17 +10,21 @@
 mod attach;
 mod barrier;
 pub mod counters;
+pub mod events;
+#[cfg(feature = "lab")]
+mod lab_hooks;
 mod lan;
 mod lease;
 pub mod local;
-mod mapped;
+mod mmap_array;
 pub mod pin;
-mod read;
+mod readback;
 mod slot;
 mod webgroup_bits;
 
 pub use attach::{Attached, pinned_link_ifindex};
 pub use lease::Lease;
+pub use readback::nul_terminated_text;
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
@@ -28,6 +32,7 @@ use std::net::IpAddr;
 use aya::maps::{Array, MapData};
 use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
+use egress_common::maps;
 use egress_common::{
     AgentLease, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS,
     SlotMeta,
@@ -39,43 +44,6 @@ use egress_policy::compile::{CompiledPack, CompiledRule};
 use egress_policy::model::Mode;
 use pin::PinDir;
 use slot::SlotMaps;
-
-/// Every map of the datapath object (pinned by these names).
-pub fn map_names() -> Vec<String> {
-    let mut names: Vec<String> = [
-        "EGV2_LIVE",
-        "EGV2_STATUS",
-        "EGV2_SLOT_META",
-        "EGV2_FLOWS",
-        "EGV2_FRAGS",
-        "EGV2_REASONS",
-        "EGV2_EVENTS",
-        "EGV2_EVBUDGET",
-        "EGV2_EVSTATS",
-        "EGV2_QUERIES",
-        "EGV2_LEARNED",
-        "EGV2_LNAMES",
-        "EGV2_WEBGROUPS",
-        "EGV2_DNS_STATS",
-        "EGV2_TAILS_TC",
-        "EGV2_TAILS_XDP",
-        "EGV2_SCRATCH",
-        "EGV2_AGENT",
-        "EGV2_LAN_IFS",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for n in 0..2 {
-        for t in [
-            "SRC4", "SRC6", "DST4", "DST6", "PORTS", "SP", "XD", "DEFAULTS", "RULES", "COUNTERS", "LOCAL", "NAMES",
-            "XW", "RESOLV",
-        ] {
-            names.push(format!("EGV2_{t}_{n}"));
-        }
-    }
-    names
-}
 
 /// The datapath object, built from `egress-ebpf` by the build script.
 pub static DATAPATH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egress"));
@@ -138,7 +106,7 @@ pub struct Datapath {
     ebpf: Ebpf,
     live: Array<MapData, LiveState>,
     meta: Array<MapData, SlotMeta>,
-    /// The agent's lease on DNS learning (`EGV2_AGENT`).
+    /// The agent's lease on DNS learning ([`maps::AGENT`]).
     lease: Array<MapData, AgentLease>,
     slots: [SlotMaps; 2],
     installed: [Option<CompiledPack>; 2],
@@ -164,7 +132,7 @@ pub struct Datapath {
     adopted: bool,
     /// The hook the judging program is attached with.
     hook: Hook,
-    /// Mirror of `EGV2_WEBGROUPS`: every WebGroup bit taken, by the live
+    /// Mirror of [`maps::WEBGROUPS`]: every WebGroup bit taken, by the live
     /// pack's groups and by removed groups whose bit is being retired.
     bit_names: std::collections::BTreeMap<u32, String>,
     /// The strip of retired bits running now, if any.
@@ -177,7 +145,7 @@ pub struct Datapath {
 
 impl std::fmt::Debug for Datapath {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Datapath").field("generation", &self.state.generation).finish()
+        f.debug_struct("Datapath").field("generation", &self.state.generation).finish_non_exhaustive()
     }
 }
 
@@ -215,16 +183,15 @@ impl Datapath {
     }
 
     fn load_inner(capacity: u32, pins: Option<PinDir>) -> Result<Self, DatapathError> {
-        let names = map_names();
-        let paths: Vec<(String, std::path::PathBuf)> = match &pins {
-            Some(p) => names.iter().map(|n| (n.clone(), p.map(n))).collect(),
+        let paths: Vec<(&str, std::path::PathBuf)> = match &pins {
+            Some(p) => maps::all().map(|n| (n, p.map(n))).collect(),
             None => Vec::new(),
         };
-        let pinned = pins.as_ref().is_some_and(|p| p.has_datapath());
+        let pinned = pins.as_ref().is_some_and(PinDir::has_datapath);
         let mut loader = EbpfLoader::new();
-        loader.map_max_entries("EGV2_LEARNED", capacity);
+        loader.map_max_entries(maps::LEARNED, capacity);
         for (name, path) in &paths {
-            loader.map_pin_path(name.as_str(), path.as_path());
+            loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(DATAPATH_OBJECT)?;
         for name in [TC_PROGRAM, TC_QUERY_PROGRAM, DNS_PROGRAM, EMPTY_PROGRAM] {
@@ -235,7 +202,7 @@ impl Datapath {
             let xdp: &mut Xdp = program_mut(&mut ebpf, name)?;
             xdp.load().map_err(|e| DatapathError::program(name, e))?;
         }
-        for (tails, name) in [("EGV2_TAILS_TC", TC_QUERY_PROGRAM), ("EGV2_TAILS_XDP", XDP_QUERY_PROGRAM)] {
+        for (tails, name) in [(maps::TAILS_TC, TC_QUERY_PROGRAM), (maps::TAILS_XDP, XDP_QUERY_PROGRAM)] {
             let fd = ebpf
                 .program(name)
                 .ok_or_else(|| DatapathError::MissingProgram(name.into()))?
@@ -248,13 +215,13 @@ impl Datapath {
             array.set(0, &fd, 0).map_err(|e| DatapathError::map(tails, e))?;
         }
         let slots = [SlotMaps::take(&mut ebpf, 0)?, SlotMaps::take(&mut ebpf, 1)?];
-        let live: Array<MapData, LiveState> = take_map(&mut ebpf, "EGV2_LIVE")?;
-        let meta = take_map(&mut ebpf, "EGV2_SLOT_META")?;
-        let lease = take_map(&mut ebpf, "EGV2_AGENT")?;
+        let live: Array<MapData, LiveState> = take_map(&mut ebpf, maps::LIVE)?;
+        let meta = take_map(&mut ebpf, maps::SLOT_META)?;
+        let lease = take_map(&mut ebpf, maps::AGENT)?;
         // A datapath to adopt has a pack in force: pins whose live slot
         // never got one (an agent that failed before its first install)
         // judge nothing, and must not pass for an enforcing datapath.
-        let adopted = pinned && live.get(&0, 0).map_err(|e| DatapathError::map("EGV2_LIVE", e))?.generation != 0;
+        let adopted = pinned && live.get(&0, 0).map_err(|e| DatapathError::map(maps::LIVE, e))?.generation != 0;
         let mut dp = Datapath {
             ebpf,
             live,
@@ -274,7 +241,7 @@ impl Datapath {
             pins,
             adopted,
             hook: Hook::Tc,
-            bit_names: Default::default(),
+            bit_names: std::collections::BTreeMap::default(),
             retiring: None,
             lans: BTreeSet::new(),
             lans_shared: BTreeSet::new(),
@@ -301,15 +268,15 @@ impl Datapath {
     /// zeroed and left unnamed (this agent does not know their rule names);
     /// new rule names get other counters.
     fn adopt(&mut self) -> Result<(), DatapathError> {
-        self.state = self.live.get(&0, 0).map_err(|e| DatapathError::map("EGV2_LIVE", e))?;
+        self.state = self.live.get(&0, 0).map_err(|e| DatapathError::map(maps::LIVE, e))?;
         for slot in 0..2 {
-            let meta = self.meta.get(&(slot as u32), 0).map_err(|e| DatapathError::map("EGV2_SLOT_META", e))?;
+            let meta = self.meta.get(&(slot as u32), 0).map_err(|e| DatapathError::map(maps::SLOT_META, e))?;
             self.slots[slot].adopt()?;
             if meta.generation == 0 {
                 continue;
             }
             let used: HashSet<u32> = self.slots[slot]
-                .rule_infos(meta.implicit_rule as usize + 1)?
+                .rule_infos(meta.implicit_rule as usize + 1)
                 .iter()
                 .map(|r| r.counter)
                 .filter(|&c| c < egress_common::MAX_RULES)
@@ -354,7 +321,7 @@ impl Datapath {
         let idle = (1 - self.state.slot) as usize;
         // The pack two installs back is freed off the swap's path.
         let old = self.installed[idle].take();
-        crate::free::drop_in_background(old);
+        crate::background_drop::drop_in_background(old);
         self.installed_gen[idle] = 0;
         let pack = self.with_counters(pack, idle)?;
         self.slots[idle].fill(&pack, &self.local)?;
@@ -371,7 +338,7 @@ impl Datapath {
             generation,
             implicit_rule: pack.implicit_rule,
             mode: if pack.unjudgeable_mode == Mode::Enforce { MODE_ENFORCE } else { MODE_MONITOR },
-            any_source: pack.any_source as u8,
+            any_source: u8::from(pack.any_source),
             flags,
             query_filter: pack.query_filter,
             _pad: [0; 4],
@@ -379,9 +346,9 @@ impl Datapath {
             max_ttl: pack.max_ttl,
             permit_groups: pack.permit_groups,
         };
-        self.meta.set(idle as u32, meta, 0).map_err(|e| DatapathError::map("EGV2_SLOT_META", e))?;
+        self.meta.set(idle as u32, meta, 0).map_err(|e| DatapathError::map(maps::SLOT_META, e))?;
         let state = LiveState { slot: idle as u32, generation };
-        self.live.set(0, state, 0).map_err(|e| DatapathError::map("EGV2_LIVE", e))?;
+        self.live.set(0, state, 0).map_err(|e| DatapathError::map(maps::LIVE, e))?;
         self.state = state;
         self.installed[idle] = Some(pack);
         self.installed_gen[idle] = generation;
@@ -416,19 +383,10 @@ impl Datapath {
         self.hook
     }
 
-    /// Records what was installed in `EGV2_STATUS` (for `egress-agent status`).
+    /// Records what was installed in [`maps::STATUS`] (for `egress-agent status`).
     pub fn set_status(&mut self, status: &egress_common::PackStatus) -> Result<(), DatapathError> {
-        let map = self.ebpf.map_mut("EGV2_STATUS").ok_or_else(|| DatapathError::MissingMap("EGV2_STATUS".into()))?;
-        let mut array: Array<_, egress_common::PackStatus> =
-            Array::try_from(map).map_err(|e| DatapathError::map("EGV2_STATUS", e))?;
-        array.set(0, *status, 0).map_err(|e| DatapathError::map("EGV2_STATUS", e))
-    }
-
-    /// Benchmarks only: with `false`, packs installed afterwards decide every
-    /// packet afresh (nothing is cached), so repeated runs of one packet
-    /// measure the new-flow path.
-    pub fn set_flow_cache(&mut self, enabled: bool) {
-        self.flow_cache = enabled;
+        let mut array: Array<_, egress_common::PackStatus> = map_mut(&mut self.ebpf, maps::STATUS)?;
+        array.set(0, *status, 0).map_err(|e| DatapathError::map(maps::STATUS, e))
     }
 
     /// The live pack, if one is installed.
@@ -487,7 +445,7 @@ impl Datapath {
     /// just become the gateway's are dropped from the cache (the datapath
     /// looks at the cache before at the gateway's addresses).
     pub fn set_local_addresses(&mut self, addrs: &BTreeSet<IpAddr>) -> Result<(), DatapathError> {
-        self.local = addrs.clone();
+        self.local.clone_from(addrs);
         let live = self.state.slot as usize;
         // After an adoption no pack of this agent's is installed yet: the
         // live slot's own resolvers, so that a resolver on the gateway is
@@ -507,11 +465,8 @@ impl Datapath {
 /// A map's capacity as the kernel created it.
 fn map_capacity(map: &aya::maps::Map) -> u64 {
     use aya::maps::Map;
-    let data = match map {
-        Map::LruHashMap(d) | Map::HashMap(d) => d,
-        _ => return 0,
-    };
-    data.info().map(|i| i.max_entries() as u64).unwrap_or(0)
+    let (Map::LruHashMap(data) | Map::HashMap(data)) = map else { return 0 };
+    data.info().map_or(0, |i| u64::from(i.max_entries()))
 }
 
 fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, DatapathError>
@@ -520,6 +475,24 @@ where
 {
     let prog = ebpf.program_mut(name).ok_or_else(|| DatapathError::MissingProgram(name.to_string()))?;
     prog.try_into().map_err(|e| DatapathError::program(name, e))
+}
+
+/// A map of the loaded object, borrowed as its typed wrapper.
+pub(crate) fn map_mut<'a, T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &'a mut Ebpf,
+    name: &str,
+) -> Result<T, DatapathError> {
+    let map = ebpf.map_mut(name).ok_or_else(|| DatapathError::MissingMap(name.to_string()))?;
+    T::try_from(map).map_err(|e| DatapathError::map(name, e))
+}
+
+/// A map of the loaded object, borrowed read-only as its typed wrapper.
+pub(crate) fn map_ref<'a, T: TryFrom<&'a aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &'a Ebpf,
+    name: &str,
+) -> Result<T, DatapathError> {
+    let map = ebpf.map(name).ok_or_else(|| DatapathError::MissingMap(name.to_string()))?;
+    T::try_from(map).map_err(|e| DatapathError::map(name, e))
 }
 
 /// Takes a map out of the loaded object as its typed wrapper.

@@ -15,6 +15,7 @@ use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use egress_common::LAYOUT_VERSION;
+use egress_common::maps;
 
 /// `statfs` magic of a bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
@@ -72,7 +73,8 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
     // SAFETY: statfs fills the struct we own from a NUL-terminated path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &raw mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(st.f_type as i64 == BPF_FS_MAGIC)
@@ -146,7 +148,7 @@ impl PinDir {
 
     /// Whether a datapath of this layout is pinned here.
     pub fn has_datapath(&self) -> bool {
-        self.map("EGV2_LIVE").exists()
+        self.map(maps::LIVE).exists()
     }
 
     /// Layout directories of other versions found here.
@@ -188,7 +190,7 @@ fn remove_layout(layout: &Path) -> io::Result<usize> {
         for dir in [links.clone(), layout.to_path_buf()] {
             let Ok(entries) = std::fs::read_dir(&dir) else { continue };
             for e in entries.filter_map(Result::ok) {
-                if e.file_type().map(|t| !t.is_dir()).unwrap_or(false) {
+                if e.file_type().is_ok_and(|t| !t.is_dir()) {
                     std::fs::remove_file(e.path())?;
                     removed += 1;
                 }

@@ -17,11 +17,11 @@ use aya::Ebpf;
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::util::nr_cpus;
-use egress_common::{NameKey, RuleCounter, RuleInfo, SpKey, VERDICTS, XdKey, XwKey};
+use egress_common::addr::{addr_key, key_addr};
+use egress_common::{ClassDestKey, ClassWebGroupKey, NameKey, RuleCounter, RuleInfo, SourcePortKey, VERDICTS, maps};
 use ipnet::IpNet;
 
-use super::local::addr_key;
-use super::mapped::MappedArray;
+use super::mmap_array::MmapArray;
 use super::{DatapathError, take_map};
 use egress_policy::compile::CompiledPack;
 
@@ -33,8 +33,9 @@ struct Mirrored<K: aya::Pod, V: aya::Pod> {
 }
 
 impl<K: aya::Pod + Eq + Hash, V: aya::Pod + PartialEq> Mirrored<K, V> {
-    fn new(ebpf: &mut Ebpf, map: &str, name: &'static str) -> Result<Self, DatapathError> {
-        Ok(Mirrored { map: take_map(ebpf, map)?, held: StdHashMap::default(), name })
+    /// Takes the map `name` out of the loaded object.
+    fn new(ebpf: &mut Ebpf, name: &'static str) -> Result<Self, DatapathError> {
+        Ok(Mirrored { map: take_map(ebpf, name)?, held: StdHashMap::default(), name })
     }
 
     /// Takes the map's current kernel contents as the mirror (adoption).
@@ -71,14 +72,18 @@ impl MirroredLpm {
     /// Takes the tries' current kernel contents as the mirror (adoption).
     fn adopt(&mut self) -> Result<(), DatapathError> {
         self.held.clear();
-        for item in self.v4.iter() {
+        for item in &self.v4 {
             let (k, v) = item.map_err(|e| DatapathError::map("prefix", e))?;
-            let net = ipnet::Ipv4Net::new(k.data().into(), k.prefix_len() as u8).map_err(std::io::Error::other)?;
+            let net =
+                ipnet::Ipv4Net::new(k.data().into(), u8::try_from(k.prefix_len()).map_err(std::io::Error::other)?)
+                    .map_err(std::io::Error::other)?;
             self.held.insert(IpNet::V4(net), v);
         }
-        for item in self.v6.iter() {
+        for item in &self.v6 {
             let (k, v) = item.map_err(|e| DatapathError::map("prefix", e))?;
-            let net = ipnet::Ipv6Net::new(k.data().into(), k.prefix_len() as u8).map_err(std::io::Error::other)?;
+            let net =
+                ipnet::Ipv6Net::new(k.data().into(), u8::try_from(k.prefix_len()).map_err(std::io::Error::other)?)
+                    .map_err(std::io::Error::other)?;
             self.held.insert(IpNet::V6(net), v);
         }
         Ok(())
@@ -88,8 +93,8 @@ impl MirroredLpm {
         let stale: Vec<IpNet> = self.held.keys().filter(|k| !want.contains_key(k)).copied().collect();
         for net in stale {
             let res = match net {
-                IpNet::V4(n) => self.v4.remove(&Key::new(n.prefix_len() as u32, n.addr().octets())),
-                IpNet::V6(n) => self.v6.remove(&Key::new(n.prefix_len() as u32, n.addr().octets())),
+                IpNet::V4(n) => self.v4.remove(&Key::new(u32::from(n.prefix_len()), n.addr().octets())),
+                IpNet::V6(n) => self.v6.remove(&Key::new(u32::from(n.prefix_len()), n.addr().octets())),
             };
             res.map_err(|e| DatapathError::map("prefix", e))?;
             self.held.remove(&net);
@@ -99,8 +104,8 @@ impl MirroredLpm {
                 continue;
             }
             let res = match net {
-                IpNet::V4(n) => self.v4.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), class, 0),
-                IpNet::V6(n) => self.v6.insert(&Key::new(n.prefix_len() as u32, n.addr().octets()), class, 0),
+                IpNet::V4(n) => self.v4.insert(&Key::new(u32::from(n.prefix_len()), n.addr().octets()), class, 0),
+                IpNet::V6(n) => self.v6.insert(&Key::new(u32::from(n.prefix_len()), n.addr().octets()), class, 0),
             };
             res.map_err(|e| DatapathError::map("prefix", e))?;
             self.held.insert(*net, *class);
@@ -114,16 +119,17 @@ impl MirroredLpm {
 /// needs re-learning after adoption).
 struct MappedSlotArray<V: aya::Pod> {
     map: Array<MapData, V>,
-    mem: MappedArray<V>,
+    mem: MmapArray<V>,
     name: &'static str,
 }
 
 impl<V: aya::Pod + PartialEq> MappedSlotArray<V> {
-    fn new(ebpf: &mut Ebpf, map: &str, name: &'static str) -> Result<Self, DatapathError> {
-        use std::os::fd::AsFd as _;
-        let array: Array<MapData, V> = take_map(ebpf, map)?;
+    /// Takes the array `name` out of the loaded object and maps its values.
+    fn new(ebpf: &mut Ebpf, name: &'static str) -> Result<Self, DatapathError> {
         use aya::maps::IterableMap as _;
-        let mem = MappedArray::new(array.map().fd().as_fd(), array.len())?;
+        use std::os::fd::AsFd as _;
+        let array: Array<MapData, V> = take_map(ebpf, name)?;
+        let mem = MmapArray::new(array.map().fd().as_fd(), array.len())?;
         Ok(MappedSlotArray { map: array, mem, name })
     }
 
@@ -145,41 +151,41 @@ pub struct SlotMaps {
     src: MirroredLpm,
     dst: MirroredLpm,
     ports: MappedSlotArray<u32>,
-    sp: Mirrored<SpKey, u32>,
-    xd: Mirrored<XdKey, u32>,
+    sp: Mirrored<SourcePortKey, u32>,
+    xd: Mirrored<ClassDestKey, u32>,
     defaults: MappedSlotArray<u32>,
     rules: MappedSlotArray<RuleInfo>,
     names: Mirrored<NameKey, u64>,
-    xw: Mirrored<XwKey, u32>,
+    xw: Mirrored<ClassWebGroupKey, u32>,
     resolvers: Mirrored<[u8; 16], u8>,
     local: Mirrored<[u8; 16], u8>,
     counters: PerCpuArray<MapData, RuleCounter>,
 }
 
 impl SlotMaps {
-    /// Takes slot `n`'s maps out of the loaded object.
-    pub fn take(ebpf: &mut Ebpf, n: u8) -> Result<Self, DatapathError> {
+    /// Takes slot `n`'s maps (0 or 1) out of the loaded object.
+    pub fn take(ebpf: &mut Ebpf, n: usize) -> Result<Self, DatapathError> {
         Ok(SlotMaps {
             src: MirroredLpm {
-                v4: take_map(ebpf, &format!("EGV2_SRC4_{n}"))?,
-                v6: take_map(ebpf, &format!("EGV2_SRC6_{n}"))?,
+                v4: take_map(ebpf, maps::SRC4[n])?,
+                v6: take_map(ebpf, maps::SRC6[n])?,
                 held: StdHashMap::default(),
             },
             dst: MirroredLpm {
-                v4: take_map(ebpf, &format!("EGV2_DST4_{n}"))?,
-                v6: take_map(ebpf, &format!("EGV2_DST6_{n}"))?,
+                v4: take_map(ebpf, maps::DST4[n])?,
+                v6: take_map(ebpf, maps::DST6[n])?,
                 held: StdHashMap::default(),
             },
-            ports: MappedSlotArray::new(ebpf, &format!("EGV2_PORTS_{n}"), "ports")?,
-            sp: Mirrored::new(ebpf, &format!("EGV2_SP_{n}"), "sp")?,
-            xd: Mirrored::new(ebpf, &format!("EGV2_XD_{n}"), "xd")?,
-            defaults: MappedSlotArray::new(ebpf, &format!("EGV2_DEFAULTS_{n}"), "defaults")?,
-            rules: MappedSlotArray::new(ebpf, &format!("EGV2_RULES_{n}"), "rules")?,
-            names: Mirrored::new(ebpf, &format!("EGV2_NAMES_{n}"), "names")?,
-            xw: Mirrored::new(ebpf, &format!("EGV2_XW_{n}"), "xw")?,
-            resolvers: Mirrored::new(ebpf, &format!("EGV2_RESOLV_{n}"), "resolvers")?,
-            local: Mirrored::new(ebpf, &format!("EGV2_LOCAL_{n}"), "local")?,
-            counters: take_map(ebpf, &format!("EGV2_COUNTERS_{n}"))?,
+            ports: MappedSlotArray::new(ebpf, maps::PORTS[n])?,
+            sp: Mirrored::new(ebpf, maps::SOURCE_PORT[n])?,
+            xd: Mirrored::new(ebpf, maps::CLASS_DEST[n])?,
+            defaults: MappedSlotArray::new(ebpf, maps::DEFAULTS[n])?,
+            rules: MappedSlotArray::new(ebpf, maps::RULES[n])?,
+            names: Mirrored::new(ebpf, maps::NAMES[n])?,
+            xw: Mirrored::new(ebpf, maps::CLASS_WEBGROUP[n])?,
+            resolvers: Mirrored::new(ebpf, maps::RESOLVERS[n])?,
+            local: Mirrored::new(ebpf, maps::LOCAL[n])?,
+            counters: take_map(ebpf, maps::COUNTERS[n])?,
         })
     }
 
@@ -218,14 +224,7 @@ impl SlotMaps {
     /// The resolvers this slot holds (from its mirror: right after an
     /// adoption, before any pack of this agent's is installed).
     pub fn resolver_addrs(&self) -> Vec<IpAddr> {
-        self.resolvers
-            .held
-            .keys()
-            .map(|k| match std::net::Ipv6Addr::from(*k).to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(std::net::Ipv6Addr::from(*k)),
-            })
-            .collect()
+        self.resolvers.held.keys().map(|k| key_addr(*k)).collect()
     }
 
     /// Sets the gateway's own addresses, less `resolvers`, at most
@@ -265,8 +264,8 @@ impl SlotMaps {
     }
 
     /// The first `n` entries of the rule table as the kernel holds them.
-    pub fn rule_infos(&self, n: usize) -> Result<Vec<RuleInfo>, DatapathError> {
-        Ok((0..n as u32).map_while(|i| self.rules.mem.get(i)).collect())
+    pub fn rule_infos(&self, n: usize) -> Vec<RuleInfo> {
+        (0..n as u32).map_while(|i| self.rules.mem.get(i)).collect()
     }
 
     /// Kernel memory of each of the slot's maps, from `memlock:` in

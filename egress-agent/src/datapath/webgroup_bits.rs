@@ -1,11 +1,11 @@
-//! WebGroup bits: their names in `EGV2_WEBGROUPS` (read back by an adopting
+//! WebGroup bits: their names in the WebGroup-name table (read back by an adopting
 //! agent), what the next compile must keep, and retiring them. A learned
 //! address carries the bits of the WebGroups it was learned for; a bit
 //! keeps that meaning in the kernel
 //! after its group leaves the pack. Handing the bit to another group at
 //! once would let every address learned for the old group pass the new
 //! group's rules (a revoked group would live on under another name). So a
-//! bit stays taken (its name stays in `EGV2_WEBGROUPS`) until it is
+//! bit stays taken (its name stays in that table) until it is
 //! stripped from every learned entry, on a thread of its own:
 //!
 //! ```text
@@ -22,10 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use egress_common::{LearnKey, LearnValue, WEBGROUP_NAME_LEN, WebGroupName};
+use egress_common::{LearnKey, LearnValue, WEBGROUP_NAME_LEN, WebGroupName, maps};
 
 use super::barrier::RcuBarrier;
-use super::{Datapath, DatapathError};
+use super::readback::nul_terminated_text;
+use super::{Datapath, DatapathError, map_mut};
 use egress_policy::compile::CompiledPack;
 
 /// Passes before giving up on a table that answers keep writing the bits
@@ -46,7 +47,7 @@ pub struct Retiring {
 fn pass(learned: &mut HashMap<MapData, LearnKey, LearnValue>, strip: &AtomicU64) -> Result<u64, DatapathError> {
     // Every key, or an error: a pass cut short must not count as clean.
     let keys: Vec<LearnKey> =
-        learned.keys().collect::<Result<_, _>>().map_err(|e| DatapathError::map("EGV2_LEARNED", e))?;
+        learned.keys().collect::<Result<_, _>>().map_err(|e| DatapathError::map(maps::LEARNED, e))?;
     let mut cleared = 0;
     for key in keys {
         let Ok(mut value) = learned.get(&key, 0) else { continue }; // evicted meanwhile
@@ -59,7 +60,7 @@ fn pass(learned: &mut HashMap<MapData, LearnKey, LearnValue>, strip: &AtomicU64)
         match learned.insert(key, value, 2) {
             Ok(()) => cleared += 1,
             Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(DatapathError::map("EGV2_LEARNED", e)),
+            Err(e) => return Err(DatapathError::map(maps::LEARNED, e)),
         }
     }
     Ok(cleared)
@@ -68,9 +69,9 @@ fn pass(learned: &mut HashMap<MapData, LearnKey, LearnValue>, strip: &AtomicU64)
 impl Retiring {
     /// Starts stripping `bits` from the learned table behind `learned_fd`.
     pub fn start(learned_fd: OwnedFd, barrier: Arc<RcuBarrier>, bits: u64) -> Result<Self, DatapathError> {
-        let data = MapData::from_fd(learned_fd).map_err(|e| DatapathError::map("EGV2_LEARNED", e))?;
+        let data = MapData::from_fd(learned_fd).map_err(|e| DatapathError::map(maps::LEARNED, e))?;
         let mut learned: HashMap<MapData, LearnKey, LearnValue> =
-            HashMap::try_from(Map::LruHashMap(data)).map_err(|e| DatapathError::map("EGV2_LEARNED", e))?;
+            HashMap::try_from(Map::LruHashMap(data)).map_err(|e| DatapathError::map(maps::LEARNED, e))?;
         let bits = Arc::new(AtomicU64::new(bits));
         let strip = bits.clone();
         let job = std::thread::Builder::new().name("egress-retire".into()).spawn(move || {
@@ -111,7 +112,7 @@ impl Retiring {
 }
 
 impl Datapath {
-    /// Names the pack's WebGroup bits in `EGV2_WEBGROUPS` (bits are stable
+    /// Names the pack's WebGroup bits in [`maps::WEBGROUPS`] (bits are stable
     /// across packs, so a name never changes meaning while in use).
     pub(super) fn write_webgroup_names(&mut self, pack: &CompiledPack) -> Result<(), DatapathError> {
         let mut names = self.webgroup_name_table()?;
@@ -121,7 +122,7 @@ impl Datapath {
             // and the reader takes a full buffer without a NUL as it is.
             let n = name.len().min(WEBGROUP_NAME_LEN);
             text[..n].copy_from_slice(&name.as_bytes()[..n]);
-            names.set(*bit, text, 0).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))?;
+            names.set(*bit, text, 0).map_err(|e| DatapathError::map(maps::WEBGROUPS, e))?;
         }
         let mut taken = 0u64;
         for (name, bit) in &pack.webgroup_bits {
@@ -136,20 +137,18 @@ impl Datapath {
     }
 
     fn webgroup_name_table(&mut self) -> Result<Array<&mut MapData, WebGroupName>, DatapathError> {
-        let map =
-            self.ebpf.map_mut("EGV2_WEBGROUPS").ok_or_else(|| DatapathError::MissingMap("EGV2_WEBGROUPS".into()))?;
-        Array::try_from(map).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))
+        map_mut(&mut self.ebpf, maps::WEBGROUPS)
     }
 
-    /// The WebGroup bits named in `EGV2_WEBGROUPS`.
+    /// The WebGroup bits named in [`maps::WEBGROUPS`].
     pub(super) fn read_webgroup_names(&mut self) -> Result<std::collections::BTreeMap<u32, String>, DatapathError> {
         let names = self.webgroup_name_table()?;
         let mut taken = std::collections::BTreeMap::new();
         for bit in 0..egress_common::MAX_WEBGROUPS {
-            let text = names.get(&bit, 0).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))?;
-            let len = text.iter().position(|&b| b == 0).unwrap_or(text.len());
-            if len > 0 {
-                taken.insert(bit, String::from_utf8_lossy(&text[..len]).into_owned());
+            let text = names.get(&bit, 0).map_err(|e| DatapathError::map(maps::WEBGROUPS, e))?;
+            let name = nul_terminated_text(&text);
+            if !name.is_empty() {
+                taken.insert(bit, name);
             }
         }
         Ok(taken)
@@ -187,7 +186,7 @@ impl Datapath {
                 .collect();
             let mut names = self.webgroup_name_table()?;
             for bit in &done {
-                names.set(*bit, [0u8; WEBGROUP_NAME_LEN], 0).map_err(|e| DatapathError::map("EGV2_WEBGROUPS", e))?;
+                names.set(*bit, [0u8; WEBGROUP_NAME_LEN], 0).map_err(|e| DatapathError::map(maps::WEBGROUPS, e))?;
             }
             for bit in done {
                 self.bit_names.remove(&bit);
@@ -197,9 +196,9 @@ impl Datapath {
         let retired = self.bit_names.iter().filter(|(b, n)| unused(b, n)).fold(0u64, |m, (b, _)| m | 1u64 << *b);
         if retired != 0 && self.retiring.is_none() {
             use std::os::fd::AsFd as _;
-            let fd = match self.ebpf.map("EGV2_LEARNED") {
+            let fd = match self.ebpf.map(maps::LEARNED) {
                 Some(aya::maps::Map::LruHashMap(m)) => m.fd().as_fd().try_clone_to_owned()?,
-                _ => return Err(DatapathError::MissingMap("EGV2_LEARNED".into())),
+                _ => return Err(DatapathError::MissingMap(maps::LEARNED.into())),
             };
             self.retiring = Some(Retiring::start(fd, self.barrier.clone(), retired)?);
         }

@@ -9,10 +9,11 @@
 //! size, keeping N old files.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use egress_common::{ACTION_DENY, FAMILY_V4, FlowEvent, MODE_ENFORCE, Reason, Verdict};
+use egress_common::addr::{family_addr, key_addr};
+use egress_common::{ACTION_DENY, FlowEvent, MODE_ENFORCE, Reason, Verdict};
 use serde::Serialize;
 
 use egress_policy::compile::CompiledRule;
@@ -67,22 +68,12 @@ pub fn dns_record(ev: &egress_common::LearnEvent, name: String, webgroups: Vec<S
     DnsRecord {
         ts: humantime::format_rfc3339_millis(wall).to_string(),
         kind: "dns",
-        workload: event_addr(ev.family, ev.workload),
+        workload: family_addr(ev.family, ev.workload),
         name,
-        addresses: ev.addrs[..listed].iter().map(|a| stored_addr(*a)).collect(),
-        addresses_total: ev.count as u32,
+        addresses: ev.addrs[..listed].iter().map(|a| key_addr(*a)).collect(),
+        addresses_total: u32::from(ev.count),
         ttl: ev.ttl_s,
         webgroups,
-    }
-}
-
-/// An address as the datapath stores it without a family beside it: IPv4
-/// mapped (`::ffff:a.b.c.d`) or IPv6.
-pub fn stored_addr(a: [u8; 16]) -> IpAddr {
-    let v6 = Ipv6Addr::from(a);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
     }
 }
 
@@ -99,15 +90,6 @@ pub struct SummaryRecord {
     pub events_suppressed: u64,
     pub lost_since_last: u64,
     pub suppressed_since_last: u64,
-}
-
-/// The address in an event field (IPv4-mapped for IPv4).
-pub fn event_addr(family: u8, bytes: [u8; 16]) -> IpAddr {
-    if family == FAMILY_V4 {
-        IpAddr::V4(Ipv4Addr::new(bytes[12], bytes[13], bytes[14], bytes[15]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(bytes))
-    }
 }
 
 /// The protocol's name in records.
@@ -148,9 +130,9 @@ pub fn record(
         ts: humantime::format_rfc3339_millis(wall).to_string(),
         kind: "flow",
         iface,
-        src: event_addr(ev.family, ev.src),
+        src: family_addr(ev.family, ev.src),
         sport: u16::from_be(ev.sport_be),
-        dst: event_addr(ev.family, ev.dst),
+        dst: family_addr(ev.family, ev.dst),
         dport: u16::from_be(ev.dport_be),
         proto: proto_name(ev.proto),
         rule: name,
@@ -164,7 +146,7 @@ pub fn record(
     }
 }
 
-/// Converts `bpf_ktime_get_ns` (CLOCK_MONOTONIC) to wall-clock time.
+/// Converts `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) to wall-clock time.
 pub fn ktime_to_wall(ktime_ns: u64) -> SystemTime {
     let mono_now = crate::clock::monotonic_ns();
     let now = SystemTime::now();
@@ -248,7 +230,7 @@ impl FlowLog {
         Ok(())
     }
 
-    fn line(&mut self, line: String) -> std::io::Result<()> {
+    fn line(&mut self, line: &str) -> std::io::Result<()> {
         let len = line.len() as u64 + 1;
         if let Some(r) = &self.file
             && r.size > 0
@@ -259,7 +241,7 @@ impl FlowLog {
         // One write for the line and its newline: a failed write (disk
         // full) never leaves a line without its end for the next to join.
         let mut whole = String::with_capacity(line.len() + 1);
-        whole.push_str(&line);
+        whole.push_str(line);
         whole.push('\n');
         self.out.write_all(whole.as_bytes())?;
         self.out.flush()?;
@@ -272,14 +254,14 @@ impl FlowLog {
     /// Writes one record as a JSON line and flushes it.
     pub fn write(&mut self, rec: &impl Serialize) -> std::io::Result<()> {
         let line = serde_json::to_string(rec).map_err(std::io::Error::other)?;
-        self.line(line)
+        self.line(&line)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use egress_common::{ACTION_PERMIT, RuleInfo};
+    use egress_common::{ACTION_PERMIT, FAMILY_V4, RuleInfo};
 
     #[test]
     fn record_has_every_field() {

@@ -1,4 +1,5 @@
-//! Freeing large values (old packs, parse caches) off the swap path.
+//! Dropping large values (old packs, parse caches) on a thread of their own,
+//! off the swap path.
 
 /// Drops `value` on a thread of its own (freeing a large pack takes
 /// milliseconds); in place if no thread can be made (a task limit), rather

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, loaded_maps};
-use egress_common::{LearnKey, LearnValue, MAX_WEBGROUPS, NameText, WebGroupName};
+use egress_common::addr::key_addr;
+use egress_common::{LearnKey, LearnValue, MAX_WEBGROUPS, NameText, WebGroupName, maps};
 
 use crate::clock::monotonic_ns;
-use crate::flowlog::stored_addr;
+use crate::datapath::nul_terminated_text;
 
 /// Errors of reading the learned table.
 #[derive(Debug, thiserror::Error)]
@@ -56,24 +57,19 @@ fn find(name: &'static str, pid: Option<u32>) -> Result<Map, LearnedError> {
     Map::from_map_data(data).map_err(|source| LearnedError::Map { name, source })
 }
 
-pub(crate) fn text(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
 /// Occupancy of the live learned-address table (see [`Pressure`]).
 pub fn read_pressure(pid: Option<u32>, entries: u64) -> Result<Pressure, LearnedError> {
-    let learned = find("EGV2_LEARNED", pid)?;
+    let learned = find(maps::LEARNED, pid)?;
     let capacity = match &learned {
-        Map::LruHashMap(d) => d.info().map(|i| i.max_entries() as u64).unwrap_or(0),
+        Map::LruHashMap(d) => d.info().map_or(0, |i| u64::from(i.max_entries())),
         _ => 0,
     };
-    let stats: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(find("EGV2_DNS_STATS", pid)?)
-        .map_err(|source| LearnedError::Map { name: "EGV2_DNS_STATS", source })?;
+    let stats: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(find(maps::DNS_STATS, pid)?)
+        .map_err(|source| LearnedError::Map { name: maps::DNS_STATS, source })?;
     let created = stats
         .get(&(egress_common::DnsStat::AddressNew as u32), 0)
         .map(|v| v.iter().sum())
-        .map_err(|source| LearnedError::Map { name: "EGV2_DNS_STATS", source })?;
+        .map_err(|source| LearnedError::Map { name: maps::DNS_STATS, source })?;
     let mut p = Pressure::new(entries, created);
     p.capacity = capacity;
     Ok(p)
@@ -82,14 +78,14 @@ pub fn read_pressure(pid: Option<u32>, entries: u64) -> Result<Pressure, Learned
 /// Every learned address, sorted by workload and address, from the newest
 /// datapath or from the one agent process `pid` runs.
 pub fn read_learned(pid: Option<u32>) -> Result<Vec<LearnedEntry>, LearnedError> {
-    let learned: BpfHashMap<_, LearnKey, LearnValue> = BpfHashMap::try_from(find("EGV2_LEARNED", pid)?)
-        .map_err(|source| LearnedError::Map { name: "EGV2_LEARNED", source })?;
-    let names: BpfHashMap<_, u64, NameText> = BpfHashMap::try_from(find("EGV2_LNAMES", pid)?)
-        .map_err(|source| LearnedError::Map { name: "EGV2_LNAMES", source })?;
-    let groups: Array<_, WebGroupName> = Array::try_from(find("EGV2_WEBGROUPS", pid)?)
-        .map_err(|source| LearnedError::Map { name: "EGV2_WEBGROUPS", source })?;
+    let learned: BpfHashMap<_, LearnKey, LearnValue> = BpfHashMap::try_from(find(maps::LEARNED, pid)?)
+        .map_err(|source| LearnedError::Map { name: maps::LEARNED, source })?;
+    let names: BpfHashMap<_, u64, NameText> = BpfHashMap::try_from(find(maps::LEARNED_NAMES, pid)?)
+        .map_err(|source| LearnedError::Map { name: maps::LEARNED_NAMES, source })?;
+    let groups: Array<_, WebGroupName> = Array::try_from(find(maps::WEBGROUPS, pid)?)
+        .map_err(|source| LearnedError::Map { name: maps::WEBGROUPS, source })?;
     let group_names: HashMap<u32, String> = (0..MAX_WEBGROUPS)
-        .filter_map(|b| groups.get(&b, 0).ok().map(|n| (b, text(&n))))
+        .filter_map(|b| groups.get(&b, 0).ok().map(|n| (b, nul_terminated_text(&n))))
         .filter(|(_, n)| !n.is_empty())
         .collect();
     let now = monotonic_ns();
@@ -97,9 +93,9 @@ pub fn read_learned(pid: Option<u32>) -> Result<Vec<LearnedEntry>, LearnedError>
         .iter()
         .filter_map(Result::ok)
         .map(|(k, v)| LearnedEntry {
-            workload: stored_addr(k.workload),
-            addr: stored_addr(k.addr),
-            name: names.get(&v.name_hash, 0).ok().map(|n| text(&n)),
+            workload: key_addr(k.workload),
+            addr: key_addr(k.addr),
+            name: names.get(&v.name_hash, 0).ok().map(|n| nul_terminated_text(&n)),
             webgroups: (0..MAX_WEBGROUPS)
                 .filter(|b| v.groups & (1u64 << b) != 0)
                 .map(|b| group_names.get(&b).cloned().unwrap_or_else(|| format!("#{b}")))
@@ -131,7 +127,7 @@ impl Pressure {
     pub fn new(entries: u64, created: u64) -> Self {
         Pressure {
             entries,
-            capacity: egress_common::MAX_LEARNED as u64,
+            capacity: u64::from(egress_common::MAX_LEARNED),
             created,
             evicted: created.saturating_sub(entries),
         }
@@ -140,17 +136,19 @@ impl Pressure {
 
 /// A table for the terminal.
 pub fn format(entries: &[LearnedEntry]) -> String {
+    use std::fmt::Write as _;
     let mut out = format!("{:<40} {:<40} {:<40} {:<24} {:>8}\n", "WORKLOAD", "ADDRESS", "NAME", "WEBGROUPS", "TTL");
     for e in entries {
-        out.push_str(&format!(
-            "{:<40} {:<40} {:<40} {:<24} {:>7}s\n",
+        let _ = writeln!(
+            out,
+            "{:<40} {:<40} {:<40} {:<24} {:>7}s",
             e.workload.to_string(),
             e.addr.to_string(),
             e.name.as_deref().unwrap_or("?"),
             e.webgroups.join(","),
             e.remaining_s
-        ));
+        );
     }
-    out.push_str(&format!("{} learned address(es)\n", entries.len()));
+    let _ = writeln!(out, "{} learned address(es)", entries.len());
     out
 }

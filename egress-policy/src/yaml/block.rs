@@ -1,22 +1,21 @@
-//! The first path of [`super::yaml::parse`]: a hand-written reader for the
-//! plain block style policies are written in, an order of magnitude faster
-//! than a general YAML parser (a 10,000-rule pack in one file is read in a
-//! few milliseconds, where the parser's event stream alone took ~100).
+//! The block reader: a hand-written reader for the plain block style
+//! policies are written in, reading one line at a time without a general
+//! YAML parser's event stream.
 //!
-//! It reads, one line at a time: block mappings and sequences (including a
-//! mapping that starts on a `- ` line and a sequence written at its key's
-//! indentation), one-line flow collections (`[a, b]`, `{ k: v }`), plain
-//! scalars that fit on their line, quoted scalars without escapes, comments
-//! and a leading `---`. Anything else (tabs, CRLF, escapes, anchors,
-//! aliases, tags, block scalars, multi-line scalars and flow collections,
-//! explicit keys, directives, several documents, text outside ASCII except
-//! in whole-line comments, and every syntax error) returns `None`: the
-//! caller takes the general paths, which have the final word. Tests hold
-//! this reader to the full path's tree on every policy of the repository
-//! and on thousands of mutated ones.
+//! It reads block mappings and sequences (including a mapping that starts
+//! on a `- ` line and a sequence written at its key's indentation),
+//! one-line flow collections (`[a, b]`, `{ k: v }`), plain scalars that
+//! fit on their line, quoted scalars without escapes, comments and a
+//! leading `---`. Anything else (tabs, CRLF, escapes, anchors, aliases,
+//! tags, block scalars, multi-line scalars and flow collections, explicit
+//! keys, directives, several documents, text outside ASCII except in
+//! whole-line comments, and every syntax error) returns `None`: the
+//! dispatcher asks the other readers, and serde-saphyr has the final word.
+//! Tests hold this reader to serde-saphyr's tree on every policy of the
+//! repository and on thousands of mutated ones.
 
-use super::yaml::{Kind, MAX_DEPTH, MAX_NODES, Node};
-use super::yaml_fast::typed;
+use super::node::{Kind, MAX_DEPTH, MAX_NODES, Node};
+use super::scalar::typed;
 
 /// One line that holds something: its number, indentation and text after
 /// the indentation (comment-only and blank lines are dropped).
@@ -34,11 +33,11 @@ struct Reader<'t> {
     depth: usize,
 }
 
-/// The tree of `text`, or `None` where the general paths must decide.
+/// The tree of `text`, or `None` where the other readers must decide.
 pub(crate) fn parse(text: &str) -> Option<Node> {
     let mut r = Reader { lines: lines(text)?, next: 0, nodes: 0, depth: 0 };
     let Some(first) = r.lines.first().copied() else {
-        return Some(Node { line: 1, column: 1, kind: Kind::Null });
+        return Some(Node::empty_document());
     };
     let root = r.block(first)?;
     if r.next != r.lines.len() {
@@ -46,13 +45,13 @@ pub(crate) fn parse(text: &str) -> Option<Node> {
     }
     // A null document is null at its start, whatever spells it.
     Some(match root.kind {
-        Kind::Null => Node { line: 1, column: 1, kind: Kind::Null },
+        Kind::Null => Node::empty_document(),
         _ => root,
     })
 }
 
 /// The lines that hold something, or `None` if the text has what this
-/// reader leaves to the general paths at line level.
+/// reader leaves to the other readers at line level.
 fn lines(text: &str) -> Option<Vec<Line<'_>>> {
     let mut out = Vec::with_capacity(text.len() / 24);
     let mut started = false;
@@ -80,7 +79,7 @@ fn lines(text: &str) -> Option<Vec<Line<'_>>> {
         out.push(Line { no: i + 1, indent, text });
     }
     if started && out.is_empty() {
-        return None; // `---` and nothing: the general paths say what that is
+        return None; // `---` and nothing: the other readers say what that is
     }
     Some(out)
 }
@@ -172,8 +171,8 @@ impl<'t> Reader<'t> {
         }
     }
 
-    /// `read` one level deeper, or `None` past [`MAX_DEPTH`] (the general
-    /// paths decide there).
+    /// `read` one level deeper, or `None` past [`MAX_DEPTH`] (the other
+    /// readers decide there).
     fn deeper<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<T> {
         if self.depth >= MAX_DEPTH {
             return None;
@@ -218,7 +217,7 @@ impl<'t> Reader<'t> {
                 }
             } else {
                 match start_of(rest) {
-                    Start::Item => return None, // `- - a`: left to the general paths
+                    Start::Item => return None, // `- - a`: left to the other readers
                     Start::Entry => self.deeper(|r| r.mapping(line, col))?,
                     Start::Value => {
                         let node = self.inline(line, col)?;
@@ -295,7 +294,7 @@ impl<'t> Reader<'t> {
 
     /// After an item or entry: the next line must not be indented past the
     /// collection at `indent` (a continuation line, which is left to the
-    /// general paths).
+    /// other readers).
     fn ended_at(&self, indent: usize) -> Option<()> {
         match self.peek() {
             Some(next) if next.indent > indent => None,
@@ -441,8 +440,8 @@ fn skip_spaces(b: &[u8], mut i: usize) -> usize {
 fn plain_first_ok(s: &str) -> bool {
     let b = s.as_bytes();
     match b.first() {
-        None => false,
-        Some(
+        None
+        | Some(
             b',' | b'[' | b']' | b'{' | b'}' | b'#' | b'&' | b'*' | b'!' | b'|' | b'>' | b'\'' | b'"' | b'%' | b'@'
             | b'`',
         ) => false,
@@ -458,7 +457,3 @@ fn plain_first_ok(s: &str) -> bool {
 fn plain_block_ok(s: &str) -> bool {
     plain_first_ok(s) && !s.contains(": ") && !s.ends_with(':')
 }
-
-#[cfg(test)]
-#[path = "yaml_block_tests.rs"]
-mod tests;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use egress_common::{AgentLease, HOOK_XDP, LEASE_NS, LearnKey, LearnValue, LiveState, MODE_ENFORCE, PackStatus};
+use egress_common::{AgentLease, HOOK_XDP, LEASE_NS, LearnKey, LearnValue, LiveState, MODE_ENFORCE, PackStatus, maps};
 
 use crate::datapath::pin::PinDir;
 
@@ -51,26 +51,26 @@ pub fn read(dir: &Path) -> Result<Status, StatusError> {
     if !pins.has_datapath() {
         return Err(StatusError::NotPinned(dir.display().to_string()));
     }
-    let pack: PackStatus = first(&pins, "EGV2_STATUS")?;
-    let live: LiveState = first(&pins, "EGV2_LIVE")?;
-    let learned_map = open(&pins, "EGV2_LEARNED")?;
-    let learned_capacity = learned_map.info().map(|i| i.max_entries() as u64).unwrap_or(0);
+    let pack: PackStatus = first(&pins, maps::STATUS)?;
+    let live: LiveState = first(&pins, maps::LIVE)?;
+    let learned_map = open(&pins, maps::LEARNED)?;
+    let learned_capacity = learned_map.info().map_or(0, |i| u64::from(i.max_entries()));
     let learned: HashMap<_, LearnKey, LearnValue> = HashMap::try_from(Map::LruHashMap(learned_map))
-        .map_err(|source| StatusError::Map { map: "EGV2_LEARNED".into(), source })?;
-    let learned = learned.keys().filter(Result::is_ok).count() as u64;
+        .map_err(|source| StatusError::Map { map: maps::LEARNED.into(), source })?;
+    let learned = learned.keys().flatten().count() as u64;
     let mut links: Vec<String> = std::fs::read_dir(pins.links_dir())
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     links.sort();
     let other_layouts = pins.other_layouts().iter().map(|p| p.display().to_string()).collect();
-    let lease: AgentLease = first(&pins, "EGV2_AGENT")?;
+    let lease: AgentLease = first(&pins, maps::AGENT)?;
     let read_at_ns = crate::clock::monotonic_ns();
     Ok(Status { pack, live, links, learned, learned_capacity, other_layouts, lease, read_at_ns })
 }
 
 /// Whether an agent holds the lease, in words.
 fn agent_line(s: &Status) -> String {
-    let secs = |ns: u64| ns as f64 / 1e9;
+    let secs = |ns: u64| std::time::Duration::from_nanos(ns).as_secs_f64();
     if s.read_at_ns <= s.lease.until_ns {
         format!("agent: up (pid {}, lease {:.1} s left)", s.lease.pid, secs(s.lease.until_ns - s.read_at_ns))
     } else if s.lease.until_ns == 0 {
@@ -87,6 +87,7 @@ fn agent_line(s: &Status) -> String {
 
 /// The status in words.
 pub fn format(dir: &Path, s: &Status) -> String {
+    use std::fmt::Write as _;
     let installed = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(s.pack.installed_unix_ns);
     let when = humantime::format_rfc3339_seconds(installed);
     let mode = if s.pack.mode == MODE_ENFORCE { "enforce" } else { "monitor" };
@@ -113,7 +114,7 @@ pub fn format(dir: &Path, s: &Status) -> String {
         agent_line(s),
     );
     for other in &s.other_layouts {
-        out.push_str(&format!("other layout pinned: {other} (the next agent replaces it)\n"));
+        let _ = writeln!(out, "other layout pinned: {other} (the next agent replaces it)");
     }
     out
 }

@@ -1,14 +1,14 @@
-//! The agent's one way of making a pack live: read, validate and compile
-//! the policy off the packet path, then install it in one atomic step.
-//! `run` calls it at start, on SIGHUP and on file changes; `bench swap`
-//! times exactly this code.
+//! The agent's one way of making a pack live ([`Reloader::install`]):
+//! read, validate and compile the policy off the packet path, then install
+//! it in one atomic step. The daemon calls it at start and from its reload
+//! task (file changes, SIGHUP); `bench swap` times exactly this code.
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::datapath::{Datapath, local::local_addresses};
-use egress_policy::{self as policy, compile::compile_stable, model::Pack};
+use egress_policy::{self as policy, compile::compile_stable_with, model::Pack};
 
 /// Why a pack was not installed. The live pack is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
@@ -70,27 +70,61 @@ pub struct Installed {
     pub hash: u64,
 }
 
-/// Loads, validates and compiles the pack at `path` and installs it,
-/// keeping the WebGroup bits of the live pack. The lock is held only while
-/// installing.
-pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, ReloadError> {
-    // One reload at a time (a file change and a SIGHUP may race), so that
-    // WebGroup bits are always derived from the pack that is live.
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let t0 = Instant::now();
-    let (pack, hash) = policy::load_hashed(path)?;
-    let t1 = Instant::now();
-    let previous = {
-        let dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
-        dp.previous()
-    };
-    let compiled = compile_stable(&pack, &previous)
-        .map_err(|source| ReloadError::Compile { file: path.display().to_string(), source })?;
-    let addrs = local_addresses().map_err(ReloadError::LocalAddresses)?;
-    let t2 = Instant::now();
-    let generation = {
-        let mut dp = dp.lock().map_err(|_| ReloadError::Poisoned)?;
+/// The one way a pack becomes live: owns what a reload needs (the
+/// datapath's handle, the policy path, the parse cache). `&mut self`
+/// makes reloads one at a time, so that WebGroup bits are always derived
+/// from the pack that is live. The daemon's reload task owns the one
+/// `Reloader` of a running agent.
+pub struct Reloader {
+    dp: Arc<Mutex<Datapath>>,
+    path: PathBuf,
+    /// What the last load parsed: a reload parses only what changed.
+    cache: policy::ParseCache,
+}
+
+impl Reloader {
+    /// A reloader of the policy at `path` (a file or a directory) into `dp`.
+    pub fn new(dp: Arc<Mutex<Datapath>>, path: PathBuf) -> Self {
+        Reloader { dp, path, cache: policy::ParseCache::new() }
+    }
+
+    /// The policy file or directory reloaded.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads, parses, merges and validates the files.
+    fn load(&mut self) -> Result<(Pack, u64), ReloadError> {
+        let loaded = self.cache.load_hashed(&self.path);
+        // What the last load held and this one no longer needs is freed
+        // off the reload's path.
+        let retired = self.cache.take_retired();
+        if !retired.is_empty() {
+            crate::background_drop::drop_in_background(retired);
+        }
+        Ok(loaded?)
+    }
+
+    /// Loads, validates and compiles the pack and installs it, keeping the
+    /// WebGroup bits of the live pack. The datapath lock is held only while
+    /// installing.
+    pub fn install(&mut self) -> Result<Installed, ReloadError> {
+        let t0 = Instant::now();
+        let (pack, hash) = self.load()?;
+        let t1 = Instant::now();
+        let previous = self.dp.lock().map_err(|_| ReloadError::Poisoned)?.previous();
+        // The name table needs nothing else: a large one is built alongside.
+        let compiled = compile_stable_with(&pack, &previous, |names, tables| {
+            std::thread::scope(|s| {
+                let names = s.spawn(names);
+                let tables = tables();
+                (names.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), tables)
+            })
+        })
+        .map_err(|source| ReloadError::Compile { file: self.path.display().to_string(), source })?;
+        let addrs = local_addresses().map_err(ReloadError::LocalAddresses)?;
+        let t2 = Instant::now();
+        let mut dp = self.dp.lock().map_err(|_| ReloadError::Poisoned)?;
         if addrs.len() > egress_common::MAX_LOCAL_ADDRS as usize {
             tracing::warn!(
                 addresses = addrs.len(),
@@ -102,31 +136,35 @@ pub fn install_from(dp: &Mutex<Datapath>, path: &Path) -> Result<Installed, Relo
         let generation = dp.install(compiled)?;
         // The new pack is enforced from here on; what follows is upkeep.
         let enforced = Instant::now();
-        if let Err(e) = dp.sync_lan_marks() {
-            tracing::warn!("updating the LAN interfaces the DNS learner distrusts: {e}");
-        }
-        // Bits of WebGroups gone are cleared from learned addresses in the
-        // background before any other group may have them.
-        if let Err(e) = dp.retire_webgroup_bits() {
-            tracing::warn!("retiring the bits of removed webgroups (they stay taken; retried): {e}");
-        }
-        // Only informs `status`: a failure here does not undo the install.
-        let status = status_of(&pack, hash, generation, dp.hook());
-        if let Err(e) = dp.set_status(&status) {
-            tracing::warn!("recording the pack's status for `egress-agent status`: {e}");
-        }
-        (generation, enforced)
-    };
-    let (generation, enforced) = generation;
-    let timings = SwapTimings { load: t1 - t0, compile: t2 - t1, install: enforced - t2 };
-    Ok(Installed { pack, generation, timings, hash })
+        upkeep_after_install(&mut dp, &pack, hash, generation);
+        drop(dp);
+        let timings = SwapTimings { load: t1 - t0, compile: t2 - t1, install: enforced - t2 };
+        Ok(Installed { pack, generation, timings, hash })
+    }
+}
+
+/// After a pack is enforced: LAN marks, bit retirement, the status record.
+fn upkeep_after_install(dp: &mut Datapath, pack: &Pack, hash: u64, generation: u32) {
+    if let Err(e) = dp.sync_lan_marks() {
+        tracing::warn!("updating the LAN interfaces the DNS learner distrusts: {e}");
+    }
+    // Bits of WebGroups gone are cleared from learned addresses in the
+    // background before any other group may have them.
+    if let Err(e) = dp.retire_webgroup_bits() {
+        tracing::warn!("retiring the bits of removed webgroups (they stay taken; retried): {e}");
+    }
+    // Only informs `status`: a failure here does not undo the install.
+    let status = status_of(pack, hash, generation, dp.hook());
+    if let Err(e) = dp.set_status(&status) {
+        tracing::warn!("recording the pack's status for `egress-agent status`: {e}");
+    }
 }
 
 /// What `egress-agent status` shows of an installed pack.
 fn status_of(pack: &Pack, hash: u64, generation: u32, hook: crate::datapath::Hook) -> egress_common::PackStatus {
     use egress_policy::model::Mode;
     let installed_unix_ns =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     egress_common::PackStatus {
         generation,
         rules: pack.rules.len() as u32,

@@ -1,8 +1,8 @@
-//! The block reader against the full path: where it answers, it must give
-//! the full path's tree, on real policies and on text mutated to be wrong.
+//! The block reader against serde-saphyr: where it answers, it must give
+//! serde-saphyr's tree, on real policies and on text mutated to be wrong.
 
-use super::super::yaml::parse_full;
-use super::parse;
+use super::block::parse;
+use super::saphyr::parse as parse_full;
 use crate::synth::Rng;
 
 /// Every policy text of the repository, a synthetic pack and odd samples.
@@ -27,7 +27,7 @@ fn texts() -> Vec<(String, String)> {
     texts
 }
 
-/// Shapes the reader must get right (or leave to the full path).
+/// Shapes the reader must get right (or leave to serde-saphyr).
 const SAMPLES: &[&str] = &[
     "a: 1\nb:\nc: [x, 'y''s', \"z\", [1, 2], {k: v, \"q\": 'w'}]\nd: {}\ne: []\n",
     "- a\n- b: 1\n  c: 2\n-\n  - x\n- \n- # note\n  y\n",
@@ -76,7 +76,7 @@ fn agree(name: &str, text: &str) -> bool {
 }
 
 #[test]
-fn agrees_with_the_full_path() {
+fn agrees_with_serde_saphyr() {
     let texts = texts();
     let mut answered = 0;
     for (name, text) in &texts {
@@ -135,7 +135,7 @@ fn mutate(text: &str, rng: &mut Rng) -> String {
 }
 
 #[test]
-fn agrees_with_the_full_path_on_mutated_text() {
+fn agrees_with_serde_saphyr_on_mutated_text() {
     let texts: Vec<_> = texts().into_iter().filter(|(_, t)| t.len() < 8_000).collect();
     let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let (mut tried, mut answered) = (0, 0);

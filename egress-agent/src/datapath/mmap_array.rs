@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// An array map's values, mapped into this process.
-pub struct MappedArray<V> {
+pub struct MmapArray<V> {
     base: *mut u8,
     len: usize,
     /// Bytes from one element to the next (the kernel rounds to 8).
@@ -18,9 +18,9 @@ pub struct MappedArray<V> {
 }
 
 // SAFETY: the mapping is owned by this value and only accessed through &mut.
-unsafe impl<V: Send> Send for MappedArray<V> {}
+unsafe impl<V: Send> Send for MmapArray<V> {}
 
-impl<V: aya::Pod> MappedArray<V> {
+impl<V: aya::Pod> MmapArray<V> {
     /// Maps the `entries` values of the array map `fd`.
     pub fn new(fd: BorrowedFd<'_>, entries: u32) -> io::Result<Self> {
         let stride = std::mem::size_of::<V>().div_ceil(8) * 8;
@@ -42,7 +42,7 @@ impl<V: aya::Pod> MappedArray<V> {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(MappedArray { base: base.cast(), len, stride, entries, _values: PhantomData })
+        Ok(MmapArray { base: base.cast(), len, stride, entries, _values: PhantomData })
     }
 
     /// Element `i`, or `None` past the end.
@@ -64,7 +64,7 @@ impl<V: aya::Pod> MappedArray<V> {
     }
 }
 
-impl<V> Drop for MappedArray<V> {
+impl<V> Drop for MmapArray<V> {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in `new`, once.
         unsafe { libc::munmap(self.base.cast(), self.len) };

@@ -1,0 +1,426 @@
+//! Watching `--policy` for changes and asking the reload task to reload.
+//!
+//! The kernel's file events (inotify, through `notify`) on the policy
+//! directory, or the policy file's directory, non-recursive, plus the
+//! directories the policy's symlinks resolve into: a file renamed into
+//! place, removed, or the `..data` symlink of a Kubernetes `ConfigMap` volume
+//! swapped is a finished change, reloaded at once; in-place writes (a file
+//! created, written, closed) get a short settle ([`SETTLE`] without an
+//! event, at most [`MAX_SETTLE`]) so that a burst is read as one.
+//!
+//! A fingerprint of everything the loader would read (each policy file's
+//! resolved path, size, modification and change times and inode, following
+//! symlinks) is the safety net: polled every [`POLL`], it catches a missed
+//! event (a full event queue) and filesystems without events. The change
+//! time catches a same-size write that keeps the modification time
+//! (`cp -p`, `rsync -t --inplace`); resolved paths change on a `ConfigMap`
+//! swap.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::time::{Duration, Instant, SystemTime};
+
+use egress_policy::is_policy_file_name;
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::{RecursiveMode, Watcher as _};
+
+use super::reload_task::{ReloadRequests, Trigger};
+
+/// How often the fingerprint is compared while file events arrive.
+pub const POLL: Duration = Duration::from_secs(1);
+/// ... and while they cannot be had (no inotify instance or watch left).
+const POLL_WITHOUT_EVENTS: Duration = Duration::from_millis(200);
+/// Quiet time after an in-place write before the reload.
+pub const SETTLE: Duration = Duration::from_millis(8);
+/// A writer that never pauses is reloaded after this long all the same.
+pub const MAX_SETTLE: Duration = Duration::from_millis(250);
+
+/// What the loader would read, as it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(Vec<Entry>);
+
+/// One file: resolved path, size, modification time, change time (s, ns), inode.
+type Entry = (PathBuf, u64, Option<SystemTime>, (i64, i64), u64);
+
+fn entry(path: &Path) -> Option<Entry> {
+    use std::os::unix::fs::MetadataExt as _;
+    let resolved = std::fs::canonicalize(path).ok()?;
+    let meta = std::fs::metadata(&resolved).ok()?;
+    Some((resolved, meta.len(), meta.modified().ok(), (meta.ctime(), meta.ctime_nsec()), meta.ino()))
+}
+
+/// The fingerprint of a policy file or directory (empty if unreadable).
+pub fn fingerprint(path: &Path) -> Fingerprint {
+    let mut out = Vec::new();
+    if path.is_dir() {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(path)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_str().is_some_and(is_policy_file_name))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        out.extend(names.iter().filter_map(|p| entry(p)));
+    } else if let Some(e) = entry(path) {
+        out.push(e);
+    }
+    Fingerprint(out)
+}
+
+/// What wakes the watcher thread.
+enum Wake {
+    Fs(notify::Result<notify::Event>),
+    Stop,
+}
+
+/// How soon an event asks for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Urgency {
+    /// Not about the policy (another file, a read of ours).
+    Ignore,
+    /// A write in place: wait for quiet.
+    Settle,
+    /// A finished change (rename, removal, symlink), or events were lost.
+    Now,
+}
+
+/// The names whose events matter, from the last fingerprint.
+struct Interest {
+    /// `--policy` is a directory.
+    is_dir: bool,
+    /// The directory whose entries are the policy (itself, or the file's),
+    /// resolved: events name paths under the directory watched.
+    base: PathBuf,
+    /// The policy file's name (a file policy).
+    name: Option<std::ffi::OsString>,
+    /// The files the loader reads, resolved.
+    resolved: BTreeSet<PathBuf>,
+}
+
+impl Interest {
+    fn new(policy: &Path, seen: &Fingerprint) -> Self {
+        let absolute = std::path::absolute(policy).unwrap_or_else(|_| policy.to_path_buf());
+        let is_dir = absolute.is_dir();
+        let base =
+            if is_dir { absolute.clone() } else { absolute.parent().map_or(absolute.clone(), Path::to_path_buf) };
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        let name = (!is_dir).then(|| absolute.file_name().map(std::ffi::OsStr::to_os_string)).flatten();
+        Interest { is_dir, base, name, resolved: seen.0.iter().map(|e| e.0.clone()).collect() }
+    }
+
+    /// The directories to watch: the base and those the files resolve into.
+    fn dirs(&self) -> BTreeSet<PathBuf> {
+        let mut dirs: BTreeSet<PathBuf> =
+            self.resolved.iter().filter_map(|p| p.parent().map(Path::to_path_buf)).collect();
+        dirs.insert(self.base.clone());
+        dirs
+    }
+
+    /// Whether an event on `path` may change what the loader reads.
+    fn concerns(&self, path: &Path) -> bool {
+        if self.resolved.contains(path) || path == self.base {
+            return true;
+        }
+        if path.parent() != Some(self.base.as_path()) {
+            return false;
+        }
+        let Some(name) = path.file_name() else { return false };
+        name == "..data"
+            || if self.is_dir {
+                name.to_str().is_some_and(is_policy_file_name)
+            } else {
+                self.name.as_deref() == Some(name)
+            }
+    }
+
+    fn urgency(&self, event: &notify::Result<notify::Event>) -> Urgency {
+        let Ok(event) = event else { return Urgency::Now };
+        if event.need_rescan() {
+            return Urgency::Now;
+        }
+        if !event.paths.iter().any(|p| self.concerns(p)) {
+            return Urgency::Ignore;
+        }
+        match event.kind {
+            // The pair of a rename's `From` and `To`, each reported already.
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => Urgency::Ignore,
+            EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) | EventKind::Any | EventKind::Other => {
+                Urgency::Now
+            }
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) | EventKind::Modify(_) => Urgency::Settle,
+            EventKind::Access(_) => Urgency::Ignore,
+            // A symlink is made whole; a file is then written.
+            EventKind::Create(_) => {
+                if event.paths.iter().any(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink())) {
+                    Urgency::Now
+                } else {
+                    Urgency::Settle
+                }
+            }
+        }
+    }
+}
+
+/// The running watcher; stopped (and its thread joined) on drop.
+pub struct PolicyWatcher {
+    wake: mpsc::Sender<Wake>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for PolicyWatcher {
+    fn drop(&mut self) {
+        let _ = self.wake.send(Wake::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Watches `policy` on a thread of its own and asks `requests` for a
+/// reload on every change from `seen` (the fingerprint taken before the
+/// files were last read, so that an edit made while they were being read
+/// is not missed).
+pub fn spawn(policy: PathBuf, seen: Fingerprint, requests: ReloadRequests) -> std::io::Result<PolicyWatcher> {
+    let (tx, rx) = mpsc::channel();
+    let events = tx.clone();
+    let fs = match notify::recommended_watcher(move |ev| {
+        let _ = events.send(Wake::Fs(ev));
+    }) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("no file events for the policy ({e}): polling it every {POLL_WITHOUT_EVENTS:?}");
+            None
+        }
+    };
+    let interest = Interest::new(&policy, &seen);
+    let mut state = State { policy, seen, requests, interest, fs, watched: BTreeSet::new() };
+    state.rewatch();
+    let thread = std::thread::Builder::new().name("egress-watch".into()).spawn(move || state.run(&rx))?;
+    Ok(PolicyWatcher { wake: tx, thread: Some(thread) })
+}
+
+/// The watcher thread's state.
+struct State {
+    policy: PathBuf,
+    seen: Fingerprint,
+    requests: ReloadRequests,
+    interest: Interest,
+    fs: Option<notify::RecommendedWatcher>,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl State {
+    fn poll_every(&self) -> Duration {
+        if self.fs.is_some() && !self.watched.is_empty() { POLL } else { POLL_WITHOUT_EVENTS }
+    }
+
+    fn run(mut self, rx: &mpsc::Receiver<Wake>) {
+        // First a look: an edit between the first install and now sent no event here.
+        let mut next_poll = Instant::now();
+        loop {
+            let wake = match rx.recv_timeout(next_poll.saturating_duration_since(Instant::now())) {
+                Ok(wake) => wake,
+                Err(RecvTimeoutError::Timeout) => {
+                    if fingerprint(&self.policy) != self.seen {
+                        tracing::info!(policy = %self.policy.display(), "policy changed on disk (seen by polling)");
+                        if !self.fire() {
+                            return;
+                        }
+                    }
+                    next_poll = Instant::now() + self.poll_every();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let Wake::Fs(event) = wake else { return };
+            self.forget_gone_dirs(&event);
+            let urgency = self.interest.urgency(&event);
+            if urgency == Urgency::Ignore {
+                continue;
+            }
+            if !self.gather(rx, urgency) || !self.fire() {
+                return;
+            }
+        }
+    }
+
+    /// After a first event: waits as long as the change needs (for a
+    /// rename, only to take the events already queued; for writes in
+    /// place, until [`SETTLE`] passes without one). `false`: stop.
+    fn gather(&mut self, rx: &mpsc::Receiver<Wake>, mut urgency: Urgency) -> bool {
+        let started = Instant::now();
+        let mut last = started;
+        loop {
+            let wake = if urgency == Urgency::Now {
+                match rx.try_recv() {
+                    Ok(wake) => wake,
+                    Err(TryRecvError::Empty) => return true,
+                    Err(TryRecvError::Disconnected) => return false,
+                }
+            } else {
+                let until = (last + SETTLE).min(started + MAX_SETTLE);
+                match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(wake) => wake,
+                    Err(RecvTimeoutError::Timeout) => return true,
+                    Err(RecvTimeoutError::Disconnected) => return false,
+                }
+            };
+            let Wake::Fs(event) = wake else { return false };
+            self.forget_gone_dirs(&event);
+            match self.interest.urgency(&event) {
+                Urgency::Ignore => {}
+                Urgency::Settle => last = Instant::now(),
+                Urgency::Now => urgency = Urgency::Now,
+            }
+        }
+    }
+
+    /// A watched directory removed or moved: watched anew after the change.
+    fn forget_gone_dirs(&mut self, event: &notify::Result<notify::Event>) {
+        if let Ok(event) = event
+            && matches!(event.kind, EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)))
+        {
+            for p in &event.paths {
+                self.watched.remove(p);
+            }
+        }
+    }
+
+    /// Asks for a reload; the fingerprint is taken first (the reload reads
+    /// after it), and the directories watched follow the files. `false`
+    /// when the reload task has ended.
+    fn fire(&mut self) -> bool {
+        self.seen = fingerprint(&self.policy);
+        if !self.requests.request(Trigger::Files) {
+            return false;
+        }
+        self.interest = Interest::new(&self.policy, &self.seen);
+        self.rewatch();
+        true
+    }
+
+    /// Watches the directories of [`Interest::dirs`], no others.
+    fn rewatch(&mut self) {
+        let Some(fs) = self.fs.as_mut() else { return };
+        let wanted = self.interest.dirs();
+        for gone in self.watched.difference(&wanted) {
+            let _ = fs.unwatch(gone);
+        }
+        self.watched.retain(|d| wanted.contains(d));
+        for dir in wanted.difference(&self.watched.clone()) {
+            match fs.watch(dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(dir.clone());
+                }
+                Err(e) => tracing::debug!(dir = %dir.display(), "watching: {e}"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `mode: monitor` to `mode: enforce` is the same size; with the old
+    /// modification time put back (`cp -p`) only the change time tells.
+    #[test]
+    fn a_same_size_edit_with_the_old_mtime_is_seen() {
+        let dir = std::env::temp_dir().join(format!("egress-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pack.yaml");
+        std::fs::write(&path, "mode: monitor\n").unwrap();
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let before = fingerprint(&path);
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, "mode: enforce\n").unwrap();
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime, "same mtime");
+        assert_ne!(fingerprint(&path), before, "seen all the same");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("egress-watch-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A watcher on `policy` whose requests land in the returned channel.
+    fn watching(policy: &Path) -> (PolicyWatcher, mpsc::Receiver<Trigger>) {
+        let (tx, rx) = mpsc::channel();
+        let watcher = spawn(policy.to_path_buf(), fingerprint(policy), ReloadRequests::from_sender(tx)).unwrap();
+        // Its first look, at the state it was given: nothing to ask.
+        std::thread::sleep(Duration::from_millis(20));
+        (watcher, rx)
+    }
+
+    /// Requests that arrive within `within`, counted after a quiet spell.
+    fn requests(rx: &mpsc::Receiver<Trigger>, within: Duration) -> usize {
+        let mut n = 0;
+        while rx.recv_timeout(if n == 0 { within } else { Duration::from_millis(50) }).is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Renamed into place: asked for at once, once; a temporary file and
+    /// our own reads are not changes.
+    #[test]
+    fn a_rename_is_one_request_without_delay() {
+        let dir = scratch("rename");
+        let policy = dir.join("pack.yaml");
+        std::fs::write(&policy, "mode: monitor\n").unwrap();
+        let (_watcher, rx) = watching(&policy);
+        std::fs::write(dir.join("pack.yaml.tmp"), "mode: enforce\n").unwrap();
+        let t = Instant::now();
+        std::fs::rename(dir.join("pack.yaml.tmp"), &policy).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_millis(500)), Ok(Trigger::Files));
+        assert!(t.elapsed() < POLL / 2, "by event, not by polling: {:?}", t.elapsed());
+        let _ = std::fs::read_to_string(&policy).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not policy").unwrap();
+        assert_eq!(requests(&rx, Duration::from_millis(100)), 0, "one request per change");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Several files written in place, one after the other: one request.
+    #[test]
+    fn a_burst_of_writes_in_place_is_one_request() {
+        let dir = scratch("burst");
+        std::fs::write(dir.join("a.yaml"), "mode: monitor\n").unwrap();
+        let (_watcher, rx) = watching(&dir);
+        for name in ["a.yaml", "b.yaml", "c.yaml"] {
+            std::fs::write(dir.join(name), "rules: []\n").unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(requests(&rx, Duration::from_millis(500)), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The `..data` swap of a `ConfigMap` volume, seen from the directory
+    /// and from a file linked into it.
+    #[test]
+    fn a_configmap_swap_is_a_request() {
+        for file in [false, true] {
+            let dir = scratch(if file { "cm-file" } else { "cm-dir" });
+            std::fs::create_dir_all(dir.join("..a")).unwrap();
+            std::fs::write(dir.join("..a/pack.yaml"), "mode: monitor\n").unwrap();
+            std::os::unix::fs::symlink("..a", dir.join("..data")).unwrap();
+            std::os::unix::fs::symlink("..data/pack.yaml", dir.join("pack.yaml")).unwrap();
+            let (_watcher, rx) = watching(&if file { dir.join("pack.yaml") } else { dir.clone() });
+            std::fs::create_dir_all(dir.join("..b")).unwrap();
+            std::fs::write(dir.join("..b/pack.yaml"), "mode: enforce\n").unwrap();
+            std::os::unix::fs::symlink("..b", dir.join("..data_tmp")).unwrap();
+            std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+            assert_eq!(requests(&rx, Duration::from_millis(500)), 1, "file: {file}");
+            std::fs::remove_dir_all(dir.join("..a")).unwrap();
+            assert_eq!(requests(&rx, Duration::from_millis(100)), 0, "the old version removed, file: {file}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The names of the datapath's maps, in one place: the agent opens, pins and
+//! reports maps by these names.
+//!
+//! Every name starts with `EGV{LAYOUT_VERSION}_`: pins of another layout are
+//! never taken for this one's. The kernel programs name their maps by the
+//! identifiers of their `#[map]` statics (the `#[map]` macro takes only a
+//! literal), which spell the same names; the lab's `map_names` test checks
+//! that the names here are exactly the maps of the built object.
+//!
+//! The pack is double-buffered: every per-slot table is two maps, `{base}_0`
+//! and `{base}_1` (see [`PER_SLOT`]).
+
+/// Layout version of every pinned map. Bumped whenever any type in this
+/// crate changes size or meaning; it is part of every map's name.
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// `[0]`: the live slot and its generation ([`crate::LiveState`]).
+pub const LIVE: &str = "EGV2_LIVE";
+/// `[0]`: what the agent last installed ([`crate::PackStatus`]).
+pub const STATUS: &str = "EGV2_STATUS";
+/// `[0]`: the agent's lease on DNS learning ([`crate::AgentLease`]).
+pub const AGENT: &str = "EGV2_AGENT";
+/// Per slot: [`crate::SlotMeta`].
+pub const SLOT_META: &str = "EGV2_SLOT_META";
+/// The flow cache ([`crate::FlowSlot`] ways).
+pub const FLOWS: &str = "EGV2_FLOWS";
+/// First fragments seen ([`crate::FragKey`] → [`crate::FlowValue`]).
+pub const FRAGS: &str = "EGV2_FRAGS";
+/// Packets per [`crate::Reason`] code (per CPU).
+pub const REASONS: &str = "EGV2_REASONS";
+/// The event ring buffer ([`crate::FlowEvent`], [`crate::LearnEvent`]).
+pub const EVENTS: &str = "EGV2_EVENTS";
+/// Source address → [`crate::EventBudget`].
+pub const EVENT_BUDGET: &str = "EGV2_EVBUDGET";
+/// Events per [`crate::EventStat`] code (per CPU).
+pub const EVENT_STATS: &str = "EGV2_EVSTATS";
+/// Outstanding DNS queries ([`crate::QueryKey`] → [`crate::QueryValue`]).
+pub const QUERIES: &str = "EGV2_QUERIES";
+/// Learned addresses ([`crate::LearnKey`] → [`crate::LearnValue`]).
+pub const LEARNED: &str = "EGV2_LEARNED";
+/// Names that taught addresses, by hash ([`crate::NameText`]).
+pub const LEARNED_NAMES: &str = "EGV2_LNAMES";
+/// WebGroup names by bit ([`crate::WebGroupName`]).
+pub const WEBGROUPS: &str = "EGV2_WEBGROUPS";
+/// DNS counters per [`crate::DnsStat`] code (per CPU).
+pub const DNS_STATS: &str = "EGV2_DNS_STATS";
+/// Tail calls of the TC ingress program.
+pub const TAILS_TC: &str = "EGV2_TAILS_TC";
+/// Tail calls of the XDP program.
+pub const TAILS_XDP: &str = "EGV2_TAILS_XDP";
+/// Per-CPU working memory of the DNS parser.
+pub const SCRATCH: &str = "EGV2_SCRATCH";
+/// The interfaces the agent attached to.
+pub const LAN_IFS: &str = "EGV2_LAN_IFS";
+
+/// Every map shared by both slots.
+pub const SHARED: [&str; 19] = [
+    LIVE,
+    STATUS,
+    SLOT_META,
+    FLOWS,
+    FRAGS,
+    REASONS,
+    EVENTS,
+    EVENT_BUDGET,
+    EVENT_STATS,
+    QUERIES,
+    LEARNED,
+    LEARNED_NAMES,
+    WEBGROUPS,
+    DNS_STATS,
+    TAILS_TC,
+    TAILS_XDP,
+    SCRATCH,
+    AGENT,
+    LAN_IFS,
+];
+
+/// Slots of the double-buffered pack.
+pub const SLOTS: usize = 2;
+
+/// A per-slot table: its map in each slot, indexed by slot.
+pub type SlotNames = [&'static str; SLOTS];
+
+/// Source address (IPv4) → source class.
+pub const SRC4: SlotNames = ["EGV2_SRC4_0", "EGV2_SRC4_1"];
+/// Source address (IPv6) → source class.
+pub const SRC6: SlotNames = ["EGV2_SRC6_0", "EGV2_SRC6_1"];
+/// Destination address (IPv4) → destination class.
+pub const DST4: SlotNames = ["EGV2_DST4_0", "EGV2_DST4_1"];
+/// Destination address (IPv6) → destination class.
+pub const DST6: SlotNames = ["EGV2_DST6_0", "EGV2_DST6_1"];
+/// Protocol and port → port class.
+pub const PORTS: SlotNames = ["EGV2_PORTS_0", "EGV2_PORTS_1"];
+/// [`crate::SourcePortKey`] → combined class.
+pub const SOURCE_PORT: SlotNames = ["EGV2_SP_0", "EGV2_SP_1"];
+/// [`crate::ClassDestKey`] → rule index.
+pub const CLASS_DEST: SlotNames = ["EGV2_XD_0", "EGV2_XD_1"];
+/// Combined class → default rule index.
+pub const DEFAULTS: SlotNames = ["EGV2_DEFAULTS_0", "EGV2_DEFAULTS_1"];
+/// Rule index → [`crate::RuleInfo`].
+pub const RULES: SlotNames = ["EGV2_RULES_0", "EGV2_RULES_1"];
+/// Per-rule, per-verdict [`crate::RuleCounter`]s (per CPU).
+pub const COUNTERS: SlotNames = ["EGV2_COUNTERS_0", "EGV2_COUNTERS_1"];
+/// The gateway's own addresses.
+pub const LOCAL: SlotNames = ["EGV2_LOCAL_0", "EGV2_LOCAL_1"];
+/// [`crate::NameKey`] → WebGroup bits.
+pub const NAMES: SlotNames = ["EGV2_NAMES_0", "EGV2_NAMES_1"];
+/// [`crate::ClassWebGroupKey`] → rule index.
+pub const CLASS_WEBGROUP: SlotNames = ["EGV2_XW_0", "EGV2_XW_1"];
+/// The approved resolvers.
+pub const RESOLVERS: SlotNames = ["EGV2_RESOLV_0", "EGV2_RESOLV_1"];
+
+/// Every per-slot table.
+pub const PER_SLOT: [SlotNames; 14] = [
+    SRC4,
+    SRC6,
+    DST4,
+    DST6,
+    PORTS,
+    SOURCE_PORT,
+    CLASS_DEST,
+    DEFAULTS,
+    RULES,
+    COUNTERS,
+    LOCAL,
+    NAMES,
+    CLASS_WEBGROUP,
+    RESOLVERS,
+];
+
+/// Every map of the datapath: the shared ones, then slot 0's and slot 1's.
+pub fn all() -> impl Iterator<Item = &'static str> {
+    let per_slot = (0..SLOTS).flat_map(|slot| PER_SLOT.iter().map(move |table| table[slot]));
+    SHARED.iter().copied().chain(per_slot)
+}
+
+/// The kernel keeps 15 bytes of a map's name (`BPF_OBJ_NAME_LEN` with its
+/// NUL); the agent finds loaded maps by that name, so none may be longer.
+const KERNEL_NAME_MAX: usize = 15;
+
+/// Whether `name` is `EGV{LAYOUT_VERSION}_` and a tail of at most
+/// [`KERNEL_NAME_MAX`] bytes in all.
+const fn well_formed(name: &str) -> bool {
+    let b = name.as_bytes();
+    if b.len() > KERNEL_NAME_MAX || b.len() < 5 || b[0] != b'E' || b[1] != b'G' || b[2] != b'V' {
+        return false;
+    }
+    let mut version = 0u32;
+    let mut i = 3;
+    while i < b.len() && b[i].is_ascii_digit() {
+        version = version * 10 + (b[i] - b'0') as u32;
+        i += 1;
+    }
+    i > 3 && version == LAYOUT_VERSION && i + 1 < b.len() && b[i] == b'_'
+}
+
+/// Whether the two names of a per-slot table are one base with the
+/// suffixes `_0` and `_1`.
+const fn slot_pair(names: SlotNames) -> bool {
+    let (a, b) = (names[0].as_bytes(), names[1].as_bytes());
+    let n = a.len();
+    if n != b.len() || n < 3 || a[n - 2] != b'_' || a[n - 1] != b'0' || b[n - 1] != b'1' {
+        return false;
+    }
+    let mut i = 0;
+    while i < n - 1 {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < SHARED.len() {
+        assert!(well_formed(SHARED[i]), "a shared map name lacks the layout prefix or is too long");
+        i += 1;
+    }
+    let mut t = 0;
+    while t < PER_SLOT.len() {
+        assert!(slot_pair(PER_SLOT[t]), "a per-slot table's names are not one base with `_0` and `_1`");
+        assert!(well_formed(PER_SLOT[t][0]) && well_formed(PER_SLOT[t][1]), "a per-slot map name is malformed");
+        t += 1;
+    }
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_distinct_and_counted() {
+        let names: [&str; SHARED.len() + SLOTS * PER_SLOT.len()] = {
+            let mut out = [""; SHARED.len() + SLOTS * PER_SLOT.len()];
+            for (o, n) in out.iter_mut().zip(all()) {
+                *o = n;
+            }
+            out
+        };
+        assert_eq!(all().count(), names.len());
+        for (i, a) in names.iter().enumerate() {
+            assert!(names[i + 1..].iter().all(|b| a != b), "{a} twice");
+        }
+    }
+
+    #[test]
+    fn malformed_names_are_caught() {
+        assert!(well_formed("EGV2_LIVE"));
+        assert!(!well_formed("EGV3_LIVE"));
+        assert!(!well_formed("EGV2_"));
+        assert!(!well_formed("EGV2_DEFAULTS_10"));
+        assert!(slot_pair(["EGV2_XW_0", "EGV2_XW_1"]));
+        assert!(!slot_pair(["EGV2_XW_0", "EGV2_XD_1"]));
+    }
+}

@@ -1,0 +1,280 @@
+//! Answers on their way back to a workload: an answer from a listed
+//! resolver to an outstanding query teaches the addresses on the
+//! question's CNAME chain, for the WebGroups whose patterns cover the
+//! question's name, to the workload that asked.
+//!
+//! The records are read whole first (any malformation fails the whole
+//! message); only then is anything learned. Reading a record, learning an
+//! address and sending the answer's event are `bpf_loop` callbacks: each is
+//! verified once, and their frames are their own (the caller's is near the
+//! 512-byte stack); what they need is in the scratch.
+
+use core::ffi::c_void;
+use core::ptr::{addr_of, addr_of_mut};
+
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
+use egress_common::addr::ipv4_mapped;
+use egress_common::{DnsStat, LearnKey, LearnValue, NAME_BUF, QUERY_TIMEOUT_NS, SlotMeta, clamp_ttl};
+
+use super::message::{LoadBytes, agent_up, be16, byte, copy_message, failed, message_span, query_key, scratch, stat};
+use super::name::{name_groups, read_name};
+use crate::maps::{EGV2_LEARNED, EGV2_LNAMES, EGV2_QUERIES, Slot};
+use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
+use crate::scratch::{DONE, FAILED, MAX_CHAIN, MAX_LEARN, RUNNING, Scratch, vget, vset};
+
+/// Answer records examined at most.
+const MAX_RR: usize = 32;
+
+const TYPE_A: u16 = 1;
+const TYPE_CNAME: u16 = 5;
+const TYPE_AAAA: u16 = 28;
+
+/// A packet leaving the LAN interface towards a workload: if it is an
+/// answer from a listed resolver to an outstanding query, learn from it.
+#[inline(always)]
+pub fn on_answer<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) {
+    if (pkt.proto != IPPROTO_UDP && pkt.proto != IPPROTO_TCP) || pkt.sport != 53 || !pkt.has_l4() {
+        return;
+    }
+    if slot.resolvers.get_ptr(pkt.src).is_none() {
+        return;
+    }
+    let (off, len) = match message_span(bytes, pkt) {
+        Ok(Some(span)) => span,
+        Ok(None) => return,
+        Err(e) => {
+            stat(e);
+            return;
+        }
+    };
+    stat(DnsStat::AnswerSeen);
+    if !agent_up() {
+        stat(DnsStat::AgentDown);
+        return;
+    }
+    let Some(s) = scratch() else {
+        return;
+    };
+    if let Err(e) = learn(bytes, slot_idx, meta, pkt, s, off, len) {
+        stat(e);
+    }
+}
+
+/// One answer record: on the question's CNAME chain, a CNAME extends the
+/// chain and an A or AAAA is collected; off the chain, addresses are
+/// counted and ignored. Any malformation fails the whole message.
+extern "C" fn record_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else { return 1 };
+    if index >= s.records.ancount {
+        s.records.status = DONE;
+        return 1;
+    }
+    match record(s) {
+        Ok(()) => 0,
+        Err(e) => {
+            s.records.status = FAILED + e as u64;
+            1
+        }
+    }
+}
+
+#[inline(always)]
+fn record(s: &mut Scratch) -> Result<(), DnsStat> {
+    let len = s.records.len as usize;
+    if s.records.at as usize >= len {
+        // ANCOUNT promises more records than the message holds.
+        return Err(DnsStat::Malformed);
+    }
+    let owner = read_name(s, len, s.records.at as usize, false)?;
+    let fixed = owner.next;
+    if fixed + 10 > len {
+        return Err(DnsStat::Malformed);
+    }
+    let rtype = be16(&s.msg, fixed);
+    let ttl = u32::from_be_bytes([
+        byte(&s.msg, fixed + 4),
+        byte(&s.msg, fixed + 5),
+        byte(&s.msg, fixed + 6),
+        byte(&s.msg, fixed + 7),
+    ]);
+    let rdlen = be16(&s.msg, fixed + 8) as usize;
+    let rdata = fixed + 10;
+    if rdata + rdlen > len {
+        return Err(DnsStat::Malformed);
+    }
+    s.records.at = (rdata + rdlen) as u64;
+    let chain_len = s.records.chain_len as usize;
+    let mut on_chain = false;
+    for c in 0..MAX_CHAIN {
+        if c < chain_len && s.chain[c] == owner.hash {
+            on_chain = true;
+        }
+    }
+    if rtype == TYPE_A || rtype == TYPE_AAAA {
+        let want = if rtype == TYPE_A { 4 } else { 16 };
+        if rdlen != want {
+            return Err(DnsStat::BadRdata);
+        }
+        let found = s.records.found as usize;
+        if !on_chain {
+            stat(DnsStat::OffChain);
+        } else if found < MAX_LEARN {
+            let slot = found & (MAX_LEARN - 1);
+            if rtype == TYPE_A {
+                // The prefix, then the address bytes read straight into
+                // place (reading them first costs the callback more stack).
+                s.addrs[slot] = ipv4_mapped([0; 4]);
+                for b in 0..4 {
+                    s.addrs[slot][12 + b] = byte(&s.msg, rdata + b);
+                }
+            } else {
+                for b in 0..16 {
+                    s.addrs[slot][b] = byte(&s.msg, rdata + b);
+                }
+            }
+            s.ttls[slot] = ttl;
+            s.records.found += 1;
+        }
+    } else if rtype == TYPE_CNAME && on_chain && chain_len < MAX_CHAIN {
+        let target = read_name(s, len, rdata, false)?;
+        s.chain[chain_len & (MAX_CHAIN - 1)] = target.hash;
+        s.records.chain_len += 1;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn learn<B: LoadBytes>(
+    bytes: &B,
+    slot_idx: u32,
+    meta: &SlotMeta,
+    pkt: &Packet,
+    s: &mut Scratch,
+    off: u32,
+    len: usize,
+) -> Result<(), DnsStat> {
+    copy_message(bytes, s, off, len)?;
+    let flags = be16(&s.msg, 2);
+    if flags & 0x8000 == 0 || flags & 0x7800 != 0 || be16(&s.msg, 4) != 1 {
+        return Err(DnsStat::NotDns);
+    }
+    // Only an answer to a query seen leaving for this resolver teaches, once.
+    let key = query_key(&pkt.dst, &pkt.src, pkt.dport, be16(&s.msg, 0), pkt.proto);
+    let Some(query) = EGV2_QUERIES.get_ptr(&key) else {
+        return Err(DnsStat::Unsolicited);
+    };
+    // SAFETY: value pointer from a successful lookup.
+    let query = unsafe { *query };
+    let _ = EGV2_QUERIES.remove(&key);
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(query.sent_ns) > QUERY_TIMEOUT_NS {
+        return Err(DnsStat::Unsolicited);
+    }
+    let name = s.name.as_mut_ptr();
+    for i in 0..NAME_BUF / 8 {
+        // SAFETY: i < 32, 8-byte words of the 256-byte name; volatile so
+        // the walk callback sees them.
+        unsafe { vset(name.add(i * 8).cast::<u64>(), 0) };
+    }
+    let question = read_name(s, len, 12, true)?;
+    if question.next + 4 > len {
+        return Err(DnsStat::Malformed);
+    }
+    let qtype = be16(&s.msg, question.next);
+    if question.hash != query.name_hash || qtype != query.qtype {
+        return Err(DnsStat::QuestionMismatch);
+    }
+    if flags & 0x000f != 0 {
+        return Err(DnsStat::NoAnswer);
+    }
+    let groups = name_groups(slot_idx, s, question.len);
+    if groups == 0 {
+        return Err(DnsStat::NoWebGroup);
+    }
+    let ancount = u64::from(be16(&s.msg, 6));
+    if ancount > MAX_RR as u64 {
+        return Err(DnsStat::Malformed);
+    }
+    // Pass 1: read every answer record; collect on-chain addresses.
+    let r = &raw mut s.records;
+    // SAFETY: as in `read_name`: volatile hand-over through the scratch.
+    let (status, found) = unsafe {
+        vset(addr_of_mut!(s.chain[0]), question.hash);
+        vset(addr_of_mut!((*r).len), len as u64);
+        vset(addr_of_mut!((*r).at), (question.next + 4) as u64);
+        vset(addr_of_mut!((*r).chain_len), 1);
+        vset(addr_of_mut!((*r).found), 0);
+        vset(addr_of_mut!((*r).status), RUNNING);
+        vset(addr_of_mut!((*r).ancount), ancount);
+        bpf_loop(MAX_RR as u32 + 1, record_step as *mut c_void, core::ptr::null_mut(), 0);
+        (vget(addr_of!((*r).status)), vget(addr_of!((*r).found)))
+    };
+    match status {
+        DONE => {}
+        code => return Err(failed(code).unwrap_or(DnsStat::Malformed)),
+    }
+    let found = found as usize;
+    if found == 0 {
+        return Err(DnsStat::NoAnswer);
+    }
+    // Pass 2: the whole answer section parsed; learn. Each address is
+    // learned in a `bpf_loop` callback, and the answer's event sent from
+    // another: their frames are their own (this one is near the 512-byte
+    // stack), and what they need is in the scratch.
+    let _ = EGV2_LNAMES.insert(&question.hash, &s.name, 0);
+    let r = addr_of_mut!(s.report);
+    // SAFETY: fields of the per-CPU scratch; volatile so the callbacks see them.
+    unsafe {
+        let w = addr_of_mut!((*r).workload).cast::<u8>();
+        for b in 0..16 {
+            vset(w.add(b), pkt.dst[b]);
+        }
+        vset(addr_of_mut!((*r).groups), groups);
+        vset(addr_of_mut!((*r).name_hash), question.hash);
+        vset(addr_of_mut!((*r).found), found as u32);
+        vset(addr_of_mut!((*r).min_ttl), meta.min_ttl);
+        vset(addr_of_mut!((*r).max_ttl), meta.max_ttl);
+        vset(addr_of_mut!((*r).family), u32::from(pkt.family));
+        vset(addr_of_mut!((*r).now), now);
+        bpf_loop(MAX_LEARN as u32, learn_step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_loop(1, report_step as *mut c_void, core::ptr::null_mut(), 0);
+    }
+    Ok(())
+}
+
+/// Sends the event of what an answer taught (see [`Report`]).
+extern "C" fn report_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    if let Some(s) = scratch() {
+        crate::events::report_learn(s);
+    }
+    1
+}
+
+/// Learns address `index` of the answer (see [`Report`]); stops past the last.
+extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else { return 1 };
+    let i = index as usize;
+    if i >= MAX_LEARN || i as u32 >= s.report.found {
+        return 1;
+    }
+    let r = &s.report;
+    let ttl = clamp_ttl(s.ttls[i], r.min_ttl, r.max_ttl);
+    let key = LearnKey { workload: r.workload, addr: s.addrs[i] };
+    let mut value =
+        LearnValue { groups: r.groups, expires_ns: r.now + u64::from(ttl) * 1_000_000_000, name_hash: r.name_hash };
+    match EGV2_LEARNED.get_ptr(&key) {
+        Some(old) => {
+            // SAFETY: value pointer from a successful lookup.
+            let old = unsafe { *old };
+            if old.expires_ns > r.now {
+                value.groups |= old.groups;
+                value.expires_ns = value.expires_ns.max(old.expires_ns);
+            }
+        }
+        None => stat(DnsStat::AddressNew),
+    }
+    let _ = EGV2_LEARNED.insert(&key, &value, 0);
+    stat(DnsStat::AddressLearned);
+    0
+}

@@ -1,0 +1,28 @@
+//! DNS in the datapath: queries leaving a workload for a listed resolver
+//! are recorded (and filtered); answers on their way back teach the
+//! addresses of the question's name, for the workload that asked, before the
+//! answer is forwarded.
+//!
+//! The message is copied into a per-CPU scratch buffer and parsed there with
+//! masked indices. Names are compared in full (lowercased, right-aligned in
+//! a 256-byte key), never by hash alone; the hash only ties an answer to the
+//! question that was asked and tracks the CNAME chain inside one message.
+//!
+//! Modules, each using only those listed before it:
+//! - `message`: the message's place in the packet, its copy, masked reads,
+//!   the DNS counters, the agent's lease;
+//! - `name`: reading a name, and the WebGroups covering it;
+//! - `refuse`: turning a refused query around into a REFUSED answer;
+//! - `query`: recording and filtering queries;
+//! - `answer`: learning from answers.
+
+mod answer;
+mod message;
+mod name;
+mod query;
+mod refuse;
+
+pub use answer::on_answer;
+pub use message::{LoadBytes, stat};
+pub use query::{QueryAction, on_query};
+pub use refuse::{csum_fold_words, refuse_in_place};

@@ -1,0 +1,206 @@
+//! Names: reading one from the message (one byte a `bpf_loop` step,
+//! following compression pointers), and the WebGroups whose patterns cover
+//! it (a scan over its suffixes, one byte a step). Both callbacks are
+//! verified once, whatever calls them.
+
+use core::ffi::c_void;
+use core::ptr::{addr_of, addr_of_mut};
+
+use aya_ebpf::helpers::bpf_loop;
+use egress_common::{DnsStat, FNV_OFFSET, NAME_ANY_DEPTH, NAME_BUF, NAME_EXACT, NAME_ONE_LABEL, NameKey, fnv1a_step};
+
+use super::message::{byte, failed, scratch};
+use crate::maps::{SLOT0, SLOT1, Slot};
+use crate::scratch::{DONE, FAILED, RUNNING, Scratch, Walk, vget, vset};
+
+/// Iterations of the name loop: 253 characters, 127 length bytes, pointers.
+const NAME_STEPS: usize = 400;
+/// Compression pointers followed in one name at most.
+const MAX_POINTERS: u32 = 16;
+
+/// A name read from the message.
+#[derive(Clone, Copy)]
+pub struct Name {
+    /// Text length (copied names only).
+    pub len: usize,
+    /// Offset just after the name where it started.
+    pub next: usize,
+    /// FNV-1a of the lowercase dotted name.
+    pub hash: u64,
+}
+
+/// One step of a name walk: one character, length byte or pointer.
+extern "C" fn name_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else { return 1 };
+    let w = &mut s.walk;
+    let fail = |w: &mut Walk, e: DnsStat| {
+        w.status = FAILED + e as u64;
+        1
+    };
+    if w.pos >= w.len {
+        // The name runs off the end: no root label.
+        return fail(w, DnsStat::BadName);
+    }
+    let b = byte(&s.msg, w.pos as usize);
+    if w.label_left > 0 {
+        let c = if b.is_ascii_uppercase() { b + 32 } else { b };
+        if w.copy != 0 {
+            // SAFETY: masked index; olen stays below 253 (checked per label).
+            unsafe { *s.name.get_unchecked_mut((w.olen as usize) & 0xff) = c };
+        }
+        w.hash = fnv1a_step(w.hash, c);
+        w.olen += 1;
+        w.label_left -= 1;
+        w.pos += 1;
+        return 0;
+    }
+    if b == 0 {
+        if w.jumped == 0 {
+            w.next = w.pos + 1;
+        }
+        w.status = DONE;
+        return 1;
+    }
+    if b & 0xc0 == 0xc0 {
+        if w.pos + 1 >= w.len {
+            return fail(w, DnsStat::BadPointer);
+        }
+        // Pointers must go strictly before everything read for this name:
+        // no loops, no forward or self pointers, never past the end.
+        let target = (u64::from(b & 0x3f) << 8) | u64::from(byte(&s.msg, w.pos as usize + 1));
+        w.pointers += 1;
+        if target >= w.lowest || w.pointers > u64::from(MAX_POINTERS) {
+            return fail(w, DnsStat::BadPointer);
+        }
+        if w.jumped == 0 {
+            w.next = w.pos + 2;
+            w.jumped = 1;
+        }
+        w.lowest = target;
+        w.pos = target;
+        return 0;
+    }
+    if b & 0xc0 != 0 {
+        // 64..=191: labels over 63 bytes and extended label types.
+        return fail(w, DnsStat::BadName);
+    }
+    if w.olen != 0 {
+        if w.copy != 0 {
+            // SAFETY: masked index.
+            unsafe { *s.name.get_unchecked_mut((w.olen as usize) & 0xff) = b'.' };
+        }
+        w.hash = fnv1a_step(w.hash, b'.');
+        w.olen += 1;
+    }
+    if w.olen + u64::from(b) > (NAME_BUF - 3) as u64 {
+        return fail(w, DnsStat::BadName);
+    }
+    w.label_left = u64::from(b);
+    w.pos += 1;
+    0
+}
+
+/// Reads the name at `start`, following compression pointers. With `copy`,
+/// writes the lowercase dotted name into `s.name`.
+#[inline(always)]
+pub fn read_name(s: &mut Scratch, len: usize, start: usize, copy: bool) -> Result<Name, DnsStat> {
+    let w = &raw mut s.walk;
+    // SAFETY: `w` points into the per-CPU scratch; the callback only
+    // touches the scratch (see `crate::scratch` on the hand-over).
+    let (status, olen, next, hash) = unsafe {
+        vset(addr_of_mut!((*w).len), len as u64);
+        vset(addr_of_mut!((*w).pos), start as u64);
+        vset(addr_of_mut!((*w).lowest), start as u64);
+        vset(addr_of_mut!((*w).next), 0);
+        vset(addr_of_mut!((*w).label_left), 0);
+        vset(addr_of_mut!((*w).olen), 0);
+        vset(addr_of_mut!((*w).hash), FNV_OFFSET);
+        vset(addr_of_mut!((*w).pointers), 0);
+        vset(addr_of_mut!((*w).jumped), 0);
+        vset(addr_of_mut!((*w).copy), u64::from(copy));
+        vset(addr_of_mut!((*w).status), RUNNING);
+        bpf_loop(NAME_STEPS as u32, name_step as *mut c_void, core::ptr::null_mut(), 0);
+        (vget(addr_of!((*w).status)), vget(addr_of!((*w).olen)), vget(addr_of!((*w).next)), vget(addr_of!((*w).hash)))
+    };
+    match status {
+        DONE => Ok(Name { len: olen as usize, next: next as usize, hash }),
+        code => Err(failed(code).unwrap_or(DnsStat::BadName)),
+    }
+}
+
+/// One step of the suffix scan: zero one byte of the key; at a dot, the
+/// key holds the next suffix: look it up as `*.` (first only) and `**.`.
+extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else { return 1 };
+    let i = s.scan.i as usize;
+    if i >= NAME_BUF {
+        return 1;
+    }
+    // SAFETY: masked index.
+    let c = unsafe { *s.key.get_unchecked(i & 0xff) };
+    // SAFETY: masked index.
+    unsafe { *s.key.get_unchecked_mut(i & 0xff) = 0 };
+    s.scan.i += 1;
+    if c == b'.' {
+        let slot = if s.scan.slot == 0 { &SLOT0 } else { &SLOT1 };
+        s.scan.labels += 1;
+        if s.scan.labels == 1 {
+            s.key[0] = NAME_ONE_LABEL;
+            s.scan.groups |= lookup(slot, &s.key);
+        }
+        s.key[0] = NAME_ANY_DEPTH;
+        s.scan.groups |= lookup(slot, &s.key);
+    }
+    0
+}
+
+/// The WebGroups whose patterns cover the name in `s.name[..len]`: the name
+/// itself, its suffix after one label for `*.`, every suffix for `**.`.
+#[inline(always)]
+pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
+    if len == 0 || len > NAME_BUF - 3 {
+        return 0;
+    }
+    // The scan callback reads the key: write it with volatile stores so
+    // that none is deferred past the `bpf_loop` call.
+    let key = s.key.as_mut_ptr();
+    for i in 0..NAME_BUF / 8 {
+        // SAFETY: i < 32, 8-byte words inside the 256-byte key (the
+        // scratch is 8-aligned and the key at an offset of 8s).
+        unsafe { core::ptr::write_volatile(key.add(i * 8).cast::<u64>(), 0) };
+    }
+    let first = NAME_BUF - len;
+    for i in 0..NAME_BUF - 3 {
+        if i >= len {
+            break;
+        }
+        // SAFETY: masked indices inside both 256-byte buffers.
+        unsafe { core::ptr::write_volatile(key.add((first + i) & 0xff), *s.name.get_unchecked(i & 0xff)) };
+    }
+    // SAFETY: index 0 of the key.
+    unsafe { core::ptr::write_volatile(key, NAME_EXACT) };
+    let slot = if slot_idx == 0 { &SLOT0 } else { &SLOT1 };
+    let exact = lookup(slot, &s.key);
+    let scan = &raw mut s.scan;
+    // SAFETY: as in `read_name`: volatile hand-over through the scratch.
+    unsafe {
+        vset(addr_of_mut!((*scan).i), first as u64);
+        vset(addr_of_mut!((*scan).labels), 0);
+        vset(addr_of_mut!((*scan).groups), exact);
+        vset(addr_of_mut!((*scan).slot), u64::from(slot_idx));
+        bpf_loop(NAME_BUF as u32, scan_step as *mut c_void, core::ptr::null_mut(), 0);
+        vget(addr_of!((*scan).groups))
+    }
+}
+
+/// The WebGroup bits of one name-table key in `slot`, 0 if absent.
+#[inline(always)]
+fn lookup(slot: &Slot, key: &[u8; NAME_BUF]) -> u64 {
+    // SAFETY: NameKey is a repr(C) wrapper of the same 256 bytes.
+    let key = unsafe { &*core::ptr::from_ref(key).cast::<NameKey>() };
+    match slot.names.get_ptr(key) {
+        // SAFETY: value pointer from a successful lookup.
+        Some(v) => unsafe { *v },
+        None => 0,
+    }
+}

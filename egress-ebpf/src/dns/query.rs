@@ -1,0 +1,104 @@
+//! Queries leaving a workload for a listed resolver: recorded, so that
+//! only an answer to one teaches, and filtered (the query filter lets
+//! through names of WebGroups that `permit` rules use).
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use egress_common::{DnsStat, QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QueryValue, SlotMeta};
+
+use super::message::{LoadBytes, agent_up, be16, copy_message, message_span, query_key, scratch, stat};
+use super::name::{name_groups, read_name};
+use crate::maps::{EGV2_QUERIES, Slot};
+use crate::parse::{IPPROTO_UDP, Packet};
+
+/// What to do with a query.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum QueryAction {
+    /// Let it go to the resolver.
+    Forward,
+    /// The query filter refuses it: answer REFUSED ([`super::refuse_in_place`]).
+    Refuse,
+    /// Drop it (refused, and it cannot be answered: DNS over TCP).
+    Drop,
+}
+
+/// A permitted packet to port 53: record the query if it goes to a listed
+/// resolver, and apply the query filter.
+#[inline(always)]
+pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> QueryAction {
+    if slot.resolvers.get_ptr(pkt.dst).is_none() {
+        return QueryAction::Forward;
+    }
+    let Some(s) = scratch() else {
+        return QueryAction::Forward;
+    };
+    let (off, len) = match message_span(bytes, pkt) {
+        Ok(Some(span)) => span,
+        Ok(None) => return QueryAction::Forward,
+        Err(e) => return unreadable(meta, e),
+    };
+    if let Err(e) = copy_message(bytes, s, off, len) {
+        return unreadable(meta, e);
+    }
+    let flags = be16(&s.msg, 2);
+    if flags & 0x8000 != 0 || flags & 0x7800 != 0 || be16(&s.msg, 4) != 1 {
+        return unreadable(meta, DnsStat::NotDns);
+    }
+    let name = match read_name(s, len, 12, true) {
+        Ok(n) => n,
+        Err(e) => return unreadable(meta, e),
+    };
+    if !agent_up() {
+        // Fail closed: with no agent to vouch for it, no lookup is learned.
+        stat(DnsStat::AgentDown);
+        return match meta.query_filter {
+            QUERY_FILTER_ENFORCE => refusal(pkt),
+            _ => QueryAction::Forward,
+        };
+    }
+    if meta.query_filter != QUERY_FILTER_OFF && name_groups(slot_idx, s, name.len) & meta.permit_groups == 0 {
+        if meta.query_filter == QUERY_FILTER_ENFORCE {
+            stat(DnsStat::QueryRefused);
+            return refusal(pkt);
+        }
+        stat(DnsStat::QueryWouldRefuse);
+    }
+    let key = query_key(&pkt.src, &pkt.dst, pkt.sport, be16(&s.msg, 0), pkt.proto);
+    let value = QueryValue {
+        name_hash: name.hash,
+        // SAFETY: helper without preconditions.
+        sent_ns: unsafe { bpf_ktime_get_ns() },
+        qtype: be16(&s.msg, name.next),
+        _pad: [0; 6],
+    };
+    let _ = EGV2_QUERIES.insert(&key, &value, 0);
+    stat(DnsStat::QueryTracked);
+    QueryAction::Forward
+}
+
+/// A packet to a resolver's port 53 that is not one whole, readable query
+/// (a TCP segment holding part of one or several, a first fragment, a
+/// message the parser refuses). Its name cannot be checked, so with the
+/// query filter enforcing it is dropped, as a refused query would be
+/// (otherwise tunnelling would only need a split message); with the filter
+/// monitoring it is forwarded and reported.
+#[inline(always)]
+fn unreadable(meta: &SlotMeta, why: DnsStat) -> QueryAction {
+    stat(why);
+    match meta.query_filter {
+        QUERY_FILTER_ENFORCE => {
+            stat(DnsStat::QueryRefused);
+            QueryAction::Drop
+        }
+        QUERY_FILTER_OFF => QueryAction::Forward,
+        _ => {
+            stat(DnsStat::QueryWouldRefuse);
+            QueryAction::Forward
+        }
+    }
+}
+
+/// How a query is refused: a REFUSED answer for UDP, a drop for TCP.
+#[inline(always)]
+fn refusal(pkt: &Packet) -> QueryAction {
+    if pkt.proto == IPPROTO_UDP { QueryAction::Refuse } else { QueryAction::Drop }
+}

@@ -1,0 +1,114 @@
+//! The DNS programs' per-CPU working memory (the map `EGV2_SCRATCH`, one
+//! [`Scratch`] a CPU): the message, the name being read, and the state of
+//! the `bpf_loop` walkers, whose callbacks reach it through the map since a
+//! callback's frame cannot see its caller's stack.
+//!
+//! A caller holds `&mut Scratch` while a callback changes it: state is
+//! handed over field by field with [`vset`] and [`vget`] (volatile, so no
+//! access is moved across the `bpf_loop` call, and no struct-sized
+//! temporary lands on the 512-byte stack).
+
+use egress_common::NAME_BUF;
+
+/// Largest DNS message parsed (bigger ones teach nothing).
+pub const MSG_MAX: usize = 4096;
+/// Addresses learned from one answer at most.
+pub const MAX_LEARN: usize = 32;
+/// CNAME chain names tracked at most.
+pub const MAX_CHAIN: usize = 8;
+
+/// A walker's `status`: still running.
+pub const RUNNING: u64 = 0;
+/// A walker's `status`: finished; a failure is `FAILED + DnsStat` code.
+pub const DONE: u64 = 1;
+/// A walker's `status` base for failures: `FAILED + DnsStat` code.
+pub const FAILED: u64 = 2;
+
+/// Per-CPU working memory (too large for the 512-byte stack), and the
+/// state of the `bpf_loop` walkers, which reach it from their callbacks.
+#[repr(C)]
+pub struct Scratch {
+    pub msg: [u8; MSG_MAX],
+    pub name: [u8; NAME_BUF],
+    pub key: [u8; NAME_BUF],
+    pub addrs: [[u8; 16]; MAX_LEARN],
+    pub ttls: [u32; MAX_LEARN],
+    pub chain: [u64; MAX_CHAIN],
+    pub walk: Walk,
+    pub scan: Scan,
+    pub records: Records,
+    /// What the last answer taught, for its flow-log event.
+    pub report: Report,
+}
+
+/// What an answer taught, handed to the learning and reporting callbacks.
+#[repr(C)]
+pub struct Report {
+    pub workload: [u8; 16],
+    pub groups: u64,
+    pub name_hash: u64,
+    pub found: u32,
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+    pub family: u32,
+    /// `bpf_ktime_get_ns` when the answer was judged.
+    pub now: u64,
+}
+
+/// State of a name walk (`dns::name::read_name`).
+#[repr(C)]
+pub struct Walk {
+    pub len: u64,
+    pub pos: u64,
+    pub lowest: u64,
+    pub next: u64,
+    pub label_left: u64,
+    pub olen: u64,
+    pub hash: u64,
+    pub pointers: u64,
+    pub jumped: u64,
+    pub copy: u64,
+    /// [`RUNNING`], [`DONE`], or [`FAILED`] + a `DnsStat` code.
+    pub status: u64,
+}
+
+/// State of the suffix scan (`dns::name::name_groups`).
+#[repr(C)]
+pub struct Scan {
+    pub i: u64,
+    pub labels: u64,
+    pub groups: u64,
+    pub slot: u64,
+}
+
+/// State of the answer-record walk (`dns::answer`).
+#[repr(C)]
+pub struct Records {
+    pub len: u64,
+    pub at: u64,
+    pub chain_len: u64,
+    pub found: u64,
+    /// [`RUNNING`], [`DONE`], or [`FAILED`] + a `DnsStat` code.
+    pub status: u64,
+    pub ancount: u64,
+}
+
+/// Volatile store (state handed to a `bpf_loop` callback).
+///
+/// # Safety
+/// `p` must be valid for writes.
+#[inline(always)]
+pub unsafe fn vset<T>(p: *mut T, v: T) {
+    // SAFETY: per the caller.
+    unsafe { core::ptr::write_volatile(p, v) }
+}
+
+/// Volatile load (state a `bpf_loop` callback produced).
+///
+/// # Safety
+/// `p` must be valid for reads.
+#[inline(always)]
+pub unsafe fn vget<T>(p: *const T) -> T {
+    // SAFETY: per the caller.
+    unsafe { core::ptr::read_volatile(p) }
+}

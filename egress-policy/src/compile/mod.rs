@@ -1,0 +1,74 @@
+//! Compiles a validated pack into the datapath's tables (see
+//! `egress_common::pack` for the lookup scheme).
+//!
+//! Each dimension is cut into equivalence classes, each class the set of
+//! rules that match there: source prefixes (longest prefix wins, so a
+//! prefix's set includes its ancestors'), destination prefixes, and
+//! protocol/port intervals. Source × port classes are merged into combined
+//! classes `x`; `(x, destination class)` entries are stored only where a
+//! destination-specific rule comes before `x`'s first `any`-destination rule.
+//! The cost of a lookup does not depend on the number of rules.
+
+mod names;
+mod pack;
+mod tables;
+
+use egress_common::NameKey;
+
+pub use pack::{CompileError, CompiledPack, CompiledRule, Decision, IMPLICIT_DENY, Previous, port_index};
+
+use crate::bitset::FastMap as HashMap;
+use crate::model::Pack;
+
+/// Packs with at least this many domain patterns have their name table
+/// built alongside the rest of the compile (see [`compile_stable_with`]);
+/// below it, the name table is too small to be worth a second thread.
+pub const NAME_TABLE_ALONGSIDE_FROM: usize = 1_000;
+
+/// Compiles a validated pack, numbering its WebGroups afresh.
+pub fn compile(pack: &Pack) -> Result<CompiledPack, CompileError> {
+    compile_stable(pack, &Previous::default())
+}
+
+/// Compiles a validated pack, keeping what it can of `previous` (the live
+/// pack's [`CompiledPack::previous`]). One step after the other; see
+/// [`compile_stable_with`] to run the two independent halves side by side.
+pub fn compile_stable(pack: &Pack, previous: &Previous) -> Result<CompiledPack, CompileError> {
+    compile_stable_with(pack, previous, |names, tables| (names(), tables()))
+}
+
+/// One half of a compile, handed to the caller of [`compile_stable_with`]
+/// to run (it may run on another thread: it is `Sync`).
+pub type Step<'a, T> = dyn Fn() -> T + Sync + 'a;
+
+/// The name table of a pack: one half of a compile.
+pub struct NameTable(Result<HashMap<NameKey, u64>, CompileError>);
+
+/// Every other table of a pack: the other half of a compile.
+pub struct ClassTables(Result<CompiledPack, CompileError>);
+
+/// [`compile_stable`], where the caller decides how its two independent
+/// halves run: `run_both` gets the step that builds the name table and the
+/// step that builds every other table, runs each once (on two threads, say)
+/// and returns both results. It is called only for packs with at least
+/// [`NAME_TABLE_ALONGSIDE_FROM`] domain patterns; smaller ones are compiled
+/// one step after the other.
+pub fn compile_stable_with(
+    pack: &Pack,
+    previous: &Previous,
+    run_both: impl FnOnce(&Step<'_, NameTable>, &Step<'_, ClassTables>) -> (NameTable, ClassTables),
+) -> Result<CompiledPack, CompileError> {
+    let webgroup_bits = names::assign_bits(pack, &previous.webgroup_bits)?;
+    let names_step = || NameTable(names::name_table(pack, &webgroup_bits));
+    let tables_step = || ClassTables(tables::classify(pack, previous, &webgroup_bits));
+    let domains: usize = pack.webgroups.values().map(|g| g.domains.len()).sum();
+    let (NameTable(names), ClassTables(tables)) = if domains < NAME_TABLE_ALONGSIDE_FROM {
+        (names_step(), tables_step())
+    } else {
+        run_both(&names_step, &tables_step)
+    };
+    let mut compiled = tables?;
+    compiled.names = names?;
+    compiled.webgroup_bits = webgroup_bits;
+    Ok(compiled)
+}

@@ -1,0 +1,185 @@
+//! What a compile produces: the tables of one datapath slot, the names
+//! reports use, and [`CompiledPack::decide`], the datapath's lookups done
+//! in userspace (for tests and `explain`).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use egress_common::{
+    ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, MAX_RULES, MAX_WEBGROUPS, NameKey, PORT_INDEX_ICMP,
+    PORT_INDEX_OTHER, PORT_INDEX_UDP, RuleInfo, SourcePortKey,
+};
+use ipnet::IpNet;
+
+use crate::bitset::FastMap as HashMap;
+use crate::bitset::RuleSet;
+use crate::model::Mode;
+
+/// The name under which the implicit default deny is reported.
+pub const IMPLICIT_DENY: &str = "implicit-deny";
+
+/// Why a pack could not be compiled.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CompileError {
+    #[error("the pack has {0} rules; the datapath holds at most {max}", max = MAX_RULES - 1)]
+    TooManyRules(usize),
+    #[error("the pack needs {needed} {table} entries; the datapath holds at most {max}")]
+    TooComplex { table: &'static str, needed: usize, max: u32 },
+    #[error("the pack has {0} webgroups; the datapath holds at most {max}", max = MAX_WEBGROUPS)]
+    TooManyWebGroups(usize),
+    #[error(
+        "the pack's {groups} webgroups need a free bit each, but {retiring} of the {max} bits still belong to removed webgroups whose learned addresses are being cleared; try again in a few seconds",
+        max = MAX_WEBGROUPS
+    )]
+    WebGroupBitsRetiring { groups: usize, retiring: usize },
+}
+
+/// A rule as compiled: its datapath info and the names reports use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompiledRule {
+    pub name: String,
+    pub priority: u32,
+    pub info: RuleInfo,
+}
+
+/// The compiled pack: every table of one datapath slot.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledPack {
+    /// Rules in priority order; the last one is `implicit-deny`.
+    pub rules: Vec<CompiledRule>,
+    /// Index of `implicit-deny`.
+    pub implicit_rule: u32,
+    /// Whether some rule's source is `any`.
+    pub any_source: bool,
+    /// The pack's default mode.
+    pub mode: Mode,
+    /// The mode for packets the datapath cannot judge: enforce when any
+    /// deny that could apply enforces (a rule's, or `implicit-deny`).
+    pub unjudgeable_mode: Mode,
+    /// Source prefixes → source class (classes start at 1; 0 is "no prefix").
+    pub src: HashMap<IpNet, u32>,
+    /// Destination prefixes → destination class (0 is "no prefix").
+    pub dst: HashMap<IpNet, u32>,
+    /// Port-class array as runs: `(first index, last index, class)`.
+    pub ports: Vec<(u32, u32, u32)>,
+    /// (source class, port class) → x.
+    pub sp: HashMap<SourcePortKey, u32>,
+    /// (x, destination class) → rule, where it differs from `defaults[x]`.
+    pub xd: HashMap<ClassDestKey, u32>,
+    /// x → the rules its packets may match (empty for an unused x): kept
+    /// so that the next compile gives the same sets the same x, and an
+    /// edit rewrites only the entries it changes.
+    pub x_sets: std::sync::Arc<Vec<RuleSet>>,
+    /// x → rule index, `implicit_rule` or `DECISION_UNCOVERED`.
+    pub defaults: Vec<u32>,
+    /// WebGroup name → its bit in learned-address entries.
+    pub webgroup_bits: BTreeMap<String, u32>,
+    /// Name table: exact names and wildcard suffixes → WebGroup bits.
+    pub names: HashMap<NameKey, u64>,
+    /// (x, WebGroup bit) → first rule of x with that WebGroup as destination,
+    /// where it comes before `defaults[x]`.
+    pub xw: HashMap<ClassWebGroupKey, u32>,
+    /// WebGroups used by `permit` rules (what the query filter lets through).
+    pub permit_groups: u64,
+    /// `QUERY_FILTER_*`.
+    pub query_filter: u8,
+    /// Clamp of learned addresses' lifetimes, seconds.
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+    /// The approved resolvers.
+    pub resolvers: Vec<IpAddr>,
+}
+
+/// What decided a packet, in the compiled pack's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Rule index (possibly `implicit_rule`).
+    Rule(u32),
+    /// No rule's source covers the packet.
+    Uncovered,
+}
+
+/// An error if a table needs more than `max` entries.
+pub(super) fn check(table: &'static str, needed: usize, max: u32) -> Result<(), CompileError> {
+    if needed > max as usize {
+        return Err(CompileError::TooComplex { table, needed, max });
+    }
+    Ok(())
+}
+
+/// What a compile keeps from the live pack so that the new one differs
+/// from it only where the policy did: WebGroup bits (addresses learned
+/// under the live pack keep their meaning) and combined-class numbers.
+#[derive(Debug, Clone, Default)]
+pub struct Previous {
+    /// Every WebGroup bit taken: the live pack's groups, and groups gone
+    /// whose bit learned addresses may still carry.
+    pub webgroup_bits: BTreeMap<String, u32>,
+    pub x_sets: std::sync::Arc<Vec<RuleSet>>,
+}
+
+impl CompiledPack {
+    /// What the next compile keeps from this pack.
+    pub fn previous(&self) -> Previous {
+        Previous { webgroup_bits: self.webgroup_bits.clone(), x_sets: self.x_sets.clone() }
+    }
+}
+
+/// Longest-prefix match of `addr` in `table`.
+fn lpm(table: &HashMap<IpNet, u32>, addr: IpAddr) -> Option<u32> {
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (0..=max).rev().find_map(|len| IpNet::new(addr, len).ok().and_then(|n| table.get(&n.trunc()).copied()))
+}
+
+/// The port-array slot of a packet, as the datapath computes it.
+pub fn port_index(family_v4: bool, proto: u8, dport: u16) -> u32 {
+    match proto {
+        6 => u32::from(dport),
+        17 => PORT_INDEX_UDP + u32::from(dport),
+        1 if family_v4 => PORT_INDEX_ICMP,
+        58 if !family_v4 => PORT_INDEX_ICMP,
+        _ => PORT_INDEX_OTHER,
+    }
+}
+
+impl CompiledPack {
+    /// The port class at a port-array slot.
+    pub fn port_class(&self, idx: u32) -> u32 {
+        let i = self.ports.partition_point(|(_, hi, _)| *hi < idx);
+        self.ports.get(i).map_or(0, |(_, _, c)| *c)
+    }
+
+    /// Decides a packet exactly as the datapath's lookups do, for a
+    /// destination the source learned for no WebGroup.
+    pub fn decide(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16) -> Decision {
+        self.decide_learned(src, dst, proto, dport, 0)
+    }
+
+    /// Decides a packet whose destination the source learned for the
+    /// WebGroups in `groups` (bits of `webgroup_bits`).
+    pub fn decide_learned(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16, groups: u64) -> Decision {
+        let src_class = match lpm(&self.src, src) {
+            Some(class) => class,
+            None if self.any_source => 0,
+            None => return Decision::Uncovered,
+        };
+        let port_class = self.port_class(port_index(src.is_ipv4(), proto, dport));
+        let Some(&x_class) = self.sp.get(&SourcePortKey { src_class, port_class }) else {
+            return Decision::Rule(self.implicit_rule);
+        };
+        let dst_class = lpm(&self.dst, dst).unwrap_or(0);
+        let mut rule = match self.xd.get(&ClassDestKey { x_class, dst_class }) {
+            Some(&r) => r,
+            None => self.defaults.get(x_class as usize).copied().unwrap_or(self.implicit_rule),
+        };
+        let mut remaining = groups;
+        while remaining != 0 {
+            let group = remaining.trailing_zeros();
+            remaining &= remaining - 1;
+            if let Some(&r) = self.xw.get(&ClassWebGroupKey { x_class, group }) {
+                rule = rule.min(r);
+            }
+        }
+        if rule == DECISION_UNCOVERED { Decision::Uncovered } else { Decision::Rule(rule) }
+    }
+}

@@ -1,0 +1,314 @@
+//! The classification side of a compile: rules, source and destination
+//! prefix classes, port classes, combined classes `x` and the `(x, d)` and
+//! `(x, WebGroup)` tables. Everything of a compile but the name table.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use egress_common::{
+    ACTION_DENY, ACTION_PERMIT, ClassDestKey, ClassWebGroupKey, MAX_PREFIXES, MAX_RULES, MAX_SP_ENTRIES, MAX_X_CLASSES,
+    MAX_XD_ENTRIES, MODE_ENFORCE, MODE_MONITOR, QUERY_FILTER_ENFORCE, QUERY_FILTER_MONITOR, QUERY_FILTER_OFF, RuleInfo,
+    SourcePortKey,
+};
+use ipnet::IpNet;
+
+use super::names::rule_groups;
+use super::pack::{CompileError, CompiledPack, CompiledRule, IMPLICIT_DENY, Previous, check};
+use crate::bitset::FastMap as HashMap;
+use crate::bitset::RuleSet;
+use crate::classes::{Numbering, address_classes, port_classes, stable_x_ids};
+use crate::model::{Action, Destination, Mode, Pack, QueryFilter, Source};
+
+/// Every table of [`CompiledPack`] but the name table (left empty, as are
+/// the WebGroup bits: the caller fills both in).
+pub(super) fn classify(
+    pack: &Pack,
+    previous: &Previous,
+    webgroup_bits: &BTreeMap<String, u32>,
+) -> Result<CompiledPack, CompileError> {
+    let n = pack.rules.len();
+    if n + 1 > MAX_RULES as usize {
+        return Err(CompileError::TooManyRules(n));
+    }
+    let implicit = n as u32;
+    let sources = source_classes(pack);
+    let destinations = destination_classes(pack);
+    for (table, len) in [("source prefix", sources.classes.len()), ("destination prefix", destinations.classes.len())] {
+        check(table, len, MAX_PREFIXES)?;
+    }
+    let (ports, port_sets) = port_classes(pack, n);
+    let combined = combined_classes(&sources, &port_sets, previous, n)?;
+    let defaults: Vec<u32> = combined
+        .x_sets
+        .iter()
+        .map(|set| set.intersection(&destinations.any).first().map_or(implicit, |r| r as u32))
+        .collect();
+    let xd = xd_table(&combined.x_sets, &destinations, &defaults, n)?;
+    let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, webgroup_bits)).collect();
+    let xw = xw_table(&combined.x_sets, &groups_of, &defaults);
+    let permit_groups =
+        pack.rules.iter().zip(&groups_of).filter(|(r, _)| r.action == Action::Permit).fold(0, |a, (_, g)| a | g);
+    Ok(CompiledPack {
+        rules: compiled_rules(pack),
+        implicit_rule: implicit,
+        any_source: sources.any_source,
+        mode: pack.mode,
+        unjudgeable_mode: unjudgeable_mode(pack),
+        src: sources.classes,
+        dst: destinations.classes,
+        ports,
+        sp: combined.sp,
+        xd,
+        x_sets: Arc::new(combined.x_sets),
+        defaults,
+        webgroup_bits: BTreeMap::new(),
+        names: HashMap::default(),
+        xw,
+        permit_groups,
+        query_filter: match pack.dns.query_filter {
+            QueryFilter::Off => QUERY_FILTER_OFF,
+            QueryFilter::Monitor => QUERY_FILTER_MONITOR,
+            QueryFilter::Enforce => QUERY_FILTER_ENFORCE,
+        },
+        min_ttl: pack.dns.min_ttl,
+        max_ttl: pack.dns.max_ttl,
+        resolvers: pack.dns.resolvers.clone(),
+    })
+}
+
+/// The pack's rules in priority order as the datapath sees them, then
+/// `implicit-deny`.
+fn compiled_rules(pack: &Pack) -> Vec<CompiledRule> {
+    let implicit = pack.rules.len() as u32;
+    let mut rules: Vec<CompiledRule> = pack
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| CompiledRule {
+            name: r.name.clone(),
+            priority: u32::from(r.priority),
+            info: RuleInfo {
+                action: if r.action == Action::Deny { ACTION_DENY } else { ACTION_PERMIT },
+                mode: mode_code(r.mode),
+                log: u8::from(r.log),
+                _pad: 0,
+                // The rule's index; the datapath gives each rule name its
+                // own lasting counter when it installs the pack.
+                counter: i as u32,
+            },
+        })
+        .collect();
+    rules.push(CompiledRule {
+        name: IMPLICIT_DENY.to_string(),
+        priority: u32::MAX,
+        info: RuleInfo { action: ACTION_DENY, mode: mode_code(pack.mode), log: 1, _pad: 0, counter: implicit },
+    });
+    rules
+}
+
+/// The mode for packets the datapath cannot judge: enforce when any deny
+/// that could apply enforces (a rule's, or `implicit-deny`).
+fn unjudgeable_mode(pack: &Pack) -> Mode {
+    let enforcing_deny = pack.rules.iter().any(|r| r.action == Action::Deny && r.mode == Mode::Enforce);
+    if pack.mode == Mode::Enforce || enforcing_deny { Mode::Enforce } else { Mode::Monitor }
+}
+
+/// The source dimension cut into classes.
+struct SourceClasses {
+    /// Source prefix → class (0 is "no prefix").
+    classes: HashMap<IpNet, u32>,
+    /// Class → the rules whose source matches there (the `any` rules included).
+    sets: Vec<RuleSet>,
+    /// Whether some rule's source is `any`.
+    any_source: bool,
+}
+
+fn source_classes(pack: &Pack) -> SourceClasses {
+    let n = pack.rules.len();
+    let mut any_src = RuleSet::new(n);
+    let mut own_src: HashMap<IpNet, Vec<u32>> = HashMap::default();
+    for (i, r) in pack.rules.iter().enumerate() {
+        match source_prefixes(pack, &r.source) {
+            None => any_src.insert(i),
+            Some(nets) => {
+                for p in nets {
+                    own_src.entry(p).or_default().push(i as u32);
+                }
+            }
+        }
+    }
+    let (classes, src_own) = address_classes(&own_src);
+    let sets = src_own
+        .iter()
+        .map(|own| {
+            let mut set = any_src.clone();
+            for &r in own {
+                set.insert(r as usize);
+            }
+            set
+        })
+        .collect();
+    SourceClasses { classes, sets, any_source: !any_src.is_empty() }
+}
+
+/// The destination dimension cut into classes.
+struct DestinationClasses {
+    /// Destination prefix → class (0 is "no prefix").
+    classes: HashMap<IpNet, u32>,
+    /// Class → the rules that name a prefix of it (ascending; `any` rules not included).
+    sets: Vec<Vec<u32>>,
+    /// The rules whose destination is `any`.
+    any: RuleSet,
+}
+
+fn destination_classes(pack: &Pack) -> DestinationClasses {
+    let mut any = RuleSet::new(pack.rules.len());
+    let mut own_dst: HashMap<IpNet, Vec<u32>> = HashMap::default();
+    for (i, r) in pack.rules.iter().enumerate() {
+        let (nets, is_any) = destination_prefixes(pack, &r.destinations);
+        if is_any {
+            any.insert(i);
+        }
+        for p in nets {
+            own_dst.entry(p).or_default().push(i as u32);
+        }
+    }
+    let (classes, sets) = address_classes(&own_dst);
+    DestinationClasses { classes, sets, any }
+}
+
+/// Source × port classes merged into combined classes `x`.
+struct CombinedClasses {
+    /// (source class, port class) → x.
+    sp: HashMap<SourcePortKey, u32>,
+    /// x → the rules its packets may match, numbered as close to
+    /// `previous` as the sets allow.
+    x_sets: Vec<RuleSet>,
+}
+
+fn combined_classes(
+    sources: &SourceClasses,
+    port_sets: &[RuleSet],
+    previous: &Previous,
+    n: usize,
+) -> Result<CombinedClasses, CompileError> {
+    let mut x_sets: Numbering<RuleSet> = Numbering::default();
+    let mut sp = HashMap::default();
+    for (s, sset) in sources.sets.iter().enumerate() {
+        if s == 0 && !sources.any_source {
+            continue; // the datapath answers `uncovered` before looking here
+        }
+        for (p, pset) in port_sets.iter().enumerate() {
+            let set = sset.intersection(pset);
+            if set.is_empty() {
+                continue; // a missing entry reads as `implicit-deny`
+            }
+            let x = x_sets.number(set);
+            sp.insert(SourcePortKey { src_class: s as u32, port_class: p as u32 }, x);
+        }
+    }
+    check("(source, port) class", sp.len(), MAX_SP_ENTRIES)?;
+    let (ids, x_sets) = stable_x_ids(x_sets.sets, &previous.x_sets, n);
+    for x in sp.values_mut() {
+        *x = ids[*x as usize];
+    }
+    check("combined class", x_sets.len(), MAX_X_CLASSES)?;
+    Ok(CombinedClasses { sp, x_sets })
+}
+
+/// `(x, destination class)` → rule, where a destination-specific rule
+/// comes before x's default (its first `any`-destination rule).
+fn xd_table(
+    x_sets: &[RuleSet],
+    destinations: &DestinationClasses,
+    defaults: &[u32],
+    n: usize,
+) -> Result<HashMap<ClassDestKey, u32>, CompileError> {
+    let any_dst = &destinations.any;
+    let mut xs_of_rule: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (x, set) in x_sets.iter().enumerate() {
+        for r in set.difference(any_dst).iter() {
+            xs_of_rule[r].push(x as u32);
+        }
+    }
+    let mut xd = HashMap::with_capacity_and_hasher(n * 8, std::hash::BuildHasherDefault::default());
+    // Per x, the last destination class it was entered for.
+    let mut stamp = vec![u32::MAX; x_sets.len()];
+    for (d, dset) in destinations.sets.iter().enumerate().skip(1) {
+        for r in dset.iter().map(|&r| r as usize).filter(|&r| !any_dst.contains(r)) {
+            for &x in &xs_of_rule[r] {
+                if stamp[x as usize] == d as u32 {
+                    continue;
+                }
+                stamp[x as usize] = d as u32;
+                if (r as u32) < defaults[x as usize] {
+                    xd.insert(ClassDestKey { x_class: x, dst_class: d as u32 }, r as u32);
+                }
+            }
+        }
+        check("(combined, destination) class", xd.len(), MAX_XD_ENTRIES)?;
+    }
+    Ok(xd)
+}
+
+/// `(x, WebGroup bit)` → the first rule of x naming the WebGroup, where it
+/// comes before x's default. `groups_of`: each rule's WebGroup bits.
+fn xw_table(x_sets: &[RuleSet], groups_of: &[u64], defaults: &[u32]) -> HashMap<ClassWebGroupKey, u32> {
+    let mut xw = HashMap::default();
+    for (x, set) in x_sets.iter().enumerate() {
+        for r in set.iter().filter(|r| groups_of[*r] != 0) {
+            if r as u32 >= defaults[x] {
+                break;
+            }
+            let mut g = groups_of[r];
+            while g != 0 {
+                let bit = g.trailing_zeros();
+                g &= g - 1;
+                xw.entry(ClassWebGroupKey { x_class: x as u32, group: bit }).or_insert(r as u32);
+            }
+        }
+    }
+    xw
+}
+
+fn mode_code(mode: Mode) -> u8 {
+    match mode {
+        Mode::Monitor => MODE_MONITOR,
+        Mode::Enforce => MODE_ENFORCE,
+    }
+}
+
+/// The destination prefixes of a rule, and whether it matches any destination.
+/// WebGroups contribute no prefix: they match through learned addresses
+/// (the `xw` table), never as "any".
+fn destination_prefixes(pack: &Pack, dests: &[Destination]) -> (Vec<IpNet>, bool) {
+    let mut nets = Vec::new();
+    let mut any = false;
+    for d in dests {
+        match d {
+            Destination::Any => any = true,
+            Destination::Resolvers => nets.extend(pack.dns.resolvers.iter().map(|a| IpNet::from(*a))),
+            Destination::SmartGroup(g) => {
+                if let Some(g) = pack.smartgroups.get(g) {
+                    nets.extend(g.cidrs.iter().copied());
+                }
+            }
+            Destination::Cidrs(c) => nets.extend(c.iter().copied()),
+            Destination::WebGroup(_) => {}
+        }
+    }
+    (nets.into_iter().map(|n| n.trunc()).collect(), any)
+}
+
+fn source_prefixes(pack: &Pack, source: &Source) -> Option<Vec<IpNet>> {
+    match source {
+        Source::Any => None,
+        Source::Groups(names) => Some(
+            names
+                .iter()
+                .filter_map(|n| pack.smartgroups.get(n))
+                .flat_map(|g| g.cidrs.iter().map(ipnet::IpNet::trunc))
+                .collect(),
+        ),
+    }
+}
