@@ -158,14 +158,26 @@ fn build(out_dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("failed to spawn {shown}"))?;
     let stderr = BufReader::new(child.stderr.take().context("stderr")?);
     // Cargo's own lines: progress is dropped, anything else kept.
+    // Read to the end whatever the bytes (a pipe left undrained would stall
+    // the nested build), decoded lossily.
     let stderr = std::thread::spawn(move || -> Vec<String> {
-        stderr.lines().map_while(Result::ok).filter(|l| !is_progress(l)).collect()
+        stderr
+            .split(b'\n')
+            .map_while(Result::ok)
+            .map(|l| String::from_utf8_lossy(&l).trim_end().to_string())
+            .filter(|l| !is_progress(l))
+            .collect()
     });
 
     let stdout = BufReader::new(child.stdout.take().context("stdout")?);
     let mut executables = Vec::new();
     for message in Message::parse_stream(stdout) {
-        match message.context("cargo's JSON output")? {
+        let Ok(message) = message else {
+            // Not cargo's JSON: keep draining, and let the exit status and
+            // cargo's own lines say what went wrong.
+            continue;
+        };
+        match message {
             Message::CompilerArtifact(Artifact { executable: Some(exe), target, .. }) => {
                 executables.push((target.name, exe.into_std_path_buf()));
             }

@@ -2,11 +2,15 @@
 //!
 //! The kernel's file events (inotify, through `notify`) on the policy
 //! directory, or the policy file's directory, non-recursive, plus the
-//! directories the policy's symlinks resolve into: a file renamed into
-//! place, removed, or the `..data` symlink of a Kubernetes `ConfigMap` volume
-//! swapped is a finished change, reloaded at once; in-place writes (a file
-//! created, written, closed) get a short settle ([`SETTLE`] without an
-//! event, at most [`MAX_SETTLE`]) so that a burst is read as one.
+//! directories the policy's symlinks resolve into. A file renamed into
+//! place, a symlink made (the `..data` swap of a Kubernetes `ConfigMap`
+//! volume) is a finished change, reloaded at once. A write closed is
+//! finished too, after a short settle ([`SETTLE`] without an event) so that
+//! a burst of files is read as one. Anything else (a write still open, a
+//! file removed or renamed away, which editors and `rm && cp` do before
+//! the new file is there) waits until [`QUIET`] passes without an event or
+//! a finished change arrives: a half-written or missing file is never
+//! read on the strength of one event.
 //!
 //! A fingerprint of everything the loader would read (each policy file's
 //! resolved path, size, modification and change times and inode, following
@@ -31,10 +35,12 @@ use super::reload_task::{ReloadRequests, Trigger};
 pub const POLL: Duration = Duration::from_secs(1);
 /// ... and while they cannot be had (no inotify instance or watch left).
 const POLL_WITHOUT_EVENTS: Duration = Duration::from_millis(200);
-/// Quiet time after an in-place write before the reload.
+/// Quiet time after a write was closed before the reload.
 pub const SETTLE: Duration = Duration::from_millis(8);
-/// A writer that never pauses is reloaded after this long all the same.
-pub const MAX_SETTLE: Duration = Duration::from_millis(250);
+/// Quiet time after an unfinished change (a write not closed, a removal)
+/// before the reload; also how long a change seen by polling must hold
+/// still.
+pub const QUIET: Duration = Duration::from_millis(200);
 
 /// What the loader would read, as it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,10 +87,24 @@ enum Wake {
 enum Urgency {
     /// Not about the policy (another file, a read of ours).
     Ignore,
-    /// A write in place: wait for quiet.
-    Settle,
-    /// A finished change (rename, removal, symlink), or events were lost.
+    /// Unfinished: a write not yet closed, a file removed or renamed away,
+    /// events lost. Wait for [`QUIET`].
+    Unfinished,
+    /// A write closed: wait for [`SETTLE`].
+    Written,
+    /// A finished change: a file renamed into place, a symlink made.
     Now,
+}
+
+impl Urgency {
+    /// How long after this event, with none after it, the reload waits.
+    fn wait(self) -> Duration {
+        match self {
+            Urgency::Now | Urgency::Ignore => Duration::ZERO,
+            Urgency::Written => SETTLE,
+            Urgency::Unfinished => QUIET,
+        }
+    }
 }
 
 /// The names whose events matter, from the last fingerprint.
@@ -98,6 +118,9 @@ struct Interest {
     name: Option<std::ffi::OsString>,
     /// The files the loader reads, resolved.
     resolved: BTreeSet<PathBuf>,
+    /// `--policy` itself when it is a symlink (a directory policy swapped
+    /// with `ln -sfn`): its own directory is watched for it.
+    link: Option<PathBuf>,
 }
 
 impl Interest {
@@ -108,7 +131,15 @@ impl Interest {
             if is_dir { absolute.clone() } else { absolute.parent().map_or(absolute.clone(), Path::to_path_buf) };
         let base = std::fs::canonicalize(&base).unwrap_or(base);
         let name = (!is_dir).then(|| absolute.file_name().map(std::ffi::OsStr::to_os_string)).flatten();
-        Interest { is_dir, base, name, resolved: seen.0.iter().map(|e| e.0.clone()).collect() }
+        let link = absolute.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()).then(|| {
+            // The link's own directory, resolved, with the link's name: as events name it.
+            let parent = absolute.parent().and_then(|p| std::fs::canonicalize(p).ok());
+            match (parent, absolute.file_name()) {
+                (Some(parent), Some(name)) => parent.join(name),
+                _ => absolute.clone(),
+            }
+        });
+        Interest { is_dir, base, name, resolved: seen.0.iter().map(|e| e.0.clone()).collect(), link }
     }
 
     /// The directories to watch: the base and those the files resolve into.
@@ -116,12 +147,13 @@ impl Interest {
         let mut dirs: BTreeSet<PathBuf> =
             self.resolved.iter().filter_map(|p| p.parent().map(Path::to_path_buf)).collect();
         dirs.insert(self.base.clone());
+        dirs.extend(self.link.as_ref().and_then(|l| l.parent()).map(Path::to_path_buf));
         dirs
     }
 
     /// Whether an event on `path` may change what the loader reads.
     fn concerns(&self, path: &Path) -> bool {
-        if self.resolved.contains(path) || path == self.base {
+        if self.resolved.contains(path) || path == self.base || self.link.as_deref() == Some(path) {
             return true;
         }
         if path.parent() != Some(self.base.as_path()) {
@@ -137,29 +169,24 @@ impl Interest {
     }
 
     fn urgency(&self, event: &notify::Result<notify::Event>) -> Urgency {
-        let Ok(event) = event else { return Urgency::Now };
+        let Ok(event) = event else { return Urgency::Unfinished };
         if event.need_rescan() {
-            return Urgency::Now;
+            return Urgency::Unfinished;
         }
         if !event.paths.iter().any(|p| self.concerns(p)) {
             return Urgency::Ignore;
         }
+        let is_symlink = |p: &PathBuf| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
         match event.kind {
-            // The pair of a rename's `From` and `To`, each reported already.
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => Urgency::Ignore,
-            EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) | EventKind::Any | EventKind::Other => {
-                Urgency::Now
-            }
-            EventKind::Access(AccessKind::Close(AccessMode::Write)) | EventKind::Modify(_) => Urgency::Settle,
-            EventKind::Access(_) => Urgency::Ignore,
+            // A rename's target is the new file, whole.
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Urgency::Now,
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => Urgency::Written,
+            // `Both` pairs a `From` and a `To` reported already; reads and
+            // opens (ours among them) change nothing.
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) | EventKind::Access(_) => Urgency::Ignore,
             // A symlink is made whole; a file is then written.
-            EventKind::Create(_) => {
-                if event.paths.iter().any(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink())) {
-                    Urgency::Now
-                } else {
-                    Urgency::Settle
-                }
-            }
+            EventKind::Create(_) if event.paths.iter().any(is_symlink) => Urgency::Now,
+            _ => Urgency::Unfinished,
         }
     }
 }
@@ -226,7 +253,7 @@ impl State {
                 Err(RecvTimeoutError::Timeout) => {
                     if fingerprint(&self.policy) != self.seen {
                         tracing::info!(policy = %self.policy.display(), "policy changed on disk (seen by polling)");
-                        if !self.fire() {
+                        if !self.hold_still(rx) || !self.fire() {
                             return;
                         }
                     }
@@ -247,22 +274,21 @@ impl State {
         }
     }
 
-    /// After a first event: waits as long as the change needs (for a
-    /// rename, only to take the events already queued; for writes in
-    /// place, until [`SETTLE`] passes without one). `false`: stop.
-    fn gather(&mut self, rx: &mpsc::Receiver<Wake>, mut urgency: Urgency) -> bool {
-        let started = Instant::now();
-        let mut last = started;
+    /// After a first event: waits as long as the change needs, judged by
+    /// the last event that concerns the policy (see [`Urgency::wait`]); a
+    /// finished change waits only to take the events already queued.
+    /// `false`: stop.
+    fn gather(&mut self, rx: &mpsc::Receiver<Wake>, mut last: Urgency) -> bool {
+        let mut at = Instant::now();
         loop {
-            let wake = if urgency == Urgency::Now {
+            let wake = if last == Urgency::Now {
                 match rx.try_recv() {
                     Ok(wake) => wake,
                     Err(TryRecvError::Empty) => return true,
                     Err(TryRecvError::Disconnected) => return false,
                 }
             } else {
-                let until = (last + SETTLE).min(started + MAX_SETTLE);
-                match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                match rx.recv_timeout((at + last.wait()).saturating_duration_since(Instant::now())) {
                     Ok(wake) => wake,
                     Err(RecvTimeoutError::Timeout) => return true,
                     Err(RecvTimeoutError::Disconnected) => return false,
@@ -272,10 +298,35 @@ impl State {
             self.forget_gone_dirs(&event);
             match self.interest.urgency(&event) {
                 Urgency::Ignore => {}
-                Urgency::Settle => last = Instant::now(),
-                Urgency::Now => urgency = Urgency::Now,
+                urgency => {
+                    last = urgency;
+                    at = Instant::now();
+                }
             }
         }
+    }
+
+    /// A change seen by polling: waits until the fingerprint has held
+    /// still for [`QUIET`] (a writer may be half-way). Events meanwhile are
+    /// taken and dropped (the reload that follows reads everything).
+    /// `false`: stop.
+    fn hold_still(&mut self, rx: &mpsc::Receiver<Wake>) -> bool {
+        let step = QUIET / 4;
+        let mut last = fingerprint(&self.policy);
+        let mut since = Instant::now();
+        while since.elapsed() < QUIET {
+            match rx.recv_timeout(step) {
+                Ok(Wake::Fs(event)) => self.forget_gone_dirs(&event),
+                Ok(Wake::Stop) | Err(RecvTimeoutError::Disconnected) => return false,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let now = fingerprint(&self.policy);
+            if now != last {
+                last = now;
+                since = Instant::now();
+            }
+        }
+        true
     }
 
     /// A watched directory removed or moved: watched anew after the change.
@@ -284,7 +335,12 @@ impl State {
             && matches!(event.kind, EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)))
         {
             for p in &event.paths {
-                self.watched.remove(p);
+                // The kernel may keep watching a directory moved away: let it go.
+                if self.watched.remove(p)
+                    && let Some(fs) = self.fs.as_mut()
+                {
+                    let _ = fs.unwatch(p);
+                }
             }
         }
     }
@@ -399,6 +455,57 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(requests(&rx, Duration::from_millis(500)), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A change that is not finished yet (a write still open, a file
+    /// removed or renamed away before its replacement is written, as
+    /// editors and `rm && cp` do) asks for nothing until it is: one
+    /// request, after the new file is closed.
+    #[test]
+    fn an_unfinished_change_waits_for_the_new_file() {
+        use std::io::Write as _;
+        let dir = scratch("unfinished");
+        std::fs::write(dir.join("a.yaml"), "mode: monitor\n").unwrap();
+        std::fs::write(dir.join("b.yaml"), "rules: []\n").unwrap();
+        let (_watcher, rx) = watching(&dir);
+        let pause = SETTLE * 6;
+        // Removed, then written anew after a pause.
+        std::fs::remove_file(dir.join("a.yaml")).unwrap();
+        assert_eq!(requests(&rx, pause), 0, "a removal alone is not yet a change");
+        std::fs::write(dir.join("a.yaml"), "mode: enforce\n").unwrap();
+        assert_eq!(requests(&rx, QUIET * 2), 1, "removed then written");
+        // Renamed away to a backup, as an editor does, then written.
+        std::fs::rename(dir.join("a.yaml"), dir.join("a.yaml~")).unwrap();
+        assert_eq!(requests(&rx, pause), 0, "renamed away");
+        std::fs::write(dir.join("a.yaml"), "mode: monitor\n").unwrap();
+        assert_eq!(requests(&rx, QUIET * 2), 1, "renamed away then written");
+        // Written in two parts with a pause longer than the settle.
+        let mut file = std::fs::File::create(dir.join("b.yaml")).unwrap();
+        file.write_all(b"rules:").unwrap();
+        assert_eq!(requests(&rx, pause), 0, "a write still open");
+        file.write_all(b" []\n").unwrap();
+        drop(file);
+        assert_eq!(requests(&rx, QUIET * 2), 1, "the write closed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A directory policy that is itself a symlink, swapped to another
+    /// directory: seen by event, not by polling.
+    #[test]
+    fn a_policy_symlink_swapped_is_a_request() {
+        let dir = scratch("link");
+        for v in ["v1", "v2"] {
+            std::fs::create_dir_all(dir.join(v)).unwrap();
+            std::fs::write(dir.join(v).join("pack.yaml"), format!("# {v}\n")).unwrap();
+        }
+        std::os::unix::fs::symlink("v1", dir.join("policy")).unwrap();
+        let (_watcher, rx) = watching(&dir.join("policy"));
+        std::os::unix::fs::symlink("v2", dir.join("policy.new")).unwrap();
+        let t = Instant::now();
+        std::fs::rename(dir.join("policy.new"), dir.join("policy")).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_millis(500)), Ok(Trigger::Files));
+        assert!(t.elapsed() < POLL / 2, "by event, not by polling: {:?}", t.elapsed());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
