@@ -18,8 +18,10 @@ use std::process::ExitCode;
 
 use egress_lab::{cleanup, containment, containment_report};
 
+/// The workspace root (the lab crate is `tests/` in it).
 fn root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    let lab = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    lab.parent().map_or(lab.clone(), std::path::Path::to_path_buf)
 }
 
 fn main() -> ExitCode {

@@ -19,6 +19,7 @@ pub mod local;
 mod mmap_array;
 pub mod pin;
 mod readback;
+pub use readback::LearnedPressure;
 mod slot;
 mod webgroup_bits;
 

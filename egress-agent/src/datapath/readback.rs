@@ -72,15 +72,42 @@ impl Datapath {
 
     /// Occupancy of the learned-address table: live entries (counted by
     /// walking the keys), capacity, entries created and evicted.
-    pub fn learned_pressure(&self) -> Result<crate::inspect::learned::Pressure, DatapathError> {
+    pub fn learned_pressure(&self) -> Result<LearnedPressure, DatapathError> {
         let map = self.ebpf.map(maps::LEARNED).ok_or_else(|| DatapathError::MissingMap(maps::LEARNED.into()))?;
         let capacity = map_capacity(map);
         let table = aya::maps::HashMap::<_, LearnKey, LearnValue>::try_from(map)
             .map_err(|e| DatapathError::map(maps::LEARNED, e))?;
         let entries = table.keys().flatten().count() as u64;
         let created = self.dns_stats()?.get(egress_common::DnsStat::AddressNew as usize).copied().unwrap_or(0);
-        let mut p = crate::inspect::learned::Pressure::new(entries, created);
+        let mut p = LearnedPressure::new(entries, created);
         p.capacity = capacity;
         Ok(p)
+    }
+}
+
+/// Occupancy of the learned-address table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearnedPressure {
+    /// Entries in the table now.
+    pub entries: u64,
+    /// Entries it holds at most (`MAX_LEARNED`); past that the least
+    /// recently used are evicted.
+    pub capacity: u64,
+    /// Entries created since the datapath was loaded.
+    pub created: u64,
+    /// Entries evicted (created minus live; expired entries stay until
+    /// evicted, so this counts evictions exactly).
+    pub evicted: u64,
+}
+
+impl LearnedPressure {
+    /// From the live entry count and the `address_new` counter.
+    pub fn new(entries: u64, created: u64) -> Self {
+        LearnedPressure {
+            entries,
+            capacity: u64::from(egress_common::MAX_LEARNED),
+            created,
+            evicted: created.saturating_sub(entries),
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! read from the live kernel maps (found by name among the loaded maps, so
 //! it works from any process while an agent's datapath is loaded).
 
+use crate::datapath::LearnedPressure;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -57,8 +58,8 @@ fn find(name: &'static str, pid: Option<u32>) -> Result<Map, LearnedError> {
     Map::from_map_data(data).map_err(|source| LearnedError::Map { name, source })
 }
 
-/// Occupancy of the live learned-address table (see [`Pressure`]).
-pub fn read_pressure(pid: Option<u32>, entries: u64) -> Result<Pressure, LearnedError> {
+/// Occupancy of the live learned-address table (see [`LearnedPressure`]).
+pub fn read_pressure(pid: Option<u32>, entries: u64) -> Result<LearnedPressure, LearnedError> {
     let learned = find(maps::LEARNED, pid)?;
     let capacity = match &learned {
         Map::LruHashMap(d) => d.info().map_or(0, |i| u64::from(i.max_entries())),
@@ -70,7 +71,7 @@ pub fn read_pressure(pid: Option<u32>, entries: u64) -> Result<Pressure, Learned
         .get(&(egress_common::DnsStat::AddressNew as u32), 0)
         .map(|v| v.iter().sum())
         .map_err(|source| LearnedError::Map { name: maps::DNS_STATS, source })?;
-    let mut p = Pressure::new(entries, created);
+    let mut p = LearnedPressure::new(entries, created);
     p.capacity = capacity;
     Ok(p)
 }
@@ -105,33 +106,6 @@ pub fn read_learned(pid: Option<u32>) -> Result<Vec<LearnedEntry>, LearnedError>
         .collect();
     out.sort_by_key(|a| (a.workload, a.addr));
     Ok(out)
-}
-
-/// Occupancy of the learned-address table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pressure {
-    /// Entries in the table now.
-    pub entries: u64,
-    /// Entries it holds at most (`MAX_LEARNED`); past that the least
-    /// recently used are evicted.
-    pub capacity: u64,
-    /// Entries created since the datapath was loaded.
-    pub created: u64,
-    /// Entries evicted (created minus live; expired entries stay until
-    /// evicted, so this counts evictions exactly).
-    pub evicted: u64,
-}
-
-impl Pressure {
-    /// From the live entry count and the `address_new` counter.
-    pub fn new(entries: u64, created: u64) -> Self {
-        Pressure {
-            entries,
-            capacity: u64::from(egress_common::MAX_LEARNED),
-            created,
-            evicted: created.saturating_sub(entries),
-        }
-    }
 }
 
 /// A table for the terminal.

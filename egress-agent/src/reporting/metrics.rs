@@ -71,7 +71,7 @@ struct Scrape {
     totals: crate::datapath::RuleTotals,
     reasons: Vec<u64>,
     dns: Vec<u64>,
-    pressure: crate::inspect::learned::Pressure,
+    pressure: crate::datapath::LearnedPressure,
     events: Vec<u64>,
     generation: u32,
 }
