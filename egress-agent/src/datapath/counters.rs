@@ -9,12 +9,35 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::RuleTotals;
+
 /// A counter index taken back for reuse, with the rule name it counted
 /// (none for indexes of a pack adopted from pins, whose names are unknown).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reclaimed {
     pub name: Option<String>,
     pub index: u32,
+}
+
+/// Which counter each rule name counts into, what each slot's pack counts
+/// into, and the totals of names whose counter was reclaimed.
+pub struct CounterBook {
+    /// Counts of rule names whose counter was reclaimed.
+    pub retired: RuleTotals,
+    /// The lasting counter index of each rule name.
+    pub ids: CounterIds,
+    /// Counter indexes each slot's pack counts into.
+    pub by_slot: [HashSet<u32>; 2],
+}
+
+impl Default for CounterBook {
+    fn default() -> Self {
+        CounterBook {
+            retired: RuleTotals::new(),
+            ids: CounterIds::new(egress_common::MAX_RULES),
+            by_slot: [HashSet::new(), HashSet::new()],
+        }
+    }
 }
 
 /// The counter index of each rule name.

@@ -11,6 +11,14 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use egress_common::maps;
 
 use super::local::interface_addresses;
+
+/// The LAN interfaces this datapath is attached to, and those of them a
+/// resolver is reached through (answers coming in on those still teach).
+#[derive(Default)]
+pub struct LanMarks {
+    attached: BTreeSet<String>,
+    shared: BTreeSet<String>,
+}
 use super::{Datapath, DatapathError, map_mut};
 
 /// The interface traffic to `dst` leaves through, by the source address
@@ -26,14 +34,14 @@ fn iface_towards(dst: IpAddr, addrs: &[(String, IpAddr)]) -> Option<String> {
 impl Datapath {
     /// Records `iface` as a LAN interface and updates [`maps::LAN_IFS`].
     pub fn mark_lan(&mut self, iface: &str) -> Result<(), DatapathError> {
-        self.lans.insert(iface.to_string());
+        self.lan_marks.attached.insert(iface.to_string());
         self.sync_lan_marks()
     }
 
     /// LAN interfaces that a listed resolver is reached through, left out
     /// of [`maps::LAN_IFS`] (see the module comment).
     pub fn lans_shared_with_resolvers(&self) -> &BTreeSet<String> {
-        &self.lans_shared
+        &self.lan_marks.shared
     }
 
     /// Writes [`maps::LAN_IFS`]: every LAN interface but those the live
@@ -43,7 +51,7 @@ impl Datapath {
     pub fn sync_lan_marks(&mut self) -> Result<(), DatapathError> {
         // None recorded yet (an adopting agent installs before it attaches):
         // keep the marks the pinned datapath has.
-        if self.lans.is_empty() {
+        if self.lan_marks.attached.is_empty() {
             return Ok(());
         }
         let addrs = interface_addresses()?;
@@ -51,14 +59,14 @@ impl Datapath {
             Some(p) => p.resolvers.clone(),
             None => self.live_slot_resolvers(),
         };
-        self.lans_shared = resolvers
+        self.lan_marks.shared = resolvers
             .iter()
             .filter(|r| !addrs.iter().any(|(_, a)| a == *r))
             .filter_map(|r| iface_towards(*r, &addrs))
-            .filter(|i| self.lans.contains(i))
+            .filter(|i| self.lan_marks.attached.contains(i))
             .collect();
         let mut want = BTreeSet::new();
-        for lan in self.lans.difference(&self.lans_shared) {
+        for lan in self.lan_marks.attached.difference(&self.lan_marks.shared) {
             let name = std::ffi::CString::new(lan.as_str()).map_err(|e| DatapathError::Io(std::io::Error::other(e)))?;
             // SAFETY: if_nametoindex reads a NUL-terminated string we own.
             match unsafe { libc::if_nametoindex(name.as_ptr()) } {

@@ -40,7 +40,7 @@ use egress_common::{
 };
 
 use barrier::{PendingBarrier, RcuBarrier};
-use counters::CounterIds;
+use counters::CounterBook;
 use egress_policy::compile::{CompiledPack, CompiledRule};
 use egress_policy::model::Mode;
 use pin::PinDir;
@@ -117,12 +117,8 @@ pub struct Datapath {
     barrier: std::sync::Arc<RcuBarrier>,
     /// The grace period after the last flip, when not yet waited for.
     barrier_pending: Option<PendingBarrier>,
-    /// Counts of rule names whose counter was reclaimed.
-    retired: RuleTotals,
-    /// The lasting counter index of each rule name.
-    counter_ids: CounterIds,
-    /// Counter indexes each slot's pack counts into.
-    slot_counters: [HashSet<u32>; 2],
+    /// Which counter each rule name counts into, and what reclaimed ones had counted.
+    counter_book: CounterBook,
     /// Whether packs installed from now on use the flow cache.
     flow_cache: bool,
     /// The gateway's own addresses.
@@ -133,15 +129,10 @@ pub struct Datapath {
     adopted: bool,
     /// The hook the judging program is attached with.
     hook: Hook,
-    /// Mirror of [`maps::WEBGROUPS`]: every WebGroup bit taken, by the live
-    /// pack's groups and by removed groups whose bit is being retired.
-    bit_names: std::collections::BTreeMap<u32, String>,
-    /// The strip of retired bits running now, if any.
-    retiring: Option<webgroup_bits::Retiring>,
-    /// The interfaces attached to (`lan.rs`).
-    lans: BTreeSet<String>,
-    /// Those of them a resolver is reached through.
-    lans_shared: BTreeSet<String>,
+    /// WebGroup bits taken and those being retired.
+    webgroups: webgroup_bits::WebGroupBits,
+    /// The LAN interfaces and those a resolver is reached through.
+    lan_marks: lan::LanMarks,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -234,22 +225,18 @@ impl Datapath {
             state: LiveState::default(),
             barrier: std::sync::Arc::new(RcuBarrier::new()?),
             barrier_pending: None,
-            retired: RuleTotals::new(),
-            counter_ids: CounterIds::new(egress_common::MAX_RULES),
-            slot_counters: [HashSet::new(), HashSet::new()],
+            counter_book: CounterBook::default(),
             flow_cache: true,
             local: BTreeSet::new(),
             pins,
             adopted,
             hook: Hook::Tc,
-            bit_names: std::collections::BTreeMap::default(),
-            retiring: None,
-            lans: BTreeSet::new(),
-            lans_shared: BTreeSet::new(),
+            webgroups: webgroup_bits::WebGroupBits::default(),
+            lan_marks: lan::LanMarks::default(),
         };
         // Bits taken before (an adopted datapath): kept, and retired if
         // their group is gone, like any other pack's.
-        dp.bit_names = dp.read_webgroup_names()?;
+        dp.webgroups.names = dp.read_webgroup_names()?;
         if adopted {
             dp.adopt()?;
         } else if dp.pins.is_some() {
@@ -286,8 +273,8 @@ impl Datapath {
                 self.slots[0].zero_counter(c)?;
                 self.slots[1].zero_counter(c)?;
             }
-            self.counter_ids.skip_to(used.iter().max().map_or(0, |m| m + 1));
-            self.slot_counters[slot] = used;
+            self.counter_book.ids.skip_to(used.iter().max().map_or(0, |m| m + 1));
+            self.counter_book.by_slot[slot] = used;
         }
         Ok(())
     }
@@ -296,8 +283,8 @@ impl Datapath {
     /// for reuse are folded into the retired totals and zeroed first.
     fn with_counters(&mut self, mut pack: CompiledPack, idle: usize) -> Result<CompiledPack, DatapathError> {
         let names: Vec<&str> = pack.rules.iter().map(|r| r.name.as_str()).collect();
-        let live = &self.slot_counters[1 - idle];
-        let (ids, reclaimed) = self.counter_ids.assign(&names, live)?;
+        let live = &self.counter_book.by_slot[1 - idle];
+        let (ids, reclaimed) = self.counter_book.ids.assign(&names, live)?;
         for r in reclaimed {
             let mut cells = [RuleCounter::default(); 3];
             for slot in &mut self.slots {
@@ -305,13 +292,13 @@ impl Datapath {
                 slot.zero_counter(r.index)?;
             }
             if let Some(name) = r.name {
-                add_counts(self.retired.entry(name).or_insert([RuleCounter::default(); 3]), cells);
+                add_counts(self.counter_book.retired.entry(name).or_insert([RuleCounter::default(); 3]), cells);
             }
         }
         for (rule, id) in pack.rules.iter_mut().zip(&ids) {
             rule.info.counter = *id;
         }
-        self.slot_counters[idle] = ids.into_iter().collect();
+        self.counter_book.by_slot[idle] = ids.into_iter().collect();
         Ok(pack)
     }
 
@@ -423,8 +410,8 @@ impl Datapath {
 
     /// Per-rule totals by name, over every pack installed so far.
     pub fn rule_totals(&self) -> Result<RuleTotals, DatapathError> {
-        let mut totals = self.retired.clone();
-        for (name, index) in self.counter_ids.named() {
+        let mut totals = self.counter_book.retired.clone();
+        for (name, index) in self.counter_book.ids.named() {
             let total = totals.entry(name.to_string()).or_insert([RuleCounter::default(); 3]);
             for slot in &self.slots {
                 add_counts(total, slot.read_counter(index)?);

@@ -34,6 +34,16 @@ use egress_policy::compile::CompiledPack;
 const MAX_PASSES: usize = 16;
 
 /// A strip of some bits running in the background.
+/// The WebGroup bits of this datapath: taken, and being retired.
+#[derive(Default)]
+pub struct WebGroupBits {
+    /// Mirror of [`maps::WEBGROUPS`]: every bit taken, by the live pack's
+    /// groups and by removed groups whose bit is being retired.
+    pub(super) names: std::collections::BTreeMap<u32, String>,
+    /// The strip of retired bits running now, if any.
+    retiring: Option<Retiring>,
+}
+
 pub struct Retiring {
     /// The bits being stripped. An install whose pack takes one of them
     /// back (a group re-added) clears it here before its flip: from then on
@@ -126,11 +136,11 @@ impl Datapath {
         }
         let mut taken = 0u64;
         for (name, bit) in &pack.webgroup_bits {
-            self.bit_names.insert(*bit, name.clone());
+            self.webgroups.names.insert(*bit, name.clone());
             taken |= 1u64 << *bit;
         }
         // A group re-added while its bit is being retired: stop stripping it.
-        if let Some(job) = &self.retiring {
+        if let Some(job) = &self.webgroups.retiring {
             job.keep(taken);
         }
         Ok(())
@@ -159,7 +169,7 @@ impl Datapath {
     /// datapath named) and the live pack's combined classes.
     pub fn previous(&self) -> egress_policy::compile::Previous {
         egress_policy::compile::Previous {
-            webgroup_bits: self.bit_names.iter().map(|(b, n)| (n.clone(), *b)).collect(),
+            webgroup_bits: self.webgroups.names.iter().map(|(b, n)| (n.clone(), *b)).collect(),
             x_sets: self.live_pack().map(|p| p.previous().x_sets).unwrap_or_default(),
         }
     }
@@ -175,11 +185,12 @@ impl Datapath {
         let Some(live) = self.live_pack().map(|p| p.webgroup_bits.clone()) else { return Ok(0) };
         let unused = |bit: &u32, name: &String| live.get(name) != Some(bit);
         let mut freed = 0;
-        if let Some(job) = self.retiring.take_if(|j| j.is_finished()) {
+        if let Some(job) = self.webgroups.retiring.take_if(|j| j.is_finished()) {
             let bits = job.bits();
             job.finish()?;
             let done: Vec<u32> = self
-                .bit_names
+                .webgroups
+                .names
                 .iter()
                 .filter(|(b, n)| bits & (1u64 << **b) != 0 && unused(b, n))
                 .map(|(b, _)| *b)
@@ -189,25 +200,25 @@ impl Datapath {
                 names.set(*bit, [0u8; WEBGROUP_NAME_LEN], 0).map_err(|e| DatapathError::map(maps::WEBGROUPS, e))?;
             }
             for bit in done {
-                self.bit_names.remove(&bit);
+                self.webgroups.names.remove(&bit);
                 freed += 1;
             }
         }
-        let retired = self.bit_names.iter().filter(|(b, n)| unused(b, n)).fold(0u64, |m, (b, _)| m | 1u64 << *b);
-        if retired != 0 && self.retiring.is_none() {
+        let retired = self.webgroups.names.iter().filter(|(b, n)| unused(b, n)).fold(0u64, |m, (b, _)| m | 1u64 << *b);
+        if retired != 0 && self.webgroups.retiring.is_none() {
             use std::os::fd::AsFd as _;
             let fd = match self.ebpf.map(maps::LEARNED) {
                 Some(aya::maps::Map::LruHashMap(m)) => m.fd().as_fd().try_clone_to_owned()?,
                 _ => return Err(DatapathError::MissingMap(maps::LEARNED.into())),
             };
-            self.retiring = Some(Retiring::start(fd, self.barrier.clone(), retired)?);
+            self.webgroups.retiring = Some(Retiring::start(fd, self.barrier.clone(), retired)?);
         }
         Ok(freed)
     }
 
     /// Waits for the running strip of retired WebGroup bits, if any (tests).
     pub fn wait_retiring(&mut self) -> Result<(), DatapathError> {
-        while self.retiring.as_ref().is_some_and(|j| !j.is_finished()) {
+        while self.webgroups.retiring.as_ref().is_some_and(|j| !j.is_finished()) {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         Ok(())
