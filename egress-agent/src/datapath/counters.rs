@@ -1,7 +1,7 @@
 //! Lasting counter cells: every rule name gets one counter index for as
 //! long as the agent runs, in both slots. Installing a pack then never
-//! reads, moves or zeroes counters (at 10,000 rules that was 60,000
-//! syscalls per swap); a rule's totals are its cells in the two slots.
+//! reads, moves or zeroes counters (that would be a few syscalls per rule
+//! on every swap); a rule's totals are its cells in the two slots.
 //!
 //! Indexes run out only after tens of thousands of distinct rule names;
 //! then those no installed pack uses are reclaimed: the caller folds their

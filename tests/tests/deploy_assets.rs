@@ -1,7 +1,7 @@
 //! The packaging under `deploy/` stays true to the agent: the systemd unit
 //! verifies, every flag the unit and the `DaemonSet` pass is one `run`
 //! accepts, and every metric the Grafana dashboard queries is one the agent
-//! exports.
+//! exports. In the lab: reading the metrics loads the datapath (root).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -12,8 +12,8 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_egress-agent")
+fn bin() -> PathBuf {
+    egress_lab::agent_binary()
 }
 
 /// `--flag` words in `text`.
@@ -48,7 +48,7 @@ fn the_systemd_unit_verifies() {
     let dir = std::env::temp_dir().join(format!("egress-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("egress-agent.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/egress-agent", bin())).expect("write");
+    std::fs::write(&path, unit.replace("/usr/local/bin/egress-agent", &bin().display().to_string())).expect("write");
     let out = Command::new("systemd-analyze").arg("verify").arg(&path).output();
     let _ = std::fs::remove_dir_all(&dir);
     let Ok(out) = out else {
