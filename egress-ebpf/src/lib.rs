@@ -1,8 +1,8 @@
 //! The datapath's host-side library. The datapath itself is a binary for the
 //! bpf target (`src/main.rs`); this library lets the agent take a
 //! build-dependency on this crate (and be rebuilt when the datapath
-//! changes), and holds the pure parsers that the datapath uses and the host
-//! tests (`names`: connection names from TLS ClientHellos and HTTP request
+//! changes), and holds pure parsers for the datapath, tested here on the host
+//! (`names`: connection names from TLS ClientHellos and HTTP request
 //! heads).
 #![cfg_attr(not(test), no_std)]
 #![allow(
