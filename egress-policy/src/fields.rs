@@ -177,11 +177,22 @@ pub fn cidrs(sink: &mut ErrorSink, node: &Node) -> Option<Vec<IpNet>> {
         sink.report(node, "empty `cidrs`: expected at least one CIDR (an empty group never means any)");
         return None;
     }
+    distinct(sink, items, "a CIDR like `10.0.0.0/24`", parse_cidr)
+}
+
+/// Every item of a list read as a string and parsed by `parse`, duplicates
+/// dropped; `None` (each bad item reported) if any item is bad.
+pub fn distinct<T: PartialEq>(
+    sink: &mut ErrorSink,
+    items: &[Node],
+    expected: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<Vec<T>> {
     let mut out = Vec::new();
     let mut ok = true;
     for item in items {
-        match string(sink, item, "a CIDR like `10.0.0.0/24`").map(parse_cidr) {
-            Some(Ok(net)) if !out.contains(&net) => out.push(net),
+        match string(sink, item, expected).map(&parse) {
+            Some(Ok(value)) if !out.contains(&value) => out.push(value),
             Some(Ok(_)) => {}
             Some(Err(e)) => {
                 sink.report(item, e);

@@ -201,18 +201,5 @@ fn domains(sink: &mut ErrorSink, node: &Node) -> Option<Vec<DomainPattern>> {
         sink.report(node, "empty `domains`: expected at least one domain name (an empty group never means any)");
         return None;
     }
-    let mut out = Vec::new();
-    let mut ok = true;
-    for item in items {
-        match fields::string(sink, item, "a domain name").map(parse_pattern) {
-            Some(Ok(p)) if !out.contains(&p) => out.push(p),
-            Some(Ok(_)) => {}
-            Some(Err(e)) => {
-                sink.report(item, e);
-                ok = false;
-            }
-            None => ok = false,
-        }
-    }
-    ok.then_some(out)
+    fields::distinct(sink, items, "a domain name", parse_pattern)
 }

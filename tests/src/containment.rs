@@ -389,16 +389,8 @@ fn promote(dir: &Path) -> io::Result<()> {
 pub fn run(agent_bin: &Path, pack: &Path, mut progress: impl FnMut(&Outcome)) -> io::Result<Report> {
     let started = Instant::now();
     let lab = Lab::new(UPSTREAM)?;
-    for a in [
-        "203.0.113.10",
-        "203.0.113.20",
-        "203.0.113.30",
-        "203.0.113.40",
-        "203.0.113.41",
-        "203.0.113.66",
-        "203.0.113.77",
-        "203.0.113.99",
-    ] {
+    // The internet hosts (203.0.113.0/24; the resolvers are in 198.51.100.0/24) serve TCP 443.
+    for a in UPSTREAM.iter().filter(|a| a.starts_with("203.0.113.")) {
         lab.tcp_echo(SocketAddr::new(a.parse().map_err(io::Error::other)?, 443))?;
     }
     lab.udp_echo(FOREIGN_RESOLVER.parse().map_err(io::Error::other)?)?;
