@@ -96,9 +96,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     // The watcher's and ours are the last requests: the reload task ends
     // after the reload it is running.
-    drop(watcher);
-    drop(requests);
-    let _ = reload_thread.join();
+    // Joined off the runtime's workers: a reload in progress may take a while.
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(watcher);
+        drop(requests);
+        let _ = reload_thread.join();
+    })
+    .await;
     Ok(())
 }
 
