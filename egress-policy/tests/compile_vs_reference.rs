@@ -92,7 +92,7 @@ fn pack() -> impl Strategy<Value = Pack> {
             for (i, (src, dkinds, dnets, proto, ports, deny, enforce)) in rules.into_iter().enumerate() {
                 let protocol = [Protocol::Tcp, Protocol::Udp, Protocol::Icmp, Protocol::Any][proto as usize];
                 let ports = if protocol == Protocol::Icmp { None } else { ports };
-                let destinations = dkinds
+                let destinations: Vec<Destination> = dkinds
                     .iter()
                     .map(|k| match k {
                         0 => Destination::Any,
@@ -102,6 +102,8 @@ fn pack() -> impl Strategy<Value = Pack> {
                         _ => Destination::Cidrs(dnets.clone()),
                     })
                     .collect();
+                let action = if deny { Action::Deny } else { Action::Permit };
+                let verify_names = Rule::default_verify_names(action, &destinations);
                 p.rules.push(Rule {
                     name: format!("r{i}"),
                     priority: (i * 10) as u16,
@@ -112,9 +114,10 @@ fn pack() -> impl Strategy<Value = Pack> {
                     destinations,
                     protocol,
                     ports,
-                    action: if deny { Action::Deny } else { Action::Permit },
+                    action,
                     mode: if enforce { Mode::Enforce } else { Mode::Monitor },
                     log: true,
+                    verify_names,
                     location: Location::default(),
                 });
             }
