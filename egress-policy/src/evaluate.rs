@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::model::{Destination, Pack, Protocol, Rule, Source};
+use super::domain::pattern_matches;
+use super::model::{Action, Destination, Pack, Protocol, Rule, Source, WebGroup};
 
 /// What the reference evaluator decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,14 +39,15 @@ fn source_matches(pack: &Pack, rule: &Rule, src: IpAddr) -> bool {
     }
 }
 
-fn destination_matches(pack: &Pack, rule: &Rule, dst: IpAddr, learned: &BTreeSet<String>) -> bool {
+/// Whether one of `rule`'s destinations admits `dst`; `webgroup` says
+/// whether a WebGroup destination (by name) matches.
+fn destination_matches(pack: &Pack, rule: &Rule, dst: IpAddr, webgroup: impl Fn(&str) -> bool) -> bool {
     rule.destinations.iter().any(|d| match d {
         Destination::Any => true,
         Destination::Resolvers => pack.dns.resolvers.contains(&dst),
         Destination::SmartGroup(g) => pack.smartgroups.get(g).is_some_and(|g| g.cidrs.iter().any(|c| c.contains(&dst))),
         Destination::Cidrs(c) => c.iter().any(|c| c.contains(&dst)),
-        // The source resolved a name of the WebGroup to this address.
-        Destination::WebGroup(g) => learned.contains(g),
+        Destination::WebGroup(g) => webgroup(g),
     })
 }
 
@@ -73,7 +75,8 @@ pub(crate) fn ports_match(rule: &Rule, proto: u8, dport: u16) -> bool {
 /// WebGroups the source learned the destination for.
 pub fn rule_matches(pack: &Pack, rule: &Rule, p: &Probe, learned: &BTreeSet<String>) -> bool {
     source_matches(pack, rule, p.src)
-        && destination_matches(pack, rule, p.dst, learned)
+        // A WebGroup: the source resolved one of its names to this address.
+        && destination_matches(pack, rule, p.dst, |g| learned.contains(g))
         && protocol_matches(rule, p.src, p.proto)
         && ports_match(rule, p.proto, p.dport)
 }
@@ -87,8 +90,52 @@ pub fn evaluate(pack: &Pack, p: &Probe) -> Outcome {
 /// [`evaluate`] for a destination the source learned for the WebGroups
 /// named in `learned`.
 pub fn evaluate_learned(pack: &Pack, p: &Probe, learned: &BTreeSet<String>) -> Outcome {
-    if let Some(i) = pack.rules.iter().position(|r| rule_matches(pack, r, p, learned)) {
+    first_match(pack, p, |r| rule_matches(pack, r, p, learned))
+}
+
+/// The first rule that `matches` (in priority order), else the implicit
+/// deny for covered sources.
+fn first_match(pack: &Pack, p: &Probe, matches: impl Fn(&Rule) -> bool) -> Outcome {
+    if let Some(i) = pack.rules.iter().position(matches) {
         return Outcome::Rule(i);
     }
     if pack.rules.iter().any(|r| source_matches(pack, r, p.src)) { Outcome::ImplicitDeny } else { Outcome::Uncovered }
+}
+
+/// Whether `group` covers the connection name `name` (any case, a trailing
+/// dot ignored), with the matcher of DNS names.
+pub fn name_covered(group: &WebGroup, name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    !name.is_empty() && group.domains.iter().any(|d| pattern_matches(d, name))
+}
+
+/// Whether `rule` matches the packet in the second decision (contract
+/// section "Connection names"): `learned` are the WebGroups the source
+/// learned the destination for, `name` the connection's name (SNI or
+/// `Host`), if it has one. A WebGroup destination of a `permit` rule with
+/// `verify_names` needs the address learned for the group and a name it
+/// covers; one of a `deny` rule needs either; every other destination
+/// matches as in the first decision.
+pub fn rule_matches_named(pack: &Pack, rule: &Rule, p: &Probe, learned: &BTreeSet<String>, name: Option<&str>) -> bool {
+    let webgroup = |g: &str| {
+        let learned = learned.contains(g);
+        let named = || name.is_some_and(|n| pack.webgroups.get(g).is_some_and(|w| name_covered(w, n)));
+        match rule.action {
+            Action::Permit if rule.verify_names => learned && named(),
+            Action::Permit => learned,
+            Action::Deny => learned || named(),
+        }
+    };
+    source_matches(pack, rule, p.src)
+        && destination_matches(pack, rule, p.dst, webgroup)
+        && protocol_matches(rule, p.src, p.proto)
+        && ports_match(rule, p.proto, p.dport)
+}
+
+/// The second decision of a TCP flow, by address and name: the first rule
+/// that [`rule_matches_named`], then the implicit deny for covered sources.
+/// (The first decision, by address alone, is [`evaluate_learned`].)
+pub fn evaluate_named(pack: &Pack, p: &Probe, learned: &BTreeSet<String>, name: Option<&str>) -> Outcome {
+    first_match(pack, p, |r| rule_matches_named(pack, r, p, learned, name))
 }

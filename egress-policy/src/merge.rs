@@ -174,6 +174,8 @@ fn undefined(at: &Location, kind: &str, name: &str, other: Option<(&str, &Locati
 /// The validated rule; `None` only if a required field was missing (which
 /// was already reported, so it does not happen for an error-free pack).
 fn build(r: RawRule, pack_mode: Mode) -> Option<Rule> {
+    let destinations: Vec<Destination> = r.destinations?.into_iter().map(|d| d.value).collect();
+    let action = r.action?;
     Some(Rule {
         name: r.name?.value,
         priority: r.priority?.value,
@@ -181,10 +183,11 @@ fn build(r: RawRule, pack_mode: Mode) -> Option<Rule> {
             RawSource::Any => Source::Any,
             RawSource::Groups(g) => Source::Groups(g.into_iter().map(|g| g.value).collect()),
         },
-        destinations: r.destinations?.into_iter().map(|d| d.value).collect(),
+        verify_names: Rule::default_verify_names(action, &destinations),
+        destinations,
         protocol: r.protocol,
         ports: r.ports,
-        action: r.action?,
+        action,
         mode: r.mode.unwrap_or(pack_mode),
         log: r.log,
         location: r.location,

@@ -204,7 +204,20 @@ pub struct Rule {
     pub action: Action,
     pub mode: Mode,
     pub log: bool,
+    /// Whether the rule's WebGroup destinations also need the connection's
+    /// name (contract section "Connection names"): only meaningful on
+    /// `permit` rules with a WebGroup destination. Computed at load as the
+    /// contract's default, [`Rule::default_verify_names`].
+    pub verify_names: bool,
     pub location: Location,
+}
+
+impl Rule {
+    /// The contract's default of `verify_names`: `true` on `permit` rules
+    /// with a WebGroup destination, `false` on every other rule.
+    pub fn default_verify_names(action: Action, destinations: &[Destination]) -> bool {
+        action == Action::Permit && destinations.iter().any(|d| matches!(d, Destination::WebGroup(_)))
+    }
 }
 
 /// A whole validated pack. `rules` is sorted by ascending priority.

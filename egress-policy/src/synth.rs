@@ -299,6 +299,7 @@ pub fn realistic_pack(rules: usize, seed: u64) -> Pack {
         let action = if rng.chance(70) { Action::Permit } else { Action::Deny };
         let mode = if rng.chance(10) { Mode::Monitor } else { Mode::Enforce };
         let verb = if action == Action::Permit { "allow" } else { "deny" };
+        let verify_names = Rule::default_verify_names(action, &destinations);
         out.push(Rule {
             name: format!("r{i:05}-{verb}"),
             priority: (i as u16 + 1) * step,
@@ -309,6 +310,7 @@ pub fn realistic_pack(rules: usize, seed: u64) -> Pack {
             action,
             mode,
             log: rng.chance(30),
+            verify_names,
             location: Location::default(),
         });
     }
@@ -322,6 +324,7 @@ pub fn realistic_pack(rules: usize, seed: u64) -> Pack {
         action: Action::Deny,
         mode: Mode::Enforce,
         log: false,
+        verify_names: false,
         location: Location::default(),
     });
     Pack { version: 1, mode: Mode::Enforce, smartgroups, rules: out, ..Pack::default() }
@@ -377,6 +380,7 @@ pub fn with_webgroups(mut pack: Pack, domains: usize, seed: u64) -> Pack {
             rule.protocol = Protocol::Tcp;
             rule.ports = Some(vec![PortRange { lo: 443, hi: 443 }]);
             rule.action = Action::Permit;
+            rule.verify_names = true;
         }
     }
     pack

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use egress_policy::compile::{Decision, Previous, compile, compile_stable};
-use egress_policy::evaluate::{Outcome, Probe, evaluate_learned};
+use egress_policy::compile::{CompiledPack, Decision, Previous, compile, compile_stable};
+use egress_policy::evaluate::{Outcome, Probe, evaluate_learned, evaluate_named, name_covered};
 use egress_policy::model::*;
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -49,18 +49,21 @@ fn port_ranges() -> impl Strategy<Value = Option<Vec<PortRange>>> {
 }
 
 /// A random rule's parts: source groups (`None`: any), destination kinds,
-/// destination prefixes, protocol, ports, deny, enforce.
-type RuleParts = (Option<Vec<usize>>, Vec<u8>, Vec<IpNet>, u8, Option<Vec<PortRange>>, bool, bool);
+/// destination prefixes, protocol, ports, deny, enforce, and whether a
+/// `permit` rule with a WebGroup destination keeps `verify_names` at its
+/// default (`true`) or sets it `false`.
+type RuleParts = (Option<Vec<usize>>, Vec<u8>, Vec<IpNet>, u8, Option<Vec<PortRange>>, bool, bool, bool);
 
 fn rule(groups: usize) -> impl Strategy<Value = RuleParts> {
     (
         prop_oneof![1 => Just(None), 4 => prop::collection::vec(0..groups, 1..3).prop_map(Some)],
-        prop::collection::vec(0u8..5, 1..3),
+        prop::collection::vec(0u8..7, 1..3),
         prop::collection::vec(net(), 1..3),
         0u8..4,
         port_ranges(),
         any::<bool>(),
         any::<bool>(),
+        prop::bool::weighted(0.8),
     )
 }
 
@@ -79,29 +82,25 @@ fn pack() -> impl Strategy<Value = Pack> {
                 p.smartgroups.insert(name.clone(), SmartGroup { name, cidrs, location: Location::default() });
             }
             p.webgroups = BTreeMap::new();
-            for w in ["w0", "w1"] {
-                p.webgroups.insert(
-                    w.to_string(),
-                    WebGroup {
-                        name: w.to_string(),
-                        domains: vec![DomainPattern::Exact(format!("{w}.example.com"))],
-                        location: Location::default(),
-                    },
-                );
+            for (w, domains) in webgroup_domains() {
+                let name = w.to_string();
+                p.webgroups.insert(name.clone(), WebGroup { name, domains, location: Location::default() });
             }
-            for (i, (src, dkinds, dnets, proto, ports, deny, enforce)) in rules.into_iter().enumerate() {
+            for (i, (src, dkinds, dnets, proto, ports, deny, enforce, verify)) in rules.into_iter().enumerate() {
                 let protocol = [Protocol::Tcp, Protocol::Udp, Protocol::Icmp, Protocol::Any][proto as usize];
                 let ports = if protocol == Protocol::Icmp { None } else { ports };
-                let destinations = dkinds
+                let destinations: Vec<Destination> = dkinds
                     .iter()
                     .map(|k| match k {
                         0 => Destination::Any,
                         1 => Destination::Resolvers,
                         2 => Destination::SmartGroup(format!("g{}", i % groups)),
-                        3 => Destination::WebGroup(format!("w{}", i % 2)),
+                        3 | 5 | 6 => Destination::WebGroup(format!("w{}", (i + usize::from(*k)) % WEBGROUPS.len())),
                         _ => Destination::Cidrs(dnets.clone()),
                     })
                     .collect();
+                let action = if deny { Action::Deny } else { Action::Permit };
+                let verify_names = Rule::default_verify_names(action, &destinations) && verify;
                 p.rules.push(Rule {
                     name: format!("r{i}"),
                     priority: (i * 10) as u16,
@@ -112,14 +111,84 @@ fn pack() -> impl Strategy<Value = Pack> {
                     destinations,
                     protocol,
                     ports,
-                    action: if deny { Action::Deny } else { Action::Permit },
+                    action,
                     mode: if enforce { Mode::Enforce } else { Mode::Monitor },
                     log: true,
+                    verify_names,
                     location: Location::default(),
                 });
             }
             p
         })
+}
+
+/// The WebGroups of every random pack.
+const WEBGROUPS: [&str; 3] = ["w0", "w1", "w2"];
+
+/// Their patterns: names may be covered by none, one or several of them.
+fn webgroup_domains() -> [(&'static str, Vec<DomainPattern>); 3] {
+    let exact = |n: &str| DomainPattern::Exact(n.to_string());
+    let one = |n: &str| DomainPattern::OneLabel(n.to_string());
+    let any = |n: &str| DomainPattern::AnyDepth(n.to_string());
+    [
+        ("w0", vec![exact("api.shared.example.com"), one("w0.example.com"), one("cdn.example.com")]),
+        ("w1", vec![any("cdn.example.com"), exact("w1.example.com")]),
+        ("w2", vec![exact("api.shared.example.com"), one("w2.example.com")]),
+    ]
+}
+
+/// Connection names and the WebGroups that cover them.
+const NAMES: [(&str, &[&str]); 11] = [
+    ("chat.w0.example.com", &["w0"]),
+    ("w1.example.com", &["w1"]),
+    ("q.w2.example.com", &["w2"]),
+    ("api.shared.example.com", &["w0", "w2"]),
+    ("x.cdn.example.com", &["w0", "w1"]),
+    ("a.b.cdn.example.com", &["w1"]),
+    ("W1.Example.COM.", &["w1"]),
+    ("Q.W2.example.com.", &["w2"]),
+    ("attacker-tenant.example", &[]),
+    ("cdn.example.com", &[]),
+    ("a.b.w0.example.com", &[]),
+];
+
+/// The WebGroups of `WEBGROUPS` whose bit is set in `mask`.
+fn learned_set(mask: u8) -> BTreeSet<String> {
+    WEBGROUPS.iter().enumerate().filter(|(i, _)| mask & (1 << i) != 0).map(|(_, w)| w.to_string()).collect()
+}
+
+/// The compiled pack's bits of the WebGroups `groups`.
+fn bits<'a>(compiled: &CompiledPack, groups: impl IntoIterator<Item = &'a String>) -> u64 {
+    groups.into_iter().map(|w| 1u64 << compiled.webgroup_bits[w]).fold(0, |a, b| a | b)
+}
+
+fn outcome(compiled: &CompiledPack, d: Decision) -> Outcome {
+    match d {
+        Decision::Uncovered => Outcome::Uncovered,
+        Decision::Rule(r) if r == compiled.implicit_rule => Outcome::ImplicitDeny,
+        Decision::Rule(r) => Outcome::Rule(r as usize),
+    }
+}
+
+/// The pack compiled afresh (`before` 0), after another pack (1), or after
+/// itself with its first rule's ports edited (2): class numbers kept from
+/// the pack before must never change a decision.
+fn compiled(pack: &Pack, other: &Pack, before: u8) -> CompiledPack {
+    let previous = match before {
+        0 => Previous::default(),
+        1 => compile(other).expect("compiles").previous(),
+        _ => {
+            let mut edited = pack.clone();
+            if let Some(r) = edited.rules.first_mut() {
+                r.ports = match r.ports {
+                    Some(_) => None,
+                    None => Some(vec![PortRange { lo: 443, hi: 443 }]),
+                };
+            }
+            compile(&edited).expect("compiles").previous()
+        }
+    };
+    compile_stable(pack, &previous).expect("compiles")
 }
 
 fn probe() -> impl Strategy<Value = Probe> {
@@ -146,36 +215,57 @@ proptest! {
         pack in pack(),
         other in pack(),
         before in 0u8..3,
-        probes in prop::collection::vec((probe(), 0u8..4), 40),
+        probes in prop::collection::vec((probe(), 0u8..8), 40),
     ) {
-        // Compiled afresh, or after another pack, or after this pack with
-        // its first rule's ports edited (class numbers are kept from the
-        // pack before: they must never change a decision).
-        let previous = match before {
-            0 => Previous::default(),
-            1 => compile(&other).expect("compiles").previous(),
-            _ => {
-                let mut edited = pack.clone();
-                if let Some(r) = edited.rules.first_mut() {
-                    r.ports = match r.ports { Some(_) => None, None => Some(vec![PortRange { lo: 443, hi: 443 }]) };
-                }
-                compile(&edited).expect("compiles").previous()
-            }
-        };
-        let compiled = compile_stable(&pack, &previous).expect("compiles");
+        let compiled = compiled(&pack, &other, before);
         for (p, learned_bits) in probes {
             // The WebGroups the source learned the destination for.
-            let learned: BTreeSet<String> =
-                ["w0", "w1"].iter().enumerate().filter(|(i, _)| learned_bits & (1 << i) != 0).map(|(_, w)| w.to_string()).collect();
-            let groups = learned.iter().map(|w| 1u64 << compiled.webgroup_bits[w]).fold(0, |a, b| a | b);
+            let learned = learned_set(learned_bits);
+            let groups = bits(&compiled, &learned);
             let want = evaluate_learned(&pack, &p, &learned);
             let got = compiled.decide_learned(p.src, p.dst, p.proto, p.dport, groups);
-            let got = match got {
-                Decision::Uncovered => Outcome::Uncovered,
-                Decision::Rule(r) if r == compiled.implicit_rule => Outcome::ImplicitDeny,
-                Decision::Rule(r) => Outcome::Rule(r as usize),
-            };
-            prop_assert_eq!(got, want, "probe {:?} learned {:?}", p, learned);
+            prop_assert_eq!(outcome(&compiled, got), want, "probe {:?} learned {:?}", p, learned);
+        }
+    }
+
+    /// The second decision (address and name): the compiled tables decide
+    /// what the reference decides, for every name (covered by no, one or
+    /// several WebGroups) and none; the name table says which WebGroups
+    /// cover a name as the reference matcher does; and `needs_name` holds
+    /// exactly when some name, or none, changes the first decision.
+    #[test]
+    fn compiled_second_decision_is_the_reference(
+        pack in pack(),
+        other in pack(),
+        before in 0u8..3,
+        probes in prop::collection::vec((probe(), 0u8..8), 30),
+    ) {
+        let compiled = compiled(&pack, &other, before);
+        // `both` is the first decision's `(x, WebGroup)` entry.
+        prop_assert_eq!(compiled.names_decision.xw.len(), compiled.xw.len());
+        for (key, entry) in &compiled.names_decision.xw {
+            prop_assert_eq!(compiled.xw.get(key), Some(&entry.both));
+        }
+        for (name, covered_by) in NAMES {
+            let want: BTreeSet<String> =
+                pack.webgroups.values().filter(|w| name_covered(w, name)).map(|w| w.name.clone()).collect();
+            prop_assert_eq!(&want, &covered_by.iter().map(ToString::to_string).collect(), "{}", name);
+            prop_assert_eq!(compiled.name_groups(name), bits(&compiled, &want), "{}", name);
+        }
+        for (p, learned_bits) in probes {
+            let learned = learned_set(learned_bits);
+            let groups = bits(&compiled, &learned);
+            let first = evaluate_learned(&pack, &p, &learned);
+            let mut changes = false;
+            for name in NAMES.iter().map(|(n, _)| Some(*n)).chain([None]) {
+                let want = evaluate_named(&pack, &p, &learned, name);
+                let named = name.map_or(0, |n| compiled.name_groups(n));
+                let got = compiled.decide_named(p.src, p.dst, p.proto, p.dport, groups, named);
+                prop_assert_eq!(outcome(&compiled, got), want, "probe {:?} learned {:?} name {:?}", p, learned, name);
+                changes |= want != first;
+            }
+            let needs = compiled.needs_name(p.src, p.dst, p.proto, p.dport, groups);
+            prop_assert_eq!(needs, changes, "probe {:?} learned {:?} first {:?}", p, learned, first);
         }
     }
 }

@@ -134,6 +134,7 @@ fn pack(rules: usize) -> Pack {
                 action: Action::Permit,
                 mode: Mode::Enforce,
                 log: false,
+                verify_names: false,
                 location: Location::default(),
             },
         );

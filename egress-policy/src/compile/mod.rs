@@ -10,11 +10,13 @@
 //! The cost of a lookup does not depend on the number of rules.
 
 mod names;
+mod names_decision;
 mod pack;
 mod tables;
 
 use egress_common::NameKey;
 
+pub use names_decision::{NO_RULE, NamedEntry, NamesDecision};
 pub use pack::{CompileError, CompiledPack, CompiledRule, Decision, IMPLICIT_DENY, Previous, port_index};
 
 use crate::bitset::FastMap as HashMap;

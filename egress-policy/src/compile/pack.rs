@@ -11,6 +11,7 @@ use egress_common::{
 };
 use ipnet::IpNet;
 
+use super::names_decision::NamesDecision;
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
 use crate::model::Mode;
@@ -79,6 +80,8 @@ pub struct CompiledPack {
     /// (x, WebGroup bit) → first rule of x with that WebGroup as destination,
     /// where it comes before `defaults[x]`.
     pub xw: HashMap<ClassWebGroupKey, u32>,
+    /// The tables of a TCP flow's second decision, by address and name.
+    pub names_decision: NamesDecision,
     /// WebGroups used by `permit` rules (what the query filter lets through).
     pub permit_groups: u64,
     /// `QUERY_FILTER_*`.
@@ -158,19 +161,9 @@ impl CompiledPack {
     /// Decides a packet whose destination the source learned for the
     /// WebGroups in `groups` (bits of `webgroup_bits`).
     pub fn decide_learned(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16, groups: u64) -> Decision {
-        let src_class = match lpm(&self.src, src) {
-            Some(class) => class,
-            None if self.any_source => 0,
-            None => return Decision::Uncovered,
-        };
-        let port_class = self.port_class(port_index(src.is_ipv4(), proto, dport));
-        let Some(&x_class) = self.sp.get(&SourcePortKey { src_class, port_class }) else {
-            return Decision::Rule(self.implicit_rule);
-        };
-        let dst_class = lpm(&self.dst, dst).unwrap_or(0);
-        let mut rule = match self.xd.get(&ClassDestKey { x_class, dst_class }) {
-            Some(&r) => r,
-            None => self.defaults.get(x_class as usize).copied().unwrap_or(self.implicit_rule),
+        let (x_class, mut rule) = match self.lookup_x(src, dst, proto, dport) {
+            Lookup::Decided(d) => return d,
+            Lookup::Class { x, address_rule } => (x, address_rule),
         };
         let mut remaining = groups;
         while remaining != 0 {
@@ -180,6 +173,42 @@ impl CompiledPack {
                 rule = rule.min(r);
             }
         }
+        Decision::of(rule)
+    }
+
+    /// The lookups of both decisions up to the WebGroups: the combined
+    /// class x and the first rule of x by address (the `(x, d)` entry, else
+    /// `defaults[x]`), or the decision when the packet has no x.
+    pub(super) fn lookup_x(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16) -> Lookup {
+        let src_class = match lpm(&self.src, src) {
+            Some(class) => class,
+            None if self.any_source => 0,
+            None => return Lookup::Decided(Decision::Uncovered),
+        };
+        let port_class = self.port_class(port_index(src.is_ipv4(), proto, dport));
+        let Some(&x) = self.sp.get(&SourcePortKey { src_class, port_class }) else {
+            return Lookup::Decided(Decision::Rule(self.implicit_rule));
+        };
+        let dst_class = lpm(&self.dst, dst).unwrap_or(0);
+        let address_rule = match self.xd.get(&ClassDestKey { x_class: x, dst_class }) {
+            Some(&r) => r,
+            None => self.defaults.get(x as usize).copied().unwrap_or(self.implicit_rule),
+        };
+        Lookup::Class { x, address_rule }
+    }
+}
+
+/// Where the lookups up to the WebGroups got.
+pub(super) enum Lookup {
+    /// The packet is decided without a combined class.
+    Decided(Decision),
+    /// Its combined class and x's first rule by address.
+    Class { x: u32, address_rule: u32 },
+}
+
+impl Decision {
+    /// The decision of a rule index from the tables.
+    pub(super) fn of(rule: u32) -> Decision {
         if rule == DECISION_UNCOVERED { Decision::Uncovered } else { Decision::Rule(rule) }
     }
 }

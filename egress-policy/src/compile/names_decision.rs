@@ -1,0 +1,186 @@
+//! The tables of a TCP flow's second decision, by address and name
+//! (contract section "Connection names"), built so that the datapath
+//! decides it with as many lookups as the first: per WebGroup bit of the
+//! flow (learned for the address, or covering the name) one `(x, WebGroup)`
+//! entry, read in the column that says how the flow stands to the group.
+//!
+//! A rule of x with WebGroup destination w matches through w:
+//! - learned for w and named in w: every such rule (`both`);
+//! - learned only: `deny` rules and `permit` rules without `verify_names`
+//!   (`learned_only`);
+//! - named only: `deny` rules (`named_only`).
+//!
+//! The decision is then the first of x's address rule (`(x, d)` or
+//! `defaults[x]`, as in the first decision) and those entries.
+//!
+//! Whether a flow needs its name at all: the second decision can differ
+//! from the first (by address, every WebGroup learned counting as both)
+//! only if a name-only `deny` comes before the first decision
+//! (`first_name_deny[x]`), or if the first decision's rule matched only
+//! through a WebGroup whose rule needs the name (the name-less second
+//! decision differs from the first; a `verify_names` permit whose other
+//! destination, a CIDR say, admits the address needs none). Both take
+//! one more column of the entries the first decision reads anyway.
+
+use std::net::IpAddr;
+
+use egress_common::{ClassWebGroupKey, NAME_ANY_DEPTH, NAME_EXACT, NAME_ONE_LABEL, NameKey};
+
+use super::pack::{CompiledPack, Decision, Lookup};
+use crate::bitset::FastMap as HashMap;
+use crate::bitset::RuleSet;
+use crate::model::{Action, Pack};
+
+/// An entry or `first_name_deny` with no rule before x's default.
+pub const NO_RULE: u32 = u32::MAX;
+
+/// The first rules of a combined class x with a WebGroup w as destination
+/// that match through w, by how the flow stands to w (each [`NO_RULE`]
+/// where no such rule comes before `defaults[x]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NamedEntry {
+    /// The address was learned for w and the name is one w covers: any
+    /// rule naming w (the same rule as the first decision's `xw` entry).
+    pub both: u32,
+    /// Learned for w, the name not covered (or no name): `deny` rules and
+    /// `permit` rules without `verify_names`.
+    pub learned_only: u32,
+    /// The name covered by w, the address not learned for it: `deny` rules.
+    pub named_only: u32,
+}
+
+impl NamedEntry {
+    const NONE: NamedEntry = NamedEntry { both: NO_RULE, learned_only: NO_RULE, named_only: NO_RULE };
+
+    /// The entry's rule for a flow learned for w (`learned`) whose name w
+    /// covers (`named`).
+    pub fn rule(&self, learned: bool, named: bool) -> u32 {
+        match (learned, named) {
+            (true, true) => self.both,
+            (true, false) => self.learned_only,
+            (false, true) => self.named_only,
+            (false, false) => NO_RULE,
+        }
+    }
+}
+
+/// The second decision's tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NamesDecision {
+    /// (x, WebGroup bit) → the three first rules, where one of them comes
+    /// before `defaults[x]`.
+    pub xw: HashMap<ClassWebGroupKey, NamedEntry>,
+    /// x → its first `deny` rule with a WebGroup destination, where it comes
+    /// before `defaults[x]`, else [`NO_RULE`].
+    pub first_name_deny: Vec<u32>,
+}
+
+/// Builds the tables. `groups_of`: each rule's WebGroup bits; `defaults`:
+/// each x's first `any`-destination rule (or the implicit rule).
+pub(super) fn names_decision(pack: &Pack, x_sets: &[RuleSet], groups_of: &[u64], defaults: &[u32]) -> NamesDecision {
+    let mut xw: HashMap<ClassWebGroupKey, NamedEntry> = HashMap::default();
+    let mut first_name_deny = vec![NO_RULE; x_sets.len()];
+    for (x, set) in x_sets.iter().enumerate() {
+        for r in set.iter().filter(|r| groups_of[*r] != 0) {
+            if r as u32 >= defaults[x] {
+                break;
+            }
+            let rule = &pack.rules[r];
+            let deny = rule.action == Action::Deny;
+            if deny && first_name_deny[x] == NO_RULE {
+                first_name_deny[x] = r as u32;
+            }
+            let mut g = groups_of[r];
+            while g != 0 {
+                let bit = g.trailing_zeros();
+                g &= g - 1;
+                let e = xw.entry(ClassWebGroupKey { x_class: x as u32, group: bit }).or_insert(NamedEntry::NONE);
+                let first = |slot: &mut u32, admits: bool| {
+                    if admits && *slot == NO_RULE {
+                        *slot = r as u32;
+                    }
+                };
+                first(&mut e.both, true);
+                first(&mut e.learned_only, deny || !rule.verify_names);
+                first(&mut e.named_only, deny);
+            }
+        }
+    }
+    NamesDecision { xw, first_name_deny }
+}
+
+/// The WebGroup bits of `bits` in turn.
+fn each_bit(mut bits: u64) -> impl Iterator<Item = u32> {
+    std::iter::from_fn(move || {
+        (bits != 0).then(|| {
+            let bit = bits.trailing_zeros();
+            bits &= bits - 1;
+            bit
+        })
+    })
+}
+
+impl CompiledPack {
+    /// The second decision of a TCP flow exactly as the datapath's lookups
+    /// make it: the destination learned for the WebGroups in `learned`, the
+    /// connection's name covered by those in `named` (0: no name, or one no
+    /// WebGroup covers; see [`CompiledPack::name_groups`]).
+    pub fn decide_named(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16, learned: u64, named: u64) -> Decision {
+        match self.lookup_x(src, dst, proto, dport) {
+            Lookup::Decided(d) => d,
+            Lookup::Class { x, address_rule } => {
+                let mut rule = address_rule;
+                for group in each_bit(learned | named) {
+                    if let Some(e) = self.names_decision.xw.get(&ClassWebGroupKey { x_class: x, group }) {
+                        rule = rule.min(e.rule(learned & 1 << group != 0, named & 1 << group != 0));
+                    }
+                }
+                Decision::of(rule)
+            }
+        }
+    }
+
+    /// Whether a TCP flow's second decision could differ from its first
+    /// (the destination learned for the WebGroups in `learned`) for some
+    /// name, or for none: whether the datapath must read its name. Looked
+    /// up as the datapath does: the first decision, the name-less second
+    /// one and x's first name-only `deny`.
+    pub fn needs_name(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16, learned: u64) -> bool {
+        let Lookup::Class { x, address_rule } = self.lookup_x(src, dst, proto, dport) else {
+            return false;
+        };
+        let (mut first, mut nameless) = (address_rule, address_rule);
+        for group in each_bit(learned) {
+            if let Some(e) = self.names_decision.xw.get(&ClassWebGroupKey { x_class: x, group }) {
+                first = first.min(e.both);
+                nameless = nameless.min(e.learned_only);
+            }
+        }
+        let name_deny = self.names_decision.first_name_deny.get(x as usize).copied().unwrap_or(NO_RULE);
+        nameless != first || name_deny < first
+    }
+
+    /// The WebGroups (bits) whose patterns cover the connection name `name`
+    /// (any case, a trailing dot ignored), looked up in the name table as
+    /// the datapath does for DNS names: the name itself, its suffix after
+    /// the first label for `*.`, every suffix for `**.`.
+    pub fn name_groups(&self, name: &str) -> u64 {
+        let lower = name.to_ascii_lowercase();
+        let name = lower.strip_suffix('.').unwrap_or(&lower);
+        let look = |kind: u8, text: &str| {
+            NameKey::new(kind, text.as_bytes()).and_then(|k| self.names.get(&k).copied()).unwrap_or(0)
+        };
+        if name.is_empty() {
+            return 0;
+        }
+        let mut groups = look(NAME_EXACT, name);
+        for (i, (dot, _)) in name.match_indices('.').enumerate() {
+            let suffix = &name[dot + 1..];
+            if i == 0 {
+                groups |= look(NAME_ONE_LABEL, suffix);
+            }
+            groups |= look(NAME_ANY_DEPTH, suffix);
+        }
+        groups
+    }
+}
