@@ -168,7 +168,11 @@ pub enum DnsStat {
     Malformed = 7,
     /// A compression pointer that loops, points forward or past the end.
     BadPointer = 8,
-    /// A label over 63 bytes, a name over 255 bytes, or no root label.
+    /// A label over 63 bytes, a name over 255 bytes, no root label, or a
+    /// byte in a label other than a letter, digit, `-` or `_` (a NUL would
+    /// vanish into the name key's zero padding, a `.` read as a separator):
+    /// in a query, unreadable; in an answer, the question's name or that of
+    /// a record on its chain, nothing taught.
     BadName = 9,
     /// An A record whose RDLENGTH is not 4, or AAAA not 16.
     BadRdata = 10,
@@ -193,6 +197,12 @@ pub enum DnsStat {
     /// a workload's forgery turned around by the gateway (real answers come
     /// from upstream or from the gateway itself). Taught nothing.
     FromLan = 18,
+    /// A permitted packet to a resolver's port 53 that the query program
+    /// never saw (the tail call into it failed: the program array's slot is
+    /// empty). Neither recorded nor filtered: dropped and counted as refused
+    /// with the query filter enforcing, passed and counted as would-refuse
+    /// monitoring, passed with the filter off.
+    QueryUnfiltered = 19,
 }
 
 /// Capacity of `LAN_IFS`, the interfaces the agent is attached to.
@@ -203,7 +213,7 @@ pub const DNS_STAT_SLOTS: u32 = 32;
 
 impl DnsStat {
     /// Every counter in code order.
-    pub const ALL: [DnsStat; 19] = [
+    pub const ALL: [DnsStat; 20] = [
         DnsStat::QueryTracked,
         DnsStat::QueryRefused,
         DnsStat::QueryWouldRefuse,
@@ -223,6 +233,7 @@ impl DnsStat {
         DnsStat::AddressNew,
         DnsStat::AgentDown,
         DnsStat::FromLan,
+        DnsStat::QueryUnfiltered,
     ];
 
     /// The counter's name in metrics.
@@ -247,6 +258,7 @@ impl DnsStat {
             DnsStat::AddressNew => "address_new",
             DnsStat::AgentDown => "agent_down",
             DnsStat::FromLan => "answer_from_lan",
+            DnsStat::QueryUnfiltered => "query_unfiltered",
         }
     }
 }

@@ -23,8 +23,10 @@ use crate::parse::{
 pub enum Action {
     Pass,
     Drop,
-    /// Permitted DNS to port 53: pass it on to the query program (tail call).
-    Query,
+    /// Permitted DNS to a resolver's port 53: pass it on to the query
+    /// program (tail call). Carries the live slot's `query_filter`, for
+    /// when the tail call fails (see [`tail_call_failed`]).
+    Query(u8),
     /// A refused query: turn it around into a REFUSED answer and send it
     /// back out of the interface it came in on.
     Refuse,
@@ -74,6 +76,16 @@ pub fn query<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Action {
         QueryAction::Refuse => Action::Refuse,
         QueryAction::Drop => Action::Drop,
     }
+}
+
+/// After a failed tail call into the query program (its slot in the
+/// program array empty): the query was neither recorded nor filtered, so
+/// it is treated as unreadable under the `query_filter` the judge read
+/// from the live slot: true (drop) when the filter enforces; counted
+/// either way.
+#[inline(always)]
+pub fn tail_call_failed(query_filter: u8) -> bool {
+    dns::unfiltered(query_filter, egress_common::DnsStat::QueryUnfiltered) == QueryAction::Drop
 }
 
 /// Whether a TC program must pull the packet's first bytes into the linear
@@ -142,7 +154,7 @@ fn judge_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usiz
                 && (pkt.proto == IPPROTO_UDP || pkt.proto == IPPROTO_TCP)
                 && slot.resolvers.get_ptr(pkt.dst).is_some()
             {
-                return Action::Query;
+                return Action::Query(meta.query_filter);
             }
             action
         }

@@ -100,10 +100,11 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
         // TCX_NEXT: let later programs and the stack have it.
         Action::Pass => TC_ACT_UNSPEC,
         Action::Drop => TC_ACT_SHOT,
-        Action::Query => {
+        Action::Query(query_filter) => {
             // SAFETY: tail call into the query program; returns only if absent.
             unsafe { EGV2_TAILS_TC.tail_call(ctx, 0) };
-            TC_ACT_UNSPEC
+            // The tail call failed: the query went unfiltered.
+            if judge::tail_call_failed(query_filter) { TC_ACT_SHOT } else { TC_ACT_UNSPEC }
         }
         Action::Refuse => refuse_tc(ctx),
     }
@@ -183,10 +184,11 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
     match action {
         Action::Pass => xdp_action::XDP_PASS,
         Action::Drop => xdp_action::XDP_DROP,
-        Action::Query => {
+        Action::Query(query_filter) => {
             // SAFETY: tail call into the query program; returns only if absent.
             unsafe { EGV2_TAILS_XDP.tail_call(ctx, 0) };
-            xdp_action::XDP_PASS
+            // The tail call failed: the query went unfiltered.
+            if judge::tail_call_failed(query_filter) { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
         }
         Action::Refuse => {
             let Some(r) = dns::refuse_in_place(ctx.data(), ctx.data_end()) else {

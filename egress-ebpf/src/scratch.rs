@@ -68,6 +68,8 @@ pub struct Walk {
     pub pointers: u64,
     pub jumped: u64,
     pub copy: u64,
+    /// Set at a byte other than a letter, digit, `-` or `_` in a label.
+    pub bad: u64,
     /// [`RUNNING`], [`DONE`], or [`FAILED`] + a `DnsStat` code.
     pub status: u64,
 }

@@ -18,8 +18,8 @@ use egress_agent::clock::monotonic_ns;
 use egress_agent::datapath::{DNS_PROGRAM, Datapath, TC_PROGRAM};
 use egress_common::{DnsStat, LearnKey, LearnValue, fnv1a};
 use egress_lab::dnsmsg::{
-    CLASS_IN, Message, RESPONSE_FLAGS, TYPE_A, TYPE_AAAA, TYPE_TXT, encode_name, header, labels, pointer, question, rr,
-    rr_with_len, tcp_framed,
+    CLASS_IN, Message, RESPONSE_FLAGS, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_TXT, encode_name, header, labels, pointer,
+    question, rr, rr_with_len, tcp_framed,
 };
 use egress_lab::packet::Spec;
 use egress_policy::{compile::compile, load_sources};
@@ -1124,4 +1124,119 @@ fn a_group_added_back_while_its_bit_retires_keeps_it() {
     assert_eq!(h.dp.previous().webgroup_bits.get("llm"), Some(&llm_bit), "llm's bit is not freed");
     assert!(!h.dp.previous().webgroup_bits.contains_key("other"), "the group gone since is retired and freed");
     assert_eq!(h.syn(x.workload, ip("203.0.113.77"), 443), PASS, "not stripped from what llm learned since");
+}
+
+/// A name in wire form, label by label (any bytes), with its root label.
+fn wire(labels: &[&[u8]]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for l in labels {
+        b.push(u8::try_from(l.len()).expect("a short label"));
+        b.extend_from_slice(l);
+    }
+    b.push(0);
+    b
+}
+
+/// An answer to the question `q` (wire form, type A) holding `records`.
+fn answer_to(id: u16, q: &[u8], records: &[Vec<u8>]) -> Vec<u8> {
+    let mut m = header(id, RESPONSE_FLAGS, 1, u16::try_from(records.len()).expect("few records"), 0, 0);
+    m.extend(question(q, TYPE_A, CLASS_IN));
+    for r in records {
+        m.extend_from_slice(r);
+    }
+    m
+}
+
+/// Delivers an answer frame: passed, exactly `want` counted (`AnswerSeen`
+/// included); the addresses learned.
+fn taught(h: &mut Harness, what: &str, frame: &[u8], want: &[(DnsStat, u64)]) -> Vec<IpAddr> {
+    let out = h.deliver(frame);
+    assert_eq!(out.ret, PASS, "{what}: passed");
+    expect_counts(what, &out.delta, want, true);
+    out.learned.iter().map(|(k, _)| from_key16(k.addr)).collect()
+}
+
+/// Names whose labels hold bytes other than letters, digits, `-` and `_`
+/// teach nothing (`bad_name`): a question `\000api.openai.com` (the NUL
+/// would vanish into the zero padding of the right-aligned name key and
+/// match `api.openai.com`), and on the question's chain an owner or CNAME
+/// target with a `.` inside a label (`api.openai` `com` hashes as
+/// `api.openai.com` does). Off the chain such an owner is only off the
+/// chain. The query program no longer records such a question at all.
+#[test]
+fn names_with_unreadable_bytes_teach_nothing() {
+    use egress_common::QueryKey;
+    let mut h = Harness::new();
+    let nul_api = wire(&[b"\0api", b"openai", b"com"]);
+    let dotted_api = wire(&[b"api.openai", b"com"]);
+    let dotted_cdn = wire(&[b"cdn.x", b"net"]);
+    let bad = [(DnsStat::AnswerSeen, 1), (DnsStat::BadName, 1)];
+
+    // The question `\000api.openai.com`: the query program does not record
+    // it; recorded by hand, its answer still teaches nothing.
+    let x = h.exchange(false, false);
+    let before = h.stats();
+    let mut q = answer_to(x.id, &nul_api, &[]);
+    q[2..4].copy_from_slice(&egress_lab::dnsmsg::QUERY_FLAGS.to_be_bytes());
+    assert_eq!(h.run(TC_PROGRAM, &x.query(&q)), PASS, "query filter off: passed");
+    expect_counts("NUL question (query)", &diff(&before, &h.stats()), &[(DnsStat::BadName, 1)], true);
+    let key = QueryKey {
+        workload: key16(x.workload),
+        resolver: key16(x.resolver),
+        workload_port_be: x.port.to_be(),
+        txid_be: x.id.to_be(),
+        proto: 17,
+        _pad: [0; 3],
+    };
+    h.dp.track_query(&key, "\0api.openai.com", TYPE_A).expect("recorded");
+    let msg = answer_to(x.id, &nul_api, &[a_rr(&pointer(12), "203.0.113.80")]);
+    assert_eq!(
+        taught(&mut h, "NUL question", &x.answer(&msg), &bad),
+        Vec::<IpAddr>::new(),
+        "NUL question: nothing learned"
+    );
+    assert_eq!(h.syn(x.workload, ip("203.0.113.80"), 443), DROP, "NUL question: not opened");
+
+    // A clean question; on its chain, an owner with a `.` inside a label.
+    let x = h.exchange(false, false);
+    h.send_query("dotted owner", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    let msg = answer_to(x.id, &encode_name(API), &[a_rr(&dotted_api, "203.0.113.81")]);
+    assert_eq!(
+        taught(&mut h, "dotted owner", &x.answer(&msg), &bad),
+        Vec::<IpAddr>::new(),
+        "dotted owner: nothing learned"
+    );
+    assert_eq!(h.syn(x.workload, ip("203.0.113.81"), 443), DROP, "dotted owner: not opened");
+
+    // A CNAME to a target with a `.` inside a label, whose address is
+    // given under the clean name that hashes alike.
+    let x = h.exchange(false, false);
+    h.send_query("dotted CNAME target", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    let msg = answer_to(
+        x.id,
+        &encode_name(API),
+        &[rr(&pointer(12), TYPE_CNAME, CLASS_IN, 300, &dotted_cdn), a_rr(&encode_name("cdn.x.net"), "203.0.113.82")],
+    );
+    assert_eq!(
+        taught(&mut h, "dotted CNAME", &x.answer(&msg), &bad),
+        Vec::<IpAddr>::new(),
+        "dotted CNAME target: nothing learned"
+    );
+    assert_eq!(h.syn(x.workload, ip("203.0.113.82"), 443), DROP, "dotted CNAME target: not opened");
+
+    // Off the chain, such an owner does not spoil the answer.
+    let x = h.exchange(false, false);
+    h.send_query("off-chain", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    let msg = answer_to(
+        x.id,
+        &encode_name(API),
+        &[a_rr(&pointer(12), "203.0.113.83"), a_rr(&wire(&[b"x y", b"example"]), "203.0.113.84")],
+    );
+    let got = taught(
+        &mut h,
+        "off-chain",
+        &x.answer(&msg),
+        &[(DnsStat::AnswerSeen, 1), (DnsStat::AddressLearned, 1), (DnsStat::OffChain, 1)],
+    );
+    assert_eq!(got, vec![ip("203.0.113.83")], "off-chain: the chain's address learned");
 }

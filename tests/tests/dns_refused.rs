@@ -235,3 +235,149 @@ fn what_the_filter_cannot_read_is_dropped_when_it_enforces() {
         );
     }
 }
+
+/// A name in wire form, label by label (any bytes), with its root label.
+fn wire(labels: &[&[u8]]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for l in labels {
+        b.push(u8::try_from(l.len()).expect("a short label"));
+        b.extend_from_slice(l);
+    }
+    b.push(0);
+    b
+}
+
+/// A query (type A) whose name is `name_wire` as it is.
+fn raw_query(id: u16, name_wire: &[u8]) -> Vec<u8> {
+    use egress_lab::dnsmsg::{CLASS_IN, QUERY_FLAGS, TYPE_A, header, question};
+    let mut m = header(id, QUERY_FLAGS, 1, 0, 0, 0);
+    m.extend(question(name_wire, TYPE_A, CLASS_IN));
+    m
+}
+
+/// Name bytes other than letters, digits, `-` and `_` make a query
+/// unreadable: a leading NUL would vanish into the zero padding of the
+/// right-aligned name key (`\000api.openai.com` read as `api.openai.com`),
+/// a `.` inside a label would read as a separator. With the query filter
+/// enforcing such a query is dropped and counted as refused (`bad_name`);
+/// monitoring, forwarded and reported. The root name and names of letters,
+/// digits, `-` and `_` in any case stay readable.
+#[test]
+fn names_with_unreadable_bytes_are_refused_when_the_filter_enforces() {
+    let workload = ip("10.10.1.10");
+    let resolver = ip("10.10.0.2");
+    let unclean: Vec<(&str, Vec<u8>)> = vec![
+        ("`\\000api.openai.com`", wire(&[b"\0api", b"openai", b"com"])),
+        ("NULs before the first label's text", wire(&[b"\0\0\0api", b"openai", b"com"])),
+        ("a label of one NUL", wire(&[b"\0", b"api", b"openai", b"com"])),
+        ("a dot inside a label", wire(&[b"api.openai", b"com"])),
+        ("one label holding the whole name", wire(&[b"api.openai.com"])),
+        ("a space", wire(&[b"api openai", b"com"])),
+        ("a byte over 127", wire(&[b"api\xc3\xa9", b"openai", b"com"])),
+    ];
+    let mut dp = loaded();
+    let udp = |port: u16, msg: Vec<u8>| Spec::udp(workload, resolver, port, 53).with_payload(msg).build();
+    let tcp = |port: u16, msg: &[u8]| {
+        Spec::tcp(workload, resolver, port, 53).with_payload(egress_lab::dnsmsg::tcp_framed(msg)).build()
+    };
+    for (i, (what, name)) in unclean.iter().enumerate() {
+        let msg = raw_query(0x100 + i as u16, name);
+        for (how, frame) in [("UDP", udp(6000 + i as u16, msg.clone())), ("TCP", tcp(6100 + i as u16, &msg))] {
+            let before = dp.dns_stats().expect("stats");
+            assert_eq!(run(&mut dp, &frame).0, 2, "{what} ({how}): dropped (TC_ACT_SHOT)");
+            let after = dp.dns_stats().expect("stats");
+            for (stat, n) in [(DnsStat::QueryRefused, 1), (DnsStat::BadName, 1), (DnsStat::QueryTracked, 0)] {
+                assert_eq!(
+                    after[stat as usize],
+                    before[stat as usize] + n,
+                    "{what} ({how}): {} moved by {n}",
+                    stat.name()
+                );
+            }
+        }
+    }
+
+    // Readable names: in any case, with `-` and `_`; the root name.
+    let sanctioned = raw_query(0x200, &wire(&[b"API", b"OpenAI", b"Com"]));
+    let frame = udp(6200, sanctioned);
+    assert_eq!(run(&mut dp, &frame), (PASS, frame.clone()), "a sanctioned name in any case is forwarded unchanged");
+    for (what, name) in [
+        ("underscores and hyphens", wire(&[b"_acme-challenge", b"Web_1-x", b"example", b"com"])),
+        ("the root name", wire(&[])),
+    ] {
+        let before = dp.dns_stats().expect("stats");
+        assert_eq!(
+            run(&mut dp, &udp(6201, raw_query(0x201, &name))).0,
+            TC_ACT_REDIRECT,
+            "{what}: read, refused in place"
+        );
+        let after = dp.dns_stats().expect("stats");
+        assert_eq!(after[DnsStat::BadName as usize], before[DnsStat::BadName as usize], "{what}: readable");
+    }
+
+    let monitoring = load_sources(&[("m.yaml".into(), PACK.replace("query_filter: enforce", "query_filter: monitor"))])
+        .expect("pack");
+    dp.install(compile(&monitoring).expect("compiles")).expect("installs");
+    for (i, (what, name)) in unclean.iter().enumerate() {
+        let before = dp.dns_stats().expect("stats");
+        let frame = udp(6300 + i as u16, raw_query(0x300 + i as u16, name));
+        assert_eq!(run(&mut dp, &frame).0, PASS, "{what}: monitoring, forwarded");
+        let after = dp.dns_stats().expect("stats");
+        for (stat, n) in [(DnsStat::QueryWouldRefuse, 1), (DnsStat::BadName, 1), (DnsStat::QueryTracked, 0)] {
+            assert_eq!(
+                after[stat as usize],
+                before[stat as usize] + n,
+                "{what} (monitor): {} moved by {n}",
+                stat.name()
+            );
+        }
+    }
+}
+
+/// A permitted packet to a resolver's port 53 goes on to the query program
+/// by tail call. Should that call fail (the program array's slot empty),
+/// the query has been neither filtered nor recorded: with the query filter
+/// enforcing it is dropped, by TC and XDP alike, and counted
+/// (`query_unfiltered`, `query_refused`); monitoring, passed and counted
+/// (`query_unfiltered`, `query_would_refuse`); with the filter off, passed.
+#[test]
+fn a_failed_tail_call_into_the_query_program_drops_when_the_filter_enforces() {
+    const XDP_DROP: u32 = 1;
+    const XDP_PASS: u32 = 2;
+    let workload = ip("10.10.1.10");
+    let resolver = ip("10.10.0.2");
+    let frames = [
+        ("a sanctioned name", query(Spec::udp(workload, resolver, 7000, 53), 1, "api.openai.com")),
+        ("a tunnel", query(Spec::udp(workload, resolver, 7001, 53), 2, "c2VjcmV0.evil.example")),
+        ("over TCP", query(Spec::tcp(workload, resolver, 7002, 53), 3, "c2VjcmV0.evil.example")),
+    ];
+    let run_xdp = |dp: &mut Datapath, frame: &[u8]| {
+        let prog = dp.xdp_program().expect("program");
+        prog.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() }).expect("test run").return_value
+    };
+    let mut dp = loaded();
+    dp.remove_query_programs().expect("query programs removed");
+    let modes = [
+        ("enforce", (2, XDP_DROP), DnsStat::QueryRefused),
+        ("monitor", (PASS, XDP_PASS), DnsStat::QueryWouldRefuse),
+        ("off", (PASS, XDP_PASS), DnsStat::QueryUnfiltered),
+    ];
+    for (mode, (tc_ret, xdp_ret), counted) in modes {
+        let pack =
+            load_sources(&[("p.yaml".into(), PACK.replace("query_filter: enforce", &format!("query_filter: {mode}")))])
+                .expect("pack");
+        dp.install(compile(&pack).expect("compiles")).expect("installs");
+        for (what, frame) in &frames {
+            let before = dp.dns_stats().expect("stats");
+            assert_eq!(run(&mut dp, frame).0, tc_ret, "{mode}, {what}: TC");
+            assert_eq!(run_xdp(&mut dp, frame), xdp_ret, "{mode}, {what}: XDP");
+            let after = dp.dns_stats().expect("stats");
+            let moved = |s: DnsStat| after[s as usize] - before[s as usize];
+            assert_eq!(moved(DnsStat::QueryUnfiltered), 2, "{mode}, {what}: counted unfiltered");
+            if counted != DnsStat::QueryUnfiltered {
+                assert_eq!(moved(counted), 2, "{mode}, {what}: counted as {}", counted.name());
+            }
+            assert_eq!(moved(DnsStat::QueryTracked), 0, "{mode}, {what}: not recorded");
+        }
+    }
+}

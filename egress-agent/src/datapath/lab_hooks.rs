@@ -52,6 +52,16 @@ impl Datapath {
         queries.insert(key, value, 0).map_err(|e| DatapathError::map(maps::QUERIES, e))
     }
 
+    /// Tests only: empties the program arrays' slots that hold the query
+    /// programs, so that the judges' tail calls into them fail.
+    pub fn remove_query_programs(&mut self) -> Result<(), DatapathError> {
+        for tails in [maps::TAILS_TC, maps::TAILS_XDP] {
+            let mut array: aya::maps::ProgramArray<&mut aya::maps::MapData> = map_mut(&mut self.ebpf, tails)?;
+            array.clear_index(&0).map_err(|e| DatapathError::map(tails, e))?;
+        }
+        Ok(())
+    }
+
     /// A loaded TC program by name, for `BPF_PROG_TEST_RUN`.
     pub fn tc_program(&mut self, name: &str) -> Result<&mut SchedClassifier, DatapathError> {
         program_mut(&mut self.ebpf, name)

@@ -110,6 +110,11 @@ fn record(s: &mut Scratch) -> Result<(), DnsStat> {
             on_chain = true;
         }
     }
+    if on_chain && !owner.clean {
+        // A record that would teach, under a name with unreadable bytes
+        // (whose hash a clean name can share: `a.b` as one label).
+        return Err(DnsStat::BadName);
+    }
     if rtype == TYPE_A || rtype == TYPE_AAAA {
         let want = if rtype == TYPE_A { 4 } else { 16 };
         if rdlen != want {
@@ -137,6 +142,9 @@ fn record(s: &mut Scratch) -> Result<(), DnsStat> {
         }
     } else if rtype == TYPE_CNAME && on_chain && chain_len < MAX_CHAIN {
         let target = read_name(s, len, rdata, false)?;
+        if !target.clean {
+            return Err(DnsStat::BadName);
+        }
         s.chain[chain_len & (MAX_CHAIN - 1)] = target.hash;
         s.records.chain_len += 1;
     }
@@ -184,6 +192,11 @@ fn learn<B: LoadBytes>(
     let qtype = be16(&s.msg, question.next);
     if question.hash != query.name_hash || qtype != query.qtype {
         return Err(DnsStat::QuestionMismatch);
+    }
+    if !question.clean {
+        // Unreadable bytes: a leading NUL would vanish into the key's zero
+        // padding, a `.` inside a label would read as a separator.
+        return Err(DnsStat::BadName);
     }
     if flags & 0x000f != 0 {
         return Err(DnsStat::NoAnswer);

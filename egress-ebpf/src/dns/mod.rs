@@ -24,5 +24,5 @@ mod refuse;
 
 pub use answer::on_answer;
 pub use message::{LoadBytes, stat};
-pub use query::{QueryAction, on_query};
+pub use query::{QueryAction, on_query, unfiltered};
 pub use refuse::{csum_fold_words, refuse_in_place};

@@ -27,6 +27,10 @@ pub struct Name {
     pub next: usize,
     /// FNV-1a of the lowercase dotted name.
     pub hash: u64,
+    /// Every byte of every label is a letter, a digit, `-` or `_`. Any
+    /// other byte makes the name unreadable: a NUL vanishes into the zero
+    /// padding of the right-aligned name key, a `.` reads as a separator.
+    pub clean: bool,
 }
 
 /// One step of a name walk: one character, length byte or pointer.
@@ -43,6 +47,9 @@ extern "C" fn name_step(_index: u64, _ctx: *mut c_void) -> i64 {
     }
     let b = byte(&s.msg, w.pos as usize);
     if w.label_left > 0 {
+        if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            w.bad = 1;
+        }
         let c = if b.is_ascii_uppercase() { b + 32 } else { b };
         if w.copy != 0 {
             // SAFETY: masked index; olen stays below 253 (checked per label).
@@ -101,7 +108,9 @@ extern "C" fn name_step(_index: u64, _ctx: *mut c_void) -> i64 {
 }
 
 /// Reads the name at `start`, following compression pointers. With `copy`,
-/// writes the lowercase dotted name into `s.name`.
+/// writes the lowercase dotted name into `s.name`. Whether its bytes are
+/// all readable is in [`Name::clean`]; what an unclean name means is the
+/// caller's to decide.
 #[inline(always)]
 pub fn read_name(s: &mut Scratch, len: usize, start: usize, copy: bool) -> Result<Name, DnsStat> {
     let w = &raw mut s.walk;
@@ -118,12 +127,15 @@ pub fn read_name(s: &mut Scratch, len: usize, start: usize, copy: bool) -> Resul
         vset(addr_of_mut!((*w).pointers), 0);
         vset(addr_of_mut!((*w).jumped), 0);
         vset(addr_of_mut!((*w).copy), u64::from(copy));
+        vset(addr_of_mut!((*w).bad), 0);
         vset(addr_of_mut!((*w).status), RUNNING);
         bpf_loop(NAME_STEPS as u32, name_step as *mut c_void, core::ptr::null_mut(), 0);
         (vget(addr_of!((*w).status)), vget(addr_of!((*w).olen)), vget(addr_of!((*w).next)), vget(addr_of!((*w).hash)))
     };
+    // SAFETY: as above.
+    let clean = unsafe { vget(addr_of!((*w).bad)) } == 0;
     match status {
-        DONE => Ok(Name { len: olen as usize, next: next as usize, hash }),
+        DONE => Ok(Name { len: olen as usize, next: next as usize, hash, clean }),
         code => Err(failed(code).unwrap_or(DnsStat::BadName)),
     }
 }

@@ -47,6 +47,11 @@ pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slot
         Ok(n) => n,
         Err(e) => return unreadable(meta, e),
     };
+    if !name.clean {
+        // Bytes other than letters, digits, `-` and `_`: the name cannot
+        // be compared with the WebGroups' patterns.
+        return unreadable(meta, DnsStat::BadName);
+    }
     if !agent_up() {
         // Fail closed: with no agent to vouch for it, no lookup is learned.
         stat(DnsStat::AgentDown);
@@ -77,14 +82,25 @@ pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slot
 
 /// A packet to a resolver's port 53 that is not one whole, readable query
 /// (a TCP segment holding part of one or several, a first fragment, a
-/// message the parser refuses). Its name cannot be checked, so with the
-/// query filter enforcing it is dropped, as a refused query would be
-/// (otherwise tunnelling would only need a split message); with the filter
-/// monitoring it is forwarded and reported.
+/// message the parser refuses, a name with bytes other than letters,
+/// digits, `-` and `_`). Its name cannot be checked, so with the query
+/// filter enforcing it is dropped, as a refused query would be (otherwise
+/// tunnelling would only need a split message); with the filter monitoring
+/// it is forwarded and reported.
 #[inline(always)]
 fn unreadable(meta: &SlotMeta, why: DnsStat) -> QueryAction {
+    unfiltered(meta.query_filter, why)
+}
+
+/// A packet to a resolver's port 53 whose query could not be checked (see
+/// [`unreadable`]), for `why`, under the live slot's `query_filter`:
+/// dropped and counted as refused (enforce), forwarded and counted as
+/// would-refuse (monitor), forwarded (off). Also the judge's answer when
+/// its tail call into the query program fails.
+#[inline(always)]
+pub fn unfiltered(query_filter: u8, why: DnsStat) -> QueryAction {
     stat(why);
-    match meta.query_filter {
+    match query_filter {
         QUERY_FILTER_ENFORCE => {
             stat(DnsStat::QueryRefused);
             QueryAction::Drop
