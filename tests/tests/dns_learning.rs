@@ -1240,3 +1240,129 @@ fn names_with_unreadable_bytes_teach_nothing() {
     );
     assert_eq!(got, vec![ip("203.0.113.83")], "off-chain: the chain's address learned");
 }
+
+/// Devices made for a test in this namespace, deleted on drop.
+struct Links(Vec<String>);
+
+impl Links {
+    fn ip(&mut self, args: &[&str], name: &str) -> std::io::Result<()> {
+        egress_lab::netns::ip(args)?;
+        self.0.push(name.to_string());
+        Ok(())
+    }
+}
+
+impl Drop for Links {
+    fn drop(&mut self) {
+        for name in self.0.iter().rev() {
+            let _ = egress_lab::netns::ip(&["link", "del", name]);
+        }
+    }
+}
+
+fn ifindex(name: &str) -> u32 {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).expect("the device exists");
+    text.trim().parse().expect("an ifindex")
+}
+
+/// Runs an answer frame through `egress_dns` as if it came in on `ifindex`
+/// (`struct __sk_buff`'s `ingress_ifindex`, offset 36).
+fn deliver_on(h: &mut Harness, frame: &[u8], ifindex: u32) -> Vec<u64> {
+    let mut ctx = [0u8; 192];
+    ctx[36..40].copy_from_slice(&ifindex.to_ne_bytes());
+    let before = h.stats();
+    let prog = h.dp.tc_program(DNS_PROGRAM).expect("program");
+    let opts = TestRunOptions { data_in: Some(frame), ctx_in: Some(&ctx), ..Default::default() };
+    assert_eq!(prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value, PASS, "passed, never dropped");
+    diff(&before, &h.stats())
+}
+
+/// An answer that came in on an upper device of a LAN interface (a VLAN
+/// `lan.100` after the kernel stripped the tag, a macvlan, a bridge the
+/// LAN is a port of, and so on up) teaches nothing either; the uppers are
+/// marked on the upkeep after they appear, and unmarked once they are gone.
+#[test]
+fn an_answer_that_came_in_on_an_upper_device_of_a_lan_teaches_nothing() {
+    let mut h = Harness::new();
+    let n = std::process::id() % 100_000;
+    let (lan, peer, bridge) = (format!("egl{n}a"), format!("egl{n}b"), format!("egl{n}br"));
+    let mut links = Links(Vec::new());
+    links.ip(&["link", "add", &lan, "type", "veth", "peer", "name", &peer], &lan).expect("veth pair");
+    h.dp.mark_lan(&lan).expect("mark");
+    assert_eq!(h.dp.lan_ifindexes().expect("marks"), BTreeSet::from([ifindex(&lan)]), "the LAN alone so far");
+
+    // Created after the LAN was marked, as a VLAN added while the agent
+    // runs: an 802.1Q device, or a macvlan where the kernel has no 8021q.
+    let vlan = format!("{lan}.100");
+    let upper = match links.ip(&["link", "add", "link", &lan, "name", &vlan, "type", "vlan", "id", "100"], &vlan) {
+        Ok(()) => vlan,
+        Err(e) => {
+            eprintln!("no VLAN device ({e}); a macvlan stands in for it");
+            let mac = format!("egl{n}m");
+            links.ip(&["link", "add", "link", &lan, "name", &mac, "type", "macvlan"], &mac).expect("macvlan");
+            mac
+        }
+    };
+    // ... and a bridge with the VLAN device as a port: two levels up.
+    links.ip(&["link", "add", &bridge, "type", "bridge"], &bridge).expect("bridge");
+    egress_lab::netns::ip(&["link", "set", &upper, "master", &bridge]).expect("enslave");
+    h.dp.sync_lan_marks().expect("upkeep"); // what the agent's 5 s upkeep runs
+    let want = BTreeSet::from([ifindex(&lan), ifindex(&upper), ifindex(&bridge)]);
+    assert_eq!(h.dp.lan_ifindexes().expect("marks"), want, "the LAN and its uppers after one upkeep");
+
+    for (on, addr) in [(&upper, "203.0.113.67"), (&bridge, "203.0.113.68")] {
+        let x = h.exchange(false, false);
+        h.send_query(on, &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+        let answer = x.answer(&api_a(x.id, &[addr], 300));
+        let delta = deliver_on(&mut h, &answer, ifindex(on));
+        expect_counts(&format!("from {on}"), &delta, &[(DnsStat::FromLan, 1)], true);
+        assert_eq!(h.syn(x.workload, ip(addr), 443), DROP, "nothing learned from {on}");
+        let o = h.deliver(&answer);
+        expect_counts(
+            "from upstream",
+            &o.delta,
+            &[(DnsStat::AnswerSeen, 1), (DnsStat::AddressLearned, 1), (DnsStat::AddressNew, 1)],
+            true,
+        );
+        assert_eq!(h.syn(x.workload, ip(addr), 443), PASS, "the same answer from upstream teaches");
+    }
+
+    egress_lab::netns::ip(&["link", "del", &bridge]).expect("bridge deleted");
+    h.dp.sync_lan_marks().expect("upkeep");
+    let want = BTreeSet::from([ifindex(&lan), ifindex(&upper)]);
+    assert_eq!(h.dp.lan_ifindexes().expect("marks"), want, "a deleted upper is unmarked");
+}
+
+/// A LAN interface a resolver is reached through stays unmarked, and so do
+/// its upper devices; a resolver reached through an upper leaves that
+/// upper unmarked, while the LAN under it stays marked.
+#[test]
+fn the_uppers_of_a_lan_the_resolver_is_reached_through_stay_unmarked() {
+    let n = std::process::id() % 100_000;
+    let net = format!("10.213.{}", n % 250);
+    let (lan, peer, mac) = (format!("egs{n}a"), format!("egs{n}b"), format!("egs{n}m"));
+    let mut links = Links(Vec::new());
+    links.ip(&["link", "add", &lan, "type", "veth", "peer", "name", &peer], &lan).expect("veth pair");
+    links.ip(&["link", "add", "link", &lan, "name", &mac, "type", "macvlan"], &mac).expect("macvlan");
+    for dev in [&peer, &lan, &mac] {
+        egress_lab::netns::ip(&["link", "set", dev, "up"]).expect("up");
+    }
+    egress_lab::netns::ip(&["addr", "add", &format!("{net}.1/28"), "dev", &lan]).expect("address on the LAN");
+    egress_lab::netns::ip(&["addr", "add", &format!("{net}.17/28"), "dev", &mac]).expect("address on the upper");
+    let pack = |resolver: &str| {
+        let text = PACK.replace("resolvers: [10.10.0.2, \"fd00:10::2\"]", &format!("resolvers: [{resolver}]"));
+        compile(&load_sources(&[("p.yaml".into(), text)]).expect("valid")).expect("compiles")
+    };
+    let mut dp = Datapath::load().expect("datapath");
+    dp.install(pack(&format!("{net}.5"))).expect("installs"); // reached through the LAN
+    dp.mark_lan(&lan).expect("mark");
+    assert!(dp.lans_shared_with_resolvers().contains(&lan), "the LAN carries the resolver's traffic");
+    assert_eq!(dp.lan_ifindexes().expect("marks"), BTreeSet::new(), "neither the LAN nor its upper is marked");
+    dp.install(pack(&format!("{net}.21"))).expect("installs"); // reached through the upper
+    dp.sync_lan_marks().expect("sync");
+    assert!(dp.lans_shared_with_resolvers().contains(&mac), "the upper carries the resolver's traffic");
+    assert_eq!(dp.lan_ifindexes().expect("marks"), BTreeSet::from([ifindex(&lan)]), "the LAN alone is marked");
+    dp.install(pack("10.10.0.2")).expect("installs");
+    dp.sync_lan_marks().expect("sync");
+    assert_eq!(dp.lan_ifindexes().expect("marks"), BTreeSet::from([ifindex(&lan), ifindex(&mac)]), "both marked");
+}
