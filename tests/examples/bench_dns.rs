@@ -92,7 +92,10 @@ fn main() {
             );
         }
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("target/bench");
     std::fs::create_dir_all(&dir).expect("target/bench");
     let path = dir.join("dns.json");
     std::fs::write(&path, serde_json::to_string_pretty(&rows).expect("json")).expect("write dns.json");
