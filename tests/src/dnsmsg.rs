@@ -361,6 +361,17 @@ pub fn labels(name: &str) -> Vec<u8> {
     b
 }
 
+/// A name in wire form from its labels as given (any bytes, so that tests
+/// can put a NUL or a `.` inside a label), with its root label.
+pub fn encode_labels(labels: &[&[u8]]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for l in labels {
+        push_label(&mut b, l);
+    }
+    b.push(0);
+    b
+}
+
 /// `name` uncompressed, with its root label.
 pub fn encode_name(name: &str) -> Vec<u8> {
     let mut b = labels(name);

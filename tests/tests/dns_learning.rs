@@ -18,8 +18,8 @@ use egress_agent::clock::monotonic_ns;
 use egress_agent::datapath::{DNS_PROGRAM, Datapath, TC_PROGRAM};
 use egress_common::{DnsStat, LearnKey, LearnValue, fnv1a};
 use egress_lab::dnsmsg::{
-    CLASS_IN, Message, RESPONSE_FLAGS, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_TXT, encode_name, header, labels, pointer,
-    question, rr, rr_with_len, tcp_framed,
+    CLASS_IN, Message, RESPONSE_FLAGS, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_TXT, encode_labels, encode_name, header,
+    labels, pointer, question, rr, rr_with_len, tcp_framed,
 };
 use egress_lab::packet::Spec;
 use egress_policy::{compile::compile, load_sources};
@@ -1126,17 +1126,6 @@ fn a_group_added_back_while_its_bit_retires_keeps_it() {
     assert_eq!(h.syn(x.workload, ip("203.0.113.77"), 443), PASS, "not stripped from what llm learned since");
 }
 
-/// A name in wire form, label by label (any bytes), with its root label.
-fn wire(labels: &[&[u8]]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for l in labels {
-        b.push(u8::try_from(l.len()).expect("a short label"));
-        b.extend_from_slice(l);
-    }
-    b.push(0);
-    b
-}
-
 /// An answer to the question `q` (wire form, type A) holding `records`.
 fn answer_to(id: u16, q: &[u8], records: &[Vec<u8>]) -> Vec<u8> {
     let mut m = header(id, RESPONSE_FLAGS, 1, u16::try_from(records.len()).expect("few records"), 0, 0);
@@ -1149,6 +1138,15 @@ fn answer_to(id: u16, q: &[u8], records: &[Vec<u8>]) -> Vec<u8> {
 
 /// Delivers an answer frame: passed, exactly `want` counted (`AnswerSeen`
 /// included); the addresses learned.
+/// `frame`, an answer whose names have unreadable bytes, teaches nothing
+/// (counted `bad_name`), and `addr`, which it gave, stays closed to
+/// `workload`.
+fn teaches_nothing(h: &mut Harness, what: &str, workload: IpAddr, frame: &[u8], addr: IpAddr) {
+    let bad = [(DnsStat::AnswerSeen, 1), (DnsStat::BadName, 1)];
+    assert_eq!(taught(h, what, frame, &bad), Vec::<IpAddr>::new(), "{what}: nothing learned");
+    assert_eq!(h.syn(workload, addr, 443), DROP, "{what}: not opened");
+}
+
 fn taught(h: &mut Harness, what: &str, frame: &[u8], want: &[(DnsStat, u64)]) -> Vec<IpAddr> {
     let out = h.deliver(frame);
     assert_eq!(out.ret, PASS, "{what}: passed");
@@ -1167,10 +1165,9 @@ fn taught(h: &mut Harness, what: &str, frame: &[u8], want: &[(DnsStat, u64)]) ->
 fn names_with_unreadable_bytes_teach_nothing() {
     use egress_common::QueryKey;
     let mut h = Harness::new();
-    let nul_api = wire(&[b"\0api", b"openai", b"com"]);
-    let dotted_api = wire(&[b"api.openai", b"com"]);
-    let dotted_cdn = wire(&[b"cdn.x", b"net"]);
-    let bad = [(DnsStat::AnswerSeen, 1), (DnsStat::BadName, 1)];
+    let nul_api = encode_labels(&[b"\0api", b"openai", b"com"]);
+    let dotted_api = encode_labels(&[b"api.openai", b"com"]);
+    let dotted_cdn = encode_labels(&[b"cdn.x", b"net"]);
 
     // The question `\000api.openai.com`: the query program does not record
     // it; recorded by hand, its answer still teaches nothing.
@@ -1190,23 +1187,13 @@ fn names_with_unreadable_bytes_teach_nothing() {
     };
     h.dp.track_query(&key, "\0api.openai.com", TYPE_A).expect("recorded");
     let msg = answer_to(x.id, &nul_api, &[a_rr(&pointer(12), "203.0.113.80")]);
-    assert_eq!(
-        taught(&mut h, "NUL question", &x.answer(&msg), &bad),
-        Vec::<IpAddr>::new(),
-        "NUL question: nothing learned"
-    );
-    assert_eq!(h.syn(x.workload, ip("203.0.113.80"), 443), DROP, "NUL question: not opened");
+    teaches_nothing(&mut h, "NUL question", x.workload, &x.answer(&msg), ip("203.0.113.80"));
 
     // A clean question; on its chain, an owner with a `.` inside a label.
     let x = h.exchange(false, false);
     h.send_query("dotted owner", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
     let msg = answer_to(x.id, &encode_name(API), &[a_rr(&dotted_api, "203.0.113.81")]);
-    assert_eq!(
-        taught(&mut h, "dotted owner", &x.answer(&msg), &bad),
-        Vec::<IpAddr>::new(),
-        "dotted owner: nothing learned"
-    );
-    assert_eq!(h.syn(x.workload, ip("203.0.113.81"), 443), DROP, "dotted owner: not opened");
+    teaches_nothing(&mut h, "dotted owner", x.workload, &x.answer(&msg), ip("203.0.113.81"));
 
     // A CNAME to a target with a `.` inside a label, whose address is
     // given under the clean name that hashes alike.
@@ -1217,12 +1204,7 @@ fn names_with_unreadable_bytes_teach_nothing() {
         &encode_name(API),
         &[rr(&pointer(12), TYPE_CNAME, CLASS_IN, 300, &dotted_cdn), a_rr(&encode_name("cdn.x.net"), "203.0.113.82")],
     );
-    assert_eq!(
-        taught(&mut h, "dotted CNAME", &x.answer(&msg), &bad),
-        Vec::<IpAddr>::new(),
-        "dotted CNAME target: nothing learned"
-    );
-    assert_eq!(h.syn(x.workload, ip("203.0.113.82"), 443), DROP, "dotted CNAME target: not opened");
+    teaches_nothing(&mut h, "dotted CNAME target", x.workload, &x.answer(&msg), ip("203.0.113.82"));
 
     // Off the chain, such an owner does not spoil the answer.
     let x = h.exchange(false, false);
@@ -1230,7 +1212,7 @@ fn names_with_unreadable_bytes_teach_nothing() {
     let msg = answer_to(
         x.id,
         &encode_name(API),
-        &[a_rr(&pointer(12), "203.0.113.83"), a_rr(&wire(&[b"x y", b"example"]), "203.0.113.84")],
+        &[a_rr(&pointer(12), "203.0.113.83"), a_rr(&encode_labels(&[b"x y", b"example"]), "203.0.113.84")],
     );
     let got = taught(
         &mut h,

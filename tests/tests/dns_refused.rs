@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use aya::programs::{TestRun, TestRunOptions};
 use egress_agent::datapath::{Datapath, TC_PROGRAM};
 use egress_common::DnsStat;
-use egress_lab::dnsmsg::Message;
+use egress_lab::dnsmsg::{Message, encode_labels};
 use egress_lab::packet::{L4, Spec};
 use egress_policy::{compile::compile, load_sources};
 
@@ -236,17 +236,6 @@ fn what_the_filter_cannot_read_is_dropped_when_it_enforces() {
     }
 }
 
-/// A name in wire form, label by label (any bytes), with its root label.
-fn wire(labels: &[&[u8]]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for l in labels {
-        b.push(u8::try_from(l.len()).expect("a short label"));
-        b.extend_from_slice(l);
-    }
-    b.push(0);
-    b
-}
-
 /// A query (type A) whose name is `name_wire` as it is.
 fn raw_query(id: u16, name_wire: &[u8]) -> Vec<u8> {
     use egress_lab::dnsmsg::{CLASS_IN, QUERY_FLAGS, TYPE_A, header, question};
@@ -267,13 +256,13 @@ fn names_with_unreadable_bytes_are_refused_when_the_filter_enforces() {
     let workload = ip("10.10.1.10");
     let resolver = ip("10.10.0.2");
     let unclean: Vec<(&str, Vec<u8>)> = vec![
-        ("`\\000api.openai.com`", wire(&[b"\0api", b"openai", b"com"])),
-        ("NULs before the first label's text", wire(&[b"\0\0\0api", b"openai", b"com"])),
-        ("a label of one NUL", wire(&[b"\0", b"api", b"openai", b"com"])),
-        ("a dot inside a label", wire(&[b"api.openai", b"com"])),
-        ("one label holding the whole name", wire(&[b"api.openai.com"])),
-        ("a space", wire(&[b"api openai", b"com"])),
-        ("a byte over 127", wire(&[b"api\xc3\xa9", b"openai", b"com"])),
+        ("`\\000api.openai.com`", encode_labels(&[b"\0api", b"openai", b"com"])),
+        ("NULs before the first label's text", encode_labels(&[b"\0\0\0api", b"openai", b"com"])),
+        ("a label of one NUL", encode_labels(&[b"\0", b"api", b"openai", b"com"])),
+        ("a dot inside a label", encode_labels(&[b"api.openai", b"com"])),
+        ("one label holding the whole name", encode_labels(&[b"api.openai.com"])),
+        ("a space", encode_labels(&[b"api openai", b"com"])),
+        ("a byte over 127", encode_labels(&[b"api\xc3\xa9", b"openai", b"com"])),
     ];
     let mut dp = loaded();
     let udp = |port: u16, msg: Vec<u8>| Spec::udp(workload, resolver, port, 53).with_payload(msg).build();
@@ -298,12 +287,12 @@ fn names_with_unreadable_bytes_are_refused_when_the_filter_enforces() {
     }
 
     // Readable names: in any case, with `-` and `_`; the root name.
-    let sanctioned = raw_query(0x200, &wire(&[b"API", b"OpenAI", b"Com"]));
+    let sanctioned = raw_query(0x200, &encode_labels(&[b"API", b"OpenAI", b"Com"]));
     let frame = udp(6200, sanctioned);
     assert_eq!(run(&mut dp, &frame), (PASS, frame.clone()), "a sanctioned name in any case is forwarded unchanged");
     for (what, name) in [
-        ("underscores and hyphens", wire(&[b"_acme-challenge", b"Web_1-x", b"example", b"com"])),
-        ("the root name", wire(&[])),
+        ("underscores and hyphens", encode_labels(&[b"_acme-challenge", b"Web_1-x", b"example", b"com"])),
+        ("the root name", encode_labels(&[])),
     ] {
         let before = dp.dns_stats().expect("stats");
         assert_eq!(

@@ -453,17 +453,6 @@ impl Default for HttpWalk {
 /// `Name` (in `out`), `NeedMore`, `NoName` or `NotHttp`. See the module's
 /// documentation.
 pub fn http_host(buf: &Window, len: usize, out: &mut Name) -> NameResult {
-    let len = len.min(WINDOW);
-    out.len = 0;
     let mut walk = HttpWalk::new();
-    for _ in 0..HTTP_BATCHES {
-        if let Some(r) = walk.steps(buf, len, out) {
-            if r != NameResult::Name {
-                out.len = 0;
-            }
-            return r;
-        }
-    }
-    out.len = 0;
-    NameResult::NoName
+    super::drive(buf, len, out, HTTP_BATCHES, |buf, len, out| walk.steps(buf, len, out))
 }

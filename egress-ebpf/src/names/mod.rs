@@ -157,3 +157,22 @@ impl Default for NameBuilder {
         Self::new()
     }
 }
+
+/// Runs `step` (one call of a walk, as a `bpf_loop` callback would) on
+/// `buf[..len]` at most `calls` times: the walk's answer, or `NoName` if it
+/// has none by then. `out` holds a name only when the answer is `Name`.
+fn drive(
+    buf: &Window,
+    len: usize,
+    out: &mut Name,
+    calls: usize,
+    mut step: impl FnMut(&Window, usize, &mut Name) -> Option<NameResult>,
+) -> NameResult {
+    let len = len.min(WINDOW);
+    out.len = 0;
+    let answer = (0..calls).find_map(|_| step(buf, len, out)).unwrap_or(NameResult::NoName);
+    if answer != NameResult::Name {
+        out.len = 0;
+    }
+    answer
+}

@@ -388,17 +388,6 @@ impl Default for TlsWalk {
 /// first bytes the client sent, in order): `Name` (in `out`), `NeedMore`,
 /// `NoName` or `NotTls`. See the module's documentation.
 pub fn client_hello_name(buf: &Window, len: usize, out: &mut Name) -> NameResult {
-    let len = len.min(WINDOW);
-    out.len = 0;
     let mut walk = TlsWalk::new();
-    for _ in 0..TLS_STEPS {
-        if let Some(r) = walk.step(buf, len, out) {
-            if r != NameResult::Name {
-                out.len = 0;
-            }
-            return r;
-        }
-    }
-    out.len = 0;
-    NameResult::NoName
+    super::drive(buf, len, out, TLS_STEPS, |buf, len, out| walk.step(buf, len, out))
 }
