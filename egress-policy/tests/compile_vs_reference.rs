@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use egress_policy::compile::{CompiledPack, Decision, Previous, compile, compile_stable};
+use egress_policy::compile::{CompiledPack, Decision, NamesDecision, Previous, compile, compile_stable};
 use egress_policy::evaluate::{Outcome, Probe, evaluate_learned, evaluate_named, name_covered};
 use egress_policy::model::*;
 use ipnet::IpNet;
@@ -241,9 +241,10 @@ proptest! {
         probes in prop::collection::vec((probe(), 0u8..8), 30),
     ) {
         let compiled = compiled(&pack, &other, before);
+        let names = NamesDecision::build(&pack, &compiled);
         // `both` is the first decision's `(x, WebGroup)` entry.
-        prop_assert_eq!(compiled.names_decision.xw.len(), compiled.xw.len());
-        for (key, entry) in &compiled.names_decision.xw {
+        prop_assert_eq!(names.xw.len(), compiled.xw.len());
+        for (key, entry) in &names.xw {
             prop_assert_eq!(compiled.xw.get(key), Some(&entry.both));
         }
         for (name, covered_by) in NAMES {
@@ -260,11 +261,11 @@ proptest! {
             for name in NAMES.iter().map(|(n, _)| Some(*n)).chain([None]) {
                 let want = evaluate_named(&pack, &p, &learned, name);
                 let named = name.map_or(0, |n| compiled.name_groups(n));
-                let got = compiled.decide_named(p.src, p.dst, p.proto, p.dport, groups, named);
+                let got = names.decide_named(&compiled, p.src, p.dst, p.proto, p.dport, groups, named);
                 prop_assert_eq!(outcome(&compiled, got), want, "probe {:?} learned {:?} name {:?}", p, learned, name);
                 changes |= want != first;
             }
-            let needs = compiled.needs_name(p.src, p.dst, p.proto, p.dport, groups);
+            let needs = names.needs_name(&compiled, p.src, p.dst, p.proto, p.dport, groups);
             prop_assert_eq!(needs, changes, "probe {:?} learned {:?} first {:?}", p, learned, first);
         }
     }

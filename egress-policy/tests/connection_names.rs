@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use egress_policy::compile::{CompiledPack, Decision, compile};
+use egress_policy::compile::{CompiledPack, Decision, NamesDecision, compile};
 use egress_policy::evaluate::{Outcome, Probe, evaluate_learned, evaluate_named};
 use egress_policy::load_sources;
 use egress_policy::model::Pack;
@@ -31,13 +31,15 @@ const CDN: &str = "198.51.100.7";
 struct Case {
     pack: Pack,
     compiled: CompiledPack,
+    names: NamesDecision,
 }
 
 impl Case {
     fn new() -> Case {
         let pack = load_sources(&[("p.yaml".to_string(), PACK.to_string())]).unwrap_or_else(|e| panic!("{e}"));
         let compiled = compile(&pack).expect("compiles");
-        Case { pack, compiled }
+        let names = NamesDecision::build(&pack, &compiled);
+        Case { pack, compiled, names }
     }
 
     /// The second decision of a TCP 443 flow from the runtime to `dst`,
@@ -49,7 +51,7 @@ impl Case {
         let want = evaluate_named(&self.pack, &probe, &set, name);
         let bits = self.bits(learned);
         let named = name.map_or(0, |n| self.compiled.name_groups(n));
-        let got = self.compiled.decide_named(probe.src, probe.dst, 6, 443, bits, named);
+        let got = self.names.decide_named(&self.compiled, probe.src, probe.dst, 6, 443, bits, named);
         assert_eq!(self.outcome(got), want, "{dst} learned {learned:?} name {name:?}");
         match want {
             Outcome::Rule(i) => self.pack.rules[i].name.clone(),
@@ -68,7 +70,7 @@ impl Case {
     }
 
     fn needs_name(&self, dst: &str, learned: &[&str]) -> bool {
-        self.compiled.needs_name(ip("10.10.1.5"), ip(dst), 6, 443, self.bits(learned))
+        self.names.needs_name(&self.compiled, ip("10.10.1.5"), ip(dst), 6, 443, self.bits(learned))
     }
 
     fn bits(&self, groups: &[&str]) -> u64 {
@@ -144,10 +146,11 @@ fn flows_that_no_name_can_change_need_none() {
     )])
     .unwrap_or_else(|e| panic!("{e}"));
     let late_deny = compile(&pack).expect("compiles");
+    let late_names = NamesDecision::build(&pack, &late_deny);
     // The CIDR permit comes before the (now later) deny WebGroup.
-    assert!(!late_deny.needs_name(ip("10.10.1.5"), ip("203.0.113.9"), 6, 443, 0));
+    assert!(!late_names.needs_name(&late_deny, ip("10.10.1.5"), ip("203.0.113.9"), 6, 443, 0));
     // Other ports and sources are decided by rules no name changes.
-    assert!(!case.compiled.needs_name(ip("10.10.1.5"), ip(CDN), 6, 80, case.bits(&["llm-providers"])));
-    assert!(!case.compiled.needs_name(ip("10.99.0.1"), ip(CDN), 6, 443, case.bits(&["llm-providers"])));
+    assert!(!case.names.needs_name(&case.compiled, ip("10.10.1.5"), ip(CDN), 6, 80, case.bits(&["llm-providers"])));
+    assert!(!case.names.needs_name(&case.compiled, ip("10.99.0.1"), ip(CDN), 6, 443, case.bits(&["llm-providers"])));
     assert_eq!(case.decide(CDN, &[], None), "default-deny");
 }

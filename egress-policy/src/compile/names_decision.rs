@@ -13,6 +13,10 @@
 //! The decision is then the first of x's address rule (`(x, d)` or
 //! `defaults[x]`, as in the first decision) and those entries.
 //!
+//! The tables are built from a compiled pack and its pack
+//! ([`NamesDecision::build`]), on demand: nothing installs them yet, so a
+//! reload does not pay for them.
+//!
 //! Whether a flow needs its name at all: the second decision can differ
 //! from the first (by address, every WebGroup learned counting as both)
 //! only if a name-only `deny` comes before the first decision
@@ -26,9 +30,9 @@ use std::net::IpAddr;
 
 use egress_common::{ClassWebGroupKey, NAME_ANY_DEPTH, NAME_EXACT, NAME_ONE_LABEL, NameKey};
 
+use super::names::rule_groups;
 use super::pack::{CompiledPack, Decision, Lookup};
 use crate::bitset::FastMap as HashMap;
-use crate::bitset::RuleSet;
 use crate::model::{Action, Pack};
 
 /// An entry or `first_name_deny` with no rule before x's default.
@@ -75,38 +79,97 @@ pub struct NamesDecision {
     pub first_name_deny: Vec<u32>,
 }
 
-/// Builds the tables. `groups_of`: each rule's WebGroup bits; `defaults`:
-/// each x's first `any`-destination rule (or the implicit rule).
-pub(super) fn names_decision(pack: &Pack, x_sets: &[RuleSet], groups_of: &[u64], defaults: &[u32]) -> NamesDecision {
-    let mut xw: HashMap<ClassWebGroupKey, NamedEntry> = HashMap::default();
-    let mut first_name_deny = vec![NO_RULE; x_sets.len()];
-    for (x, set) in x_sets.iter().enumerate() {
-        for r in set.iter().filter(|r| groups_of[*r] != 0) {
-            if r as u32 >= defaults[x] {
-                break;
+impl NamesDecision {
+    /// The tables of `compiled`, the compiled form of `pack`.
+    pub fn build(pack: &Pack, compiled: &CompiledPack) -> NamesDecision {
+        let groups_of: Vec<u64> =
+            pack.rules.iter().map(|r| rule_groups(&r.destinations, &compiled.webgroup_bits)).collect();
+        let (x_sets, defaults) = (&compiled.x_sets, &compiled.defaults);
+        let mut xw: HashMap<ClassWebGroupKey, NamedEntry> = HashMap::default();
+        let mut first_name_deny = vec![NO_RULE; x_sets.len()];
+        for (x, set) in x_sets.iter().enumerate() {
+            for r in set.iter().filter(|r| groups_of[*r] != 0) {
+                if r as u32 >= defaults[x] {
+                    break;
+                }
+                let rule = &pack.rules[r];
+                let deny = rule.action == Action::Deny;
+                if deny && first_name_deny[x] == NO_RULE {
+                    first_name_deny[x] = r as u32;
+                }
+                for bit in each_bit(groups_of[r]) {
+                    let e = xw.entry(ClassWebGroupKey { x_class: x as u32, group: bit }).or_insert(NamedEntry::NONE);
+                    let first = |slot: &mut u32, admits: bool| {
+                        if admits && *slot == NO_RULE {
+                            *slot = r as u32;
+                        }
+                    };
+                    first(&mut e.both, true);
+                    first(&mut e.learned_only, deny || !rule.verify_names);
+                    first(&mut e.named_only, deny);
+                }
             }
-            let rule = &pack.rules[r];
-            let deny = rule.action == Action::Deny;
-            if deny && first_name_deny[x] == NO_RULE {
-                first_name_deny[x] = r as u32;
-            }
-            let mut g = groups_of[r];
-            while g != 0 {
-                let bit = g.trailing_zeros();
-                g &= g - 1;
-                let e = xw.entry(ClassWebGroupKey { x_class: x as u32, group: bit }).or_insert(NamedEntry::NONE);
-                let first = |slot: &mut u32, admits: bool| {
-                    if admits && *slot == NO_RULE {
-                        *slot = r as u32;
+        }
+        NamesDecision { xw, first_name_deny }
+    }
+
+    /// The second decision of a TCP flow of `compiled` exactly as the
+    /// datapath's lookups make it: the destination learned for the
+    /// WebGroups in `learned`, the connection's name covered by those in
+    /// `named` (0: no name, or one no WebGroup covers; see
+    /// [`CompiledPack::name_groups`]).
+    #[allow(clippy::too_many_arguments, reason = "a packet's four fields and the flow's two group sets")]
+    pub fn decide_named(
+        &self,
+        compiled: &CompiledPack,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        dport: u16,
+        learned: u64,
+        named: u64,
+    ) -> Decision {
+        match compiled.lookup_x(src, dst, proto, dport) {
+            Lookup::Decided(d) => d,
+            Lookup::Class { x, address_rule } => {
+                let mut rule = address_rule;
+                for group in each_bit(learned | named) {
+                    if let Some(e) = self.xw.get(&ClassWebGroupKey { x_class: x, group }) {
+                        rule = rule.min(e.rule(learned & 1 << group != 0, named & 1 << group != 0));
                     }
-                };
-                first(&mut e.both, true);
-                first(&mut e.learned_only, deny || !rule.verify_names);
-                first(&mut e.named_only, deny);
+                }
+                Decision::of(rule)
             }
         }
     }
-    NamesDecision { xw, first_name_deny }
+
+    /// Whether a TCP flow's second decision could differ from its first
+    /// (the destination learned for the WebGroups in `learned`) for some
+    /// name, or for none: whether the datapath must read its name. Looked
+    /// up as the datapath does: the first decision, the name-less second
+    /// one and x's first name-only `deny`.
+    pub fn needs_name(
+        &self,
+        compiled: &CompiledPack,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        dport: u16,
+        learned: u64,
+    ) -> bool {
+        let Lookup::Class { x, address_rule } = compiled.lookup_x(src, dst, proto, dport) else {
+            return false;
+        };
+        let (mut first, mut nameless) = (address_rule, address_rule);
+        for group in each_bit(learned) {
+            if let Some(e) = self.xw.get(&ClassWebGroupKey { x_class: x, group }) {
+                first = first.min(e.both);
+                nameless = nameless.min(e.learned_only);
+            }
+        }
+        let name_deny = self.first_name_deny.get(x as usize).copied().unwrap_or(NO_RULE);
+        nameless != first || name_deny < first
+    }
 }
 
 /// The WebGroup bits of `bits` in turn.
@@ -121,45 +184,6 @@ fn each_bit(mut bits: u64) -> impl Iterator<Item = u32> {
 }
 
 impl CompiledPack {
-    /// The second decision of a TCP flow exactly as the datapath's lookups
-    /// make it: the destination learned for the WebGroups in `learned`, the
-    /// connection's name covered by those in `named` (0: no name, or one no
-    /// WebGroup covers; see [`CompiledPack::name_groups`]).
-    pub fn decide_named(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16, learned: u64, named: u64) -> Decision {
-        match self.lookup_x(src, dst, proto, dport) {
-            Lookup::Decided(d) => d,
-            Lookup::Class { x, address_rule } => {
-                let mut rule = address_rule;
-                for group in each_bit(learned | named) {
-                    if let Some(e) = self.names_decision.xw.get(&ClassWebGroupKey { x_class: x, group }) {
-                        rule = rule.min(e.rule(learned & 1 << group != 0, named & 1 << group != 0));
-                    }
-                }
-                Decision::of(rule)
-            }
-        }
-    }
-
-    /// Whether a TCP flow's second decision could differ from its first
-    /// (the destination learned for the WebGroups in `learned`) for some
-    /// name, or for none: whether the datapath must read its name. Looked
-    /// up as the datapath does: the first decision, the name-less second
-    /// one and x's first name-only `deny`.
-    pub fn needs_name(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16, learned: u64) -> bool {
-        let Lookup::Class { x, address_rule } = self.lookup_x(src, dst, proto, dport) else {
-            return false;
-        };
-        let (mut first, mut nameless) = (address_rule, address_rule);
-        for group in each_bit(learned) {
-            if let Some(e) = self.names_decision.xw.get(&ClassWebGroupKey { x_class: x, group }) {
-                first = first.min(e.both);
-                nameless = nameless.min(e.learned_only);
-            }
-        }
-        let name_deny = self.names_decision.first_name_deny.get(x as usize).copied().unwrap_or(NO_RULE);
-        nameless != first || name_deny < first
-    }
-
     /// The WebGroups (bits) whose patterns cover the connection name `name`
     /// (any case, a trailing dot ignored), looked up in the name table as
     /// the datapath does for DNS names: the name itself, its suffix after

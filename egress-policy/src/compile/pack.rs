@@ -11,7 +11,6 @@ use egress_common::{
 };
 use ipnet::IpNet;
 
-use super::names_decision::NamesDecision;
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
 use crate::model::Mode;
@@ -80,8 +79,6 @@ pub struct CompiledPack {
     /// (x, WebGroup bit) → first rule of x with that WebGroup as destination,
     /// where it comes before `defaults[x]`.
     pub xw: HashMap<ClassWebGroupKey, u32>,
-    /// The tables of a TCP flow's second decision, by address and name.
-    pub names_decision: NamesDecision,
     /// WebGroups used by `permit` rules (what the query filter lets through).
     pub permit_groups: u64,
     /// `QUERY_FILTER_*`.

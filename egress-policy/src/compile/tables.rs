@@ -13,7 +13,6 @@ use egress_common::{
 use ipnet::IpNet;
 
 use super::names::rule_groups;
-use super::names_decision::names_decision;
 use super::pack::{CompileError, CompiledPack, CompiledRule, IMPLICIT_DENY, Previous, check};
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
@@ -47,7 +46,6 @@ pub(super) fn classify(
     let xd = xd_table(&combined.x_sets, &destinations, &defaults, n)?;
     let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, webgroup_bits)).collect();
     let xw = xw_table(&combined.x_sets, &groups_of, &defaults);
-    let names_decision = names_decision(pack, &combined.x_sets, &groups_of, &defaults);
     let permit_groups =
         pack.rules.iter().zip(&groups_of).filter(|(r, _)| r.action == Action::Permit).fold(0, |a, (_, g)| a | g);
     Ok(CompiledPack {
@@ -66,7 +64,6 @@ pub(super) fn classify(
         webgroup_bits: BTreeMap::new(),
         names: HashMap::default(),
         xw,
-        names_decision,
         permit_groups,
         query_filter: match pack.dns.query_filter {
             QueryFilter::Off => QUERY_FILTER_OFF,
