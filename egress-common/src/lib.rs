@@ -16,18 +16,20 @@
 )]
 
 pub mod addr;
+pub mod conn;
 pub mod dns;
 pub mod flow;
 pub mod maps;
 pub mod pack;
 pub mod reason;
 
+pub use conn::*;
 pub use dns::*;
 pub use flow::*;
 pub use pack::*;
 pub use reason::*;
 
-pub use maps::LAYOUT_VERSION;
+pub use maps::{LAYOUT_VERSION, TAIL_NAMES, TAIL_QUERY, TAIL_READ, TAILS};
 
 /// Implements `aya::Pod` for the listed types when built for userspace.
 #[macro_export]

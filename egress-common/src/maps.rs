@@ -53,8 +53,26 @@ pub const SCRATCH: &str = "EGV2_SCRATCH";
 /// The interfaces the agent attached to.
 pub const LAN_IFS: &str = "EGV2_LAN_IFS";
 
+/// Per TCP flow whose name is read: [`crate::FlowKey`] → [`crate::ConnState`].
+pub const CONNS: &str = "EGV2_CONNS";
+/// First client bytes of flows whose message spans segments
+/// ([`crate::FlowKey`] → [`crate::StreamBuf`]).
+pub const STREAMS: &str = "EGV2_STREAMS";
+/// Per-CPU working memory of the name reader.
+pub const NAME_SCRATCH: &str = "EGV2_NSCRATCH";
+
+/// Index in `TAILS_TC`/`TAILS_XDP` of the DNS query program.
+pub const TAIL_QUERY: u32 = 0;
+/// Index in `TAILS_TC`/`TAILS_XDP` of the names program (the stream reader).
+pub const TAIL_NAMES: u32 = 1;
+/// Index in `TAILS_TC`/`TAILS_XDP` of the read program (the stream
+/// reader's gathering and the second decision).
+pub const TAIL_READ: u32 = 2;
+/// Entries of each tail-call array.
+pub const TAILS: u32 = 3;
+
 /// Every map shared by both slots.
-pub const SHARED: [&str; 19] = [
+pub const SHARED: [&str; 22] = [
     LIVE,
     STATUS,
     SLOT_META,
@@ -74,6 +92,9 @@ pub const SHARED: [&str; 19] = [
     SCRATCH,
     AGENT,
     LAN_IFS,
+    CONNS,
+    STREAMS,
+    NAME_SCRATCH,
 ];
 
 /// Slots of the double-buffered pack.
@@ -106,13 +127,15 @@ pub const COUNTERS: SlotNames = ["EGV2_COUNTERS_0", "EGV2_COUNTERS_1"];
 pub const LOCAL: SlotNames = ["EGV2_LOCAL_0", "EGV2_LOCAL_1"];
 /// [`crate::NameKey`] → WebGroup bits.
 pub const NAMES: SlotNames = ["EGV2_NAMES_0", "EGV2_NAMES_1"];
-/// [`crate::ClassWebGroupKey`] → rule index.
+/// Combined class → its first `deny` rule with a WebGroup destination.
+pub const NAME_DENY: SlotNames = ["EGV2_NDENY_0", "EGV2_NDENY_1"];
+/// [`crate::ClassWebGroupKey`] → [`crate::NamedRules`].
 pub const CLASS_WEBGROUP: SlotNames = ["EGV2_XW_0", "EGV2_XW_1"];
 /// The approved resolvers.
 pub const RESOLVERS: SlotNames = ["EGV2_RESOLV_0", "EGV2_RESOLV_1"];
 
 /// Every per-slot table.
-pub const PER_SLOT: [SlotNames; 14] = [
+pub const PER_SLOT: [SlotNames; 15] = [
     SRC4,
     SRC6,
     DST4,
@@ -127,6 +150,7 @@ pub const PER_SLOT: [SlotNames; 14] = [
     NAMES,
     CLASS_WEBGROUP,
     RESOLVERS,
+    NAME_DENY,
 ];
 
 /// Every map of the datapath: the shared ones, then slot 0's and slot 1's.

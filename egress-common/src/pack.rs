@@ -171,6 +171,10 @@ pub const SLOT_FLAG_NO_FLOW_CACHE: u8 = 1;
 /// [`SlotMeta::flags`]: some rule has a WebGroup destination, so new flows
 /// look up learned addresses.
 pub const SLOT_FLAG_WEBGROUPS: u8 = 2;
+/// [`SlotMeta::flags`]: some TCP flow's decision can change with its name
+/// (a `permit` rule verifies names, or a `deny` rule has a WebGroup
+/// destination), so new TCP flows look up `NAME_DENY` and the `XW` columns.
+pub const SLOT_FLAG_NAMES: u8 = 4;
 crate::assert_size!(SlotMeta, 32);
 
 /// Per-CPU counter cell, indexed `rule * VERDICTS + verdict` in a slot's

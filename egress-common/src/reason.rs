@@ -36,6 +36,23 @@ pub enum Reason {
     /// The pack in the live slot is inconsistent (a rule index past its
     /// table); judged fail-closed.
     BadPack = 13,
+    /// A TCP flow judged a second time, with the name its first client
+    /// message gave (TLS SNI or HTTP Host): see [`crate::ConnState`].
+    NameRead = 14,
+    /// A TCP flow judged a second time without a name: its first client
+    /// message is whole and names no host (no SNI, no Host), or is neither
+    /// a TLS ClientHello nor an HTTP/1.x request.
+    NameMissing = 15,
+    /// A TCP flow judged a second time without a name: its first client
+    /// message cannot be read (contradictory, malformed, over 16 KiB), or
+    /// the flow's start was never seen.
+    NameUnreadable = 16,
+    /// A segment dropped while a flow's name is read: out of order,
+    /// overlapping what was read with other bytes, or carrying URG (the
+    /// client retransmits).
+    StreamDropped = 17,
+    /// A segment passed while a flow's name is still being read.
+    NameWaiting = 18,
 }
 
 /// Number of reason slots in the per-CPU reason counters (room to grow).
@@ -43,7 +60,7 @@ pub const REASON_SLOTS: u32 = 32;
 
 impl Reason {
     /// Every reason, in code order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Rule,
         Reason::Uncovered,
         Reason::NotIp,
@@ -58,6 +75,11 @@ impl Reason {
         Reason::FragmentFollowed,
         Reason::TinyFragment,
         Reason::BadPack,
+        Reason::NameRead,
+        Reason::NameMissing,
+        Reason::NameUnreadable,
+        Reason::StreamDropped,
+        Reason::NameWaiting,
     ];
 
     /// The code's stable name in logs and metrics.
@@ -77,6 +99,11 @@ impl Reason {
             Reason::FragmentFollowed => "fragment_followed",
             Reason::TinyFragment => "tiny_fragment",
             Reason::BadPack => "bad_pack",
+            Reason::NameRead => "name_read",
+            Reason::NameMissing => "name_missing",
+            Reason::NameUnreadable => "name_unreadable",
+            Reason::StreamDropped => "stream_dropped",
+            Reason::NameWaiting => "name_waiting",
         }
     }
 

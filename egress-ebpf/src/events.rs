@@ -7,8 +7,9 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile};
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use egress_common::{
-    EVENT_BURST_PER_SOURCE, EVENT_KIND_FLOW, EVENT_KIND_LEARN, EVENTS_PER_SOURCE_PER_S, EventBudget, EventStat,
-    FlowEvent, LEARN_EVENT_ADDRS, LearnEvent, Reason, Verdict, clamp_ttl,
+    ConnState, EVENT_BURST_PER_SOURCE, EVENT_KIND_FLOW, EVENT_KIND_LEARN, EVENT_KIND_NAMED, EVENTS_PER_SOURCE_PER_S,
+    EventBudget, EventStat, FlowEvent, FlowKey, LEARN_EVENT_ADDRS, LearnEvent, NAME_BUF, NamedFlowEvent, Reason,
+    Verdict, clamp_ttl,
 };
 
 use aya_ebpf::maps::ring_buf::RingBufEntry;
@@ -145,4 +146,59 @@ pub fn report_learn(s: &Scratch) {
         core::ptr::write_bytes(addr_of_mut!((*p)._pad1).cast::<u8>(), 0, 3);
     }
     entry.submit(0);
+}
+
+/// Reports a TCP flow's second decision, by address and name (the name and
+/// its source from the flow's reader `st`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "a flow event's fields, and the reader's name")]
+pub fn report_named(
+    pkt: &Packet,
+    key: &FlowKey,
+    verdict: Verdict,
+    reason: Reason,
+    rule: u32,
+    generation: u32,
+    ifindex: u32,
+    st: &ConnState,
+) {
+    let Some((mut entry, now)) = reserve::<NamedFlowEvent>(&pkt.src) else { return };
+    let p = entry.as_mut_ptr();
+    // Written in place, field by field (no 328-byte value on the stack).
+    // SAFETY: `p` points at the reserved entry, sized for a NamedFlowEvent;
+    // the name buffers are NAME_BUF bytes, 8-aligned.
+    unsafe {
+        let flow = addr_of_mut!((*p).flow);
+        addr_of_mut!((*flow).ktime_ns).write(now);
+        addr_of_mut!((*flow).src).write(pkt.src);
+        addr_of_mut!((*flow).dst).write(pkt.dst);
+        addr_of_mut!((*flow).sport_be).write(key.sport_be);
+        addr_of_mut!((*flow).dport_be).write(key.dport_be);
+        addr_of_mut!((*flow).proto).write(pkt.proto);
+        addr_of_mut!((*flow).family).write(pkt.family);
+        addr_of_mut!((*flow).verdict).write(verdict as u8);
+        addr_of_mut!((*flow).reason).write(reason as u8);
+        addr_of_mut!((*flow).rule).write(rule);
+        addr_of_mut!((*flow).generation).write(generation);
+        addr_of_mut!((*flow).ifindex).write(ifindex);
+        addr_of_mut!((*flow).kind).write(EVENT_KIND_NAMED);
+        addr_of_mut!((*flow)._pad).write([0; 3]);
+        addr_of_mut!((*p).name_source).write(st.source);
+        addr_of_mut!((*p).name_len).write(st.name_len);
+        addr_of_mut!((*p)._pad).write([0; 6]);
+        copy_words(addr_of!(st.name).cast(), addr_of_mut!((*p).name).cast(), NAME_BUF / 8);
+    }
+    entry.submit(0);
+}
+
+/// Copies `n` 8-byte words, one volatile load and store each.
+///
+/// # Safety
+/// Both pointers are valid for `n` words.
+#[inline(always)]
+unsafe fn copy_words(from: *const u64, to: *mut u64, n: usize) {
+    for i in 0..n {
+        // SAFETY: per the caller.
+        unsafe { to.add(i).write_unaligned(read_volatile(from.add(i))) };
+    }
 }

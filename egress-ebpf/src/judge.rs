@@ -1,22 +1,16 @@
 //! Judging one packet: skip what is not the firewall's business, serve
 //! established flows from the cache, classify new ones, count and report.
 
-use core::ffi::c_void;
-
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
-use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
-    ACTION_DENY, ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, FAMILY_V4, FlowKey, FlowValue, FragKey, LearnKey,
-    MODE_ENFORCE, NO_RULE, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, Reason, RuleInfo,
-    SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey, VERDICTS, Verdict,
+    ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowKey, FlowValue, FragKey, MODE_ENFORCE, NO_RULE, Reason, RuleInfo,
+    SLOT_FLAG_NO_FLOW_CACHE, SlotMeta, VERDICTS, Verdict,
 };
 
+use crate::classify::classify;
 use crate::dns::{self, LoadBytes, QueryAction};
 use crate::flowcache;
-use crate::maps::{EGV2_FRAGS, EGV2_LEARNED, EGV2_LIVE, EGV2_REASONS, EGV2_SLOT_META, SLOT0, SLOT1, Slot};
-use crate::parse::{
-    Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse,
-};
+use crate::maps::{EGV2_FRAGS, EGV2_LIVE, EGV2_REASONS, EGV2_SLOT_META, SLOT0, SLOT1, Slot};
+use crate::parse::{Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse};
 
 /// What to do with the packet.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,6 +24,15 @@ pub enum Action {
     /// A refused query: turn it around into a REFUSED answer and send it
     /// back out of the interface it came in on.
     Refuse,
+    /// A TCP segment whose flow its name denied: turn it around into a
+    /// reset of the workload's side, back out of the interface it came in on.
+    Reset(crate::turn::ResetAt),
+    /// A packet of a flow whose name must be read: pass it on to the names
+    /// program (tail call), which judges it again with the stream reader.
+    Named,
+    /// The names program's hand-off (in the scratch): pass the packet on to
+    /// the read program (tail call), which gathers its bytes and judges.
+    Read,
 }
 
 /// The live slot and its meta, or `None` before the first pack.
@@ -127,7 +130,7 @@ pub fn judge(start: usize, end: usize, len: u32, ifindex: u32) -> Action {
 }
 
 #[inline(always)]
-fn count_reason(reason: Reason) {
+pub(crate) fn count_reason(reason: Reason) {
     if let Some(cell) = EGV2_REASONS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
@@ -136,7 +139,6 @@ fn count_reason(reason: Reason) {
 
 #[inline(always)]
 fn judge_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usize, len: u32, ifindex: u32) -> Action {
-    let generation = meta.generation;
     let cur = Cursor::new(start, end);
     let mut pkt = Packet::empty();
     match parse(&cur, &mut pkt) {
@@ -145,7 +147,7 @@ fn judge_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usiz
             Action::Pass
         }
         Ok(Parsed::Ip) => {
-            let action = judge_ip(slot_idx, slot, meta, generation, &pkt, len, ifindex);
+            let action = judge_ip(slot_idx, slot, meta, &pkt, len, ifindex);
             // Every permitted DNS packet, new flow or cached, goes on to the
             // query program (verified on its own, reached by tail call).
             if action == Action::Pass
@@ -166,7 +168,7 @@ fn judge_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usiz
 /// passed in monitor mode, counted and reported (no rule decided it)
 /// either way; unless its source is known and uncovered.
 #[inline(always)]
-fn unjudgeable(slot: &Slot, meta: &SlotMeta, pkt: &Packet, reason: Reason, ifindex: u32) -> Action {
+pub(crate) fn unjudgeable(slot: &Slot, meta: &SlotMeta, pkt: &Packet, reason: Reason, ifindex: u32) -> Action {
     if pkt.family != 0 && !source_covered(slot, meta, pkt) {
         count_reason(Reason::Uncovered);
         return Action::Pass;
@@ -188,29 +190,8 @@ fn unjudgeable(slot: &Slot, meta: &SlotMeta, pkt: &Packet, reason: Reason, ifind
 }
 
 #[inline(always)]
-fn src_class(slot: &Slot, pkt: &Packet) -> Option<u32> {
-    if pkt.family == FAMILY_V4 {
-        let key = Key::new(32, [pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]]);
-        slot.src4.get(&key).copied()
-    } else {
-        slot.src6.get(&Key::new(128, pkt.src)).copied()
-    }
-}
-
-#[inline(always)]
-fn dst_class(slot: &Slot, pkt: &Packet) -> u32 {
-    let found = if pkt.family == FAMILY_V4 {
-        let key = Key::new(32, [pkt.dst[12], pkt.dst[13], pkt.dst[14], pkt.dst[15]]);
-        slot.dst4.get(&key)
-    } else {
-        slot.dst6.get(&Key::new(128, pkt.dst))
-    };
-    found.copied().unwrap_or(0)
-}
-
-#[inline(always)]
 fn source_covered(slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> bool {
-    meta.any_source != 0 || src_class(slot, pkt).is_some()
+    meta.any_source != 0 || crate::classify::src_class(slot, pkt).is_some()
 }
 
 /// Link-local control traffic, never judged: destinations that never leave
@@ -235,94 +216,7 @@ fn is_link_local_control(pkt: &Packet) -> bool {
 }
 
 #[inline(always)]
-fn port_index(pkt: &Packet) -> u32 {
-    let icmp = if pkt.family == FAMILY_V4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
-    match pkt.proto {
-        IPPROTO_TCP => u32::from(pkt.dport),
-        IPPROTO_UDP => PORT_INDEX_UDP + u32::from(pkt.dport),
-        p if p == icmp => PORT_INDEX_ICMP,
-        _ => PORT_INDEX_OTHER,
-    }
-}
-
-/// The WebGroups a destination was learned for, walked one bit per
-/// `bpf_loop` step: the first rule of `x` naming any of them.
-#[repr(C)]
-struct GroupWalk {
-    groups: u64,
-    x: u32,
-    rule: u32,
-    slot: u32,
-}
-
-extern "C" fn group_step(_index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: ctx is the GroupWalk on the caller's stack.
-    let w = unsafe { &mut *ctx.cast::<GroupWalk>() };
-    if w.groups == 0 {
-        return 1;
-    }
-    let bit = w.groups.trailing_zeros();
-    w.groups &= w.groups - 1;
-    let slot = if w.slot == 0 { &SLOT0 } else { &SLOT1 };
-    if let Some(r) = slot.xw.get_ptr(ClassWebGroupKey { x_class: w.x, group: bit }) {
-        // SAFETY: value pointer from a successful lookup.
-        let r = unsafe { *r };
-        if r < w.rule {
-            w.rule = r;
-        }
-    }
-    0
-}
-
-/// First-match classification: the rule index, or `DECISION_UNCOVERED`.
-#[inline(always)]
-fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> u32 {
-    let src = match src_class(slot, pkt) {
-        Some(class) => class,
-        None if meta.any_source != 0 => 0,
-        None => return DECISION_UNCOVERED,
-    };
-    let port = match slot.ports.get(port_index(pkt)) {
-        Some(class) => *class,
-        None => return meta.implicit_rule,
-    };
-    let Some(x) = slot.sp.get_ptr(SourcePortKey { src_class: src, port_class: port }) else {
-        return meta.implicit_rule;
-    };
-    // SAFETY: value pointer from a successful lookup.
-    let x = unsafe { *x };
-    let dst = dst_class(slot, pkt);
-    let mut rule = match slot.xd.get_ptr(ClassDestKey { x_class: x, dst_class: dst }) {
-        // SAFETY: value pointer from a successful lookup.
-        Some(r) => unsafe { *r },
-        None => match slot.defaults.get(x) {
-            Some(r) => *r,
-            None => meta.implicit_rule,
-        },
-    };
-    // WebGroup destinations: what this workload learned for this address.
-    if meta.flags & SLOT_FLAG_WEBGROUPS == 0 {
-        return rule;
-    }
-    let learned = EGV2_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst });
-    if let Some(v) = learned {
-        // SAFETY: value pointer from a successful lookup.
-        let v = unsafe { *v };
-        // SAFETY: helper without preconditions.
-        if v.expires_ns > unsafe { bpf_ktime_get_ns() } {
-            let mut walk = GroupWalk { groups: v.groups, x, rule, slot: slot_idx };
-            // SAFETY: the callback only reads the slot's maps and writes `walk`.
-            unsafe {
-                bpf_loop(64, group_step as *mut c_void, (&raw mut walk).cast::<c_void>(), 0);
-            }
-            rule = walk.rule;
-        }
-    }
-    rule
-}
-
-#[inline(always)]
-fn verdict_of(rule: &RuleInfo) -> Verdict {
+pub(crate) fn verdict_of(rule: &RuleInfo) -> Verdict {
     if rule.action != ACTION_DENY {
         Verdict::Allowed
     } else if rule.mode == MODE_ENFORCE {
@@ -333,7 +227,7 @@ fn verdict_of(rule: &RuleInfo) -> Verdict {
 }
 
 #[inline(always)]
-fn count_rule(slot: &Slot, counter: u32, verdict: Verdict, len: u32, new_flow: bool) {
+pub(crate) fn count_rule(slot: &Slot, counter: u32, verdict: Verdict, len: u32, new_flow: bool) {
     let idx = counter.wrapping_mul(VERDICTS).wrapping_add(verdict as u32);
     if let Some(cell) = slot.counters.get_ptr_mut(idx) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
@@ -348,7 +242,7 @@ fn count_rule(slot: &Slot, counter: u32, verdict: Verdict, len: u32, new_flow: b
 }
 
 #[inline(always)]
-fn action_of(verdict: Verdict) -> Action {
+pub(crate) fn action_of(verdict: Verdict) -> Action {
     if verdict.drops() { Action::Drop } else { Action::Pass }
 }
 
@@ -364,20 +258,13 @@ fn to_gateway(slot: &Slot, pkt: &Packet) -> bool {
 
 /// The key of the datagram a fragment belongs to.
 #[inline(always)]
-fn frag_key(pkt: &Packet) -> FragKey {
+pub(crate) fn frag_key(pkt: &Packet) -> FragKey {
     FragKey { src: pkt.src, dst: pkt.dst, id: pkt.frag_id, proto: pkt.frag_proto, family: pkt.family, _pad: [0; 2] }
 }
 
 #[inline(always)]
-fn judge_ip(
-    slot_idx: u32,
-    slot: &Slot,
-    meta: &SlotMeta,
-    generation: u32,
-    pkt: &Packet,
-    len: u32,
-    ifindex: u32,
-) -> Action {
+fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32, ifindex: u32) -> Action {
+    let generation = meta.generation;
     if is_link_local_control(pkt) {
         count_reason(Reason::LinkLocal);
         return Action::Pass;
@@ -403,15 +290,7 @@ fn judge_ip(
             _ => unjudgeable(slot, meta, pkt, Reason::FragmentUnseen, ifindex),
         };
     }
-    let key = FlowKey {
-        src: pkt.src,
-        dst: pkt.dst,
-        sport_be: pkt.sport.to_be(),
-        dport_be: pkt.dport.to_be(),
-        proto: pkt.proto,
-        family: pkt.family,
-        _pad: [0; 2],
-    };
+    let key = flow_key(pkt);
     // The flow cache first: packets to the gateway's own addresses are
     // never cached (the agent drops cached flows to an address when it
     // becomes the gateway's), so a cached packet needs no other lookup.
@@ -428,11 +307,33 @@ fn judge_ip(
     if to_gateway(slot, pkt) {
         return Action::Pass;
     }
-    let rule_idx = classify(slot_idx, slot, meta, pkt);
+    let c = classify(slot_idx, slot, meta, pkt);
+    let rule_idx = c.rule;
     if rule_idx == DECISION_UNCOVERED {
         count_reason(Reason::Uncovered);
         return Action::Pass;
     }
+    if c.needs_name {
+        return Action::Named;
+    }
+    apply_rule(slot, meta, pkt, &key, &probe, rule_idx, len, ifindex)
+}
+
+/// A new flow's decision by rule `rule_idx`: counted, cached, its first
+/// fragment remembered, reported (logging rules, denies), acted on.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "the packet, its flow, the rule, the interface")]
+fn apply_rule(
+    slot: &Slot,
+    meta: &SlotMeta,
+    pkt: &Packet,
+    key: &FlowKey,
+    probe: &flowcache::Probe,
+    rule_idx: u32,
+    len: u32,
+    ifindex: u32,
+) -> Action {
+    let generation = meta.generation;
     let Some(rule) = slot.rules.get(rule_idx) else {
         // A compiled pack never points past its rule table; fail closed.
         return unjudgeable(slot, meta, pkt, Reason::BadPack, ifindex);
@@ -442,7 +343,7 @@ fn judge_ip(
     count_rule(slot, rule.counter, verdict, len, true);
     let value = FlowValue { generation, counter: rule.counter, verdict: verdict as u32 };
     if meta.flags & SLOT_FLAG_NO_FLOW_CACHE == 0 {
-        flowcache::insert(&probe, &value);
+        flowcache::insert(probe, &value);
     }
     if pkt.frag == FRAG_FIRST {
         let _ = EGV2_FRAGS.insert(&frag_key(pkt), &value, 0);
@@ -460,4 +361,83 @@ fn judge_ip(
         );
     }
     action_of(verdict)
+}
+
+/// The names program: a packet that [`judge`] handed on as
+/// [`Action::Named`] (TCP, with its header) is classified again and, if
+/// its flow's name must still be read, judged with the stream reader; then,
+/// like any permitted packet to a resolver's port 53, handed on to the
+/// query program.
+#[inline(always)]
+pub fn judge_names(start: usize, end: usize, len: u32, ifindex: u32) -> Action {
+    let Some((slot_idx, meta)) = live() else { return Action::Pass };
+    // One copy a slot: the slot's maps must be constants for the verifier.
+    if slot_idx == 0 {
+        names_in(0, &SLOT0, meta, start, end, len, ifindex)
+    } else {
+        names_in(1, &SLOT1, meta, start, end, len, ifindex)
+    }
+}
+
+#[inline(always)]
+fn names_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usize, len: u32, ifindex: u32) -> Action {
+    let cur = Cursor::new(start, end);
+    let mut pkt = Packet::empty();
+    if parse(&cur, &mut pkt) != Ok(Parsed::Ip) || pkt.proto != IPPROTO_TCP || !pkt.has_l4() {
+        // Never handed on; judged as the datapath cannot judge it.
+        return unjudgeable(slot, meta, &pkt, Reason::BadPack, ifindex);
+    }
+    // Every way through the parser (tags, families, extension headers)
+    // leaves other constants in `pkt`; passed through the scratch, they
+    // are one state for the verifier, which then walks the reader once
+    // rather than once per way.
+    let Some(pkt) = crate::stream::launder(&pkt) else { return Action::Drop };
+    let key = flow_key(pkt);
+    let probe = flowcache::Probe::new(&key);
+    let c = classify(slot_idx, slot, meta, pkt);
+    let action = if c.rule == DECISION_UNCOVERED {
+        count_reason(Reason::Uncovered);
+        Action::Pass
+    } else if c.needs_name {
+        let flow = crate::stream::Flow { slot_idx, slot, meta, pkt, key: &key, probe: &probe, c: &c, len, ifindex };
+        crate::stream::judge_named(&cur, &flow)
+    } else {
+        // The live pack changed since the judge looked: decided as any new flow.
+        apply_rule(slot, meta, pkt, &key, &probe, c.rule, len, ifindex)
+    };
+    to_query(slot, meta, pkt, action)
+}
+
+/// A permitted packet to a resolver's port 53 goes on to the query program.
+#[inline(always)]
+fn to_query(slot: &Slot, meta: &SlotMeta, pkt: &Packet, action: Action) -> Action {
+    if action == Action::Pass && pkt.dport == 53 && slot.resolvers.get_ptr(pkt.dst).is_some() {
+        return Action::Query(meta.query_filter);
+    }
+    action
+}
+
+/// The read program: the names program's hand-off judged with the bytes of
+/// the segment (see [`crate::stream::read_and_judge`]); then, like any
+/// permitted packet to a resolver's port 53, on to the query program.
+#[inline(always)]
+pub fn judge_read<B: LoadBytes>(bytes: &B, len: u32, ifindex: u32) -> Action {
+    let action = crate::stream::read_and_judge(bytes, len, ifindex);
+    let Some((slot_idx, meta)) = live() else { return action };
+    let Some(pkt) = crate::stream::handed_packet() else { return action };
+    if slot_idx == 0 { to_query(&SLOT0, meta, pkt, action) } else { to_query(&SLOT1, meta, pkt, action) }
+}
+
+/// The flow a packet belongs to.
+#[inline(always)]
+fn flow_key(pkt: &Packet) -> FlowKey {
+    FlowKey {
+        src: pkt.src,
+        dst: pkt.dst,
+        sport_be: pkt.sport.to_be(),
+        dport_be: pkt.dport.to_be(),
+        proto: pkt.proto,
+        family: pkt.family,
+        _pad: [0; 2],
+    }
 }

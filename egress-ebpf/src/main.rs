@@ -27,6 +27,7 @@
     reason = "map keys and values are passed by reference: by value they would be copied onto the stack first"
 )]
 
+mod classify;
 mod dns;
 mod events;
 mod flowcache;
@@ -34,6 +35,8 @@ mod judge;
 mod maps;
 mod parse;
 mod scratch;
+mod stream;
+mod turn;
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
@@ -48,6 +51,7 @@ use egress_common::DnsStat;
 /// skb mark of REFUSED answers the ingress program turned around, so that
 /// the egress program does not take them for the resolver's answers.
 const MARK_REFUSED: u32 = 0x6567_5246;
+use egress_common::{TAIL_NAMES, TAIL_QUERY, TAIL_READ};
 use judge::{Action, judge, learn, query};
 use maps::{EGV2_TAILS_TC, EGV2_TAILS_XDP};
 
@@ -102,12 +106,71 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
         Action::Drop => TC_ACT_SHOT,
         Action::Query(query_filter) => {
             // SAFETY: tail call into the query program; returns only if absent.
-            unsafe { EGV2_TAILS_TC.tail_call(ctx, 0) };
+            unsafe { EGV2_TAILS_TC.tail_call(ctx, TAIL_QUERY) };
             // The tail call failed: the query went unfiltered.
             if judge::tail_call_failed(query_filter) { TC_ACT_SHOT } else { TC_ACT_UNSPEC }
         }
         Action::Refuse => refuse_tc(ctx),
+        Action::Reset(at) => reset_tc(ctx, at),
+        Action::Named => {
+            // SAFETY: tail call into the names program; returns only if absent.
+            unsafe { EGV2_TAILS_TC.tail_call(ctx, TAIL_NAMES) };
+            // No reader: the flow's name cannot be verified.
+            TC_ACT_SHOT
+        }
+        Action::Read => {
+            // SAFETY: tail call into the read program; returns only if absent.
+            unsafe { EGV2_TAILS_TC.tail_call(ctx, TAIL_READ) };
+            TC_ACT_SHOT
+        }
     }
+}
+
+/// Tail-called by `egress_tc_names` with a segment whose bytes the stream
+/// reader must gather, or a flow to judge by its name.
+#[classifier]
+pub fn egress_tc_read(ctx: TcContext) -> i32 {
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let action = judge::judge_read(&Skb(&ctx), ctx.len(), ifindex);
+    tc_verdict(&ctx, action)
+}
+
+/// Tail-called by `egress_tc` for a packet of a flow whose name must be
+/// read: judged again, with the stream reader.
+#[classifier]
+pub fn egress_tc_names(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let action = judge::judge_names(ctx.data(), ctx.data_end(), len, ifindex);
+    tc_verdict(&ctx, action)
+}
+
+/// Turns a segment denied by its flow's name around into a reset of the
+/// workload's side, back out of the interface it came in on.
+#[inline(always)]
+fn reset_tc(ctx: &TcContext, at: turn::ResetAt) -> i32 {
+    let Some(r) = turn::reset_in_place(ctx.data(), ctx.data_end(), at) else {
+        return TC_ACT_SHOT;
+    };
+    for (old, new) in r.words {
+        if ctx.l4_csum_replace(r.csum_off as usize, u64::from(old.to_be()), u64::from(new.to_be()), 2).is_err() {
+            return TC_ACT_SHOT;
+        }
+    }
+    turn_back_tc(ctx)
+}
+
+/// Sends the turned-around packet back out of the interface it came in on,
+/// marked so that the egress program does not take it for upstream's.
+#[inline(always)]
+fn turn_back_tc(ctx: &TcContext) -> i32 {
+    ctx.set_mark(MARK_REFUSED);
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: helper without memory arguments.
+    unsafe { bpf_redirect(ifindex, 0) as i32 }
 }
 
 /// Answers a refused query with REFUSED, back out of the interface it came
@@ -123,11 +186,7 @@ fn refuse_tc(ctx: &TcContext) -> i32 {
             return TC_ACT_SHOT;
         }
     }
-    ctx.set_mark(MARK_REFUSED);
-    // SAFETY: the context's skb pointer is valid for the program's run.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // SAFETY: helper without memory arguments.
-    unsafe { bpf_redirect(ifindex, 0) as i32 }
+    turn_back_tc(ctx)
 }
 
 /// Tail-called by `egress_tc` for permitted DNS to a resolver: records the
@@ -186,24 +245,59 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
         Action::Drop => xdp_action::XDP_DROP,
         Action::Query(query_filter) => {
             // SAFETY: tail call into the query program; returns only if absent.
-            unsafe { EGV2_TAILS_XDP.tail_call(ctx, 0) };
+            unsafe { EGV2_TAILS_XDP.tail_call(ctx, TAIL_QUERY) };
             // The tail call failed: the query went unfiltered.
             if judge::tail_call_failed(query_filter) { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
         }
-        Action::Refuse => {
-            let Some(r) = dns::refuse_in_place(ctx.data(), ctx.data_end()) else {
-                return xdp_action::XDP_DROP;
-            };
-            let cur = parse::Cursor::new(ctx.data(), ctx.data_end());
-            let (ok, csum) = cur.read_or(r.csum_off as usize, [0u8; 2]);
-            let csum = dns::csum_fold_words(u16::from_be_bytes(csum), &r.words);
-            if ok && cur.write(r.csum_off as usize, csum.to_be_bytes()) {
-                xdp_action::XDP_TX
-            } else {
-                xdp_action::XDP_DROP
-            }
+        Action::Refuse => match dns::refuse_in_place(ctx.data(), ctx.data_end()) {
+            Some(r) => xdp_fix_csum(ctx, r.csum_off, &r.words),
+            None => xdp_action::XDP_DROP,
+        },
+        Action::Reset(at) => match turn::reset_in_place(ctx.data(), ctx.data_end(), at) {
+            Some(r) => xdp_fix_csum(ctx, r.csum_off, &r.words),
+            None => xdp_action::XDP_DROP,
+        },
+        Action::Named => {
+            // SAFETY: tail call into the names program; returns only if absent.
+            unsafe { EGV2_TAILS_XDP.tail_call(ctx, TAIL_NAMES) };
+            xdp_action::XDP_DROP
+        }
+        Action::Read => {
+            // SAFETY: tail call into the read program; returns only if absent.
+            unsafe { EGV2_TAILS_XDP.tail_call(ctx, TAIL_READ) };
+            xdp_action::XDP_DROP
         }
     }
+}
+
+/// Tail-called by `egress_xdp_names`, as `egress_tc_read`.
+#[xdp]
+pub fn egress_xdp_read(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    // SAFETY: the context's xdp_md pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let action = judge::judge_read(&XdpBytes(&ctx), len, ifindex);
+    xdp_verdict(&ctx, action)
+}
+
+/// Tail-called by `egress_xdp` for a packet of a flow whose name must be read.
+#[xdp]
+pub fn egress_xdp_names(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    // SAFETY: the context's xdp_md pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    let action = judge::judge_names(ctx.data(), ctx.data_end(), len, ifindex);
+    xdp_verdict(&ctx, action)
+}
+
+/// Updates the L4 checksum at `csum_off` for the changed `words` of a
+/// packet turned around, and sends it back out (`XDP_TX`).
+#[inline(always)]
+fn xdp_fix_csum(ctx: &XdpContext, csum_off: u32, words: &[(u16, u16)]) -> u32 {
+    let cur = parse::Cursor::new(ctx.data(), ctx.data_end());
+    let (ok, csum) = cur.read_or(csum_off as usize, [0u8; 2]);
+    let csum = turn::csum_fold_words(u16::from_be_bytes(csum), words);
+    if ok && cur.write(csum_off as usize, csum.to_be_bytes()) { xdp_action::XDP_TX } else { xdp_action::XDP_DROP }
 }
 
 /// Tail-called by `egress_xdp` for permitted DNS to a resolver.

@@ -13,8 +13,8 @@ use egress_common::{
     ClassDestKey, ClassWebGroupKey, DNS_STAT_SLOTS, EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowValue,
     FragKey, LearnKey, LearnValue, LiveState, MAX_LEARNED, MAX_LEARNED_NAMES, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_PREFIXES,
     MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_WEBGROUPS, MAX_X_CLASSES, MAX_XD_ENTRIES, NameKey, NameText,
-    PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SourcePortKey, VERDICTS,
-    WebGroupName,
+    NamedRules, PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SourcePortKey,
+    VERDICTS, WebGroupName,
 };
 
 /// Flag: allocate hash entries on demand (large, mostly sparse tables).
@@ -95,23 +95,39 @@ pub static EGV2_WEBGROUPS: Array<WebGroupName> = Array::with_max_entries(MAX_WEB
 #[map]
 pub static EGV2_DNS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STAT_SLOTS, 0);
 
-/// Tail calls of the TC ingress program: `[0]` the DNS query program.
+/// Tail calls of the TC ingress program: `[TAIL_QUERY]` the DNS query
+/// program, `[TAIL_NAMES]` the names program.
 #[map]
-pub static EGV2_TAILS_TC: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static EGV2_TAILS_TC: ProgramArray = ProgramArray::with_max_entries(egress_common::TAILS, 0);
 
-/// Tail calls of the XDP program: `[0]` the DNS query program.
+/// Tail calls of the XDP program, as [`EGV2_TAILS_TC`].
 #[map]
-pub static EGV2_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub static EGV2_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(egress_common::TAILS, 0);
 
 /// Per-CPU working memory of the DNS parser.
 #[map]
 pub static EGV2_SCRATCH: PerCpuArray<crate::scratch::Scratch> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per TCP flow whose name is read: where the reader stands and, once
+/// read, the name (LRU; see [`crate::stream`]).
+#[map]
+pub static EGV2_CONNS: LruHashMap<egress_common::FlowKey, egress_common::ConnState> =
+    LruHashMap::with_max_entries(egress_common::MAX_CONNS, 0);
+
+/// The first client bytes of flows whose first message spans segments (LRU).
+#[map]
+pub static EGV2_STREAMS: LruHashMap<egress_common::FlowKey, egress_common::StreamBuf> =
+    LruHashMap::with_max_entries(egress_common::MAX_STREAMS, 0);
+
+/// Per-CPU working memory of the name reader.
+#[map]
+pub static EGV2_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray::with_max_entries(1, 0);
+
 /// Declares one slot's tables.
 macro_rules! slot_maps {
     ($src4:ident, $src6:ident, $dst4:ident, $dst6:ident, $ports:ident, $sp:ident,
      $xd:ident, $defaults:ident, $rules:ident, $counters:ident, $local:ident, $names:ident,
-     $xw:ident, $resolvers:ident) => {
+     $xw:ident, $resolvers:ident, $name_deny:ident) => {
         /// The gateway's own addresses (IPv4-mapped), less this slot's
         /// resolvers: packets to them are not judged.
         #[map]
@@ -119,9 +135,14 @@ macro_rules! slot_maps {
         /// Names and wildcard suffixes (`NameKey`) → WebGroup bits.
         #[map]
         pub static $names: HashMap<NameKey, u64> = HashMap::with_max_entries(MAX_NAMES, NO_PREALLOC);
-        /// (x, WebGroup bit) → first rule of x naming that WebGroup.
+        /// (x, WebGroup bit) → first rules of x naming that WebGroup, by
+        /// how a flow stands to it (learned, named, both).
         #[map]
-        pub static $xw: HashMap<ClassWebGroupKey, u32> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
+        pub static $xw: HashMap<ClassWebGroupKey, NamedRules> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
+        /// x → its first `deny` rule with a WebGroup destination, where it
+        /// comes before x's default, else `NO_RULE`.
+        #[map]
+        pub static $name_deny: Array<u32> = Array::with_max_entries(MAX_X_CLASSES, MMAPABLE);
         /// The approved resolvers (IPv4-mapped).
         #[map]
         pub static $resolvers: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
@@ -174,7 +195,8 @@ slot_maps!(
     EGV2_LOCAL_0,
     EGV2_NAMES_0,
     EGV2_XW_0,
-    EGV2_RESOLV_0
+    EGV2_RESOLV_0,
+    EGV2_NDENY_0
 );
 slot_maps!(
     EGV2_SRC4_1,
@@ -190,7 +212,8 @@ slot_maps!(
     EGV2_LOCAL_1,
     EGV2_NAMES_1,
     EGV2_XW_1,
-    EGV2_RESOLV_1
+    EGV2_RESOLV_1,
+    EGV2_NDENY_1
 );
 
 /// One slot's tables, by reference.
@@ -207,8 +230,9 @@ pub struct Slot {
     pub counters: &'static PerCpuArray<RuleCounter>,
     pub local: &'static HashMap<[u8; 16], u8>,
     pub names: &'static HashMap<NameKey, u64>,
-    pub xw: &'static HashMap<ClassWebGroupKey, u32>,
+    pub xw: &'static HashMap<ClassWebGroupKey, NamedRules>,
     pub resolvers: &'static HashMap<[u8; 16], u8>,
+    pub name_deny: &'static Array<u32>,
 }
 
 /// Slot 0's tables.
@@ -227,6 +251,7 @@ pub const SLOT0: Slot = Slot {
     names: &EGV2_NAMES_0,
     xw: &EGV2_XW_0,
     resolvers: &EGV2_RESOLV_0,
+    name_deny: &EGV2_NDENY_0,
 };
 
 /// Slot 1's tables.
@@ -245,4 +270,5 @@ pub const SLOT1: Slot = Slot {
     names: &EGV2_NAMES_1,
     xw: &EGV2_XW_1,
     resolvers: &EGV2_RESOLV_1,
+    name_deny: &EGV2_NDENY_1,
 };

@@ -57,7 +57,7 @@ impl Datapath {
     pub fn remove_query_programs(&mut self) -> Result<(), DatapathError> {
         for tails in [maps::TAILS_TC, maps::TAILS_XDP] {
             let mut array: aya::maps::ProgramArray<&mut aya::maps::MapData> = map_mut(&mut self.ebpf, tails)?;
-            array.clear_index(&0).map_err(|e| DatapathError::map(tails, e))?;
+            array.clear_index(&egress_common::TAIL_QUERY).map_err(|e| DatapathError::map(tails, e))?;
         }
         Ok(())
     }

@@ -35,8 +35,8 @@ use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use egress_common::maps;
 use egress_common::{
-    AgentLease, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS,
-    SlotMeta,
+    AgentLease, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NAMES, SLOT_FLAG_NO_FLOW_CACHE,
+    SLOT_FLAG_WEBGROUPS, SlotMeta, TAIL_NAMES, TAIL_QUERY, TAIL_READ,
 };
 
 use barrier::{PendingBarrier, RcuBarrier};
@@ -59,6 +59,14 @@ pub const TC_QUERY_PROGRAM: &str = "egress_tc_query";
 pub const XDP_PROGRAM: &str = "egress_xdp";
 /// Tail-called by `egress_xdp` for permitted DNS.
 pub const XDP_QUERY_PROGRAM: &str = "egress_xdp_query";
+/// Tail-called by `egress_tc` for flows whose name must be read.
+pub const TC_NAMES_PROGRAM: &str = "egress_tc_names";
+/// Tail-called by `egress_xdp` for flows whose name must be read.
+pub const XDP_NAMES_PROGRAM: &str = "egress_xdp_names";
+/// Tail-called by the names programs: gather a segment's bytes, judge by name.
+pub const TC_READ_PROGRAM: &str = "egress_tc_read";
+/// The XDP read program.
+pub const XDP_READ_PROGRAM: &str = "egress_xdp_read";
 /// The empty baseline program.
 pub const EMPTY_PROGRAM: &str = "egress_empty";
 
@@ -186,15 +194,22 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(DATAPATH_OBJECT)?;
-        for name in [TC_PROGRAM, TC_QUERY_PROGRAM, DNS_PROGRAM, EMPTY_PROGRAM] {
+        for name in [TC_PROGRAM, TC_QUERY_PROGRAM, TC_NAMES_PROGRAM, TC_READ_PROGRAM, DNS_PROGRAM, EMPTY_PROGRAM] {
             let prog: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
             prog.load().map_err(|e| DatapathError::program(name, e))?;
         }
-        for name in [XDP_PROGRAM, XDP_QUERY_PROGRAM] {
+        for name in [XDP_PROGRAM, XDP_QUERY_PROGRAM, XDP_NAMES_PROGRAM, XDP_READ_PROGRAM] {
             let xdp: &mut Xdp = program_mut(&mut ebpf, name)?;
             xdp.load().map_err(|e| DatapathError::program(name, e))?;
         }
-        for (tails, name) in [(maps::TAILS_TC, TC_QUERY_PROGRAM), (maps::TAILS_XDP, XDP_QUERY_PROGRAM)] {
+        for (tails, index, name) in [
+            (maps::TAILS_TC, TAIL_QUERY, TC_QUERY_PROGRAM),
+            (maps::TAILS_TC, TAIL_NAMES, TC_NAMES_PROGRAM),
+            (maps::TAILS_TC, TAIL_READ, TC_READ_PROGRAM),
+            (maps::TAILS_XDP, TAIL_QUERY, XDP_QUERY_PROGRAM),
+            (maps::TAILS_XDP, TAIL_NAMES, XDP_NAMES_PROGRAM),
+            (maps::TAILS_XDP, TAIL_READ, XDP_READ_PROGRAM),
+        ] {
             let fd = ebpf
                 .program(name)
                 .ok_or_else(|| DatapathError::MissingProgram(name.into()))?
@@ -204,7 +219,7 @@ impl Datapath {
                 .map_err(DatapathError::Io)?;
             let map = ebpf.map_mut(tails).ok_or_else(|| DatapathError::MissingMap(tails.into()))?;
             let mut array = aya::maps::ProgramArray::try_from(map).map_err(|e| DatapathError::map(tails, e))?;
-            array.set(0, &fd, 0).map_err(|e| DatapathError::map(tails, e))?;
+            array.set(index, &fd, 0).map_err(|e| DatapathError::map(tails, e))?;
         }
         let slots = [SlotMaps::take(&mut ebpf, 0)?, SlotMaps::take(&mut ebpf, 1)?];
         let live: Array<MapData, LiveState> = take_map(&mut ebpf, maps::LIVE)?;
@@ -321,6 +336,9 @@ impl Datapath {
         }
         if !pack.xw.is_empty() {
             flags |= SLOT_FLAG_WEBGROUPS;
+        }
+        if pack.named.any() {
+            flags |= SLOT_FLAG_NAMES;
         }
         let meta = SlotMeta {
             generation,

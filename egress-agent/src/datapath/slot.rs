@@ -18,7 +18,9 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::util::nr_cpus;
 use egress_common::addr::{addr_key, key_addr};
-use egress_common::{ClassDestKey, ClassWebGroupKey, NameKey, RuleCounter, RuleInfo, SourcePortKey, VERDICTS, maps};
+use egress_common::{
+    ClassDestKey, ClassWebGroupKey, NameKey, NamedRules, RuleCounter, RuleInfo, SourcePortKey, VERDICTS, maps,
+};
 use ipnet::IpNet;
 
 use super::mmap_array::MmapArray;
@@ -156,7 +158,8 @@ pub struct SlotMaps {
     defaults: MappedSlotArray<u32>,
     rules: MappedSlotArray<RuleInfo>,
     names: Mirrored<NameKey, u64>,
-    xw: Mirrored<ClassWebGroupKey, u32>,
+    xw: Mirrored<ClassWebGroupKey, NamedRules>,
+    name_deny: MappedSlotArray<u32>,
     resolvers: Mirrored<[u8; 16], u8>,
     local: Mirrored<[u8; 16], u8>,
     counters: PerCpuArray<MapData, RuleCounter>,
@@ -183,6 +186,7 @@ impl SlotMaps {
             rules: MappedSlotArray::new(ebpf, maps::RULES[n])?,
             names: Mirrored::new(ebpf, maps::NAMES[n])?,
             xw: Mirrored::new(ebpf, maps::CLASS_WEBGROUP[n])?,
+            name_deny: MappedSlotArray::new(ebpf, maps::NAME_DENY[n])?,
             resolvers: Mirrored::new(ebpf, maps::RESOLVERS[n])?,
             local: Mirrored::new(ebpf, maps::LOCAL[n])?,
             counters: take_map(ebpf, maps::COUNTERS[n])?,
@@ -214,7 +218,8 @@ impl SlotMaps {
         self.defaults.sync(pack.defaults.iter().copied())?;
         self.rules.sync(pack.rules.iter().map(|r| r.info))?;
         self.names.sync(&pack.names)?;
-        self.xw.sync(&pack.xw)?;
+        self.xw.sync(&pack.named.xw)?;
+        self.name_deny.sync(pack.named.first_name_deny.iter().copied())?;
         let resolvers = pack.resolvers.iter().map(|a| (addr_key(*a), 1u8)).collect();
         self.resolvers.sync(&resolvers)?;
         // A new generation: no cached flow of the old one is used again.
@@ -274,7 +279,7 @@ impl SlotMaps {
     /// `NO_PREALLOC` hashes grow with the pack.
     pub fn memlock(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
         use aya::maps::IterableMap as _;
-        let maps: [(&'static str, &MapData); 14] = [
+        let maps: [(&'static str, &MapData); 15] = [
             ("src4", self.src.v4.map()),
             ("src6", self.src.v6.map()),
             ("dst4", self.dst.v4.map()),
@@ -286,6 +291,7 @@ impl SlotMaps {
             ("rules", self.rules.map.map()),
             ("names", self.names.map.map()),
             ("xw", self.xw.map.map()),
+            ("name_deny", self.name_deny.map.map()),
             ("resolvers", self.resolvers.map.map()),
             ("local", self.local.map.map()),
             ("counters", self.counters.map()),

@@ -24,5 +24,6 @@ mod refuse;
 
 pub use answer::on_answer;
 pub use message::{LoadBytes, stat};
+pub use name::groups_of_name;
 pub use query::{QueryAction, on_query, unfiltered};
-pub use refuse::{csum_fold_words, refuse_in_place};
+pub use refuse::refuse_in_place;

@@ -166,6 +166,19 @@ extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
     0
 }
 
+/// One step of right-aligning the name into the key: byte `index` of
+/// `s.name` to `s.key[scan.i + index]` (`scan.i` is where the name starts).
+extern "C" fn align_step(index: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = scratch() else { return 1 };
+    let at = s.scan.i + index;
+    if at >= NAME_BUF as u64 {
+        return 1;
+    }
+    // SAFETY: masked indices inside both 256-byte buffers.
+    unsafe { *s.key.get_unchecked_mut(at as usize & 0xff) = *s.name.get_unchecked(index as usize & 0xff) };
+    0
+}
+
 /// The WebGroups whose patterns cover the name in `s.name[..len]`: the name
 /// itself, its suffix after one label for `*.`, every suffix for `**.`.
 #[inline(always)]
@@ -182,19 +195,19 @@ pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
         unsafe { core::ptr::write_volatile(key.add(i * 8).cast::<u64>(), 0) };
     }
     let first = NAME_BUF - len;
-    for i in 0..NAME_BUF - 3 {
-        if i >= len {
-            break;
-        }
-        // SAFETY: masked indices inside both 256-byte buffers.
-        unsafe { core::ptr::write_volatile(key.add((first + i) & 0xff), *s.name.get_unchecked(i & 0xff)) };
-    }
-    // SAFETY: index 0 of the key.
-    unsafe { core::ptr::write_volatile(key, NAME_EXACT) };
-    let slot = if slot_idx == 0 { &SLOT0 } else { &SLOT1 };
-    let exact = lookup(slot, &s.key);
     let scan = &raw mut s.scan;
     // SAFETY: as in `read_name`: volatile hand-over through the scratch.
+    // The name is right-aligned into the key a byte per `bpf_loop` step:
+    // a loop of variable length in line would be walked by the verifier
+    // once per byte on every path that reaches it.
+    unsafe {
+        vset(addr_of_mut!((*scan).i), first as u64);
+        bpf_loop(NAME_BUF as u32, align_step as *mut c_void, core::ptr::null_mut(), 0);
+        core::ptr::write_volatile(key, NAME_EXACT);
+    }
+    let slot = if slot_idx == 0 { &SLOT0 } else { &SLOT1 };
+    let exact = lookup(slot, &s.key);
+    // SAFETY: as above.
     unsafe {
         vset(addr_of_mut!((*scan).i), first as u64);
         vset(addr_of_mut!((*scan).labels), 0);
@@ -215,4 +228,18 @@ fn lookup(slot: &Slot, key: &[u8; NAME_BUF]) -> u64 {
         Some(v) => unsafe { *v },
         None => 0,
     }
+}
+
+/// The WebGroups whose patterns cover a connection's name (`name[..len]`,
+/// lower-case, no trailing dot): [`name_groups`] over a copy in the scratch.
+#[inline(always)]
+pub fn groups_of_name(slot_idx: u32, name: &[u8; NAME_BUF], len: u8) -> u64 {
+    let Some(s) = super::message::scratch() else { return 0 };
+    let to = s.name.as_mut_ptr().cast::<u64>();
+    let from = name.as_ptr().cast::<u64>();
+    for i in 0..NAME_BUF / 8 {
+        // SAFETY: 8-byte words inside both 256-byte, 8-aligned buffers.
+        unsafe { to.add(i).write_volatile(from.add(i).read_volatile()) };
+    }
+    name_groups(slot_idx, s, usize::from(len))
 }

@@ -2,6 +2,7 @@
 //! answer, and the checksum update for the words that changed.
 
 use crate::parse::{Cursor, IPPROTO_UDP, Packet, Parsed, parse};
+use crate::turn::swap_ends;
 
 /// What [`refuse_in_place`] changed in the DNS header, for the UDP checksum.
 pub struct Refused {
@@ -12,11 +13,9 @@ pub struct Refused {
 }
 
 /// Turns the UDP query in `[start, end)` around in place into a REFUSED
-/// answer: MACs, addresses and ports swapped (checksum-neutral), QR, RA and
-/// RCODE 5 set, answer and authority counts zeroed. The caller fixes the
-/// UDP checksum for the changed words. Every header is read and written
-/// back whole at one offset, and every read has a defined value even past
-/// the end, so the verifier can follow it.
+/// answer: ends swapped ([`swap_ends`]), QR, RA and RCODE 5 set, answer and
+/// authority counts zeroed. The caller fixes the UDP checksum for the
+/// changed words.
 #[inline(always)]
 pub fn refuse_in_place(start: usize, end: usize) -> Option<Refused> {
     let cur = Cursor::new(start, end);
@@ -24,13 +23,10 @@ pub fn refuse_in_place(start: usize, end: usize) -> Option<Refused> {
     if parse(&cur, &mut pkt) != Ok(Parsed::Ip) || pkt.proto != IPPROTO_UDP {
         return None;
     }
-    let l3 = pkt.l3_off as usize;
     let l4 = pkt.l4_off as usize;
     let dns = pkt.payload_off as usize;
-    let (ok_mac, macs) = cur.read_or(0, [0u8; 12]);
-    let (ok_udp, udp) = cur.read_or(l4, [0u8; 8]);
     let (ok_hdr, mut hdr) = cur.read_or(dns, [0u8; 12]);
-    if !(ok_mac && ok_udp && ok_hdr) {
+    if !ok_hdr {
         return None;
     }
     let old_flags = u16::from_be_bytes([hdr[2], hdr[3]]);
@@ -43,40 +39,9 @@ pub fn refuse_in_place(start: usize, end: usize) -> Option<Refused> {
     hdr[7] = 0;
     hdr[8] = 0;
     hdr[9] = 0;
-    let swapped_mac =
-        [macs[6], macs[7], macs[8], macs[9], macs[10], macs[11], macs[0], macs[1], macs[2], macs[3], macs[4], macs[5]];
-    let swapped_udp = [udp[2], udp[3], udp[0], udp[1], udp[4], udp[5], udp[6], udp[7]];
-    let addrs_ok = if pkt.family == egress_common::FAMILY_V4 {
-        let (ok, a) = cur.read_or(l3 + 12, [0u8; 8]);
-        ok && cur.write(l3 + 12, [a[4], a[5], a[6], a[7], a[0], a[1], a[2], a[3]])
-    } else {
-        let (ok, a) = cur.read_or(l3 + 8, [0u8; 32]);
-        let mut b = [0u8; 32];
-        b[..16].copy_from_slice(&a[16..]);
-        b[16..].copy_from_slice(&a[..16]);
-        ok && cur.write(l3 + 8, b)
-    };
-    if addrs_ok && cur.write(0, swapped_mac) && cur.write(l4, swapped_udp) && cur.write(dns, hdr) {
+    if swap_ends(&cur, &pkt) && cur.write(dns, hdr) {
         Some(Refused { csum_off: (l4 + 6) as u32, words: [(old_flags, new_flags), (old_an, 0), (old_ns, 0)] })
     } else {
         None
     }
-}
-
-/// One's-complement update of a 16-bit checksum for one changed word
-/// (RFC 1624), for XDP, where no checksum helper exists. A zero IPv4 UDP
-/// checksum (none) stays zero.
-#[inline(always)]
-pub fn csum_fold_words(csum: u16, words: &[(u16, u16); 3]) -> u16 {
-    if csum == 0 {
-        return 0;
-    }
-    let mut c = csum;
-    for (old, new) in words {
-        let mut sum = u32::from(!c) + u32::from(!*old) + u32::from(*new);
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        c = !(sum as u16);
-    }
-    if c == 0 { 0xffff } else { c }
 }

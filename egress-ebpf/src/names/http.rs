@@ -130,6 +130,23 @@ impl HttpWalk {
         }
     }
 
+    /// Starts the walk again, in place: field by field, so that no
+    /// walk-sized temporary lands on the datapath's 512-byte stack.
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        self.phase = P_METHOD;
+        self.method = 0;
+        self.connect = 0;
+        self.k = 0;
+        self.absolute = 0;
+        self.headers = 0;
+        self.hosts = 0;
+        self.host_len = 0;
+        self.name = NameBuilder::new();
+        self.host = [0; NAME_BUF];
+    }
+
     /// One step: reads one byte of `buf[..len]` (`len <= WINDOW`). `None` to
     /// go on, or the answer (with the name in `out` for `Name`).
     #[inline(always)]

@@ -104,6 +104,27 @@ impl TlsWalk {
         }
     }
 
+    /// Starts the walk again, in place (no walk-sized temporary on the
+    /// datapath's stack).
+    #[inline(always)]
+    pub fn reset(&mut self) {
+        self.pos = 0;
+        self.rec_end = 0;
+        self.records = 0;
+        self.hpos = 0;
+        self.body_end = 0;
+        self.ext_end = 0;
+        self.cur_end = 0;
+        self.skip = 0;
+        self.after = 0;
+        self.phase = P_START;
+        self.extensions = 0;
+        self.sni = 0;
+        self.hosts = 0;
+        self.name_left = 0;
+        self.name = NameBuilder::new();
+    }
+
     /// One step of the walk over `buf[..len]` (`len <= WINDOW`): `None` to
     /// go on, or the answer (with the name in `out` for `Name`).
     #[inline(always)]

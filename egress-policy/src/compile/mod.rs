@@ -16,7 +16,7 @@ mod tables;
 
 use egress_common::NameKey;
 
-pub use names_decision::{NO_RULE, NamedEntry, NamesDecision};
+pub use names_decision::{NO_RULE, NamesDecision};
 pub use pack::{CompileError, CompiledPack, CompiledRule, Decision, IMPLICIT_DENY, Previous, port_index};
 
 use crate::bitset::FastMap as HashMap;
@@ -72,5 +72,6 @@ pub fn compile_stable_with(
     let mut compiled = tables?;
     compiled.names = names?;
     compiled.webgroup_bits = webgroup_bits;
+    compiled.named = NamesDecision::build(pack, &compiled);
     Ok(compiled)
 }

@@ -13,9 +13,10 @@
 //! The decision is then the first of x's address rule (`(x, d)` or
 //! `defaults[x]`, as in the first decision) and those entries.
 //!
-//! The tables are built from a compiled pack and its pack
-//! ([`NamesDecision::build`]), on demand: nothing installs them yet, so a
-//! reload does not pay for them.
+//! The tables are built with every compile ([`NamesDecision::build`], in
+//! [`super::compile_stable_with`]) and installed beside the first
+//! decision's (`XW` holds all three columns, `NAME_DENY` x's first
+//! name-only `deny`).
 //!
 //! Whether a flow needs its name at all: the second decision can differ
 //! from the first (by address, every WebGroup learned counting as both)
@@ -28,7 +29,7 @@
 
 use std::net::IpAddr;
 
-use egress_common::{ClassWebGroupKey, NAME_ANY_DEPTH, NAME_EXACT, NAME_ONE_LABEL, NameKey};
+use egress_common::{ClassWebGroupKey, NAME_ANY_DEPTH, NAME_EXACT, NAME_ONE_LABEL, NameKey, NamedRules};
 
 use super::names::rule_groups;
 use super::pack::{CompiledPack, Decision, Lookup};
@@ -38,42 +39,15 @@ use crate::model::{Action, Pack};
 /// An entry or `first_name_deny` with no rule before x's default.
 pub const NO_RULE: u32 = u32::MAX;
 
-/// The first rules of a combined class x with a WebGroup w as destination
-/// that match through w, by how the flow stands to w (each [`NO_RULE`]
-/// where no such rule comes before `defaults[x]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct NamedEntry {
-    /// The address was learned for w and the name is one w covers: any
-    /// rule naming w (the same rule as the first decision's `xw` entry).
-    pub both: u32,
-    /// Learned for w, the name not covered (or no name): `deny` rules and
-    /// `permit` rules without `verify_names`.
-    pub learned_only: u32,
-    /// The name covered by w, the address not learned for it: `deny` rules.
-    pub named_only: u32,
-}
-
-impl NamedEntry {
-    const NONE: NamedEntry = NamedEntry { both: NO_RULE, learned_only: NO_RULE, named_only: NO_RULE };
-
-    /// The entry's rule for a flow learned for w (`learned`) whose name w
-    /// covers (`named`).
-    pub fn rule(&self, learned: bool, named: bool) -> u32 {
-        match (learned, named) {
-            (true, true) => self.both,
-            (true, false) => self.learned_only,
-            (false, true) => self.named_only,
-            (false, false) => NO_RULE,
-        }
-    }
-}
+/// No rule in any column.
+const NONE: NamedRules = NamedRules { both: NO_RULE, learned_only: NO_RULE, named_only: NO_RULE, _pad: 0 };
 
 /// The second decision's tables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamesDecision {
     /// (x, WebGroup bit) → the three first rules, where one of them comes
     /// before `defaults[x]`.
-    pub xw: HashMap<ClassWebGroupKey, NamedEntry>,
+    pub xw: HashMap<ClassWebGroupKey, NamedRules>,
     /// x → its first `deny` rule with a WebGroup destination, where it comes
     /// before `defaults[x]`, else [`NO_RULE`].
     pub first_name_deny: Vec<u32>,
@@ -85,7 +59,7 @@ impl NamesDecision {
         let groups_of: Vec<u64> =
             pack.rules.iter().map(|r| rule_groups(&r.destinations, &compiled.webgroup_bits)).collect();
         let (x_sets, defaults) = (&compiled.x_sets, &compiled.defaults);
-        let mut xw: HashMap<ClassWebGroupKey, NamedEntry> = HashMap::default();
+        let mut xw: HashMap<ClassWebGroupKey, NamedRules> = HashMap::default();
         let mut first_name_deny = vec![NO_RULE; x_sets.len()];
         for (x, set) in x_sets.iter().enumerate() {
             for r in set.iter().filter(|r| groups_of[*r] != 0) {
@@ -98,7 +72,7 @@ impl NamesDecision {
                     first_name_deny[x] = r as u32;
                 }
                 for bit in each_bit(groups_of[r]) {
-                    let e = xw.entry(ClassWebGroupKey { x_class: x as u32, group: bit }).or_insert(NamedEntry::NONE);
+                    let e = xw.entry(ClassWebGroupKey { x_class: x as u32, group: bit }).or_insert(NONE);
                     let first = |slot: &mut u32, admits: bool| {
                         if admits && *slot == NO_RULE {
                             *slot = r as u32;
@@ -111,6 +85,13 @@ impl NamesDecision {
             }
         }
         NamesDecision { xw, first_name_deny }
+    }
+
+    /// Whether some TCP flow's second decision can differ from its first:
+    /// a name-only `deny` before some class's default, or a `permit` rule
+    /// that verifies names. Without one, the datapath never reads names.
+    pub fn any(&self) -> bool {
+        self.first_name_deny.iter().any(|r| *r != NO_RULE) || self.xw.values().any(|e| e.learned_only != e.both)
     }
 
     /// The second decision of a TCP flow of `compiled` exactly as the

@@ -79,6 +79,8 @@ pub struct CompiledPack {
     /// (x, WebGroup bit) → first rule of x with that WebGroup as destination,
     /// where it comes before `defaults[x]`.
     pub xw: HashMap<ClassWebGroupKey, u32>,
+    /// The tables of a TCP flow's second decision, by address and name.
+    pub named: super::NamesDecision,
     /// WebGroups used by `permit` rules (what the query filter lets through).
     pub permit_groups: u64,
     /// `QUERY_FILTER_*`.

@@ -64,6 +64,7 @@ pub(super) fn classify(
         webgroup_bits: BTreeMap::new(),
         names: HashMap::default(),
         xw,
+        named: super::NamesDecision::default(),
         permit_groups,
         query_filter: match pack.dns.query_filter {
             QueryFilter::Off => QUERY_FILTER_OFF,

@@ -1,0 +1,215 @@
+//! First-match classification of a new flow (see `egress_common::pack` for
+//! the lookup scheme), and whether its decision can change with its name
+//! (contract section "Connection names").
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
+use aya_ebpf::maps::lpm_trie::Key;
+use egress_common::{
+    ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, FAMILY_V4, LearnKey, NO_RULE, PORT_INDEX_ICMP,
+    PORT_INDEX_OTHER, PORT_INDEX_UDP, SLOT_FLAG_NAMES, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey,
+};
+
+use crate::maps::{EGV2_LEARNED, SLOT0, SLOT1, Slot};
+use crate::parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet};
+
+/// A new flow's first decision, and what its second one needs.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Classified {
+    /// The deciding rule's index, or `DECISION_UNCOVERED`.
+    pub rule: u32,
+    /// The flow's combined class (meaningful when `needs_name`).
+    pub x: u32,
+    /// The rule by address alone, WebGroups left out (`(x, d)` or x's default).
+    pub address_rule: u32,
+    /// The WebGroups the destination was learned for (by this workload, unexpired).
+    pub learned: u64,
+    /// Whether the second decision, by address and name, can differ from
+    /// the first: a TCP flow whose name must be read.
+    pub needs_name: bool,
+}
+
+impl Classified {
+    #[inline(always)]
+    const fn just(rule: u32) -> Self {
+        Classified { rule, x: 0, address_rule: rule, learned: 0, needs_name: false }
+    }
+}
+
+#[inline(always)]
+pub fn src_class(slot: &Slot, pkt: &Packet) -> Option<u32> {
+    if pkt.family == FAMILY_V4 {
+        let key = Key::new(32, [pkt.src[12], pkt.src[13], pkt.src[14], pkt.src[15]]);
+        slot.src4.get(&key).copied()
+    } else {
+        slot.src6.get(&Key::new(128, pkt.src)).copied()
+    }
+}
+
+#[inline(always)]
+fn dst_class(slot: &Slot, pkt: &Packet) -> u32 {
+    let found = if pkt.family == FAMILY_V4 {
+        let key = Key::new(32, [pkt.dst[12], pkt.dst[13], pkt.dst[14], pkt.dst[15]]);
+        slot.dst4.get(&key)
+    } else {
+        slot.dst6.get(&Key::new(128, pkt.dst))
+    };
+    found.copied().unwrap_or(0)
+}
+
+#[inline(always)]
+fn port_index(pkt: &Packet) -> u32 {
+    let icmp = if pkt.family == FAMILY_V4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
+    match pkt.proto {
+        IPPROTO_TCP => u32::from(pkt.dport),
+        IPPROTO_UDP => PORT_INDEX_UDP + u32::from(pkt.dport),
+        p if p == icmp => PORT_INDEX_ICMP,
+        _ => PORT_INDEX_OTHER,
+    }
+}
+
+/// The WebGroups a destination was learned for, walked one bit per
+/// `bpf_loop` step: the first rule of `x` naming any of them (`rule`), and
+/// the first that matches even without a covered name (`nameless`).
+#[repr(C)]
+struct GroupWalk {
+    groups: u64,
+    x: u32,
+    rule: u32,
+    nameless: u32,
+    slot: u32,
+}
+
+extern "C" fn group_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the GroupWalk on the caller's stack.
+    let w = unsafe { &mut *ctx.cast::<GroupWalk>() };
+    if w.groups == 0 {
+        return 1;
+    }
+    let bit = w.groups.trailing_zeros();
+    w.groups &= w.groups - 1;
+    let slot = if w.slot == 0 { &SLOT0 } else { &SLOT1 };
+    if let Some(r) = slot.xw.get_ptr(ClassWebGroupKey { x_class: w.x, group: bit }) {
+        // SAFETY: value pointer from a successful lookup.
+        let (both, learned_only) = unsafe { ((*r).both, (*r).learned_only) };
+        if both < w.rule {
+            w.rule = both;
+        }
+        if learned_only < w.nameless {
+            w.nameless = learned_only;
+        }
+    }
+    0
+}
+
+/// First-match classification of the packet's flow.
+#[inline(always)]
+pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> Classified {
+    let src = match src_class(slot, pkt) {
+        Some(class) => class,
+        None if meta.any_source != 0 => 0,
+        None => return Classified::just(DECISION_UNCOVERED),
+    };
+    let port = match slot.ports.get(port_index(pkt)) {
+        Some(class) => *class,
+        None => return Classified::just(meta.implicit_rule),
+    };
+    let Some(x) = slot.sp.get_ptr(SourcePortKey { src_class: src, port_class: port }) else {
+        return Classified::just(meta.implicit_rule);
+    };
+    // SAFETY: value pointer from a successful lookup.
+    let x = unsafe { *x };
+    let dst = dst_class(slot, pkt);
+    let address_rule = match slot.xd.get_ptr(ClassDestKey { x_class: x, dst_class: dst }) {
+        // SAFETY: value pointer from a successful lookup.
+        Some(r) => unsafe { *r },
+        None => match slot.defaults.get(x) {
+            Some(r) => *r,
+            None => meta.implicit_rule,
+        },
+    };
+    let mut out = Classified { rule: address_rule, x, address_rule, learned: 0, needs_name: false };
+    // WebGroup destinations: what this workload learned for this address.
+    if meta.flags & SLOT_FLAG_WEBGROUPS == 0 {
+        return out;
+    }
+    let mut nameless = address_rule;
+    let learned = EGV2_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst });
+    if let Some(v) = learned {
+        // SAFETY: value pointer from a successful lookup.
+        let v = unsafe { *v };
+        // SAFETY: helper without preconditions.
+        if v.expires_ns > unsafe { bpf_ktime_get_ns() } {
+            let mut walk = GroupWalk { groups: v.groups, x, rule: address_rule, nameless, slot: slot_idx };
+            // SAFETY: the callback only reads the slot's maps and writes `walk`.
+            unsafe {
+                bpf_loop(64, group_step as *mut c_void, (&raw mut walk).cast::<c_void>(), 0);
+            }
+            out.rule = walk.rule;
+            out.learned = v.groups;
+            nameless = walk.nameless;
+        }
+    }
+    if meta.flags & SLOT_FLAG_NAMES != 0 && pkt.proto == IPPROTO_TCP {
+        let name_deny = slot.name_deny.get(x).copied().unwrap_or(NO_RULE);
+        out.needs_name = nameless != out.rule || name_deny < out.rule;
+    }
+    out
+}
+
+/// The second decision's walk over the WebGroups a flow was learned for
+/// or named in, one bit per `bpf_loop` step.
+#[repr(C)]
+struct NamedWalk {
+    groups: u64,
+    learned: u64,
+    named: u64,
+    x: u32,
+    rule: u32,
+    slot: u32,
+    _pad: u32,
+}
+
+extern "C" fn named_step(_index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the NamedWalk on the caller's stack.
+    let w = unsafe { &mut *ctx.cast::<NamedWalk>() };
+    if w.groups == 0 {
+        return 1;
+    }
+    let bit = w.groups.trailing_zeros();
+    w.groups &= w.groups - 1;
+    let slot = if w.slot == 0 { &SLOT0 } else { &SLOT1 };
+    if let Some(r) = slot.xw.get_ptr(ClassWebGroupKey { x_class: w.x, group: bit }) {
+        // SAFETY: value pointer from a successful lookup.
+        let rules = unsafe { *r };
+        let rule = rules.rule(w.learned >> bit & 1 != 0, w.named >> bit & 1 != 0);
+        if rule < w.rule {
+            w.rule = rule;
+        }
+    }
+    0
+}
+
+/// A TCP flow's second decision (contract "Connection names"): the first
+/// of its address rule and the rules of the WebGroups it was learned for
+/// (`c.learned`) or named in (`named`, 0 without a name), each read in the
+/// column of how the flow stands to it.
+#[inline(always)]
+pub fn decide_named(slot_idx: u32, c: &Classified, named: u64) -> u32 {
+    let mut walk = NamedWalk {
+        groups: c.learned | named,
+        learned: c.learned,
+        named,
+        x: c.x,
+        rule: c.address_rule,
+        slot: slot_idx,
+        _pad: 0,
+    };
+    // SAFETY: the callback only reads the slot's maps and writes `walk`.
+    unsafe {
+        bpf_loop(64, named_step as *mut c_void, (&raw mut walk).cast::<c_void>(), 0);
+    }
+    walk.rule
+}
