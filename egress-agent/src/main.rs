@@ -27,24 +27,7 @@ enum Cmd {
         path: PathBuf,
     },
     /// Which rule decides a packet, and why: walks the rules by priority.
-    Explain {
-        /// A policy YAML file or a directory of them.
-        #[arg(long)]
-        policy: PathBuf,
-        /// The workload's address.
-        #[arg(long)]
-        src: std::net::IpAddr,
-        /// The destination: an address, or a name (judged as resolved
-        /// through an approved resolver, by its WebGroups).
-        #[arg(long)]
-        dst: String,
-        /// tcp, udp, icmp (icmpv6 for IPv6 sources) or a protocol number.
-        #[arg(long, default_value = "tcp")]
-        proto: String,
-        /// Destination port (tcp and udp).
-        #[arg(long)]
-        port: Option<u16>,
-    },
+    Explain(ExplainArgs),
     /// List the addresses learned from DNS answers, from the live maps.
     Learned {
         /// Read the datapath of this agent process (default: the newest).
@@ -100,6 +83,32 @@ enum Cmd {
     },
 }
 
+/// The question `explain` answers.
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// A policy YAML file or a directory of them.
+    #[arg(long)]
+    policy: PathBuf,
+    /// The workload's address.
+    #[arg(long)]
+    src: std::net::IpAddr,
+    /// The destination: an address (learned for no WebGroup), or a name
+    /// (an address the workload resolved it to through an approved
+    /// resolver: learned for the WebGroups covering the name).
+    #[arg(long)]
+    dst: String,
+    /// tcp, udp, icmp (icmpv6 for IPv6 sources) or a protocol number.
+    #[arg(long, default_value = "tcp")]
+    proto: String,
+    /// Destination port (tcp and udp).
+    #[arg(long)]
+    port: Option<u16>,
+    /// The name the TCP connection sends (TLS SNI or HTTP Host): judge
+    /// the flow's second decision, by address and name, beside the first.
+    #[arg(long)]
+    name: Option<String>,
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
@@ -127,7 +136,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Explain { policy, src, dst, proto, port } => explain(&policy, src, &dst, &proto, port),
+        Cmd::Explain(args) => explain(&args),
         Cmd::Detach { pin_dir } => match egress_agent::datapath::pin::PinDir::existing(&pin_dir).remove_all() {
             Ok(n) => {
                 println!("egress-agent: removed {n} pins from {}; the datapath is detached", pin_dir.display());
@@ -183,63 +192,84 @@ fn main() -> ExitCode {
     }
 }
 
-/// `explain`: loads the pack, walks it, prints the walk and the decision.
-fn explain(path: &std::path::Path, src: std::net::IpAddr, dst: &str, proto: &str, port: Option<u16>) -> ExitCode {
-    use egress_policy::explain::{Question, Target, explain, render};
-    let pack = match policy::load(path) {
+/// `explain`: loads the pack, walks it, prints the walk and the decision;
+/// with `name`, both decisions of the TCP flow with that name.
+fn explain(args: &ExplainArgs) -> ExitCode {
+    use egress_policy::explain::{explain, render};
+    use egress_policy::explain_named::{Check, check, explain_named, render_named};
+    let pack = match policy::load(&args.policy) {
         Ok(pack) => pack,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::FAILURE;
         }
     };
+    let q = match question(args.src, &args.dst, &args.proto, args.port) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("egress-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(name) = args.name.as_deref() else {
+        print!("{}", render(&pack, &q, &explain(&pack, &q)));
+        return ExitCode::SUCCESS;
+    };
+    let e = match explain_named(&pack, &q, name) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("egress-agent: --name: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", render_named(&pack, &q, &e));
+    match check(&pack, &q, &e) {
+        Check::Agrees => ExitCode::SUCCESS,
+        Check::Skipped(why) => {
+            eprintln!("egress-agent: note: not checked against the compiled tables: {why}");
+            ExitCode::SUCCESS
+        }
+        Check::Disagrees(how) => {
+            eprintln!("egress-agent: internal error, please report: {how}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The packet to explain, from the command line's words.
+fn question(
+    src: std::net::IpAddr,
+    dst: &str,
+    proto: &str,
+    port: Option<u16>,
+) -> Result<egress_policy::explain::Question, String> {
+    use egress_policy::explain::{Question, Target};
     let proto = match (proto.to_ascii_lowercase().as_str(), src.is_ipv4()) {
         ("tcp", _) => 6,
         ("udp", _) => 17,
         ("icmp", true) | ("icmpv6", false) => 1 + 57 * u8::from(!src.is_ipv4()),
-        ("icmp" | "icmpv6", _) => {
-            eprintln!("egress-agent: use icmp for IPv4 sources and icmpv6 for IPv6 ones");
-            return ExitCode::FAILURE;
-        }
-        (other, _) => {
-            let Ok(n) = other.parse::<u8>() else {
-                eprintln!("egress-agent: unknown protocol `{other}`: expected tcp, udp, icmp, icmpv6 or a number");
-                return ExitCode::FAILURE;
-            };
-            n
-        }
+        ("icmp" | "icmpv6", _) => return Err("use icmp for IPv4 sources and icmpv6 for IPv6 ones".into()),
+        (other, _) => other
+            .parse::<u8>()
+            .map_err(|_| format!("unknown protocol `{other}`: expected tcp, udp, icmp, icmpv6 or a number"))?,
     };
     let port = match (port, proto) {
         (Some(p), _) => p,
-        (None, 6 | 17) => {
-            eprintln!("egress-agent: --port is needed for tcp and udp");
-            return ExitCode::FAILURE;
-        }
+        (None, 6 | 17) => return Err("--port is needed for tcp and udp".into()),
         (None, _) => 0,
     };
     let dst = match dst.parse::<std::net::IpAddr>() {
-        Ok(a) => {
-            if a.is_ipv4() != src.is_ipv4() {
-                eprintln!("egress-agent: --src and --dst must be of the same address family");
-                return ExitCode::FAILURE;
-            }
-            Target::Addr(a)
+        Ok(a) if a.is_ipv4() != src.is_ipv4() => {
+            return Err("--src and --dst must be of the same address family".into());
         }
+        Ok(a) => Target::Addr(a),
         Err(_) => match egress_policy::domain::parse_pattern(dst) {
             Ok(egress_policy::model::DomainPattern::Exact(name)) => Target::Name(name),
-            Ok(_) => {
-                eprintln!("egress-agent: --dst is a name to explain, not a wildcard pattern");
-                return ExitCode::FAILURE;
-            }
-            Err(e) => {
-                eprintln!("egress-agent: --dst `{dst}` is neither an address nor a domain name: {e}");
-                return ExitCode::FAILURE;
-            }
+            Ok(_) => return Err("--dst is a name to explain, not a wildcard pattern".into()),
+            Err(e) => return Err(format!("--dst `{dst}` is neither an address nor a domain name: {e}")),
         },
     };
-    let q = Question { src, dst, proto, port };
-    print!("{}", render(&pack, &q, &explain(&pack, &q)));
-    ExitCode::SUCCESS
+    Ok(Question { src, dst, proto, port })
 }
 
 /// `PORT` (loopback) or `IP:PORT`.

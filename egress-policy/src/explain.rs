@@ -52,7 +52,7 @@ pub struct Explanation {
     pub webgroups: Vec<String>,
 }
 
-fn proto_name(proto: u8) -> String {
+pub(crate) fn proto_name(proto: u8) -> String {
     match proto {
         6 => "tcp".into(),
         17 => "udp".into(),
@@ -73,35 +73,39 @@ fn source(pack: &Pack, rule: &Rule, src: IpAddr) -> Result<String, String> {
     }
 }
 
-fn destination(pack: &Pack, rule: &Rule, dst: &Target, webgroups: &[String]) -> Result<String, String> {
-    for d in &rule.destinations {
-        let hit = match (d, dst) {
-            (Destination::Any, _) => Some("destination any".to_string()),
-            (Destination::WebGroup(g), Target::Name(n)) => {
-                webgroups.contains(g).then(|| format!("{n} is in webgroup {g}"))
-            }
-            (Destination::Resolvers, Target::Addr(a)) => pack.dns.resolvers.contains(a).then(|| "a resolver".into()),
-            (Destination::SmartGroup(g), Target::Addr(a)) => pack
-                .smartgroups
-                .get(g)
-                .is_some_and(|s| s.cidrs.iter().any(|c| c.contains(a)))
-                .then(|| format!("destination in {g}")),
-            (Destination::Cidrs(c), Target::Addr(a)) => {
-                c.iter().find(|c| c.contains(a)).map(|c| format!("destination in {c}"))
-            }
-            (Destination::WebGroup(_), Target::Addr(_)) | (_, Target::Name(_)) => None,
-        };
-        if let Some(why) = hit {
-            return Ok(why);
+/// Why destination `d` admits `dst`, or `None`; `learned` are the
+/// WebGroups the destination was learned for (those covering a name
+/// destination).
+pub(crate) fn element(pack: &Pack, d: &Destination, dst: &Target, learned: &[String]) -> Option<String> {
+    match (d, dst) {
+        (Destination::Any, _) => Some("destination any".to_string()),
+        (Destination::WebGroup(g), Target::Name(n)) => learned.contains(g).then(|| format!("{n} is in webgroup {g}")),
+        (Destination::Resolvers, Target::Addr(a)) => pack.dns.resolvers.contains(a).then(|| "a resolver".into()),
+        (Destination::SmartGroup(g), Target::Addr(a)) => pack
+            .smartgroups
+            .get(g)
+            .is_some_and(|s| s.cidrs.iter().any(|c| c.contains(a)))
+            .then(|| format!("destination in {g}")),
+        (Destination::Cidrs(c), Target::Addr(a)) => {
+            c.iter().find(|c| c.contains(a)).map(|c| format!("destination in {c}"))
         }
+        (Destination::WebGroup(_), Target::Addr(_)) | (_, Target::Name(_)) => None,
     }
-    Err(match dst {
+}
+
+/// Why none of `rule`'s destinations admits `dst`, judged by address.
+pub(crate) fn destination_mismatch(rule: &Rule, dst: &Target) -> String {
+    match dst {
         Target::Addr(a) if rule.destinations.iter().any(|d| matches!(d, Destination::WebGroup(_))) => {
             format!("{a} is not an address the workload learned for its webgroup (explain a name to see WebGroups)")
         }
         Target::Addr(a) => format!("{a} is not among its destinations"),
         Target::Name(n) => format!("{n} is in none of its webgroups (address destinations are not judged for a name)"),
-    })
+    }
+}
+
+fn destination(pack: &Pack, rule: &Rule, dst: &Target, learned: &[String]) -> Result<String, String> {
+    rule.destinations.iter().find_map(|d| element(pack, d, dst, learned)).ok_or_else(|| destination_mismatch(rule, dst))
 }
 
 fn protocol_and_ports(rule: &Rule, q: &Question) -> Result<(), String> {
@@ -120,9 +124,10 @@ fn protocol_and_ports(rule: &Rule, q: &Question) -> Result<(), String> {
     Ok(())
 }
 
-/// Walks `pack`'s rules for `q` until one matches.
-pub fn explain(pack: &Pack, q: &Question) -> Explanation {
-    let webgroups = match &q.dst {
+/// The WebGroups covering `dst` if it is a name: those the rules take its
+/// address to be learned for. None for an address.
+pub(crate) fn learned_for(pack: &Pack, dst: &Target) -> Vec<String> {
+    match dst {
         Target::Name(n) => pack
             .webgroups
             .values()
@@ -130,7 +135,24 @@ pub fn explain(pack: &Pack, q: &Question) -> Explanation {
             .map(|g| g.name.clone())
             .collect(),
         Target::Addr(_) => Vec::new(),
-    };
+    }
+}
+
+/// Walks `pack`'s rules for `q` until one matches.
+pub fn explain(pack: &Pack, q: &Question) -> Explanation {
+    let webgroups = learned_for(pack, &q.dst);
+    walk(pack, q, webgroups, |rule, learned| destination(pack, rule, &q.dst, learned))
+}
+
+/// Walks `pack`'s rules for `q` until one matches, the destination judged
+/// by `destination` (given the rule and `webgroups`, the WebGroups the
+/// destination was learned for).
+pub(crate) fn walk(
+    pack: &Pack,
+    q: &Question,
+    webgroups: Vec<String>,
+    destination: impl Fn(&Rule, &[String]) -> Result<String, String>,
+) -> Explanation {
     let mut steps = Vec::new();
     let mut covered = false;
     for (i, rule) in pack.rules.iter().enumerate() {
@@ -139,7 +161,7 @@ pub fn explain(pack: &Pack, q: &Question) -> Explanation {
             .inspect(|_| covered = true)
             .and_then(|s| {
                 because.push(s);
-                destination(pack, rule, &q.dst, &webgroups)
+                destination(rule, &webgroups)
             })
             .and_then(|d| {
                 because.push(d);
@@ -157,12 +179,21 @@ pub fn explain(pack: &Pack, q: &Question) -> Explanation {
 /// The explanation in words, one line per rule walked.
 pub fn render(pack: &Pack, q: &Question, e: &Explanation) -> String {
     let mut out = String::new();
+    header(&mut out, pack, q, e, "");
+    walk_lines(&mut out, pack, e);
+    let _ = writeln!(out, "decision: {}", decision(pack, e));
+    out
+}
+
+/// The packet (`extra` after it), then for a name destination its
+/// WebGroups and what the DNS query filter does with it.
+pub(crate) fn header(out: &mut String, pack: &Pack, q: &Question, e: &Explanation, extra: &str) {
     let dst = match &q.dst {
         Target::Addr(a) => a.to_string(),
         Target::Name(n) => n.clone(),
     };
     let port = if q.proto == 6 || q.proto == 17 { format!("/{}", q.port) } else { String::new() };
-    let _ = writeln!(out, "{} -> {dst} {}{port}", q.src, proto_name(q.proto));
+    let _ = writeln!(out, "{} -> {dst} {}{port}{extra}", q.src, proto_name(q.proto));
     if let Target::Name(n) = &q.dst {
         if e.webgroups.is_empty() {
             let _ = writeln!(out, "  {n} is in no webgroup");
@@ -182,6 +213,10 @@ pub fn render(pack: &Pack, q: &Question, e: &Explanation) -> String {
             let _ = writeln!(out, "  DNS query filter: no permit rule covers {n}; a lookup of it is {what}");
         }
     }
+}
+
+/// One line per rule walked: why it did not match, or why it did.
+pub(crate) fn walk_lines(out: &mut String, pack: &Pack, e: &Explanation) {
     for s in &e.steps {
         let r = &pack.rules[s.rule];
         match &s.mismatch {
@@ -193,7 +228,12 @@ pub fn render(pack: &Pack, q: &Question, e: &Explanation) -> String {
             }
         }
     }
-    let decision = match e.decided_by.map(|i| &pack.rules[i]) {
+}
+
+/// The outcome of a walk in words: what happens to the packet and which
+/// rule says so.
+pub(crate) fn decision(pack: &Pack, e: &Explanation) -> String {
+    match e.decided_by.map(|i| &pack.rules[i]) {
         Some(r) => {
             let action = if r.action == Action::Permit { "permit" } else { "deny" };
             let effect = match (r.action, r.mode) {
@@ -210,9 +250,7 @@ pub fn render(pack: &Pack, q: &Question, e: &Explanation) -> String {
             pack.mode.keyword()
         ),
         None => "uncovered: no rule's source covers this source; the firewall passes it untouched".into(),
-    };
-    let _ = writeln!(out, "decision: {decision}");
-    out
+    }
 }
 
 #[cfg(test)]

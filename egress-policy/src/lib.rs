@@ -39,6 +39,7 @@ mod classes;
 pub mod compile;
 pub mod evaluate;
 pub mod explain;
+pub mod explain_named;
 
 #[cfg(any(test, feature = "synth"))]
 pub mod pack_yaml;

@@ -183,7 +183,7 @@ fn build(r: RawRule, pack_mode: Mode) -> Option<Rule> {
             RawSource::Any => Source::Any,
             RawSource::Groups(g) => Source::Groups(g.into_iter().map(|g| g.value).collect()),
         },
-        verify_names: Rule::default_verify_names(action, &destinations),
+        verify_names: r.verify_names.unwrap_or_else(|| Rule::default_verify_names(action, &destinations)),
         destinations,
         protocol: r.protocol,
         ports: r.ports,

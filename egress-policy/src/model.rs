@@ -206,8 +206,9 @@ pub struct Rule {
     pub log: bool,
     /// Whether the rule's WebGroup destinations also need the connection's
     /// name (contract section "Connection names"): only meaningful on
-    /// `permit` rules with a WebGroup destination. Computed at load as the
-    /// contract's default, [`Rule::default_verify_names`].
+    /// `permit` rules with a WebGroup destination. The rule's
+    /// `verify_names` key where written (allowed on those rules only), else
+    /// the contract's default, [`Rule::default_verify_names`].
     pub verify_names: bool,
     pub location: Location,
 }

@@ -101,6 +101,9 @@ fn rules(rules: &[Rule]) -> String {
             r.mode.keyword(),
             r.log
         );
+        if !r.verify_names && Rule::default_verify_names(r.action, &r.destinations) {
+            y.push_str("    verify_names: false\n");
+        }
         if let Some(ports) = &r.ports {
             let list: Vec<String> = ports
                 .iter()
@@ -142,7 +145,10 @@ mod tests {
     #[test]
     fn round_trips_synthetic_packs() {
         for rules in [1, 10, 300] {
-            let pack = synth::with_webgroups(synth::realistic_pack(rules, 7), 200, 7);
+            let mut pack = synth::with_webgroups(synth::realistic_pack(rules, 7), 200, 7);
+            if let Some(r) = pack.rules.iter_mut().find(|r| r.verify_names) {
+                r.verify_names = false; // written as `verify_names: false`
+            }
             let text = to_yaml(&pack);
             let back = load_sources(&[("p.yaml".into(), text.clone())]).unwrap_or_else(|e| panic!("{e}\n{text}"));
             let split = load_sources(&to_yaml_files(&pack, 7)).unwrap_or_else(|e| panic!("{e}"));

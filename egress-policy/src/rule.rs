@@ -14,7 +14,8 @@ pub enum RawSource {
 }
 
 /// A rule as written. A field is `None` when it was missing or wrong (an
-/// error was recorded) or, for `ports` and `mode`, when it was omitted.
+/// error was recorded) or, for `ports`, `mode` and `verify_names`, when it
+/// was omitted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawRule {
     pub location: Location,
@@ -27,6 +28,9 @@ pub struct RawRule {
     pub action: Option<Action>,
     pub mode: Option<Mode>,
     pub log: bool,
+    /// `verify_names` as written; only ever `Some` on a `permit` rule with
+    /// a WebGroup destination (elsewhere it is an error).
+    pub verify_names: Option<bool>,
 }
 
 impl RawRule {
@@ -44,6 +48,7 @@ impl RawRule {
             action: _,
             mode: _,
             log: _,
+            verify_names: _,
         } = self;
         location.shift(delta);
         if let Some(n) = name {
@@ -64,7 +69,7 @@ impl RawRule {
 }
 
 const RULE_FIELDS: &[&str] =
-    &["name", "priority", "source", "destination", "protocol", "ports", "action", "mode", "log"];
+    &["name", "priority", "source", "destination", "protocol", "ports", "action", "mode", "log", "verify_names"];
 
 /// One item of `rules:`.
 pub(super) fn rule(sink: &mut ErrorSink, node: &Node) -> Option<RawRule> {
@@ -103,6 +108,8 @@ pub(super) fn rule(sink: &mut ErrorSink, node: &Node) -> Option<RawRule> {
         .and_then(|v| fields::keyword(sink, v, "action", &[("permit", Action::Permit), ("deny", Action::Deny)]));
     let mode = f.value("mode").and_then(|v| fields::mode(sink, v));
     let log = f.value("log").map_or(Some(true), |v| fields::boolean(sink, v, "log"));
+    let verify_names =
+        f.get("verify_names").and_then(|(k, v)| verify_names(sink, k, v, action, destinations.as_deref()));
     Some(RawRule {
         location: sink.location_of(node),
         name,
@@ -114,7 +121,39 @@ pub(super) fn rule(sink: &mut ErrorSink, node: &Node) -> Option<RawRule> {
         action,
         mode,
         log: log.unwrap_or(true),
+        verify_names,
     })
+}
+
+/// `verify_names` (key `key`, value `value`): a boolean, allowed only on a
+/// `permit` rule with a WebGroup destination. Where the action or the
+/// destinations are wrong themselves (already reported), only the value is
+/// checked.
+fn verify_names(
+    sink: &mut ErrorSink,
+    key: &Node,
+    value: &Node,
+    action: Option<Action>,
+    destinations: Option<&[Located<Destination>]>,
+) -> Option<bool> {
+    let webgroup = destinations.map(|d| d.iter().any(|d| matches!(d.value, Destination::WebGroup(_))));
+    if action == Some(Action::Deny) {
+        sink.report(
+            key,
+            "`verify_names` is not allowed on a `deny` rule: a deny rule's WebGroup destinations always match both \
+             an address learned for the WebGroup and any connection whose name the WebGroup covers",
+        );
+        return None;
+    }
+    if webgroup == Some(false) {
+        sink.report(
+            key,
+            "`verify_names` is only allowed on a `permit` rule with a `{webgroup: NAME}` destination: this rule's \
+             destinations are judged by address alone",
+        );
+        return None;
+    }
+    fields::boolean(sink, value, "verify_names")
 }
 
 const DEST_EXPECTED: &str =

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::model::{Action, Destination, Mode, Pack, PortRange, Source};
+use super::model::{Action, Destination, Mode, Pack, PortRange, Rule, Source};
 
 /// Describes `pack`: version, mode, DNS settings, each `SmartGroup` and
 /// WebGroup with its size, each rule in priority order, and the counts.
@@ -43,9 +43,11 @@ fn write_summary(s: &mut String, pack: &Pack) -> std::fmt::Result {
         let dests: Vec<String> = r.destinations.iter().map(destination).collect();
         let ports = r.ports.as_deref().map_or_else(|| "all".to_owned(), ports);
         let log = if r.log { "" } else { " nolog" };
+        let unverified = Rule::default_verify_names(r.action, &r.destinations) && !r.verify_names;
+        let names = if unverified { " names-unverified" } else { "" };
         writeln!(
             s,
-            "  {:>5} {}: {} -> {} proto {} ports {} {} ({}){log}",
+            "  {:>5} {}: {} -> {} proto {} ports {} {} ({}){log}{names}",
             r.priority,
             r.name,
             source,

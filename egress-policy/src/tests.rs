@@ -107,6 +107,52 @@ fn summary_lists_everything() {
     }
 }
 
+#[test]
+fn verify_names_defaults_and_is_only_allowed_on_permit_webgroup_rules() {
+    let webgroups = "webgroups:\n  w:\n    domains: [a.example.org]\n";
+    let rule = |name: &str, p: u16, dest: &str, action: &str, extra: &str| {
+        format!("  - {{name: {name}, priority: {p}, source: run, destination: {dest}, action: {action}{extra}}}\n")
+    };
+    let web = "{webgroup: w}";
+    let rules = [
+        rule("default-permit", 1, web, "permit", ""),
+        rule("off", 2, &format!("[{{cidrs: [10.9.0.0/16]}}, {web}]"), "permit", ", verify_names: false"),
+        rule("on", 3, web, "permit", ", verify_names: true"),
+        rule("deny-web", 4, web, "deny", ""),
+        rule("cidr", 5, "{cidrs: [10.9.0.0/16]}", "permit", ""),
+    ]
+    .concat();
+    let pack = ok(&[("a.yaml", &format!("version: 1\n{GROUPS}{webgroups}rules:\n{rules}"))]);
+    let verify: Vec<(&str, bool)> = pack.rules.iter().map(|r| (r.name.as_str(), r.verify_names)).collect();
+    assert_eq!(verify, [("default-permit", true), ("off", false), ("on", true), ("deny-web", false), ("cidr", false)]);
+    assert!(summary(&pack).contains(
+        "2 off: run -> cidrs:[10.9.0.0/16], webgroup:w proto any ports all permit (monitor) names-unverified"
+    ));
+
+    let rules = [
+        rule("deny-web", 1, web, "deny", ", verify_names: false"),
+        rule("cidr", 2, "[{cidrs: [10.9.0.0/16]}, resolvers]", "permit", ", verify_names: true"),
+        rule("bad-dest", 3, "[{cidrs: [10.9.0.0/16]}, any]", "permit", ", verify_names: true"),
+        rule("bad-value", 4, web, "permit", ", verify_names: off"),
+        rule("bad-action", 5, web, "allow", ", verify_names: true"),
+    ]
+    .concat();
+    let e =
+        errs(&[("a.yaml", &format!("version: 1\ndns: {{resolvers: [10.0.0.2]}}\n{GROUPS}{webgroups}rules:\n{rules}"))]);
+    // Misplaced: at the key, saying why; where the action or destination
+    // is wrong itself, only that is reported.
+    assert_eq!(e.len(), 5, "{e:#?}");
+    assert!(e[0].starts_with("a.yaml:10:90: `verify_names` is not allowed on a `deny` rule"), "{}", e[0]);
+    assert!(
+        e[1].starts_with("a.yaml:11:110: `verify_names` is only allowed on a `permit` rule with a `{webgroup: NAME}`"),
+        "{}",
+        e[1]
+    );
+    assert!(e[2].starts_with("a.yaml:12:86: `any` in a `destination` list"), "{}", e[2]);
+    assert!(e[3].starts_with("a.yaml:13:107: invalid `verify_names` `off`"), "{}", e[3]);
+    assert!(e[4].starts_with("a.yaml:14:86: invalid `action` `allow`"), "{}", e[4]);
+}
+
 /// A scratch directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
 
