@@ -123,4 +123,4 @@ pub struct NamedFlowEvent {
 }
 crate::assert_size!(NamedFlowEvent, 328);
 
-crate::impl_pod!(NamedRules, ConnState, StreamBuf);
+crate::impl_pod!(NamedRules, ConnState, StreamBuf, NamedFlowEvent);

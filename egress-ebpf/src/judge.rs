@@ -387,11 +387,8 @@ fn names_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usiz
         // Never handed on; judged as the datapath cannot judge it.
         return unjudgeable(slot, meta, &pkt, Reason::BadPack, ifindex);
     }
-    // Every way through the parser (tags, families, extension headers)
-    // leaves other constants in `pkt`; passed through the scratch, they
-    // are one state for the verifier, which then walks the reader once
-    // rather than once per way.
-    let Some(pkt) = crate::stream::launder(&pkt) else { return Action::Drop };
+    // The read program reads the packet from the scratch.
+    let Some(pkt) = crate::stream::keep_packet(&pkt) else { return Action::Drop };
     let key = flow_key(pkt);
     let probe = flowcache::Probe::new(&key);
     let c = classify(slot_idx, slot, meta, pkt);

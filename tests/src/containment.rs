@@ -293,7 +293,8 @@ fn play(lab: &Lab, agent: &AgentProcess, card: Card, mode: &'static str) -> io::
         Probe::Name(name) => match lookup(lab, SocketAddr::new(RESOLVER.parse().map_err(io::Error::other)?, 53), name)?
         {
             Some(addr) => {
-                let ok = lab.tcp_exchange(None, SocketAddr::new(addr, 443), TIMEOUT)?;
+                // As a TLS client starts: a ClientHello naming the host.
+                let ok = lab.tls_exchange(None, SocketAddr::new(addr, 443), name, TIMEOUT)?;
                 (ok, format!("{name} → tcp {addr}:443"), Some((addr.to_string(), 443, "tcp")))
             }
             None => (false, format!("{name}: lookup refused"), None),

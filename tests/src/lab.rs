@@ -158,6 +158,30 @@ impl Lab {
         })?
     }
 
+    /// Like [`Lab::tcp_exchange`], as a TLS client's connection to `name`
+    /// starts: the first message is a ClientHello naming `name` (which the
+    /// echo server sends back whole). `Ok(false)` when the connection or
+    /// the echo did not get through within `timeout` (a reset included).
+    pub fn tls_exchange(
+        &self,
+        src: Option<IpAddr>,
+        dst: SocketAddr,
+        name: &str,
+        timeout: Duration,
+    ) -> io::Result<bool> {
+        let hello = crate::hello::client_hello(name, 0);
+        within(&self.workload.name, move || -> io::Result<bool> {
+            let sock = connect_from(src, dst, timeout);
+            let Ok(mut conn) = sock else { return Ok(false) };
+            conn.set_read_timeout(Some(timeout))?;
+            if conn.write_all(&hello).is_err() {
+                return Ok(false);
+            }
+            let mut buf = vec![0u8; hello.len()];
+            Ok(conn.read_exact(&mut buf).is_ok() && buf == hello)
+        })?
+    }
+
     /// Repeats [`Lab::tcp_exchange`] from the default address until its
     /// outcome is `want` or `deadline` has passed (for changes that take
     /// effect shortly after the call that made them: a reload, a detach);

@@ -163,9 +163,10 @@ fn first_connection_after_a_lookup_is_never_dropped() {
 
     // Learned for the workload that asked, not for its neighbour.
     let learned = SocketAddr::new(fresh_v4(0), 443);
-    assert!(d.lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "asker reaches it");
+    let n0 = "n0000.fresh.test";
+    assert!(d.lab.tls_exchange(None, learned, n0, Duration::from_secs(1)).unwrap(), "asker reaches it");
     let neighbour: IpAddr = NEIGHBOUR_V4.parse().expect("addr");
-    assert!(!d.lab.tcp_exchange(Some(neighbour), learned, Duration::from_secs(1)).unwrap(), "neighbour denied");
+    assert!(!d.lab.tls_exchange(Some(neighbour), learned, n0, Duration::from_secs(1)).unwrap(), "neighbour denied");
     // Never resolved: denied.
     assert!(!d.lab.tcp_exchange(None, SocketAddr::new(fresh_v4(999 + 1), 443), Duration::from_secs(1)).unwrap());
 
@@ -223,9 +224,14 @@ fn expired_addresses_deny_new_flows_but_keep_established_ones() {
     let mut held = within(&d.lab.workload.name, move || TcpStream::connect_timeout(&target, Duration::from_secs(1)))
         .expect("netns")
         .expect("connects while learned");
+    held.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    // The flow named its host while the address was learned.
+    let hello = egress_lab::hello::client_hello("short.fresh.test", 0);
+    held.write_all(&hello).expect("hello");
+    let mut echo = vec![0u8; hello.len()];
+    held.read_exact(&mut echo).expect("hello echoed while learned");
     std::thread::sleep(Duration::from_millis(5500));
     assert!(!d.lab.tcp_exchange(None, target, Duration::from_secs(1)).unwrap(), "expired: new flow denied");
-    held.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
     held.write_all(b"still here").expect("write on the established flow");
     let mut buf = [0u8; 10];
     held.read_exact(&mut buf).expect("echo on the established flow");
@@ -249,11 +255,18 @@ fn with_the_agent_down_names_fail_closed() {
     let answered_by = std::time::Instant::now();
     let learned = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 10, 7)), 443);
     agent.kill().expect("SIGKILL");
-    assert!(lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "learned address works with no agent");
+    let short = "short.fresh.test";
+    assert!(
+        lab.tls_exchange(None, learned, short, Duration::from_secs(1)).unwrap(),
+        "learned address works with no agent"
+    );
     // The lease was renewed at most a second before the kill.
     std::thread::sleep(Duration::from_nanos(egress_common::LEASE_NS) + Duration::from_millis(500));
     assert!(learned_at.elapsed() < Duration::from_secs(TTL - 2), "the test outran the learned TTL");
-    assert!(lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "learned address works until its TTL");
+    assert!(
+        lab.tls_exchange(None, learned, short, Duration::from_secs(1)).unwrap(),
+        "learned address works until its TTL"
+    );
     for name in ["n0001.fresh.test", "short.fresh.test", "evil.example.net"] {
         let r = one(&lab, name, 4);
         assert_eq!(r["resolved"], false, "lookups fail closed with the agent down: {r}");
@@ -268,7 +281,7 @@ fn with_the_agent_down_names_fail_closed() {
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.contains("agent: down") && status.contains("fails closed"), "{status}");
     std::thread::sleep(Duration::from_millis(TTL * 1000 + 1500).saturating_sub(answered_by.elapsed()));
-    assert!(!lab.tcp_exchange(None, learned, Duration::from_secs(1)).unwrap(), "expired with no agent: denied");
+    assert!(!lab.tls_exchange(None, learned, short, Duration::from_secs(1)).unwrap(), "expired with no agent: denied");
     let out = Command::new(bin).args(["detach", "--pin-dir", &pins.arg()]).output().expect("detach");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

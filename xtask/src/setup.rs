@@ -11,7 +11,9 @@ use anyhow::{Context as _, Result, bail};
 /// namespaces, `ping` for ICMP, bpftool for inspecting the datapath, and
 /// dnsmasq (the binary only, no system service) as the lab's resolver,
 /// `setpriv` to run the agent with fewer capabilities, `systemd-analyze` to
-/// verify the shipped unit, iptables, ipset and nftables for `bench compare`.
+/// verify the shipped unit, iptables, ipset and nftables for `bench compare`,
+/// curl and openssl as the real TLS and HTTP clients and server of the
+/// connection-name tests.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("iputils-ping", "/usr/bin/ping"),
@@ -22,6 +24,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iptables", "/usr/sbin/iptables-legacy"),
     ("nftables", "/usr/sbin/nft"),
     ("ipset", "/usr/sbin/ipset"),
+    ("curl", "/usr/bin/curl"),
+    ("openssl", "/usr/bin/openssl"),
 ];
 
 /// The workspace root (parent of `xtask/`).

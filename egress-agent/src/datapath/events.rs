@@ -1,17 +1,19 @@
 //! Items of the event ring ([`egress_common::maps::EVENTS`]) as typed
-//! values. The kernel writes a [`FlowEvent`] or a [`LearnEvent`]; the
-//! kind byte sits at [`EVENT_KIND_OFFSET`] in both.
+//! values. The kernel writes a [`FlowEvent`], a [`LearnEvent`] or a
+//! [`NamedFlowEvent`]; the kind byte sits at [`EVENT_KIND_OFFSET`] in each.
 
-use egress_common::{EVENT_KIND_LEARN, EVENT_KIND_OFFSET, FlowEvent, LearnEvent};
+use egress_common::{EVENT_KIND_LEARN, EVENT_KIND_NAMED, EVENT_KIND_OFFSET, FlowEvent, LearnEvent, NamedFlowEvent};
 
 /// One event of the ring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A new flow of a logging rule, a denied or `would_deny` flow, or a
     /// packet that could not be judged.
     Flow(FlowEvent),
     /// What one DNS answer taught a workload.
     Learn(LearnEvent),
+    /// A TCP flow's second decision, by address and the name it gave.
+    Named(Box<NamedFlowEvent>),
 }
 
 /// The event in a ring item, or `None` for an item too short for its kind
@@ -19,6 +21,7 @@ pub enum Event {
 pub fn decode(item: &[u8]) -> Option<Event> {
     match *item.get(EVENT_KIND_OFFSET)? {
         EVENT_KIND_LEARN => read::<LearnEvent>(item).map(Event::Learn),
+        EVENT_KIND_NAMED => read::<NamedFlowEvent>(item).map(|e| Event::Named(Box::new(e))),
         _ => read::<FlowEvent>(item).map(Event::Flow),
     }
 }

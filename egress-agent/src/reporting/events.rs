@@ -11,7 +11,7 @@ use egress_common::EventStat;
 use tokio::io::unix::AsyncFd;
 use tracing::{error, warn};
 
-use super::flowlog::{FlowLog, SummaryRecord, dns_record, iface_name, ktime_to_wall, record};
+use super::flowlog::{FlowLog, SummaryRecord, dns_record, iface_name, ktime_to_wall, named_record, record};
 use super::metrics::AgentStats;
 use crate::datapath::Datapath;
 use crate::datapath::events::{self, Event};
@@ -70,6 +70,15 @@ fn write_event(item: &[u8], dp: &Mutex<Datapath>, log: &mut FlowLog, stats: &Age
             };
             let rec = record(&ev, rule.as_ref(), iface_name(ev.ifindex), ktime_to_wall(ev.ktime_ns), fqdn);
             count_write(stats, log.write(&rec));
+        }
+        Some(Event::Named(ev)) => {
+            let flow = &ev.flow;
+            let (rule, fqdn) = match dp.lock() {
+                Ok(d) => (d.rule(flow.generation, flow.rule).cloned(), d.learned_name(flow.src, flow.dst)),
+                Err(_) => (None, None),
+            };
+            let rec = record(flow, rule.as_ref(), iface_name(flow.ifindex), ktime_to_wall(flow.ktime_ns), fqdn);
+            count_write(stats, log.write(&named_record(&ev, rec)));
         }
         None => {}
     }

@@ -42,6 +42,23 @@ pub struct FlowRecord {
     pub pack: u32,
     /// The name the workload resolved `dst` from, when it did.
     pub fqdn: Option<String>,
+    /// A TCP flow's second decision: the name its first client message
+    /// gave (absent without one; see `reason`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where `name` came from: `sni` or `host`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name_source: Option<&'static str>,
+}
+
+/// The record of a TCP flow's second decision, by address and name.
+pub fn named_record(ev: &egress_common::NamedFlowEvent, mut rec: FlowRecord) -> FlowRecord {
+    let len = usize::from(ev.name_len).min(ev.name.len());
+    if len > 0 {
+        rec.name = Some(String::from_utf8_lossy(&ev.name[..len]).into_owned());
+        rec.name_source = egress_common::name_source_word(ev.name_source);
+    }
+    rec
 }
 
 /// What a DNS answer taught a workload.
@@ -143,6 +160,8 @@ pub fn record(
         reason: Reason::from_code(ev.reason).map_or("unknown", Reason::name),
         pack: ev.generation,
         fqdn,
+        name: None,
+        name_source: None,
     }
 }
 

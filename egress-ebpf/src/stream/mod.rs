@@ -47,19 +47,15 @@ const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 const TCP_URG: u8 = 0x20;
 
-/// `pkt` written to the scratch, and a reference to that copy: the same
-/// packet, its fields read from a map value (unknown to the verifier, so
-/// every way through the parser is one state from here on).
+/// Keeps `pkt` in the scratch for the read program, and returns the copy
+/// there, which the names program goes on with (its fields are read from
+/// the map value, so they are one state for the verifier whichever way the
+/// parser took).
 #[inline(always)]
-pub fn launder(pkt: &Packet) -> Option<&'static Packet> {
+pub fn keep_packet(pkt: &Packet) -> Option<&'static Packet> {
     let s = read::scratch()?;
-    let p = addr_of_mut!(s.pkt);
-    // SAFETY: the scratch's own packet field; the volatile store is not
-    // forwarded to the reads through the returned reference.
-    unsafe {
-        core::ptr::write_volatile(p, *pkt);
-        Some(&*p)
-    }
+    s.pkt = *pkt;
+    Some(&s.pkt)
 }
 
 /// The packet the names program handed on.

@@ -111,11 +111,17 @@ pub fn read_name(s: &mut NameScratch, len: u32) -> Option<(Reason, u8)> {
             bpf_loop(HTTP_BATCHES as u32, http_step as *mut c_void, core::ptr::null_mut(), 0);
         }
         let source = if tls { NAME_SOURCE_SNI } else { NAME_SOURCE_HOST };
+        // Without a name: missing when the message named no host at all
+        // (no `server_name`, no `Host`, or neither TLS nor HTTP);
+        // unreadable when it named one in a way that cannot be trusted
+        // (two of them, contradictory lengths) or does not fit the window.
+        let named_some = if tls { vget(addr_of!((*p).tls.sni)) } else { vget(addr_of!((*p).http.hosts)) };
         match result_of(vget(addr_of!((*p).result))) {
             NameResult::NeedMore => None,
             NameResult::Name => Some((Reason::NameRead, source)),
-            NameResult::NoName if tls || len as usize >= WINDOW => Some((Reason::NameUnreadable, NAME_SOURCE_NONE)),
-            // Neither TLS nor HTTP, or a request without one `Host`.
+            NameResult::NoName if named_some != 0 || len as usize >= WINDOW => {
+                Some((Reason::NameUnreadable, NAME_SOURCE_NONE))
+            }
             _ => Some((Reason::NameMissing, NAME_SOURCE_NONE)),
         }
     }
