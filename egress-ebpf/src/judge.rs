@@ -11,7 +11,7 @@ use egress_common::{
     SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey, VERDICTS, Verdict,
 };
 
-use crate::dns::{self, LoadBytes, QueryAction};
+use crate::dns::{self, IdSwap, LoadBytes, QueryAction};
 use crate::flowcache;
 use crate::maps::{EGV2_FRAGS, EGV2_LEARNED, EGV2_LIVE, EGV2_REASONS, EGV2_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::parse::{
@@ -30,6 +30,9 @@ pub enum Action {
     /// A refused query: turn it around into a REFUSED answer and send it
     /// back out of the interface it came in on.
     Refuse,
+    /// A recorded query: write the gateway's transaction id in, then pass
+    /// it (drop it should the write fail).
+    Record(IdSwap),
 }
 
 /// The live slot and its meta, or `None` before the first pack.
@@ -44,14 +47,15 @@ fn live() -> Option<(u32, &'static SlotMeta)> {
 }
 
 /// TC egress of a LAN interface: learn from DNS answers on their way to a
-/// workload. Never drops.
+/// workload. Never drops; the swap that gives an answer to a recorded query
+/// the workload's own transaction id back, for the caller to write.
 #[inline(always)]
-pub fn learn<B: LoadBytes>(bytes: &B, start: usize, end: usize) {
-    let Some((slot, meta)) = live() else { return };
+pub fn learn<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Option<IdSwap> {
+    let (slot, meta) = live()?;
     let cur = Cursor::new(start, end);
     let mut pkt = Packet::empty();
     if parse(&cur, &mut pkt) != Ok(Parsed::Ip) {
-        return;
+        return None;
     }
     if slot == 0 { dns::on_answer(bytes, 0, &SLOT0, meta, &pkt) } else { dns::on_answer(bytes, 1, &SLOT1, meta, &pkt) }
 }
@@ -73,6 +77,7 @@ pub fn query<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Action {
     };
     match action {
         QueryAction::Forward => Action::Pass,
+        QueryAction::Record(swap) => Action::Record(swap),
         QueryAction::Refuse => Action::Refuse,
         QueryAction::Drop => Action::Drop,
     }

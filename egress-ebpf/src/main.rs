@@ -37,12 +37,12 @@ mod scratch;
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
-    helpers::{bpf_redirect, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::{bpf_redirect, bpf_skb_load_bytes, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 
-use dns::LoadBytes;
+use dns::{IdSwap, LoadBytes};
 use egress_common::DnsStat;
 
 /// skb mark of REFUSED answers the ingress program turned around, so that
@@ -107,6 +107,47 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
             if judge::tail_call_failed(query_filter) { TC_ACT_SHOT } else { TC_ACT_UNSPEC }
         }
         Action::Refuse => refuse_tc(ctx),
+        Action::Record(swap) => {
+            if swap_id_tc(ctx, &swap) {
+                TC_ACT_UNSPEC
+            } else {
+                TC_ACT_SHOT
+            }
+        }
+    }
+}
+
+/// Writes a swapped transaction id into the packet; the checksum helper
+/// handles partially-checksummed packets (and leaves a zero UDP checksum,
+/// none, as it is).
+#[inline(always)]
+fn swap_id_tc(ctx: &TcContext, swap: &IdSwap) -> bool {
+    let flags = if swap.udp { BPF_F_MARK_MANGLED_0 | 2 } else { 2 };
+    let (old, new) = (u64::from(swap.old.to_be()), u64::from(swap.new.to_be()));
+    ctx.store(usize::from(swap.id_off), &swap.new.to_be_bytes(), 0).is_ok()
+        && ctx.l4_csum_replace(usize::from(swap.csum_off), old, new, u64::from(flags)).is_ok()
+}
+
+/// Writes a swapped transaction id into an XDP frame, the checksum updated
+/// by hand; through the helpers, which take any offset in the frame.
+#[inline(always)]
+fn swap_id_xdp(ctx: &XdpContext, swap: &IdSwap) -> bool {
+    let (id_off, csum_off) = (u32::from(swap.id_off), u32::from(swap.csum_off));
+    let mut csum = [0u8; 2];
+    if !XdpBytes(ctx).load(csum_off, csum.as_mut_ptr(), 2) {
+        return false;
+    }
+    let csum = u16::from_be_bytes(csum);
+    let csum = if swap.udp {
+        dns::csum_fold_words(csum, &[(swap.old, swap.new)])
+    } else {
+        dns::csum_replace16(csum, swap.old, swap.new)
+    };
+    let (mut id, mut csum) = (swap.new.to_be_bytes(), csum.to_be_bytes());
+    // SAFETY: both buffers hold the 2 bytes stored.
+    unsafe {
+        bpf_xdp_store_bytes(ctx.ctx, id_off, id.as_mut_ptr().cast(), 2) == 0
+            && bpf_xdp_store_bytes(ctx.ctx, csum_off, csum.as_mut_ptr().cast(), 2) == 0
     }
 }
 
@@ -139,7 +180,8 @@ pub fn egress_tc_query(ctx: TcContext) -> i32 {
 }
 
 /// TC egress of a LAN interface: learns from DNS answers before they reach
-/// the workload. Never drops.
+/// the workload, and gives an answer to a recorded query the workload's own
+/// transaction id back. Never drops.
 #[classifier]
 pub fn egress_dns(ctx: TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program's run.
@@ -165,7 +207,11 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     }
     let len = ctx.len();
     pull_if_needed(&ctx, len);
-    learn(&Skb(&ctx), ctx.data(), ctx.data_end());
+    if let Some(swap) = learn(&Skb(&ctx), ctx.data(), ctx.data_end()) {
+        // Should the write fail, the answer goes on with the gateway's id,
+        // which the workload does not take for an answer to its query.
+        let _ = swap_id_tc(&ctx, &swap);
+    }
     TC_ACT_UNSPEC
 }
 
@@ -199,6 +245,13 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
             let csum = dns::csum_fold_words(u16::from_be_bytes(csum), &r.words);
             if ok && cur.write(r.csum_off as usize, csum.to_be_bytes()) {
                 xdp_action::XDP_TX
+            } else {
+                xdp_action::XDP_DROP
+            }
+        }
+        Action::Record(swap) => {
+            if swap_id_xdp(ctx, &swap) {
+                xdp_action::XDP_PASS
             } else {
                 xdp_action::XDP_DROP
             }

@@ -63,20 +63,27 @@ pub fn refuse_in_place(start: usize, end: usize) -> Option<Refused> {
     }
 }
 
-/// One's-complement update of a 16-bit checksum for one changed word
-/// (RFC 1624), for XDP, where no checksum helper exists. A zero IPv4 UDP
-/// checksum (none) stays zero.
+/// One's-complement update of a UDP checksum for changed words (RFC 1624),
+/// for XDP, where no checksum helper exists. A zero IPv4 UDP checksum
+/// (none) stays zero, and a computed zero is sent as `0xffff`.
 #[inline(always)]
-pub fn csum_fold_words(csum: u16, words: &[(u16, u16); 3]) -> u16 {
+pub fn csum_fold_words<const N: usize>(csum: u16, words: &[(u16, u16); N]) -> u16 {
     if csum == 0 {
         return 0;
     }
     let mut c = csum;
     for (old, new) in words {
-        let mut sum = u32::from(!c) + u32::from(!*old) + u32::from(*new);
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        c = !(sum as u16);
+        c = csum_replace16(c, *old, *new);
     }
     if c == 0 { 0xffff } else { c }
+}
+
+/// One's-complement update of a 16-bit checksum for one word changed from
+/// `old` to `new` (RFC 1624, eqn. 3).
+#[inline(always)]
+pub fn csum_replace16(csum: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!csum) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
 }
