@@ -42,13 +42,18 @@ pub const MAX_WEBGROUPS: u32 = 64;
 pub const MAX_NAMES: u32 = 65_536;
 
 /// An outstanding query, keyed as the answer will come back.
+///
+/// The workload chooses its address, its port, the resolver and the
+/// question; the transaction id here is the gateway's, drawn at random and
+/// written into the query on its way out, so that an answer forged without
+/// seeing the query leaving the gateway cannot name it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct QueryKey {
     pub workload: [u8; 16],
     pub resolver: [u8; 16],
     pub workload_port_be: u16,
-    /// DNS transaction id as on the wire.
+    /// The gateway's DNS transaction id, as on the wire towards the resolver.
     pub txid_be: u16,
     /// 6 (TCP) or 17 (UDP).
     pub proto: u8,
@@ -65,7 +70,9 @@ pub struct QueryValue {
     /// When the query left (`bpf_ktime_get_ns`).
     pub sent_ns: u64,
     pub qtype: u16,
-    pub _pad: [u8; 6],
+    /// The workload's own transaction id, given back in the answer.
+    pub workload_txid_be: u16,
+    pub _pad: [u8; 4],
 }
 crate::assert_size!(QueryValue, 24);
 
@@ -160,7 +167,8 @@ pub enum DnsStat {
     AnswerSeen = 3,
     /// An address was learned (one per A/AAAA record on the chain).
     AddressLearned = 4,
-    /// No outstanding query matched (unsolicited, wrong port or id, duplicate).
+    /// No outstanding query matched (unsolicited, wrong port, not the
+    /// gateway's transaction id, duplicate).
     Unsolicited = 5,
     /// The echoed question is not the question that was asked.
     QuestionMismatch = 6,

@@ -12,54 +12,54 @@
 
 /// Layout version of every pinned map. Bumped whenever any type in this
 /// crate changes size or meaning; it is part of every map's name.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// `[0]`: the live slot and its generation ([`crate::LiveState`]).
-pub const LIVE: &str = "EGV2_LIVE";
+pub const LIVE: &str = "EGV3_LIVE";
 /// `[0]`: what the agent last installed ([`crate::PackStatus`]).
-pub const STATUS: &str = "EGV2_STATUS";
+pub const STATUS: &str = "EGV3_STATUS";
 /// `[0]`: the agent's lease on DNS learning ([`crate::AgentLease`]).
-pub const AGENT: &str = "EGV2_AGENT";
+pub const AGENT: &str = "EGV3_AGENT";
 /// Per slot: [`crate::SlotMeta`].
-pub const SLOT_META: &str = "EGV2_SLOT_META";
+pub const SLOT_META: &str = "EGV3_SLOT_META";
 /// The flow cache ([`crate::FlowSlot`] ways).
-pub const FLOWS: &str = "EGV2_FLOWS";
+pub const FLOWS: &str = "EGV3_FLOWS";
 /// First fragments seen ([`crate::FragKey`] → [`crate::FlowValue`]).
-pub const FRAGS: &str = "EGV2_FRAGS";
+pub const FRAGS: &str = "EGV3_FRAGS";
 /// Packets per [`crate::Reason`] code (per CPU).
-pub const REASONS: &str = "EGV2_REASONS";
+pub const REASONS: &str = "EGV3_REASONS";
 /// The event ring buffer ([`crate::FlowEvent`], [`crate::LearnEvent`]).
-pub const EVENTS: &str = "EGV2_EVENTS";
+pub const EVENTS: &str = "EGV3_EVENTS";
 /// Source address → [`crate::EventBudget`].
-pub const EVENT_BUDGET: &str = "EGV2_EVBUDGET";
+pub const EVENT_BUDGET: &str = "EGV3_EVBUDGET";
 /// Events per [`crate::EventStat`] code (per CPU).
-pub const EVENT_STATS: &str = "EGV2_EVSTATS";
+pub const EVENT_STATS: &str = "EGV3_EVSTATS";
 /// Outstanding DNS queries ([`crate::QueryKey`] → [`crate::QueryValue`]).
-pub const QUERIES: &str = "EGV2_QUERIES";
+pub const QUERIES: &str = "EGV3_QUERIES";
 /// Learned addresses ([`crate::LearnKey`] → [`crate::LearnValue`]).
-pub const LEARNED: &str = "EGV2_LEARNED";
+pub const LEARNED: &str = "EGV3_LEARNED";
 /// Names that taught addresses, by hash ([`crate::NameText`]).
-pub const LEARNED_NAMES: &str = "EGV2_LNAMES";
+pub const LEARNED_NAMES: &str = "EGV3_LNAMES";
 /// WebGroup names by bit ([`crate::WebGroupName`]).
-pub const WEBGROUPS: &str = "EGV2_WEBGROUPS";
+pub const WEBGROUPS: &str = "EGV3_WEBGROUPS";
 /// DNS counters per [`crate::DnsStat`] code (per CPU).
-pub const DNS_STATS: &str = "EGV2_DNS_STATS";
+pub const DNS_STATS: &str = "EGV3_DNS_STATS";
 /// Tail calls of the TC ingress program.
-pub const TAILS_TC: &str = "EGV2_TAILS_TC";
+pub const TAILS_TC: &str = "EGV3_TAILS_TC";
 /// Tail calls of the XDP program.
-pub const TAILS_XDP: &str = "EGV2_TAILS_XDP";
+pub const TAILS_XDP: &str = "EGV3_TAILS_XDP";
 /// Per-CPU working memory of the DNS parser.
-pub const SCRATCH: &str = "EGV2_SCRATCH";
+pub const SCRATCH: &str = "EGV3_SCRATCH";
 /// The interfaces the agent attached to.
-pub const LAN_IFS: &str = "EGV2_LAN_IFS";
+pub const LAN_IFS: &str = "EGV3_LAN_IFS";
 
 /// Per TCP flow whose name is read: [`crate::FlowKey`] → [`crate::ConnState`].
-pub const CONNS: &str = "EGV2_CONNS";
+pub const CONNS: &str = "EGV3_CONNS";
 /// First client bytes of flows whose message spans segments
 /// ([`crate::FlowKey`] → [`crate::StreamBuf`]).
-pub const STREAMS: &str = "EGV2_STREAMS";
+pub const STREAMS: &str = "EGV3_STREAMS";
 /// Per-CPU working memory of the name reader.
-pub const NAME_SCRATCH: &str = "EGV2_NSCRATCH";
+pub const NAME_SCRATCH: &str = "EGV3_NSCRATCH";
 
 /// Index in `TAILS_TC`/`TAILS_XDP` of the DNS query program.
 pub const TAIL_QUERY: u32 = 0;
@@ -104,35 +104,35 @@ pub const SLOTS: usize = 2;
 pub type SlotNames = [&'static str; SLOTS];
 
 /// Source address (IPv4) → source class.
-pub const SRC4: SlotNames = ["EGV2_SRC4_0", "EGV2_SRC4_1"];
+pub const SRC4: SlotNames = ["EGV3_SRC4_0", "EGV3_SRC4_1"];
 /// Source address (IPv6) → source class.
-pub const SRC6: SlotNames = ["EGV2_SRC6_0", "EGV2_SRC6_1"];
+pub const SRC6: SlotNames = ["EGV3_SRC6_0", "EGV3_SRC6_1"];
 /// Destination address (IPv4) → destination class.
-pub const DST4: SlotNames = ["EGV2_DST4_0", "EGV2_DST4_1"];
+pub const DST4: SlotNames = ["EGV3_DST4_0", "EGV3_DST4_1"];
 /// Destination address (IPv6) → destination class.
-pub const DST6: SlotNames = ["EGV2_DST6_0", "EGV2_DST6_1"];
+pub const DST6: SlotNames = ["EGV3_DST6_0", "EGV3_DST6_1"];
 /// Protocol and port → port class.
-pub const PORTS: SlotNames = ["EGV2_PORTS_0", "EGV2_PORTS_1"];
+pub const PORTS: SlotNames = ["EGV3_PORTS_0", "EGV3_PORTS_1"];
 /// [`crate::SourcePortKey`] → combined class.
-pub const SOURCE_PORT: SlotNames = ["EGV2_SP_0", "EGV2_SP_1"];
+pub const SOURCE_PORT: SlotNames = ["EGV3_SP_0", "EGV3_SP_1"];
 /// [`crate::ClassDestKey`] → rule index.
-pub const CLASS_DEST: SlotNames = ["EGV2_XD_0", "EGV2_XD_1"];
+pub const CLASS_DEST: SlotNames = ["EGV3_XD_0", "EGV3_XD_1"];
 /// Combined class → default rule index.
-pub const DEFAULTS: SlotNames = ["EGV2_DEFAULTS_0", "EGV2_DEFAULTS_1"];
+pub const DEFAULTS: SlotNames = ["EGV3_DEFAULTS_0", "EGV3_DEFAULTS_1"];
 /// Rule index → [`crate::RuleInfo`].
-pub const RULES: SlotNames = ["EGV2_RULES_0", "EGV2_RULES_1"];
+pub const RULES: SlotNames = ["EGV3_RULES_0", "EGV3_RULES_1"];
 /// Per-rule, per-verdict [`crate::RuleCounter`]s (per CPU).
-pub const COUNTERS: SlotNames = ["EGV2_COUNTERS_0", "EGV2_COUNTERS_1"];
+pub const COUNTERS: SlotNames = ["EGV3_COUNTERS_0", "EGV3_COUNTERS_1"];
 /// The gateway's own addresses.
-pub const LOCAL: SlotNames = ["EGV2_LOCAL_0", "EGV2_LOCAL_1"];
+pub const LOCAL: SlotNames = ["EGV3_LOCAL_0", "EGV3_LOCAL_1"];
 /// [`crate::NameKey`] → WebGroup bits.
-pub const NAMES: SlotNames = ["EGV2_NAMES_0", "EGV2_NAMES_1"];
+pub const NAMES: SlotNames = ["EGV3_NAMES_0", "EGV3_NAMES_1"];
 /// Combined class → its first `deny` rule with a WebGroup destination.
-pub const NAME_DENY: SlotNames = ["EGV2_NDENY_0", "EGV2_NDENY_1"];
+pub const NAME_DENY: SlotNames = ["EGV3_NDENY_0", "EGV3_NDENY_1"];
 /// [`crate::ClassWebGroupKey`] → [`crate::NamedRules`].
-pub const CLASS_WEBGROUP: SlotNames = ["EGV2_XW_0", "EGV2_XW_1"];
+pub const CLASS_WEBGROUP: SlotNames = ["EGV3_XW_0", "EGV3_XW_1"];
 /// The approved resolvers.
-pub const RESOLVERS: SlotNames = ["EGV2_RESOLV_0", "EGV2_RESOLV_1"];
+pub const RESOLVERS: SlotNames = ["EGV3_RESOLV_0", "EGV3_RESOLV_1"];
 
 /// Every per-slot table.
 pub const PER_SLOT: [SlotNames; 15] = [
@@ -232,11 +232,11 @@ mod tests {
 
     #[test]
     fn malformed_names_are_caught() {
-        assert!(well_formed("EGV2_LIVE"));
-        assert!(!well_formed("EGV3_LIVE"));
-        assert!(!well_formed("EGV2_"));
-        assert!(!well_formed("EGV2_DEFAULTS_10"));
-        assert!(slot_pair(["EGV2_XW_0", "EGV2_XW_1"]));
-        assert!(!slot_pair(["EGV2_XW_0", "EGV2_XD_1"]));
+        assert!(well_formed("EGV3_LIVE"));
+        assert!(!well_formed("EGV2_LIVE"));
+        assert!(!well_formed("EGV3_"));
+        assert!(!well_formed("EGV3_DEFAULTS_10"));
+        assert!(slot_pair(["EGV3_XW_0", "EGV3_XW_1"]));
+        assert!(!slot_pair(["EGV3_XW_0", "EGV3_XD_1"]));
     }
 }

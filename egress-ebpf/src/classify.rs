@@ -11,7 +11,7 @@ use egress_common::{
     PORT_INDEX_OTHER, PORT_INDEX_UDP, SLOT_FLAG_NAMES, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey,
 };
 
-use crate::maps::{EGV2_LEARNED, SLOT0, SLOT1, Slot};
+use crate::maps::{EGV3_LEARNED, SLOT0, SLOT1, Slot};
 use crate::parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet};
 
 /// A new flow's first decision, and what its second one needs.
@@ -136,7 +136,7 @@ pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> Cl
         return out;
     }
     let mut nameless = address_rule;
-    let learned = EGV2_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst });
+    let learned = EGV3_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst });
     if let Some(v) = learned {
         // SAFETY: value pointer from a successful lookup.
         let v = unsafe { *v };

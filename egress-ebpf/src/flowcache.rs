@@ -1,4 +1,4 @@
-//! The flow cache: a set-associative table in the array `EGV2_FLOWS` (see
+//! The flow cache: a set-associative table in the array `EGV3_FLOWS` (see
 //! [`egress_common::FlowSlot`]). A lookup reads the [`FLOW_WAYS`] ways of
 //! one set; an insert overwrites the way of its set that holds the same
 //! flow, is empty or of another generation, or else was unused longest.
@@ -9,7 +9,7 @@
 use aya_ebpf::helpers::bpf_jiffies64;
 use egress_common::{FLOW_WAYS, FlowKey, FlowSlot, FlowValue, flow_check, flow_hash, flow_set_start};
 
-use crate::maps::EGV2_FLOWS;
+use crate::maps::EGV3_FLOWS;
 
 /// Low 32 bits of the jiffies counter: a coarse clock, cheap to read.
 #[inline(always)]
@@ -46,7 +46,7 @@ fn same(a: &[u64; 5], b: &[u64; 5]) -> bool {
 /// Reads way `index` whole, or `None` if out of range.
 #[inline(always)]
 fn read(index: u32) -> Option<(*mut FlowSlot, FlowSlot)> {
-    let p = EGV2_FLOWS.get_ptr_mut(index)?;
+    let p = EGV3_FLOWS.get_ptr_mut(index)?;
     // SAFETY: a map value pointer; other CPUs may write it meanwhile, which
     // the check word detects.
     Some((p, unsafe { core::ptr::read_volatile(p) }))
@@ -89,7 +89,7 @@ pub fn insert(probe: &Probe, value: &FlowValue) {
             (victim, oldest) = (start + way, age);
         }
     }
-    if let Some(p) = EGV2_FLOWS.get_ptr_mut(victim) {
+    if let Some(p) = EGV3_FLOWS.get_ptr_mut(victim) {
         let slot = FlowSlot { key: probe.words, value: *value, used: t, check: flow_check(probe.hash, value) };
         // SAFETY: a map value pointer; see the module comment on races.
         unsafe { core::ptr::write_volatile(p, slot) };

@@ -7,9 +7,9 @@ use egress_common::{
 };
 
 use crate::classify::classify;
-use crate::dns::{self, LoadBytes, QueryAction};
+use crate::dns::{self, IdSwap, LoadBytes, QueryAction};
 use crate::flowcache;
-use crate::maps::{EGV2_FRAGS, EGV2_LIVE, EGV2_REASONS, EGV2_SLOT_META, SLOT0, SLOT1, Slot};
+use crate::maps::{EGV3_FRAGS, EGV3_LIVE, EGV3_REASONS, EGV3_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::parse::{Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse};
 
 /// What to do with the packet.
@@ -33,28 +33,32 @@ pub enum Action {
     /// The names program's hand-off (in the scratch): pass the packet on to
     /// the read program (tail call), which gathers its bytes and judges.
     Read,
+    /// A recorded query: write the gateway's transaction id in, then pass
+    /// it (drop it should the write fail).
+    Record(IdSwap),
 }
 
 /// The live slot and its meta, or `None` before the first pack.
 #[inline(always)]
 fn live() -> Option<(u32, &'static SlotMeta)> {
-    let live = EGV2_LIVE.get(0)?;
+    let live = EGV3_LIVE.get(0)?;
     // The slot is read once; everything else comes from that slot's own
     // meta, written before the flip and stable while the slot is readable.
     let slot = live.slot;
-    let meta = EGV2_SLOT_META.get(slot)?;
+    let meta = EGV3_SLOT_META.get(slot)?;
     if meta.generation == 0 { None } else { Some((slot, meta)) }
 }
 
 /// TC egress of a LAN interface: learn from DNS answers on their way to a
-/// workload. Never drops.
+/// workload. Never drops; the swap that gives an answer to a recorded query
+/// the workload's own transaction id back, for the caller to write.
 #[inline(always)]
-pub fn learn<B: LoadBytes>(bytes: &B, start: usize, end: usize) {
-    let Some((slot, meta)) = live() else { return };
+pub fn learn<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Option<IdSwap> {
+    let (slot, meta) = live()?;
     let cur = Cursor::new(start, end);
     let mut pkt = Packet::empty();
     if parse(&cur, &mut pkt) != Ok(Parsed::Ip) {
-        return;
+        return None;
     }
     if slot == 0 { dns::on_answer(bytes, 0, &SLOT0, meta, &pkt) } else { dns::on_answer(bytes, 1, &SLOT1, meta, &pkt) }
 }
@@ -76,6 +80,7 @@ pub fn query<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Action {
     };
     match action {
         QueryAction::Forward => Action::Pass,
+        QueryAction::Record(swap) => Action::Record(swap),
         QueryAction::Refuse => Action::Refuse,
         QueryAction::Drop => Action::Drop,
     }
@@ -131,7 +136,7 @@ pub fn judge(start: usize, end: usize, len: u32, ifindex: u32) -> Action {
 
 #[inline(always)]
 pub(crate) fn count_reason(reason: Reason) {
-    if let Some(cell) = EGV2_REASONS.get_ptr_mut(reason as u32) {
+    if let Some(cell) = EGV3_REASONS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
@@ -277,7 +282,7 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
             // Would overwrite the ports or flags of the first fragment.
             return unjudgeable(slot, meta, pkt, Reason::TinyFragment, ifindex);
         }
-        return match EGV2_FRAGS.get_ptr(&frag_key(pkt)) {
+        return match EGV3_FRAGS.get_ptr(&frag_key(pkt)) {
             // SAFETY: value pointer from a successful lookup.
             Some(v) if unsafe { (*v).generation } == generation => {
                 // SAFETY: as above.
@@ -300,7 +305,7 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
         count_reason(Reason::FlowCache);
         count_rule(slot, v.counter, verdict, len, false);
         if pkt.frag == FRAG_FIRST {
-            let _ = EGV2_FRAGS.insert(&frag_key(pkt), &v, 0);
+            let _ = EGV3_FRAGS.insert(&frag_key(pkt), &v, 0);
         }
         return action_of(verdict);
     }
@@ -346,7 +351,7 @@ fn apply_rule(
         flowcache::insert(probe, &value);
     }
     if pkt.frag == FRAG_FIRST {
-        let _ = EGV2_FRAGS.insert(&frag_key(pkt), &value, 0);
+        let _ = EGV3_FRAGS.insert(&frag_key(pkt), &value, 0);
     }
     if rule.log != 0 || verdict != Verdict::Allowed {
         crate::events::report_flow(

@@ -40,12 +40,12 @@ mod turn;
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
-    helpers::{bpf_redirect, bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    helpers::{bpf_redirect, bpf_skb_load_bytes, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 
-use dns::LoadBytes;
+use dns::{IdSwap, LoadBytes};
 use egress_common::DnsStat;
 
 /// skb mark of REFUSED answers the ingress program turned around, so that
@@ -53,7 +53,7 @@ use egress_common::DnsStat;
 const MARK_REFUSED: u32 = 0x6567_5246;
 use egress_common::{TAIL_NAMES, TAIL_QUERY, TAIL_READ};
 use judge::{Action, judge, learn, query};
-use maps::{EGV2_TAILS_TC, EGV2_TAILS_XDP};
+use maps::{EGV3_TAILS_TC, EGV3_TAILS_XDP};
 
 struct Skb<'a>(&'a TcContext);
 
@@ -106,7 +106,7 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
         Action::Drop => TC_ACT_SHOT,
         Action::Query(query_filter) => {
             // SAFETY: tail call into the query program; returns only if absent.
-            unsafe { EGV2_TAILS_TC.tail_call(ctx, TAIL_QUERY) };
+            unsafe { EGV3_TAILS_TC.tail_call(ctx, TAIL_QUERY) };
             // The tail call failed: the query went unfiltered.
             if judge::tail_call_failed(query_filter) { TC_ACT_SHOT } else { TC_ACT_UNSPEC }
         }
@@ -114,15 +114,56 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
         Action::Reset(at) => reset_tc(ctx, at),
         Action::Named => {
             // SAFETY: tail call into the names program; returns only if absent.
-            unsafe { EGV2_TAILS_TC.tail_call(ctx, TAIL_NAMES) };
+            unsafe { EGV3_TAILS_TC.tail_call(ctx, TAIL_NAMES) };
             // No reader: the flow's name cannot be verified.
             TC_ACT_SHOT
         }
         Action::Read => {
             // SAFETY: tail call into the read program; returns only if absent.
-            unsafe { EGV2_TAILS_TC.tail_call(ctx, TAIL_READ) };
+            unsafe { EGV3_TAILS_TC.tail_call(ctx, TAIL_READ) };
             TC_ACT_SHOT
         }
+        Action::Record(swap) => {
+            if swap_id_tc(ctx, &swap) {
+                TC_ACT_UNSPEC
+            } else {
+                TC_ACT_SHOT
+            }
+        }
+    }
+}
+
+/// Writes a swapped transaction id into the packet; the checksum helper
+/// handles partially-checksummed packets (and leaves a zero UDP checksum,
+/// none, as it is).
+#[inline(always)]
+fn swap_id_tc(ctx: &TcContext, swap: &IdSwap) -> bool {
+    let flags = if swap.udp { BPF_F_MARK_MANGLED_0 | 2 } else { 2 };
+    let (old, new) = (u64::from(swap.old.to_be()), u64::from(swap.new.to_be()));
+    ctx.store(usize::from(swap.id_off), &swap.new.to_be_bytes(), 0).is_ok()
+        && ctx.l4_csum_replace(usize::from(swap.csum_off), old, new, u64::from(flags)).is_ok()
+}
+
+/// Writes a swapped transaction id into an XDP frame, the checksum updated
+/// by hand; through the helpers, which take any offset in the frame.
+#[inline(always)]
+fn swap_id_xdp(ctx: &XdpContext, swap: &IdSwap) -> bool {
+    let (id_off, csum_off) = (u32::from(swap.id_off), u32::from(swap.csum_off));
+    let mut csum = [0u8; 2];
+    if !XdpBytes(ctx).load(csum_off, csum.as_mut_ptr(), 2) {
+        return false;
+    }
+    let csum = u16::from_be_bytes(csum);
+    let csum = if swap.udp {
+        turn::csum_fold_words(csum, &[(swap.old, swap.new)])
+    } else {
+        turn::csum_replace16(csum, swap.old, swap.new)
+    };
+    let (mut id, mut csum) = (swap.new.to_be_bytes(), csum.to_be_bytes());
+    // SAFETY: both buffers hold the 2 bytes stored.
+    unsafe {
+        bpf_xdp_store_bytes(ctx.ctx, id_off, id.as_mut_ptr().cast(), 2) == 0
+            && bpf_xdp_store_bytes(ctx.ctx, csum_off, csum.as_mut_ptr().cast(), 2) == 0
     }
 }
 
@@ -198,7 +239,8 @@ pub fn egress_tc_query(ctx: TcContext) -> i32 {
 }
 
 /// TC egress of a LAN interface: learns from DNS answers before they reach
-/// the workload. Never drops.
+/// the workload, and gives an answer to a recorded query the workload's own
+/// transaction id back. Never drops.
 #[classifier]
 pub fn egress_dns(ctx: TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program's run.
@@ -218,13 +260,17 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program's run.
     let came_in = unsafe { (*ctx.skb.skb).ingress_ifindex };
     // SAFETY: a plain lookup; the value is not kept.
-    if came_in != 0 && unsafe { maps::EGV2_LAN_IFS.get(&came_in) }.is_some() {
+    if came_in != 0 && unsafe { maps::EGV3_LAN_IFS.get(&came_in) }.is_some() {
         dns::stat(DnsStat::FromLan);
         return TC_ACT_UNSPEC;
     }
     let len = ctx.len();
     pull_if_needed(&ctx, len);
-    learn(&Skb(&ctx), ctx.data(), ctx.data_end());
+    if let Some(swap) = learn(&Skb(&ctx), ctx.data(), ctx.data_end()) {
+        // Should the write fail, the answer goes on with the gateway's id,
+        // which the workload does not take for an answer to its query.
+        let _ = swap_id_tc(&ctx, &swap);
+    }
     TC_ACT_UNSPEC
 }
 
@@ -245,27 +291,34 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
         Action::Drop => xdp_action::XDP_DROP,
         Action::Query(query_filter) => {
             // SAFETY: tail call into the query program; returns only if absent.
-            unsafe { EGV2_TAILS_XDP.tail_call(ctx, TAIL_QUERY) };
+            unsafe { EGV3_TAILS_XDP.tail_call(ctx, TAIL_QUERY) };
             // The tail call failed: the query went unfiltered.
             if judge::tail_call_failed(query_filter) { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
         }
         Action::Refuse => match dns::refuse_in_place(ctx.data(), ctx.data_end()) {
-            Some(r) => xdp_fix_csum(ctx, r.csum_off, &r.words),
+            Some(r) => xdp_fix_csum(ctx, r.csum_off, &r.words, true),
             None => xdp_action::XDP_DROP,
         },
         Action::Reset(at) => match turn::reset_in_place(ctx.data(), ctx.data_end(), at) {
-            Some(r) => xdp_fix_csum(ctx, r.csum_off, &r.words),
+            Some(r) => xdp_fix_csum(ctx, r.csum_off, &r.words, false),
             None => xdp_action::XDP_DROP,
         },
         Action::Named => {
             // SAFETY: tail call into the names program; returns only if absent.
-            unsafe { EGV2_TAILS_XDP.tail_call(ctx, TAIL_NAMES) };
+            unsafe { EGV3_TAILS_XDP.tail_call(ctx, TAIL_NAMES) };
             xdp_action::XDP_DROP
         }
         Action::Read => {
             // SAFETY: tail call into the read program; returns only if absent.
-            unsafe { EGV2_TAILS_XDP.tail_call(ctx, TAIL_READ) };
+            unsafe { EGV3_TAILS_XDP.tail_call(ctx, TAIL_READ) };
             xdp_action::XDP_DROP
+        }
+        Action::Record(swap) => {
+            if swap_id_xdp(ctx, &swap) {
+                xdp_action::XDP_PASS
+            } else {
+                xdp_action::XDP_DROP
+            }
         }
     }
 }
@@ -291,12 +344,18 @@ pub fn egress_xdp_names(ctx: XdpContext) -> u32 {
 }
 
 /// Updates the L4 checksum at `csum_off` for the changed `words` of a
-/// packet turned around, and sends it back out (`XDP_TX`).
+/// packet turned around (`udp`: a zero checksum, none, stays zero), and
+/// sends it back out (`XDP_TX`).
 #[inline(always)]
-fn xdp_fix_csum(ctx: &XdpContext, csum_off: u32, words: &[(u16, u16)]) -> u32 {
+fn xdp_fix_csum(ctx: &XdpContext, csum_off: u32, words: &[(u16, u16)], udp: bool) -> u32 {
     let cur = parse::Cursor::new(ctx.data(), ctx.data_end());
     let (ok, csum) = cur.read_or(csum_off as usize, [0u8; 2]);
-    let csum = turn::csum_fold_words(u16::from_be_bytes(csum), words);
+    let csum = u16::from_be_bytes(csum);
+    let csum = if udp {
+        turn::csum_fold_words(csum, words)
+    } else {
+        words.iter().fold(csum, |c, (old, new)| turn::csum_replace16(c, *old, *new))
+    };
     if ok && cur.write(csum_off as usize, csum.to_be_bytes()) { xdp_action::XDP_TX } else { xdp_action::XDP_DROP }
 }
 

@@ -1,8 +1,8 @@
-//! Every map of the datapath. Names carry the layout version (`EGV2_`): an
+//! Every map of the datapath. Names carry the layout version (`EGV3_`): an
 //! agent that finds pins of another version must not reinterpret them.
 //!
 //! The pack is double-buffered: slot 0 and slot 1 each hold a whole compiled
-//! pack, `EGV2_LIVE[0]` says which one is live. A packet reads `EGV2_LIVE`
+//! pack, `EGV3_LIVE[0]` says which one is live. A packet reads `EGV3_LIVE`
 //! once and uses only that slot, so it is judged wholly by one pack.
 
 use aya_ebpf::{
@@ -25,103 +25,103 @@ const MMAPABLE: u32 = 1 << 10;
 
 /// `[0]`: the live slot and its generation.
 #[map]
-pub static EGV2_LIVE: Array<LiveState> = Array::with_max_entries(1, 0);
+pub static EGV3_LIVE: Array<LiveState> = Array::with_max_entries(1, 0);
 
 /// `[0]`: what the agent last installed (hash, time, counts), for
 /// `egress-agent status`; written by the agent, never read here.
 #[map]
-pub static EGV2_STATUS: Array<egress_common::PackStatus> = Array::with_max_entries(1, 0);
+pub static EGV3_STATUS: Array<egress_common::PackStatus> = Array::with_max_entries(1, 0);
 
 /// `[0]`: the running agent's lease on DNS learning; past it, names fail
 /// closed (see [`egress_common::AgentLease`]). Written by the agent.
 #[map]
-pub static EGV2_AGENT: Array<egress_common::AgentLease> = Array::with_max_entries(1, 0);
+pub static EGV3_AGENT: Array<egress_common::AgentLease> = Array::with_max_entries(1, 0);
 
 /// Per slot: generation, mode, implicit-deny index, `any` source flag.
 #[map]
-pub static EGV2_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
+pub static EGV3_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
 
 /// The flow cache: 5-tuple → decision of the pack generation that made it,
 /// set-associative over an array (see [`crate::flowcache`]).
 #[map]
-pub static EGV2_FLOWS: Array<egress_common::FlowSlot> = Array::with_max_entries(FLOW_CACHE_ENTRIES, MMAPABLE);
+pub static EGV3_FLOWS: Array<egress_common::FlowSlot> = Array::with_max_entries(FLOW_CACHE_ENTRIES, MMAPABLE);
 
 /// First fragments seen: later fragments of the datagram follow their verdict.
 #[map]
-pub static EGV2_FRAGS: LruHashMap<FragKey, FlowValue> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+pub static EGV3_FRAGS: LruHashMap<FragKey, FlowValue> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
 
 /// Packets per [`egress_common::Reason`] code (per CPU).
 #[map]
-pub static EGV2_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
+pub static EGV3_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
 
 /// New-flow decisions of logging rules, and every deny and `would_deny`,
 /// for flow logs.
 #[map]
-pub static EGV2_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+pub static EGV3_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
 /// Source address → its flow-event budget (token bucket, LRU).
 #[map]
-pub static EGV2_EVBUDGET: LruHashMap<[u8; 16], egress_common::EventBudget> =
+pub static EGV3_EVBUDGET: LruHashMap<[u8; 16], egress_common::EventBudget> =
     LruHashMap::with_max_entries(egress_common::EVENT_RATE_SOURCES, 0);
 
 /// Flow events per [`egress_common::EventStat`] code (per CPU).
 #[map]
-pub static EGV2_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(egress_common::EVENT_STAT_SLOTS, 0);
+pub static EGV3_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(egress_common::EVENT_STAT_SLOTS, 0);
 
 /// Queries seen leaving for a resolver, awaiting their answer (LRU).
 #[map]
-pub static EGV2_QUERIES: LruHashMap<QueryKey, QueryValue> = LruHashMap::with_max_entries(MAX_QUERIES, 0);
+pub static EGV3_QUERIES: LruHashMap<QueryKey, QueryValue> = LruHashMap::with_max_entries(MAX_QUERIES, 0);
 
 /// (workload, address) → WebGroups it was learned for, and expiry (LRU).
 #[map]
-pub static EGV2_LEARNED: LruHashMap<LearnKey, LearnValue> = LruHashMap::with_max_entries(MAX_LEARNED, 0);
+pub static EGV3_LEARNED: LruHashMap<LearnKey, LearnValue> = LruHashMap::with_max_entries(MAX_LEARNED, 0);
 
 /// Names that taught addresses, by the hash stored in learned entries (LRU):
 /// lets `egress-agent learned` print names from the live maps.
 #[map]
-pub static EGV2_LNAMES: LruHashMap<u64, NameText> = LruHashMap::with_max_entries(MAX_LEARNED_NAMES, 0);
+pub static EGV3_LNAMES: LruHashMap<u64, NameText> = LruHashMap::with_max_entries(MAX_LEARNED_NAMES, 0);
 
 /// The interfaces the agent attached to (ifindex -> 1, written by the
 /// agent): a packet that came in on one of them is a workload's, whatever
 /// its source address says, and never teaches addresses.
 #[map]
-pub static EGV2_LAN_IFS: HashMap<u32, u32> = HashMap::with_max_entries(egress_common::MAX_LAN_IFACES, 0);
+pub static EGV3_LAN_IFS: HashMap<u32, u32> = HashMap::with_max_entries(egress_common::MAX_LAN_IFACES, 0);
 
 /// WebGroup names by bit (written by the agent; bits are stable across packs).
 #[map]
-pub static EGV2_WEBGROUPS: Array<WebGroupName> = Array::with_max_entries(MAX_WEBGROUPS, 0);
+pub static EGV3_WEBGROUPS: Array<WebGroupName> = Array::with_max_entries(MAX_WEBGROUPS, 0);
 
 /// DNS counters per [`egress_common::DnsStat`] code (per CPU).
 #[map]
-pub static EGV2_DNS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STAT_SLOTS, 0);
+pub static EGV3_DNS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STAT_SLOTS, 0);
 
 /// Tail calls of the TC ingress program: `[TAIL_QUERY]` the DNS query
 /// program, `[TAIL_NAMES]` the names program.
 #[map]
-pub static EGV2_TAILS_TC: ProgramArray = ProgramArray::with_max_entries(egress_common::TAILS, 0);
+pub static EGV3_TAILS_TC: ProgramArray = ProgramArray::with_max_entries(egress_common::TAILS, 0);
 
-/// Tail calls of the XDP program, as [`EGV2_TAILS_TC`].
+/// Tail calls of the XDP program, as [`EGV3_TAILS_TC`].
 #[map]
-pub static EGV2_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(egress_common::TAILS, 0);
+pub static EGV3_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(egress_common::TAILS, 0);
 
 /// Per-CPU working memory of the DNS parser.
 #[map]
-pub static EGV2_SCRATCH: PerCpuArray<crate::scratch::Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static EGV3_SCRATCH: PerCpuArray<crate::scratch::Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per TCP flow whose name is read: where the reader stands and, once
 /// read, the name (LRU; see [`crate::stream`]).
 #[map]
-pub static EGV2_CONNS: LruHashMap<egress_common::FlowKey, egress_common::ConnState> =
+pub static EGV3_CONNS: LruHashMap<egress_common::FlowKey, egress_common::ConnState> =
     LruHashMap::with_max_entries(egress_common::MAX_CONNS, 0);
 
 /// The first client bytes of flows whose first message spans segments (LRU).
 #[map]
-pub static EGV2_STREAMS: LruHashMap<egress_common::FlowKey, egress_common::StreamBuf> =
+pub static EGV3_STREAMS: LruHashMap<egress_common::FlowKey, egress_common::StreamBuf> =
     LruHashMap::with_max_entries(egress_common::MAX_STREAMS, 0);
 
 /// Per-CPU working memory of the name reader.
 #[map]
-pub static EGV2_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray::with_max_entries(1, 0);
+pub static EGV3_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Declares one slot's tables.
 macro_rules! slot_maps {
@@ -182,38 +182,38 @@ macro_rules! slot_maps {
 }
 
 slot_maps!(
-    EGV2_SRC4_0,
-    EGV2_SRC6_0,
-    EGV2_DST4_0,
-    EGV2_DST6_0,
-    EGV2_PORTS_0,
-    EGV2_SP_0,
-    EGV2_XD_0,
-    EGV2_DEFAULTS_0,
-    EGV2_RULES_0,
-    EGV2_COUNTERS_0,
-    EGV2_LOCAL_0,
-    EGV2_NAMES_0,
-    EGV2_XW_0,
-    EGV2_RESOLV_0,
-    EGV2_NDENY_0
+    EGV3_SRC4_0,
+    EGV3_SRC6_0,
+    EGV3_DST4_0,
+    EGV3_DST6_0,
+    EGV3_PORTS_0,
+    EGV3_SP_0,
+    EGV3_XD_0,
+    EGV3_DEFAULTS_0,
+    EGV3_RULES_0,
+    EGV3_COUNTERS_0,
+    EGV3_LOCAL_0,
+    EGV3_NAMES_0,
+    EGV3_XW_0,
+    EGV3_RESOLV_0,
+    EGV3_NDENY_0
 );
 slot_maps!(
-    EGV2_SRC4_1,
-    EGV2_SRC6_1,
-    EGV2_DST4_1,
-    EGV2_DST6_1,
-    EGV2_PORTS_1,
-    EGV2_SP_1,
-    EGV2_XD_1,
-    EGV2_DEFAULTS_1,
-    EGV2_RULES_1,
-    EGV2_COUNTERS_1,
-    EGV2_LOCAL_1,
-    EGV2_NAMES_1,
-    EGV2_XW_1,
-    EGV2_RESOLV_1,
-    EGV2_NDENY_1
+    EGV3_SRC4_1,
+    EGV3_SRC6_1,
+    EGV3_DST4_1,
+    EGV3_DST6_1,
+    EGV3_PORTS_1,
+    EGV3_SP_1,
+    EGV3_XD_1,
+    EGV3_DEFAULTS_1,
+    EGV3_RULES_1,
+    EGV3_COUNTERS_1,
+    EGV3_LOCAL_1,
+    EGV3_NAMES_1,
+    EGV3_XW_1,
+    EGV3_RESOLV_1,
+    EGV3_NDENY_1
 );
 
 /// One slot's tables, by reference.
@@ -237,38 +237,38 @@ pub struct Slot {
 
 /// Slot 0's tables.
 pub const SLOT0: Slot = Slot {
-    src4: &EGV2_SRC4_0,
-    src6: &EGV2_SRC6_0,
-    dst4: &EGV2_DST4_0,
-    dst6: &EGV2_DST6_0,
-    ports: &EGV2_PORTS_0,
-    sp: &EGV2_SP_0,
-    xd: &EGV2_XD_0,
-    defaults: &EGV2_DEFAULTS_0,
-    rules: &EGV2_RULES_0,
-    counters: &EGV2_COUNTERS_0,
-    local: &EGV2_LOCAL_0,
-    names: &EGV2_NAMES_0,
-    xw: &EGV2_XW_0,
-    resolvers: &EGV2_RESOLV_0,
-    name_deny: &EGV2_NDENY_0,
+    src4: &EGV3_SRC4_0,
+    src6: &EGV3_SRC6_0,
+    dst4: &EGV3_DST4_0,
+    dst6: &EGV3_DST6_0,
+    ports: &EGV3_PORTS_0,
+    sp: &EGV3_SP_0,
+    xd: &EGV3_XD_0,
+    defaults: &EGV3_DEFAULTS_0,
+    rules: &EGV3_RULES_0,
+    counters: &EGV3_COUNTERS_0,
+    local: &EGV3_LOCAL_0,
+    names: &EGV3_NAMES_0,
+    xw: &EGV3_XW_0,
+    resolvers: &EGV3_RESOLV_0,
+    name_deny: &EGV3_NDENY_0,
 };
 
 /// Slot 1's tables.
 pub const SLOT1: Slot = Slot {
-    src4: &EGV2_SRC4_1,
-    src6: &EGV2_SRC6_1,
-    dst4: &EGV2_DST4_1,
-    dst6: &EGV2_DST6_1,
-    ports: &EGV2_PORTS_1,
-    sp: &EGV2_SP_1,
-    xd: &EGV2_XD_1,
-    defaults: &EGV2_DEFAULTS_1,
-    rules: &EGV2_RULES_1,
-    counters: &EGV2_COUNTERS_1,
-    local: &EGV2_LOCAL_1,
-    names: &EGV2_NAMES_1,
-    xw: &EGV2_XW_1,
-    resolvers: &EGV2_RESOLV_1,
-    name_deny: &EGV2_NDENY_1,
+    src4: &EGV3_SRC4_1,
+    src6: &EGV3_SRC6_1,
+    dst4: &EGV3_DST4_1,
+    dst6: &EGV3_DST6_1,
+    ports: &EGV3_PORTS_1,
+    sp: &EGV3_SP_1,
+    xd: &EGV3_XD_1,
+    defaults: &EGV3_DEFAULTS_1,
+    rules: &EGV3_RULES_1,
+    counters: &EGV3_COUNTERS_1,
+    local: &EGV3_LOCAL_1,
+    names: &EGV3_NAMES_1,
+    xw: &EGV3_XW_1,
+    resolvers: &EGV3_RESOLV_1,
+    name_deny: &EGV3_NDENY_1,
 };

@@ -1,4 +1,4 @@
-//! The DNS programs' per-CPU working memory (the map `EGV2_SCRATCH`, one
+//! The DNS programs' per-CPU working memory (the map `EGV3_SCRATCH`, one
 //! [`Scratch`] a CPU): the message, the name being read, and the state of
 //! the `bpf_loop` walkers, whose callbacks reach it through the map since a
 //! callback's frame cannot see its caller's stack.

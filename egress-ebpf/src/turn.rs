@@ -44,12 +44,19 @@ pub fn csum_fold_words(csum: u16, words: &[(u16, u16)]) -> u16 {
     }
     let mut c = csum;
     for (old, new) in words {
-        let mut sum = u32::from(!c) + u32::from(!*old) + u32::from(*new);
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        c = !(sum as u16);
+        c = csum_replace16(c, *old, *new);
     }
     if c == 0 { 0xffff } else { c }
+}
+
+/// One's-complement update of a 16-bit checksum for one word changed from
+/// `old` to `new` (RFC 1624, eqn. 3).
+#[inline(always)]
+pub fn csum_replace16(csum: u16, old: u16, new: u16) -> u16 {
+    let mut sum = u32::from(!csum) + u32::from(!old) + u32::from(new);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
 }
 
 /// The reset to send for a TCP segment denied by its flow's name: its

@@ -255,6 +255,55 @@ impl Spec {
     }
 }
 
+/// The TCP or UDP checksum a frame should carry (untagged, IPv4 without
+/// options or IPv6 without extension headers), whatever its checksum
+/// field holds now; and where that field is.
+///
+/// # Panics
+/// On any other frame.
+#[must_use]
+pub fn l4_checksum(frame: &[u8]) -> (usize, u16) {
+    let v4 = u16::from_be_bytes([frame[12], frame[13]]) == 0x0800;
+    let (l4, proto, mut pseudo) = if v4 {
+        assert_eq!(frame[14], 0x45, "IPv4 without options");
+        (14 + 20, frame[14 + 9], frame[14 + 12..14 + 20].to_vec())
+    } else {
+        (14 + 40, frame[14 + 6], frame[14 + 8..14 + 40].to_vec())
+    };
+    let field = l4
+        + if proto == 17 {
+            6
+        } else if proto == 6 {
+            16
+        } else {
+            panic!("TCP or UDP")
+        };
+    let mut seg = frame[l4..].to_vec();
+    seg[field - l4] = 0;
+    seg[field - l4 + 1] = 0;
+    pseudo.extend_from_slice(&(seg.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, proto]);
+    let mut acc = 0u32;
+    for bytes in [&pseudo, &seg] {
+        for pair in bytes.chunks(2) {
+            acc += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+        }
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    let c = !(acc as u16);
+    (field, if c == 0 && proto == 17 { 0xffff } else { c })
+}
+
+/// The frame with its TCP or UDP checksum set (see [`l4_checksum`]).
+#[must_use]
+pub fn with_l4_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let (at, c) = l4_checksum(&frame);
+    frame[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    frame
+}
+
 /// The Ethernet frame of a TCP or UDP probe (source port [`PROBE_SPORT`](egress_policy::synth::PROBE_SPORT)).
 pub fn probe_frame(p: &egress_policy::evaluate::Probe) -> Vec<u8> {
     match p.proto {

@@ -127,6 +127,8 @@ impl Exchange {
 /// What one run of `egress_dns` did.
 struct Outcome {
     ret: u32,
+    /// The frame as `egress_dns` let it go.
+    out: Vec<u8>,
     /// Counter movement per `DnsStat` code.
     delta: Vec<u64>,
     /// Entries of the learned table that are new or changed.
@@ -157,9 +159,17 @@ impl Harness {
     }
 
     fn run(&mut self, program: &str, frame: &[u8]) -> u32 {
+        self.run_out(program, frame).0
+    }
+
+    /// Runs a program on a frame: its verdict and the frame as it left.
+    fn run_out(&mut self, program: &str, frame: &[u8]) -> (u32, Vec<u8>) {
         let prog = self.dp.tc_program(program).expect("program");
-        let opts = TestRunOptions { data_in: Some(frame), ..Default::default() };
-        prog.test_run(opts).expect("BPF_PROG_TEST_RUN").return_value
+        let mut out = vec![0u8; frame.len() + 64];
+        let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
+        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
     }
 
     fn stats(&self) -> Vec<u64> {
@@ -180,13 +190,20 @@ impl Harness {
         Exchange { workload: ip(workload), resolver: ip(resolver), port: self.next_port, id: self.next_id, tcp }
     }
 
-    /// Sends the query through `egress_tc`: permitted and recorded.
-    fn send_query(&mut self, name: &str, x: &Exchange, msg: &[u8]) {
+    /// Sends the query through `egress_tc`: permitted and recorded. The
+    /// transaction id it left with, the gateway's, which the answer must
+    /// carry.
+    fn send_query(&mut self, name: &str, x: &Exchange, msg: &[u8]) -> u16 {
         let before = self.stats();
-        let ret = self.run(TC_PROGRAM, &x.query(msg));
+        let frame = x.query(msg);
+        let (ret, out) = self.run_out(TC_PROGRAM, &frame);
         assert_eq!(ret, PASS, "{name}: the query to the resolver passes");
         let delta = diff(&before, &self.stats());
         expect_counts(&format!("{name} (query)"), &delta, &[(DnsStat::QueryTracked, 1)], true);
+        let at = frame.len() - msg.len();
+        assert_eq!(out.len(), frame.len(), "{name}: the query keeps its length");
+        assert_eq!(out[at + 2..], frame[at + 2..], "{name}: only the id changed in the message");
+        u16::from_be_bytes([out[at], out[at + 1]])
     }
 
     /// Runs an answer frame through `egress_dns`.
@@ -194,14 +211,14 @@ impl Harness {
         let before = self.stats();
         let table = self.table();
         let t0 = monotonic_ns();
-        let ret = self.run(DNS_PROGRAM, frame);
+        let (ret, out) = self.run_out(DNS_PROGRAM, frame);
         let t1 = monotonic_ns();
         let delta = diff(&before, &self.stats());
         let learned: Vec<_> = self.table().into_iter().filter(|(k, v)| table.get(k) != Some(v)).collect();
         // `address_new` counts the entries that did not exist before.
         let created = learned.iter().filter(|(k, _)| !table.contains_key(k)).count() as u64;
         assert_eq!(delta[DnsStat::AddressNew as usize], created, "address_new counts new entries");
-        Outcome { ret, delta, learned: learned.into_iter().collect(), t0, t1 }
+        Outcome { ret, out, delta, learned: learned.into_iter().collect(), t0, t1 }
     }
 
     /// A TCP SYN from `src` to `dst`:`port` through `egress_tc`.
@@ -355,10 +372,10 @@ fn neighbour_of(workload: IpAddr) -> IpAddr {
 fn run_case(h: &mut Harness, c: &Case) {
     let name = c.name;
     let x = h.exchange(c.v6, c.tcp);
-    if c.twist != Twist::NoQuery {
-        h.send_query(name, &x, &Message::query(x.id, c.qname, c.qtype).to_bytes());
-    }
-    let msg = (c.answer)(x.id);
+    // The answer carries the id the query left with: the gateway's.
+    let query = Message::query(x.id, c.qname, c.qtype).to_bytes();
+    let id = if c.twist == Twist::NoQuery { x.id } else { h.send_query(name, &x, &query) };
+    let msg = (c.answer)(id);
     let genuine = x.answer(&msg);
     let frame = match c.twist {
         Twist::None | Twist::NoQuery => genuine.clone(),
@@ -367,7 +384,7 @@ fn run_case(h: &mut Harness, c: &Case) {
         Twist::ToNeighbour => x.answer_raw(x.resolver, neighbour_of(x.workload), x.port, x.payload(&msg)),
         Twist::WrongId => {
             let mut other_id = msg.clone();
-            other_id[..2].copy_from_slice(&(x.id ^ 0x5a5a).to_be_bytes());
+            other_id[..2].copy_from_slice(&(id ^ 0x5a5a).to_be_bytes());
             x.answer(&other_id)
         }
         Twist::Twice => {
@@ -386,6 +403,9 @@ fn run_case(h: &mut Harness, c: &Case) {
     let outcome = h.deliver(&frame);
     assert_eq!(outcome.ret, PASS, "{name}: egress_dns passes every packet (returned {:#x})", outcome.ret);
     expect_counts(name, &outcome.delta, &c.counts, false);
+    if !c.learns.is_empty() {
+        gave_id_back(name, &frame, &outcome.out, msg.len(), x.id);
+    }
 
     // Exactly the expected addresses, for the workload that asked.
     let got: BTreeSet<(IpAddr, IpAddr)> =
@@ -439,6 +459,14 @@ fn run_case(h: &mut Harness, c: &Case) {
     }
 }
 
+/// The answer `frame` (whose message is its last `msg_len` bytes) left
+/// `egress_dns` as `out`: with the workload's own id, nothing else changed.
+fn gave_id_back(name: &str, frame: &[u8], out: &[u8], msg_len: usize, id: u16) {
+    let at = frame.len() - msg_len;
+    assert_eq!(out[at..at + 2], id.to_be_bytes(), "{name}: the workload's own id given back");
+    assert_eq!(out[at + 2..], frame[at + 2..], "{name}: nothing else changed in the message");
+}
+
 /// `api.openai.com A` answered with these records in the answer section.
 fn api_a(id: u16, addrs: &[&str], ttl: u32) -> Vec<u8> {
     addrs.iter().fold(Message::response(id, API, TYPE_A), |m, a| m.a(API, v4(a), ttl)).to_bytes()
@@ -465,9 +493,9 @@ fn programs_load() {
 fn with_the_lease_run_out_nothing_is_learned() {
     let mut h = Harness::new();
     let x = h.exchange(false, false);
-    h.send_query("recorded while up", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    let up = h.send_query("recorded while up", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
     h.dp.release_lease().expect("release");
-    let outcome = h.deliver(&x.answer(&api_a(x.id, &["203.0.113.7"], 300)));
+    let outcome = h.deliver(&x.answer(&api_a(up, &["203.0.113.7"], 300)));
     assert_eq!(outcome.ret, PASS, "answers pass");
     expect_counts("answer, agent down", &outcome.delta, &[(DnsStat::AnswerSeen, 1), (DnsStat::AgentDown, 1)], true);
     assert!(outcome.learned.is_empty(), "nothing learned with the agent down");
@@ -482,8 +510,8 @@ fn with_the_lease_run_out_nothing_is_learned() {
     assert!(outcome.learned.is_empty(), "an unrecorded query's answer teaches nothing: {:?}", outcome.delta);
 
     let z = h.exchange(false, false);
-    h.send_query("renewed", &z, &Message::query(z.id, API, TYPE_A).to_bytes());
-    let outcome = h.deliver(&z.answer(&api_a(z.id, &["203.0.113.9"], 300)));
+    let up = h.send_query("renewed", &z, &Message::query(z.id, API, TYPE_A).to_bytes());
+    let outcome = h.deliver(&z.answer(&api_a(up, &["203.0.113.9"], 300)));
     expect_counts(
         "answer, agent back",
         &outcome.delta,
@@ -911,8 +939,8 @@ fn a_removed_webgroups_addresses_open_no_other_group() {
     use egress_policy::compile::compile_stable;
     let mut h = Harness::new();
     let x = h.exchange(false, false);
-    h.send_query("llm", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
-    h.deliver(&x.answer(&api_a(x.id, &["203.0.113.7"], 300)));
+    let up = h.send_query("llm", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    h.deliver(&x.answer(&api_a(up, &["203.0.113.7"], 300)));
     assert_eq!(h.syn(x.workload, ip("203.0.113.7"), 443), PASS, "learned for llm");
     let llm_bit = h.llm.trailing_zeros();
 
@@ -991,8 +1019,8 @@ fn an_answer_that_came_in_on_a_lan_interface_teaches_nothing() {
     let mut h = Harness::new();
     h.dp.mark_lan("lo").expect("lo stands for a LAN interface here");
     let x = h.exchange(false, false);
-    h.send_query("forged", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
-    let answer = x.answer(&api_a(x.id, &["203.0.113.66"], 300));
+    let up = h.send_query("forged", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    let answer = x.answer(&api_a(up, &["203.0.113.66"], 300));
     // `struct __sk_buff` with ingress_ifindex (offset 36) = lo's index, 1.
     let mut ctx = [0u8; 192];
     ctx[36..40].copy_from_slice(&1u32.to_ne_bytes());
@@ -1118,8 +1146,8 @@ fn a_group_added_back_while_its_bit_retires_keeps_it() {
     install(&mut h, PACK); // and llm is back
     assert_eq!(h.dp.webgroup_bit("llm"), Some(llm_bit), "its old bit");
     let x = h.exchange(false, false);
-    h.send_query("back", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
-    h.deliver(&x.answer(&api_a(x.id, &["203.0.113.77"], 300)));
+    let up = h.send_query("back", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    h.deliver(&x.answer(&api_a(up, &["203.0.113.77"], 300)));
     // Let every strip run out (llm's, then `other`'s, now gone too).
     for _ in 0..3 {
         h.dp.wait_retiring().expect("strip ends");
@@ -1195,16 +1223,16 @@ fn names_with_unreadable_bytes_teach_nothing() {
 
     // A clean question; on its chain, an owner with a `.` inside a label.
     let x = h.exchange(false, false);
-    h.send_query("dotted owner", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
-    let msg = answer_to(x.id, &encode_name(API), &[a_rr(&dotted_api, "203.0.113.81")]);
+    let up = h.send_query("dotted owner", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    let msg = answer_to(up, &encode_name(API), &[a_rr(&dotted_api, "203.0.113.81")]);
     teaches_nothing(&mut h, "dotted owner", x.workload, &x.answer(&msg), ip("203.0.113.81"));
 
     // A CNAME to a target with a `.` inside a label, whose address is
     // given under the clean name that hashes alike.
     let x = h.exchange(false, false);
-    h.send_query("dotted CNAME target", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    let up = h.send_query("dotted CNAME target", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
     let msg = answer_to(
-        x.id,
+        up,
         &encode_name(API),
         &[rr(&pointer(12), TYPE_CNAME, CLASS_IN, 300, &dotted_cdn), a_rr(&encode_name("cdn.x.net"), "203.0.113.82")],
     );
@@ -1212,9 +1240,9 @@ fn names_with_unreadable_bytes_teach_nothing() {
 
     // Off the chain, such an owner does not spoil the answer.
     let x = h.exchange(false, false);
-    h.send_query("off-chain", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    let up = h.send_query("off-chain", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
     let msg = answer_to(
-        x.id,
+        up,
         &encode_name(API),
         &[a_rr(&pointer(12), "203.0.113.83"), a_rr(&encode_labels(&[b"x y", b"example"]), "203.0.113.84")],
     );
@@ -1298,8 +1326,8 @@ fn an_answer_that_came_in_on_an_upper_device_of_a_lan_teaches_nothing() {
 
     for (on, addr) in [(&upper, "203.0.113.67"), (&bridge, "203.0.113.68")] {
         let x = h.exchange(false, false);
-        h.send_query(on, &x, &Message::query(x.id, API, TYPE_A).to_bytes());
-        let answer = x.answer(&api_a(x.id, &[addr], 300));
+        let up = h.send_query(on, &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+        let answer = x.answer(&api_a(up, &[addr], 300));
         let delta = deliver_on(&mut h, &answer, ifindex(on));
         expect_counts(&format!("from {on}"), &delta, &[(DnsStat::FromLan, 1)], true);
         assert_eq!(h.syn(x.workload, ip(addr), 443), DROP, "nothing learned from {on}");

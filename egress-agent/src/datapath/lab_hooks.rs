@@ -47,7 +47,9 @@ impl Datapath {
             name_hash: egress_common::fnv1a(name.to_ascii_lowercase().trim_end_matches('.').as_bytes()),
             sent_ns: crate::clock::monotonic_ns(),
             qtype,
-            _pad: [0; 6],
+            // As if the workload had chosen the gateway's id.
+            workload_txid_be: key.txid_be,
+            _pad: [0; 4],
         };
         queries.insert(key, value, 0).map_err(|e| DatapathError::map(maps::QUERIES, e))
     }

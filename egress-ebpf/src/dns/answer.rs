@@ -1,7 +1,8 @@
 //! Answers on their way back to a workload: an answer from a listed
-//! resolver to an outstanding query teaches the addresses on the
-//! question's CNAME chain, for the WebGroups whose patterns cover the
-//! question's name, to the workload that asked.
+//! resolver to an outstanding query (named by the gateway's transaction
+//! id, which it carries) teaches the addresses on the question's CNAME
+//! chain, for the WebGroups whose patterns cover the question's name, to
+//! the workload that asked; and gets the workload's own id back.
 //!
 //! The records are read whole first (any malformation fails the whole
 //! message); only then is anything learned. Reading a record, learning an
@@ -14,11 +15,12 @@ use core::ptr::{addr_of, addr_of_mut};
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use egress_common::addr::ipv4_mapped;
-use egress_common::{DnsStat, LearnKey, LearnValue, NAME_BUF, QUERY_TIMEOUT_NS, SlotMeta, clamp_ttl};
+use egress_common::{DnsStat, LearnKey, LearnValue, NAME_BUF, QUERY_TIMEOUT_NS, QueryValue, SlotMeta, clamp_ttl};
 
-use super::message::{LoadBytes, agent_up, be16, byte, copy_message, failed, message_span, query_key, scratch, stat};
+use super::message::{LoadBytes, agent_up, be16, byte, copy_message, failed, message_span, scratch, stat};
 use super::name::{name_groups, read_name};
-use crate::maps::{EGV2_LEARNED, EGV2_LNAMES, EGV2_QUERIES, Slot};
+use super::txid::{IdSwap, claim};
+use crate::maps::{EGV3_LEARNED, EGV3_LNAMES, Slot};
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
 use crate::scratch::{DONE, FAILED, MAX_CHAIN, MAX_LEARN, RUNNING, Scratch, vget, vset};
 
@@ -31,33 +33,41 @@ const TYPE_AAAA: u16 = 28;
 
 /// A packet leaving the LAN interface towards a workload: if it is an
 /// answer from a listed resolver to an outstanding query, learn from it.
+/// The swap that gives the workload its own transaction id back, for the
+/// caller to write, whenever the answer named an outstanding query (taught
+/// from or not); an answer that names none is left as it is.
 #[inline(always)]
-pub fn on_answer<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) {
+pub fn on_answer<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> Option<IdSwap> {
     if (pkt.proto != IPPROTO_UDP && pkt.proto != IPPROTO_TCP) || pkt.sport != 53 || !pkt.has_l4() {
-        return;
+        return None;
     }
-    if slot.resolvers.get_ptr(pkt.src).is_none() {
-        return;
-    }
-    let (off, len) = match message_span(bytes, pkt) {
+    // Only from a listed resolver.
+    slot.resolvers.get_ptr(pkt.src)?;
+    let claimed = claim(bytes, pkt);
+    let (swap, query) = match claimed {
+        Some((swap, query)) => (Some(swap), Some(query)),
+        None => (None, None),
+    };
+    let span = match message_span(bytes, pkt) {
         Ok(Some(span)) => span,
-        Ok(None) => return,
+        Ok(None) => return swap,
         Err(e) => {
             stat(e);
-            return;
+            return swap;
         }
     };
     stat(DnsStat::AnswerSeen);
     if !agent_up() {
         stat(DnsStat::AgentDown);
-        return;
+        return swap;
     }
     let Some(s) = scratch() else {
-        return;
+        return swap;
     };
-    if let Err(e) = learn(bytes, slot_idx, meta, pkt, s, off, len) {
+    if let Err(e) = learn(bytes, slot_idx, meta, pkt, s, span, query.as_ref()) {
         stat(e);
     }
+    swap
 }
 
 /// One answer record: on the question's CNAME chain, a CNAME extends the
@@ -158,22 +168,19 @@ fn learn<B: LoadBytes>(
     meta: &SlotMeta,
     pkt: &Packet,
     s: &mut Scratch,
-    off: u32,
-    len: usize,
+    (off, len): (u32, usize),
+    query: Option<&QueryValue>,
 ) -> Result<(), DnsStat> {
     copy_message(bytes, s, off, len)?;
     let flags = be16(&s.msg, 2);
     if flags & 0x8000 == 0 || flags & 0x7800 != 0 || be16(&s.msg, 4) != 1 {
         return Err(DnsStat::NotDns);
     }
-    // Only an answer to a query seen leaving for this resolver teaches, once.
-    let key = query_key(&pkt.dst, &pkt.src, pkt.dport, be16(&s.msg, 0), pkt.proto);
-    let Some(query) = EGV2_QUERIES.get_ptr(&key) else {
+    // Only an answer carrying the gateway's id of a query seen leaving for
+    // this resolver teaches, once (see `txid::claim`).
+    let Some(query) = query else {
         return Err(DnsStat::Unsolicited);
     };
-    // SAFETY: value pointer from a successful lookup.
-    let query = unsafe { *query };
-    let _ = EGV2_QUERIES.remove(&key);
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(query.sent_ns) > QUERY_TIMEOUT_NS {
@@ -235,7 +242,7 @@ fn learn<B: LoadBytes>(
     // learned in a `bpf_loop` callback, and the answer's event sent from
     // another: their frames are their own (this one is near the 512-byte
     // stack), and what they need is in the scratch.
-    let _ = EGV2_LNAMES.insert(&question.hash, &s.name, 0);
+    let _ = EGV3_LNAMES.insert(&question.hash, &s.name, 0);
     let r = addr_of_mut!(s.report);
     // SAFETY: fields of the per-CPU scratch; volatile so the callbacks see them.
     unsafe {
@@ -276,7 +283,7 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
     let key = LearnKey { workload: r.workload, addr: s.addrs[i] };
     let mut value =
         LearnValue { groups: r.groups, expires_ns: r.now + u64::from(ttl) * 1_000_000_000, name_hash: r.name_hash };
-    match EGV2_LEARNED.get_ptr(&key) {
+    match EGV3_LEARNED.get_ptr(&key) {
         Some(old) => {
             // SAFETY: value pointer from a successful lookup.
             let old = unsafe { *old };
@@ -287,7 +294,7 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
         }
         None => stat(DnsStat::AddressNew),
     }
-    let _ = EGV2_LEARNED.insert(&key, &value, 0);
+    let _ = EGV3_LEARNED.insert(&key, &value, 0);
     stat(DnsStat::AddressLearned);
     0
 }

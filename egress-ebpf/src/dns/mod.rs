@@ -12,7 +12,10 @@
 //! - `message`: the message's place in the packet, its copy, masked reads,
 //!   the DNS counters, the agent's lease;
 //! - `name`: reading a name, and the WebGroups covering it;
-//! - `refuse`: turning a refused query around into a REFUSED answer;
+//! - `refuse`: turning a refused query around into a REFUSED answer, and
+//!   checksum updates by hand;
+//! - `txid`: the gateway's transaction ids, written into recorded queries
+//!   and swapped back in their answers;
 //! - `query`: recording and filtering queries;
 //! - `answer`: learning from answers.
 
@@ -21,9 +24,11 @@ mod message;
 mod name;
 mod query;
 mod refuse;
+mod txid;
 
 pub use answer::on_answer;
 pub use message::{LoadBytes, stat};
 pub use name::groups_of_name;
 pub use query::{QueryAction, on_query, unfiltered};
 pub use refuse::refuse_in_place;
+pub use txid::IdSwap;

@@ -1,13 +1,15 @@
-//! Queries leaving a workload for a listed resolver: recorded, so that
-//! only an answer to one teaches, and filtered (the query filter lets
-//! through names of WebGroups that `permit` rules use).
+//! Queries leaving a workload for a listed resolver: recorded under an id
+//! of the gateway's (see `txid`), so that only an answer to one teaches,
+//! and filtered (the query filter lets through names of WebGroups that
+//! `permit` rules use).
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use egress_common::{DnsStat, QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QueryValue, SlotMeta};
 
-use super::message::{LoadBytes, agent_up, be16, copy_message, message_span, query_key, scratch, stat};
+use super::message::{LoadBytes, agent_up, be16, copy_message, message_span, scratch, stat};
 use super::name::{name_groups, read_name};
-use crate::maps::{EGV2_QUERIES, Slot};
+use super::txid::{IdSwap, record};
+use crate::maps::Slot;
 use crate::parse::{IPPROTO_UDP, Packet};
 
 /// What to do with a query.
@@ -15,6 +17,9 @@ use crate::parse::{IPPROTO_UDP, Packet};
 pub enum QueryAction {
     /// Let it go to the resolver.
     Forward,
+    /// Recorded: let it go to the resolver with the gateway's id written
+    /// in (dropped if that fails).
+    Record(IdSwap),
     /// The query filter refuses it: answer REFUSED ([`super::refuse_in_place`]).
     Refuse,
     /// Drop it (refused, and it cannot be answered: DNS over TCP).
@@ -67,17 +72,22 @@ pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slot
         }
         stat(DnsStat::QueryWouldRefuse);
     }
-    let key = query_key(&pkt.src, &pkt.dst, pkt.sport, be16(&s.msg, 0), pkt.proto);
+    let workload_id = be16(&s.msg, 0);
     let value = QueryValue {
         name_hash: name.hash,
         // SAFETY: helper without preconditions.
         sent_ns: unsafe { bpf_ktime_get_ns() },
         qtype: be16(&s.msg, name.next),
-        _pad: [0; 6],
+        workload_txid_be: workload_id.to_be(),
+        _pad: [0; 4],
     };
-    let _ = EGV2_QUERIES.insert(&key, &value, 0);
-    stat(DnsStat::QueryTracked);
-    QueryAction::Forward
+    match record(pkt, off, workload_id, &value) {
+        Some(swap) => {
+            stat(DnsStat::QueryTracked);
+            QueryAction::Record(swap)
+        }
+        None => QueryAction::Forward,
+    }
 }
 
 /// A packet to a resolver's port 53 that is not one whole, readable query
