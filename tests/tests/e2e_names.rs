@@ -1,6 +1,6 @@
 //! End to end, connection names (issue 13): a real resolver (dnsmasq), a
-//! real TLS server (`openssl s_server`) and real clients (curl, openssl
-//! s_client, a hand-made ClientHello cut in two). An address learned for a
+//! real TLS server (`openssl s_server`) and real clients (curl, `openssl
+//! s_client`, a hand-made ClientHello cut in two). An address learned for a
 //! sanctioned name opens only that name: another name sent to the same
 //! address (SNI or `Host`) is reset at once in enforce mode and reported as
 //! `would_deny` in monitor mode, with the name in the flow log.
@@ -121,8 +121,14 @@ fn start(mode: &str) -> Names {
     let resolver = Resolver::start(&lab, &[RESOLVER.parse().expect("addr")], &zone).expect("dnsmasq");
     // The servers answer before the agent starts.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !lab.tcp_exchange(None, SocketAddr::new(IpAddr::V4(PARTNER), 443), Duration::from_millis(300)).is_ok() {
-        assert!(Instant::now() < deadline, "TLS server did not start");
+    for server in [CDN, PARTNER] {
+        let to = SocketAddr::new(IpAddr::V4(server), 443);
+        while within(&lab.workload.name, move || TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_err())
+            .expect("netns")
+        {
+            assert!(Instant::now() < deadline, "TLS server on {server} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     let agent = AgentProcess::start(&lab, &egress_lab::agent_binary(), &pack(mode)).expect("agent");
     Names { lab, _resolver: resolver, _tls: tls, agent, _dir: dir }
