@@ -211,6 +211,11 @@ pub enum DnsStat {
     /// with the query filter enforcing, passed and counted as would-refuse
     /// monitoring, passed with the filter off.
     QueryUnfiltered = 19,
+    /// An IP fragment to a resolver's port 53 with the query filter
+    /// enforcing: dropped (DNS does not need fragments to a resolver; a
+    /// datagram's later fragments would otherwise carry bytes the filter
+    /// never read to the resolver, which reassembles them).
+    QueryFragment = 20,
 }
 
 /// Capacity of `LAN_IFS`, the interfaces the agent is attached to.
@@ -221,7 +226,7 @@ pub const DNS_STAT_SLOTS: u32 = 32;
 
 impl DnsStat {
     /// Every counter in code order.
-    pub const ALL: [DnsStat; 20] = [
+    pub const ALL: [DnsStat; 21] = [
         DnsStat::QueryTracked,
         DnsStat::QueryRefused,
         DnsStat::QueryWouldRefuse,
@@ -242,6 +247,7 @@ impl DnsStat {
         DnsStat::AgentDown,
         DnsStat::FromLan,
         DnsStat::QueryUnfiltered,
+        DnsStat::QueryFragment,
     ];
 
     /// The counter's name in metrics.
@@ -267,6 +273,7 @@ impl DnsStat {
             DnsStat::AgentDown => "agent_down",
             DnsStat::FromLan => "answer_from_lan",
             DnsStat::QueryUnfiltered => "query_unfiltered",
+            DnsStat::QueryFragment => "query_fragment",
         }
     }
 }

@@ -2,8 +2,8 @@
 //! established flows from the cache, classify new ones, count and report.
 
 use egress_common::{
-    ACTION_DENY, DECISION_UNCOVERED, FAMILY_V4, FlowKey, FlowValue, FragKey, MODE_ENFORCE, NO_RULE, Reason, RuleInfo,
-    SLOT_FLAG_NO_FLOW_CACHE, SlotMeta, VERDICTS, Verdict,
+    ACTION_DENY, DECISION_UNCOVERED, DnsStat, FAMILY_V4, FlowKey, FlowValue, FragKey, MODE_ENFORCE, NO_RULE,
+    QUERY_FILTER_ENFORCE, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta, VERDICTS, Verdict,
 };
 
 use crate::classify::classify;
@@ -155,13 +155,8 @@ fn judge_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usiz
             let action = judge_ip(slot_idx, slot, meta, &pkt, len, ifindex);
             // Every permitted DNS packet, new flow or cached, goes on to the
             // query program (verified on its own, reached by tail call).
-            if action == Action::Pass
-                && pkt.dport == 53
-                && pkt.has_l4()
-                && (pkt.proto == IPPROTO_UDP || pkt.proto == IPPROTO_TCP)
-                && slot.resolvers.get_ptr(pkt.dst).is_some()
-            {
-                return Action::Query(meta.query_filter);
+            if pkt.has_l4() && (pkt.proto == IPPROTO_UDP || pkt.proto == IPPROTO_TCP) {
+                return to_query(slot, meta, &pkt, action);
             }
             action
         }
@@ -410,13 +405,22 @@ fn names_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usiz
     to_query(slot, meta, pkt, action)
 }
 
-/// A permitted packet to a resolver's port 53 goes on to the query program.
+/// A permitted packet to a resolver's port 53 goes on to the query
+/// program; a first fragment of one is dropped while the query filter
+/// enforces (with its datagram's record, so that the later fragments, which
+/// the filter cannot read, find no verdict to follow and are dropped too).
 #[inline(always)]
 fn to_query(slot: &Slot, meta: &SlotMeta, pkt: &Packet, action: Action) -> Action {
-    if action == Action::Pass && pkt.dport == 53 && slot.resolvers.get_ptr(pkt.dst).is_some() {
-        return Action::Query(meta.query_filter);
+    if action != Action::Pass || pkt.dport != 53 || slot.resolvers.get_ptr(pkt.dst).is_none() {
+        return action;
     }
-    action
+    if pkt.frag == FRAG_FIRST && meta.query_filter == QUERY_FILTER_ENFORCE {
+        let _ = EGV3_FRAGS.remove(&frag_key(pkt));
+        dns::stat(DnsStat::QueryFragment);
+        dns::stat(DnsStat::QueryRefused);
+        return Action::Drop;
+    }
+    Action::Query(meta.query_filter)
 }
 
 /// The read program: the names program's hand-off judged with the bytes of

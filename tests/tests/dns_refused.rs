@@ -242,6 +242,35 @@ fn what_the_filter_cannot_read_is_dropped_when_it_enforces() {
     }
 }
 
+/// Issue 14, hole 1: a TCP segment to the resolver cut into IP fragments,
+/// whose first fragment holds a whole, sanctioned query and whose later
+/// fragment would carry a second message the filter never reads (the
+/// resolver reassembles both). With the filter enforcing, every fragment to
+/// a resolver's port 53 is dropped. Fails on the code before it: the first
+/// fragment's readable query was forwarded, and the later one followed.
+#[test]
+fn fragments_to_a_resolver_are_dropped_while_the_filter_enforces() {
+    use egress_lab::dnsmsg::tcp_framed;
+    let (workload, resolver) = (ip("10.10.1.10"), ip("10.10.0.2"));
+    let sanctioned = tcp_framed(&Message::query(1, "api.openai.com", 1).to_bytes());
+    let mut first = Spec::tcp(workload, resolver, 5030, 53).with_payload(sanctioned);
+    first.ipv4_frag = Some((0, true, 78));
+    let mut later = Spec::tcp(workload, resolver, 5030, 53);
+    later.ipv4_frag = Some((8, false, 78));
+    let mut dp = loaded();
+    let before = dp.dns_stats().expect("stats");
+    assert_eq!(run(&mut dp, &first.build()).0, 2, "the first fragment, a readable query: dropped");
+    assert_eq!(run(&mut dp, &later.build()).0, 2, "the later fragment: no verdict to follow, dropped");
+    let after = dp.dns_stats().expect("stats");
+    let moved = |s: DnsStat| after[s as usize] - before[s as usize];
+    assert_eq!(moved(DnsStat::QueryFragment), 1, "counted");
+    assert_eq!(moved(DnsStat::QueryTracked), 0, "not recorded");
+    // The same query unfragmented is forwarded.
+    let whole = Spec::tcp(workload, resolver, 5031, 53)
+        .with_payload(tcp_framed(&Message::query(2, "api.openai.com", 1).to_bytes()));
+    assert_eq!(run(&mut dp, &whole.build()).0, PASS, "one whole query in one segment");
+}
+
 /// A query (type A) whose name is `name_wire` as it is.
 fn raw_query(id: u16, name_wire: &[u8]) -> Vec<u8> {
     use egress_lab::dnsmsg::{CLASS_IN, QUERY_FLAGS, TYPE_A, header, question};

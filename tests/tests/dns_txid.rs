@@ -130,7 +130,10 @@ impl Harness {
             self.dp.learned().expect("learned table").iter().any(|(k, _)| k.workload == workload && k.addr == target);
         if f.workload.is_ipv4() {
             self.next_port += 1;
-            let frame = Spec::tcp(f.workload, ip(addr), self.next_port, 443).build();
+            // A SYN without data, as clients send it.
+            let mut spec = Spec::tcp(f.workload, ip(addr), self.next_port, 443);
+            spec.payload = 0;
+            let frame = spec.build();
             let (ret, _) = self.run(TC_PROGRAM, &frame);
             assert_eq!(ret == PASS, learned, "a SYN to {addr}:443 passes if and only if it was learned");
             assert!(ret == PASS || ret == DROP, "a verdict");

@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData};
-use egress_common::{AgentLease, HOOK_XDP, LEASE_NS, LearnKey, LearnValue, LiveState, MODE_ENFORCE, PackStatus, maps};
+use egress_common::{
+    AgentLease, CONN_READING, ConnState, FlowKey, HOOK_XDP, LEASE_NS, LearnKey, LearnValue, LiveState, MODE_ENFORCE,
+    PackStatus, maps,
+};
 
 use crate::datapath::pin::PinDir;
 
@@ -28,6 +31,10 @@ pub struct Status {
     pub links: Vec<String>,
     pub learned: u64,
     pub learned_capacity: u64,
+    /// TCP flows whose first client message is still being read for its
+    /// name, and flows whose name was read (or found missing).
+    pub names_waiting: u64,
+    pub names_read: u64,
     /// Pins of other layout versions found beside ours.
     pub other_layouts: Vec<String>,
     /// The agent's lease on DNS learning, and the monotonic time it was read at.
@@ -58,6 +65,7 @@ pub fn read(dir: &Path) -> Result<Status, StatusError> {
     let learned: HashMap<_, LearnKey, LearnValue> = HashMap::try_from(Map::LruHashMap(learned_map))
         .map_err(|source| StatusError::Map { map: maps::LEARNED.into(), source })?;
     let learned = learned.keys().flatten().count() as u64;
+    let (names_waiting, names_read) = connection_names(&pins)?;
     let mut links: Vec<String> = std::fs::read_dir(pins.links_dir())
         .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
@@ -65,7 +73,33 @@ pub fn read(dir: &Path) -> Result<Status, StatusError> {
     let other_layouts = pins.other_layouts().iter().map(|p| p.display().to_string()).collect();
     let lease: AgentLease = first(&pins, maps::AGENT)?;
     let read_at_ns = crate::clock::monotonic_ns();
-    Ok(Status { pack, live, links, learned, learned_capacity, other_layouts, lease, read_at_ns })
+    Ok(Status {
+        pack,
+        live,
+        links,
+        learned,
+        learned_capacity,
+        names_waiting,
+        names_read,
+        other_layouts,
+        lease,
+        read_at_ns,
+    })
+}
+
+/// Flows of the name reader's table: still being read, and read.
+fn connection_names(pins: &PinDir) -> Result<(u64, u64), StatusError> {
+    let conns: HashMap<_, FlowKey, ConnState> = HashMap::try_from(Map::LruHashMap(open(pins, maps::CONNS)?))
+        .map_err(|source| StatusError::Map { map: maps::CONNS.into(), source })?;
+    let (mut waiting, mut read) = (0, 0);
+    for (_, st) in conns.iter().flatten() {
+        if st.status == CONN_READING {
+            waiting += 1;
+        } else {
+            read += 1;
+        }
+    }
+    Ok((waiting, read))
 }
 
 /// Whether an agent holds the lease, in words.
@@ -98,6 +132,7 @@ pub fn format(dir: &Path, s: &Status) -> String {
          mode: {mode}; hook: {hook}\n\
          rules: {}; smartgroups: {}; webgroups: {} ({} domains)\n\
          learned addresses: {} of {}\n\
+         connection names: {} flows waiting for their name, {} read\n\
          attach points: {}\n\
          {}\n",
         dir.display(),
@@ -110,6 +145,8 @@ pub fn format(dir: &Path, s: &Status) -> String {
         s.pack.domains,
         s.learned,
         s.learned_capacity,
+        s.names_waiting,
+        s.names_read,
         if s.links.is_empty() { "none".to_string() } else { s.links.join(", ") },
         agent_line(s),
     );
