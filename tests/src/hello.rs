@@ -36,6 +36,34 @@ fn push16(out: &mut Vec<u8>, v: usize) {
     out.extend_from_slice(&(v as u16).to_be_bytes());
 }
 
+/// TCP flags of [`tcp_segment`].
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
+pub const PSH_ACK: u8 = 0x18;
+pub const URG: u8 = 0x20;
+
+/// The server's initial sequence number in [`tcp_segment`]s: segments with
+/// ACK acknowledge its SYN.
+pub const SERVER_ISN: u32 = 5_000_000;
+
+/// One IPv4 TCP segment from `src` to `dst` (Ethernet frame, checksums
+/// left zero: the datapath does not check them) with sequence number `seq`.
+pub fn tcp_segment(src: [u8; 4], dst: ([u8; 4], u16), sport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let total = 20 + 20 + payload.len();
+    f.extend_from_slice(&[0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dst.1.to_be_bytes());
+    f.extend_from_slice(&seq.to_be_bytes());
+    let ack = if flags & ACK != 0 { SERVER_ISN + 1 } else { 0 };
+    f.extend_from_slice(&ack.to_be_bytes());
+    f.extend_from_slice(&[5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@
 
 use aya::programs::{TestRun, TestRunOptions};
 use egress_agent::datapath::{Datapath, TC_PROGRAM};
-use egress_lab::hello::client_hello;
+use egress_lab::hello::{ACK, PSH_ACK, SERVER_ISN, SYN, URG, client_hello, tcp_segment};
 use egress_policy::{compile::compile, load_sources};
 
 const PACK: &str = r#"
@@ -29,31 +29,12 @@ rules:
 const PASS: u32 = -1i32 as u32; // TC_ACT_UNSPEC
 const DROP: u32 = 2; // TC_ACT_SHOT
 const RESET: u32 = 7; // TC_ACT_REDIRECT: turned around
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const PSH_ACK: u8 = 0x18;
-const URG: u8 = 0x20;
 const RST_ACK: u8 = 0x14;
 const ISN: u32 = 1_000_000;
-const SERVER_ISN: u32 = 5_000_000;
 
 /// One TCP segment from the workload 10.10.1.10 to 198.18.20.1:443.
 fn segment(sport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];
-    let total = 20 + 20 + payload.len();
-    let mut ip = vec![0x45, 0, (total >> 8) as u8, total as u8, 0, 1, 0x40, 0, 64, 6, 0, 0];
-    ip.extend_from_slice(&[10, 10, 1, 10, 198, 18, 20, 1]);
-    f.extend_from_slice(&ip);
-    let mut tcp = Vec::with_capacity(20);
-    tcp.extend_from_slice(&sport.to_be_bytes());
-    tcp.extend_from_slice(&443u16.to_be_bytes());
-    tcp.extend_from_slice(&seq.to_be_bytes());
-    let ack = if flags & ACK != 0 { SERVER_ISN + 1 } else { 0 };
-    tcp.extend_from_slice(&ack.to_be_bytes());
-    tcp.extend_from_slice(&[5 << 4, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    f.extend_from_slice(&tcp);
-    f.extend_from_slice(payload);
-    f
+    tcp_segment([10, 10, 1, 10], ([198, 18, 20, 1], 443), sport, seq, flags, payload)
 }
 
 struct Harness {

@@ -6,6 +6,7 @@
 //!   every test of the workspace, the lab's root-only ones included.
 //! - `bench classifier`: `BPF_PROG_TEST_RUN` cost of the classifier by pack size.
 //! - `bench dns`: cost of learning from a DNS answer, by records.
+//! - `bench names`: cost of reading and judging a connection's name.
 //! - `bench swap`: policy change to new pack enforced, by pack size.
 //! - `bench compare`: the agent against iptables and nftables, same traffic.
 //! - `demo`: the lab of network namespaces with the agent enforcing a pack.
@@ -60,9 +61,10 @@ fn main() -> Result<()> {
             let example = match which.as_str() {
                 "classifier" => "bench_classifier",
                 "dns" => "bench_dns",
+                "names" => "bench_names",
                 "swap" => "bench_swap",
                 "compare" => "bench_compare",
-                other => bail!("unknown benchmark `{other}` (known: classifier, dns, swap, compare)"),
+                other => bail!("unknown benchmark `{other}` (known: classifier, dns, names, swap, compare)"),
             };
             setup::run()?;
             let mut extra = vec!["--".to_string()];

@@ -227,6 +227,7 @@ fn read_in<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, len: u32, ifinde
         Taken::New => match read::read_name(s, st.read) {
             None => {
                 if gather::save(s, &h.key) {
+                    st.buffered = 1;
                     first(&f, rule, false)
                 } else {
                     read::keep_name(s, st, Reason::NameUnreadable, NAME_SOURCE_NONE);
@@ -237,7 +238,9 @@ fn read_in<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, len: u32, ifinde
             Some((reason, source)) => {
                 read::keep_name(s, st, reason, source);
                 st.status = CONN_DONE;
-                gather::forget(&h.key);
+                if st.buffered != 0 {
+                    gather::forget(&h.key);
+                }
                 second(&f, st, Some(&seg))
             }
         },
