@@ -314,6 +314,7 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
         return Action::Pass;
     }
     if c.needs_name {
+        crate::stream::remember(&key, &c, meta.generation);
         return Action::Named;
     }
     apply_rule(slot, meta, pkt, &key, &probe, rule_idx, len, ifindex)
@@ -391,7 +392,12 @@ fn names_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usiz
     let Some(pkt) = crate::stream::keep_packet(&pkt) else { return Action::Drop };
     let key = flow_key(pkt);
     let probe = flowcache::Probe::new(&key);
-    let c = classify(slot_idx, slot, meta, pkt);
+    // The judge's classification, handed over when it is this flow's under
+    // this pack; classified again otherwise.
+    let c = match crate::stream::recall(&key, meta.generation) {
+        Some(c) => c,
+        None => classify(slot_idx, slot, meta, pkt),
+    };
     let action = if c.rule == DECISION_UNCOVERED {
         count_reason(Reason::Uncovered);
         Action::Pass

@@ -58,6 +58,42 @@ pub fn keep_packet(pkt: &Packet) -> Option<&'static Packet> {
     Some(&s.pkt)
 }
 
+/// The judge's classification of a flow whose name must be read, kept for
+/// the names program it hands the packet to (see [`recall`]).
+#[repr(C)]
+pub struct Early {
+    pub key: FlowKey,
+    pub c: Classified,
+    pub generation: u32,
+    pub _pad: u32,
+}
+
+/// Keeps the judge's classification of the flow `key` under pack
+/// `generation` for the names program.
+#[inline(always)]
+pub fn remember(key: &FlowKey, c: &Classified, generation: u32) {
+    let Some(s) = read::scratch() else { return };
+    let e = addr_of_mut!(s.early);
+    // SAFETY: the scratch's own field, written in place.
+    unsafe {
+        addr_of_mut!((*e).key).write(*key);
+        addr_of_mut!((*e).c).write(*c);
+        addr_of_mut!((*e).generation).write(generation);
+    }
+}
+
+/// The judge's classification of the flow `key` under pack `generation`,
+/// if the scratch holds it (the tail call follows the judge on the same
+/// CPU; the key and generation are checked all the same).
+#[inline(always)]
+pub fn recall(key: &FlowKey, generation: u32) -> Option<Classified> {
+    let s = read::scratch()?;
+    let e = &s.early;
+    let (a, b) = (key.words(), e.key.words());
+    let differ = (a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]);
+    (differ == 0 && e.generation == generation).then_some(e.c)
+}
+
 /// The packet the names program handed on.
 #[inline(always)]
 pub fn handed_packet() -> Option<&'static Packet> {

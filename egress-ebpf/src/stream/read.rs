@@ -45,6 +45,8 @@ pub struct NameScratch {
     pub pkt: crate::parse::Packet,
     /// What the names program hands the read program.
     pub hand: super::Handoff,
+    /// What the judge hands the names program.
+    pub early: super::Early,
 }
 
 /// This CPU's scratch.
