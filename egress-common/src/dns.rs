@@ -216,6 +216,9 @@ pub enum DnsStat {
     /// datagram's later fragments would otherwise carry bytes the filter
     /// never read to the resolver, which reassembles them).
     QueryFragment = 20,
+    /// A query whose type is not in `dns.query_types`, with the query
+    /// filter on (also counted refused or would-refuse).
+    QueryType = 21,
 }
 
 /// Capacity of `LAN_IFS`, the interfaces the agent is attached to.
@@ -226,7 +229,7 @@ pub const DNS_STAT_SLOTS: u32 = 32;
 
 impl DnsStat {
     /// Every counter in code order.
-    pub const ALL: [DnsStat; 21] = [
+    pub const ALL: [DnsStat; 22] = [
         DnsStat::QueryTracked,
         DnsStat::QueryRefused,
         DnsStat::QueryWouldRefuse,
@@ -248,6 +251,7 @@ impl DnsStat {
         DnsStat::FromLan,
         DnsStat::QueryUnfiltered,
         DnsStat::QueryFragment,
+        DnsStat::QueryType,
     ];
 
     /// The counter's name in metrics.
@@ -274,6 +278,7 @@ impl DnsStat {
             DnsStat::FromLan => "answer_from_lan",
             DnsStat::QueryUnfiltered => "query_unfiltered",
             DnsStat::QueryFragment => "query_fragment",
+            DnsStat::QueryType => "query_type",
         }
     }
 }

@@ -127,6 +127,8 @@ pub const COUNTERS: SlotNames = ["EGV3_COUNTERS_0", "EGV3_COUNTERS_1"];
 pub const LOCAL: SlotNames = ["EGV3_LOCAL_0", "EGV3_LOCAL_1"];
 /// [`crate::NameKey`] → WebGroup bits.
 pub const NAMES: SlotNames = ["EGV3_NAMES_0", "EGV3_NAMES_1"];
+/// Source class → the WebGroups the query filter lets it ask for.
+pub const SRC_PERMIT: SlotNames = ["EGV3_SPERMIT_0", "EGV3_SPERMIT_1"];
 /// Combined class → its first `deny` rule with a WebGroup destination.
 pub const NAME_DENY: SlotNames = ["EGV3_NDENY_0", "EGV3_NDENY_1"];
 /// [`crate::ClassWebGroupKey`] → [`crate::NamedRules`].
@@ -135,7 +137,7 @@ pub const CLASS_WEBGROUP: SlotNames = ["EGV3_XW_0", "EGV3_XW_1"];
 pub const RESOLVERS: SlotNames = ["EGV3_RESOLV_0", "EGV3_RESOLV_1"];
 
 /// Every per-slot table.
-pub const PER_SLOT: [SlotNames; 15] = [
+pub const PER_SLOT: [SlotNames; 16] = [
     SRC4,
     SRC6,
     DST4,
@@ -151,6 +153,7 @@ pub const PER_SLOT: [SlotNames; 15] = [
     CLASS_WEBGROUP,
     RESOLVERS,
     NAME_DENY,
+    SRC_PERMIT,
 ];
 
 /// Every map of the datapath: the shared ones, then slot 0's and slot 1's.

@@ -124,8 +124,12 @@ pub struct SlotMeta {
     /// `dns.min_ttl` and `dns.max_ttl`, seconds.
     pub min_ttl: u32,
     pub max_ttl: u32,
-    /// WebGroups used by `permit` rules: the query filter lets their names through.
+    /// WebGroups used by `permit` rules (the query filter reads the asking
+    /// workload's own, from `SRC_PERMIT`).
     pub permit_groups: u64,
+    /// `dns.query_types`: bit `t % 64` of word `t / 64` set for each query
+    /// type the query filter lets through.
+    pub query_types: [u64; 4],
 }
 
 /// `STATUS[0]`: what the agent last installed, for `egress-agent status`
@@ -175,7 +179,7 @@ pub const SLOT_FLAG_WEBGROUPS: u8 = 2;
 /// (a `permit` rule verifies names, or a `deny` rule has a WebGroup
 /// destination), so new TCP flows look up `NAME_DENY` and the `XW` columns.
 pub const SLOT_FLAG_NAMES: u8 = 4;
-crate::assert_size!(SlotMeta, 32);
+crate::assert_size!(SlotMeta, 64);
 
 /// Per-CPU counter cell, indexed `rule * VERDICTS + verdict` in a slot's
 /// counter array.

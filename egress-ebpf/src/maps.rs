@@ -127,7 +127,7 @@ pub static EGV3_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray:
 macro_rules! slot_maps {
     ($src4:ident, $src6:ident, $dst4:ident, $dst6:ident, $ports:ident, $sp:ident,
      $xd:ident, $defaults:ident, $rules:ident, $counters:ident, $local:ident, $names:ident,
-     $xw:ident, $resolvers:ident, $name_deny:ident) => {
+     $xw:ident, $resolvers:ident, $name_deny:ident, $src_permit:ident) => {
         /// The gateway's own addresses (IPv4-mapped), less this slot's
         /// resolvers: packets to them are not judged.
         #[map]
@@ -143,6 +143,10 @@ macro_rules! slot_maps {
         /// comes before x's default, else `NO_RULE`.
         #[map]
         pub static $name_deny: Array<u32> = Array::with_max_entries(MAX_X_CLASSES, MMAPABLE);
+        /// Source class → the WebGroups of the `permit` rules covering it
+        /// (what the query filter lets a workload of the class ask for).
+        #[map]
+        pub static $src_permit: HashMap<u32, u64> = HashMap::with_max_entries(MAX_PREFIXES, NO_PREALLOC);
         /// The approved resolvers (IPv4-mapped).
         #[map]
         pub static $resolvers: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
@@ -196,7 +200,8 @@ slot_maps!(
     EGV3_NAMES_0,
     EGV3_XW_0,
     EGV3_RESOLV_0,
-    EGV3_NDENY_0
+    EGV3_NDENY_0,
+    EGV3_SPERMIT_0
 );
 slot_maps!(
     EGV3_SRC4_1,
@@ -213,7 +218,8 @@ slot_maps!(
     EGV3_NAMES_1,
     EGV3_XW_1,
     EGV3_RESOLV_1,
-    EGV3_NDENY_1
+    EGV3_NDENY_1,
+    EGV3_SPERMIT_1
 );
 
 /// One slot's tables, by reference.
@@ -233,6 +239,7 @@ pub struct Slot {
     pub xw: &'static HashMap<ClassWebGroupKey, NamedRules>,
     pub resolvers: &'static HashMap<[u8; 16], u8>,
     pub name_deny: &'static Array<u32>,
+    pub src_permit: &'static HashMap<u32, u64>,
 }
 
 /// Slot 0's tables.
@@ -252,6 +259,7 @@ pub const SLOT0: Slot = Slot {
     xw: &EGV3_XW_0,
     resolvers: &EGV3_RESOLV_0,
     name_deny: &EGV3_NDENY_0,
+    src_permit: &EGV3_SPERMIT_0,
 };
 
 /// Slot 1's tables.
@@ -271,4 +279,5 @@ pub const SLOT1: Slot = Slot {
     xw: &EGV3_XW_1,
     resolvers: &EGV3_RESOLV_1,
     name_deny: &EGV3_NDENY_1,
+    src_permit: &EGV3_SPERMIT_1,
 };

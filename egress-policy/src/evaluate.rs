@@ -30,7 +30,7 @@ pub struct Probe {
     pub dport: u16,
 }
 
-fn source_matches(pack: &Pack, rule: &Rule, src: IpAddr) -> bool {
+pub(crate) fn source_matches(pack: &Pack, rule: &Rule, src: IpAddr) -> bool {
     match &rule.source {
         Source::Any => true,
         Source::Groups(names) => {

@@ -200,8 +200,10 @@ pub(crate) fn header(out: &mut String, pack: &Pack, q: &Question, e: &Explanatio
         } else {
             let _ = writeln!(out, "  {n} is in webgroup(s): {}", e.webgroups.join(", "));
         }
+        // Only the permit rules whose source covers the asking workload count.
         let permitted = pack.rules.iter().any(|r| {
             r.action == Action::Permit
+                && crate::evaluate::source_matches(pack, r, q.src)
                 && r.destinations.iter().any(|d| matches!(d, Destination::WebGroup(g) if e.webgroups.contains(g)))
         });
         let filter = match pack.dns.query_filter {
@@ -210,7 +212,8 @@ pub(crate) fn header(out: &mut String, pack: &Pack, q: &Question, e: &Explanatio
             QueryFilter::Enforce => Some("enforce: answered REFUSED, the resolver never sees it"),
         };
         if let (Some(what), false) = (filter, permitted) {
-            let _ = writeln!(out, "  DNS query filter: no permit rule covers {n}; a lookup of it is {what}");
+            let _ =
+                writeln!(out, "  DNS query filter: no permit rule for {} covers {n}; a lookup of it is {what}", q.src);
         }
     }
 }

@@ -15,6 +15,7 @@
 //! a pack) → `load` (files, the parse cache, pieces of large files).
 
 mod chunks;
+pub mod dns_types;
 pub mod domain;
 mod error;
 mod fields;

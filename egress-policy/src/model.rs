@@ -90,11 +90,20 @@ pub struct DnsSettings {
     pub min_ttl: u32,
     pub max_ttl: u32,
     pub query_filter: QueryFilter,
+    /// `dns.query_types`: the query types the query filter lets through
+    /// (type numbers, sorted, without repeats).
+    pub query_types: Vec<u16>,
 }
 
 impl Default for DnsSettings {
     fn default() -> Self {
-        Self { resolvers: Vec::new(), min_ttl: 60, max_ttl: 86400, query_filter: QueryFilter::Off }
+        Self {
+            resolvers: Vec::new(),
+            min_ttl: 60,
+            max_ttl: 86400,
+            query_filter: QueryFilter::Off,
+            query_types: crate::dns_types::DEFAULT_QUERY_TYPES.to_vec(),
+        }
     }
 }
 

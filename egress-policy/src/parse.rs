@@ -54,7 +54,7 @@ impl Fragment {
 }
 
 const TOP_FIELDS: &[&str] = &["version", "mode", "dns", "smartgroups", "webgroups", "rules"];
-const DNS_FIELDS: &[&str] = &["resolvers", "min_ttl", "max_ttl", "query_filter"];
+const DNS_FIELDS: &[&str] = &["resolvers", "min_ttl", "max_ttl", "query_filter", "query_types"];
 
 /// Reads one file's YAML tree. Errors go to `sink`; what could be read is returned.
 pub fn fragment(sink: &mut ErrorSink, root: &Node) -> Fragment {
@@ -158,7 +158,33 @@ fn dns(sink: &mut ErrorSink, node: &Node) -> Option<DnsSettings> {
         };
         dns.query_filter = filter.unwrap_or_default();
     }
+    if let Some(v) = f.value("query_types") {
+        dns.query_types = query_types(sink, v);
+    }
     (sink.errors.len() == errors).then_some(dns)
+}
+
+/// `dns.query_types`: type names (`A`, `TXT`, `TYPE65`, any case), as
+/// sorted type numbers.
+fn query_types(sink: &mut ErrorSink, node: &Node) -> Vec<u16> {
+    use crate::dns_types::{TypeError, known, query_type};
+    let mut types = Vec::new();
+    for item in fields::list(sink, node, "DNS query type names").unwrap_or_default() {
+        let Some(name) = fields::string(sink, item, "a DNS query type name") else { continue };
+        match query_type(name) {
+            Ok(t) => types.push(t),
+            Err(TypeError::Unknown) => {
+                sink.report(item, format!("unknown DNS query type `{name}`: expected one of {}, or TYPEn", known()));
+            }
+            Err(TypeError::OutOfRange(n)) => sink.report(
+                item,
+                format!("DNS query type `{name}` ({n}) cannot be checked: the query filter checks types 0 to 255"),
+            ),
+        }
+    }
+    types.sort_unstable();
+    types.dedup();
+    types
 }
 
 /// The entries of a `smartgroups:` or `webgroups:` mapping whose names are

@@ -294,3 +294,17 @@ fn a_removed_webgroups_bit_is_not_handed_on() {
     let third = compile_stable(&pack_of(&["beta", "gamma"]), &freed).expect("compiles");
     assert_eq!(third.webgroup_bits["gamma"], alpha, "the lowest free bit");
 }
+
+#[test]
+fn query_types_default_list_and_errors() {
+    let base = "version: 1\nmode: enforce\n";
+    let pack = ok(&[("a.yaml", &format!("{base}dns: {{resolvers: [10.0.0.2]}}\n"))]);
+    assert_eq!(pack.dns.query_types, [1, 5, 28, 64, 65], "default: A, CNAME, AAAA, SVCB, HTTPS");
+    let pack =
+        ok(&[("a.yaml", &format!("{base}dns: {{resolvers: [10.0.0.2], query_types: [txt, AAAA, a, A, TYPE99]}}\n"))]);
+    assert_eq!(pack.dns.query_types, [1, 16, 28, 99], "any case, sorted, once each");
+    let e = errs(&[("a.yaml", &format!("{base}dns: {{resolvers: [10.0.0.2], query_types: [A, BOGUS, CAA]}}\n"))]);
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(e[0].starts_with("a.yaml:3:") && e[0].contains("unknown DNS query type `BOGUS`"), "{e:?}");
+    assert!(e[1].contains("`CAA` (257) cannot be checked"), "{e:?}");
+}

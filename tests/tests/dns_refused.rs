@@ -405,3 +405,58 @@ fn a_failed_tail_call_into_the_query_program_drops_when_the_filter_enforces() {
         }
     }
 }
+
+/// Issue 14, hole 3: the query filter is per workload and per type. A TXT
+/// (or NULL) query for a sanctioned name is a tunnel to that zone's name
+/// servers: refused unless `dns.query_types` lists the type; and a name is
+/// let through only for a workload that a `permit` rule using its WebGroup
+/// covers (here `batch` may use the resolver but no WebGroup). Both fail on
+/// the code before: the filter looked at the name only, against every
+/// permit rule's WebGroups.
+#[test]
+fn the_filter_is_per_workload_and_per_query_type() {
+    const TWO: &str = r"
+version: 1
+mode: enforce
+dns: { resolvers: [10.10.0.2], query_filter: enforce }
+smartgroups:
+  workloads: { cidrs: [10.10.1.0/24] }
+  batch: { cidrs: [10.10.2.0/24] }
+webgroups: { llm: { domains: [api.openai.com] } }
+rules:
+  - { name: allow-llm, priority: 10, source: workloads, destination: { webgroup: llm }, protocol: tcp, ports: [443], action: permit }
+  - { name: allow-dns, priority: 20, source: [workloads, batch], destination: resolvers, ports: [53], action: permit }
+  - { name: default-deny, priority: 100, source: [workloads, batch], destination: any, action: deny }
+";
+    let mut dp = loaded();
+    let typed = |src: &str, port: u16, qtype: u16| {
+        Spec::udp(ip(src), ip("10.10.0.2"), port, 53)
+            .with_payload(Message::query(0x4242, "api.openai.com", qtype).to_bytes())
+            .build()
+    };
+    let ok = typed("10.10.1.10", 5100, 1);
+    forwarded("A for the sanctioned name", &ok, run(&mut dp, &ok));
+    let aaaa = typed("10.10.1.10", 5101, 28);
+    forwarded("AAAA, a default type", &aaaa, run(&mut dp, &aaaa));
+    for (qtype, what) in [(16u16, "TXT"), (10, "NULL"), (255, "ANY")] {
+        let before = dp.dns_stats().expect("stats");
+        let (ret, _) = run(&mut dp, &typed("10.10.1.10", 5102 + qtype, qtype));
+        assert_eq!(ret, TC_ACT_REDIRECT, "{what} for a sanctioned name: answered REFUSED");
+        let after = dp.dns_stats().expect("stats");
+        assert_eq!(after[DnsStat::QueryType as usize], before[DnsStat::QueryType as usize] + 1, "{what} counted");
+    }
+    // A pack that lists TXT lets it through.
+    let with_txt = PACK.replace("query_filter: enforce }", "query_filter: enforce, query_types: [A, AAAA, TXT] }");
+    let pack = load_sources(&[("t.yaml".into(), with_txt)]).expect("pack");
+    dp.install(compile(&pack).expect("compiles")).expect("installs");
+    let txt = typed("10.10.1.10", 5200, 16);
+    forwarded("TXT, listed", &txt, run(&mut dp, &txt));
+
+    // Per workload: `batch` is covered by no permit rule using `llm`.
+    let pack = load_sources(&[("t.yaml".into(), TWO.into())]).expect("pack");
+    dp.install(compile(&pack).expect("compiles")).expect("installs");
+    let own = typed("10.10.1.10", 5300, 1);
+    forwarded("the workload a permit rule covers", &own, run(&mut dp, &own));
+    let (ret, _) = run(&mut dp, &typed("10.10.2.10", 5301, 1));
+    assert_eq!(ret, TC_ACT_REDIRECT, "a workload no permit rule using the WebGroup covers: REFUSED");
+}

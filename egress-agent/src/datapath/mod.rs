@@ -351,6 +351,7 @@ impl Datapath {
             min_ttl: pack.min_ttl,
             max_ttl: pack.max_ttl,
             permit_groups: pack.permit_groups,
+            query_types: pack.query_types,
         };
         self.meta.set(idle as u32, meta, 0).map_err(|e| DatapathError::map(maps::SLOT_META, e))?;
         let state = LiveState { slot: idle as u32, generation };

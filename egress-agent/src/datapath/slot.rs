@@ -160,6 +160,7 @@ pub struct SlotMaps {
     names: Mirrored<NameKey, u64>,
     xw: Mirrored<ClassWebGroupKey, NamedRules>,
     name_deny: MappedSlotArray<u32>,
+    src_permit: Mirrored<u32, u64>,
     resolvers: Mirrored<[u8; 16], u8>,
     local: Mirrored<[u8; 16], u8>,
     counters: PerCpuArray<MapData, RuleCounter>,
@@ -187,6 +188,7 @@ impl SlotMaps {
             names: Mirrored::new(ebpf, maps::NAMES[n])?,
             xw: Mirrored::new(ebpf, maps::CLASS_WEBGROUP[n])?,
             name_deny: MappedSlotArray::new(ebpf, maps::NAME_DENY[n])?,
+            src_permit: Mirrored::new(ebpf, maps::SRC_PERMIT[n])?,
             resolvers: Mirrored::new(ebpf, maps::RESOLVERS[n])?,
             local: Mirrored::new(ebpf, maps::LOCAL[n])?,
             counters: take_map(ebpf, maps::COUNTERS[n])?,
@@ -202,6 +204,7 @@ impl SlotMaps {
         self.xd.adopt()?;
         self.names.adopt()?;
         self.xw.adopt()?;
+        self.src_permit.adopt()?;
         self.resolvers.adopt()?;
         self.local.adopt()?;
         Ok(())
@@ -220,6 +223,7 @@ impl SlotMaps {
         self.names.sync(&pack.names)?;
         self.xw.sync(&pack.named.xw)?;
         self.name_deny.sync(pack.named.first_name_deny.iter().copied())?;
+        self.src_permit.sync(&pack.src_permit)?;
         let resolvers = pack.resolvers.iter().map(|a| (addr_key(*a), 1u8)).collect();
         self.resolvers.sync(&resolvers)?;
         // A new generation: no cached flow of the old one is used again.
@@ -279,7 +283,7 @@ impl SlotMaps {
     /// `NO_PREALLOC` hashes grow with the pack.
     pub fn memlock(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
         use aya::maps::IterableMap as _;
-        let maps: [(&'static str, &MapData); 15] = [
+        let maps: [(&'static str, &MapData); 16] = [
             ("src4", self.src.v4.map()),
             ("src6", self.src.v6.map()),
             ("dst4", self.dst.v4.map()),
@@ -292,6 +296,7 @@ impl SlotMaps {
             ("names", self.names.map.map()),
             ("xw", self.xw.map.map()),
             ("name_deny", self.name_deny.map.map()),
+            ("src_permit", self.src_permit.map.map()),
             ("resolvers", self.resolvers.map.map()),
             ("local", self.local.map.map()),
             ("counters", self.counters.map()),

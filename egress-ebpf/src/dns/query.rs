@@ -65,12 +65,21 @@ pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slot
             _ => QueryAction::Forward,
         };
     }
-    if meta.query_filter != QUERY_FILTER_OFF && name_groups(slot_idx, s, name.len) & meta.permit_groups == 0 {
-        if meta.query_filter == QUERY_FILTER_ENFORCE {
-            stat(DnsStat::QueryRefused);
-            return refusal(pkt);
+    if meta.query_filter != QUERY_FILTER_OFF {
+        let qtype = be16(&s.msg, name.next);
+        let type_ok = qtype < 256 && meta.query_types[usize::from(qtype >> 6) & 3] >> (qtype & 63) & 1 != 0;
+        if !type_ok {
+            stat(DnsStat::QueryType);
         }
-        stat(DnsStat::QueryWouldRefuse);
+        // Only the WebGroups of `permit` rules whose source covers the
+        // asking workload count.
+        if !type_ok || name_groups(slot_idx, s, name.len) & asker_groups(slot, meta, pkt) == 0 {
+            if meta.query_filter == QUERY_FILTER_ENFORCE {
+                stat(DnsStat::QueryRefused);
+                return refusal(pkt);
+            }
+            stat(DnsStat::QueryWouldRefuse);
+        }
     }
     let workload_id = be16(&s.msg, 0);
     let value = QueryValue {
@@ -87,6 +96,23 @@ pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slot
             QueryAction::Record(swap)
         }
         None => QueryAction::Forward,
+    }
+}
+
+/// The WebGroups the workload sending `pkt` may ask for: those of the
+/// `permit` rules whose source covers it (none for a workload no rule
+/// covers).
+#[inline(always)]
+fn asker_groups(slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> u64 {
+    let class = match crate::classify::src_class(slot, pkt) {
+        Some(class) => class,
+        None if meta.any_source != 0 => 0,
+        None => return 0,
+    };
+    match slot.src_permit.get_ptr(&class) {
+        // SAFETY: value pointer from a successful lookup.
+        Some(groups) => unsafe { *groups },
+        None => 0,
     }
 }
 

@@ -81,8 +81,13 @@ pub struct CompiledPack {
     pub xw: HashMap<ClassWebGroupKey, u32>,
     /// The tables of a TCP flow's second decision, by address and name.
     pub named: super::NamesDecision,
-    /// WebGroups used by `permit` rules (what the query filter lets through).
+    /// WebGroups used by `permit` rules.
     pub permit_groups: u64,
+    /// Source class → the WebGroups of the `permit` rules covering it: what
+    /// the query filter lets a workload of the class ask for.
+    pub src_permit: HashMap<u32, u64>,
+    /// `dns.query_types` as a 256-bit set (bit `t` of word `t / 64`).
+    pub query_types: [u64; 4],
     /// `QUERY_FILTER_*`.
     pub query_filter: u8,
     /// Clamp of learned addresses' lifetimes, seconds.

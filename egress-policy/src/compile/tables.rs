@@ -48,6 +48,7 @@ pub(super) fn classify(
     let xw = xw_table(&combined.x_sets, &groups_of, &defaults);
     let permit_groups =
         pack.rules.iter().zip(&groups_of).filter(|(r, _)| r.action == Action::Permit).fold(0, |a, (_, g)| a | g);
+    let src_permit = source_permit_groups(pack, &sources, &groups_of);
     Ok(CompiledPack {
         rules: compiled_rules(pack),
         implicit_rule: implicit,
@@ -66,6 +67,8 @@ pub(super) fn classify(
         xw,
         named: super::NamesDecision::default(),
         permit_groups,
+        src_permit,
+        query_types: crate::dns_types::type_set(&pack.dns.query_types),
         query_filter: match pack.dns.query_filter {
             QueryFilter::Off => QUERY_FILTER_OFF,
             QueryFilter::Monitor => QUERY_FILTER_MONITOR,
@@ -122,6 +125,22 @@ struct SourceClasses {
     sets: Vec<RuleSet>,
     /// Whether some rule's source is `any`.
     any_source: bool,
+}
+
+/// Source class → the WebGroups of the `permit` rules whose source covers
+/// it (what the query filter lets a workload of that class ask for), where
+/// there are any.
+fn source_permit_groups(pack: &Pack, sources: &SourceClasses, groups_of: &[u64]) -> HashMap<u32, u64> {
+    let permits: Vec<bool> = pack.rules.iter().map(|r| r.action == Action::Permit).collect();
+    sources
+        .sets
+        .iter()
+        .enumerate()
+        .filter_map(|(class, set)| {
+            let groups = set.iter().filter(|r| permits[*r]).fold(0, |a, r| a | groups_of[r]);
+            (groups != 0).then_some((class as u32, groups))
+        })
+        .collect()
 }
 
 fn source_classes(pack: &Pack) -> SourceClasses {
