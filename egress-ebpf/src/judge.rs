@@ -35,7 +35,7 @@ pub enum Action {
     Read,
     /// A recorded query: write the gateway's transaction id in, then pass
     /// it (drop it should the write fail).
-    Record(IdSwap),
+    Record(IdSwap, IdSwap),
 }
 
 /// The live slot and its meta, or `None` before the first pack.
@@ -80,7 +80,7 @@ pub fn query<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Action {
     };
     match action {
         QueryAction::Forward => Action::Pass,
-        QueryAction::Record(swap) => Action::Record(swap),
+        QueryAction::Record(swap, second) => Action::Record(swap, second),
         QueryAction::Refuse => Action::Refuse,
         QueryAction::Drop => Action::Drop,
     }

@@ -123,8 +123,8 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
             unsafe { EGV3_TAILS_TC.tail_call(ctx, TAIL_READ) };
             TC_ACT_SHOT
         }
-        Action::Record(swap) => {
-            if swap_id_tc(ctx, &swap) {
+        Action::Record(swap, second) => {
+            if swap_id_tc(ctx, &swap) && (!second.is_some() || swap_id_tc(ctx, &second)) {
                 TC_ACT_UNSPEC
             } else {
                 TC_ACT_SHOT
@@ -313,8 +313,8 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
             unsafe { EGV3_TAILS_XDP.tail_call(ctx, TAIL_READ) };
             xdp_action::XDP_DROP
         }
-        Action::Record(swap) => {
-            if swap_id_xdp(ctx, &swap) {
+        Action::Record(swap, second) => {
+            if swap_id_xdp(ctx, &swap) && (!second.is_some() || swap_id_xdp(ctx, &second)) {
                 xdp_action::XDP_PASS
             } else {
                 xdp_action::XDP_DROP

@@ -86,10 +86,17 @@ impl Resolver {
 
     /// Points the workload's resolver configuration at `addr`.
     pub fn use_nameserver(&self, addr: IpAddr) -> io::Result<()> {
+        self.use_nameserver_with(addr, "")
+    }
+
+    /// Points the workload's resolver configuration at `addr`, with more
+    /// glibc `options` (`use-vc`: every lookup over TCP, A and AAAA in one
+    /// segment).
+    pub fn use_nameserver_with(&self, addr: IpAddr, options: &str) -> io::Result<()> {
         std::fs::create_dir_all(&self.resolv_dir)?;
         std::fs::write(
             self.resolv_dir.join("resolv.conf"),
-            format!("nameserver {addr}\noptions timeout:1 attempts:1\n"),
+            format!("nameserver {addr}\noptions timeout:1 attempts:1 {options}\n"),
         )
     }
 }

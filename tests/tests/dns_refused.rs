@@ -460,3 +460,41 @@ rules:
     let (ret, _) = run(&mut dp, &typed("10.10.2.10", 5301, 1));
     assert_eq!(ret, TC_ACT_REDIRECT, "a workload no permit rule using the WebGroup covers: REFUSED");
 }
+
+/// Issue 14, hole 1: glibc sends its A and AAAA queries in one TCP segment.
+/// Each is judged and recorded, and each leaves with an id of the
+/// gateway's; a second query the filter refuses drops the segment, and
+/// nothing of it is recorded. Fails on the code before: two messages in a
+/// segment were unreadable, and dropped while the filter enforces.
+#[test]
+fn two_queries_in_one_tcp_segment_are_each_judged_and_recorded() {
+    use egress_lab::dnsmsg::tcp_framed;
+    let (workload, resolver) = (ip("10.10.1.10"), ip("10.10.0.2"));
+    let a = Message::query(0x0a0a, "api.openai.com", 1).to_bytes();
+    let aaaa = Message::query(0x0b0b, "api.openai.com", 28).to_bytes();
+    let pair = [tcp_framed(&a), tcp_framed(&aaaa)].concat();
+    let frame = Spec::tcp(workload, resolver, 5400, 53).with_payload(pair).build();
+    let mut dp = loaded();
+    let before = dp.dns_stats().expect("stats");
+    let (ret, out) = run(&mut dp, &frame);
+    assert_eq!(ret, PASS, "A and AAAA in one segment: forwarded");
+    let after = dp.dns_stats().expect("stats");
+    assert_eq!(after[DnsStat::QueryTracked as usize] - before[DnsStat::QueryTracked as usize], 2, "both recorded");
+    // Both ids rewritten in place: the first after the first framing, the
+    // second after the second.
+    let first_id = 14 + 20 + 20 + 2;
+    let second_id = first_id + a.len() + 2;
+    assert_eq!(out.len(), frame.len(), "same length");
+    assert_ne!(&out[first_id..first_id + 2], &frame[first_id..first_id + 2], "the first id is the gateway's");
+    assert_ne!(&out[second_id..second_id + 2], &frame[second_id..second_id + 2], "the second id is the gateway's");
+    assert_eq!(&out[first_id + 2..second_id], &frame[first_id + 2..second_id], "nothing else changed");
+
+    // A sanctioned query stacked with a tunnel: dropped, nothing recorded.
+    let tunnel = Message::query(0x0c0c, "c2VjcmV0.evil.example", 16).to_bytes();
+    let mixed = [tcp_framed(&a), tcp_framed(&tunnel)].concat();
+    let before = dp.dns_stats().expect("stats");
+    let (ret, _) = run(&mut dp, &Spec::tcp(workload, resolver, 5401, 53).with_payload(mixed).build());
+    assert_eq!(ret, 2, "a refused second query drops the segment");
+    let after = dp.dns_stats().expect("stats");
+    assert_eq!(after[DnsStat::QueryTracked as usize], before[DnsStat::QueryTracked as usize], "nothing recorded");
+}

@@ -297,6 +297,16 @@ fn query_filter_refuses_at_once_or_reports() {
     assert_eq!(one(&d.lab, "api.openai.com", 4)["connected"], true, "sanctioned names still work");
     let m = d.agent.metrics().expect("metrics");
     assert!(metric(&m, "egress_dns_events_total{event=\"query_refused\"}") >= 1, "{m}");
+    // glibc over TCP (`use-vc`) sends A and AAAA in one segment: each is
+    // judged and recorded, the lookup works with the filter enforcing, and
+    // the answers teach (issue 14, hole 1; refused before).
+    d.resolver.use_nameserver_with(RESOLVER.parse().expect("addr"), "use-vc").expect("resolv.conf");
+    let tracked = metric(&m, "egress_dns_events_total{event=\"query_tracked\"}");
+    let over_tcp = one(&d.lab, "n0002.fresh.test", 4);
+    assert_eq!(over_tcp["resolved"], true, "A and AAAA over TCP, one segment: {over_tcp}");
+    assert_eq!(over_tcp["connected"], true, "and the address was learned: {over_tcp}");
+    let m = d.agent.metrics().expect("metrics");
+    assert!(metric(&m, "egress_dns_events_total{event=\"query_tracked\"}") >= tracked + 2, "{m}");
     drop(d);
 
     let d = start(&pack("monitor", 60, 3600), 300);

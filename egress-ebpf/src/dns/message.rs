@@ -79,16 +79,47 @@ pub fn message_span<B: LoadBytes>(bytes: &B, pkt: &Packet) -> Result<Option<(u32
         return Ok(None);
     }
     let payload = end - off;
-    // TCP: a 2-byte length, and the whole message in this segment.
-    let mut framing = [0u8; 2];
-    if payload < 2 || !bytes.load(off as u32, framing.as_mut_ptr(), 2) {
-        return Err(DnsStat::TcpSegmented);
-    }
-    let dns_len = u16::from_be_bytes(framing) as usize;
-    if dns_len + 2 != payload {
+    // TCP: a 2-byte length, and the whole message in this segment (the
+    // first of two: see `second_span`).
+    let dns_len = framed_len(bytes, off as u32, payload)?;
+    if dns_len + 2 > payload {
         return Err(DnsStat::TcpSegmented);
     }
     Ok(Some((off as u32 + 2, dns_len)))
+}
+
+/// The length a 2-byte TCP framing at `off` gives, `payload` bytes of the
+/// segment being left from there.
+#[inline(always)]
+fn framed_len<B: LoadBytes>(bytes: &B, off: u32, payload: usize) -> Result<usize, DnsStat> {
+    let mut framing = [0u8; 2];
+    if payload < 2 || !bytes.load(off, framing.as_mut_ptr(), 2) {
+        return Err(DnsStat::TcpSegmented);
+    }
+    Ok(u16::from_be_bytes(framing) as usize)
+}
+
+/// After a TCP segment's first message (`first`, from `message_span`):
+/// `None` when it ends the segment, the second message's span when one
+/// whole message follows and ends it (glibc sends its A and AAAA queries
+/// so), an error for anything else (part of a message, a third one).
+#[inline(always)]
+pub fn second_span<B: LoadBytes>(
+    bytes: &B,
+    pkt: &Packet,
+    first: (u32, usize),
+) -> Result<Option<(u32, usize)>, DnsStat> {
+    let end = u32::from(pkt.ip_end);
+    let next = first.0 + first.1 as u32;
+    if pkt.proto == IPPROTO_UDP || next >= end {
+        return Ok(None);
+    }
+    let left = (end - next) as usize;
+    let dns_len = framed_len(bytes, next, left)?;
+    if dns_len + 2 != left {
+        return Err(DnsStat::TcpSegmented);
+    }
+    Ok(Some((next + 2, dns_len)))
 }
 
 /// Copies the message into the scratch buffer.

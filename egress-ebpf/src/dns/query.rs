@@ -6,11 +6,12 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use egress_common::{DnsStat, QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QueryValue, SlotMeta};
 
-use super::message::{LoadBytes, agent_up, be16, copy_message, message_span, scratch, stat};
+use super::message::{LoadBytes, agent_up, be16, copy_message, message_span, scratch, second_span, stat};
 use super::name::{name_groups, read_name};
 use super::txid::{IdSwap, record};
 use crate::maps::Slot;
 use crate::parse::{IPPROTO_UDP, Packet};
+use crate::scratch::Scratch;
 
 /// What to do with a query.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -18,8 +19,9 @@ pub enum QueryAction {
     /// Let it go to the resolver.
     Forward,
     /// Recorded: let it go to the resolver with the gateway's id written
-    /// in (dropped if that fails).
-    Record(IdSwap),
+    /// in (dropped if that fails); a second query of the same TCP segment
+    /// likewise (or [`IdSwap::NONE`]).
+    Record(IdSwap, IdSwap),
     /// The query filter refuses it: answer REFUSED ([`super::refuse_in_place`]).
     Refuse,
     /// Drop it (refused, and it cannot be answered: DNS over TCP).
@@ -41,28 +43,85 @@ pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slot
         Ok(None) => return QueryAction::Forward,
         Err(e) => return unreadable(meta, e),
     };
+    // A TCP segment may carry a second whole query after the first (glibc's
+    // A and AAAA pair): each is judged and recorded.
+    let second = match second_span(bytes, pkt, (off, len)) {
+        Ok(span) => span,
+        Err(e) => return unreadable(meta, e),
+    };
+    // Both are judged before either is recorded: a packet that is dropped
+    // leaves no query behind.
+    let first = match one_query(bytes, slot_idx, slot, meta, pkt, s, off, len) {
+        Ok(q) => q,
+        Err(action) => return action,
+    };
+    let Some((off2, len2)) = second else {
+        return recorded(pkt, off, &first).map_or(QueryAction::Forward, |swap| QueryAction::Record(swap, IdSwap::NONE));
+    };
+    let then = match one_query(bytes, slot_idx, slot, meta, pkt, s, off2, len2) {
+        Ok(q) => q,
+        Err(action) => return action,
+    };
+    match (recorded(pkt, off, &first), recorded(pkt, off2, &then)) {
+        (Some(a), b) => QueryAction::Record(a, b.unwrap_or(IdSwap::NONE)),
+        (None, Some(b)) => QueryAction::Record(b, IdSwap::NONE),
+        (None, None) => QueryAction::Forward,
+    }
+}
+
+/// A query that passed the filter: its record and the workload's own id.
+struct Checked {
+    value: QueryValue,
+    workload_id: u16,
+}
+
+/// Records a checked query whose message starts at packet offset `off`.
+#[inline(always)]
+fn recorded(pkt: &Packet, off: u32, q: &Checked) -> Option<IdSwap> {
+    let swap = record(pkt, off, q.workload_id, &q.value);
+    if swap.is_some() {
+        stat(DnsStat::QueryTracked);
+    }
+    swap
+}
+
+/// One query, the message at packet offset `off` (`len` bytes), judged by
+/// the query filter: what to record of it, or what to do with the whole
+/// packet instead.
+#[inline(always)]
+#[allow(clippy::too_many_arguments, reason = "the packet, its message, the live slot and the scratch")]
+fn one_query<B: LoadBytes>(
+    bytes: &B,
+    slot_idx: u32,
+    slot: &Slot,
+    meta: &SlotMeta,
+    pkt: &Packet,
+    s: &mut Scratch,
+    off: u32,
+    len: usize,
+) -> Result<Checked, QueryAction> {
     if let Err(e) = copy_message(bytes, s, off, len) {
-        return unreadable(meta, e);
+        return Err(unreadable(meta, e));
     }
     let flags = be16(&s.msg, 2);
     if flags & 0x8000 != 0 || flags & 0x7800 != 0 || be16(&s.msg, 4) != 1 {
-        return unreadable(meta, DnsStat::NotDns);
+        return Err(unreadable(meta, DnsStat::NotDns));
     }
     let name = match read_name(s, len, 12, true) {
         Ok(n) => n,
-        Err(e) => return unreadable(meta, e),
+        Err(e) => return Err(unreadable(meta, e)),
     };
     if !name.clean {
         // Bytes other than letters, digits, `-` and `_`: the name cannot
         // be compared with the WebGroups' patterns.
-        return unreadable(meta, DnsStat::BadName);
+        return Err(unreadable(meta, DnsStat::BadName));
     }
     if !agent_up() {
         // Fail closed: with no agent to vouch for it, no lookup is learned.
         stat(DnsStat::AgentDown);
         return match meta.query_filter {
-            QUERY_FILTER_ENFORCE => refusal(pkt),
-            _ => QueryAction::Forward,
+            QUERY_FILTER_ENFORCE => Err(refusal(pkt)),
+            _ => Err(QueryAction::Forward),
         };
     }
     if meta.query_filter != QUERY_FILTER_OFF {
@@ -76,7 +135,7 @@ pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slot
         if !type_ok || name_groups(slot_idx, s, name.len) & asker_groups(slot, meta, pkt) == 0 {
             if meta.query_filter == QUERY_FILTER_ENFORCE {
                 stat(DnsStat::QueryRefused);
-                return refusal(pkt);
+                return Err(refusal(pkt));
             }
             stat(DnsStat::QueryWouldRefuse);
         }
@@ -90,13 +149,7 @@ pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slot
         workload_txid_be: workload_id.to_be(),
         _pad: [0; 4],
     };
-    match record(pkt, off, workload_id, &value) {
-        Some(swap) => {
-            stat(DnsStat::QueryTracked);
-            QueryAction::Record(swap)
-        }
-        None => QueryAction::Forward,
-    }
+    Ok(Checked { value, workload_id })
 }
 
 /// The WebGroups the workload sending `pkt` may ask for: those of the

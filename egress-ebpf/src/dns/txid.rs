@@ -32,6 +32,17 @@ pub struct IdSwap {
 }
 
 impl IdSwap {
+    /// No swap (the second of [`super::QueryAction::Record`] when a segment
+    /// holds one query): every field set, so that no path carries an
+    /// undefined value the verifier would refuse.
+    pub const NONE: IdSwap = IdSwap { id_off: 0, csum_off: 0, old: 0, new: 0, udp: false };
+
+    /// Whether this is a swap to write (not [`IdSwap::NONE`]).
+    #[inline(always)]
+    pub const fn is_some(&self) -> bool {
+        self.id_off != 0
+    }
+
     #[inline(always)]
     fn new(pkt: &Packet, id_off: u32, old: u16, new: u16) -> Self {
         let udp = pkt.proto == IPPROTO_UDP;
