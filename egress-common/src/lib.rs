@@ -29,7 +29,7 @@ pub use flow::*;
 pub use pack::*;
 pub use reason::*;
 
-pub use maps::{LAYOUT_VERSION, TAIL_NAMES, TAIL_QUERY, TAIL_READ, TAILS};
+pub use maps::{LAYOUT_VERSION, TAIL_NAMES, TAIL_QUERY, TAIL_READ, TAIL_SECOND_ANSWER, TAILS};
 
 /// Implements `aya::Pod` for the listed types when built for userspace.
 #[macro_export]

@@ -68,8 +68,11 @@ pub const TAIL_NAMES: u32 = 1;
 /// Index in `TAILS_TC`/`TAILS_XDP` of the read program (the stream
 /// reader's gathering and the second decision).
 pub const TAIL_READ: u32 = 2;
+/// Index in `TAILS_TC` of the second-answer program, tail-called by the
+/// answer program (TC egress) for a TCP segment that carries two answers.
+pub const TAIL_SECOND_ANSWER: u32 = 3;
 /// Entries of each tail-call array.
-pub const TAILS: u32 = 3;
+pub const TAILS: u32 = 4;
 
 /// Every map shared by both slots.
 pub const SHARED: [&str; 22] = [

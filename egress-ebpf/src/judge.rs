@@ -53,14 +53,49 @@ fn live() -> Option<(u32, &'static SlotMeta)> {
 /// workload. Never drops; the swap that gives an answer to a recorded query
 /// the workload's own transaction id back, for the caller to write.
 #[inline(always)]
-pub fn learn<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Option<IdSwap> {
-    let (slot, meta) = live()?;
+pub fn learn<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> (Option<IdSwap>, bool) {
+    let Some((slot, meta)) = live() else { return (None, false) };
     let cur = Cursor::new(start, end);
     let mut pkt = Packet::empty();
     if parse(&cur, &mut pkt) != Ok(Parsed::Ip) {
-        return None;
+        return (None, false);
     }
-    if slot == 0 { dns::on_answer(bytes, 0, &SLOT0, meta, &pkt) } else { dns::on_answer(bytes, 1, &SLOT1, meta, &pkt) }
+    let swap = if slot == 0 {
+        dns::on_answer(bytes, 0, &SLOT0, meta, &pkt)
+    } else {
+        dns::on_answer(bytes, 1, &SLOT1, meta, &pkt)
+    };
+    // A TCP segment from port 53 that goes on past its first message may
+    // hold a second answer: the second-answer program looks (and checks
+    // that it is from a listed resolver).
+    let more = pkt.proto == IPPROTO_TCP && pkt.sport == 53 && swap.is_some() && more_bytes(bytes, &pkt);
+    (swap, more)
+}
+
+/// Whether a TCP segment goes on past the message its first length prefix
+/// frames.
+#[inline(always)]
+fn more_bytes<B: LoadBytes>(bytes: &B, pkt: &Packet) -> bool {
+    let (off, end) = (u32::from(pkt.payload_off), u32::from(pkt.ip_end));
+    let mut framing = [0u8; 2];
+    off != 0 && bytes.load(off, framing.as_mut_ptr(), 2) && off + 2 + u32::from(u16::from_be_bytes(framing)) < end
+}
+
+/// The second-answer program: the second of two answers in a TCP segment
+/// (see [`dns::on_second_answer`]); the swap to write.
+#[inline(always)]
+pub fn learn_second<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> IdSwap {
+    let Some((slot, meta)) = live() else { return IdSwap::NONE };
+    let cur = Cursor::new(start, end);
+    let mut pkt = Packet::empty();
+    if parse(&cur, &mut pkt) != Ok(Parsed::Ip) {
+        return IdSwap::NONE;
+    }
+    if slot == 0 {
+        dns::on_second_answer(bytes, 0, &SLOT0, meta, &pkt)
+    } else {
+        dns::on_second_answer(bytes, 1, &SLOT1, meta, &pkt)
+    }
 }
 
 /// The query program: a packet the judge permitted to a resolver's port 53.

@@ -51,7 +51,7 @@ use egress_common::DnsStat;
 /// skb mark of REFUSED answers the ingress program turned around, so that
 /// the egress program does not take them for the resolver's answers.
 const MARK_REFUSED: u32 = 0x6567_5246;
-use egress_common::{TAIL_NAMES, TAIL_QUERY, TAIL_READ};
+use egress_common::{TAIL_NAMES, TAIL_QUERY, TAIL_READ, TAIL_SECOND_ANSWER};
 use judge::{Action, judge, learn, query};
 use maps::{EGV3_TAILS_TC, EGV3_TAILS_XDP};
 
@@ -266,9 +266,26 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     }
     let len = ctx.len();
     pull_if_needed(&ctx, len);
-    if let Some(swap) = learn(&Skb(&ctx), ctx.data(), ctx.data_end()) {
+    let (swap, more) = learn(&Skb(&ctx), ctx.data(), ctx.data_end());
+    if let Some(swap) = swap {
         // Should the write fail, the answer goes on with the gateway's id,
         // which the workload does not take for an answer to its query.
+        let _ = swap_id_tc(&ctx, &swap);
+    }
+    if more {
+        // SAFETY: tail call into the second-answer program; returns only if absent.
+        unsafe { EGV3_TAILS_TC.tail_call(&ctx, TAIL_SECOND_ANSWER) };
+    }
+    TC_ACT_UNSPEC
+}
+
+/// Tail-called by `egress_dns` for a TCP segment from a resolver that
+/// carries a second answer after the first: learns from it and gives it its
+/// workload's id back. Never drops.
+#[classifier]
+pub fn egress_dns_second(ctx: TcContext) -> i32 {
+    let swap = judge::learn_second(&Skb(&ctx), ctx.data(), ctx.data_end());
+    if swap.is_some() {
         let _ = swap_id_tc(&ctx, &swap);
     }
     TC_ACT_UNSPEC

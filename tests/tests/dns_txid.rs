@@ -228,3 +228,30 @@ fn an_answer_with_the_workloads_own_id_teaches_nothing() {
         assert!(!h.reaches(&f, "203.0.113.66"), "{what}: the forged one still is not");
     }
 }
+
+/// Issue 14, hole 1 (answers): a resolver may write its answers to glibc's
+/// A and AAAA pair into one TCP segment. Both teach, and both get their
+/// workload's id back (the second by the second-answer program, reached by
+/// tail call). Fails on the code before: only the first message of a
+/// segment was read, and its second answer kept the gateway's id.
+#[test]
+fn two_answers_in_one_tcp_segment_both_teach_and_both_get_their_ids_back() {
+    let mut h = Harness::new();
+    let f = h.flow(false, true);
+    let (id1, id2) = (0x7301, 0x7302);
+    let up1 = h.query("first query", &f, id1);
+    let up2 = h.query("second query", &f, id2);
+    let (m1, m2) = (api_answer(up1, [203, 0, 113, 150]), api_answer(up2, [203, 0, 113, 151]));
+    let spec = Spec::tcp(f.resolver, f.workload, 53, f.port);
+    let frame = with_l4_checksum(spec.with_payload([tcp_framed(&m1), tcp_framed(&m2)].concat()).build());
+    let learned = h.stat(DnsStat::AddressLearned);
+    let (ret, out) = h.run(DNS_PROGRAM, &frame);
+    assert_eq!(ret, PASS, "the segment passes");
+    assert_eq!(h.stat(DnsStat::AddressLearned), learned + 2, "both answers teach");
+    let at1 = frame.len() - (m1.len() + 2 + m2.len());
+    let at2 = frame.len() - m2.len();
+    assert_eq!(out[at1..at1 + 2], id1.to_be_bytes(), "the first answer has its workload's id back");
+    assert_eq!(out[at2..at2 + 2], id2.to_be_bytes(), "the second answer has its workload's id back");
+    checksum_valid("two answers", &out);
+    assert!(h.reaches(&f, "203.0.113.150") && h.reaches(&f, "203.0.113.151"), "both addresses learned");
+}

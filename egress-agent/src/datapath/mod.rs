@@ -36,7 +36,7 @@ use aya::{Ebpf, EbpfLoader};
 use egress_common::maps;
 use egress_common::{
     AgentLease, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NAMES, SLOT_FLAG_NO_FLOW_CACHE,
-    SLOT_FLAG_WEBGROUPS, SlotMeta, TAIL_NAMES, TAIL_QUERY, TAIL_READ,
+    SLOT_FLAG_WEBGROUPS, SlotMeta, TAIL_NAMES, TAIL_QUERY, TAIL_READ, TAIL_SECOND_ANSWER,
 };
 
 use barrier::{PendingBarrier, RcuBarrier};
@@ -67,6 +67,8 @@ pub const XDP_NAMES_PROGRAM: &str = "egress_xdp_names";
 pub const TC_READ_PROGRAM: &str = "egress_tc_read";
 /// The XDP read program.
 pub const XDP_READ_PROGRAM: &str = "egress_xdp_read";
+/// Tail-called by `egress_dns`: the second answer of a TCP segment.
+pub const DNS_SECOND_PROGRAM: &str = "egress_dns_second";
 /// The empty baseline program.
 pub const EMPTY_PROGRAM: &str = "egress_empty";
 
@@ -194,7 +196,15 @@ impl Datapath {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(DATAPATH_OBJECT)?;
-        for name in [TC_PROGRAM, TC_QUERY_PROGRAM, TC_NAMES_PROGRAM, TC_READ_PROGRAM, DNS_PROGRAM, EMPTY_PROGRAM] {
+        for name in [
+            TC_PROGRAM,
+            TC_QUERY_PROGRAM,
+            TC_NAMES_PROGRAM,
+            TC_READ_PROGRAM,
+            DNS_PROGRAM,
+            DNS_SECOND_PROGRAM,
+            EMPTY_PROGRAM,
+        ] {
             let prog: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
             prog.load().map_err(|e| DatapathError::program(name, e))?;
         }
@@ -202,25 +212,7 @@ impl Datapath {
             let xdp: &mut Xdp = program_mut(&mut ebpf, name)?;
             xdp.load().map_err(|e| DatapathError::program(name, e))?;
         }
-        for (tails, index, name) in [
-            (maps::TAILS_TC, TAIL_QUERY, TC_QUERY_PROGRAM),
-            (maps::TAILS_TC, TAIL_NAMES, TC_NAMES_PROGRAM),
-            (maps::TAILS_TC, TAIL_READ, TC_READ_PROGRAM),
-            (maps::TAILS_XDP, TAIL_QUERY, XDP_QUERY_PROGRAM),
-            (maps::TAILS_XDP, TAIL_NAMES, XDP_NAMES_PROGRAM),
-            (maps::TAILS_XDP, TAIL_READ, XDP_READ_PROGRAM),
-        ] {
-            let fd = ebpf
-                .program(name)
-                .ok_or_else(|| DatapathError::MissingProgram(name.into()))?
-                .fd()
-                .map_err(|e| DatapathError::program(name, e))?
-                .try_clone()
-                .map_err(DatapathError::Io)?;
-            let map = ebpf.map_mut(tails).ok_or_else(|| DatapathError::MissingMap(tails.into()))?;
-            let mut array = aya::maps::ProgramArray::try_from(map).map_err(|e| DatapathError::map(tails, e))?;
-            array.set(index, &fd, 0).map_err(|e| DatapathError::map(tails, e))?;
-        }
+        fill_tail_calls(&mut ebpf)?;
         let slots = [SlotMaps::take(&mut ebpf, 0)?, SlotMaps::take(&mut ebpf, 1)?];
         let live: Array<MapData, LiveState> = take_map(&mut ebpf, maps::LIVE)?;
         let meta = take_map(&mut ebpf, maps::SLOT_META)?;
@@ -509,4 +501,31 @@ pub(crate) fn take_map<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 ) -> Result<T, DatapathError> {
     let map = ebpf.take_map(name).ok_or_else(|| DatapathError::MissingMap(name.to_string()))?;
     T::try_from(map).map_err(|e| DatapathError::map(name, e))
+}
+
+/// Puts the tail-called programs in the judges' program arrays: the query
+/// programs, the names and read programs (TC and XDP), and the
+/// second-answer program (TC egress).
+fn fill_tail_calls(ebpf: &mut Ebpf) -> Result<(), DatapathError> {
+    for (tails, index, name) in [
+        (maps::TAILS_TC, TAIL_QUERY, TC_QUERY_PROGRAM),
+        (maps::TAILS_TC, TAIL_NAMES, TC_NAMES_PROGRAM),
+        (maps::TAILS_TC, TAIL_READ, TC_READ_PROGRAM),
+        (maps::TAILS_TC, TAIL_SECOND_ANSWER, DNS_SECOND_PROGRAM),
+        (maps::TAILS_XDP, TAIL_QUERY, XDP_QUERY_PROGRAM),
+        (maps::TAILS_XDP, TAIL_NAMES, XDP_NAMES_PROGRAM),
+        (maps::TAILS_XDP, TAIL_READ, XDP_READ_PROGRAM),
+    ] {
+        let fd = ebpf
+            .program(name)
+            .ok_or_else(|| DatapathError::MissingProgram(name.into()))?
+            .fd()
+            .map_err(|e| DatapathError::program(name, e))?
+            .try_clone()
+            .map_err(DatapathError::Io)?;
+        let map = ebpf.map_mut(tails).ok_or_else(|| DatapathError::MissingMap(tails.into()))?;
+        let mut array = aya::maps::ProgramArray::try_from(map).map_err(|e| DatapathError::map(tails, e))?;
+        array.set(index, &fd, 0).map_err(|e| DatapathError::map(tails, e))?;
+    }
+    Ok(())
 }

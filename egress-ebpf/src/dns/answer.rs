@@ -17,9 +17,9 @@ use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use egress_common::addr::ipv4_mapped;
 use egress_common::{DnsStat, LearnKey, LearnValue, NAME_BUF, QUERY_TIMEOUT_NS, QueryValue, SlotMeta, clamp_ttl};
 
-use super::message::{LoadBytes, agent_up, be16, byte, copy_message, failed, message_span, scratch, stat};
+use super::message::{LoadBytes, agent_up, be16, byte, copy_message, failed, message_span, scratch, second_span, stat};
 use super::name::{name_groups, read_name};
-use super::txid::{IdSwap, claim};
+use super::txid::{IdSwap, claim, claim_at};
 use crate::maps::{EGV3_LEARNED, EGV3_LNAMES, Slot};
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
 use crate::scratch::{DONE, FAILED, MAX_CHAIN, MAX_LEARN, RUNNING, Scratch, vget, vset};
@@ -65,6 +65,32 @@ pub fn on_answer<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slo
         return swap;
     };
     if let Err(e) = learn(bytes, slot_idx, meta, pkt, s, span, query.as_ref()) {
+        stat(e);
+    }
+    swap
+}
+
+/// The second of two whole answers in one TCP segment from a listed
+/// resolver (resolvers may write the answers to glibc's A and AAAA pair
+/// together): learned from like the first, in a program of its own (the
+/// answer program reaches it by tail call: learning twice in one program
+/// is past the verifier's budget). The swap that gives it its workload's id
+/// back, or [`IdSwap::NONE`].
+#[inline(always)]
+pub fn on_second_answer<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> IdSwap {
+    if pkt.proto != IPPROTO_TCP || pkt.sport != 53 || !pkt.has_l4() || slot.resolvers.get_ptr(pkt.src).is_none() {
+        return IdSwap::NONE;
+    }
+    let Ok(Some(first)) = message_span(bytes, pkt) else { return IdSwap::NONE };
+    let Ok(Some(second)) = second_span(bytes, pkt, first) else { return IdSwap::NONE };
+    let Some((swap, query)) = claim_at(bytes, pkt, second.0 - 2) else { return IdSwap::NONE };
+    stat(DnsStat::AnswerSeen);
+    if !agent_up() {
+        stat(DnsStat::AgentDown);
+        return swap;
+    }
+    let Some(s) = scratch() else { return swap };
+    if let Err(e) = learn(bytes, slot_idx, meta, pkt, s, second, Some(&query)) {
         stat(e);
     }
     swap

@@ -26,7 +26,7 @@ mod query;
 mod refuse;
 mod txid;
 
-pub use answer::on_answer;
+pub use answer::{on_answer, on_second_answer};
 pub use message::{LoadBytes, stat};
 pub use name::groups_of_name;
 pub use query::{QueryAction, on_query, unfiltered};

@@ -82,7 +82,14 @@ pub fn record(pkt: &Packet, off: u32, workload_id: u16, value: &QueryValue) -> O
 /// not: the workload waits for its own id.
 #[inline(always)]
 pub fn claim<B: LoadBytes>(bytes: &B, pkt: &Packet) -> Option<(IdSwap, QueryValue)> {
-    let off = u32::from(pkt.payload_off);
+    claim_at(bytes, pkt, u32::from(pkt.payload_off))
+}
+
+/// [`claim`] for the message (UDP) or the length prefix (TCP) at packet
+/// offset `off`: the first message of the segment, or the second of a TCP
+/// segment that carries two.
+#[inline(always)]
+pub fn claim_at<B: LoadBytes>(bytes: &B, pkt: &Packet, off: u32) -> Option<(IdSwap, QueryValue)> {
     let end = u32::from(pkt.ip_end);
     let udp = pkt.proto == IPPROTO_UDP;
     let id_off = if udp { off } else { off + 2 };
