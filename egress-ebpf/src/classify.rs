@@ -7,7 +7,7 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
-    ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, FAMILY_V4, LearnKey, NO_RULE, PORT_INDEX_ICMP,
+    ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, FAMILY_V4, LearnKey, NO_RULE, NamedRules, PORT_INDEX_ICMP,
     PORT_INDEX_OTHER, PORT_INDEX_UDP, SLOT_FLAG_NAMES, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey,
 };
 
@@ -85,23 +85,31 @@ struct GroupWalk {
 extern "C" fn group_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the GroupWalk on the caller's stack.
     let w = unsafe { &mut *ctx.cast::<GroupWalk>() };
-    if w.groups == 0 {
-        return 1;
-    }
-    let bit = w.groups.trailing_zeros();
-    w.groups &= w.groups - 1;
-    let slot = if w.slot == 0 { &SLOT0 } else { &SLOT1 };
-    if let Some(r) = slot.xw.get_ptr(ClassWebGroupKey { x_class: w.x, group: bit }) {
-        // SAFETY: value pointer from a successful lookup.
-        let (both, learned_only) = unsafe { ((*r).both, (*r).learned_only) };
-        if both < w.rule {
-            w.rule = both;
+    let Some((_, r)) = next_entry(&mut w.groups, w.slot, w.x) else { return 1 };
+    if let Some(r) = r {
+        if r.both < w.rule {
+            w.rule = r.both;
         }
-        if learned_only < w.nameless {
-            w.nameless = learned_only;
+        if r.learned_only < w.nameless {
+            w.nameless = r.learned_only;
         }
     }
     0
+}
+
+/// Takes the lowest WebGroup bit out of `groups` (`None` when none is
+/// left) with x's `XW` entry for it in slot `slot_idx`, if it has one.
+#[inline(always)]
+fn next_entry(groups: &mut u64, slot_idx: u32, x: u32) -> Option<(u32, Option<NamedRules>)> {
+    if *groups == 0 {
+        return None;
+    }
+    let bit = groups.trailing_zeros();
+    *groups &= *groups - 1;
+    let slot = if slot_idx == 0 { &SLOT0 } else { &SLOT1 };
+    // SAFETY: value pointer from a successful lookup, copied out at once.
+    let entry = slot.xw.get_ptr(ClassWebGroupKey { x_class: x, group: bit }).map(|r| unsafe { *r });
+    Some((bit, entry))
 }
 
 /// First-match classification of the packet's flow.
@@ -175,16 +183,9 @@ struct NamedWalk {
 extern "C" fn named_step(_index: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: ctx is the NamedWalk on the caller's stack.
     let w = unsafe { &mut *ctx.cast::<NamedWalk>() };
-    if w.groups == 0 {
-        return 1;
-    }
-    let bit = w.groups.trailing_zeros();
-    w.groups &= w.groups - 1;
-    let slot = if w.slot == 0 { &SLOT0 } else { &SLOT1 };
-    if let Some(r) = slot.xw.get_ptr(ClassWebGroupKey { x_class: w.x, group: bit }) {
-        // SAFETY: value pointer from a successful lookup.
-        let rules = unsafe { *r };
-        let rule = rules.rule(w.learned >> bit & 1 != 0, w.named >> bit & 1 != 0);
+    let Some((bit, r)) = next_entry(&mut w.groups, w.slot, w.x) else { return 1 };
+    if let Some(r) = r {
+        let rule = r.rule(w.learned >> bit & 1 != 0, w.named >> bit & 1 != 0);
         if rule < w.rule {
             w.rule = rule;
         }
