@@ -1,7 +1,7 @@
 //! The lab: network-namespace labs running the real agent, crafted packets,
-//! DNS messages, load generators and the translations of a pack for
-//! iptables and nftables. Used by the root-only tests under `tests/`, the
-//! benches and the demo; never by the agent.
+//! DNS messages, real TLS servers and clients, load generators and the
+//! translations of a pack for iptables and nftables. Used by the root-only
+//! tests under `tests/`, the benches and the demo; never by the agent.
 
 pub mod agent;
 pub mod bpffs;
@@ -17,6 +17,7 @@ pub mod loadgen;
 pub mod netns;
 pub mod packet;
 pub mod resolver;
+pub mod tls;
 pub mod traffic;
 pub mod translate;
 

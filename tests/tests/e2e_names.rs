@@ -8,14 +8,15 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use egress_lab::agent::AgentProcess;
 use egress_lab::hello::client_hello;
 use egress_lab::lab::Lab;
 use egress_lab::netns::within;
 use egress_lab::resolver::{Resolver, Zone};
+use egress_lab::tls::{self, Certificate, Server, wait_accepting};
 
 const RESOLVER: &str = "198.51.100.53";
 /// The shared front end: the sanctioned API and the attacker's tenant.
@@ -46,50 +47,12 @@ rules:
     )
 }
 
-/// A process killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Names {
     lab: Lab,
     _resolver: Resolver,
     _tls: Vec<Server>,
     agent: AgentProcess,
     _dir: PathBuf,
-}
-
-/// A self-signed certificate for the sanctioned name (the clients skip
-/// verification: what is tested is the name they send).
-fn certificate(dir: &std::path::Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", &format!("/CN={SANCTIONED}"), "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl req");
-    assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
-    (cert.display().to_string(), key.display().to_string())
-}
-
-fn tls_server(lab: &Lab, addr: Ipv4Addr, cert: &str, key: &str) -> Server {
-    let child = Command::new("ip")
-        .args(["netns", "exec", &lab.upstream.name, "openssl", "s_server", "-quiet", "-www"])
-        .args(["-accept", &format!("{addr}:443"), "-cert", cert, "-key", key])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    Server(child)
 }
 
 /// A plain HTTP/1.1 server on port 80 of `addr` that answers every request.
@@ -113,36 +76,25 @@ fn start(mode: &str) -> Names {
     lab.upstream.ip(&["addr", "add", &format!("{PARTNER}/32"), "dev", "lo"]).expect("partner address");
     let dir = std::env::temp_dir().join(format!("egress-names-{}", lab.workload.name));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let (cert, key) = certificate(&dir);
-    let tls = vec![tls_server(&lab, CDN, &cert, &key), tls_server(&lab, PARTNER, &cert, &key)];
+    // The clients skip verification: what is tested is the name they send.
+    let cert = Certificate::self_signed(&dir, SANCTIONED).expect("openssl req");
+    let mut tls: Vec<Server> = [CDN, PARTNER]
+        .into_iter()
+        .map(|a| Server::start(&lab.upstream, IpAddr::V4(a), &cert).expect("openssl s_server"))
+        .collect();
     http_server(&lab, CDN);
     let zone =
         Zone { hosts: vec![(SANCTIONED.into(), vec![IpAddr::V4(CDN)])], cnames: vec![], wildcards: vec![], ttl: 300 };
     let resolver = Resolver::start(&lab, &[RESOLVER.parse().expect("addr")], &zone).expect("dnsmasq");
     // The servers answer before the agent starts.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for server in [CDN, PARTNER] {
-        let to = SocketAddr::new(IpAddr::V4(server), 443);
-        while within(&lab.workload.name, move || TcpStream::connect_timeout(&to, Duration::from_millis(300)).is_err())
-            .expect("netns")
-        {
-            assert!(Instant::now() < deadline, "TLS server on {server} did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    wait_accepting(&mut tls, &lab.workload, Duration::from_secs(5)).expect("TLS servers");
     let agent = AgentProcess::start(&lab, &egress_lab::agent_binary(), &pack(mode)).expect("agent");
     Names { lab, _resolver: resolver, _tls: tls, agent, _dir: dir }
 }
 
 /// curl from the workload: its exit code and how long it took.
 fn curl(lab: &Lab, args: &[&str]) -> (i32, Duration) {
-    let t = Instant::now();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.workload.name, "curl", "-sk", "-o", "/dev/null", "--max-time", "5"])
-        .args(args)
-        .output()
-        .expect("curl");
-    (out.status.code().unwrap_or(-1), t.elapsed())
+    tls::curl(&lab.workload, Duration::from_secs(5), args).expect("curl")
 }
 
 /// A reset the workload sees: curl's "connection reset" family of errors
@@ -159,7 +111,7 @@ fn a_learned_address_opens_only_the_names_its_webgroup_covers() {
     let (code, _) = curl(&n.lab, &[&url]);
     assert_eq!(code, 0, "the sanctioned name on its learned address");
     // Another tenant's name on the same (learned) address: reset at once.
-    let resolve = format!("attacker-tenant.example:443:{CDN}");
+    let resolve = tls::resolve("attacker-tenant.example", IpAddr::V4(CDN));
     let (code, took) = curl(&n.lab, &["--resolve", &resolve, "https://attacker-tenant.example/"]);
     assert!(reset(code), "another name on the learned address: curl exit {code}");
     assert!(took < Duration::from_millis(900), "reset, not timed out: {took:?}");
@@ -194,10 +146,10 @@ fn a_learned_address_opens_only_the_names_its_webgroup_covers() {
     // A CIDR rule's flow: another name on the partner's address is let
     // through (asked first: the test's server is single-threaded, and a
     // flow reset on the workload's side stays open on the server's).
-    let resolve = format!("api.partner.test:443:{PARTNER}");
+    let resolve = tls::resolve("api.partner.test", IpAddr::V4(PARTNER));
     assert_eq!(curl(&n.lab, &["--resolve", &resolve, "https://api.partner.test/"]).0, 0, "partner");
     // ... but one whose name an earlier deny WebGroup covers is denied.
-    let resolve = format!("x.evil.test:443:{PARTNER}");
+    let resolve = tls::resolve("x.evil.test", IpAddr::V4(PARTNER));
     let (code, _) = curl(&n.lab, &["--resolve", &resolve, "https://x.evil.test/"]);
     assert!(reset(code), "a name the deny WebGroup covers, on a CIDR-permitted address: curl exit {code}");
     let rec = n.agent.wait_record(Duration::from_secs(3), |v| v["name"] == "x.evil.test").expect("record");
@@ -238,7 +190,7 @@ fn a_clienthello_cut_in_two_is_read_whole_and_monitor_only_reports() {
     // Monitor: the other name passes, reported as would_deny with its name.
     let n = start("monitor");
     assert_eq!(curl(&n.lab, &[&format!("https://{SANCTIONED}/")]).0, 0);
-    let resolve = format!("attacker-tenant.example:443:{CDN}");
+    let resolve = tls::resolve("attacker-tenant.example", IpAddr::V4(CDN));
     assert_eq!(
         curl(&n.lab, &["--resolve", &resolve, "https://attacker-tenant.example/"]).0,
         0,
