@@ -2,12 +2,13 @@
 //!
 //! Builds three network namespaces (the `AgentCore` runtime subnet, the
 //! gateway running `egress-agent` with the reference pack of
-//! `policies/agentcore/`, an upstream "internet" with servers and a
-//! resolver), plays scenario cards, each an attack a prompt-injected agent
-//! would try (mapped to the OWASP Top 10 for LLM applications) or
-//! legitimate traffic that must keep working, first in monitor mode, then
-//! with the pack promoted to enforce. Prints the report and writes it as
-//! HTML. Cleans up on exit, failure and Ctrl-C.
+//! `policies/agentcore/`, an upstream "internet" with TLS servers and a
+//! resolver; the workload's HTTPS client is curl), plays scenario cards,
+//! each an attack a prompt-injected agent would try (mapped to the OWASP
+//! Top 10 for LLM applications) or legitimate traffic that must keep
+//! working, first in monitor mode, then with the pack promoted to enforce.
+//! Prints the report and writes it as HTML. Cleans up on exit, failure and
+//! Ctrl-C.
 //!
 //! Options: `--policy DIR` (default `policies/agentcore`), `--agent BIN`
 //! (default `target/release/egress-agent`), `--report PATH` (default

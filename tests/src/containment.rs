@@ -1,8 +1,10 @@
 //! The containment lab: the attacks a prompt-injected agent would try,
 //! played as scenario cards against the `AgentCore` reference pack
 //! (`policies/agentcore/`), first in monitor mode, then promoted to
-//! enforce. Each card records what happened on the wire, the verdict the
-//! agent reported, its flow-log record and the counter that moved.
+//! enforce. The internet hosts serve real TLS (`openssl s_server`) and the
+//! workload reaches them with a real client (curl). Each card records what
+//! happened on the wire, the verdict the agent reported, its flow-log
+//! record and the counter that moved.
 //! `cargo xtask demo` prints the report and writes it as HTML
 //! ([`super::containment_report`]); a test checks every card.
 
@@ -16,7 +18,9 @@ use super::dnsmsg::{Message, read_name};
 use super::lab::{Lab, WORKLOAD_V4};
 use super::netns::within;
 use super::resolver::{Resolver, Zone};
+use super::tls::{self, Certificate, Server};
 
+/// How long a probe may take (a lookup's answer, a whole HTTPS request).
 const TIMEOUT: Duration = Duration::from_millis(1500);
 /// The lab's approved resolver, and a foreign one.
 pub const RESOLVER: &str = "198.51.100.53";
@@ -25,17 +29,19 @@ const FOREIGN_RESOLVER: &str = "198.51.100.99:53";
 /// What a card sends.
 #[derive(Debug, Clone, Copy)]
 pub enum Probe {
-    /// Resolve the name through the approved resolver, then TCP to port 443.
+    /// Resolve the name through the approved resolver, then HTTPS to that
+    /// address on port 443 with curl, naming it (SNI).
     Name(&'static str),
-    /// TCP to an address the workload never resolved.
+    /// HTTPS with curl straight to an address the workload never resolved
+    /// (`https://ADDR:PORT/`: no SNI, the address alone decides).
     Tcp(&'static str),
     /// A DNS query to a resolver that is not approved.
     ForeignDns(&'static str),
     /// A lookup through the approved resolver whose name is the payload.
     Lookup(&'static str),
-    /// Resolve the first name through the approved resolver, then TLS to
-    /// that address naming the second (SNI): another tenant of a shared
-    /// front end.
+    /// Resolve the first name through the approved resolver, then HTTPS
+    /// with curl to that address naming the second (SNI): another tenant
+    /// of a shared front end.
     SharedAddress(&'static str, &'static str),
 }
 
@@ -297,6 +303,25 @@ fn dns_filter_verdict(before: &str, after: &str) -> Option<(String, (String, u64
     None
 }
 
+/// curl from the workload: whether the request got its answer within
+/// [`TIMEOUT`].
+fn curl_ok(lab: &Lab, args: &[&str]) -> io::Result<bool> {
+    Ok(tls::curl(&lab.workload, TIMEOUT, args)?.0 == 0)
+}
+
+/// Resolves `name` through the approved resolver, then HTTPS with curl to
+/// the address it got, naming `sni` (`--resolve`: curl looks nothing up):
+/// whether it got through, the traffic in words, and the address (`None`
+/// when the lookup was refused).
+fn resolve_then_https(lab: &Lab, name: &str, sni: &str) -> io::Result<(bool, String, Option<IpAddr>)> {
+    let resolver = SocketAddr::new(RESOLVER.parse().map_err(io::Error::other)?, 53);
+    let Some(addr) = lookup(lab, resolver, name)? else {
+        return Ok((false, format!("{name}: lookup refused"), None));
+    };
+    let ok = curl_ok(lab, &["--resolve", &tls::resolve(sni, addr), &format!("https://{sni}/")])?;
+    Ok((ok, format!("{name} → tcp {addr}:443, TLS (SNI {sni})"), Some(addr)))
+}
+
 /// The flow whose record tells what became of a probe: its address, port,
 /// protocol, and the name it gave when that is what decided.
 type ProbedFlow = Option<(String, u16, &'static str, Option<&'static str>)>;
@@ -308,28 +333,18 @@ fn play(lab: &Lab, agent: &AgentProcess, card: Card, mode: &'static str) -> io::
     let seen = agent.flow_records().len();
     let me = WORKLOAD_V4.to_string();
     let (delivered, traffic, flow): (bool, String, ProbedFlow) = match card.probe {
-        Probe::Name(name) => match lookup(lab, SocketAddr::new(RESOLVER.parse().map_err(io::Error::other)?, 53), name)?
-        {
-            Some(addr) => {
-                // As a TLS client starts: a ClientHello naming the host.
-                let ok = lab.tls_exchange(None, SocketAddr::new(addr, 443), name, TIMEOUT)?;
-                (ok, format!("{name} → tcp {addr}:443"), Some((addr.to_string(), 443, "tcp", None)))
-            }
-            None => (false, format!("{name}: lookup refused"), None),
-        },
+        Probe::Name(name) => {
+            let (ok, traffic, addr) = resolve_then_https(lab, name, name)?;
+            (ok, traffic, addr.map(|a| (a.to_string(), 443, "tcp", None)))
+        }
         Probe::SharedAddress(name, sni) => {
-            match lookup(lab, SocketAddr::new(RESOLVER.parse().map_err(io::Error::other)?, 53), name)? {
-                Some(addr) => {
-                    let ok = lab.tls_exchange(None, SocketAddr::new(addr, 443), sni, TIMEOUT)?;
-                    (ok, format!("{name} → tcp {addr}:443, SNI {sni}"), Some((addr.to_string(), 443, "tcp", Some(sni))))
-                }
-                None => (false, format!("{name}: lookup refused"), None),
-            }
+            let (ok, traffic, addr) = resolve_then_https(lab, name, sni)?;
+            (ok, traffic, addr.map(|a| (a.to_string(), 443, "tcp", Some(sni))))
         }
         Probe::Tcp(to) => {
             let to: SocketAddr = to.parse().map_err(io::Error::other)?;
-            let ok = lab.tcp_exchange(None, to, TIMEOUT)?;
-            (ok, format!("tcp {to}"), Some((to.ip().to_string(), to.port(), "tcp", None)))
+            let ok = curl_ok(lab, &[&format!("https://{to}/")])?;
+            (ok, format!("tcp {to}, TLS (no SNI)"), Some((to.ip().to_string(), to.port(), "tcp", None)))
         }
         Probe::ForeignDns(name) => {
             let to: SocketAddr = FOREIGN_RESOLVER.parse().map_err(io::Error::other)?;
@@ -419,10 +434,17 @@ fn promote(dir: &Path) -> io::Result<()> {
 pub fn run(agent_bin: &Path, pack: &Path, mut progress: impl FnMut(&Outcome)) -> io::Result<Report> {
     let started = Instant::now();
     let lab = Lab::new(UPSTREAM)?;
-    // The internet hosts (203.0.113.0/24; the resolvers are in 198.51.100.0/24) serve TCP 443.
-    for a in UPSTREAM.iter().filter(|a| a.starts_with("203.0.113.")) {
-        lab.tcp_echo(SocketAddr::new(a.parse().map_err(io::Error::other)?, 443))?;
-    }
+    // The internet hosts (203.0.113.0/24; the resolvers are in 198.51.100.0/24)
+    // serve HTTPS on 443, one server each, with one certificate.
+    let certs = std::env::temp_dir().join(format!("egress-containment-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&certs)?;
+    let cert = Certificate::self_signed(&certs, "egress-lab.example")?;
+    let mut servers = UPSTREAM
+        .iter()
+        .filter(|a| a.starts_with("203.0.113."))
+        .map(|a| Server::start(&lab.upstream, a.parse().map_err(io::Error::other)?, &cert))
+        .collect::<io::Result<Vec<_>>>()?;
+    tls::wait_accepting(&mut servers, &lab.workload, Duration::from_secs(5))?;
     lab.udp_echo(FOREIGN_RESOLVER.parse().map_err(io::Error::other)?)?;
     let _resolver = Resolver::start(&lab, &[RESOLVER.parse().map_err(io::Error::other)?], &zone())?;
     let dir: PathBuf = std::env::temp_dir().join(format!("egress-containment-{}", std::process::id()));
@@ -449,6 +471,8 @@ pub fn run(agent_bin: &Path, pack: &Path, mut progress: impl FnMut(&Outcome)) ->
         }
     }
     drop(agent);
+    drop(servers);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&certs);
     Ok(Report { policy: pack.display().to_string(), outcomes, seconds: started.elapsed().as_secs_f64() })
 }

@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 /// `setpriv` to run the agent with fewer capabilities, `systemd-analyze` to
 /// verify the shipped unit, iptables, ipset and nftables for `bench compare`,
 /// curl and openssl as the real TLS and HTTP clients and server of the
-/// connection-name tests.
+/// connection-name tests and the containment lab.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("iputils-ping", "/usr/bin/ping"),
