@@ -17,6 +17,7 @@ pub mod loadgen;
 pub mod netns;
 pub mod packet;
 pub mod resolver;
+pub mod tls_load;
 pub mod traffic;
 pub mod translate;
 
