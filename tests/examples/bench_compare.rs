@@ -15,7 +15,13 @@
 //! sets that decide every packet as the order does).
 //!
 //! Measured: new connections per second (connect, 16-byte request, 16-byte
-//! reply, close; several client threads) and their p99 latency; UDP
+//! reply, close; several client threads) and their p99 latency; new TLS
+//! connections per second and their p99 (rustls on both ends, a full
+//! handshake naming `tls.bench.test`, 16 bytes each way; the agent permits
+//! them by a WebGroup rule with `verify_names`, so it reads and judges
+//! every ClientHello, after learning the name's address from a lookup
+//! through the lab's resolver; iptables and nftables permit the address,
+//! as they cannot check names); UDP
 //! datagrams of 18 bytes per second received upstream (several senders,
 //! each flow answered once so stateful firewalls see it established); over
 //! interleaved rounds (A B C ..., then B C ... A, and so on: each system
@@ -28,7 +34,8 @@
 //! separate short connection test after each measured one (the stats cost
 //! the program two clock reads a run, which the measured rates must not
 //! carry). Writes `target/bench/compare.json` as
-//! `[{"rules", "system", "conn_per_s", "pps", "p99_us", "ratio_conn", ...}]`.
+//! `[{"rules", "system", "conn_per_s", "pps", "p99_us", "ratio_conn",
+//! "tls_conn_per_s", "tls_p99_us", "ratio_tls", ...}]`.
 //! Needs root.
 //!
 //! Options: `--sizes 10,1000,10000`, `--rounds N`, `--seconds S`,
@@ -44,16 +51,24 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail, ensure};
 use egress_agent::datapath::Datapath;
 use egress_lab::agent::AgentProcess;
+use egress_lab::dnsmsg::Message;
 use egress_lab::lab::Lab;
 use egress_lab::loadgen::{UdpSink, serve_tcp_echo, settle, tcp_conn_rate, udp_pps};
 use egress_lab::netns::within;
+use egress_lab::resolver::{Resolver, Zone};
+use egress_lab::tls::Certificate;
+use egress_lab::tls_load::{TlsPair, serve_tls_echo, tls_conn_rate};
 use egress_lab::{layers, translate};
-use egress_policy::model::{Action, Destination, Location, Mode, Pack, PortRange, Protocol, Rule, Source};
+use egress_policy::model::{Action, Destination, Location, Mode, Pack, PortRange, Protocol, Rule, Source, WebGroup};
 use egress_policy::{pack_yaml, synth};
 use serde::Serialize;
 
 const SERVER: &str = "100.64.0.1:7";
 const UDP_SERVER: &str = "100.64.0.1:9";
+const TLS_SERVER: &str = "100.64.0.2:443";
+/// The TLS server's name, which the agent's WebGroup rule covers.
+const TLS_NAME: &str = "tls.bench.test";
+const RESOLVER: &str = "100.64.0.53";
 /// Client threads of the connection test, by default: enough to keep both
 /// cores of the lab busy, so that the rate does not ride on wake-up latency.
 const CLIENTS: usize = 8;
@@ -113,34 +128,70 @@ fn opts() -> Result<Opts> {
     Ok(o)
 }
 
+/// A permit of everyone to `destination` on one port, as the measured
+/// flows' rules are.
+fn permit(name: &str, priority: u16, destination: Destination, protocol: Protocol, port: u16, names: bool) -> Rule {
+    Rule {
+        name: name.into(),
+        priority,
+        source: Source::Any,
+        destinations: vec![destination],
+        protocol,
+        ports: Some(vec![PortRange { lo: port, hi: port }]),
+        action: Action::Permit,
+        mode: Mode::Enforce,
+        log: false,
+        verify_names: names,
+        location: Location::default(),
+    }
+}
+
 /// The synthetic pack with the measured flows' permits (TCP to port 7, UDP
-/// to port 9) just before its final default rule.
-fn pack(rules: usize) -> Pack {
+/// to port 9, TLS to port 443, DNS to the lab's resolver) just before its
+/// final default rule. `by_name`: the TLS server is permitted by a WebGroup
+/// rule that verifies names (the agent's pack); otherwise by its address
+/// (what iptables and nftables are given).
+fn pack(rules: usize, by_name: bool) -> Pack {
     let mut p = synth::realistic_pack(rules.max(2), synth::DEFAULT_SEED);
+    let resolver: std::net::IpAddr = RESOLVER.parse().expect("address");
+    p.dns.resolvers = vec![resolver];
+    p.dns.max_ttl = p.dns.max_ttl.max(3600);
+    p.webgroups.insert(
+        "bench-tls".into(),
+        WebGroup {
+            name: "bench-tls".into(),
+            domains: vec![egress_policy::domain::parse_pattern(TLS_NAME).expect("pattern")],
+            location: Location::default(),
+        },
+    );
+    let tls: SocketAddr = TLS_SERVER.parse().expect("address");
+    let tls_destination = if by_name {
+        Destination::WebGroup("bench-tls".into())
+    } else {
+        Destination::Cidrs(vec![ipnet::IpNet::from(tls.ip())])
+    };
     let at = p.rules.len() - 1;
     let priority = p.rules[at - 1].priority + 1;
-    for (i, (name, protocol, port)) in
-        [("allow-bench", Protocol::Tcp, 7), ("allow-bench-udp", Protocol::Udp, 9)].into_iter().enumerate()
-    {
-        p.rules.insert(
-            at + i,
-            Rule {
-                name: name.into(),
-                priority: priority + i as u16,
-                source: Source::Any,
-                destinations: vec![Destination::Cidrs(vec!["100.64.0.1/32".parse().expect("prefix")])],
-                protocol,
-                ports: Some(vec![PortRange { lo: port, hi: port }]),
-                action: Action::Permit,
-                mode: Mode::Enforce,
-                log: false,
-                verify_names: false,
-                location: Location::default(),
-            },
-        );
+    let bench = Destination::Cidrs(vec!["100.64.0.1/32".parse().expect("prefix")]);
+    let added = [
+        permit("allow-bench", priority, bench.clone(), Protocol::Tcp, 7, false),
+        permit("allow-bench-udp", priority + 1, bench, Protocol::Udp, 9, false),
+        permit("allow-bench-tls", priority + 2, tls_destination, Protocol::Tcp, tls.port(), by_name),
+        permit(
+            "allow-bench-dns",
+            priority + 3,
+            Destination::Cidrs(vec![ipnet::IpNet::from(resolver)]),
+            Protocol::Udp,
+            53,
+            false,
+        ),
+    ];
+    let n = added.len() as u16;
+    for (i, rule) in added.into_iter().enumerate() {
+        p.rules.insert(at + i, rule);
     }
     let last = p.rules.len() - 1;
-    p.rules[last].priority = p.rules[last].priority.max(priority + 2);
+    p.rules[last].priority = p.rules[last].priority.max(priority + n);
     p
 }
 
@@ -343,6 +394,9 @@ struct Row {
     p99_us: f64,
     ratio_conn: f64,
     ratio_pps: Option<f64>,
+    tls_conn_per_s: f64,
+    tls_p99_us: f64,
+    ratio_tls: f64,
     program_ns: Option<f64>,
     dns_program_ns: Option<f64>,
     rounds: usize,
@@ -355,6 +409,8 @@ struct Runs {
     conns: Vec<f64>,
     p99s: Vec<f64>,
     pps: Vec<f64>,
+    tls_conns: Vec<f64>,
+    tls_p99s: Vec<f64>,
     progs: Vec<f64>,
     dns_progs: Vec<f64>,
 }
@@ -371,6 +427,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 struct Baseline {
     conns: Vec<f64>,
     pps: Vec<f64>,
+    tls: Vec<f64>,
 }
 
 /// The lab's servers, and what every measurement shares.
@@ -379,6 +436,8 @@ struct Bench<'a> {
     o: &'a Opts,
     server: SocketAddr,
     udp_server: SocketAddr,
+    tls_server: SocketAddr,
+    tls: &'a TlsPair,
     sink: &'a UdpSink,
 }
 
@@ -410,14 +469,21 @@ impl Bench<'_> {
             let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
         }
         let pps = udp_pps(&lab.workload.name, self.udp_server, UDP_SENDERS, o.seconds.min(2.0), self.sink)?;
+        // The agent learns the TLS server's address from this answer.
+        lookup(lab, TLS_NAME)?;
+        let ns = &lab.workload.name;
+        tls_conn_rate(ns, self.tls_server, TLS_NAME, self.tls, o.clients, 0.3).context("TLS warm-up")?;
+        let (tls, tls_p99) = tls_conn_rate(ns, self.tls_server, TLS_NAME, self.tls, o.clients, o.seconds)?;
         drop(guard);
         eprintln!(
-            "bench_compare: {size} rules, round {round}, {}: {conns:.0} conn/s, p99 {p99:.0} µs, {pps:.0} pps",
+            "bench_compare: {size} rules, round {round}, {}: {conns:.0} conn/s, p99 {p99:.0} µs, {pps:.0} pps, {tls:.0} TLS conn/s, p99 {tls_p99:.0} µs",
             runs.system.name()
         );
         runs.conns.push(conns);
         runs.p99s.push(p99);
         runs.pps.push(pps);
+        runs.tls_conns.push(tls);
+        runs.tls_p99s.push(tls_p99);
         Ok(())
     }
 
@@ -431,10 +497,9 @@ impl Bench<'_> {
         dir: &std::path::Path,
     ) -> Result<Vec<Row>> {
         let o = self.o;
-        let pack = pack(size);
-        let translated = Translated::of(&pack, three_part);
+        let translated = Translated::of(&pack(size, false), three_part);
         let policy = dir.join(format!("pack-{size}.yaml"));
-        std::fs::write(&policy, pack_yaml::to_yaml(&pack))?;
+        std::fs::write(&policy, pack_yaml::to_yaml(&pack(size, true)))?;
         let wanted = |s: &System| *s == System::None || o.systems.as_ref().is_none_or(|w| w.contains(s));
         let mut runs: Vec<Runs> = System::ALL
             .iter()
@@ -447,7 +512,8 @@ impl Bench<'_> {
                 self.measure(&mut runs[(round + i) % systems], &translated, &policy, size, round)?;
             }
         }
-        let baseline = Baseline { conns: runs[0].conns.clone(), pps: runs[0].pps.clone() };
+        let baseline =
+            Baseline { conns: runs[0].conns.clone(), pps: runs[0].pps.clone(), tls: runs[0].tls_conns.clone() };
         Ok(runs.into_iter().map(|r| row(size, r, &baseline, o.rounds)).collect())
     }
 }
@@ -456,6 +522,7 @@ impl Bench<'_> {
 fn row(size: usize, runs: Runs, baseline: &Baseline, rounds: usize) -> Row {
     let paired = |v: &[f64], b: &[f64]| median(v.iter().zip(b).map(|(x, y)| x / y).collect());
     let (ratio_conn, ratio_pps) = (paired(&runs.conns, &baseline.conns), paired(&runs.pps, &baseline.pps));
+    let ratio_tls = paired(&runs.tls_conns, &baseline.tls);
     Row {
         rules: size,
         system: runs.system.name(),
@@ -464,6 +531,9 @@ fn row(size: usize, runs: Runs, baseline: &Baseline, rounds: usize) -> Row {
         p99_us: median(runs.p99s),
         ratio_conn,
         ratio_pps: Some(ratio_pps),
+        tls_conn_per_s: median(runs.tls_conns),
+        tls_p99_us: median(runs.tls_p99s),
+        ratio_tls,
         program_ns: (!runs.progs.is_empty()).then(|| median(runs.progs)),
         dns_program_ns: (!runs.dns_progs.is_empty()).then(|| median(runs.dns_progs)),
         rounds,
@@ -497,11 +567,38 @@ fn print_rows(rows: &[Row], o: &Opts) {
             ns(r.dns_program_ns)
         );
     }
+    println!("\nNew TLS connections per second (full handshake naming {TLS_NAME}, 16 bytes each way), same rounds;");
+    println!("the agent reads and judges every ClientHello's name, the others permit the address");
+    println!("{:>6} {:<16} {:>10} {:>6} {:>9}", "rules", "system", "TLS conn/s", "ratio", "p99 µs");
+    for r in rows {
+        println!(
+            "{:>6} {:<16} {:>10.0} {:>6.2} {:>9.0}",
+            r.rules, r.system, r.tls_conn_per_s, r.ratio_tls, r.tls_p99_us
+        );
+    }
+}
+
+/// A lookup of `name` (type A) from the workload through the lab's
+/// resolver; fails unless it is answered with an address.
+fn lookup(lab: &Lab, name: &str) -> Result<()> {
+    let resolver = SocketAddr::new(RESOLVER.parse()?, 53);
+    let query = Message::query(0x5151, name, 1).to_bytes();
+    let name = name.to_string();
+    within(&lab.workload.name, move || -> Result<()> {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+        sock.send_to(&query, resolver)?;
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).context("no answer from the lab's resolver")?;
+        ensure!(n >= 12 && buf[3] & 0x0f == 0 && u16::from_be_bytes([buf[6], buf[7]]) > 0, "no address for {name}");
+        Ok(())
+    })?
 }
 
 fn main() -> Result<()> {
     let o = opts()?;
-    let lab = Lab::new(&["100.64.0.1"]).context("lab (run as root)")?;
+    let tls_server: SocketAddr = TLS_SERVER.parse()?;
+    let lab = Lab::new(&["100.64.0.1", "100.64.0.2", RESOLVER]).context("lab (run as root)")?;
     for (k, v) in [("net.ipv4.tcp_tw_reuse", "1"), ("net.ipv4.ip_local_port_range", "1024 65535")] {
         lab.workload.sysctl(k, v)?;
     }
@@ -510,6 +607,13 @@ fn main() -> Result<()> {
     let udp_server: SocketAddr = UDP_SERVER.parse()?;
     serve_tcp_echo(&lab.upstream.name, server, o.clients)?;
     let sink = UdpSink::start(&lab.upstream.name, udp_server)?;
+    let dir = std::env::temp_dir().join(format!("egress-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let cert = Certificate::self_signed(&dir, TLS_NAME)?;
+    let tls = TlsPair::from_pem(&cert.cert, &cert.key)?;
+    serve_tls_echo(&lab.upstream.name, tls_server, o.clients, &tls)?;
+    let zone = Zone { hosts: vec![(TLS_NAME.into(), vec![tls_server.ip()])], ttl: 3600, ..Zone::default() };
+    let _resolver = Resolver::start(&lab, &[RESOLVER.parse()?], &zone)?;
     let ipsets = ipset_kind(&lab);
     let skipped: Vec<(System, String)> =
         ipsets.clone().err().map(|why| (System::IptablesIpset, why)).into_iter().collect();
@@ -521,9 +625,7 @@ fn main() -> Result<()> {
             "bench_compare: no hash:net,port,net sets here: iptables-ipset puts the source in the rule, destination and port in hash:net,port sets"
         );
     }
-    let dir = std::env::temp_dir().join(format!("egress-compare-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let bench = Bench { lab: &lab, o: &o, server, udp_server, sink: &sink };
+    let bench = Bench { lab: &lab, o: &o, server, udp_server, tls_server, tls: &tls, sink: &sink };
     let mut rows = Vec::new();
     for &size in &o.sizes {
         rows.extend(bench.size(size, ipsets == Ok(true), &skipped, &dir)?);

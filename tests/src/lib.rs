@@ -18,6 +18,7 @@ pub mod netns;
 pub mod packet;
 pub mod resolver;
 pub mod tls;
+pub mod tls_load;
 pub mod traffic;
 pub mod translate;
 

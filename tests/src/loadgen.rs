@@ -29,27 +29,39 @@ pub fn serve_tcp_echo(ns: &str, addr: SocketAddr, threads: usize) -> std::io::Re
     Ok(())
 }
 
+/// One connection's whole exchange, from a client thread already in the
+/// client's namespace: `Some` when it completed.
+pub type Exchange = Arc<dyn Fn() -> Option<()> + Send + Sync>;
+
 /// New connections per second made by `clients` threads in `ns` against
 /// `server` for `secs` (connect, 16-byte request, 16-byte reply, close),
 /// and the p99 of their latency in microseconds. Fails if more than 1% fail.
 pub fn tcp_conn_rate(ns: &str, server: SocketAddr, clients: usize, secs: f64) -> anyhow::Result<(f64, f64)> {
+    let exchange: Exchange = Arc::new(move || {
+        let mut c = TcpStream::connect_timeout(&server, Duration::from_secs(1)).ok()?;
+        let (req, mut resp) = ([7u8; 16], [0u8; 16]);
+        c.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+        c.write_all(&req).ok()?;
+        c.read_exact(&mut resp).ok()
+    });
+    conn_rate(ns, exchange, clients, secs)
+}
+
+/// Exchanges per second made by `clients` threads in `ns`, each running
+/// `exchange` over and over for `secs`, and the p99 of their latency in
+/// microseconds. Fails if more than 1% fail.
+pub fn conn_rate(ns: &str, exchange: Exchange, clients: usize, secs: f64) -> anyhow::Result<(f64, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for _ in 0..clients {
-        let (stop, ns) = (stop.clone(), ns.to_string());
+        let (stop, ns, exchange) = (stop.clone(), ns.to_string(), exchange.clone());
         threads.push(std::thread::spawn(move || {
             within(&ns, move || {
                 let mut lat = Vec::with_capacity(1 << 16);
                 let mut failed = 0u64;
-                let (req, mut resp) = ([7u8; 16], [0u8; 16]);
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    let ok = TcpStream::connect_timeout(&server, Duration::from_secs(1)).is_ok_and(|mut c| {
-                        c.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
-                            && c.write_all(&req).is_ok()
-                            && c.read_exact(&mut resp).is_ok()
-                    });
-                    if ok { lat.push(t.elapsed().as_nanos() as u64) } else { failed += 1 }
+                    if exchange().is_some() { lat.push(t.elapsed().as_nanos() as u64) } else { failed += 1 }
                 }
                 (lat, failed)
             })

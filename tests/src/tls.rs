@@ -20,13 +20,16 @@ pub struct Certificate {
 
 impl Certificate {
     /// Makes a self-signed P-256 certificate for `name`, valid one day, as
-    /// `cert.pem` and `key.pem` in `dir` (which must exist). The lab's
-    /// clients skip verification: what is tested is the name they send.
+    /// `cert.pem` and `key.pem` in `dir` (which must exist). curl skips
+    /// verification (what is tested is the name it sends); the rustls load
+    /// client ([`super::tls_load`]) trusts it as its only root.
     pub fn self_signed(dir: &Path, name: &str) -> io::Result<Self> {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let out = Command::new("openssl")
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-            .args(["-subj", &format!("/CN={name}"), "-keyout"])
+            .args(["-subj", &format!("/CN={name}"), "-addext", &format!("subjectAltName=DNS:{name}")])
+            // Its own trust anchor for clients that verify (rustls): not a CA.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
             .arg(&key)
             .arg("-out")
             .arg(&cert)
