@@ -590,7 +590,9 @@ fn lookup(lab: &Lab, name: &str) -> Result<()> {
         sock.send_to(&query, resolver)?;
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).context("no answer from the lab's resolver")?;
-        ensure!(n >= 12 && buf[3] & 0x0f == 0 && u16::from_be_bytes([buf[6], buf[7]]) > 0, "no address for {name}");
+        ensure!(n >= 12, "a short answer");
+        let (rcode, answers) = (buf[3] & 0x0f, u16::from_be_bytes([buf[6], buf[7]]));
+        ensure!(rcode == 0 && answers > 0, "no address for {name} (RCODE {rcode})");
         Ok(())
     })?
 }

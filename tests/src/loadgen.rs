@@ -44,13 +44,13 @@ pub fn tcp_conn_rate(ns: &str, server: SocketAddr, clients: usize, secs: f64) ->
         c.write_all(&req).ok()?;
         c.read_exact(&mut resp).ok()
     });
-    conn_rate(ns, exchange, clients, secs)
+    conn_rate(ns, &exchange, clients, secs)
 }
 
 /// Exchanges per second made by `clients` threads in `ns`, each running
 /// `exchange` over and over for `secs`, and the p99 of their latency in
 /// microseconds. Fails if more than 1% fail.
-pub fn conn_rate(ns: &str, exchange: Exchange, clients: usize, secs: f64) -> anyhow::Result<(f64, f64)> {
+pub fn conn_rate(ns: &str, exchange: &Exchange, clients: usize, secs: f64) -> anyhow::Result<(f64, f64)> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     for _ in 0..clients {

@@ -103,5 +103,5 @@ pub fn tls_conn_rate(
         tls.read_exact(&mut resp).ok()?;
         Some(())
     });
-    conn_rate(ns, exchange, clients, secs)
+    conn_rate(ns, &exchange, clients, secs)
 }
