@@ -36,6 +36,67 @@ impl NameKey {
     }
 }
 
+impl NameKey {
+    /// Its kind and the length of its name (`None` for a key no
+    /// [`NameKey::new`] made).
+    pub fn kind_and_len(&self) -> Option<(u8, usize)> {
+        let start = self.bytes[1..].iter().position(|b| *b != 0)? + 1;
+        Some((self.bytes[0], NAME_BUF - start))
+    }
+}
+
+/// Which name lengths the name table holds, by kind: bit `len % 64` of
+/// word `kind * 4 + len / 64` is set when some key of that kind has a name
+/// of `len` bytes (words 0..4, kind 0, stay empty: every index is then a
+/// 4-bit mask, which the verifier sees bounded). A name's lookups skip the
+/// keys that cannot be there: most of a name's suffixes have a length no
+/// pattern has, and a lookup hashes all 256 bytes of its key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameLengths {
+    pub words: [u64; 16],
+}
+crate::assert_size!(NameLengths, 128);
+
+impl NameLengths {
+    /// Notes a key of `kind` whose name is `len` bytes.
+    pub fn insert(&mut self, kind: u8, len: usize) {
+        if (NAME_EXACT..=NAME_ANY_DEPTH).contains(&kind) && len < NAME_BUF {
+            self.words[usize::from(kind) * 4 + len / 64] |= 1 << (len % 64);
+        }
+    }
+
+    /// Whether some key of `kind` has a name of `len` bytes.
+    #[inline(always)]
+    pub fn contains(&self, kind: u8, len: usize) -> bool {
+        if kind > NAME_ANY_DEPTH || len >= NAME_BUF {
+            return false;
+        }
+        self.words[(usize::from(kind) * 4 + len / 64) & 15] & (1 << (len % 64)) != 0
+    }
+
+    /// Whether some key of `kind` has a name shorter than `len` bytes.
+    #[inline(always)]
+    pub fn any_shorter(&self, kind: u8, len: usize) -> bool {
+        if kind > NAME_ANY_DEPTH || len >= NAME_BUF {
+            return false;
+        }
+        let (at, bit) = (len / 64, 1u64 << (len % 64));
+        let mut below = 0;
+        let mut j = 0;
+        while j < 4 {
+            let word = self.words[(usize::from(kind) * 4 + j) & 15];
+            if j < at {
+                below |= word;
+            } else if j == at {
+                below |= word & (bit - 1);
+            }
+            j += 1;
+        }
+        below != 0
+    }
+}
+
 /// Most WebGroups a pack may have (they are bits of a `u64`).
 pub const MAX_WEBGROUPS: u32 = 64;
 /// Capacity of each slot's name table.
@@ -307,3 +368,31 @@ pub const LEASE_NS: u64 = 5_000_000_000;
 pub const LEASE_RENEW_MS: u64 = 1_000;
 
 crate::impl_pod!(AgentLease, NameKey, QueryKey, QueryValue, LearnKey, LearnValue, ClassWebGroupKey);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_lengths_hold_what_was_inserted_and_nothing_else() {
+        let mut l = NameLengths::default();
+        l.insert(NAME_ANY_DEPTH, 9);
+        l.insert(NAME_EXACT, 200);
+        assert!(l.contains(NAME_ANY_DEPTH, 9) && l.contains(NAME_EXACT, 200));
+        assert!(!l.contains(NAME_ONE_LABEL, 9) && !l.contains(NAME_ANY_DEPTH, 10) && !l.contains(NAME_EXACT, 9));
+        assert!(l.any_shorter(NAME_ANY_DEPTH, 10) && !l.any_shorter(NAME_ANY_DEPTH, 9));
+        assert!(l.any_shorter(NAME_EXACT, 253) && !l.any_shorter(NAME_EXACT, 200));
+        assert!(!l.any_shorter(NAME_ONE_LABEL, 255));
+        assert!(!l.contains(0, 9) && !l.contains(4, 9) && !l.contains(NAME_EXACT, 256));
+        l.insert(0, 9);
+        assert_eq!(l.words[..4], [0; 4], "kind 0 is no kind");
+    }
+
+    #[test]
+    fn a_key_knows_its_kind_and_length() {
+        let key = NameKey::new(NAME_ONE_LABEL, b"openai.com").unwrap();
+        assert_eq!(key.kind_and_len(), Some((NAME_ONE_LABEL, 10)));
+        let long = [b'a'; 253];
+        assert_eq!(NameKey::new(NAME_EXACT, &long).unwrap().kind_and_len(), Some((NAME_EXACT, 253)));
+    }
+}

@@ -130,6 +130,8 @@ pub struct SlotMeta {
     /// `dns.query_types`: bit `t % 64` of word `t / 64` set for each query
     /// type the query filter lets through.
     pub query_types: [u64; 4],
+    /// The name lengths the slot's name table holds, by kind.
+    pub name_lengths: crate::NameLengths,
 }
 
 /// `STATUS[0]`: what the agent last installed, for `egress-agent status`
@@ -179,7 +181,7 @@ pub const SLOT_FLAG_WEBGROUPS: u8 = 2;
 /// (a `permit` rule verifies names, or a `deny` rule has a WebGroup
 /// destination), so new TCP flows look up `NAME_DENY` and the `XW` columns.
 pub const SLOT_FLAG_NAMES: u8 = 4;
-crate::assert_size!(SlotMeta, 64);
+crate::assert_size!(SlotMeta, 192);
 
 /// Per-CPU counter cell, indexed `rule * VERDICTS + verdict` in a slot's
 /// counter array.

@@ -10,8 +10,15 @@
 //! the parse and the second decision), and the median over the runs is
 //! reported next to the empty program run on the same frames in the same
 //! run. Every run is checked to end with the flow permitted by its name.
-//! Writes `target/bench/names.json`: `[{case, segments, bytes, ns,
+//! Each case runs under two packs: `one-pattern` (a deny WebGroup of one
+//! `**.` pattern before the CIDR permit of the partner's address) and
+//! `every-length` (the same with 80 patterns of every length the name's
+//! suffixes have, so that the name table's length filter skips no lookup).
+//! Writes `target/bench/names.json`: `[{pack, case, segments, bytes, ns,
 //! baseline_ns}]`.
+//!
+//! Options: `--runs N` (flows per case, 2,000 by default), `--case NAME`
+//! (one case only: with many runs, a steady load to profile with `perf`).
 
 use aya::programs::{TestRun, TestRunOptions};
 use egress_agent::datapath::{Datapath, EMPTY_PROGRAM, TC_PROGRAM};
@@ -32,6 +39,20 @@ rules:
 "#;
 
 const RUNS: usize = 2000;
+
+/// `--runs N` and `--case NAME`.
+fn opts() -> (usize, Option<String>) {
+    let (mut runs, mut case) = (RUNS, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--runs", Some(n)) => runs = n.parse().expect("--runs N"),
+            ("--case", Some(c)) => case = Some(c),
+            _ => panic!("unknown argument `{a}` (--runs N, --case NAME)"),
+        }
+    }
+    (runs.max(1), case)
+}
 const PASS: u32 = -1i32 as u32;
 const ISN: u32 = 1_000_000;
 const NAME: &str = "api.partner.test";
@@ -52,10 +73,21 @@ fn hello_of(bytes: usize) -> Vec<u8> {
     client_hello(NAME, bytes - client_hello(NAME, 0).len())
 }
 
+/// [`PACK`] with 80 more patterns in its deny WebGroup, of every length
+/// from 9 to 48 bytes and of every kind: every suffix of [`NAME`] has a
+/// length some pattern has, so that no lookup of the name is skipped (the
+/// name table's length filter's worst case).
+fn every_length_pack() -> String {
+    let q = |i: usize| "q".repeat(i);
+    let mut patterns: Vec<String> = (0..40).map(|i| format!("\"**.z{}.example\"", q(i))).collect();
+    patterns.extend((0..20).map(|i| format!("\"*.y{}.test\"", q(i))));
+    patterns.extend((0..20).map(|i| format!("h{}.partner.test", q(i))));
+    PACK.replace("\"**.evil.test\"", &format!("\"**.evil.test\", {}", patterns.join(", ")))
+}
+
 fn main() {
-    let pack = load_sources(&[("bench.yaml".into(), PACK.into())]).expect("pack");
+    let (runs, only) = opts();
     let mut dp = Datapath::load().expect("datapath loads (run as root)");
-    dp.install(compile(&pack).expect("compiles")).expect("installs");
     let http =
         format!("GET /v1/models HTTP/1.1\r\nHost: {NAME}\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n").into_bytes();
     let cases: Vec<(&str, Vec<u8>, usize)> = vec![
@@ -67,12 +99,23 @@ fn main() {
     let dst = ([198, 18, 20, 1], 443);
     let mut port = 1024u16;
     let mut rows = Vec::new();
-    println!("Reading and judging a connection's name (TC ingress, BPF_PROG_TEST_RUN, median of {RUNS} flows)");
-    println!("{:<28} {:>8} {:>7} {:>10} {:>12} {:>12}", "case", "segments", "bytes", "ns", "baseline_ns", "minus_base");
-    for (case, msg, segments) in cases {
+    println!("Reading and judging a connection's name (TC ingress, BPF_PROG_TEST_RUN, median of {runs} flows)");
+    println!(
+        "{:<13} {:<28} {:>8} {:>7} {:>10} {:>12} {:>12}",
+        "pack", "case", "segments", "bytes", "ns", "baseline_ns", "minus_base"
+    );
+    let packs = [("one-pattern", PACK.to_string()), ("every-length", every_length_pack())];
+    let measured = packs.iter().flat_map(|p| cases.iter().map(move |c| (p, c)));
+    for ((label, yaml), (case, msg, segments)) in measured {
+        if only.as_ref().is_some_and(|c| c != case) {
+            continue;
+        }
+        let pack = load_sources(&[("bench.yaml".into(), yaml.clone())]).expect("pack");
+        dp.install(compile(&pack).expect("compiles")).expect("installs");
+        let (case, segments) = (*case, *segments);
         let step = msg.len().div_ceil(segments);
-        let (mut ns, mut base) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
-        for _ in 0..RUNS {
+        let (mut ns, mut base) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+        for _ in 0..runs {
             port = if port == u16::MAX { 1024 } else { port + 1 };
             for (seq, flags) in [(ISN, SYN), (ISN + 1, ACK)] {
                 assert_eq!(
@@ -93,10 +136,8 @@ fn main() {
             base.push(empty);
         }
         let (n, b) = (median(ns), median(base));
-        println!("{case:<28} {segments:>8} {:>7} {n:>10} {b:>12} {:>12}", msg.len(), n.saturating_sub(b));
-        rows.push(
-            serde_json::json!({"case": case, "segments": segments, "bytes": msg.len(), "ns": n, "baseline_ns": b}),
-        );
+        println!("{label:<13} {case:<28} {segments:>8} {:>7} {n:>10} {b:>12} {:>12}", msg.len(), n.saturating_sub(b));
+        rows.push(serde_json::json!({"pack": label, "case": case, "segments": segments, "bytes": msg.len(), "ns": n, "baseline_ns": b}));
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

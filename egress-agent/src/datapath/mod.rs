@@ -344,6 +344,7 @@ impl Datapath {
             max_ttl: pack.max_ttl,
             permit_groups: pack.permit_groups,
             query_types: pack.query_types,
+            name_lengths: pack.name_lengths,
         };
         self.meta.set(idle as u32, meta, 0).map_err(|e| DatapathError::map(maps::SLOT_META, e))?;
         let state = LiveState { slot: idle as u32, generation };

@@ -10,7 +10,7 @@ use aya_ebpf::helpers::bpf_loop;
 use egress_common::{DnsStat, FNV_OFFSET, NAME_ANY_DEPTH, NAME_BUF, NAME_EXACT, NAME_ONE_LABEL, NameKey, fnv1a_step};
 
 use super::message::{byte, failed, scratch};
-use crate::maps::{SLOT0, SLOT1, Slot};
+use crate::maps::{EGV3_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::scratch::{DONE, FAILED, RUNNING, Scratch, Walk, vget, vset};
 
 /// Iterations of the name loop: 253 characters, 127 length bytes, pointers.
@@ -154,14 +154,23 @@ extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
     unsafe { *s.key.get_unchecked_mut(i & 0xff) = 0 };
     s.scan.i += 1;
     if c == b'.' {
+        let Some(meta) = EGV3_SLOT_META.get(s.scan.slot as u32) else { return 1 };
+        let lengths = &meta.name_lengths;
+        // The suffix after this dot: what the key holds now.
+        let len = NAME_BUF - 1 - i;
         let slot = if s.scan.slot == 0 { &SLOT0 } else { &SLOT1 };
         s.scan.labels += 1;
-        if s.scan.labels == 1 {
+        if s.scan.labels == 1 && lengths.contains(NAME_ONE_LABEL, len) {
             s.key[0] = NAME_ONE_LABEL;
             s.scan.groups |= lookup(slot, &s.key);
         }
-        s.key[0] = NAME_ANY_DEPTH;
-        s.scan.groups |= lookup(slot, &s.key);
+        if lengths.contains(NAME_ANY_DEPTH, len) {
+            s.key[0] = NAME_ANY_DEPTH;
+            s.scan.groups |= lookup(slot, &s.key);
+        }
+        if !lengths.any_shorter(NAME_ANY_DEPTH, len) {
+            return 1; // no pattern is as short as the suffixes left
+        }
     }
     0
 }
@@ -181,10 +190,23 @@ extern "C" fn align_step(index: u64, _ctx: *mut c_void) -> i64 {
 
 /// The WebGroups whose patterns cover the name in `s.name[..len]`: the name
 /// itself, its suffix after one label for `*.`, every suffix for `**.`.
+/// Only the keys of a length the table holds ([`SlotMeta::name_lengths`])
+/// are looked up, and the scan ends where no shorter pattern is left.
+///
+/// [`SlotMeta::name_lengths`]: egress_common::SlotMeta
 #[inline(always)]
 pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
     if len == 0 || len > NAME_BUF - 3 {
         return 0;
+    }
+    let Some(meta) = EGV3_SLOT_META.get(slot_idx) else { return 0 };
+    let lengths = &meta.name_lengths;
+    let exact = lengths.contains(NAME_EXACT, len);
+    // A suffix is at least two bytes shorter than the name (a label and a
+    // dot): a pattern as long as the name covers none of them.
+    let suffixes = lengths.any_shorter(NAME_ONE_LABEL, len) || lengths.any_shorter(NAME_ANY_DEPTH, len);
+    if !exact && !suffixes {
+        return 0; // no pattern of any length the name could match
     }
     // The scan callback reads the key: write it with volatile stores so
     // that none is deferred past the `bpf_loop` call.
@@ -206,7 +228,10 @@ pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
         core::ptr::write_volatile(key, NAME_EXACT);
     }
     let slot = if slot_idx == 0 { &SLOT0 } else { &SLOT1 };
-    let exact = lookup(slot, &s.key);
+    let exact = if exact { lookup(slot, &s.key) } else { 0 };
+    if !suffixes {
+        return exact;
+    }
     // SAFETY: as above.
     unsafe {
         vset(addr_of_mut!((*scan).i), first as u64);

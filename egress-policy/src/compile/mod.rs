@@ -71,6 +71,7 @@ pub fn compile_stable_with(
     };
     let mut compiled = tables?;
     compiled.names = names?;
+    compiled.name_lengths = names::lengths(&compiled.names);
     compiled.webgroup_bits = webgroup_bits;
     compiled.named = NamesDecision::build(pack, &compiled);
     Ok(compiled)

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use egress_common::{MAX_NAMES, MAX_WEBGROUPS, NAME_ANY_DEPTH, NAME_EXACT, NAME_ONE_LABEL, NameKey};
+use egress_common::{MAX_NAMES, MAX_WEBGROUPS, NAME_ANY_DEPTH, NAME_EXACT, NAME_ONE_LABEL, NameKey, NameLengths};
 
 use super::pack::{CompileError, check};
 use crate::bitset::FastMap as HashMap;
@@ -56,6 +56,15 @@ pub(super) fn name_table(pack: &Pack, bits: &BTreeMap<String, u32>) -> Result<Ha
     }
     check("domain name", names.len(), MAX_NAMES)?;
     Ok(names)
+}
+
+/// The name lengths `names` holds, by kind.
+pub(super) fn lengths(names: &HashMap<NameKey, u64>) -> NameLengths {
+    let mut lengths = NameLengths::default();
+    for (kind, len) in names.keys().filter_map(NameKey::kind_and_len) {
+        lengths.insert(kind, len);
+    }
+    lengths
 }
 
 /// The WebGroup bits a rule's destination names.

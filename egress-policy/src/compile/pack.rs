@@ -76,6 +76,8 @@ pub struct CompiledPack {
     pub webgroup_bits: BTreeMap<String, u32>,
     /// Name table: exact names and wildcard suffixes → WebGroup bits.
     pub names: HashMap<NameKey, u64>,
+    /// The name lengths `names` holds, by kind (lookups skip the others).
+    pub name_lengths: egress_common::NameLengths,
     /// (x, WebGroup bit) → first rule of x with that WebGroup as destination,
     /// where it comes before `defaults[x]`.
     pub xw: HashMap<ClassWebGroupKey, u32>,

@@ -64,6 +64,7 @@ pub(super) fn classify(
         defaults,
         webgroup_bits: BTreeMap::new(),
         names: HashMap::default(),
+        name_lengths: egress_common::NameLengths::default(),
         xw,
         named: super::NamesDecision::default(),
         permit_groups,
