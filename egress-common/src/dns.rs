@@ -45,6 +45,34 @@ impl NameKey {
     }
 }
 
+/// `NAMES` value: the WebGroups whose patterns include the key and, for a
+/// wildcard pattern (`*.` or `**.`), the zone it opens: an id of the
+/// pattern's kind and suffix, the same in every pack, never 0 (exact names
+/// have zone 0: a fixed name carries no data).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameEntry {
+    pub groups: u64,
+    pub zone: u32,
+    pub _pad: u32,
+}
+crate::assert_size!(NameEntry, 16);
+
+impl NameEntry {
+    /// The zone id of a pattern of `kind` over `suffix` (FNV-1a, 32 bits,
+    /// of the kind byte and the suffix), or 0 for an exact name.
+    pub fn zone_of(kind: u8, suffix: &[u8]) -> u32 {
+        if kind == NAME_EXACT {
+            return 0;
+        }
+        let mut h: u32 = 0x811c_9dc5;
+        for b in core::iter::once(&kind).chain(suffix) {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+        h.max(1)
+    }
+}
+
 /// Which name lengths the name table holds, by kind: bit `len % 64` of
 /// word `kind * 4 + len / 64` is set when some key of that kind has a name
 /// of `len` bytes (words 0..4, kind 0, stay empty: every index is then a
@@ -280,6 +308,12 @@ pub enum DnsStat {
     /// A query whose type is not in `dns.query_types`, with the query
     /// filter on (also counted refused or would-refuse).
     QueryType = 21,
+    /// A workload's queries into an allowed zone look like a tunnel (see
+    /// `dns.tunnel_guard`): once per workload, zone and window.
+    TunnelSuspected = 22,
+    /// A query into a zone its workload is suspected of tunnelling through,
+    /// refused (`dns.tunnel_guard: enforce`).
+    TunnelRefused = 23,
 }
 
 /// Capacity of `LAN_IFS`, the interfaces the agent is attached to.
@@ -290,7 +324,7 @@ pub const DNS_STAT_SLOTS: u32 = 32;
 
 impl DnsStat {
     /// Every counter in code order.
-    pub const ALL: [DnsStat; 22] = [
+    pub const ALL: [DnsStat; 24] = [
         DnsStat::QueryTracked,
         DnsStat::QueryRefused,
         DnsStat::QueryWouldRefuse,
@@ -313,6 +347,8 @@ impl DnsStat {
         DnsStat::QueryUnfiltered,
         DnsStat::QueryFragment,
         DnsStat::QueryType,
+        DnsStat::TunnelSuspected,
+        DnsStat::TunnelRefused,
     ];
 
     /// The counter's name in metrics.
@@ -340,6 +376,8 @@ impl DnsStat {
             DnsStat::QueryUnfiltered => "query_unfiltered",
             DnsStat::QueryFragment => "query_fragment",
             DnsStat::QueryType => "query_type",
+            DnsStat::TunnelSuspected => "tunnel_suspected",
+            DnsStat::TunnelRefused => "tunnel_refused",
         }
     }
 }
@@ -367,7 +405,7 @@ pub const LEASE_NS: u64 = 5_000_000_000;
 /// How often a running agent renews its lease.
 pub const LEASE_RENEW_MS: u64 = 1_000;
 
-crate::impl_pod!(AgentLease, NameKey, QueryKey, QueryValue, LearnKey, LearnValue, ClassWebGroupKey);
+crate::impl_pod!(AgentLease, NameKey, NameEntry, QueryKey, QueryValue, LearnKey, LearnValue, ClassWebGroupKey);
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@ pub mod addr;
 pub mod conn;
 pub mod dns;
 pub mod flow;
+pub mod guard;
 pub mod maps;
 pub mod pack;
 pub mod reason;
@@ -26,6 +27,7 @@ pub mod reason;
 pub use conn::*;
 pub use dns::*;
 pub use flow::*;
+pub use guard::*;
 pub use pack::*;
 pub use reason::*;
 

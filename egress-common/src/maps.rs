@@ -60,6 +60,8 @@ pub const CONNS: &str = "EGV3_CONNS";
 pub const STREAMS: &str = "EGV3_STREAMS";
 /// Per-CPU working memory of the name reader.
 pub const NAME_SCRATCH: &str = "EGV3_NSCRATCH";
+/// The DNS tunnel guard: [`crate::GuardKey`] → [`crate::GuardState`] (LRU).
+pub const GUARDS: &str = "EGV3_GUARDS";
 
 /// Index in `TAILS_TC`/`TAILS_XDP` of the DNS query program.
 pub const TAIL_QUERY: u32 = 0;
@@ -75,7 +77,7 @@ pub const TAIL_SECOND_ANSWER: u32 = 3;
 pub const TAILS: u32 = 4;
 
 /// Every map shared by both slots.
-pub const SHARED: [&str; 22] = [
+pub const SHARED: [&str; 23] = [
     LIVE,
     STATUS,
     SLOT_META,
@@ -98,6 +100,7 @@ pub const SHARED: [&str; 22] = [
     CONNS,
     STREAMS,
     NAME_SCRATCH,
+    GUARDS,
 ];
 
 /// Slots of the double-buffered pack.

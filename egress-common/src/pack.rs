@@ -120,7 +120,9 @@ pub struct SlotMeta {
     pub flags: u8,
     /// `dns.query_filter`: 0 off, 1 monitor, 2 enforce.
     pub query_filter: u8,
-    pub _pad: [u8; 4],
+    /// `dns.tunnel_guard` (`TUNNEL_GUARD_*`).
+    pub tunnel_guard: u8,
+    pub _pad: [u8; 3],
     /// `dns.min_ttl` and `dns.max_ttl`, seconds.
     pub min_ttl: u32,
     pub max_ttl: u32,

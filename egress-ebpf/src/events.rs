@@ -7,9 +7,9 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile};
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use egress_common::{
-    ConnState, EVENT_BURST_PER_SOURCE, EVENT_KIND_FLOW, EVENT_KIND_LEARN, EVENT_KIND_NAMED, EVENTS_PER_SOURCE_PER_S,
-    EventBudget, EventStat, FlowEvent, FlowKey, LEARN_EVENT_ADDRS, LearnEvent, NAME_BUF, NamedFlowEvent, Reason,
-    Verdict, clamp_ttl,
+    ConnState, EVENT_BURST_PER_SOURCE, EVENT_KIND_FLOW, EVENT_KIND_LEARN, EVENT_KIND_NAMED, EVENT_KIND_TUNNEL,
+    EVENTS_PER_SOURCE_PER_S, EventBudget, EventStat, FlowEvent, FlowKey, LEARN_EVENT_ADDRS, LearnEvent, NAME_BUF,
+    NamedFlowEvent, Reason, TunnelEvent, Verdict, clamp_ttl,
 };
 
 use aya_ebpf::maps::ring_buf::RingBufEntry;
@@ -187,6 +187,34 @@ pub fn report_named(
         addr_of_mut!((*p).name_len).write(st.name_len);
         addr_of_mut!((*p)._pad).write([0; 6]);
         copy_words(addr_of!(st.name).cast(), addr_of_mut!((*p).name).cast(), NAME_BUF / 8);
+    }
+    entry.submit(0);
+}
+
+/// Reports a suspected DNS tunnel: the workload and zone of the guard's
+/// key in `s`, the distinct names counted, and `s.name[..name_len]` as a
+/// sample.
+#[inline(always)]
+pub fn report_tunnel(family: u8, s: &Scratch, name_len: usize, distinct: u32, mode: u8) {
+    let key = &s.guard.key;
+    let Some((mut entry, now)) = reserve::<TunnelEvent>(&key.workload) else { return };
+    let p = entry.as_mut_ptr();
+    let len = name_len.min(NAME_BUF - 3) as u8;
+    // Written in place, field by field (no 320-byte value on the stack).
+    // SAFETY: `p` points at the reserved entry, sized for a TunnelEvent;
+    // the name buffers are NAME_BUF bytes, 8-aligned.
+    unsafe {
+        addr_of_mut!((*p).ktime_ns).write(now);
+        addr_of_mut!((*p).workload).write(key.workload);
+        addr_of_mut!((*p).zone).write(key.zone);
+        addr_of_mut!((*p).distinct).write(distinct);
+        addr_of_mut!((*p).family).write(family);
+        addr_of_mut!((*p).mode).write(mode);
+        addr_of_mut!((*p).name_len).write(len);
+        core::ptr::write_bytes(addr_of_mut!((*p)._pad0).cast::<u8>(), 0, 25);
+        addr_of_mut!((*p).kind).write(EVENT_KIND_TUNNEL);
+        addr_of_mut!((*p)._pad1).write([0; 3]);
+        copy_words(addr_of!(s.name).cast(), addr_of_mut!((*p).name).cast(), NAME_BUF / 8);
     }
     entry.submit(0);
 }

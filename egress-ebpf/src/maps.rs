@@ -12,7 +12,7 @@ use aya_ebpf::{
 use egress_common::{
     ClassDestKey, ClassWebGroupKey, DNS_STAT_SLOTS, EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowValue,
     FragKey, LearnKey, LearnValue, LiveState, MAX_LEARNED, MAX_LEARNED_NAMES, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_PREFIXES,
-    MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_WEBGROUPS, MAX_X_CLASSES, MAX_XD_ENTRIES, NameKey, NameText,
+    MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_WEBGROUPS, MAX_X_CLASSES, MAX_XD_ENTRIES, NameEntry, NameKey, NameText,
     NamedRules, PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SourcePortKey,
     VERDICTS, WebGroupName,
 };
@@ -119,6 +119,13 @@ pub static EGV3_CONNS: LruHashMap<egress_common::FlowKey, egress_common::ConnSta
 pub static EGV3_STREAMS: LruHashMap<egress_common::FlowKey, egress_common::StreamBuf> =
     LruHashMap::with_max_entries(egress_common::MAX_STREAMS, 0);
 
+/// The DNS tunnel guard: per workload and allowed zone, the distinct
+/// random-looking names of the window and any refusal in force (LRU; see
+/// [`crate::dns::guard`]).
+#[map]
+pub static EGV3_GUARDS: LruHashMap<egress_common::GuardKey, egress_common::GuardState> =
+    LruHashMap::with_max_entries(egress_common::MAX_GUARDS, 0);
+
 /// Per-CPU working memory of the name reader.
 #[map]
 pub static EGV3_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray::with_max_entries(1, 0);
@@ -132,9 +139,9 @@ macro_rules! slot_maps {
         /// resolvers: packets to them are not judged.
         #[map]
         pub static $local: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
-        /// Names and wildcard suffixes (`NameKey`) → WebGroup bits.
+        /// Names and wildcard suffixes (`NameKey`) → WebGroup bits and zone.
         #[map]
-        pub static $names: HashMap<NameKey, u64> = HashMap::with_max_entries(MAX_NAMES, NO_PREALLOC);
+        pub static $names: HashMap<NameKey, NameEntry> = HashMap::with_max_entries(MAX_NAMES, NO_PREALLOC);
         /// (x, WebGroup bit) → first rules of x naming that WebGroup, by
         /// how a flow stands to it (learned, named, both).
         #[map]
@@ -235,7 +242,7 @@ pub struct Slot {
     pub rules: &'static Array<RuleInfo>,
     pub counters: &'static PerCpuArray<RuleCounter>,
     pub local: &'static HashMap<[u8; 16], u8>,
-    pub names: &'static HashMap<NameKey, u64>,
+    pub names: &'static HashMap<NameKey, NameEntry>,
     pub xw: &'static HashMap<ClassWebGroupKey, NamedRules>,
     pub resolvers: &'static HashMap<[u8; 16], u8>,
     pub name_deny: &'static Array<u32>,

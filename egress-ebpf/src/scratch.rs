@@ -39,6 +39,33 @@ pub struct Scratch {
     pub records: Records,
     /// What the last answer taught, for its flow-log event.
     pub report: Report,
+    /// The tunnel guard's inputs and answer (`dns::guard`).
+    pub guard: GuardWork,
+}
+
+/// The queries of one packet as the tunnel guard sees them (noted while
+/// each is judged, weighed after), and the packet's workload.
+#[repr(C)]
+pub struct GuardWork {
+    /// Queries noted (at most two).
+    pub n: u64,
+    /// Per query: the scan's zone and random flag, the name's hash and
+    /// length.
+    pub zone: [u64; 2],
+    pub random: [u64; 2],
+    pub hash: [u64; 2],
+    pub len: [u64; 2],
+    /// The key being weighed (the asking workload, IPv4 mapped, and a
+    /// zone) and a fresh state to insert: in the scratch, not on the
+    /// callback's stack, which adds to the query program's.
+    pub key: egress_common::GuardKey,
+    pub fresh: egress_common::GuardState,
+    /// The workload's family.
+    pub family: u64,
+    /// `TUNNEL_GUARD_*` of the live slot.
+    pub mode: u64,
+    /// Set by the weighing when a query is refused.
+    pub refused: u64,
 }
 
 /// What an answer taught, handed to the learning and reporting callbacks.
@@ -81,7 +108,24 @@ pub struct Scan {
     pub labels: u64,
     pub groups: u64,
     pub slot: u64,
+    /// The zone of the first wildcard pattern that covered the name (its
+    /// longest), 0 for none.
+    pub zone: u64,
+    /// Bytes of the label being scanned, and its character classes
+    /// (`CLASS_*` bits).
+    pub label: u64,
+    pub classes: u64,
+    /// 1 when a label before the zone looked random (see
+    /// `egress_common::GUARD_LABEL_MIN`).
+    pub random: u64,
 }
+
+/// [`Scan::classes`]: a digit.
+pub const CLASS_DIGIT: u64 = 1;
+/// [`Scan::classes`]: a letter.
+pub const CLASS_LETTER: u64 = 2;
+/// [`Scan::classes`]: `-` or `_`.
+pub const CLASS_JOINER: u64 = 4;
 
 /// State of the answer-record walk (`dns::answer`).
 #[repr(C)]

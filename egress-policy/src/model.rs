@@ -55,6 +55,26 @@ pub enum QueryFilter {
     Enforce,
 }
 
+/// `dns.tunnel_guard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TunnelGuard {
+    Off,
+    #[default]
+    Monitor,
+    Enforce,
+}
+
+impl TunnelGuard {
+    /// The word the policy format uses.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            TunnelGuard::Off => "off",
+            TunnelGuard::Monitor => "monitor",
+            TunnelGuard::Enforce => "enforce",
+        }
+    }
+}
+
 /// The rule's `protocol`. `Icmp` is ICMP for IPv4 and ICMPv6 for IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
@@ -90,6 +110,9 @@ pub struct DnsSettings {
     pub min_ttl: u32,
     pub max_ttl: u32,
     pub query_filter: QueryFilter,
+    /// `dns.tunnel_guard`: distinct random-looking names under an allowed
+    /// zone, per workload, reported (monitor, the default) or refused.
+    pub tunnel_guard: TunnelGuard,
     /// `dns.query_types`: the query types the query filter lets through
     /// (type numbers, sorted, without repeats).
     pub query_types: Vec<u16>,
@@ -102,6 +125,7 @@ impl Default for DnsSettings {
             min_ttl: 60,
             max_ttl: 86400,
             query_filter: QueryFilter::Off,
+            tunnel_guard: TunnelGuard::Monitor,
             query_types: crate::dns_types::DEFAULT_QUERY_TYPES.to_vec(),
         }
     }

@@ -55,10 +55,11 @@ fn settings(pack: &Pack) -> String {
     let filter = pack.dns.query_filter.keyword();
     let _ = writeln!(
         y,
-        "dns:\n  resolvers: {}\n  min_ttl: {}\n  max_ttl: {}\n  query_filter: {filter}\n  query_types: {}",
+        "dns:\n  resolvers: {}\n  min_ttl: {}\n  max_ttl: {}\n  query_filter: {filter}\n  tunnel_guard: {}\n  query_types: {}",
         quoted(pack.dns.resolvers.iter().map(std::string::ToString::to_string)),
         pack.dns.min_ttl,
         pack.dns.max_ttl,
+        pack.dns.tunnel_guard.keyword(),
         quoted(pack.dns.query_types.iter().map(|t| crate::dns_types::type_name(*t)))
     );
     if !pack.smartgroups.is_empty() {

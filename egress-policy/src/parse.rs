@@ -4,7 +4,7 @@
 
 use super::domain::parse_pattern;
 use super::fields::{self, ErrorSink};
-use super::model::{DnsSettings, DomainPattern, Location, Mode, QueryFilter, SmartGroup, WebGroup};
+use super::model::{DnsSettings, DomainPattern, Location, Mode, QueryFilter, SmartGroup, TunnelGuard, WebGroup};
 use super::record::{Located, Record, required};
 use super::rule::{self, RawRule};
 use super::yaml::{Kind, Node};
@@ -54,7 +54,7 @@ impl Fragment {
 }
 
 const TOP_FIELDS: &[&str] = &["version", "mode", "dns", "smartgroups", "webgroups", "rules"];
-const DNS_FIELDS: &[&str] = &["resolvers", "min_ttl", "max_ttl", "query_filter", "query_types"];
+const DNS_FIELDS: &[&str] = &["resolvers", "min_ttl", "max_ttl", "query_filter", "query_types", "tunnel_guard"];
 
 /// Reads one file's YAML tree. Errors go to `sink`; what could be read is returned.
 pub fn fragment(sink: &mut ErrorSink, root: &Node) -> Fragment {
@@ -157,6 +157,19 @@ fn dns(sink: &mut ErrorSink, node: &Node) -> Option<DnsSettings> {
             ),
         };
         dns.query_filter = filter.unwrap_or_default();
+    }
+    if let Some(v) = f.value("tunnel_guard") {
+        // As for `query_filter`: an unquoted `off` may read as `false`.
+        let guard = match v.kind {
+            Kind::Bool(false, _) => Some(TunnelGuard::Off),
+            _ => fields::keyword(
+                sink,
+                v,
+                "tunnel_guard",
+                &[("off", TunnelGuard::Off), ("monitor", TunnelGuard::Monitor), ("enforce", TunnelGuard::Enforce)],
+            ),
+        };
+        dns.tunnel_guard = guard.unwrap_or_default();
     }
     if let Some(v) = f.value("query_types") {
         dns.query_types = query_types(sink, v);

@@ -18,11 +18,12 @@ fn write_summary(s: &mut String, pack: &Pack) -> std::fmt::Result {
     let resolvers: Vec<String> = pack.dns.resolvers.iter().map(ToString::to_string).collect();
     writeln!(
         s,
-        "dns: resolvers [{}], ttl {}..{} s, query_filter {}",
+        "dns: resolvers [{}], ttl {}..{} s, query_filter {}, tunnel_guard {}",
         resolvers.join(", "),
         pack.dns.min_ttl,
         pack.dns.max_ttl,
-        pack.dns.query_filter.keyword()
+        pack.dns.query_filter.keyword(),
+        pack.dns.tunnel_guard.keyword()
     )?;
     writeln!(s, "smartgroups ({}):", pack.smartgroups.len())?;
     for g in pack.smartgroups.values() {

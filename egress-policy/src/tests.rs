@@ -308,3 +308,15 @@ fn query_types_default_list_and_errors() {
     assert!(e[0].starts_with("a.yaml:3:") && e[0].contains("unknown DNS query type `BOGUS`"), "{e:?}");
     assert!(e[1].contains("`CAA` (257) cannot be checked"), "{e:?}");
 }
+
+#[test]
+fn tunnel_guard_is_monitor_unless_set() {
+    let dns = |guard: &str| ok(&[("a.yaml", &format!("version: 1\ndns: {{resolvers: [10.0.0.2]{guard}}}\n"))]).dns;
+    assert_eq!(dns("").tunnel_guard, TunnelGuard::Monitor);
+    assert_eq!(dns(", tunnel_guard: enforce").tunnel_guard, TunnelGuard::Enforce);
+    assert_eq!(dns(", tunnel_guard: off").tunnel_guard, TunnelGuard::Off);
+    assert_eq!(dns(", tunnel_guard: false").tunnel_guard, TunnelGuard::Off);
+    let e = errs(&[("a.yaml", "version: 1\ndns: {resolvers: [10.0.0.2], tunnel_guard: strict}\n")]);
+    assert!(e.len() == 1 && e[0].starts_with("a.yaml:2:"), "{e:#?}");
+    assert!(e[0].contains("tunnel_guard"), "{}", e[0]);
+}

@@ -2,7 +2,10 @@
 //! values. The kernel writes a [`FlowEvent`], a [`LearnEvent`] or a
 //! [`NamedFlowEvent`]; the kind byte sits at [`EVENT_KIND_OFFSET`] in each.
 
-use egress_common::{EVENT_KIND_LEARN, EVENT_KIND_NAMED, EVENT_KIND_OFFSET, FlowEvent, LearnEvent, NamedFlowEvent};
+use egress_common::{
+    EVENT_KIND_LEARN, EVENT_KIND_NAMED, EVENT_KIND_OFFSET, EVENT_KIND_TUNNEL, FlowEvent, LearnEvent, NamedFlowEvent,
+    TunnelEvent,
+};
 
 /// One event of the ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +17,8 @@ pub enum Event {
     Learn(LearnEvent),
     /// A TCP flow's second decision, by address and the name it gave.
     Named(Box<NamedFlowEvent>),
+    /// A workload suspected of tunnelling through an allowed DNS zone.
+    Tunnel(Box<TunnelEvent>),
 }
 
 /// The event in a ring item, or `None` for an item too short for its kind
@@ -22,6 +27,7 @@ pub fn decode(item: &[u8]) -> Option<Event> {
     match *item.get(EVENT_KIND_OFFSET)? {
         EVENT_KIND_LEARN => read::<LearnEvent>(item).map(Event::Learn),
         EVENT_KIND_NAMED => read::<NamedFlowEvent>(item).map(|e| Event::Named(Box::new(e))),
+        EVENT_KIND_TUNNEL => read::<TunnelEvent>(item).map(|e| Event::Tunnel(Box::new(e))),
         _ => read::<FlowEvent>(item).map(Event::Flow),
     }
 }

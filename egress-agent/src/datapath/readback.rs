@@ -56,6 +56,11 @@ impl Datapath {
         Some(nul_terminated_text(&names.get(&hash, 0).ok()?)).filter(|t| !t.is_empty())
     }
 
+    /// The pattern of a tunnel guard zone id, from the installed packs.
+    pub fn zone_pattern(&self, zone: u32) -> Option<String> {
+        self.installed.iter().flatten().find_map(|p| p.zones.get(&zone).cloned())
+    }
+
     /// The names of the live pack's WebGroups among `bits`.
     pub fn webgroup_names(&self, bits: u64) -> Vec<String> {
         let Some(pack) = self.live_pack() else { return Vec::new() };

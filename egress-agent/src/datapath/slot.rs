@@ -19,7 +19,8 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::util::nr_cpus;
 use egress_common::addr::{addr_key, key_addr};
 use egress_common::{
-    ClassDestKey, ClassWebGroupKey, NameKey, NamedRules, RuleCounter, RuleInfo, SourcePortKey, VERDICTS, maps,
+    ClassDestKey, ClassWebGroupKey, NameEntry, NameKey, NamedRules, RuleCounter, RuleInfo, SourcePortKey, VERDICTS,
+    maps,
 };
 use ipnet::IpNet;
 
@@ -157,7 +158,7 @@ pub struct SlotMaps {
     xd: Mirrored<ClassDestKey, u32>,
     defaults: MappedSlotArray<u32>,
     rules: MappedSlotArray<RuleInfo>,
-    names: Mirrored<NameKey, u64>,
+    names: Mirrored<NameKey, NameEntry>,
     xw: Mirrored<ClassWebGroupKey, NamedRules>,
     name_deny: MappedSlotArray<u32>,
     src_permit: Mirrored<u32, u64>,

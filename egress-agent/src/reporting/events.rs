@@ -11,7 +11,9 @@ use egress_common::EventStat;
 use tokio::io::unix::AsyncFd;
 use tracing::{error, warn};
 
-use super::flowlog::{FlowLog, SummaryRecord, dns_record, iface_name, ktime_to_wall, named_record, record};
+use super::flowlog::{
+    FlowLog, SummaryRecord, dns_record, iface_name, ktime_to_wall, named_record, record, tunnel_record,
+};
 use super::metrics::AgentStats;
 use crate::datapath::Datapath;
 use crate::datapath::events::{self, Event};
@@ -79,6 +81,11 @@ fn write_event(item: &[u8], dp: &Mutex<Datapath>, log: &mut FlowLog, stats: &Age
             };
             let rec = record(flow, rule.as_ref(), iface_name(flow.ifindex), ktime_to_wall(flow.ktime_ns), fqdn);
             count_write(stats, log.write(&named_record(&ev, rec)));
+        }
+        Some(Event::Tunnel(ev)) => {
+            let zone = dp.lock().ok().and_then(|d| d.zone_pattern(ev.zone));
+            let rec = tunnel_record(&ev, zone, ktime_to_wall(ev.ktime_ns));
+            count_write(stats, log.write(&rec));
         }
         None => {}
     }

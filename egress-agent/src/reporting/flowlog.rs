@@ -94,6 +94,40 @@ pub fn dns_record(ev: &egress_common::LearnEvent, name: String, webgroups: Vec<S
     }
 }
 
+/// A workload suspected of tunnelling data through an allowed DNS zone.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TunnelRecord {
+    pub ts: String,
+    /// `dns_tunnel_suspected`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub workload: IpAddr,
+    /// The pattern that allows the zone (`**.example.com`), or the zone id
+    /// when the pack that had it is gone.
+    pub zone: String,
+    /// Distinct names with a random-looking label seen in the window.
+    pub distinct_names: u32,
+    /// Names asked, as samples (the one that made the tunnel suspected).
+    pub sample_names: Vec<String>,
+    /// `reported` (monitor) or `refused` (enforce: the workload's queries
+    /// into the zone are refused for a while).
+    pub action: &'static str,
+}
+
+/// The record of a tunnel event; `zone` is its pattern, from the pack.
+pub fn tunnel_record(ev: &egress_common::TunnelEvent, zone: Option<String>, wall: SystemTime) -> TunnelRecord {
+    let len = usize::from(ev.name_len).min(ev.name.len());
+    TunnelRecord {
+        ts: humantime::format_rfc3339_millis(wall).to_string(),
+        kind: "dns_tunnel_suspected",
+        workload: family_addr(ev.family, ev.workload),
+        zone: zone.unwrap_or_else(|| format!("zone#{:08x}", ev.zone)),
+        distinct_names: ev.distinct,
+        sample_names: vec![String::from_utf8_lossy(&ev.name[..len]).into_owned()],
+        action: if ev.mode == egress_common::TUNNEL_GUARD_ENFORCE { "refused" } else { "reported" },
+    }
+}
+
 /// What became of flow events since the agent started, and since the last
 /// summary: written when events were held back or lost.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //! - `message`: the message's place in the packet, its copy, masked reads,
 //!   the DNS counters, the agent's lease;
 //! - `name`: reading a name, and the WebGroups covering it;
+//! - `guard`: the tunnel guard, per workload and allowed zone;
 //! - `refuse`: turning a refused query around into a REFUSED answer, and
 //!   checksum updates by hand;
 //! - `txid`: the gateway's transaction ids, written into recorded queries
@@ -20,6 +21,7 @@
 //! - `answer`: learning from answers.
 
 mod answer;
+mod guard;
 mod message;
 mod name;
 mod query;
@@ -30,5 +32,6 @@ pub use answer::{on_answer, on_second_answer};
 pub use message::{LoadBytes, stat};
 pub use name::groups_of_name;
 pub use query::{QueryAction, on_query, unfiltered};
+pub use guard::refuses as guard_refuses;
 pub use refuse::refuse_in_place;
 pub use txid::IdSwap;

@@ -7,11 +7,13 @@ use core::ffi::c_void;
 use core::ptr::{addr_of, addr_of_mut};
 
 use aya_ebpf::helpers::bpf_loop;
-use egress_common::{DnsStat, FNV_OFFSET, NAME_ANY_DEPTH, NAME_BUF, NAME_EXACT, NAME_ONE_LABEL, NameKey, fnv1a_step};
+use egress_common::{
+    DnsStat, FNV_OFFSET, GUARD_LABEL_MIN, NAME_ANY_DEPTH, NAME_BUF, NAME_EXACT, NAME_ONE_LABEL, NameKey, fnv1a_step,
+};
 
 use super::message::{byte, failed, scratch};
 use crate::maps::{EGV3_SLOT_META, SLOT0, SLOT1, Slot};
-use crate::scratch::{DONE, FAILED, RUNNING, Scratch, Walk, vget, vset};
+use crate::scratch::{CLASS_DIGIT, CLASS_JOINER, CLASS_LETTER, DONE, FAILED, RUNNING, Scratch, Walk, vget, vset};
 
 /// Iterations of the name loop: 253 characters, 127 length bytes, pointers.
 const NAME_STEPS: usize = 400;
@@ -153,24 +155,45 @@ extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
     // SAFETY: masked index.
     unsafe { *s.key.get_unchecked_mut(i & 0xff) = 0 };
     s.scan.i += 1;
-    if c == b'.' {
-        let Some(meta) = EGV3_SLOT_META.get(s.scan.slot as u32) else { return 1 };
-        let lengths = &meta.name_lengths;
-        // The suffix after this dot: what the key holds now.
-        let len = NAME_BUF - 1 - i;
-        let slot = if s.scan.slot == 0 { &SLOT0 } else { &SLOT1 };
-        s.scan.labels += 1;
-        if s.scan.labels == 1 && lengths.contains(NAME_ONE_LABEL, len) {
-            s.key[0] = NAME_ONE_LABEL;
-            s.scan.groups |= lookup(slot, &s.key);
+    if c != b'.' {
+        s.scan.label += 1;
+        s.scan.classes |= match c {
+            b'0'..=b'9' => CLASS_DIGIT,
+            b'-' | b'_' => CLASS_JOINER,
+            _ => CLASS_LETTER,
+        };
+        return 0;
+    }
+    // A label ends: random-looking if long, of letters and digits only.
+    if s.scan.zone == 0 && s.scan.label >= u64::from(GUARD_LABEL_MIN) && s.scan.classes == CLASS_DIGIT | CLASS_LETTER {
+        s.scan.random = 1;
+    }
+    s.scan.label = 0;
+    s.scan.classes = 0;
+    let Some(meta) = EGV3_SLOT_META.get(s.scan.slot as u32) else { return 1 };
+    let lengths = &meta.name_lengths;
+    // The suffix after this dot: what the key holds now.
+    let len = NAME_BUF - 1 - i;
+    let slot = if s.scan.slot == 0 { &SLOT0 } else { &SLOT1 };
+    s.scan.labels += 1;
+    if s.scan.labels == 1 && lengths.contains(NAME_ONE_LABEL, len) {
+        s.key[0] = NAME_ONE_LABEL;
+        let (groups, zone) = lookup(slot, &s.key);
+        s.scan.groups |= groups;
+        if s.scan.zone == 0 {
+            s.scan.zone = u64::from(zone);
         }
-        if lengths.contains(NAME_ANY_DEPTH, len) {
-            s.key[0] = NAME_ANY_DEPTH;
-            s.scan.groups |= lookup(slot, &s.key);
+    }
+    if lengths.contains(NAME_ANY_DEPTH, len) {
+        s.key[0] = NAME_ANY_DEPTH;
+        let (groups, zone) = lookup(slot, &s.key);
+        s.scan.groups |= groups;
+        if s.scan.zone == 0 {
+            s.scan.zone = u64::from(zone);
         }
-        if !lengths.any_shorter(NAME_ANY_DEPTH, len) {
-            return 1; // no pattern is as short as the suffixes left
-        }
+    }
+    if !lengths.any_shorter(NAME_ANY_DEPTH, len) {
+        return 1; // no pattern is as short as the suffixes left
     }
     0
 }
@@ -196,6 +219,12 @@ extern "C" fn align_step(index: u64, _ctx: *mut c_void) -> i64 {
 /// [`SlotMeta::name_lengths`]: egress_common::SlotMeta
 #[inline(always)]
 pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
+    // SAFETY: as below: volatile hand-over through the scratch.
+    unsafe {
+        let scan = &raw mut s.scan;
+        vset(addr_of_mut!((*scan).zone), 0);
+        vset(addr_of_mut!((*scan).random), 0);
+    }
     if len == 0 || len > NAME_BUF - 3 {
         return 0;
     }
@@ -228,7 +257,7 @@ pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
         core::ptr::write_volatile(key, NAME_EXACT);
     }
     let slot = if slot_idx == 0 { &SLOT0 } else { &SLOT1 };
-    let exact = if exact { lookup(slot, &s.key) } else { 0 };
+    let exact = if exact { lookup(slot, &s.key).0 } else { 0 };
     if !suffixes {
         return exact;
     }
@@ -236,6 +265,8 @@ pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
     unsafe {
         vset(addr_of_mut!((*scan).i), first as u64);
         vset(addr_of_mut!((*scan).labels), 0);
+        vset(addr_of_mut!((*scan).label), 0);
+        vset(addr_of_mut!((*scan).classes), 0);
         vset(addr_of_mut!((*scan).groups), exact);
         vset(addr_of_mut!((*scan).slot), u64::from(slot_idx));
         bpf_loop(NAME_BUF as u32, scan_step as *mut c_void, core::ptr::null_mut(), 0);
@@ -243,15 +274,16 @@ pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
     }
 }
 
-/// The WebGroup bits of one name-table key in `slot`, 0 if absent.
+/// The WebGroup bits and zone of one name-table key in `slot`, zeros if
+/// absent.
 #[inline(always)]
-fn lookup(slot: &Slot, key: &[u8; NAME_BUF]) -> u64 {
+fn lookup(slot: &Slot, key: &[u8; NAME_BUF]) -> (u64, u32) {
     // SAFETY: NameKey is a repr(C) wrapper of the same 256 bytes.
     let key = unsafe { &*core::ptr::from_ref(key).cast::<NameKey>() };
     match slot.names.get_ptr(key) {
         // SAFETY: value pointer from a successful lookup.
-        Some(v) => unsafe { *v },
-        None => 0,
+        Some(v) => unsafe { ((*v).groups, (*v).zone) },
+        None => (0, 0),
     }
 }
 

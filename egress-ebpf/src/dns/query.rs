@@ -4,8 +4,9 @@
 //! `permit` rules use).
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use egress_common::{DnsStat, QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QueryValue, SlotMeta};
+use egress_common::{DnsStat, QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QueryValue, SlotMeta, TUNNEL_GUARD_OFF};
 
+use super::guard;
 use super::message::{LoadBytes, agent_up, be16, copy_message, message_span, scratch, second_span, stat};
 use super::name::{name_groups, read_name};
 use super::txid::{IdSwap, record};
@@ -38,6 +39,7 @@ pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slot
     let Some(s) = scratch() else {
         return QueryAction::Forward;
     };
+    guard::start(s);
     let (off, len) = match message_span(bytes, pkt) {
         Ok(Some(span)) => span,
         Ok(None) => return QueryAction::Forward,
@@ -139,6 +141,13 @@ fn one_query<B: LoadBytes>(
             }
             stat(DnsStat::QueryWouldRefuse);
         }
+    }
+    if meta.tunnel_guard != TUNNEL_GUARD_OFF {
+        if meta.query_filter == QUERY_FILTER_OFF {
+            // The guard needs the zone that the filter's match finds.
+            name_groups(slot_idx, s, name.len);
+        }
+        guard::note(s, name.hash, name.len);
     }
     let workload_id = be16(&s.msg, 0);
     let value = QueryValue {

@@ -14,7 +14,7 @@ mod names_decision;
 mod pack;
 mod tables;
 
-use egress_common::NameKey;
+use egress_common::{NameEntry, NameKey};
 
 pub use names_decision::{NO_RULE, NamesDecision};
 pub use pack::{CompileError, CompiledPack, CompiledRule, Decision, IMPLICIT_DENY, Previous, port_index};
@@ -44,7 +44,7 @@ pub fn compile_stable(pack: &Pack, previous: &Previous) -> Result<CompiledPack, 
 pub type Step<'a, T> = dyn Fn() -> T + Sync + 'a;
 
 /// The name table of a pack: one half of a compile.
-pub struct NameTable(Result<HashMap<NameKey, u64>, CompileError>);
+pub struct NameTable(Result<HashMap<NameKey, NameEntry>, CompileError>);
 
 /// Every other table of a pack: the other half of a compile.
 pub struct ClassTables(Result<CompiledPack, CompileError>);
@@ -72,6 +72,7 @@ pub fn compile_stable_with(
     let mut compiled = tables?;
     compiled.names = names?;
     compiled.name_lengths = names::lengths(&compiled.names);
+    compiled.zones = names::zones(pack);
     compiled.webgroup_bits = webgroup_bits;
     compiled.named = NamesDecision::build(pack, &compiled);
     Ok(compiled)

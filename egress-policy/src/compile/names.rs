@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use egress_common::{MAX_NAMES, MAX_WEBGROUPS, NAME_ANY_DEPTH, NAME_EXACT, NAME_ONE_LABEL, NameKey, NameLengths};
+use egress_common::{
+    MAX_NAMES, MAX_WEBGROUPS, NAME_ANY_DEPTH, NAME_EXACT, NAME_ONE_LABEL, NameEntry, NameKey, NameLengths,
+};
 
 use super::pack::{CompileError, check};
 use crate::bitset::FastMap as HashMap;
@@ -37,9 +39,13 @@ pub(super) fn assign_bits(
     Ok(bits)
 }
 
-/// The name table: every domain pattern as the datapath looks it up.
-pub(super) fn name_table(pack: &Pack, bits: &BTreeMap<String, u32>) -> Result<HashMap<NameKey, u64>, CompileError> {
-    let mut names: HashMap<NameKey, u64> = HashMap::default();
+/// The name table: every domain pattern as the datapath looks it up, with
+/// the groups that list it and, for a wildcard, its zone.
+pub(super) fn name_table(
+    pack: &Pack,
+    bits: &BTreeMap<String, u32>,
+) -> Result<HashMap<NameKey, NameEntry>, CompileError> {
+    let mut names: HashMap<NameKey, NameEntry> = HashMap::default();
     for (name, group) in &pack.webgroups {
         let bit = 1u64 << bits[name];
         for d in &group.domains {
@@ -50,7 +56,8 @@ pub(super) fn name_table(pack: &Pack, bits: &BTreeMap<String, u32>) -> Result<Ha
             };
             // Validation bounds names to 253 bytes, so every pattern fits.
             if let Some(key) = NameKey::new(kind, text.as_bytes()) {
-                *names.entry(key).or_insert(0) |= bit;
+                let zone = NameEntry::zone_of(kind, text.as_bytes());
+                names.entry(key).or_insert(NameEntry { groups: 0, zone, _pad: 0 }).groups |= bit;
             }
         }
     }
@@ -58,8 +65,22 @@ pub(super) fn name_table(pack: &Pack, bits: &BTreeMap<String, u32>) -> Result<Ha
     Ok(names)
 }
 
+/// The zones of the wildcard patterns: id → the pattern as written.
+pub(super) fn zones(pack: &Pack) -> BTreeMap<u32, String> {
+    let mut zones = BTreeMap::new();
+    for d in pack.webgroups.values().flat_map(|g| &g.domains) {
+        let (kind, text) = match d {
+            DomainPattern::Exact(_) => continue,
+            DomainPattern::OneLabel(t) => (NAME_ONE_LABEL, t),
+            DomainPattern::AnyDepth(t) => (NAME_ANY_DEPTH, t),
+        };
+        zones.insert(NameEntry::zone_of(kind, text.as_bytes()), d.to_string());
+    }
+    zones
+}
+
 /// The name lengths `names` holds, by kind.
-pub(super) fn lengths(names: &HashMap<NameKey, u64>) -> NameLengths {
+pub(super) fn lengths(names: &HashMap<NameKey, NameEntry>) -> NameLengths {
     let mut lengths = NameLengths::default();
     for (kind, len) in names.keys().filter_map(NameKey::kind_and_len) {
         lengths.insert(kind, len);

@@ -173,7 +173,7 @@ impl CompiledPack {
         let lower = name.to_ascii_lowercase();
         let name = lower.strip_suffix('.').unwrap_or(&lower);
         let look = |kind: u8, text: &str| {
-            NameKey::new(kind, text.as_bytes()).and_then(|k| self.names.get(&k).copied()).unwrap_or(0)
+            NameKey::new(kind, text.as_bytes()).and_then(|k| self.names.get(&k).map(|e| e.groups)).unwrap_or(0)
         };
         if name.is_empty() {
             return 0;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use egress_common::{
-    ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, MAX_RULES, MAX_WEBGROUPS, NameKey, PORT_INDEX_ICMP,
+    ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, MAX_RULES, MAX_WEBGROUPS, NameEntry, NameKey, PORT_INDEX_ICMP,
     PORT_INDEX_OTHER, PORT_INDEX_UDP, RuleInfo, SourcePortKey,
 };
 use ipnet::IpNet;
@@ -75,7 +75,10 @@ pub struct CompiledPack {
     /// WebGroup name → its bit in learned-address entries.
     pub webgroup_bits: BTreeMap<String, u32>,
     /// Name table: exact names and wildcard suffixes → WebGroup bits.
-    pub names: HashMap<NameKey, u64>,
+    pub names: HashMap<NameKey, NameEntry>,
+    /// Zone id of each wildcard pattern → the pattern (`**.example.com`),
+    /// for the tunnel guard's reports.
+    pub zones: BTreeMap<u32, String>,
     /// The name lengths `names` holds, by kind (lookups skip the others).
     pub name_lengths: egress_common::NameLengths,
     /// (x, WebGroup bit) → first rule of x with that WebGroup as destination,
@@ -92,6 +95,8 @@ pub struct CompiledPack {
     pub query_types: [u64; 4],
     /// `QUERY_FILTER_*`.
     pub query_filter: u8,
+    /// `dns.tunnel_guard` (`TUNNEL_GUARD_*`).
+    pub tunnel_guard: u8,
     /// Clamp of learned addresses' lifetimes, seconds.
     pub min_ttl: u32,
     pub max_ttl: u32,

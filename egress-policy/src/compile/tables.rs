@@ -17,7 +17,7 @@ use super::pack::{CompileError, CompiledPack, CompiledRule, IMPLICIT_DENY, Previ
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
 use crate::classes::{Numbering, address_classes, port_classes, stable_x_ids};
-use crate::model::{Action, Destination, Mode, Pack, QueryFilter, Source};
+use crate::model::{Action, Destination, Mode, Pack, QueryFilter, Source, TunnelGuard};
 
 /// Every table of [`CompiledPack`] but the name table (left empty, as are
 /// the WebGroup bits: the caller fills both in).
@@ -64,6 +64,7 @@ pub(super) fn classify(
         defaults,
         webgroup_bits: BTreeMap::new(),
         names: HashMap::default(),
+        zones: BTreeMap::new(),
         name_lengths: egress_common::NameLengths::default(),
         xw,
         named: super::NamesDecision::default(),
@@ -74,6 +75,11 @@ pub(super) fn classify(
             QueryFilter::Off => QUERY_FILTER_OFF,
             QueryFilter::Monitor => QUERY_FILTER_MONITOR,
             QueryFilter::Enforce => QUERY_FILTER_ENFORCE,
+        },
+        tunnel_guard: match pack.dns.tunnel_guard {
+            TunnelGuard::Off => egress_common::TUNNEL_GUARD_OFF,
+            TunnelGuard::Monitor => egress_common::TUNNEL_GUARD_MONITOR,
+            TunnelGuard::Enforce => egress_common::TUNNEL_GUARD_ENFORCE,
         },
         min_ttl: pack.dns.min_ttl,
         max_ttl: pack.dns.max_ttl,
