@@ -15,8 +15,7 @@ use core::ptr::{addr_of, addr_of_mut};
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use egress_common::{
-    DnsStat, GUARD_BLOCK_NS, GUARD_RECENT, GUARD_THRESHOLD, GUARD_WINDOW_NS, GuardState,
-    TUNNEL_GUARD_ENFORCE,
+    DnsStat, GUARD_BLOCK_NS, GUARD_RECENT, GUARD_THRESHOLD, GUARD_WINDOW_NS, GuardState, TUNNEL_GUARD_ENFORCE,
 };
 
 use super::message::{scratch, stat};

@@ -29,9 +29,9 @@ mod refuse;
 mod txid;
 
 pub use answer::{on_answer, on_second_answer};
+pub use guard::refuses as guard_refuses;
 pub use message::{LoadBytes, stat};
 pub use name::groups_of_name;
 pub use query::{QueryAction, on_query, unfiltered};
-pub use guard::refuses as guard_refuses;
 pub use refuse::refuse_in_place;
 pub use txid::IdSwap;
