@@ -6,12 +6,22 @@
 //! answer consumes its query, so runs are single); the kernel's duration of
 //! each run is collected and the median reported, next to the empty program
 //! measured the same way in the same run. Every answer is checked to teach
-//! all of its addresses. Writes `target/bench/dns.json`.
+//! all of its addresses.
+//!
+//! Then the query path: a query leaving a workload for the resolver, run
+//! through the TC ingress program (the judge, the tail call into the query
+//! program, the gateway's id drawn and recorded, the query filter's match
+//! of the name and the tunnel guard, both enforcing), each from a new
+//! source port: a name by exact pattern, a name under a `**.` zone, and a
+//! random-looking name under it (counted by the guard; workloads rotate so
+//! that none reaches its threshold). Every query is checked forwarded.
+//! Writes `target/bench/dns.json`: answers as `{records, compressed,
+//! answer_ns, baseline_ns}`, queries as `{query, query_ns, baseline_ns}`.
 
 use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions};
-use egress_agent::datapath::{DNS_PROGRAM, Datapath, EMPTY_PROGRAM};
+use egress_agent::datapath::{DNS_PROGRAM, Datapath, EMPTY_PROGRAM, TC_PROGRAM};
 use egress_common::{DnsStat, QueryKey};
 use egress_lab::dnsmsg::Message;
 use egress_lab::packet::Spec;
@@ -20,9 +30,9 @@ use egress_policy::{compile::compile, load_sources};
 const PACK: &str = r#"
 version: 1
 mode: enforce
-dns: { resolvers: [10.10.0.2] }
-smartgroups: { workloads: { cidrs: [10.10.1.0/24] } }
-webgroups: { bench: { domains: ["**.bench.example.com"] } }
+dns: { resolvers: [10.10.0.2], query_filter: enforce, tunnel_guard: enforce }
+smartgroups: { workloads: { cidrs: [10.10.0.0/16] } }
+webgroups: { bench: { domains: ["**.bench.example.com", api.openai.com] } }
 rules:
   - { name: allow-bench, priority: 10, source: workloads, destination: { webgroup: bench }, protocol: tcp, ports: [443], action: permit }
   - { name: allow-dns, priority: 20, source: workloads, destination: resolvers, ports: [53], action: permit }
@@ -91,6 +101,33 @@ fn main() {
                 serde_json::json!({"records": records, "compressed": compressed, "answer_ns": a, "baseline_ns": b}),
             );
         }
+    }
+    println!("\nDNS query processing (TC ingress, BPF_PROG_TEST_RUN, median of {RUNS} single runs)");
+    println!("{:<16} {:>10} {:>12} {:>12}", "query", "query_ns", "baseline_ns", "minus_base");
+    let cases = [("exact-name", false), ("zone-name", false), ("random-label", true)];
+    for (i, (case, random)) in cases.into_iter().enumerate() {
+        let forwarded_before = dp.dns_stats().expect("stats")[DnsStat::QueryTracked as usize];
+        let (mut query, mut base) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+        for run in 0..RUNS {
+            let name = match (i, random) {
+                (0, _) => "api.openai.com".to_string(),
+                (_, false) => NAME.to_string(),
+                (_, true) => format!("{:032x}.bench.example.com", (run as u128) << 64 | 0xa5a5_5a5a),
+            };
+            // Up to 6 random-looking names per workload: under the guard's threshold.
+            let src: IpAddr = format!("10.10.{}.{}", 2 + run / 6 / 250, 1 + run / 6 % 250).parse().expect("addr");
+            let frame = Spec::udp(src, resolver, 10_000 + (i * RUNS + run) as u16 % 50_000, 53)
+                .with_payload(Message::query(run as u16, &name, 1).to_bytes())
+                .build();
+            dp.renew_lease().expect("lease");
+            query.push(run_once(&mut dp, TC_PROGRAM, &frame));
+            base.push(run_once(&mut dp, EMPTY_PROGRAM, &frame));
+        }
+        let tracked = dp.dns_stats().expect("stats")[DnsStat::QueryTracked as usize] - forwarded_before;
+        assert_eq!(tracked, RUNS as u64, "{case}: every query recorded and forwarded");
+        let (q, b) = (median(query), median(base));
+        println!("{case:<16} {q:>10} {b:>12} {:>12}", q.saturating_sub(b));
+        rows.push(serde_json::json!({"query": case, "query_ns": q, "baseline_ns": b}));
     }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -64,4 +64,25 @@ mod tests {
         assert_eq!(decode(&item[..size_of::<FlowEvent>()]), None);
         assert_eq!(decode(&bytes(&flow)[..=EVENT_KIND_OFFSET]), None);
     }
+
+    #[test]
+    fn decodes_a_tunnel_event() {
+        let mut ev = TunnelEvent {
+            ktime_ns: 5,
+            workload: [1; 16],
+            zone: 77,
+            distinct: 8,
+            family: 4,
+            mode: 2,
+            name_len: 3,
+            _pad0: [0; 25],
+            kind: EVENT_KIND_TUNNEL,
+            _pad1: [0; 3],
+            name: [0; egress_common::NAME_BUF],
+        };
+        ev.name[..3].copy_from_slice(b"a.b");
+        let item = bytes(&ev);
+        assert_eq!(decode(&item), Some(Event::Tunnel(Box::new(ev))));
+        assert_eq!(decode(&item[..size_of::<TunnelEvent>() - 1]), None);
+    }
 }

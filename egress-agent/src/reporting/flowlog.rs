@@ -317,6 +317,34 @@ mod tests {
     use egress_common::{ACTION_PERMIT, FAMILY_V4, RuleInfo};
 
     #[test]
+    fn a_tunnel_record_names_the_zone_and_a_sample() {
+        let mut ev = egress_common::TunnelEvent {
+            ktime_ns: 0,
+            workload: egress_common::addr::addr_key("10.10.1.10".parse().unwrap()),
+            zone: 9,
+            distinct: 8,
+            family: FAMILY_V4,
+            mode: egress_common::TUNNEL_GUARD_ENFORCE,
+            name_len: 11,
+            _pad0: [0; 25],
+            kind: egress_common::EVENT_KIND_TUNNEL,
+            _pad1: [0; 3],
+            name: [0; egress_common::NAME_BUF],
+        };
+        ev.name[..11].copy_from_slice(b"x.t.example");
+        let rec = tunnel_record(&ev, Some("**.t.example".into()), SystemTime::UNIX_EPOCH);
+        let json = serde_json::to_value(&rec).unwrap();
+        assert_eq!(json["type"], "dns_tunnel_suspected");
+        assert_eq!(json["workload"], "10.10.1.10");
+        assert_eq!(json["zone"], "**.t.example");
+        assert_eq!(json["distinct_names"], 8);
+        assert_eq!(json["sample_names"][0], "x.t.example");
+        assert_eq!(json["action"], "refused");
+        let gone = tunnel_record(&ev, None, SystemTime::UNIX_EPOCH);
+        assert_eq!(gone.zone, "zone#00000009");
+    }
+
+    #[test]
     fn record_has_every_field() {
         let mut ev =
             FlowEvent { family: FAMILY_V4, proto: 6, verdict: 0, rule: 0, generation: 7, ..Default::default() };
