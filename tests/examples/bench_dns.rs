@@ -102,6 +102,19 @@ fn main() {
             );
         }
     }
+    queries(&mut dp, resolver, &mut rows);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("target/bench");
+    std::fs::create_dir_all(&dir).expect("target/bench");
+    let path = dir.join("dns.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&rows).expect("json")).expect("write dns.json");
+    println!("wrote {}", path.display());
+}
+
+/// The query path's rows (see the module's doc).
+fn queries(dp: &mut Datapath, resolver: IpAddr, rows: &mut Vec<serde_json::Value>) {
     println!("\nDNS query processing (TC ingress, BPF_PROG_TEST_RUN, median of {RUNS} single runs)");
     println!("{:<16} {:>10} {:>12} {:>12}", "query", "query_ns", "baseline_ns", "minus_base");
     let cases = [("exact-name", false), ("zone-name", false), ("random-label", true)];
@@ -129,12 +142,4 @@ fn main() {
         println!("{case:<16} {q:>10} {b:>12} {:>12}", q.saturating_sub(b));
         rows.push(serde_json::json!({"query": case, "query_ns": q, "baseline_ns": b}));
     }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(std::path::Path::new("."))
-        .join("target/bench");
-    std::fs::create_dir_all(&dir).expect("target/bench");
-    let path = dir.join("dns.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&rows).expect("json")).expect("write dns.json");
-    println!("wrote {}", path.display());
 }
