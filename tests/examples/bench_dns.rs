@@ -133,8 +133,8 @@ fn queries(dp: &mut Datapath, resolver: IpAddr, rows: &mut Vec<serde_json::Value
                 .with_payload(Message::query(run as u16, &name, 1).to_bytes())
                 .build();
             dp.renew_lease().expect("lease");
-            query.push(run_once(&mut dp, TC_PROGRAM, &frame));
-            base.push(run_once(&mut dp, EMPTY_PROGRAM, &frame));
+            query.push(run_once(dp, TC_PROGRAM, &frame));
+            base.push(run_once(dp, EMPTY_PROGRAM, &frame));
         }
         let tracked = dp.dns_stats().expect("stats")[DnsStat::QueryTracked as usize] - forwarded_before;
         assert_eq!(tracked, RUNS as u64, "{case}: every query recorded and forwarded");
