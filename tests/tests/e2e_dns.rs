@@ -315,3 +315,45 @@ fn query_filter_refuses_at_once_or_reports() {
     assert!(metric(&m, "egress_dns_events_total{event=\"query_would_refuse\"}") >= 1, "{m}");
     assert_eq!(metric(&m, "egress_dns_events_total{event=\"query_refused\"}"), 0);
 }
+
+/// A tunnel through an allowed zone, as a workload's own DNS client sends
+/// it (one hex chunk per name under `**.fresh.test`): the agent's guard
+/// refuses the zone to that workload from the 8th distinct name, counts it
+/// and writes a `dns_tunnel_suspected` record naming the zone and a sample;
+/// the workload's exact names still resolve (issue 14, tunnel guard).
+#[test]
+fn a_dns_tunnel_is_refused_and_reported() {
+    let pack =
+        pack("enforce", 60, 3600).replace("query_filter: enforce", "query_filter: enforce\n  tunnel_guard: enforce");
+    let d = start(&pack, 300);
+    let resolver: SocketAddr = format!("{RESOLVER}:53").parse().expect("addr");
+    within(&d.lab.workload.name, move || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("socket");
+        sock.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        let mut buf = [0u8; 512];
+        for i in 0..12u16 {
+            let chunk = format!(
+                "{:016x}{:016x}",
+                u64::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                0xdead_beef_u64 + u64::from(i)
+            );
+            let name = format!("{chunk}.{i}.x.fresh.test");
+            let query = egress_lab::dnsmsg::Message::query(0x4000 + i, &name, 1).to_bytes();
+            sock.send_to(&query, resolver).expect("send");
+            let _ = sock.recv(&mut buf); // an answer, REFUSED or not, or none
+        }
+    })
+    .expect("netns");
+    let rec = d
+        .agent
+        .wait_record(Duration::from_secs(3), |v| v["type"] == "dns_tunnel_suspected")
+        .expect("a dns_tunnel_suspected record");
+    assert_eq!(rec["zone"], "**.fresh.test", "{rec}");
+    assert_eq!(rec["workload"], egress_lab::lab::WORKLOAD_V4.to_string(), "{rec}");
+    assert_eq!(rec["action"], "refused", "{rec}");
+    assert!(rec["sample_names"][0].as_str().is_some_and(|n| n.ends_with(".x.fresh.test")), "{rec}");
+    let m = d.agent.metrics().expect("metrics");
+    assert_eq!(metric(&m, "egress_dns_events_total{event=\"tunnel_suspected\"}"), 1, "{m}");
+    assert!(metric(&m, "egress_dns_events_total{event=\"tunnel_refused\"}") >= 5, "{m}");
+    assert_eq!(one(&d.lab, "api.openai.com", 4)["connected"], true, "an exact name is not in the zone");
+}
