@@ -7,6 +7,7 @@ use core::ffi::c_void;
 use core::ptr::{addr_of, addr_of_mut};
 
 use aya_ebpf::helpers::bpf_loop;
+use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use egress_common::{
     DnsStat, FNV_OFFSET, GUARD_LABEL_MIN, NAME_ANY_DEPTH, NAME_BUF, NAME_EXACT, NAME_ONE_LABEL, NameKey, fnv1a_step,
 };
@@ -198,19 +199,6 @@ extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
     0
 }
 
-/// One step of right-aligning the name into the key: byte `index` of
-/// `s.name` to `s.key[scan.i + index]` (`scan.i` is where the name starts).
-extern "C" fn align_step(index: u64, _ctx: *mut c_void) -> i64 {
-    let Some(s) = scratch() else { return 1 };
-    let at = s.scan.i + index;
-    if at >= NAME_BUF as u64 {
-        return 1;
-    }
-    // SAFETY: masked indices inside both 256-byte buffers.
-    unsafe { *s.key.get_unchecked_mut(at as usize & 0xff) = *s.name.get_unchecked(index as usize & 0xff) };
-    0
-}
-
 /// The WebGroups whose patterns cover the name in `s.name[..len]`: the name
 /// itself, its suffix after one label for `*.`, every suffix for `**.`.
 /// Only the keys of a length the table holds ([`SlotMeta::name_lengths`])
@@ -247,13 +235,13 @@ pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
     }
     let first = NAME_BUF - len;
     let scan = &raw mut s.scan;
-    // SAFETY: as in `read_name`: volatile hand-over through the scratch.
-    // The name is right-aligned into the key a byte per `bpf_loop` step:
-    // a loop of variable length in line would be walked by the verifier
-    // once per byte on every path that reaches it.
+    // SAFETY: the name is right-aligned into the key by one copy of its
+    // `len` bytes to the key's last `len` (the masks bound both for the
+    // verifier: the scratch runs on past the key); the helper is opaque, so
+    // the zeroing stores above stay before it.
     unsafe {
-        vset(addr_of_mut!((*scan).i), first as u64);
-        bpf_loop(NAME_BUF as u32, align_step as *mut c_void, core::ptr::null_mut(), 0);
+        let dst = key.add(first & 0xff).cast::<c_void>();
+        bpf_probe_read_kernel(dst, (len & 0xff) as u32, s.name.as_ptr().cast::<c_void>());
         core::ptr::write_volatile(key, NAME_EXACT);
     }
     let slot = if slot_idx == 0 { &SLOT0 } else { &SLOT1 };
