@@ -11,9 +11,10 @@
 //! Azure resource names) carry hyphens or are short (`CloudFront`'s
 //! 14-character `d1xyz...`).
 
-/// `dns.tunnel_guard`: off (the default).
+/// `dns.tunnel_guard: off`.
 pub const TUNNEL_GUARD_OFF: u8 = 0;
-/// `dns.tunnel_guard: monitor`: suspected tunnels are reported only.
+/// `dns.tunnel_guard: monitor` (the default): suspected tunnels are
+/// reported only.
 pub const TUNNEL_GUARD_MONITOR: u8 = 1;
 /// `dns.tunnel_guard: enforce`: a suspected tunnel's further queries into
 /// its zone are refused for [`GUARD_BLOCK_NS`].
@@ -22,6 +23,8 @@ pub const TUNNEL_GUARD_ENFORCE: u8 = 2;
 /// A label at least this long, of letters and digits only (both present),
 /// is random-looking: what a tunnel's encoded chunk is.
 pub const GUARD_LABEL_MIN: u32 = 24;
+/// A label at least this long is random-looking whatever its characters.
+pub const GUARD_LABEL_LONG: u32 = 40;
 /// Distinct names with a random-looking label, per workload and zone
 /// within [`GUARD_WINDOW_NS`], that make a suspected tunnel.
 pub const GUARD_THRESHOLD: u32 = 8;
@@ -59,8 +62,10 @@ pub struct GuardState {
     pub blocked_until_ns: u64,
     /// Distinct random-looking names in the window.
     pub distinct: u32,
-    pub _pad: u32,
-    /// Hashes (low 32 bits, never 0) of the last random-looking names.
+    /// 1 once the window's suspected tunnel was reported.
+    pub reported: u32,
+    /// Hashes (low 32 bits, never 0, keyed with a secret seed) of the last
+    /// random-looking names.
     pub recent: [u32; GUARD_RECENT],
 }
 crate::assert_size!(GuardState, 56);

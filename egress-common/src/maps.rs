@@ -62,6 +62,8 @@ pub const STREAMS: &str = "EGV3_STREAMS";
 pub const NAME_SCRATCH: &str = "EGV3_NSCRATCH";
 /// The DNS tunnel guard: [`crate::GuardKey`] → [`crate::GuardState`] (LRU).
 pub const GUARDS: &str = "EGV3_GUARDS";
+/// `[0]`: the tunnel guard's secret hash seed.
+pub const GUARD_SEED: &str = "EGV3_GUARD_SEED";
 
 /// Index in `TAILS_TC`/`TAILS_XDP` of the DNS query program.
 pub const TAIL_QUERY: u32 = 0;
@@ -77,7 +79,7 @@ pub const TAIL_SECOND_ANSWER: u32 = 3;
 pub const TAILS: u32 = 4;
 
 /// Every map shared by both slots.
-pub const SHARED: [&str; 23] = [
+pub const SHARED: [&str; 24] = [
     LIVE,
     STATUS,
     SLOT_META,
@@ -101,6 +103,7 @@ pub const SHARED: [&str; 23] = [
     STREAMS,
     NAME_SCRATCH,
     GUARDS,
+    GUARD_SEED,
 ];
 
 /// Slots of the double-buffered pack.

@@ -197,7 +197,12 @@ pub fn report_named(
 #[inline(always)]
 pub fn report_tunnel(family: u8, s: &Scratch, name_len: usize, distinct: u32, mode: u8) {
     let key = &s.guard.key;
-    let Some((mut entry, now)) = reserve::<TunnelEvent>(&key.workload) else { return };
+    // A budget of its own (the workload's address with its first byte
+    // flipped, an address no workload sends from): the workload's own
+    // flow events cannot spend it to keep its tunnel out of the log.
+    let mut budget = key.workload;
+    budget[0] ^= 0x80;
+    let Some((mut entry, now)) = reserve::<TunnelEvent>(&budget) else { return };
     let p = entry.as_mut_ptr();
     let len = name_len.min(NAME_BUF - 3) as u8;
     // Written in place, field by field (no 320-byte value on the stack).

@@ -3,7 +3,7 @@
 
 use egress_common::{
     ACTION_DENY, DECISION_UNCOVERED, DnsStat, FAMILY_V4, FlowKey, FlowValue, FragKey, MODE_ENFORCE, NO_RULE,
-    QUERY_FILTER_ENFORCE, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta, TUNNEL_GUARD_OFF, VERDICTS, Verdict,
+    QUERY_FILTER_ENFORCE, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta, VERDICTS, Verdict,
 };
 
 use crate::classify::classify;
@@ -113,15 +113,6 @@ pub fn query<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> Action {
     } else {
         dns::on_query(bytes, 1, &SLOT1, meta, &pkt)
     };
-    let refused = match action {
-        QueryAction::Forward | QueryAction::Record(..) => {
-            meta.tunnel_guard != TUNNEL_GUARD_OFF && dns::guard_refuses(&pkt, meta.tunnel_guard)
-        }
-        _ => false,
-    };
-    if refused {
-        return if pkt.proto == IPPROTO_UDP { Action::Refuse } else { Action::Drop };
-    }
     match action {
         QueryAction::Forward => Action::Pass,
         QueryAction::Record(swap, second) => Action::Record(swap, second),

@@ -126,6 +126,11 @@ pub static EGV3_STREAMS: LruHashMap<egress_common::FlowKey, egress_common::Strea
 pub static EGV3_GUARDS: LruHashMap<egress_common::GuardKey, egress_common::GuardState> =
     LruHashMap::with_max_entries(egress_common::MAX_GUARDS, 0);
 
+/// `[0]`: the secret seed of the tunnel guard's name hashes (drawn by the
+/// datapath on first use; 0 until then).
+#[map]
+pub static EGV3_GUARD_SEED: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Per-CPU working memory of the name reader.
 #[map]
 pub static EGV3_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray::with_max_entries(1, 0);

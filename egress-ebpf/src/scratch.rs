@@ -118,6 +118,10 @@ pub struct Scan {
     /// 1 when a label before the zone looked random (see
     /// `egress_common::GUARD_LABEL_MIN`).
     pub random: u64,
+    /// The bytes before the zone hashed from a secret seed
+    /// (`EGV3_GUARD_SEED`): the guard's "asked again" test, which a
+    /// workload cannot aim a collision at.
+    pub keyed: u64,
 }
 
 /// [`Scan::classes`]: a digit.

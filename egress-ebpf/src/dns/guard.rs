@@ -13,13 +13,14 @@
 use core::ffi::c_void;
 use core::ptr::{addr_of, addr_of_mut};
 
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop};
 use egress_common::{
-    DnsStat, GUARD_BLOCK_NS, GUARD_RECENT, GUARD_THRESHOLD, GUARD_WINDOW_NS, GuardState, TUNNEL_GUARD_ENFORCE,
+    DnsStat, FNV_OFFSET, GUARD_BLOCK_NS, GUARD_RECENT, GUARD_THRESHOLD, GUARD_WINDOW_NS, GuardState,
+    TUNNEL_GUARD_ENFORCE,
 };
 
 use super::message::{scratch, stat};
-use crate::maps::EGV3_GUARDS;
+use crate::maps::{EGV3_GUARD_SEED, EGV3_GUARDS};
 use crate::parse::Packet;
 use crate::scratch::{Scratch, vget, vset};
 
@@ -34,23 +35,40 @@ pub fn start(s: &mut Scratch) {
     }
 }
 
-/// Notes the query just matched (the scan's zone and random flag in `s`),
-/// with its name's hash and length.
+/// Notes the query just matched (the scan's zone, random flag and keyed
+/// hash in `s`), with its name's length.
 #[inline(always)]
-pub fn note(s: &mut Scratch, hash: u64, len: usize) {
+pub fn note(s: &mut Scratch, len: usize) {
     let g = addr_of_mut!(s.guard);
     // SAFETY: volatile hand-over through the scratch; indexes masked.
     unsafe {
         let i = (vget(addr_of!((*g).n)) & 1) as usize;
         vset(addr_of_mut!((*g).zone[i]), vget(addr_of!(s.scan.zone)));
         vset(addr_of_mut!((*g).random[i]), vget(addr_of!(s.scan.random)));
-        vset(addr_of_mut!((*g).hash[i]), hash);
+        vset(addr_of_mut!((*g).hash[i]), vget(addr_of!(s.scan.keyed)));
         vset(addr_of_mut!((*g).len[i]), len as u64);
         vset(addr_of_mut!((*g).n), i as u64 + 1);
         // A later query whose name is not matched (its type refused first)
         // finds no zone here.
         vset(addr_of_mut!(s.scan.zone), 0);
         vset(addr_of_mut!(s.scan.random), 0);
+    }
+}
+
+/// The secret seed of the guard's name hashes: drawn by the first query
+/// that needs it and kept in the pinned `EGV3_GUARD_SEED`, so that it
+/// survives agent restarts (CPUs racing to draw it can only make a name
+/// count twice, once).
+#[inline(always)]
+pub fn seed() -> u64 {
+    let Some(seed) = EGV3_GUARD_SEED.get_ptr_mut(0) else { return FNV_OFFSET };
+    // SAFETY: value pointer from a successful lookup; helpers without
+    // preconditions.
+    unsafe {
+        if *seed == 0 {
+            *seed = (u64::from(bpf_get_prandom_u32()) << 32 | u64::from(bpf_get_prandom_u32())) | 1;
+        }
+        *seed
     }
 }
 
@@ -111,12 +129,15 @@ extern "C" fn weigh_step(index: u64, _ctx: *mut c_void) -> i64 {
     // SAFETY: value pointer from a successful lookup; updates race between
     // CPUs, which can only miscount a name or two.
     let st = unsafe { &mut *st };
+    if !random {
+        // Names that do not look random are never refused: the source
+        // address is the workload's to choose, and a neighbour's forged
+        // tunnel must not cut the neighbour off its zone.
+        return 0;
+    }
     if enforce && st.blocked_until_ns > now {
         stat(DnsStat::TunnelRefused);
         g.refused = 1;
-        return 0;
-    }
-    if !random {
         return 0;
     }
     if now.wrapping_sub(st.window_start_ns) > GUARD_WINDOW_NS {
@@ -132,15 +153,18 @@ extern "C" fn weigh_step(index: u64, _ctx: *mut c_void) -> i64 {
     }
     st.recent[st.distinct as usize % GUARD_RECENT] = h;
     st.distinct += 1;
-    if st.distinct != GUARD_THRESHOLD {
+    if st.distinct < GUARD_THRESHOLD {
         return 0;
     }
-    stat(DnsStat::TunnelSuspected);
-    // The sample name: the scratch holds the packet's last query's name.
-    let last = g.n.wrapping_sub(1) == i as u64;
-    let len = if last { g.len[i] as usize } else { 0 };
-    let (family, mode) = (g.family as u8, g.mode as u8);
-    crate::events::report_tunnel(family, s, len, st.distinct, mode);
+    if st.reported == 0 {
+        st.reported = 1;
+        stat(DnsStat::TunnelSuspected);
+        // The sample name: the scratch holds the packet's last query's name.
+        let last = g.n.wrapping_sub(1) == i as u64;
+        let len = if last { g.len[i] as usize } else { 0 };
+        let (family, mode) = (g.family as u8, g.mode as u8);
+        crate::events::report_tunnel(family, s, len, st.distinct, mode);
+    }
     if enforce {
         st.blocked_until_ns = now + GUARD_BLOCK_NS;
         stat(DnsStat::TunnelRefused);

@@ -29,7 +29,6 @@ mod refuse;
 mod txid;
 
 pub use answer::{on_answer, on_second_answer};
-pub use guard::refuses as guard_refuses;
 pub use message::{LoadBytes, stat};
 pub use name::groups_of_name;
 pub use query::{QueryAction, on_query, unfiltered};

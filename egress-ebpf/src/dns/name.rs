@@ -9,7 +9,8 @@ use core::ptr::{addr_of, addr_of_mut};
 use aya_ebpf::helpers::bpf_loop;
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use egress_common::{
-    DnsStat, FNV_OFFSET, GUARD_LABEL_MIN, NAME_ANY_DEPTH, NAME_BUF, NAME_EXACT, NAME_ONE_LABEL, NameKey, fnv1a_step,
+    DnsStat, FNV_OFFSET, GUARD_LABEL_LONG, GUARD_LABEL_MIN, NAME_ANY_DEPTH, NAME_BUF, NAME_EXACT, NAME_ONE_LABEL,
+    NameKey, fnv1a_step,
 };
 
 use super::message::{byte, failed, scratch};
@@ -156,6 +157,9 @@ extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
     // SAFETY: masked index.
     unsafe { *s.key.get_unchecked_mut(i & 0xff) = 0 };
     s.scan.i += 1;
+    if s.scan.zone == 0 {
+        s.scan.keyed = fnv1a_step(s.scan.keyed, c);
+    }
     if c != b'.' {
         s.scan.label += 1;
         s.scan.classes |= match c {
@@ -165,8 +169,10 @@ extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
         };
         return 0;
     }
-    // A label ends: random-looking if long, of letters and digits only.
-    if s.scan.zone == 0 && s.scan.label >= u64::from(GUARD_LABEL_MIN) && s.scan.classes == CLASS_DIGIT | CLASS_LETTER {
+    // A label ends: random-looking if long, of letters and digits only,
+    // or very long.
+    let mixed = s.scan.label >= u64::from(GUARD_LABEL_MIN) && s.scan.classes == CLASS_DIGIT | CLASS_LETTER;
+    if s.scan.zone == 0 && (mixed || s.scan.label >= u64::from(GUARD_LABEL_LONG)) {
         s.scan.random = 1;
     }
     s.scan.label = 0;
@@ -257,7 +263,13 @@ pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
         vset(addr_of_mut!((*scan).classes), 0);
         vset(addr_of_mut!((*scan).groups), exact);
         vset(addr_of_mut!((*scan).slot), u64::from(slot_idx));
+        vset(addr_of_mut!((*scan).keyed), super::guard::seed());
         bpf_loop(NAME_BUF as u32, scan_step as *mut c_void, core::ptr::null_mut(), 0);
+        if exact != 0 {
+            // Listed by its exact name: a fixed name carries no data, and
+            // listing it is how a pack exempts it from the guard.
+            vset(addr_of_mut!((*scan).zone), 0);
+        }
         vget(addr_of!((*scan).groups))
     }
 }

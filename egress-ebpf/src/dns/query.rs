@@ -58,17 +58,30 @@ pub fn on_query<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slot
         Err(action) => return action,
     };
     let Some((off2, len2)) = second else {
+        if guard_refuses(meta, pkt) {
+            return refusal(pkt);
+        }
         return recorded(pkt, off, &first).map_or(QueryAction::Forward, |swap| QueryAction::Record(swap, IdSwap::NONE));
     };
     let then = match one_query(bytes, slot_idx, slot, meta, pkt, s, off2, len2) {
         Ok(q) => q,
         Err(action) => return action,
     };
+    if guard_refuses(meta, pkt) {
+        return refusal(pkt);
+    }
     match (recorded(pkt, off, &first), recorded(pkt, off2, &then)) {
         (Some(a), b) => QueryAction::Record(a, b.unwrap_or(IdSwap::NONE)),
         (None, Some(b)) => QueryAction::Record(b, IdSwap::NONE),
         (None, None) => QueryAction::Forward,
     }
+}
+
+/// Whether the tunnel guard refuses the packet's queries (weighed before
+/// any is recorded: a refused packet leaves no query behind).
+#[inline(always)]
+fn guard_refuses(meta: &SlotMeta, pkt: &Packet) -> bool {
+    meta.tunnel_guard != TUNNEL_GUARD_OFF && guard::refuses(pkt, meta.tunnel_guard)
 }
 
 /// A query that passed the filter: its record and the workload's own id.
@@ -147,7 +160,7 @@ fn one_query<B: LoadBytes>(
             // The guard needs the zone that the filter's match finds.
             name_groups(slot_idx, s, name.len);
         }
-        guard::note(s, name.hash, name.len);
+        guard::note(s, name.len);
     }
     let workload_id = be16(&s.msg, 0);
     let value = QueryValue {
