@@ -39,7 +39,7 @@ mod stream;
 mod turn;
 
 use aya_ebpf::{
-    bindings::{BPF_F_MARK_MANGLED_0, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
+    bindings::{BPF_F_INGRESS, BPF_F_MARK_MANGLED_0, TC_ACT_SHOT, TC_ACT_UNSPEC, xdp_action},
     helpers::{bpf_redirect, bpf_skb_load_bytes, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -51,6 +51,11 @@ use egress_common::DnsStat;
 /// skb mark of REFUSED answers the ingress program turned around, so that
 /// the egress program does not take them for the resolver's answers.
 const MARK_REFUSED: u32 = 0x6567_5246;
+/// Marks the reset of a denied flow's server side, cloned back into the
+/// ingress of the LAN interface it came in on: `egress_tc` lets it go on to
+/// the server through the gateway's routing and NAT. (A workload cannot
+/// send it: a packet's mark is cleared when it crosses into the gateway.)
+const MARK_SERVER_RESET: u32 = 0x6567_5253;
 use egress_common::{TAIL_NAMES, TAIL_QUERY, TAIL_READ, TAIL_SECOND_ANSWER};
 use judge::{Action, judge, learn, query};
 use maps::{EGV3_TAILS_TC, EGV3_TAILS_XDP};
@@ -90,6 +95,12 @@ fn pull_if_needed(ctx: &TcContext, len: u32) {
 /// TC ingress of a LAN interface.
 #[classifier]
 pub fn egress_tc(ctx: TcContext) -> i32 {
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    if unsafe { (*ctx.skb.skb).mark } == MARK_SERVER_RESET {
+        // Our own reset of a denied flow's server side (`reset_server_tc`).
+        ctx.set_mark(0);
+        return TC_ACT_UNSPEC;
+    }
     let len = ctx.len();
     pull_if_needed(&ctx, len);
     // SAFETY: the context's skb pointer is valid for the program's run.
@@ -192,6 +203,7 @@ pub fn egress_tc_names(ctx: TcContext) -> i32 {
 /// workload's side, back out of the interface it came in on.
 #[inline(always)]
 fn reset_tc(ctx: &TcContext, at: turn::ResetAt) -> i32 {
+    reset_server_tc(ctx);
     let Some(r) = turn::reset_in_place(ctx.data(), ctx.data_end(), at) else {
         return TC_ACT_SHOT;
     };
@@ -201,6 +213,25 @@ fn reset_tc(ctx: &TcContext, at: turn::ResetAt) -> i32 {
         }
     }
     turn_back_tc(ctx)
+}
+
+/// Resets the server's side of a flow denied by its name, best effort: the
+/// segment made a reset as it stands ([`turn::reset_flags`]) and a copy of
+/// it sent back into this interface's ingress, marked, so that it reaches
+/// the server as the flow's other packets did (routed, translated). The
+/// server frees the connection at once instead of waiting out its timers.
+#[inline(always)]
+fn reset_server_tc(ctx: &TcContext) {
+    let Some(r) = turn::reset_flags(ctx.data(), ctx.data_end()) else { return };
+    let (old, new) = (u64::from(r.old.to_be()), u64::from(r.new.to_be()));
+    if ctx.l4_csum_replace(r.csum_off as usize, old, new, 2).is_err() {
+        return;
+    }
+    ctx.set_mark(MARK_SERVER_RESET);
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let _ = ctx.clone_redirect(ifindex, u64::from(BPF_F_INGRESS));
+    ctx.set_mark(0);
 }
 
 /// Sends the turned-around packet back out of the interface it came in on,

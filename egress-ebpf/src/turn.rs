@@ -88,6 +88,41 @@ pub struct Reset {
 /// TCP flags of the reset: RST and ACK.
 const RST_ACK: u8 = 0x14;
 
+/// Makes the TCP segment in `[start, end)` a reset of the server's side as
+/// it stands: same ends, same numbers (its sequence number is the next the
+/// server expects: the reader lets only in-order bytes through), flags
+/// RST|ACK; the one header word that changed, for the checksum.
+#[inline(always)]
+pub fn reset_flags(start: usize, end: usize) -> Option<Reset1> {
+    let cur = Cursor::new(start, end);
+    let mut pkt = Packet::empty();
+    if parse(&cur, &mut pkt) != Ok(Parsed::Ip) || pkt.proto != IPPROTO_TCP {
+        return None;
+    }
+    let l4 = pkt.l4_off as usize;
+    if l4 >= 1024 {
+        return None;
+    }
+    let l4 = l4 & 1023;
+    let (ok, mut word) = cur.read_or(l4 + 12, [0u8; 2]);
+    if !ok {
+        return None;
+    }
+    let old = u16::from_be_bytes(word);
+    word[1] = RST_ACK;
+    if !cur.write(l4 + 12, word) {
+        return None;
+    }
+    Some(Reset1 { csum_off: (l4 + 16) as u32, old, new: u16::from_be_bytes(word) })
+}
+
+/// What [`reset_flags`] changed: one 16-bit word, for the checksum.
+pub struct Reset1 {
+    pub csum_off: u32,
+    pub old: u16,
+    pub new: u16,
+}
+
 /// Turns the TCP segment in `[start, end)` around in place into a reset of
 /// the workload's side (RFC 9293 3.10.7.4: in window, acknowledged): ends
 /// swapped, sequence and acknowledgement numbers from `at`, flags RST|ACK.

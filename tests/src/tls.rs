@@ -43,8 +43,9 @@ impl Certificate {
 
 /// `openssl s_server -quiet -www` on port 443 of one address: it answers
 /// every HTTPS request with a status page, one connection at a time (a
-/// connection the gateway reset on the client's side only can hold it).
-/// Killed on drop.
+/// connection the gateway reset on the client's side only would hold it;
+/// with the TC hook the gateway resets the server's side too). Killed on
+/// drop.
 pub struct Server {
     child: Child,
     addr: SocketAddr,

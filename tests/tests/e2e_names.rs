@@ -144,8 +144,7 @@ fn a_learned_address_opens_only_the_names_its_webgroup_covers() {
         .expect("a flow record with the Host");
     assert_eq!(rec["name"], "attacker-tenant.example", "{rec}");
     // A CIDR rule's flow: another name on the partner's address is let
-    // through (asked first: the test's server is single-threaded, and a
-    // flow reset on the workload's side stays open on the server's).
+    // through.
     let resolve = tls::resolve("api.partner.test", IpAddr::V4(PARTNER));
     assert_eq!(curl(&n.lab, &["--resolve", &resolve, "https://api.partner.test/"]).0, 0, "partner");
     // ... but one whose name an earlier deny WebGroup covers is denied.
@@ -154,6 +153,12 @@ fn a_learned_address_opens_only_the_names_its_webgroup_covers() {
     assert!(reset(code), "a name the deny WebGroup covers, on a CIDR-permitted address: curl exit {code}");
     let rec = n.agent.wait_record(Duration::from_secs(3), |v| v["name"] == "x.evil.test").expect("record");
     assert_eq!(rec["rule"], "deny-evil", "{rec}");
+    // The server's side of the denied flow was reset too: the partner's
+    // server (one connection at a time, waiting in its handshake for the
+    // ClientHello that never came) is free for the next one at once.
+    let resolve = tls::resolve("api.partner.test", IpAddr::V4(PARTNER));
+    let (code, took) = curl(&n.lab, &["--resolve", &resolve, "https://api.partner.test/"]);
+    assert_eq!(code, 0, "the partner's server serves again after the denied flow ({took:?})");
 }
 
 /// From the workload: sends `hello` to the CDN in two segments, cut at
