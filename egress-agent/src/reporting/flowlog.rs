@@ -107,7 +107,8 @@ pub struct TunnelRecord {
     pub zone: String,
     /// Distinct names with a random-looking label seen in the window.
     pub distinct_names: u32,
-    /// Names asked, as samples (the one that made the tunnel suspected).
+    /// Names asked, as samples (the one that made the tunnel suspected;
+    /// none when it was the first of two queries in one TCP segment).
     pub sample_names: Vec<String>,
     /// `reported` (monitor) or `refused` (enforce: the workload's queries
     /// into the zone are refused for a while).
@@ -123,7 +124,9 @@ pub fn tunnel_record(ev: &egress_common::TunnelEvent, zone: Option<String>, wall
         workload: family_addr(ev.family, ev.workload),
         zone: zone.unwrap_or_else(|| format!("zone#{:08x}", ev.zone)),
         distinct_names: ev.distinct,
-        sample_names: vec![String::from_utf8_lossy(&ev.name[..len]).into_owned()],
+        // None when the flagging query was the first of two in one TCP
+        // segment (the datapath kept only the last one's name).
+        sample_names: (len > 0).then(|| String::from_utf8_lossy(&ev.name[..len]).into_owned()).into_iter().collect(),
         action: if ev.mode == egress_common::TUNNEL_GUARD_ENFORCE { "refused" } else { "reported" },
     }
 }
