@@ -1,6 +1,6 @@
 //! Names: reading one from the message (up to 8 characters a `bpf_loop` step,
 //! following compression pointers), and the WebGroups whose patterns cover
-//! it (a scan over its suffixes, one byte a step). Both callbacks are
+//! it (a scan over its suffixes, up to 8 bytes a step). Both callbacks are
 //! verified once, whatever calls them.
 
 use core::ffi::c_void;
@@ -153,31 +153,41 @@ pub fn read_name(s: &mut Scratch, len: usize, start: usize, copy: bool) -> Resul
     }
 }
 
-/// One step of the suffix scan: zero one byte of the key; at a dot, the
-/// key holds the next suffix: look it up as `*.` (first only) and `**.`.
+/// One step of the suffix scan: zero up to [`LABEL_BYTES_PER_STEP`] bytes
+/// of the key, a label's; at a dot, the key holds the next suffix: look it
+/// up as `*.` (first only) and `**.`.
 extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else { return 1 };
-    let i = s.scan.i as usize;
-    if i >= NAME_BUF {
-        return 1;
-    }
-    // SAFETY: masked index.
-    let c = unsafe { *s.key.get_unchecked(i & 0xff) };
-    // SAFETY: masked index.
-    unsafe { *s.key.get_unchecked_mut(i & 0xff) = 0 };
-    s.scan.i += 1;
-    if s.scan.zone == 0 {
-        s.scan.keyed = fnv1a_step(s.scan.keyed, c);
-    }
-    if c != b'.' {
+    let mut c = 0;
+    let mut k = 0;
+    while k < LABEL_BYTES_PER_STEP {
+        let i = s.scan.i as usize;
+        if i >= NAME_BUF {
+            return 1;
+        }
+        // SAFETY: masked index.
+        c = unsafe { *s.key.get_unchecked(i & 0xff) };
+        // SAFETY: masked index.
+        unsafe { *s.key.get_unchecked_mut(i & 0xff) = 0 };
+        s.scan.i += 1;
+        if s.scan.zone == 0 {
+            s.scan.keyed = fnv1a_step(s.scan.keyed, c);
+        }
+        if c == b'.' {
+            break;
+        }
         s.scan.label += 1;
         s.scan.classes |= match c {
             b'0'..=b'9' => CLASS_DIGIT,
             b'-' | b'_' => CLASS_JOINER,
             _ => CLASS_LETTER,
         };
+        k += 1;
+    }
+    if c != b'.' {
         return 0;
     }
+    let i = s.scan.i as usize - 1;
     // A label ends: random-looking if long, of letters and digits only,
     // or very long.
     let mixed = s.scan.label >= u64::from(GUARD_LABEL_MIN) && s.scan.classes == CLASS_DIGIT | CLASS_LETTER;
