@@ -54,8 +54,8 @@ extern "C" fn name_step(_index: u64, _ctx: *mut c_void) -> i64 {
     if w.label_left > 0 {
         // Up to LABEL_BYTES_PER_STEP characters of the label a step: the
         // callback's cost, not the byte's, is most of a step.
-        let mut k = 0;
-        while k < LABEL_BYTES_PER_STEP && w.label_left > 0 && w.pos < w.len {
+        let mut taken = 0;
+        while taken < LABEL_BYTES_PER_STEP && w.label_left > 0 && w.pos < w.len {
             let b = byte(&s.msg, w.pos as usize);
             if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
                 w.bad = 1;
@@ -69,7 +69,7 @@ extern "C" fn name_step(_index: u64, _ctx: *mut c_void) -> i64 {
             w.olen += 1;
             w.label_left -= 1;
             w.pos += 1;
-            k += 1;
+            taken += 1;
         }
         return 0;
     }
@@ -159,8 +159,8 @@ pub fn read_name(s: &mut Scratch, len: usize, start: usize, copy: bool) -> Resul
 extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else { return 1 };
     let mut c = 0;
-    let mut k = 0;
-    while k < LABEL_BYTES_PER_STEP {
+    let mut taken = 0;
+    while taken < LABEL_BYTES_PER_STEP {
         let i = s.scan.i as usize;
         if i >= NAME_BUF {
             return 1;
@@ -182,7 +182,7 @@ extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
             b'-' | b'_' => CLASS_JOINER,
             _ => CLASS_LETTER,
         };
-        k += 1;
+        taken += 1;
     }
     if c != b'.' {
         return 0;
