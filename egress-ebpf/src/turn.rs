@@ -88,6 +88,20 @@ pub struct Reset {
 /// TCP flags of the reset: RST and ACK.
 const RST_ACK: u8 = 0x14;
 
+/// Parses the packet under `cur` into `pkt`: if a TCP segment, its TCP
+/// header's offset (masked for the verifier).
+#[inline(always)]
+fn tcp_header(cur: &Cursor, pkt: &mut Packet) -> Option<usize> {
+    if parse(cur, pkt) != Ok(Parsed::Ip) || pkt.proto != IPPROTO_TCP {
+        return None;
+    }
+    let l4 = pkt.l4_off as usize;
+    if l4 >= 1024 {
+        return None;
+    }
+    Some(l4 & 1023)
+}
+
 /// Makes the TCP segment in `[start, end)` a reset of the server's side as
 /// it stands: same ends, same numbers (its sequence number is the next the
 /// server expects: the reader lets only in-order bytes through), flags
@@ -96,14 +110,7 @@ const RST_ACK: u8 = 0x14;
 pub fn reset_flags(start: usize, end: usize) -> Option<Reset1> {
     let cur = Cursor::new(start, end);
     let mut pkt = Packet::empty();
-    if parse(&cur, &mut pkt) != Ok(Parsed::Ip) || pkt.proto != IPPROTO_TCP {
-        return None;
-    }
-    let l4 = pkt.l4_off as usize;
-    if l4 >= 1024 {
-        return None;
-    }
-    let l4 = l4 & 1023;
+    let l4 = tcp_header(&cur, &mut pkt)?;
     let (ok, mut word) = cur.read_or(l4 + 12, [0u8; 2]);
     if !ok {
         return None;
@@ -132,14 +139,7 @@ pub struct Reset1 {
 pub fn reset_in_place(start: usize, end: usize, at: ResetAt) -> Option<Reset> {
     let cur = Cursor::new(start, end);
     let mut pkt = Packet::empty();
-    if parse(&cur, &mut pkt) != Ok(Parsed::Ip) || pkt.proto != IPPROTO_TCP {
-        return None;
-    }
-    let l4 = pkt.l4_off as usize;
-    if l4 >= 1024 {
-        return None;
-    }
-    let l4 = l4 & 1023;
+    let l4 = tcp_header(&cur, &mut pkt)?;
     // The header from its start (ports included), so that every access
     // below is covered by this one bounds check for the verifier.
     let (ok, mut tcp) = cur.read_or(l4, [0u8; 14]);

@@ -146,35 +146,26 @@ fn dns(sink: &mut ErrorSink, node: &Node) -> Option<DnsSettings> {
         (dns.min_ttl, dns.max_ttl) = (min, max);
     }
     if let Some(v) = f.value("query_filter") {
-        // A YAML 1.1 reader may turn an unquoted `off` into `false`.
-        let filter = match v.kind {
-            Kind::Bool(false, _) => Some(QueryFilter::Off),
-            _ => fields::keyword(
-                sink,
-                v,
-                "query_filter",
-                &[("off", QueryFilter::Off), ("monitor", QueryFilter::Monitor), ("enforce", QueryFilter::Enforce)],
-            ),
-        };
-        dns.query_filter = filter.unwrap_or_default();
+        let words = [QueryFilter::Off, QueryFilter::Monitor, QueryFilter::Enforce];
+        dns.query_filter = off_monitor_enforce(sink, v, "query_filter", words).unwrap_or_default();
     }
     if let Some(v) = f.value("tunnel_guard") {
-        // As for `query_filter`: an unquoted `off` may read as `false`.
-        let guard = match v.kind {
-            Kind::Bool(false, _) => Some(TunnelGuard::Off),
-            _ => fields::keyword(
-                sink,
-                v,
-                "tunnel_guard",
-                &[("off", TunnelGuard::Off), ("monitor", TunnelGuard::Monitor), ("enforce", TunnelGuard::Enforce)],
-            ),
-        };
-        dns.tunnel_guard = guard.unwrap_or_default();
+        let words = [TunnelGuard::Off, TunnelGuard::Monitor, TunnelGuard::Enforce];
+        dns.tunnel_guard = off_monitor_enforce(sink, v, "tunnel_guard", words).unwrap_or_default();
     }
     if let Some(v) = f.value("query_types") {
         dns.query_types = query_types(sink, v);
     }
     (sink.errors.len() == errors).then_some(dns)
+}
+
+/// An `off | monitor | enforce` setting (`words` in that order). A YAML
+/// 1.1 reader may turn an unquoted `off` into `false`.
+fn off_monitor_enforce<T: Copy>(sink: &mut ErrorSink, node: &Node, field: &str, words: [T; 3]) -> Option<T> {
+    match node.kind {
+        Kind::Bool(false, _) => Some(words[0]),
+        _ => fields::keyword(sink, node, field, &[("off", words[0]), ("monitor", words[1]), ("enforce", words[2])]),
+    }
 }
 
 /// `dns.query_types`: type names (`A`, `TXT`, `TYPE65`, any case), as
