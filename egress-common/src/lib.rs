@@ -20,6 +20,7 @@ pub mod conn;
 pub mod dns;
 pub mod flow;
 pub mod guard;
+pub mod host;
 pub mod maps;
 pub mod pack;
 pub mod reason;
@@ -28,6 +29,7 @@ pub use conn::*;
 pub use dns::*;
 pub use flow::*;
 pub use guard::*;
+pub use host::*;
 pub use pack::*;
 pub use reason::*;
 

@@ -64,6 +64,8 @@ pub const NAME_SCRATCH: &str = "EGV3_NSCRATCH";
 pub const GUARDS: &str = "EGV3_GUARDS";
 /// `[0]`: the tunnel guard's secret hash seed.
 pub const GUARD_SEED: &str = "EGV3_GUARD_SEED";
+/// Hosts on the LAN links: [`crate::HostKey`] → [`crate::HostAddrs`] (LRU).
+pub const HOSTS: &str = "EGV3_HOSTS";
 
 /// Index in `TAILS_TC`/`TAILS_XDP` of the DNS query program.
 pub const TAIL_QUERY: u32 = 0;
@@ -79,7 +81,7 @@ pub const TAIL_SECOND_ANSWER: u32 = 3;
 pub const TAILS: u32 = 4;
 
 /// Every map shared by both slots.
-pub const SHARED: [&str; 24] = [
+pub const SHARED: [&str; 25] = [
     LIVE,
     STATUS,
     SLOT_META,
@@ -104,6 +106,7 @@ pub const SHARED: [&str; 24] = [
     NAME_SCRATCH,
     GUARDS,
     GUARD_SEED,
+    HOSTS,
 ];
 
 /// Slots of the double-buffered pack.

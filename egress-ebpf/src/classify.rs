@@ -11,6 +11,7 @@ use egress_common::{
     PORT_INDEX_OTHER, PORT_INDEX_UDP, SLOT_FLAG_NAMES, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey,
 };
 
+use crate::hosts::{self, Link};
 use crate::maps::{EGV3_LEARNED, SLOT0, SLOT1, Slot};
 use crate::parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet};
 
@@ -29,12 +30,16 @@ pub struct Classified {
     /// Whether the second decision, by address and name, can differ from
     /// the first: a TCP flow whose name must be read.
     pub needs_name: bool,
+    /// Decided with what the source's host learned from another address
+    /// whose neighbour entry the gateway has not resolved yet: not to be
+    /// cached (see [`crate::hosts`]).
+    pub provisional: bool,
 }
 
 impl Classified {
     #[inline(always)]
     const fn just(rule: u32) -> Self {
-        Classified { rule, x: 0, address_rule: rule, learned: 0, needs_name: false }
+        Classified { rule, x: 0, address_rule: rule, learned: 0, needs_name: false, provisional: false }
     }
 }
 
@@ -114,7 +119,7 @@ fn next_entry(groups: &mut u64, slot_idx: u32, x: u32) -> Option<(u32, Option<Na
 
 /// First-match classification of the packet's flow.
 #[inline(always)]
-pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> Classified {
+pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, link: &Link) -> Classified {
     let src = match src_class(slot, pkt) {
         Some(class) => class,
         None if meta.any_source != 0 => 0,
@@ -138,33 +143,51 @@ pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> Cl
             None => meta.implicit_rule,
         },
     };
-    let mut out = Classified { rule: address_rule, x, address_rule, learned: 0, needs_name: false };
+    let mut out = Classified { rule: address_rule, x, address_rule, learned: 0, needs_name: false, provisional: false };
     // WebGroup destinations: what this workload learned for this address.
     if meta.flags & SLOT_FLAG_WEBGROUPS == 0 {
         return out;
     }
     let mut nameless = address_rule;
-    let learned = EGV3_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst });
-    if let Some(v) = learned {
-        // SAFETY: value pointer from a successful lookup.
-        let v = unsafe { *v };
-        // SAFETY: helper without preconditions.
-        if v.expires_ns > unsafe { bpf_ktime_get_ns() } {
-            let mut walk = GroupWalk { groups: v.groups, x, rule: address_rule, nameless, slot: slot_idx };
-            // SAFETY: the callback only reads the slot's maps and writes `walk`.
-            unsafe {
-                bpf_loop(64, group_step as *mut c_void, (&raw mut walk).cast::<c_void>(), 0);
-            }
-            out.rule = walk.rule;
-            out.learned = v.groups;
-            nameless = walk.nameless;
+    let groups = learned_groups(meta, pkt, link, &mut out.provisional);
+    if groups != 0 {
+        let mut walk = GroupWalk { groups, x, rule: address_rule, nameless, slot: slot_idx };
+        // SAFETY: the callback only reads the slot's maps and writes `walk`.
+        unsafe {
+            bpf_loop(64, group_step as *mut c_void, (&raw mut walk).cast::<c_void>(), 0);
         }
+        out.rule = walk.rule;
+        out.learned = groups;
+        nameless = walk.nameless;
     }
     if meta.flags & SLOT_FLAG_NAMES != 0 && pkt.proto == IPPROTO_TCP {
         let name_deny = slot.name_deny.get(x).copied().unwrap_or(NO_RULE);
         out.needs_name = nameless != out.rule || name_deny < out.rule;
     }
     out
+}
+
+/// The WebGroups the packet's destination was learned for, unexpired, by
+/// its source or else by its host's addresses of the other family
+/// (`provisional` set when that must not be cached).
+#[inline(always)]
+fn learned_groups(meta: &SlotMeta, pkt: &Packet, link: &Link, provisional: &mut bool) -> u64 {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(v) = EGV3_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst }) {
+        // SAFETY: value pointer from a successful lookup.
+        let v = unsafe { *v };
+        if v.expires_ns > now {
+            return v.groups;
+        }
+    }
+    match hosts::sibling_groups(link, pkt, now, hosts::fresh_ns(meta.min_ttl, meta.max_ttl)) {
+        Some(joined) => {
+            *provisional = joined.provisional;
+            joined.groups
+        }
+        None => 0,
+    }
 }
 
 /// The second decision's walk over the WebGroups a flow was learned for

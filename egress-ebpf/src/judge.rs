@@ -6,9 +6,12 @@ use egress_common::{
     QUERY_FILTER_ENFORCE, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta, VERDICTS, Verdict,
 };
 
-use crate::classify::classify;
+use core::ffi::c_void;
+
+use crate::classify::{Classified, classify};
 use crate::dns::{self, IdSwap, LoadBytes, QueryAction};
 use crate::flowcache;
+use crate::hosts::Link;
 use crate::maps::{EGV3_FRAGS, EGV3_LIVE, EGV3_REASONS, EGV3_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::parse::{Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse};
 
@@ -50,17 +53,19 @@ fn live() -> Option<(u32, &'static SlotMeta)> {
 }
 
 /// TC egress of a LAN interface: learn from DNS answers on their way to a
-/// workload. Never drops; the swap that gives an answer to a recorded query
-/// the workload's own transaction id back, for the caller to write.
+/// workload. Never drops. The swap that gives an answer to a recorded query
+/// the workload's own transaction id back, for the caller to write; whether
+/// the segment may hold a second answer; and whether the answer taught
+/// (then `hosts::note_asker` notes its workload).
 #[inline(always)]
-pub fn learn<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> (Option<IdSwap>, bool) {
-    let Some((slot, meta)) = live() else { return (None, false) };
+pub fn learn<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> (Option<IdSwap>, bool, bool) {
+    let Some((slot, meta)) = live() else { return (None, false, false) };
     let cur = Cursor::new(start, end);
     let mut pkt = Packet::empty();
     if parse(&cur, &mut pkt) != Ok(Parsed::Ip) {
-        return (None, false);
+        return (None, false, false);
     }
-    let swap = if slot == 0 {
+    let (swap, taught) = if slot == 0 {
         dns::on_answer(bytes, 0, &SLOT0, meta, &pkt)
     } else {
         dns::on_answer(bytes, 1, &SLOT1, meta, &pkt)
@@ -69,7 +74,7 @@ pub fn learn<B: LoadBytes>(bytes: &B, start: usize, end: usize) -> (Option<IdSwa
     // hold a second answer: the second-answer program looks (and checks
     // that it is from a listed resolver).
     let more = pkt.proto == IPPROTO_TCP && pkt.sport == 53 && swap.is_some() && more_bytes(bytes, &pkt);
-    (swap, more)
+    (swap, more, taught)
 }
 
 /// Whether a TCP segment goes on past the message its first length prefix
@@ -155,17 +160,18 @@ pub fn must_pull(start: usize, end: usize, len: u32) -> bool {
     }
 }
 
-/// Judges the packet in `[start, end)` of `len` bytes on interface `ifindex`.
+/// Judges the packet in `[start, end)` of `len` bytes on interface
+/// `ifindex`; `ctx` is its program's context (for routing lookups).
 #[inline(always)]
-pub fn judge(start: usize, end: usize, len: u32, ifindex: u32) -> Action {
+pub fn judge(ctx: *mut c_void, start: usize, end: usize, len: u32, ifindex: u32) -> Action {
     let Some((slot, meta)) = live() else {
         // No pack installed yet.
         return Action::Pass;
     };
     if slot == 0 {
-        judge_in(0, &SLOT0, meta, start, end, len, ifindex)
+        judge_in(0, &SLOT0, meta, ctx, start, end, len, ifindex)
     } else {
-        judge_in(1, &SLOT1, meta, start, end, len, ifindex)
+        judge_in(1, &SLOT1, meta, ctx, start, end, len, ifindex)
     }
 }
 
@@ -178,8 +184,19 @@ pub(crate) fn count_reason(reason: Reason) {
 }
 
 #[inline(always)]
-fn judge_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usize, len: u32, ifindex: u32) -> Action {
+#[allow(clippy::too_many_arguments, reason = "the slot, the packet and where it came in")]
+fn judge_in(
+    slot_idx: u32,
+    slot: &Slot,
+    meta: &SlotMeta,
+    ctx: *mut c_void,
+    start: usize,
+    end: usize,
+    len: u32,
+    ifindex: u32,
+) -> Action {
     let cur = Cursor::new(start, end);
+    let link = Link { ctx, ifindex, mac: cur.read_or(6, [0u8; 6]).1 };
     let mut pkt = Packet::empty();
     match parse(&cur, &mut pkt) {
         Ok(Parsed::NotIp) => {
@@ -187,7 +204,7 @@ fn judge_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usiz
             Action::Pass
         }
         Ok(Parsed::Ip) => {
-            let action = judge_ip(slot_idx, slot, meta, &pkt, len, ifindex);
+            let action = judge_ip(slot_idx, slot, meta, &pkt, len, &link);
             // Every permitted DNS packet, new flow or cached, goes on to the
             // query program (verified on its own, reached by tail call).
             if pkt.has_l4() && (pkt.proto == IPPROTO_UDP || pkt.proto == IPPROTO_TCP) {
@@ -298,7 +315,8 @@ pub(crate) fn frag_key(pkt: &Packet) -> FragKey {
 }
 
 #[inline(always)]
-fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32, ifindex: u32) -> Action {
+fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32, link: &Link) -> Action {
+    let ifindex = link.ifindex;
     let generation = meta.generation;
     if is_link_local_control(pkt) {
         count_reason(Reason::LinkLocal);
@@ -342,7 +360,7 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
     if to_gateway(slot, pkt) {
         return Action::Pass;
     }
-    let c = classify(slot_idx, slot, meta, pkt);
+    let c = classify(slot_idx, slot, meta, pkt, link);
     let rule_idx = c.rule;
     if rule_idx == DECISION_UNCOVERED {
         count_reason(Reason::Uncovered);
@@ -352,11 +370,12 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
         crate::stream::remember(&key, &c, meta.generation);
         return Action::Named;
     }
-    apply_rule(slot, meta, pkt, &key, &probe, rule_idx, len, ifindex)
+    apply_rule(slot, meta, pkt, &key, &probe, &c, len, ifindex)
 }
 
-/// A new flow's decision by rule `rule_idx`: counted, cached, its first
-/// fragment remembered, reported (logging rules, denies), acted on.
+/// A new flow's decision by its rule (`c.rule`): counted, cached (unless
+/// `c.provisional`), its first fragment remembered, reported (logging
+/// rules, denies), acted on.
 #[inline(always)]
 #[allow(clippy::too_many_arguments, reason = "the packet, its flow, the rule, the interface")]
 fn apply_rule(
@@ -365,11 +384,12 @@ fn apply_rule(
     pkt: &Packet,
     key: &FlowKey,
     probe: &flowcache::Probe,
-    rule_idx: u32,
+    c: &Classified,
     len: u32,
     ifindex: u32,
 ) -> Action {
     let generation = meta.generation;
+    let rule_idx = c.rule;
     let Some(rule) = slot.rules.get(rule_idx) else {
         // A compiled pack never points past its rule table; fail closed.
         return unjudgeable(slot, meta, pkt, Reason::BadPack, ifindex);
@@ -378,7 +398,7 @@ fn apply_rule(
     count_reason(Reason::Rule);
     count_rule(slot, rule.counter, verdict, len, true);
     let value = FlowValue { generation, counter: rule.counter, verdict: verdict as u32 };
-    if meta.flags & SLOT_FLAG_NO_FLOW_CACHE == 0 {
+    if meta.flags & SLOT_FLAG_NO_FLOW_CACHE == 0 && !c.provisional {
         flowcache::insert(probe, &value);
     }
     if pkt.frag == FRAG_FIRST {
@@ -405,18 +425,28 @@ fn apply_rule(
 /// like any permitted packet to a resolver's port 53, handed on to the
 /// query program.
 #[inline(always)]
-pub fn judge_names(start: usize, end: usize, len: u32, ifindex: u32) -> Action {
+pub fn judge_names(ctx: *mut c_void, start: usize, end: usize, len: u32, ifindex: u32) -> Action {
     let Some((slot_idx, meta)) = live() else { return Action::Pass };
     // One copy a slot: the slot's maps must be constants for the verifier.
     if slot_idx == 0 {
-        names_in(0, &SLOT0, meta, start, end, len, ifindex)
+        names_in(0, &SLOT0, meta, ctx, start, end, len, ifindex)
     } else {
-        names_in(1, &SLOT1, meta, start, end, len, ifindex)
+        names_in(1, &SLOT1, meta, ctx, start, end, len, ifindex)
     }
 }
 
 #[inline(always)]
-fn names_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usize, len: u32, ifindex: u32) -> Action {
+#[allow(clippy::too_many_arguments, reason = "the slot, the packet and where it came in")]
+fn names_in(
+    slot_idx: u32,
+    slot: &Slot,
+    meta: &SlotMeta,
+    ctx: *mut c_void,
+    start: usize,
+    end: usize,
+    len: u32,
+    ifindex: u32,
+) -> Action {
     let cur = Cursor::new(start, end);
     let mut pkt = Packet::empty();
     if parse(&cur, &mut pkt) != Ok(Parsed::Ip) || pkt.proto != IPPROTO_TCP || !pkt.has_l4() {
@@ -431,7 +461,7 @@ fn names_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usiz
     // this pack; classified again otherwise.
     let c = match crate::stream::recall(&key, meta.generation) {
         Some(c) => c,
-        None => classify(slot_idx, slot, meta, pkt),
+        None => classify(slot_idx, slot, meta, pkt, &Link { ctx, ifindex, mac: cur.read_or(6, [0u8; 6]).1 }),
     };
     let action = if c.rule == DECISION_UNCOVERED {
         count_reason(Reason::Uncovered);
@@ -441,7 +471,7 @@ fn names_in(slot_idx: u32, slot: &Slot, meta: &SlotMeta, start: usize, end: usiz
         crate::stream::judge_named(&cur, &flow)
     } else {
         // The live pack changed since the judge looked: decided as any new flow.
-        apply_rule(slot, meta, pkt, &key, &probe, c.rule, len, ifindex)
+        apply_rule(slot, meta, pkt, &key, &probe, &c, len, ifindex)
     };
     to_query(slot, meta, pkt, action)
 }

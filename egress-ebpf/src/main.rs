@@ -31,6 +31,7 @@ mod classify;
 mod dns;
 mod events;
 mod flowcache;
+mod hosts;
 mod judge;
 mod maps;
 mod parse;
@@ -105,7 +106,7 @@ pub fn egress_tc(ctx: TcContext) -> i32 {
     pull_if_needed(&ctx, len);
     // SAFETY: the context's skb pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let action = judge(ctx.data(), ctx.data_end(), len, ifindex);
+    let action = judge(ctx.skb.skb.cast(), ctx.data(), ctx.data_end(), len, ifindex);
     tc_verdict(&ctx, action)
 }
 
@@ -195,7 +196,7 @@ pub fn egress_tc_names(ctx: TcContext) -> i32 {
     let len = ctx.len();
     // SAFETY: the context's skb pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let action = judge::judge_names(ctx.data(), ctx.data_end(), len, ifindex);
+    let action = judge::judge_names(ctx.skb.skb.cast(), ctx.data(), ctx.data_end(), len, ifindex);
     tc_verdict(&ctx, action)
 }
 
@@ -297,7 +298,15 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     }
     let len = ctx.len();
     pull_if_needed(&ctx, len);
-    let (swap, more) = learn(&Skb(&ctx), ctx.data(), ctx.data_end());
+    let (swap, more, taught) = learn(&Skb(&ctx), ctx.data(), ctx.data_end());
+    if taught {
+        // The asker's host: the frame's destination, by the gateway's own
+        // neighbour table, on this interface.
+        // SAFETY: the context's skb pointer is valid for the program's run.
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        let mac = parse::Cursor::new(ctx.data(), ctx.data_end()).read_or(0, [0u8; 6]).1;
+        hosts::note_asker(ifindex, mac);
+    }
     if let Some(swap) = swap {
         // Should the write fail, the answer goes on with the gateway's id,
         // which the workload does not take for an answer to its query.
@@ -328,7 +337,7 @@ pub fn egress_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u32;
     // SAFETY: the context's xdp_md pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let action = judge(ctx.data(), ctx.data_end(), len, ifindex);
+    let action = judge(ctx.ctx.cast(), ctx.data(), ctx.data_end(), len, ifindex);
     xdp_verdict(&ctx, action)
 }
 
@@ -387,7 +396,7 @@ pub fn egress_xdp_names(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u32;
     // SAFETY: the context's xdp_md pointer is valid for the program's run.
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let action = judge::judge_names(ctx.data(), ctx.data_end(), len, ifindex);
+    let action = judge::judge_names(ctx.ctx.cast(), ctx.data(), ctx.data_end(), len, ifindex);
     xdp_verdict(&ctx, action)
 }
 

@@ -131,6 +131,12 @@ pub static EGV3_GUARDS: LruHashMap<egress_common::GuardKey, egress_common::Guard
 #[map]
 pub static EGV3_GUARD_SEED: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Hosts on the LAN links: per (interface, link-layer address), the
+/// addresses it asked a listed resolver from (LRU; see [`crate::hosts`]).
+#[map]
+pub static EGV3_HOSTS: LruHashMap<egress_common::HostKey, egress_common::HostAddrs> =
+    LruHashMap::with_max_entries(egress_common::MAX_HOSTS, 0);
+
 /// Per-CPU working memory of the name reader.
 #[map]
 pub static EGV3_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray::with_max_entries(1, 0);

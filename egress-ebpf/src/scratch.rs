@@ -41,6 +41,18 @@ pub struct Scratch {
     pub report: Report,
     /// The tunnel guard's inputs and answer (`dns::guard`).
     pub guard: GuardWork,
+    /// The routing and neighbour lookup of [`crate::hosts`].
+    pub fib: aya_ebpf::bindings::bpf_fib_lookup,
+    /// The host being noted (`crate::hosts::note_asker`).
+    pub host: HostWork,
+}
+
+/// The host an answer's asker is noted under, and a fresh entry to insert
+/// (in the scratch: not on the callback's stack).
+#[repr(C)]
+pub struct HostWork {
+    pub key: egress_common::HostKey,
+    pub fresh: egress_common::HostAddrs,
 }
 
 /// The queries of one packet as the tunnel guard sees them (noted while

@@ -14,6 +14,7 @@ pub mod hello;
 pub mod lab;
 pub mod layers;
 pub mod loadgen;
+pub mod neighbour;
 pub mod netns;
 pub mod packet;
 pub mod resolver;

@@ -13,7 +13,9 @@ use std::time::Duration;
 use egress_lab::agent::{AgentProcess, metric};
 use egress_lab::bpffs::Bpffs;
 use egress_lab::lab::{Lab, NEIGHBOUR_V4};
+use egress_lab::neighbour::{Neighbour, mac_of};
 use egress_lab::netns::within;
+use egress_lab::packet::{Spec, with_l4_checksum};
 use egress_lab::resolver::{Resolver, Zone};
 
 const RESOLVER: &str = "198.51.100.53";
@@ -372,4 +374,62 @@ fn a_dns_tunnel_is_refused_and_reported() {
     assert_eq!(metric(&m, "egress_dns_events_total{event=\"tunnel_suspected\"}"), 1, "{m}");
     assert!(metric(&m, "egress_dns_events_total{event=\"tunnel_refused\"}") >= 5, "{m}");
     assert_eq!(one(&d.lab, "api.openai.com", 4)["connected"], true, "an exact name is not in the zone");
+}
+
+/// Issue 14, item 7 (on the code before it, the IPv6 connection met
+/// `default-deny`): a dual-stack host's addresses share what either
+/// learned, and nobody else's do.
+#[test]
+fn a_dual_stack_host_shares_what_either_address_learned() {
+    let d = start(&pack("enforce", 60, 3600), 300);
+    let neighbour = Neighbour::new(&d.lab, "10.10.1.20", "fd00:10:1::20").expect("neighbour");
+    // Asked over IPv4 (the workload's resolver is an IPv4 address), answered
+    // AAAA: the connection from the workload's IPv6 address goes through.
+    let r = one(&d.lab, "n0001.fresh.test", 6);
+    assert_eq!(r["addr"], fresh_v6(1).to_string(), "{r}");
+    assert_eq!(r["connected"], true, "asked over IPv4, connected over IPv6: {r}");
+    // The same when the gateway has no neighbour entry for the IPv6 source
+    // yet (a host that took the gateway's MAC from a router advertisement
+    // never asked for it): the SYN passes uncached, the gateway resolves the
+    // source to send the SYN-ACK, and the handshake's last segment is
+    // judged with its entry. A dropped SYN would cost a 1 s retransmission.
+    d.lab.gateway.ip(&["-6", "neigh", "flush", "dev", "lan0"]).expect("flush the gateway's IPv6 neighbours");
+    let r = one(&d.lab, "n0002.fresh.test", 6);
+    assert_eq!(r["connected"], true, "source not yet resolved by the gateway: {r}");
+    assert!(r["connect_ms"].as_f64().is_some_and(|ms| ms < 800.0), "first SYN passed: {r}");
+    // And the other way: asked over IPv6, connected over IPv4.
+    d.resolver.use_nameserver(RESOLVER_V6.parse().expect("addr")).expect("resolv.conf");
+    let r = one(&d.lab, "n0003.fresh.test", 4);
+    assert_eq!(r["addr"], fresh_v4(3).to_string(), "{r}");
+    assert_eq!(r["connected"], true, "asked over IPv6, connected over IPv4: {r}");
+    d.resolver.use_nameserver(RESOLVER.parse().expect("addr")).expect("resolv.conf");
+
+    // A neighbour with a link-layer address of its own reaches none of it,
+    // in either family.
+    let gateway_v6: IpAddr = egress_lab::lab::GATEWAY_V6.parse().expect("addr");
+    assert!(neighbour.ping(gateway_v6).expect("ping"), "the neighbour is on the link");
+    let second = Duration::from_secs(1);
+    assert!(!neighbour.tcp_exchange(SocketAddr::new(fresh_v6(1), 443), second).unwrap(), "neighbour, IPv6");
+    assert!(!neighbour.tcp_exchange(SocketAddr::new(fresh_v4(3), 443), second).unwrap(), "neighbour, IPv4");
+    // Nor by putting the workload's MAC on its frames: the gateway's
+    // neighbour entry for its address names its own.
+    let workload_mac = mac_of(&d.lab.workload, "wl0").expect("workload MAC");
+    let gateway_mac = mac_of(&d.lab.gateway, "lan0").expect("gateway MAC");
+    let src: IpAddr = "fd00:10:1::20".parse().expect("addr");
+    let mut frame = Spec::tcp(src, fresh_v6(1), 40_001, 443);
+    frame.payload = 0;
+    let mut bytes = frame.build();
+    bytes[..6].copy_from_slice(&gateway_mac);
+    bytes[6..12].copy_from_slice(&workload_mac);
+    neighbour.send_frame(with_l4_checksum(bytes)).expect("send the forged SYN");
+    // (Were the SYN let through, the neighbour's kernel would answer the
+    // SYN-ACK with a reset from its own MAC, denied: judge the SYN alone.)
+    let forged = |v: &serde_json::Value| v["src"] == "fd00:10:1::20" && v["sport"] == 40_001;
+    let denied = d.agent.wait_record(Duration::from_secs(3), |v| forged(v) && v["verdict"] == "denied");
+    assert!(denied.is_some(), "the forged SYN is denied: {:?}", d.agent.flow_records());
+    let allowed: Vec<_> =
+        d.agent.flow_records().into_iter().filter(|v| forged(v) && v["verdict"] != "denied").collect();
+    assert!(allowed.is_empty(), "the forged SYN is not let through: {allowed:?}");
+    // The workload itself still connects.
+    assert_eq!(one(&d.lab, "n0004.fresh.test", 6)["connected"], true);
 }

@@ -35,14 +35,23 @@ const TYPE_AAAA: u16 = 28;
 /// answer from a listed resolver to an outstanding query, learn from it.
 /// The swap that gives the workload its own transaction id back, for the
 /// caller to write, whenever the answer named an outstanding query (taught
-/// from or not); an answer that names none is left as it is.
+/// from or not); an answer that names none is left as it is. And whether
+/// the answer taught (`s.report` says what).
 #[inline(always)]
-pub fn on_answer<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> Option<IdSwap> {
+pub fn on_answer<B: LoadBytes>(
+    bytes: &B,
+    slot_idx: u32,
+    slot: &Slot,
+    meta: &SlotMeta,
+    pkt: &Packet,
+) -> (Option<IdSwap>, bool) {
     if (pkt.proto != IPPROTO_UDP && pkt.proto != IPPROTO_TCP) || pkt.sport != 53 || !pkt.has_l4() {
-        return None;
+        return (None, false);
     }
     // Only from a listed resolver.
-    slot.resolvers.get_ptr(pkt.src)?;
+    if slot.resolvers.get_ptr(pkt.src).is_none() {
+        return (None, false);
+    }
     let claimed = claim(bytes, pkt);
     let (swap, query) = match claimed {
         Some((swap, query)) => (Some(swap), Some(query)),
@@ -50,24 +59,27 @@ pub fn on_answer<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, meta: &Slo
     };
     let span = match message_span(bytes, pkt) {
         Ok(Some(span)) => span,
-        Ok(None) => return swap,
+        Ok(None) => return (swap, false),
         Err(e) => {
             stat(e);
-            return swap;
+            return (swap, false);
         }
     };
     stat(DnsStat::AnswerSeen);
     if !agent_up() {
         stat(DnsStat::AgentDown);
-        return swap;
+        return (swap, false);
     }
     let Some(s) = scratch() else {
-        return swap;
+        return (swap, false);
     };
-    if let Err(e) = learn(bytes, slot_idx, meta, pkt, s, span, query.as_ref()) {
-        stat(e);
+    match learn(bytes, slot_idx, meta, pkt, s, span, query.as_ref()) {
+        Ok(()) => (swap, true),
+        Err(e) => {
+            stat(e);
+            (swap, false)
+        }
     }
-    swap
 }
 
 /// The second of two whole answers in one TCP segment from a listed

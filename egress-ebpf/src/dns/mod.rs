@@ -29,7 +29,7 @@ mod refuse;
 mod txid;
 
 pub use answer::{on_answer, on_second_answer};
-pub use message::{LoadBytes, stat};
+pub use message::{LoadBytes, scratch, stat};
 pub use name::groups_of_name;
 pub use query::{QueryAction, on_query, unfiltered};
 pub use refuse::refuse_in_place;

@@ -1,0 +1,104 @@
+//! A second host on the workload's link: a macvlan of the workload's
+//! `wl0` in a namespace of its own, so it has a link-layer address of its
+//! own (the lab's `NEIGHBOUR_V4` is only another address of the workload's
+//! interface). It can also send frames it writes whole, with any source
+//! MAC.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use super::lab::{GATEWAY_V4, GATEWAY_V6, Lab};
+use super::netns::{Netns, exec, within};
+
+/// The neighbour's interface.
+pub const DEV: &str = "nb0";
+
+/// A neighbour host; its namespace is deleted on drop.
+pub struct Neighbour {
+    pub ns: Netns,
+}
+
+impl Neighbour {
+    /// Adds a neighbour with addresses `v4` and `v6` (in the workload's
+    /// subnets) to `lab`'s workload link, routed through the gateway.
+    pub fn new(lab: &Lab, v4: &str, v6: &str) -> io::Result<Self> {
+        let ns = Netns::new(&format!("egnb-{}", &lab.workload.name[5..]))?;
+        lab.workload.ip(&["link", "add", DEV, "link", "wl0", "type", "macvlan", "mode", "bridge"])?;
+        lab.workload.ip(&["link", "set", DEV, "netns", &ns.name])?;
+        ns.ip(&["link", "set", DEV, "up"])?;
+        ns.ip(&["addr", "add", &format!("{v4}/24"), "dev", DEV])?;
+        ns.ip(&["addr", "add", &format!("{v6}/64"), "dev", DEV, "nodad"])?;
+        ns.ip(&["route", "add", "default", "via", GATEWAY_V4])?;
+        ns.ip(&["-6", "route", "add", "default", "via", GATEWAY_V6])?;
+        Ok(Neighbour { ns })
+    }
+
+    /// Connects over TCP to `dst`, sends a line and expects it back.
+    pub fn tcp_exchange(&self, dst: SocketAddr, timeout: Duration) -> io::Result<bool> {
+        within(&self.ns.name, move || -> io::Result<bool> {
+            let Ok(mut conn) = TcpStream::connect_timeout(&dst, timeout) else { return Ok(false) };
+            conn.set_read_timeout(Some(timeout))?;
+            conn.write_all(b"egress\n")?;
+            let mut buf = [0u8; 7];
+            Ok(conn.read_exact(&mut buf).is_ok() && &buf == b"egress\n")
+        })?
+    }
+
+    /// One ICMP echo to `dst`, true when answered.
+    pub fn ping(&self, dst: IpAddr) -> io::Result<bool> {
+        let out = exec(&self.ns.name, &["ping", "-n", "-c", "1", "-W", "1", &dst.to_string()])?;
+        Ok(out.status.success())
+    }
+
+    /// Sends `frame` (Ethernet header included, as written) out of its
+    /// interface.
+    pub fn send_frame(&self, frame: Vec<u8>) -> io::Result<()> {
+        within(&self.ns.name, move || send_frame(DEV, &frame))?
+    }
+}
+
+/// The link-layer address of `dev` in namespace `ns`.
+pub fn mac_of(ns: &Netns, dev: &str) -> io::Result<[u8; 6]> {
+    let out = exec(&ns.name, &["cat", &format!("/sys/class/net/{dev}/address")])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let bytes: Vec<u8> = text.trim().split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
+    bytes.try_into().map_err(|_| io::Error::other(format!("no MAC for {dev} in {}: {text}", ns.name)))
+}
+
+/// Sends one frame through an `AF_PACKET` socket on `dev` (this thread's
+/// namespace).
+fn send_frame(dev: &str, frame: &[u8]) -> io::Result<()> {
+    let name = std::ffi::CString::new(dev).map_err(io::Error::other)?;
+    // SAFETY: if_nametoindex reads a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain socket(2); closed below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as i32;
+    sll.sll_halen = 6;
+    sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+    // SAFETY: the frame and the address are valid for the lengths given.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const sll).cast::<libc::sockaddr>(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    let err = io::Error::last_os_error();
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
+    if sent < 0 { Err(err) } else { Ok(()) }
+}
