@@ -34,6 +34,10 @@ pub struct Scratch {
     pub addrs: [[u8; 16]; MAX_LEARN],
     pub ttls: [u32; MAX_LEARN],
     pub chain: [u64; MAX_CHAIN],
+    /// Where each chain name starts in the message (the question at 12, a
+    /// CNAME target at its record's data): an owner that is just a
+    /// pointer to one of them is that name, without walking it again.
+    pub chain_at: [u64; MAX_CHAIN],
     pub walk: Walk,
     pub scan: Scan,
     pub records: Records,

@@ -18,7 +18,7 @@ use egress_common::addr::ipv4_mapped;
 use egress_common::{DnsStat, LearnKey, LearnValue, NAME_BUF, QUERY_TIMEOUT_NS, QueryValue, SlotMeta, clamp_ttl};
 
 use super::message::{LoadBytes, agent_up, be16, byte, copy_message, failed, message_span, scratch, second_span, stat};
-use super::name::{name_groups, read_name};
+use super::name::{Name, name_groups, read_name};
 use super::txid::{IdSwap, claim, claim_at};
 use crate::maps::{EGV3_LEARNED, EGV3_LNAMES, Slot};
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
@@ -133,7 +133,11 @@ fn record(s: &mut Scratch) -> Result<(), DnsStat> {
         // ANCOUNT promises more records than the message holds.
         return Err(DnsStat::Malformed);
     }
-    let owner = read_name(s, len, s.records.at as usize, false)?;
+    let at = s.records.at as usize;
+    let owner = match chain_pointer(s, len, at) {
+        Some(name) => name,
+        None => read_name(s, len, at, false)?,
+    };
     let fixed = owner.next;
     if fixed + 10 > len {
         return Err(DnsStat::Malformed);
@@ -194,9 +198,29 @@ fn record(s: &mut Scratch) -> Result<(), DnsStat> {
             return Err(DnsStat::BadName);
         }
         s.chain[chain_len & (MAX_CHAIN - 1)] = target.hash;
+        s.chain_at[chain_len & (MAX_CHAIN - 1)] = rdata as u64;
         s.records.chain_len += 1;
     }
     Ok(())
+}
+
+/// The owner name at `at` when it is only a compression pointer to where
+/// a chain name starts (as answers write it: `c0 0c` for the question):
+/// that name, already read and clean, without a walk.
+#[inline(always)]
+fn chain_pointer(s: &Scratch, len: usize, at: usize) -> Option<Name> {
+    if at + 2 > len || byte(&s.msg, at) & 0xc0 != 0xc0 {
+        return None;
+    }
+    let target = (u64::from(byte(&s.msg, at) & 0x3f) << 8) | u64::from(byte(&s.msg, at + 1));
+    let chain_len = s.records.chain_len as usize;
+    let mut found = None;
+    for c in 0..MAX_CHAIN {
+        if c < chain_len && s.chain_at[c] == target {
+            found = Some(s.chain[c]);
+        }
+    }
+    found.map(|hash| Name { len: 0, next: at + 2, hash, clean: true })
 }
 
 #[inline(always)]
@@ -259,6 +283,7 @@ fn learn<B: LoadBytes>(
     // SAFETY: as in `read_name`: volatile hand-over through the scratch.
     let (status, found) = unsafe {
         vset(addr_of_mut!(s.chain[0]), question.hash);
+        vset(addr_of_mut!(s.chain_at[0]), 12);
         vset(addr_of_mut!((*r).len), len as u64);
         vset(addr_of_mut!((*r).at), (question.next + 4) as u64);
         vset(addr_of_mut!((*r).chain_len), 1);
@@ -280,7 +305,11 @@ fn learn<B: LoadBytes>(
     // learned in a `bpf_loop` callback, and the answer's event sent from
     // another: their frames are their own (this one is near the 512-byte
     // stack), and what they need is in the scratch.
-    let _ = EGV3_LNAMES.insert(&question.hash, &s.name, 0);
+    // A name asked again is there already (a lookup costs less than
+    // writing its 256 bytes anew).
+    if EGV3_LNAMES.get_ptr(&question.hash).is_none() {
+        let _ = EGV3_LNAMES.insert(&question.hash, &s.name, 0);
+    }
     let r = addr_of_mut!(s.report);
     // SAFETY: fields of the per-CPU scratch; volatile so the callbacks see them.
     unsafe {
@@ -319,20 +348,31 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
     let r = &s.report;
     let ttl = clamp_ttl(s.ttls[i], r.min_ttl, r.max_ttl);
     let key = LearnKey { workload: r.workload, addr: s.addrs[i] };
-    let mut value =
-        LearnValue { groups: r.groups, expires_ns: r.now + u64::from(ttl) * 1_000_000_000, name_hash: r.name_hash };
-    match EGV3_LEARNED.get_ptr(&key) {
-        Some(old) => {
-            // SAFETY: value pointer from a successful lookup.
-            let old = unsafe { *old };
-            if old.expires_ns > r.now {
-                value.groups |= old.groups;
-                value.expires_ns = value.expires_ns.max(old.expires_ns);
+    let expires_ns = r.now + u64::from(ttl) * 1_000_000_000;
+    match EGV3_LEARNED.get_ptr_mut(&key) {
+        // Updated in place: one lookup, no new element. A reader on another
+        // CPU sees the old entry, the new one, or (between the writes) the
+        // new groups under the old expiry: never groups the name lacks
+        // with a time it was not given.
+        // SAFETY: value pointer from a successful lookup.
+        Some(old) => unsafe {
+            if (*old).expires_ns > r.now {
+                (*old).groups |= r.groups;
+                if expires_ns > (*old).expires_ns {
+                    (*old).expires_ns = expires_ns;
+                }
+            } else {
+                (*old).groups = r.groups;
+                (*old).expires_ns = expires_ns;
             }
+            (*old).name_hash = r.name_hash;
+        },
+        None => {
+            stat(DnsStat::AddressNew);
+            let value = LearnValue { groups: r.groups, expires_ns, name_hash: r.name_hash };
+            let _ = EGV3_LEARNED.insert(&key, &value, 0);
         }
-        None => stat(DnsStat::AddressNew),
     }
-    let _ = EGV3_LEARNED.insert(&key, &value, 0);
     stat(DnsStat::AddressLearned);
     0
 }

@@ -52,25 +52,7 @@ extern "C" fn name_step(_index: u64, _ctx: *mut c_void) -> i64 {
         return fail(w, DnsStat::BadName);
     }
     if w.label_left > 0 {
-        // Up to LABEL_BYTES_PER_STEP characters of the label a step: the
-        // callback's cost, not the byte's, is most of a step.
-        let mut taken = 0;
-        while taken < LABEL_BYTES_PER_STEP && w.label_left > 0 && w.pos < w.len {
-            let b = byte(&s.msg, w.pos as usize);
-            if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                w.bad = 1;
-            }
-            let c = if b.is_ascii_uppercase() { b + 32 } else { b };
-            if w.copy != 0 {
-                // SAFETY: masked index; olen stays below 253 (checked per label).
-                unsafe { *s.name.get_unchecked_mut((w.olen as usize) & 0xff) = c };
-            }
-            w.hash = fnv1a_step(w.hash, c);
-            w.olen += 1;
-            w.label_left -= 1;
-            w.pos += 1;
-            taken += 1;
-        }
+        take_label(s);
         return 0;
     }
     let b = byte(&s.msg, w.pos as usize);
@@ -117,7 +99,33 @@ extern "C" fn name_step(_index: u64, _ctx: *mut c_void) -> i64 {
     }
     w.label_left = u64::from(b);
     w.pos += 1;
+    // The label's first characters in the same step.
+    take_label(s);
     0
+}
+
+/// Up to [`LABEL_BYTES_PER_STEP`] characters of the label being read: the
+/// callback's cost, not the byte's, is most of a step.
+#[inline(always)]
+fn take_label(s: &mut Scratch) {
+    let w = &mut s.walk;
+    let mut taken = 0;
+    while taken < LABEL_BYTES_PER_STEP && w.label_left > 0 && w.pos < w.len {
+        let b = byte(&s.msg, w.pos as usize);
+        if !(b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            w.bad = 1;
+        }
+        let c = if b.is_ascii_uppercase() { b + 32 } else { b };
+        if w.copy != 0 {
+            // SAFETY: masked index; olen stays below 253 (checked per label).
+            unsafe { *s.name.get_unchecked_mut((w.olen as usize) & 0xff) = c };
+        }
+        w.hash = fnv1a_step(w.hash, c);
+        w.olen += 1;
+        w.label_left -= 1;
+        w.pos += 1;
+        taken += 1;
+    }
 }
 
 /// Reads the name at `start`, following compression pointers. With `copy`,
