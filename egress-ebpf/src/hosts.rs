@@ -143,14 +143,13 @@ pub fn note_asker(ifindex: u32, mac: [u8; 6]) {
 extern "C" fn note_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else { return 1 };
     let key = s.host.key;
-    let h = match EGV3_HOSTS.get_ptr_mut(&key) {
-        Some(h) => h,
-        None => {
-            s.host.fresh = HostAddrs::default();
-            let _ = EGV3_HOSTS.insert(&key, &s.host.fresh, 0);
-            let Some(h) = EGV3_HOSTS.get_ptr_mut(&key) else { return 1 };
-            h
-        }
+    let h = if let Some(h) = EGV3_HOSTS.get_ptr_mut(&key) {
+        h
+    } else {
+        s.host.fresh = HostAddrs::default();
+        let _ = EGV3_HOSTS.insert(&key, &s.host.fresh, 0);
+        let Some(h) = EGV3_HOSTS.get_ptr_mut(&key) else { return 1 };
+        h
     };
     // SAFETY: value pointer from a successful lookup; concurrent notes of
     // one host race harmlessly (one of them wins).

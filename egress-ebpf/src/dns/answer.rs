@@ -349,13 +349,13 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
     let ttl = clamp_ttl(s.ttls[i], r.min_ttl, r.max_ttl);
     let key = LearnKey { workload: r.workload, addr: s.addrs[i] };
     let expires_ns = r.now + u64::from(ttl) * 1_000_000_000;
-    match EGV3_LEARNED.get_ptr_mut(&key) {
+    if let Some(old) = EGV3_LEARNED.get_ptr_mut(&key) {
         // Updated in place: one lookup, no new element. A reader on another
         // CPU sees the old entry, the new one, or (between the writes) the
         // new groups under the old expiry: never groups the name lacks
         // with a time it was not given.
         // SAFETY: value pointer from a successful lookup.
-        Some(old) => unsafe {
+        unsafe {
             if (*old).expires_ns > r.now {
                 (*old).groups |= r.groups;
                 if expires_ns > (*old).expires_ns {
@@ -366,12 +366,11 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
                 (*old).expires_ns = expires_ns;
             }
             (*old).name_hash = r.name_hash;
-        },
-        None => {
-            stat(DnsStat::AddressNew);
-            let value = LearnValue { groups: r.groups, expires_ns, name_hash: r.name_hash };
-            let _ = EGV3_LEARNED.insert(&key, &value, 0);
         }
+    } else {
+        stat(DnsStat::AddressNew);
+        let value = LearnValue { groups: r.groups, expires_ns, name_hash: r.name_hash };
+        let _ = EGV3_LEARNED.insert(&key, &value, 0);
     }
     stat(DnsStat::AddressLearned);
     0
