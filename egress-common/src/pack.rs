@@ -23,7 +23,8 @@ pub const PORT_INDEX_OTHER: u32 = 131_073;
 /// Entries of the port-class array.
 pub const PORT_INDEX_SLOTS: u32 = 131_074;
 
-/// Capacity of the per-slot rule table (rules plus `implicit-deny`).
+/// Capacity of the per-slot rule table (rules plus `implicit-deny` and
+/// `uncovered-source`).
 pub const MAX_RULES: u32 = 65_540;
 /// Capacity of each LPM trie (prefixes of one family and direction).
 pub const MAX_PREFIXES: u32 = 262_144;
@@ -122,7 +123,11 @@ pub struct SlotMeta {
     pub query_filter: u8,
     /// `dns.tunnel_guard` (`TUNNEL_GUARD_*`).
     pub tunnel_guard: u8,
-    pub _pad: [u8; 3],
+    /// `uncovered` (`UNCOVERED_*`): with [`UNCOVERED_DENY`], a packet from
+    /// a source no rule covers is decided by rule `implicit_rule + 1`
+    /// (`uncovered-source`). 0 (pass) in pins written before the setting.
+    pub uncovered: u8,
+    pub _pad: [u8; 2],
     /// `dns.min_ttl` and `dns.max_ttl`, seconds.
     pub min_ttl: u32,
     pub max_ttl: u32,
@@ -135,6 +140,13 @@ pub struct SlotMeta {
     /// The name lengths the slot's name table holds, by kind.
     pub name_lengths: crate::NameLengths,
 }
+
+/// [`SlotMeta::uncovered`]: a packet from a source no rule covers passes
+/// untouched, only counted.
+pub const UNCOVERED_PASS: u8 = 0;
+/// [`SlotMeta::uncovered`]: it is denied in the pack's mode by rule
+/// `uncovered-source`, the one after `implicit-deny`.
+pub const UNCOVERED_DENY: u8 = 1;
 
 /// `STATUS[0]`: what the agent last installed, for `egress-agent status`
 /// (read from the pins, also while no agent runs). The kernel never reads it.

@@ -8,7 +8,7 @@ use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
     ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, FAMILY_V4, LearnKey, NO_RULE, NamedRules, PORT_INDEX_ICMP,
-    PORT_INDEX_OTHER, PORT_INDEX_UDP, SLOT_FLAG_NAMES, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey,
+    PORT_INDEX_OTHER, PORT_INDEX_UDP, SLOT_FLAG_NAMES, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey, UNCOVERED_DENY,
 };
 
 use crate::hosts::{self, Link};
@@ -123,6 +123,8 @@ pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, link:
     let src = match src_class(slot, pkt) {
         Some(class) => class,
         None if meta.any_source != 0 => 0,
+        // `uncovered: deny`: the rule after `implicit-deny`, `uncovered-source`.
+        None if meta.uncovered == UNCOVERED_DENY => return Classified::just(meta.implicit_rule + 1),
         None => return Classified::just(DECISION_UNCOVERED),
     };
     let port = match slot.ports.get(port_index(pkt)) {

@@ -3,7 +3,7 @@
 
 use egress_common::{
     ACTION_DENY, DECISION_UNCOVERED, DnsStat, FAMILY_V4, FlowKey, FlowValue, FragKey, MODE_ENFORCE, NO_RULE,
-    QUERY_FILTER_ENFORCE, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta, VERDICTS, Verdict,
+    QUERY_FILTER_ENFORCE, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta, UNCOVERED_DENY, VERDICTS, Verdict,
 };
 
 use core::ffi::c_void;
@@ -218,10 +218,11 @@ fn judge_in(
 
 /// A packet the datapath cannot judge safely: dropped in enforce mode,
 /// passed in monitor mode, counted and reported (no rule decided it)
-/// either way; unless its source is known and uncovered.
+/// either way; unless its source is known and uncovered, and the pack
+/// lets uncovered sources pass.
 #[inline(always)]
 pub(crate) fn unjudgeable(slot: &Slot, meta: &SlotMeta, pkt: &Packet, reason: Reason, ifindex: u32) -> Action {
-    if pkt.family != 0 && !source_covered(slot, meta, pkt) {
+    if pkt.family != 0 && meta.uncovered != UNCOVERED_DENY && !source_covered(slot, meta, pkt) {
         count_reason(Reason::Uncovered);
         return Action::Pass;
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use super::domain::pattern_matches;
-use super::model::{Action, Destination, Pack, Protocol, Rule, Source, WebGroup};
+use super::model::{Action, Destination, Pack, Protocol, Rule, Source, Uncovered, WebGroup};
 
 /// What the reference evaluator decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +15,10 @@ pub enum Outcome {
     Rule(usize),
     /// A covered source that no rule matched.
     ImplicitDeny,
-    /// No rule's source covers the packet.
+    /// No rule's source covers the packet, and `uncovered: deny`: denied
+    /// in the pack's mode as `uncovered-source`.
+    UncoveredDeny,
+    /// No rule's source covers the packet, and `uncovered: pass`.
     Uncovered,
 }
 
@@ -99,7 +102,13 @@ fn first_match(pack: &Pack, p: &Probe, matches: impl Fn(&Rule) -> bool) -> Outco
     if let Some(i) = pack.rules.iter().position(matches) {
         return Outcome::Rule(i);
     }
-    if pack.rules.iter().any(|r| source_matches(pack, r, p.src)) { Outcome::ImplicitDeny } else { Outcome::Uncovered }
+    if pack.rules.iter().any(|r| source_matches(pack, r, p.src)) {
+        Outcome::ImplicitDeny
+    } else if pack.uncovered == Uncovered::Deny {
+        Outcome::UncoveredDeny
+    } else {
+        Outcome::Uncovered
+    }
 }
 
 /// Whether `group` covers the connection name `name` (any case, a trailing

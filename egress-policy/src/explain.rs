@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use super::domain::pattern_matches;
 use super::evaluate::{ports_match, protocol_matches};
-use super::model::{Action, Destination, Mode, Pack, QueryFilter, Rule, Source};
+use super::model::{Action, Destination, Mode, Pack, QueryFilter, Rule, Source, Uncovered};
 
 /// What the packet goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,7 +252,12 @@ pub(crate) fn decision(pack: &Pack, e: &Explanation) -> String {
             if pack.mode == Mode::Enforce { "denied" } else { "would_deny (monitor)" },
             pack.mode.keyword()
         ),
-        None => "uncovered: no rule's source covers this source; the firewall passes it untouched".into(),
+        None if pack.uncovered == Uncovered::Deny => format!(
+            "{}: uncovered-source (no rule's source covers this source; `uncovered: deny`, pack mode {})",
+            if pack.mode == Mode::Enforce { "denied" } else { "would_deny (monitor)" },
+            pack.mode.keyword()
+        ),
+        None => "uncovered: no rule's source covers this source; `uncovered: pass` lets it through untouched".into(),
     }
 }
 

@@ -69,7 +69,9 @@ pub struct NamedExplanation {
 impl NamedExplanation {
     /// Whether the name changes the decision.
     pub fn changes(&self) -> bool {
-        outcome(&self.by_address) != outcome(&self.with_name)
+        // Both walks are of one source: covered by a rule or not alike.
+        let (a, b) = (&self.by_address, &self.with_name);
+        (a.decided_by, a.covered) != (b.decided_by, b.covered)
     }
 }
 
@@ -142,19 +144,21 @@ fn destination_named(
 }
 
 /// The walk's outcome as the reference evaluator gives it.
-fn outcome(e: &Explanation) -> Outcome {
+fn outcome(pack: &Pack, e: &Explanation) -> Outcome {
     match e.decided_by {
         Some(i) => Outcome::Rule(i),
         None if e.covered => Outcome::ImplicitDeny,
+        None if pack.uncovered == crate::model::Uncovered::Deny => Outcome::UncoveredDeny,
         None => Outcome::Uncovered,
     }
 }
 
 /// The deciding rule's name (or `implicit-deny`, `uncovered`).
 fn decider(pack: &Pack, e: &Explanation) -> String {
-    match outcome(e) {
+    match outcome(pack, e) {
         Outcome::Rule(i) => pack.rules[i].name.clone(),
         Outcome::ImplicitDeny => "implicit-deny".to_owned(),
+        Outcome::UncoveredDeny => crate::compile::UNCOVERED_SOURCE.to_owned(),
         Outcome::Uncovered => "uncovered".to_owned(),
     }
 }
@@ -236,7 +240,7 @@ pub fn check(pack: &Pack, q: &Question, e: &NamedExplanation) -> Check {
     };
     let probe = Probe { src: q.src, dst, proto: q.proto, dport: q.port };
     let learned: BTreeSet<String> = e.by_address.webgroups.iter().cloned().collect();
-    let (first, second) = (outcome(&e.by_address), outcome(&e.with_name));
+    let (first, second) = (outcome(pack, &e.by_address), outcome(pack, &e.with_name));
     let reference_first = evaluate_learned(pack, &probe, &learned);
     let reference = evaluate_named(pack, &probe, &learned, Some(&e.name));
     if (reference_first, reference) != (first, second) {
@@ -265,6 +269,7 @@ fn compiled_outcome(compiled: &CompiledPack, d: Decision) -> Outcome {
     match d {
         Decision::Uncovered => Outcome::Uncovered,
         Decision::Rule(r) if r == compiled.implicit_rule => Outcome::ImplicitDeny,
+        Decision::Rule(r) if r == compiled.uncovered_rule => Outcome::UncoveredDeny,
         Decision::Rule(r) => Outcome::Rule(r as usize),
     }
 }

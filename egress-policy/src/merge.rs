@@ -5,7 +5,7 @@
 use super::bitset::FastMap;
 
 use super::error::PolicyError;
-use super::model::{Destination, DnsSettings, Location, Mode, Pack, Rule, Source};
+use super::model::{Destination, DnsSettings, Location, Mode, Pack, Rule, Source, Uncovered};
 use super::parse::Fragment;
 use super::record::Located;
 use super::rule::{RawRule, RawSource};
@@ -16,6 +16,7 @@ pub fn merge(first_file: &str, fragments: Vec<Fragment>, errors: &mut Vec<Policy
     let mut version: Option<Located<Option<u32>>> = None;
     let mut mode: Option<Located<Option<Mode>>> = None;
     let mut dns: Option<Located<Option<DnsSettings>>> = None;
+    let mut uncovered: Option<Located<Option<Uncovered>>> = None;
     let mut pack = Pack::default();
     let mut rules: Vec<RawRule> = Vec::new();
     // Names of groups defined with errors, and whether every file could be
@@ -28,6 +29,7 @@ pub fn merge(first_file: &str, fragments: Vec<Fragment>, errors: &mut Vec<Policy
         set_once(&mut version, frag.version, "version", errors);
         set_once(&mut mode, frag.mode, "mode", errors);
         set_once(&mut dns, frag.dns, "dns", errors);
+        set_once(&mut uncovered, frag.uncovered, "uncovered", errors);
         for g in frag.smartgroups {
             if let Some(first) = pack.smartgroups.get(&g.name) {
                 let msg = format!("smartgroup `{}` already defined at {}", g.name, first.location);
@@ -58,6 +60,7 @@ pub fn merge(first_file: &str, fragments: Vec<Fragment>, errors: &mut Vec<Policy
     // A `dns:` with errors is reported already; don't also report its absence.
     let knows_dns = complete && !matches!(dns, Some(Located { value: None, .. }));
     pack.dns = dns.and_then(|d| d.value).unwrap_or_default();
+    pack.uncovered = uncovered.and_then(|u| u.value).unwrap_or_default();
     check_unique(&rules, errors);
     let known = Known { pack: &pack, invalid_groups: &invalid_groups, complete, knows_dns };
     for rule in &rules {

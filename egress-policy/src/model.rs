@@ -39,6 +39,27 @@ pub enum Mode {
     Enforce,
 }
 
+/// `uncovered`: what becomes of a packet from a source no rule's `source`
+/// covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Uncovered {
+    /// Denied in the pack's mode, reported as rule `uncovered-source`.
+    #[default]
+    Deny,
+    /// Let through untouched, only counted.
+    Pass,
+}
+
+impl Uncovered {
+    /// The word the policy format uses.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Uncovered::Deny => "deny",
+            Uncovered::Pass => "pass",
+        }
+    }
+}
+
 /// What a matching rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -260,6 +281,8 @@ pub struct Pack {
     pub version: u32,
     pub mode: Mode,
     pub dns: DnsSettings,
+    /// `uncovered` (default `deny`).
+    pub uncovered: Uncovered,
     pub smartgroups: BTreeMap<String, SmartGroup>,
     pub webgroups: BTreeMap<String, WebGroup>,
     pub rules: Vec<Rule>,

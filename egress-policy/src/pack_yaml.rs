@@ -51,7 +51,13 @@ pub fn to_yaml_files(pack: &Pack, rules_per_file: usize) -> Vec<(String, String)
 /// `version`, `mode`, `dns` and the `SmartGroups`.
 fn settings(pack: &Pack) -> String {
     let mut y = String::with_capacity(4096);
-    let _ = writeln!(y, "version: {}\nmode: {}", pack.version.max(1), pack.mode.keyword());
+    let _ = writeln!(
+        y,
+        "version: {}\nmode: {}\nuncovered: {}",
+        pack.version.max(1),
+        pack.mode.keyword(),
+        pack.uncovered.keyword()
+    );
     let filter = pack.dns.query_filter.keyword();
     let _ = writeln!(
         y,

@@ -4,7 +4,9 @@
 
 use super::domain::parse_pattern;
 use super::fields::{self, ErrorSink};
-use super::model::{DnsSettings, DomainPattern, Location, Mode, QueryFilter, SmartGroup, TunnelGuard, WebGroup};
+use super::model::{
+    DnsSettings, DomainPattern, Location, Mode, QueryFilter, SmartGroup, TunnelGuard, Uncovered, WebGroup,
+};
 use super::record::{Located, Record, required};
 use super::rule::{self, RawRule};
 use super::yaml::{Kind, Node};
@@ -22,6 +24,7 @@ pub struct Fragment {
     pub version: Option<Located<Option<u32>>>,
     pub mode: Option<Located<Option<Mode>>>,
     pub dns: Option<Located<Option<DnsSettings>>>,
+    pub uncovered: Option<Located<Option<Uncovered>>>,
     pub smartgroups: Vec<SmartGroup>,
     pub webgroups: Vec<WebGroup>,
     pub rules: Vec<RawRule>,
@@ -32,11 +35,13 @@ impl Fragment {
     /// found again further up or down the file.
     pub(super) fn shift_lines(&mut self, delta: isize) {
         // Named in full: a new field with a location must be shifted too.
-        let Fragment { broken: _, invalid_groups: _, version, mode, dns, smartgroups, webgroups, rules } = self;
+        let Fragment { broken: _, invalid_groups: _, version, mode, dns, uncovered, smartgroups, webgroups, rules } =
+            self;
         let settings = [
             version.as_mut().map(|v| &mut v.location),
             mode.as_mut().map(|m| &mut m.location),
             dns.as_mut().map(|d| &mut d.location),
+            uncovered.as_mut().map(|u| &mut u.location),
         ];
         for location in settings.into_iter().flatten() {
             location.shift(delta);
@@ -53,7 +58,7 @@ impl Fragment {
     }
 }
 
-const TOP_FIELDS: &[&str] = &["version", "mode", "dns", "smartgroups", "webgroups", "rules"];
+const TOP_FIELDS: &[&str] = &["version", "mode", "dns", "uncovered", "smartgroups", "webgroups", "rules"];
 const DNS_FIELDS: &[&str] = &["resolvers", "min_ttl", "max_ttl", "query_filter", "query_types", "tunnel_guard"];
 
 /// Reads one file's YAML tree. Errors go to `sink`; what could be read is returned.
@@ -82,6 +87,10 @@ pub fn fragment(sink: &mut ErrorSink, root: &Node) -> Fragment {
     if let Some((key, v)) = top.get("dns") {
         let dns = dns(sink, v);
         frag.dns = Some(Located { value: dns, location: sink.location_of(key) });
+    }
+    if let Some((key, v)) = top.get("uncovered") {
+        let uncovered = fields::keyword(sink, v, "uncovered", &[("deny", Uncovered::Deny), ("pass", Uncovered::Pass)]);
+        frag.uncovered = Some(Located { value: uncovered, location: sink.location_of(key) });
     }
     if let Some(v) = top.value("smartgroups") {
         for (name, body, at) in groups(sink, v, "smartgroup", &mut frag.invalid_groups, &mut frag.broken) {

@@ -76,11 +76,9 @@ pub(super) fn rule(sink: &mut ErrorSink, node: &Node) -> Option<RawRule> {
     let f = Record::read(sink, node, "a rule", RULE_FIELDS)?;
     let name = required(sink, &f, node, "name", "a rule name").and_then(|v| {
         let name = fields::name(sink, v, false)?;
-        if name == "implicit-deny" {
-            sink.report(
-                v,
-                "the rule name `implicit-deny` is reserved for the implicit default deny: choose another name",
-            );
+        if name == "implicit-deny" || name == "uncovered-source" {
+            let what = if name == "implicit-deny" { "the implicit default deny" } else { "`uncovered: deny`" };
+            sink.report(v, format!("the rule name `{name}` is reserved for {what}: choose another name"));
             return None;
         }
         Some(Located { value: name, location: sink.location_of(v) })

@@ -60,6 +60,12 @@ fn write_summary(s: &mut String, pack: &Pack) -> std::fmt::Result {
         )?;
     }
     writeln!(s, "  {:>5} implicit-deny: deny ({})", "-", pack.mode.keyword())?;
+    match pack.uncovered {
+        crate::model::Uncovered::Deny => {
+            writeln!(s, "  {:>5} uncovered-source: deny ({}) sources no rule covers", "-", pack.mode.keyword())?;
+        }
+        crate::model::Uncovered::Pass => writeln!(s, "  {:>5} uncovered: pass (sources no rule covers)", "-")?,
+    }
     let permits = pack.rules.iter().filter(|r| r.action == Action::Permit).count();
     let enforced = pack.rules.iter().filter(|r| r.mode == Mode::Enforce).count();
     writeln!(

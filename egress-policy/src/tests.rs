@@ -320,3 +320,26 @@ fn tunnel_guard_is_monitor_unless_set() {
     assert!(e.len() == 1 && e[0].starts_with("a.yaml:2:"), "{e:#?}");
     assert!(e[0].contains("tunnel_guard"), "{}", e[0]);
 }
+
+#[test]
+fn uncovered_is_deny_unless_set_and_set_once() {
+    let rule = "rules:\n  - {name: r, priority: 1, source: run, destination: any, action: permit}\n";
+    let pack = ok(&[("a.yaml", &format!("version: 1\n{GROUPS}{rule}"))]);
+    assert_eq!(pack.uncovered, Uncovered::Deny);
+    let pack = ok(&[("a.yaml", &format!("version: 1\nuncovered: pass\n{GROUPS}{rule}"))]);
+    assert_eq!(pack.uncovered, Uncovered::Pass);
+    let e = errs(&[("a.yaml", "version: 1\nuncovered: allow\n")]);
+    assert!(e[0].starts_with("a.yaml:2:12:") && e[0].contains("expected `deny` | `pass`"), "{e:?}");
+    let e = errs(&[("a.yaml", "version: 1\nuncovered: pass\n"), ("b.yaml", "uncovered: deny\n")]);
+    assert!(e[0].starts_with("b.yaml:1:1:") && e[0].contains("`uncovered` already set at a.yaml:2:1"), "{e:?}");
+    let e = errs(&[(
+        "a.yaml",
+        &format!(
+            "version: 1\n{GROUPS}rules:\n  - {{name: uncovered-source, priority: 1, source: run, destination: any, action: deny}}\n"
+        ),
+    )]);
+    assert!(e[0].contains("`uncovered-source` is reserved"), "{e:?}");
+    // The summary says which.
+    let s = summary(&ok(&[("a.yaml", &format!("version: 1\nmode: enforce\n{GROUPS}{rule}"))]));
+    assert!(s.contains("uncovered-source: deny (enforce)"), "{s}");
+}

@@ -73,9 +73,11 @@ fn pack() -> impl Strategy<Value = Pack> {
         prop::collection::vec(prop::collection::vec(net(), 1..4), groups),
         prop::collection::vec(rule(groups), 1..14),
         prop::collection::vec(addr(), 0..3),
+        any::<bool>(),
     )
-        .prop_map(move |(group_nets, rules, resolvers)| {
-            let mut p = Pack { version: 1, ..Pack::default() };
+        .prop_map(move |(group_nets, rules, resolvers, pass_uncovered)| {
+            let uncovered = if pass_uncovered { Uncovered::Pass } else { Uncovered::Deny };
+            let mut p = Pack { version: 1, uncovered, ..Pack::default() };
             p.dns.resolvers = resolvers;
             for (i, cidrs) in group_nets.into_iter().enumerate() {
                 let name = format!("g{i}");
@@ -166,6 +168,7 @@ fn outcome(compiled: &CompiledPack, d: Decision) -> Outcome {
     match d {
         Decision::Uncovered => Outcome::Uncovered,
         Decision::Rule(r) if r == compiled.implicit_rule => Outcome::ImplicitDeny,
+        Decision::Rule(r) if r == compiled.uncovered_rule => Outcome::UncoveredDeny,
         Decision::Rule(r) => Outcome::Rule(r as usize),
     }
 }

@@ -81,6 +81,7 @@ impl Case {
         match d {
             Decision::Uncovered => Outcome::Uncovered,
             Decision::Rule(r) if r == self.compiled.implicit_rule => Outcome::ImplicitDeny,
+            Decision::Rule(r) if r == self.compiled.uncovered_rule => Outcome::UncoveredDeny,
             Decision::Rule(r) => Outcome::Rule(r as usize),
         }
     }

@@ -182,14 +182,15 @@ fn match_dimension_cases(a: &Addrs) -> Vec<Case> {
         ("monitored group", tcp(ip("10.10.2.5"), web4, 1011, 22).build(), would_deny("watch-legacy")),
         ("other protocol", Spec::new(w4, ip("192.0.2.1"), L4::Raw { proto: 47 }).build(), allowed("allow-gre")),
         ("other protocol elsewhere", Spec::new(w4, web4, L4::Raw { proto: 47 }).build(), denied("implicit-deny")),
-        ("uncovered source", tcp(ip("10.99.0.1"), web4, 1012, 22).build(), passed(Reason::Uncovered)),
+        // `uncovered` is `deny` by default (it passed before the setting).
+        ("uncovered source", tcp(ip("10.99.0.1"), web4, 1012, 22).build(), denied("uncovered-source")),
         // IPv6.
         ("tcp6 443 to web", tcp(w6, web6, 1013, 443).build(), allowed("allow-web")),
         ("tcp6 elsewhere", tcp(w6, ip("2001:db8:9::1"), 1014, 443).build(), denied("implicit-deny")),
         ("ping6 allowed", Spec::ping(w6, ip("2001:db8:2::1")).build(), allowed("allow-ping")),
         ("udp6 dns to resolver", udp(w6, ip("fd00:10::2"), 1015, 53).build(), allowed("allow-dns")),
         ("udp6 dns elsewhere", udp(w6, ip("2001:4860::8888"), 1016, 53).build(), denied("deny-dns-exfil")),
-        ("uncovered v6", tcp(ip("fd00:99::1"), web6, 1017, 22).build(), passed(Reason::Uncovered)),
+        ("uncovered v6", tcp(ip("fd00:99::1"), web6, 1017, 22).build(), denied("uncovered-source")),
     ]
 }
 
@@ -250,7 +251,7 @@ fn tag_and_ipv4_cases(a: &Addrs) -> Vec<Case> {
         (
             "uncovered fragment",
             with(tcp(ip("10.99.0.1"), web4, 1028, 443), |s| s.ipv4_frag = Some((3, false, 80))).build(),
-            passed(Reason::Uncovered),
+            dropped(Reason::FragmentUnseen),
         ),
     ]
 }
@@ -421,6 +422,26 @@ fn monitor_pack_cases(a: &Addrs) -> Vec<Case> {
             passed(Reason::FragmentUnseen),
         ),
         ("rules inherit the pack mode", udp(w4, ip("8.8.8.8"), 1052, 53).build(), would_deny("deny-dns-exfil")),
+        (
+            "uncovered-source in the pack mode",
+            tcp(ip("10.99.0.1"), web4, 1053, 22).build(),
+            would_deny("uncovered-source"),
+        ),
+    ]
+}
+
+/// `uncovered: pass`: sources no rule covers pass untouched, counted.
+fn uncovered_pass_cases(a: &Addrs) -> Vec<Case> {
+    let web4 = a.web4;
+    vec![
+        ("uncovered passes", tcp(ip("10.99.0.1"), web4, 1070, 22).build(), passed(Reason::Uncovered)),
+        ("uncovered v6 passes", tcp(ip("fd00:99::1"), a.web6, 1071, 22).build(), passed(Reason::Uncovered)),
+        (
+            "uncovered fragment passes",
+            with(tcp(ip("10.99.0.1"), web4, 1072, 443), |s| s.ipv4_frag = Some((3, false, 81))).build(),
+            passed(Reason::Uncovered),
+        ),
+        ("covered still judged", tcp(a.w4, web4, 1073, 22).build(), denied("implicit-deny")),
     ]
 }
 
@@ -475,6 +496,11 @@ fn classifies_every_match_dimension_and_odd_packet() {
             .replace("ports: [53], action: deny }", "ports: [53], action: deny, mode: enforce }"),
     );
     for (name, frame, want) in &enforcing_deny_cases(&a) {
+        h.check(name, frame, want);
+    }
+
+    h.install(&PACK.replace("mode: enforce", "mode: enforce\nuncovered: pass"));
+    for (name, frame, want) in &uncovered_pass_cases(&a) {
         h.check(name, frame, want);
     }
 }

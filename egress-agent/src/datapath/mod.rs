@@ -35,8 +35,9 @@ use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 use egress_common::maps;
 use egress_common::{
-    AgentLease, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NAMES, SLOT_FLAG_NO_FLOW_CACHE,
-    SLOT_FLAG_WEBGROUPS, SlotMeta, TAIL_NAMES, TAIL_QUERY, TAIL_READ, TAIL_SECOND_ANSWER,
+    AgentLease, DECISION_UNCOVERED, LiveState, MODE_ENFORCE, MODE_MONITOR, RuleCounter, SLOT_FLAG_NAMES,
+    SLOT_FLAG_NO_FLOW_CACHE, SLOT_FLAG_WEBGROUPS, SlotMeta, TAIL_NAMES, TAIL_QUERY, TAIL_READ, TAIL_SECOND_ANSWER,
+    UNCOVERED_DENY, UNCOVERED_PASS,
 };
 
 use barrier::{PendingBarrier, RcuBarrier};
@@ -271,7 +272,7 @@ impl Datapath {
                 continue;
             }
             let used: HashSet<u32> = self.slots[slot]
-                .rule_infos(meta.implicit_rule as usize + 1)
+                .rule_infos(meta.implicit_rule as usize + 1 + usize::from(meta.uncovered == UNCOVERED_DENY))
                 .iter()
                 .map(|r| r.counter)
                 .filter(|&c| c < egress_common::MAX_RULES)
@@ -340,7 +341,8 @@ impl Datapath {
             flags,
             query_filter: pack.query_filter,
             tunnel_guard: pack.tunnel_guard,
-            _pad: [0; 3],
+            uncovered: if pack.uncovered_rule == DECISION_UNCOVERED { UNCOVERED_PASS } else { UNCOVERED_DENY },
+            _pad: [0; 2],
             min_ttl: pack.min_ttl,
             max_ttl: pack.max_ttl,
             permit_groups: pack.permit_groups,

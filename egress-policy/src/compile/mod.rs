@@ -17,7 +17,9 @@ mod tables;
 use egress_common::{NameEntry, NameKey};
 
 pub use names_decision::{NO_RULE, NamesDecision};
-pub use pack::{CompileError, CompiledPack, CompiledRule, Decision, IMPLICIT_DENY, Previous, port_index};
+pub use pack::{
+    CompileError, CompiledPack, CompiledRule, Decision, IMPLICIT_DENY, Previous, UNCOVERED_SOURCE, port_index,
+};
 
 use crate::bitset::FastMap as HashMap;
 use crate::model::Pack;

@@ -17,11 +17,13 @@ use crate::model::Mode;
 
 /// The name under which the implicit default deny is reported.
 pub const IMPLICIT_DENY: &str = "implicit-deny";
+/// The rule that denies packets from sources no rule covers (`uncovered: deny`).
+pub const UNCOVERED_SOURCE: &str = "uncovered-source";
 
 /// Why a pack could not be compiled.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CompileError {
-    #[error("the pack has {0} rules; the datapath holds at most {max}", max = MAX_RULES - 1)]
+    #[error("the pack has {0} rules; the datapath holds at most {max}", max = MAX_RULES - 2)]
     TooManyRules(usize),
     #[error("the pack needs {needed} {table} entries; the datapath holds at most {max}")]
     TooComplex { table: &'static str, needed: usize, max: u32 },
@@ -45,10 +47,14 @@ pub struct CompiledRule {
 /// The compiled pack: every table of one datapath slot.
 #[derive(Debug, Clone, Default)]
 pub struct CompiledPack {
-    /// Rules in priority order; the last one is `implicit-deny`.
+    /// Rules in priority order, then `implicit-deny`, then (with
+    /// `uncovered: deny`) `uncovered-source`.
     pub rules: Vec<CompiledRule>,
     /// Index of `implicit-deny`.
     pub implicit_rule: u32,
+    /// Index of `uncovered-source` (`implicit_rule + 1`) with `uncovered:
+    /// deny`; `DECISION_UNCOVERED` with `pass`.
+    pub uncovered_rule: u32,
     /// Whether some rule's source is `any`.
     pub any_source: bool,
     /// The pack's default mode.
@@ -107,9 +113,9 @@ pub struct CompiledPack {
 /// What decided a packet, in the compiled pack's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// Rule index (possibly `implicit_rule`).
+    /// Rule index (possibly `implicit_rule` or `uncovered_rule`).
     Rule(u32),
-    /// No rule's source covers the packet.
+    /// No rule's source covers the packet, and `uncovered: pass`.
     Uncovered,
 }
 
@@ -194,7 +200,7 @@ impl CompiledPack {
         let src_class = match lpm(&self.src, src) {
             Some(class) => class,
             None if self.any_source => 0,
-            None => return Lookup::Decided(Decision::Uncovered),
+            None => return Lookup::Decided(Decision::of(self.uncovered_rule)),
         };
         let port_class = self.port_class(port_index(src.is_ipv4(), proto, dport));
         let Some(&x) = self.sp.get(&SourcePortKey { src_class, port_class }) else {

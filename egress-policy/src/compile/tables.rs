@@ -6,18 +6,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use egress_common::{
-    ACTION_DENY, ACTION_PERMIT, ClassDestKey, ClassWebGroupKey, MAX_PREFIXES, MAX_RULES, MAX_SP_ENTRIES, MAX_X_CLASSES,
-    MAX_XD_ENTRIES, MODE_ENFORCE, MODE_MONITOR, QUERY_FILTER_ENFORCE, QUERY_FILTER_MONITOR, QUERY_FILTER_OFF, RuleInfo,
-    SourcePortKey,
+    ACTION_DENY, ACTION_PERMIT, ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, MAX_PREFIXES, MAX_RULES,
+    MAX_SP_ENTRIES, MAX_X_CLASSES, MAX_XD_ENTRIES, MODE_ENFORCE, MODE_MONITOR, QUERY_FILTER_ENFORCE,
+    QUERY_FILTER_MONITOR, QUERY_FILTER_OFF, RuleInfo, SourcePortKey,
 };
 use ipnet::IpNet;
 
 use super::names::rule_groups;
-use super::pack::{CompileError, CompiledPack, CompiledRule, IMPLICIT_DENY, Previous, check};
+use super::pack::{CompileError, CompiledPack, CompiledRule, IMPLICIT_DENY, Previous, UNCOVERED_SOURCE, check};
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
 use crate::classes::{Numbering, address_classes, port_classes, stable_x_ids};
-use crate::model::{Action, Destination, Mode, Pack, QueryFilter, Source, TunnelGuard};
+use crate::model::{Action, Destination, Mode, Pack, QueryFilter, Source, TunnelGuard, Uncovered};
 
 /// Every table of [`CompiledPack`] but the name table (left empty, as are
 /// the WebGroup bits: the caller fills both in).
@@ -27,7 +27,8 @@ pub(super) fn classify(
     webgroup_bits: &BTreeMap<String, u32>,
 ) -> Result<CompiledPack, CompileError> {
     let n = pack.rules.len();
-    if n + 1 > MAX_RULES as usize {
+    // The rules, `implicit-deny` and `uncovered-source`.
+    if n + 2 > MAX_RULES as usize {
         return Err(CompileError::TooManyRules(n));
     }
     let implicit = n as u32;
@@ -52,6 +53,10 @@ pub(super) fn classify(
     Ok(CompiledPack {
         rules: compiled_rules(pack),
         implicit_rule: implicit,
+        uncovered_rule: match pack.uncovered {
+            Uncovered::Deny => implicit + 1,
+            Uncovered::Pass => DECISION_UNCOVERED,
+        },
         any_source: sources.any_source,
         mode: pack.mode,
         unjudgeable_mode: unjudgeable_mode(pack),
@@ -88,7 +93,7 @@ pub(super) fn classify(
 }
 
 /// The pack's rules in priority order as the datapath sees them, then
-/// `implicit-deny`.
+/// `implicit-deny`, then (with `uncovered: deny`) `uncovered-source`.
 fn compiled_rules(pack: &Pack) -> Vec<CompiledRule> {
     let implicit = pack.rules.len() as u32;
     let mut rules: Vec<CompiledRule> = pack
@@ -114,6 +119,13 @@ fn compiled_rules(pack: &Pack) -> Vec<CompiledRule> {
         priority: u32::MAX,
         info: RuleInfo { action: ACTION_DENY, mode: mode_code(pack.mode), log: 1, _pad: 0, counter: implicit },
     });
+    if pack.uncovered == Uncovered::Deny {
+        rules.push(CompiledRule {
+            name: UNCOVERED_SOURCE.to_string(),
+            priority: u32::MAX,
+            info: RuleInfo { action: ACTION_DENY, mode: mode_code(pack.mode), log: 1, _pad: 0, counter: implicit + 1 },
+        });
+    }
     rules
 }
 
