@@ -1,4 +1,4 @@
-//! End to end: a workload that takes an address no SmartGroup lists gains
+//! End to end: a workload that takes an address no `SmartGroup` lists gains
 //! nothing (`uncovered: deny`, the default), and the gateway's IPv6
 //! reverse-path filter (`scripts/ipv6-rpfilter.nft`) drops sources whose
 //! way back is another interface. Each denial is first shown to pass
@@ -14,10 +14,10 @@ use egress_lab::netns::exec;
 const T: Duration = Duration::from_millis(1200);
 const WEB4: &str = "203.0.113.10:443";
 const WEB6: &str = "[2001:db8:1::10]:443";
-/// Another address of the workload's own IPv6 /64, which no SmartGroup lists.
+/// Another address of the workload's own IPv6 /64, which no `SmartGroup` lists.
 const OTHER_V6: &str = "fd00:10:1::99";
 
-/// Only the workload's own two addresses are its SmartGroup; the neighbour
+/// Only the workload's own two addresses are its `SmartGroup`; the neighbour
 /// alias `NEIGHBOUR_V4` and the rest of the subnets are not.
 fn pack(uncovered: &str) -> String {
     format!(
