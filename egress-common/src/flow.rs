@@ -27,8 +27,11 @@ pub struct FlowValue {
     /// Counter of the deciding rule ([`crate::RuleInfo::counter`]) in the
     /// pack of that generation.
     pub counter: u32,
-    /// A [`crate::Verdict`] code (a whole word: no padding to zero, which
-    /// in eBPF costs a call to `memset`).
+    /// A [`crate::Verdict`] code in the low byte (a whole word: no padding
+    /// to zero, which in eBPF costs a call to `memset`). In a `FRAGS` entry,
+    /// bits 8..24 say how far the first fragment's L4 header reaches into
+    /// the datagram's fragmentable part, in 8-byte units (0 in entries
+    /// written before: then only TCP's fixed header is known).
     pub verdict: u32,
 }
 crate::assert_size!(FlowValue, 12);

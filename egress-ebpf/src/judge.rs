@@ -327,22 +327,26 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
         if to_gateway(slot, pkt) {
             return Action::Pass;
         }
-        if pkt.frag_proto == IPPROTO_TCP && pkt.frag_offset < 3 {
+        // SAFETY: value pointer from a successful lookup, copied out at once.
+        let entry = EGV3_FRAGS.get_ptr(&frag_key(pkt)).map(|v| unsafe { *v }).filter(|v| v.generation == generation);
+        // One call of `unjudgeable` for every reason (each call is a copy
+        // of it for the verifier to walk).
+        let reason = match entry {
             // Would overwrite the ports or flags of the first fragment.
-            return unjudgeable(slot, meta, pkt, Reason::TinyFragment, ifindex);
-        }
-        return match EGV3_FRAGS.get_ptr(&frag_key(pkt)) {
-            // SAFETY: value pointer from a successful lookup.
-            Some(v) if unsafe { (*v).generation } == generation => {
-                // SAFETY: as above.
-                let v = unsafe { *v };
+            _ if pkt.frag_proto == IPPROTO_TCP && pkt.frag_offset < 3 => Reason::TinyFragment,
+            // Starts inside the first fragment's L4 header (behind
+            // extension headers, or a UDP header): would overwrite the
+            // ports or flags the verdict was given for.
+            Some(v) if u32::from(pkt.frag_offset) < v.verdict >> 8 => Reason::TinyFragment,
+            Some(v) => {
                 let verdict = Verdict::from_code_fast(v.verdict as u8);
                 count_reason(Reason::FragmentFollowed);
                 count_rule(slot, v.counter, verdict, len, false);
-                action_of(verdict)
+                return action_of(verdict);
             }
-            _ => unjudgeable(slot, meta, pkt, Reason::FragmentUnseen, ifindex),
+            None => Reason::FragmentUnseen,
         };
+        return unjudgeable(slot, meta, pkt, reason, ifindex);
     }
     let key = flow_key(pkt);
     // The flow cache first: packets to the gateway's own addresses are
@@ -354,7 +358,7 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
         count_reason(Reason::FlowCache);
         count_rule(slot, v.counter, verdict, len, false);
         if pkt.frag == FRAG_FIRST {
-            let _ = EGV3_FRAGS.insert(&frag_key(pkt), &v, 0);
+            let _ = EGV3_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, &v), 0);
         }
         return action_of(verdict);
     }
@@ -403,7 +407,7 @@ fn apply_rule(
         flowcache::insert(probe, &value);
     }
     if pkt.frag == FRAG_FIRST {
-        let _ = EGV3_FRAGS.insert(&frag_key(pkt), &value, 0);
+        let _ = EGV3_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, &value), 0);
     }
     if rule.log != 0 || verdict != Verdict::Allowed {
         crate::events::report_flow(
@@ -504,6 +508,14 @@ pub fn judge_read<B: LoadBytes>(bytes: &B, len: u32, ifindex: u32) -> Action {
     let Some((slot_idx, meta)) = live() else { return action };
     let Some(pkt) = crate::stream::handed_packet() else { return action };
     if slot_idx == 0 { to_query(&SLOT0, meta, pkt, action) } else { to_query(&SLOT1, meta, pkt, action) }
+}
+
+/// A first fragment's entry for its later fragments: the verdict, and
+/// how far its L4 header reaches into the fragmentable part (bits 8..24;
+/// see `FlowValue::verdict`), which the parser left in its `frag_offset`.
+#[inline(always)]
+pub(crate) fn first_fragment(pkt: &Packet, v: &FlowValue) -> FlowValue {
+    FlowValue { verdict: (v.verdict & 0xff) | (u32::from(pkt.frag_offset) << 8), ..*v }
 }
 
 /// The flow a packet belongs to.

@@ -53,7 +53,12 @@ pub struct Packet {
     /// Protocol that keys fragments: the IPv4 protocol, or the next header
     /// of the IPv6 fragment header (the same in every fragment).
     pub frag_proto: u8,
-    /// Fragment offset in 8-byte units.
+    /// A later fragment's offset in 8-byte units. For a first fragment
+    /// (whose offset is 0): how far its L4 header (TCP or UDP whole, 8
+    /// bytes of any other) reaches into the datagram's fragmentable part
+    /// (after the IPv4 header, or the IPv6 fragment header: extension
+    /// headers after it are part of it), in 8-byte units rounded up; a
+    /// later fragment that starts before that would overwrite it.
     pub frag_offset: u16,
     /// Offset of the L4 payload (after the TCP/UDP header), 0 if none.
     pub payload_off: u16,
@@ -255,6 +260,8 @@ fn parse_ipv4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
     }
     if more {
         pkt.frag = FRAG_FIRST;
+        // Where the fragmentable part starts, for `parse_l4`.
+        pkt.frag_offset = ((off + ihl) & 0xffff) as u16;
     }
     parse_l4(cur, off + ihl, pkt)?;
     Ok(Parsed::Ip)
@@ -305,6 +312,8 @@ fn parse_ipv6(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
                 }
                 if frag & 1 != 0 {
                     pkt.frag = FRAG_FIRST;
+                    // Where the fragmentable part starts, for `parse_l4`.
+                    pkt.frag_offset = (l4 & 0xffff) as u16;
                 }
             }
             _ => {
@@ -320,13 +329,15 @@ fn parse_ipv6(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<Parsed, Reas
 #[inline(always)]
 fn parse_l4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
     pkt.l4_off = (off & 0xffff) as u16;
+    let mut header_end = off + 8;
     match pkt.proto {
         IPPROTO_TCP => {
             // The whole fixed header, so a tiny first fragment cannot hide flags.
             let hdr: [u8; 20] = cur.read(off)?;
             pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
             pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
-            pkt.payload_off = ((off + ((hdr[12] >> 4) as usize) * 4) & 0xffff) as u16;
+            header_end = off + ((hdr[12] >> 4) as usize) * 4;
+            pkt.payload_off = (header_end & 0xffff) as u16;
         }
         IPPROTO_UDP => {
             let hdr: [u8; 8] = cur.read(off)?;
@@ -339,6 +350,11 @@ fn parse_l4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
             pkt.icmp_type = hdr[0];
         }
         _ => {}
+    }
+    if pkt.frag == FRAG_FIRST {
+        // The caller left where the fragmentable part starts here.
+        let start = usize::from(pkt.frag_offset);
+        pkt.frag_offset = ((header_end.wrapping_sub(start) + 7) >> 3 & 0x1fff) as u16;
     }
     Ok(())
 }

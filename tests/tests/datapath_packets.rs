@@ -464,6 +464,57 @@ fn enforcing_deny_cases(a: &Addrs) -> Vec<Case> {
     ]
 }
 
+/// A later fragment that starts inside the first fragment's L4 header
+/// behind extension headers would rewrite what the verdict was given for
+/// (before, only TCP at offsets 0-2 was caught, and only when the fragment
+/// header named TCP itself).
+fn fragment_overlap_cases(a: &Addrs) -> Vec<Case> {
+    let Addrs { w6, web6, .. } = *a;
+    vec![
+        (
+            "ipv6 first fragment, 24 bytes of options before tcp",
+            with(tcp(w6, web6, 1047, 443), |s| {
+                s.ipv6_ext =
+                    vec![Ext::Fragment { offset: 0, more: true, id: 12 }, Ext::DestOpts, Ext::DestOpts, Ext::DestOpts];
+            })
+            .build(),
+            allowed("allow-web"),
+        ),
+        (
+            "a later fragment inside its tcp header",
+            with(tcp(w6, web6, 1047, 443), |s| {
+                s.ipv6_ext = vec![Ext::Fragment { offset: 3, more: false, id: 12 }, Ext::DestOpts];
+            })
+            .build(),
+            dropped(Reason::TinyFragment),
+        ),
+        (
+            "a later fragment past its tcp header",
+            with(tcp(w6, web6, 1047, 443), |s| {
+                s.ipv6_ext = vec![Ext::Fragment { offset: 6, more: false, id: 12 }, Ext::DestOpts];
+            })
+            .build(),
+            Expect { ret: PASS, reason: Reason::FragmentFollowed, rule: Some(("allow-web", Verdict::Allowed)) },
+        ),
+        (
+            "ipv6 first fragment, options before udp",
+            with(udp(w6, web6, 1048, 123), |s| {
+                s.ipv6_ext = vec![Ext::Fragment { offset: 0, more: true, id: 13 }, Ext::DestOpts];
+            })
+            .build(),
+            would_deny("monitor-ntp"),
+        ),
+        (
+            "a later fragment over its udp ports",
+            with(udp(w6, web6, 1048, 123), |s| {
+                s.ipv6_ext = vec![Ext::Fragment { offset: 1, more: false, id: 13 }, Ext::DestOpts];
+            })
+            .build(),
+            dropped(Reason::TinyFragment),
+        ),
+    ]
+}
+
 #[test]
 fn classifies_every_match_dimension_and_odd_packet() {
     let mut h = Harness::new(PACK);
@@ -477,6 +528,7 @@ fn classifies_every_match_dimension_and_odd_packet() {
         tag_and_ipv4_cases(&a),
         ipv6_and_malformed_cases(&a),
         not_judged_and_cached_cases(&a),
+        fragment_overlap_cases(&a),
     ];
     for (name, frame, want) in cases.iter().flatten() {
         h.check(name, frame, want);
@@ -643,7 +695,8 @@ fn xdp_program_judges_like_tc() {
     assert_eq!(h.run_xdp(&Spec::tcp(w4, web4, 2000, 443).build()), XDP_PASS);
     assert_eq!(h.run_xdp(&Spec::tcp(w4, web4, 2001, 22).build()), XDP_DROP);
     assert_eq!(h.run_xdp(&Spec::udp(w4, ip("8.8.8.8"), 2002, 53).build()), XDP_DROP);
-    assert_eq!(h.run_xdp(&Spec::tcp(ip("10.99.0.1"), web4, 2003, 22).build()), XDP_PASS);
+    // A source no rule covers: `uncovered-source` (the pack leaves `uncovered` at `deny`).
+    assert_eq!(h.run_xdp(&Spec::tcp(ip("10.99.0.1"), web4, 2003, 22).build()), XDP_DROP);
     let three_tags = with(Spec::tcp(w4, web4, 2004, 443), |s| s.tags = vec![0x88a8, 0x8100, 0x8100]);
     assert_eq!(h.run_xdp(&three_tags.build()), XDP_DROP);
     // The skb test harness refuses frames whose IPv4 header is cut short

@@ -367,7 +367,7 @@ fn second(f: &Flow, st: &ConnState, just_read: Option<&Segment>) -> Action {
         flowcache::insert(f.probe, &value);
     }
     if f.pkt.frag == FRAG_FIRST {
-        let _ = EGV3_FRAGS.insert(&frag_key(f.pkt), &value, 0);
+        let _ = EGV3_FRAGS.insert(&frag_key(f.pkt), &crate::judge::first_fragment(f.pkt, &value), 0);
     }
     let Some(seg) = just_read else { return action_of(verdict) };
     if rule.log != 0 || verdict != Verdict::Allowed || rule_idx != f.c.rule {
