@@ -40,6 +40,10 @@ enum Cmd {
         /// The pin directory the agent runs with.
         #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        /// Exit with status 1 unless an agent holds the lease (it renews it
+        /// every second from a thread of its own): a liveness probe.
+        #[arg(long)]
+        live: bool,
     },
     /// Remove the pinned datapath: detaches every program and frees its maps.
     Detach {
@@ -126,10 +130,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Status { pin_dir } => match egress_agent::inspect::status::read(&pin_dir) {
+        Cmd::Status { pin_dir, live } => match egress_agent::inspect::status::read(&pin_dir) {
             Ok(s) => {
                 print!("{}", egress_agent::inspect::status::format(&pin_dir, &s));
-                ExitCode::SUCCESS
+                if live && !s.agent_up() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
             }
             Err(e) => {
                 eprintln!("egress-agent: {e}");

@@ -169,6 +169,17 @@ fn read_sources(path: &Path) -> Result<(Sources, Vec<PolicyError>), PolicyErrors
         ));
         return Err(PolicyErrors(errors));
     }
+    // The pack's size from the files' sizes, before any is read (each file
+    // is held to its own limit while it is read).
+    let total: u64 = names.iter().filter_map(|n| std::fs::metadata(path.join(n)).ok()).map(|m| m.len()).sum();
+    if total > MAX_PACK_BYTES {
+        let msg = format!(
+            "its policy files come to {} MiB together; a pack may be at most {} MiB",
+            total >> 20,
+            MAX_PACK_BYTES >> 20
+        );
+        return Err(one(PolicyError::whole_file(&shown, msg)));
+    }
     let mut sources = Vec::new();
     for name in names {
         let file = path.join(&name);
@@ -357,8 +368,31 @@ fn parse_file(name: &str, text: &str) -> ParsedFile {
     ParsedFile { text: text.to_string(), fragment, errors: sink.errors }
 }
 
+/// Largest policy file read (bigger ones are refused before they are read).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Largest pack: every file of a directory together.
+pub const MAX_PACK_BYTES: u64 = 256 << 20;
+
 fn read(path: &Path, shown: &str) -> Result<String, PolicyError> {
-    let bytes = std::fs::read(path).map_err(|e| PolicyError::whole_file(shown, format!("cannot read: {e}")))?;
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| PolicyError::whole_file(shown, format!("cannot read: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let too_big = || {
+        PolicyError::whole_file(
+            shown,
+            format!("the file is larger than {} MiB, the most a policy file may be", MAX_FILE_BYTES >> 20),
+        )
+    };
+    if file.metadata().map_err(cannot)?.len() > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
+    // Read at most one byte past the limit: a file that grows while it is
+    // read (or a device) cannot make the agent read without end.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_big());
+    }
     String::from_utf8(bytes).map_err(|_| PolicyError::whole_file(shown, "not UTF-8 text: expected a YAML file"))
 }
 

@@ -343,3 +343,22 @@ fn uncovered_is_deny_unless_set_and_set_once() {
     let s = summary(&ok(&[("a.yaml", &format!("version: 1\nmode: enforce\n{GROUPS}{rule}"))]));
     assert!(s.contains("uncovered-source: deny (enforce)"), "{s}");
 }
+
+#[test]
+fn oversized_files_and_packs_are_refused_before_they_are_read() {
+    let dir = std::env::temp_dir().join(format!("egress-big-pack-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Sparse files: sizes without the disk.
+    let big = dir.join("big.yaml");
+    std::fs::File::create(&big).unwrap().set_len(super::load::MAX_FILE_BYTES + 1).unwrap();
+    let e = load(&big).expect_err("too big").to_string();
+    assert!(e.contains("big.yaml") && e.contains("larger than 64 MiB"), "{e}");
+    std::fs::remove_file(&big).unwrap();
+    for i in 0..5 {
+        std::fs::File::create(dir.join(format!("{i}.yaml"))).unwrap().set_len(60 << 20).unwrap();
+    }
+    let e = load(&dir).expect_err("too big together").to_string();
+    assert!(e.contains("300 MiB together") && e.contains("at most 256 MiB"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

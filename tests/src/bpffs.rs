@@ -11,13 +11,16 @@ use std::path::PathBuf;
 pub struct Bpffs(pub PathBuf);
 
 impl Bpffs {
-    /// Mounts a bpffs on a fresh directory named after `tag` and this process.
+    /// Mounts a bpffs on a fresh directory named after `tag` and this
+    /// process, private to its owner as the agent requires of a pin
+    /// directory (a bpffs is mounted world-writable otherwise).
     pub fn new(tag: &str) -> io::Result<Bpffs> {
         let dir = std::env::temp_dir().join(format!("egress-pins-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let target = CString::new(dir.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+        let opts = c"mode=0700";
         // SAFETY: mount(2) with NUL-terminated strings.
-        let rc = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) };
+        let rc = unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, opts.as_ptr().cast()) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

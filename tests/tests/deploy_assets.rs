@@ -18,7 +18,7 @@ fn bin() -> PathBuf {
 
 /// `--flag` words in `text`.
 fn flags(text: &str) -> BTreeSet<String> {
-    text.split(|c: char| c.is_whitespace() || c == '"' || c == '=' || c == '\\')
+    text.split(|c: char| c.is_whitespace() || matches!(c, '"' | '=' | '\\' | ',' | '[' | ']'))
         .filter(|w| w.starts_with("--") && w.len() > 2)
         .map(|w| w.trim_end_matches(',').to_string())
         .collect()
@@ -26,8 +26,11 @@ fn flags(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn deployment_flags_are_flags_of_run() {
-    let help = Command::new(bin()).args(["run", "--help"]).output().expect("run --help");
-    let known = flags(&String::from_utf8_lossy(&help.stdout));
+    let mut known = BTreeSet::new();
+    for cmd in ["run", "status"] {
+        let help = Command::new(bin()).args([cmd, "--help"]).output().expect("--help");
+        known.extend(flags(&String::from_utf8_lossy(&help.stdout)));
+    }
     for file in ["deploy/systemd/egress-agent.service", "deploy/kubernetes/egress-agent.yaml"] {
         let text = std::fs::read_to_string(root().join(file)).expect(file);
         let code: String = text.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
@@ -36,10 +39,15 @@ fn deployment_flags_are_flags_of_run() {
         for f in &used {
             assert!(
                 known.contains(f),
-                "{file} passes {f}, which `egress-agent run` does not take (it takes {known:?})"
+                "{file} passes {f}, which neither `egress-agent run` nor `status` takes (they take {known:?})"
             );
         }
     }
+    // Metrics on loopback only; liveness from the pins, not a scrape.
+    let k8s = std::fs::read_to_string(root().join("deploy/kubernetes/egress-agent.yaml")).expect("manifest");
+    assert!(k8s.contains("--metrics=127.0.0.1:"), "metrics on loopback");
+    assert!(k8s.contains("command: [egress-agent, status, --pin-dir=/sys/fs/bpf/egress, --live]"), "liveness");
+    assert!(!k8s.contains("httpGet"), "no probe a slow scrape can starve");
 }
 
 #[test]

@@ -298,6 +298,9 @@ fn with_the_agent_down_names_fail_closed() {
     let out = Command::new(bin).args(["status", "--pin-dir", &pins.arg()]).output().expect("status");
     let status = String::from_utf8_lossy(&out.stdout);
     assert!(status.contains("agent: down") && status.contains("fails closed"), "{status}");
+    assert!(out.status.success(), "status answers with the agent down");
+    let live = Command::new(bin).args(["status", "--live", "--pin-dir", &pins.arg()]).output().expect("status");
+    assert!(!live.status.success(), "the liveness probe fails with the agent down");
     std::thread::sleep(Duration::from_millis(TTL * 1000 + 1500).saturating_sub(answered_by.elapsed()));
     assert!(!lab.tls_exchange(None, learned, short, Duration::from_secs(1)).unwrap(), "expired with no agent: denied");
     let out = Command::new(bin).args(["detach", "--pin-dir", &pins.arg()]).output().expect("detach");

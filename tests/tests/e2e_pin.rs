@@ -228,6 +228,8 @@ fn another_layout_is_replaced_and_status_reads_the_pins() {
         assert!(running.contains(want), "`{want}` in:\n{running}");
     }
     assert!(running.contains(&format!("agent: up (pid {}", new.pid())), "{running}");
+    let live = Command::new(bin).args(["status", "--live", "--pin-dir", &pin_dir]).output().expect("status");
+    assert!(live.status.success(), "the liveness probe passes with the agent up");
     new.kill().expect("SIGKILL");
     // The same answer from the pins alone (the agent line aside: its lease
     // counts down).
@@ -381,4 +383,17 @@ fn a_non_ethernet_interface_is_refused() {
     let mut dp = Datapath::load().expect("datapath");
     let e = dp.attach("lo", Hook::Tc).expect_err("refused");
     assert!(e.to_string().contains("not an Ethernet interface"), "{e}");
+}
+
+/// A pin directory another user could write to is refused before anything
+/// in it is adopted (a bpffs is world-writable unless mounted otherwise).
+#[test]
+fn a_pin_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let pins = Bpffs::new("open").expect("bpffs");
+    std::fs::set_permissions(&pins.0, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let e = PinDir::prepare(&pins.0).expect_err("refused").to_string();
+    assert!(e.contains("lets others write") && e.contains(&pins.arg()), "{e}");
+    std::fs::set_permissions(&pins.0, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    PinDir::prepare(&pins.0).expect("the agent's own directory is taken");
 }

@@ -80,6 +80,37 @@ fn is_bpffs(path: &Path) -> io::Result<bool> {
     Ok(st.f_type as i64 == BPF_FS_MAGIC)
 }
 
+/// Refuses a directory the agent would trust pins from unless it is the
+/// agent's own: a real directory (not a symlink), owned by the agent's
+/// user, writable by no one else. Another user who could write there could
+/// put maps or links of their own in place for the agent to adopt.
+pub fn check_private(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(path)?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    let why = if meta.file_type().is_symlink() {
+        "it is a symbolic link".to_string()
+    } else if !meta.is_dir() {
+        "it is not a directory".to_string()
+    } else if meta.uid() != euid {
+        format!("it is owned by uid {}, not the agent's uid {euid}", meta.uid())
+    } else if mode & 0o022 != 0 {
+        format!("its mode {mode:04o} lets others write to it")
+    } else {
+        return Ok(());
+    };
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "refusing the pin directory {}: {why} (it must be the agent's own, writable by no one else, or \
+             another user could plant the maps and links it adopts)",
+            path.display()
+        ),
+    ))
+}
+
 /// Where systems mount the bpffs.
 const SYSTEM_BPFFS: &str = "/sys/fs/bpf";
 
@@ -109,8 +140,15 @@ impl PinDir {
         if !is_bpffs(root)? {
             mount_bpffs(root, c"mode=0700")?;
         }
+        check_private(root)?;
         let held = lock(root)?;
         let dir = PinDir { root: root.to_path_buf(), _lock: Some(std::sync::Arc::new(held)) };
+        // What is pinned already must be the agent's own too.
+        for existing in [dir.layout(), dir.links()] {
+            if existing.exists() {
+                check_private(&existing)?;
+            }
+        }
         mkdir_private(&dir.links())?;
         Ok(dir)
     }
@@ -199,5 +237,43 @@ fn remove_layout(layout: &Path) -> io::Result<usize> {
         let _ = std::fs::remove_dir(&links);
         let _ = std::fs::remove_dir(layout);
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::check_private;
+
+    #[test]
+    fn only_a_private_directory_of_the_agents_own_is_trusted() {
+        let dir = std::env::temp_dir().join(format!("egress-pin-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).expect("temp dir");
+        let set = |mode| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        set(0o700);
+        check_private(&dir).expect("0700 and ours");
+        set(0o755);
+        check_private(&dir).expect("readable by others is fine");
+        set(0o777);
+        let e = check_private(&dir).expect_err("world-writable").to_string();
+        assert!(e.contains("mode 0777 lets others write"), "{e}");
+        set(0o770);
+        assert!(check_private(&dir).is_err(), "group-writable");
+        set(0o700);
+        let link = dir.with_extension("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dir, &link).expect("symlink");
+        let e = check_private(&link).expect_err("a symlink").to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&dir, Some(4242), None).expect("chown");
+            let e = check_private(&dir).expect_err("another user's").to_string();
+            assert!(e.contains("owned by uid 4242"), "{e}");
+        }
+        let _ = std::fs::remove_file(&link);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

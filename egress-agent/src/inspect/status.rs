@@ -102,10 +102,17 @@ fn connection_names(pins: &PinDir) -> Result<(u64, u64), StatusError> {
     Ok((waiting, read))
 }
 
+impl Status {
+    /// Whether an agent held the lease when the pins were read.
+    pub fn agent_up(&self) -> bool {
+        self.read_at_ns <= self.lease.until_ns
+    }
+}
+
 /// Whether an agent holds the lease, in words.
 fn agent_line(s: &Status) -> String {
     let secs = |ns: u64| std::time::Duration::from_nanos(ns).as_secs_f64();
-    if s.read_at_ns <= s.lease.until_ns {
+    if s.agent_up() {
         format!("agent: up (pid {}, lease {:.1} s left)", s.lease.pid, secs(s.lease.until_ns - s.read_at_ns))
     } else if s.lease.until_ns == 0 {
         "agent: down (lease released): DNS fails closed, nothing new is learned".to_string()

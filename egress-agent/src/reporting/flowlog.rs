@@ -241,8 +241,20 @@ struct Rotation {
 pub const DEFAULT_MAX_BYTES: u64 = 100 << 20;
 pub const DEFAULT_KEEP: u32 = 5;
 
+/// Opens the log for appending: created `0640` (the flow log names every
+/// workload's destinations), and never through a symbolic link (a link
+/// planted at the path would make the agent, as root, write elsewhere).
 fn append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(path)
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o640).custom_flags(libc::O_NOFOLLOW).open(path).map_err(
+        |e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::other(format!("{} is a symbolic link: the flow log never follows one", path.display()))
+            } else {
+                e
+            }
+        },
+    )
 }
 
 impl FlowLog {
@@ -394,6 +406,28 @@ mod tests {
         assert_eq!(json["verdict"], "denied");
         assert_eq!(json["reason"], Reason::FragmentUnseen.name());
         assert!(json["priority"].is_null());
+    }
+
+    #[test]
+    fn the_log_is_created_0640_and_never_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("egress-log-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("flows.jsonl");
+        let mut log = FlowLog::open(path.to_str().unwrap(), 1000, 2).unwrap();
+        log.write(&serde_json::json!({ "n": 1 })).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+        // A link planted where the log goes (to a file the agent, as root,
+        // could write) is refused, and the target is left alone.
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, "untouched\n").unwrap();
+        let link = dir.join("linked.jsonl");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = FlowLog::open(link.to_str().unwrap(), 1000, 2).err().expect("a symlink is refused").to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
