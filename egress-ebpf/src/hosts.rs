@@ -221,7 +221,10 @@ pub struct Joined {
 /// addresses to the frame's MAC.
 #[inline(always)]
 pub fn sibling_groups(link: &Link, pkt: &Packet, now: u64, fresh_ns: u64) -> Option<Joined> {
-    let h = EGV3_HOSTS.get_ptr(&host_key(link))?;
+    // Keys are built in the scratch: the judge's stack has no room.
+    let s = scratch()?;
+    s.host.key = host_key(link);
+    let h = EGV3_HOSTS.get_ptr(&s.host.key)?;
     // SAFETY: value pointer from a successful lookup.
     let h = unsafe { &*h };
     if now < h.shared_until_ns {
@@ -253,7 +256,9 @@ fn learned_by(link: &Link, addr: &[u8; 16], seen_ns: u64, pkt: &Packet, now: u64
     if is_zero(addr) || now >= seen_ns.saturating_add(fresh_ns) {
         return 0;
     }
-    let Some(v) = EGV3_LEARNED.get_ptr(&LearnKey { workload: *addr, addr: pkt.dst }) else { return 0 };
+    let Some(s) = scratch() else { return 0 };
+    s.host.learn = LearnKey { workload: *addr, addr: pkt.dst };
+    let Some(v) = EGV3_LEARNED.get_ptr(&s.host.learn) else { return 0 };
     // SAFETY: value pointer from a successful lookup.
     let v = unsafe { *v };
     let family = if pkt.family == FAMILY_V4 { egress_common::FAMILY_V6 } else { FAMILY_V4 };

@@ -57,6 +57,8 @@ pub struct Scratch {
 pub struct HostWork {
     pub key: egress_common::HostKey,
     pub fresh: egress_common::HostAddrs,
+    /// A sibling's learned-address key (`crate::hosts::sibling_groups`).
+    pub learn: egress_common::LearnKey,
 }
 
 /// The queries of one packet as the tunnel guard sees them (noted while
