@@ -120,10 +120,20 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().cmd {
         Cmd::Check { path } => match policy::load(&path) {
-            Ok(pack) => {
-                print!("{}", policy::summary(&pack));
-                ExitCode::SUCCESS
-            }
+            // What `run` would install: the pack is compiled as `run` does,
+            // and fails here with the message `run` would give.
+            Ok(pack) => match policy::compile::compile(&pack) {
+                Ok(compiled) => {
+                    print!("{}", policy::summary(&pack));
+                    println!("{}", egress_policy::compile::tables_summary(&compiled));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    eprintln!("{}: the pack is valid but cannot be installed", path.display());
+                    ExitCode::FAILURE
+                }
+            },
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("{}: {} error(s)", path.display(), errors.0.len());

@@ -16,8 +16,10 @@ pub enum ReloadError {
     /// Every parse and validation error, each at `file:line:column`.
     #[error("{0}")]
     Policy(#[from] policy::PolicyErrors),
-    #[error("{file}: {source}")]
-    Compile { file: String, source: policy::compile::CompileError },
+    /// Not `#[source]`: the message is in the line already, and a chain
+    /// printed whole would say it twice.
+    #[error("{file}: {error}")]
+    Compile { file: String, error: policy::compile::CompileError },
     #[error("reading the gateway's addresses: {0}")]
     LocalAddresses(std::io::Error),
     #[error("installing the pack: {0}")]
@@ -33,8 +35,8 @@ impl ReloadError {
     pub fn may_pass(&self) -> bool {
         match self {
             ReloadError::LocalAddresses(_) | ReloadError::Install(_) => true,
-            ReloadError::Compile { source, .. } => {
-                matches!(source, policy::compile::CompileError::WebGroupBitsRetiring { .. })
+            ReloadError::Compile { error, .. } => {
+                matches!(error, policy::compile::CompileError::WebGroupBitsRetiring { .. })
             }
             ReloadError::Policy(_) | ReloadError::Poisoned => false,
         }
@@ -121,7 +123,7 @@ impl Reloader {
                 (names.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), tables)
             })
         })
-        .map_err(|source| ReloadError::Compile { file: self.path.display().to_string(), source })?;
+        .map_err(|source| ReloadError::Compile { file: self.path.display().to_string(), error: source })?;
         let addrs = local_addresses().map_err(ReloadError::LocalAddresses)?;
         let t2 = Instant::now();
         let mut dp = self.dp.lock().map_err(|_| ReloadError::Poisoned)?;
@@ -193,8 +195,8 @@ mod tests {
     fn what_may_pass() {
         assert!(ReloadError::LocalAddresses(std::io::Error::other("getifaddrs")).may_pass());
         let retiring = CompileError::WebGroupBitsRetiring { groups: 3, retiring: 62 };
-        assert!(ReloadError::Compile { file: "p.yaml".into(), source: retiring }.may_pass());
-        assert!(!ReloadError::Compile { file: "p.yaml".into(), source: CompileError::TooManyWebGroups(65) }.may_pass());
+        assert!(ReloadError::Compile { file: "p.yaml".into(), error: retiring }.may_pass());
+        assert!(!ReloadError::Compile { file: "p.yaml".into(), error: CompileError::TooManyWebGroups(65) }.may_pass());
         assert!(!ReloadError::Poisoned.may_pass());
     }
 }

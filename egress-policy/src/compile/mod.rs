@@ -29,6 +29,22 @@ use crate::model::Pack;
 /// below it, the name table is too small to be worth a second thread.
 pub const NAME_TABLE_ALONGSIDE_FROM: usize = 1_000;
 
+/// What the compiled pack installs, table by table: the line `check`
+/// prints after the summary.
+pub fn tables_summary(c: &CompiledPack) -> String {
+    format!(
+        "datapath tables: {} rules, {} source prefixes, {} destination prefixes, {} (source, port) entries, \
+         {} (class, destination) entries, {} (class, webgroup) entries, {} name entries",
+        c.rules.len(),
+        c.src.len(),
+        c.dst.len(),
+        c.sp.len(),
+        c.xd.len(),
+        c.xw.len(),
+        c.names.len()
+    )
+}
+
 /// Compiles a validated pack, numbering its WebGroups afresh.
 pub fn compile(pack: &Pack) -> Result<CompiledPack, CompileError> {
     compile_stable(pack, &Previous::default())
