@@ -119,27 +119,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().cmd {
-        Cmd::Check { path } => match policy::load(&path) {
-            // What `run` would install: the pack is compiled as `run` does,
-            // and fails here with the message `run` would give.
-            Ok(pack) => match policy::compile::compile(&pack) {
-                Ok(compiled) => {
-                    print!("{}", policy::summary(&pack));
-                    println!("{}", egress_policy::compile::tables_summary(&compiled));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{}: {e}", path.display());
-                    eprintln!("{}: the pack is valid but cannot be installed", path.display());
-                    ExitCode::FAILURE
-                }
-            },
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{}: {} error(s)", path.display(), errors.0.len());
-                ExitCode::FAILURE
-            }
-        },
+        Cmd::Check { path } => check(&path),
         Cmd::Status { pin_dir, live } => match egress_agent::inspect::status::read(&pin_dir) {
             Ok(s) => {
                 print!("{}", egress_agent::inspect::status::format(&pin_dir, &s));
@@ -202,6 +182,31 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `check`: validates the pack and compiles it as `run` would.
+fn check(path: &std::path::Path) -> ExitCode {
+    match policy::load(path) {
+        // What `run` would install: the pack is compiled as `run` does,
+        // and fails here with the message `run` would give.
+        Ok(pack) => match policy::compile::compile(&pack) {
+            Ok(compiled) => {
+                print!("{}", policy::summary(&pack));
+                println!("{}", egress_policy::compile::tables_summary(&compiled));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                eprintln!("{}: the pack is valid but cannot be installed", path.display());
+                ExitCode::FAILURE
+            }
+        },
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::FAILURE
         }
     }
 }
