@@ -216,13 +216,15 @@ fn check(path: &std::path::Path) -> ExitCode {
 fn explain(args: &ExplainArgs) -> ExitCode {
     use egress_policy::explain::{explain, render};
     use egress_policy::explain_named::{Check, check, explain_named, render_named};
-    let pack = match policy::load(&args.policy) {
+    let mut pack = match policy::load(&args.policy) {
         Ok(pack) => pack,
         Err(errors) => {
             eprintln!("{errors}");
             return ExitCode::FAILURE;
         }
     };
+    // The `gateway` destination: this host's addresses, as `run` takes them.
+    pack.gateway = egress_agent::datapath::local::local_addresses().unwrap_or_default().into_iter().collect();
     let q = match question(args.src, &args.dst, &args.proto, args.port) {
         Ok(q) => q,
         Err(e) => {

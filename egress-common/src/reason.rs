@@ -15,7 +15,10 @@ pub enum Reason {
     /// Link-local control traffic (neighbour discovery, router solicitation,
     /// link-local multicast, DHCP): passed untouched.
     LinkLocal = 3,
-    /// Addressed to the gateway itself (and not to a listed resolver).
+    /// Addressed to the gateway itself and passed unjudged. No longer
+    /// counted: traffic to the gateway meets the rules (the `gateway`
+    /// destination); its control traffic counts as `LinkLocal`. The code
+    /// stays taken.
     ToGateway = 4,
     /// Served from the flow cache (counted separately from `Rule`).
     FlowCache = 5,

@@ -13,7 +13,7 @@ use crate::dns::{self, IdSwap, LoadBytes, QueryAction};
 use crate::flowcache;
 use crate::hosts::Link;
 use crate::maps::{EGV3_FRAGS, EGV3_LIVE, EGV3_REASONS, EGV3_SLOT_META, SLOT0, SLOT1, Slot};
-use crate::parse::{Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse};
+use crate::parse::{Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse};
 
 /// What to do with the packet.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -299,14 +299,20 @@ pub(crate) fn action_of(verdict: Verdict) -> Action {
     if verdict.drops() { Action::Drop } else { Action::Pass }
 }
 
-/// Packets to the gateway's own addresses are not judged (counted).
+/// The link's control traffic sent to one of the gateway's own addresses
+/// passes unjudged: DHCP (a lease renewed by unicast, DHCPv6 to a server on
+/// the gateway) and IPv6 router and neighbour discovery (a neighbour's
+/// reachability is probed by unicast, to the gateway's global address
+/// too). Everything else sent to the gateway is judged by the rules.
 #[inline(always)]
-fn to_gateway(slot: &Slot, pkt: &Packet) -> bool {
-    let local = slot.local.get_ptr(pkt.dst).is_some();
-    if local {
-        count_reason(Reason::ToGateway);
-    }
-    local
+fn control_to_gateway(slot: &Slot, pkt: &Packet) -> bool {
+    let control = if pkt.family == FAMILY_V4 {
+        pkt.proto == IPPROTO_UDP && pkt.has_l4() && pkt.dport == 67
+    } else {
+        (pkt.proto == IPPROTO_UDP && pkt.has_l4() && pkt.dport == 547)
+            || (pkt.proto == IPPROTO_ICMPV6 && pkt.has_l4() && (133..=137).contains(&pkt.icmp_type))
+    };
+    control && slot.local.get_ptr(pkt.dst).is_some()
 }
 
 /// The key of the datagram a fragment belongs to.
@@ -319,14 +325,11 @@ pub(crate) fn frag_key(pkt: &Packet) -> FragKey {
 fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32, link: &Link) -> Action {
     let ifindex = link.ifindex;
     let generation = meta.generation;
-    if is_link_local_control(pkt) {
+    if is_link_local_control(pkt) || control_to_gateway(slot, pkt) {
         count_reason(Reason::LinkLocal);
         return Action::Pass;
     }
     if pkt.frag == FRAG_LATER {
-        if to_gateway(slot, pkt) {
-            return Action::Pass;
-        }
         // SAFETY: value pointer from a successful lookup, copied out at once.
         let entry = EGV3_FRAGS.get_ptr(&frag_key(pkt)).map(|v| unsafe { *v }).filter(|v| v.generation == generation);
         // One call of `unjudgeable` for every reason (each call is a copy
@@ -349,9 +352,9 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
         return unjudgeable(slot, meta, pkt, reason, ifindex);
     }
     let key = flow_key(pkt);
-    // The flow cache first: packets to the gateway's own addresses are
-    // never cached (the agent drops cached flows to an address when it
-    // becomes the gateway's), so a cached packet needs no other lookup.
+    // The flow cache first: a cached packet needs no other lookup. (Packets
+    // to the gateway's own addresses are judged like any other: the
+    // `gateway` destination names them.)
     let probe = flowcache::Probe::new(&key);
     if let Some(v) = flowcache::lookup(&probe, generation) {
         let verdict = Verdict::from_code_fast(v.verdict as u8);
@@ -361,9 +364,6 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
             let _ = EGV3_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, &v), 0);
         }
         return action_of(verdict);
-    }
-    if to_gateway(slot, pkt) {
-        return Action::Pass;
     }
     let c = classify(slot_idx, slot, meta, pkt, link);
     let rule_idx = c.rule;

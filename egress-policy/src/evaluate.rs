@@ -48,6 +48,7 @@ fn destination_matches(pack: &Pack, rule: &Rule, dst: IpAddr, webgroup: impl Fn(
     rule.destinations.iter().any(|d| match d {
         Destination::Any => true,
         Destination::Resolvers => pack.dns.resolvers.contains(&dst),
+        Destination::Gateway => pack.gateway.contains(&dst),
         Destination::SmartGroup(g) => pack.smartgroups.get(g).is_some_and(|g| g.cidrs.iter().any(|c| c.contains(&dst))),
         Destination::Cidrs(c) => c.iter().any(|c| c.contains(&dst)),
         Destination::WebGroup(g) => webgroup(g),

@@ -81,6 +81,7 @@ pub(crate) fn element(pack: &Pack, d: &Destination, dst: &Target, learned: &[Str
         (Destination::Any, _) => Some("destination any".to_string()),
         (Destination::WebGroup(g), Target::Name(n)) => learned.contains(g).then(|| format!("{n} is in webgroup {g}")),
         (Destination::Resolvers, Target::Addr(a)) => pack.dns.resolvers.contains(a).then(|| "a resolver".into()),
+        (Destination::Gateway, Target::Addr(a)) => pack.gateway.contains(a).then(|| "the gateway's".into()),
         (Destination::SmartGroup(g), Target::Addr(a)) => pack
             .smartgroups
             .get(g)

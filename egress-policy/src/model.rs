@@ -239,6 +239,8 @@ pub enum Destination {
     Any,
     /// The `dns.resolvers` addresses.
     Resolvers,
+    /// The gateway's own addresses, on every interface ([`Pack::gateway`]).
+    Gateway,
     SmartGroup(String),
     WebGroup(String),
     Cidrs(Vec<IpNet>),
@@ -283,6 +285,10 @@ pub struct Pack {
     pub dns: DnsSettings,
     /// `uncovered` (default `deny`).
     pub uncovered: Uncovered,
+    /// The gateway's own addresses, which the `gateway` destination means:
+    /// not part of the format, filled in by the agent (from the host) before
+    /// the pack is compiled or explained; empty otherwise.
+    pub gateway: Vec<IpAddr>,
     pub smartgroups: BTreeMap<String, SmartGroup>,
     pub webgroups: BTreeMap<String, WebGroup>,
     pub rules: Vec<Rule>,

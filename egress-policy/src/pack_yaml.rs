@@ -18,6 +18,7 @@ fn destination(d: &Destination) -> String {
     match d {
         Destination::Any => "any".into(),
         Destination::Resolvers => "resolvers".into(),
+        Destination::Gateway => "gateway".into(),
         Destination::SmartGroup(g) => format!("{{ smartgroup: {g} }}"),
         Destination::WebGroup(g) => format!("{{ webgroup: {g} }}"),
         Destination::Cidrs(nets) => {

@@ -155,7 +155,7 @@ fn verify_names(
 }
 
 const DEST_EXPECTED: &str =
-    "`any`, `resolvers`, `{smartgroup: NAME}`, `{webgroup: NAME}`, `{cidrs: [...]}` or a list of these";
+    "`any`, `resolvers`, `gateway`, `{smartgroup: NAME}`, `{webgroup: NAME}`, `{cidrs: [...]}` or a list of these";
 
 /// A rule's `source`.
 fn source(sink: &mut ErrorSink, node: &Node) -> Option<RawSource> {
@@ -224,6 +224,7 @@ fn destination(sink: &mut ErrorSink, node: &Node) -> Option<Located<Destination>
     let value = match &node.kind {
         Kind::Str(s) if s == "any" => Destination::Any,
         Kind::Str(s) if s == "resolvers" => Destination::Resolvers,
+        Kind::Str(s) if s == "gateway" => Destination::Gateway,
         Kind::Map(_) => {
             let errors = sink.errors.len();
             let f = Record::read(sink, node, "a destination", &["smartgroup", "webgroup", "cidrs"])?;

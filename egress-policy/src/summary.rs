@@ -85,6 +85,7 @@ fn destination(d: &Destination) -> String {
     match d {
         Destination::Any => "any".to_owned(),
         Destination::Resolvers => "resolvers".to_owned(),
+        Destination::Gateway => "gateway".to_owned(),
         Destination::SmartGroup(n) => format!("smartgroup:{n}"),
         Destination::WebGroup(n) => format!("webgroup:{n}"),
         Destination::Cidrs(c) => {

@@ -57,7 +57,7 @@ type RuleParts = (Option<Vec<usize>>, Vec<u8>, Vec<IpNet>, u8, Option<Vec<PortRa
 fn rule(groups: usize) -> impl Strategy<Value = RuleParts> {
     (
         prop_oneof![1 => Just(None), 4 => prop::collection::vec(0..groups, 1..3).prop_map(Some)],
-        prop::collection::vec(0u8..7, 1..3),
+        prop::collection::vec(0u8..8, 1..3),
         prop::collection::vec(net(), 1..3),
         0u8..4,
         port_ranges(),
@@ -74,10 +74,11 @@ fn pack() -> impl Strategy<Value = Pack> {
         prop::collection::vec(rule(groups), 1..14),
         prop::collection::vec(addr(), 0..3),
         any::<bool>(),
+        prop::collection::vec(addr(), 0..3),
     )
-        .prop_map(move |(group_nets, rules, resolvers, pass_uncovered)| {
+        .prop_map(move |(group_nets, rules, resolvers, pass_uncovered, gateway)| {
             let uncovered = if pass_uncovered { Uncovered::Pass } else { Uncovered::Deny };
-            let mut p = Pack { version: 1, uncovered, ..Pack::default() };
+            let mut p = Pack { version: 1, uncovered, gateway, ..Pack::default() };
             p.dns.resolvers = resolvers;
             for (i, cidrs) in group_nets.into_iter().enumerate() {
                 let name = format!("g{i}");
@@ -98,6 +99,7 @@ fn pack() -> impl Strategy<Value = Pack> {
                         1 => Destination::Resolvers,
                         2 => Destination::SmartGroup(format!("g{}", i % groups)),
                         3 | 5 | 6 => Destination::WebGroup(format!("w{}", (i + usize::from(*k)) % WEBGROUPS.len())),
+                        7 => Destination::Gateway,
                         _ => Destination::Cidrs(dnets.clone()),
                     })
                     .collect();

@@ -116,7 +116,13 @@ impl Lab {
 
     /// Starts a TCP echo server in the upstream namespace (runs until exit).
     pub fn tcp_echo(&self, addr: SocketAddr) -> io::Result<()> {
-        let listener = within(&self.upstream.name, move || TcpListener::bind(addr))??;
+        self.tcp_echo_in(&self.upstream, addr)
+    }
+
+    /// Starts a TCP echo server in namespace `ns` (runs until exit): the
+    /// gateway's own services, say.
+    pub fn tcp_echo_in(&self, ns: &Netns, addr: SocketAddr) -> io::Result<()> {
+        let listener = within(&ns.name, move || TcpListener::bind(addr))??;
         std::thread::spawn(move || {
             for mut conn in listener.incoming().flatten() {
                 std::thread::spawn(move || {

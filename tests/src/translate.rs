@@ -46,7 +46,7 @@ pub fn atoms(pack: &Pack, rule: &Rule) -> Vec<Atom> {
             Destination::Cidrs(c) => dsts.extend(v4(c.clone()).into_iter().map(Some)),
             Destination::SmartGroup(g) => dsts
                 .extend(v4(pack.smartgroups.get(g).map(|g| g.cidrs.clone()).unwrap_or_default()).into_iter().map(Some)),
-            Destination::Resolvers | Destination::WebGroup(_) => {}
+            Destination::Resolvers | Destination::Gateway | Destination::WebGroup(_) => {}
         }
     }
     let protos: Vec<Option<&'static str>> = match (rule.protocol, &rule.ports) {

@@ -340,7 +340,7 @@ fn not_judged_and_cached_cases(a: &Addrs) -> Vec<Case> {
         (
             "neighbour solicitation to the gateway",
             Spec::new(w6, ip("fd00:10:1::1"), L4::Icmp { kind: 135 }).build(),
-            passed(Reason::ToGateway),
+            passed(Reason::LinkLocal),
         ),
         (
             "neighbour solicitation multicast",
@@ -353,7 +353,7 @@ fn not_judged_and_cached_cases(a: &Addrs) -> Vec<Case> {
             passed(Reason::LinkLocal),
         ),
         ("dhcp discover", udp(ip("0.0.0.0"), ip("255.255.255.255"), 68, 67).build(), passed(Reason::LinkLocal)),
-        ("dhcp to the gateway", udp(w4, ip("10.10.1.1"), 68, 67).build(), passed(Reason::ToGateway)),
+        ("dhcp to the gateway", udp(w4, ip("10.10.1.1"), 68, 67).build(), passed(Reason::LinkLocal)),
         ("dhcp ports to the internet", udp(w4, ip("8.8.4.4"), 68, 67).build(), denied("implicit-deny")),
         (
             "neighbour solicitation to the internet",
@@ -384,7 +384,10 @@ fn not_judged_and_cached_cases(a: &Addrs) -> Vec<Case> {
             Expect { ret: PASS, reason: Reason::FragmentFollowed, rule: Some(("allow-web", Verdict::Allowed)) },
         ),
         ("mdns", udp(w4, ip("224.0.0.251"), 5353, 5353).build(), passed(Reason::LinkLocal)),
-        ("to the gateway", tcp(w4, ip("10.10.1.1"), 1041, 22).build(), passed(Reason::ToGateway)),
+        // Anything else sent to the gateway meets the rules (it passed
+        // unjudged before the `gateway` destination).
+        ("to the gateway", tcp(w4, ip("10.10.1.1"), 1041, 22).build(), denied("implicit-deny")),
+        ("ping the gateway", Spec::ping(w6, ip("fd00:10:1::1")).build(), denied("implicit-deny")),
         ("resolver on the gateway is judged", tcp(w4, ip("10.10.0.2"), 1042, 22).build(), denied("implicit-deny")),
         // The flow cache.
         (
@@ -557,19 +560,29 @@ fn classifies_every_match_dimension_and_odd_packet() {
     }
 }
 
-/// The flow cache is read before the gateway's own addresses: a flow
-/// cached while its destination was elsewhere is forgotten when that
-/// address becomes the gateway's, and then passes as `ToGateway`.
+/// Traffic to the gateway's own addresses is judged: the `gateway`
+/// destination names them (the agent compiles the pack with the host's
+/// addresses, and again when they change).
 #[test]
-fn a_cached_flow_to_a_new_gateway_address_is_forgotten() {
+fn the_gateway_destination_names_the_gateways_addresses() {
+    let text = PACK.to_string()
+        + "  - { name: allow-gateway-ssh, priority: 80, source: workloads, destination: gateway, protocol: tcp, ports: [22], action: permit }\n";
+    let mut pack = load_sources(&[("test.yaml".into(), text)]).expect("valid");
+    pack.gateway = vec![ip("10.10.1.1"), ip("fd00:10:1::1")];
     let mut h = Harness::new(PACK);
-    let syn = Spec::tcp(ip("10.10.1.10"), ip("198.51.100.1"), 40_000, 22).build();
+    h.dp.install(compile(&pack).expect("compiles")).expect("installs");
+    let w4 = ip("10.10.1.10");
+    h.check("ssh to the gateway", &Spec::tcp(w4, ip("10.10.1.1"), 40_000, 22).build(), &allowed("allow-gateway-ssh"));
+    let w6 = ip("fd00:10:1::10");
+    h.check("over ipv6", &Spec::tcp(w6, ip("fd00:10:1::1"), 40_001, 22).build(), &allowed("allow-gateway-ssh"));
+    h.check("another port", &Spec::tcp(w4, ip("10.10.1.1"), 40_002, 80).build(), &denied("implicit-deny"));
+    h.check("ssh elsewhere", &Spec::tcp(w4, ip("198.51.100.1"), 40_003, 22).build(), &denied("implicit-deny"));
+    // The address becomes the gateway's: the pack is compiled again with it.
+    let syn = Spec::tcp(w4, ip("198.51.100.1"), 40_004, 22).build();
     h.check("denied and cached", &syn, &denied("implicit-deny"));
-    h.check("from the cache", &syn, &Expect { reason: Reason::FlowCache, ..denied("implicit-deny") });
-    let gw: BTreeSet<IpAddr> = [ip("10.10.1.1"), ip("198.51.100.1")].into();
-    h.dp.set_local_addresses(&gw).expect("local addresses");
-    h.check("now the gateway's", &syn, &passed(Reason::ToGateway));
-    h.check("and stays so", &syn, &passed(Reason::ToGateway));
+    pack.gateway.push(ip("198.51.100.1"));
+    h.dp.install(compile(&pack).expect("compiles")).expect("installs");
+    h.check("now the gateway's", &syn, &allowed("allow-gateway-ssh"));
 }
 
 /// TCP flows from the workload to port 443 in 203.0.113.0/24 whose cache

@@ -409,8 +409,6 @@ fn a_dual_stack_host_shares_what_either_address_learned() {
 
     // A neighbour with a link-layer address of its own reaches none of it,
     // in either family.
-    let gateway_v6: IpAddr = egress_lab::lab::GATEWAY_V6.parse().expect("addr");
-    assert!(neighbour.ping(gateway_v6).expect("ping"), "the neighbour is on the link");
     let second = Duration::from_secs(1);
     assert!(!neighbour.tcp_exchange(SocketAddr::new(fresh_v6(1), 443), second).unwrap(), "neighbour, IPv6");
     assert!(!neighbour.tcp_exchange(SocketAddr::new(fresh_v4(3), 443), second).unwrap(), "neighbour, IPv4");

@@ -23,8 +23,12 @@ rules:
   - { name: allow-web, priority: 10, source: runtime, destination: { smartgroup: web }, protocol: tcp, ports: [443], action: permit }
   - { name: allow-dns, priority: 20, source: runtime, destination: resolvers, protocol: udp, ports: [53], action: permit }
   - { name: allow-ping, priority: 30, source: runtime, destination: { smartgroup: web }, protocol: icmp, action: permit }
+  - { name: allow-gateway-ping, priority: 40, source: runtime, destination: gateway, protocol: icmp, action: permit }
   - { name: default-deny, priority: 1000, source: runtime, destination: any, action: deny }
 "#;
+
+/// A service listening on the gateway's LAN address.
+const GATEWAY_SERVICE: &str = "10.10.1.1:2222";
 
 const UPSTREAM: &[&str] = &["203.0.113.10", "203.0.113.20", "198.51.100.53", "2001:db8:1::10", "2001:db8:1::20"];
 
@@ -67,6 +71,8 @@ fn enforce_mode_permits_and_denies_real_traffic() {
     assert!(lab.udp_exchange(sa("203.0.113.20:53"), T).unwrap(), "lab: udp");
     assert!(lab.ping(ip("203.0.113.20")).unwrap(), "lab: ping");
 
+    lab.tcp_echo_in(&lab.gateway, sa(GATEWAY_SERVICE)).expect("a service on the gateway");
+    assert!(lab.tcp_exchange(None, sa(GATEWAY_SERVICE), T).unwrap(), "lab: the gateway's service");
     let agent = start(&lab, PACK);
     // IPv4.
     assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "permitted tcp");
@@ -81,8 +87,12 @@ fn enforce_mode_permits_and_denies_real_traffic() {
     assert!(!lab.udp_exchange(sa("[2001:db8:1::20]:53"), T).unwrap(), "denied udp6");
     assert!(lab.ping(ip("2001:db8:1::10")).unwrap(), "permitted ping6");
     assert!(!lab.ping(ip("2001:db8:1::20")).unwrap(), "denied ping6");
-    // A default-deny pack never cuts a workload off its gateway.
-    assert!(lab.ping(ip(GATEWAY_V4)).unwrap(), "gateway reachable");
+    // The gateway's own services meet the rules: what a `gateway` rule
+    // permits gets through, anything else is denied (before the `gateway`
+    // destination, everything sent to the gateway passed unjudged).
+    assert!(lab.ping(ip(GATEWAY_V4)).unwrap(), "allow-gateway-ping");
+    assert!(!lab.tcp_exchange(None, sa(GATEWAY_SERVICE), T).unwrap(), "a service on the gateway is denied");
+    record(&agent, |v| v["dst"] == GATEWAY_V4 && v["dport"] == 2222 && v["rule"] == "default-deny");
 
     let allowed = record(&agent, |v| v["rule"] == "allow-web" && v["dst"] == "203.0.113.10");
     assert_eq!(allowed["verdict"], "allowed");
@@ -103,7 +113,8 @@ fn enforce_mode_permits_and_denies_real_traffic() {
     assert!(metric(&m, "egress_rule_packets_total{rule=\"default-deny\",verdict=\"denied\"}") >= 6, "{m}");
     assert!(metric(&m, "egress_rule_flows_total{rule=\"allow-web\",verdict=\"allowed\"}") >= 2, "{m}");
     assert_eq!(metric(&m, "egress_rule_packets_total{rule=\"default-deny\",verdict=\"would_deny\"}"), 0);
-    assert!(metric(&m, "egress_datapath_packets_total{reason=\"to_gateway\"}") >= 1, "{m}");
+    assert!(metric(&m, "egress_rule_flows_total{rule=\"allow-gateway-ping\",verdict=\"allowed\"}") >= 1, "{m}");
+    assert_eq!(metric(&m, "egress_datapath_packets_total{reason=\"to_gateway\"}"), 0, "nothing passes unjudged");
 
     assert_eq!(agent.stop().expect("stop"), Some(0), "agent exits 0 on SIGTERM");
     // Its pins lived in the bpffs it mounted in its own mount namespace

@@ -87,7 +87,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             // To the reload task: retries must not hold up this loop, and
             // signals that arrive during a reload make one more, not many.
             _ = hup.recv() => { requests.request(Trigger::Signal); }
-            _ = refresh.tick() => upkeep(&dp, &opts),
+            _ = refresh.tick() => upkeep(&dp, &opts, &requests),
         }
     }
     info!("stopping");
@@ -154,12 +154,19 @@ async fn start_reporting(
     Ok(tasks)
 }
 
-/// Every [`LOCAL_ADDR_REFRESH`]: the gateway's addresses, the LAN marks,
+/// Every [`LOCAL_ADDR_REFRESH`]: the gateway's addresses (a reload when
+/// they changed: the `gateway` destination means them), the LAN marks,
 /// links of interfaces created again, bits of removed WebGroups.
-fn upkeep(dp: &Mutex<Datapath>, opts: &RunOptions) {
+fn upkeep(dp: &Mutex<Datapath>, opts: &RunOptions, requests: &reload_task::ReloadRequests) {
     let (Ok(addrs), Ok(mut guard)) = (local_addresses(), dp.lock()) else { return };
-    if let Err(e) = guard.set_local_addresses(&addrs) {
-        warn!("refreshing gateway addresses: {e}");
+    if guard.local_addresses() != &addrs {
+        info!(addresses = addrs.len(), "the gateway's addresses changed: reloading the pack");
+        requests.request(reload_task::Trigger::Addresses);
+        // Asked once: a reload that fails (a bad pack on disk) is not
+        // asked for again every period.
+        if let Err(e) = guard.set_local_addresses(&addrs) {
+            warn!("refreshing gateway addresses: {e}");
+        }
     }
     // Routes change: which LAN a resolver is reached through too.
     if let Err(e) = guard.sync_lan_marks() {

@@ -112,7 +112,11 @@ impl Reloader {
     /// installing.
     pub fn install(&mut self) -> Result<Installed, ReloadError> {
         let t0 = Instant::now();
-        let (pack, hash) = self.load()?;
+        let (mut pack, hash) = self.load()?;
+        // The `gateway` destination: the host's addresses now (the
+        // upkeep reloads when they change).
+        let addrs = local_addresses().map_err(ReloadError::LocalAddresses)?;
+        pack.gateway = addrs.iter().copied().collect();
         let t1 = Instant::now();
         let previous = self.dp.lock().map_err(|_| ReloadError::Poisoned)?.previous();
         // The name table needs nothing else: a large one is built alongside.
@@ -124,16 +128,8 @@ impl Reloader {
             })
         })
         .map_err(|source| ReloadError::Compile { file: self.path.display().to_string(), error: source })?;
-        let addrs = local_addresses().map_err(ReloadError::LocalAddresses)?;
         let t2 = Instant::now();
         let mut dp = self.dp.lock().map_err(|_| ReloadError::Poisoned)?;
-        if addrs.len() > egress_common::MAX_LOCAL_ADDRS as usize {
-            tracing::warn!(
-                addresses = addrs.len(),
-                kept = egress_common::MAX_LOCAL_ADDRS,
-                "the gateway has more addresses than the datapath keeps as its own; packets to the others are judged by the rules"
-            );
-        }
         dp.set_local_addresses(&addrs)?;
         let generation = dp.install(compiled)?;
         // The new pack is enforced from here on; what follows is upkeep.

@@ -26,6 +26,8 @@ pub enum Trigger {
     Files,
     /// SIGHUP.
     Signal,
+    /// The gateway's own addresses changed (the `gateway` destination).
+    Addresses,
 }
 
 /// Where reloads are asked for; cheap to clone. The task ends once every

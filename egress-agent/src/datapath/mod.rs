@@ -441,6 +441,11 @@ impl Datapath {
         self.slots[self.state.slot as usize].resolver_addrs()
     }
 
+    /// The gateway's own addresses as last set.
+    pub fn local_addresses(&self) -> &BTreeSet<IpAddr> {
+        &self.local
+    }
+
     /// Sets the gateway's own addresses (packets to them are not judged),
     /// in the live slot now and in every pack installed later. The live
     /// pack's resolvers are left out: traffic to a resolver on the gateway

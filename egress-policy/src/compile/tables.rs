@@ -327,6 +327,7 @@ fn destination_prefixes(pack: &Pack, dests: &[Destination]) -> (Vec<IpNet>, bool
         match d {
             Destination::Any => any = true,
             Destination::Resolvers => nets.extend(pack.dns.resolvers.iter().map(|a| IpNet::from(*a))),
+            Destination::Gateway => nets.extend(pack.gateway.iter().map(|a| IpNet::from(*a))),
             Destination::SmartGroup(g) => {
                 if let Some(g) = pack.smartgroups.get(g) {
                     nets.extend(g.cidrs.iter().copied());
