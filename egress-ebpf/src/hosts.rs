@@ -28,7 +28,7 @@ use egress_common::{FAMILY_V4, HOST_V6_ADDRS, HostAddrs, HostKey, LearnKey};
 
 use crate::dns::scratch;
 use crate::maps::{EGV3_HOSTS, EGV3_LEARNED};
-use crate::parse::{IPPROTO_TCP, Packet};
+use crate::parse::{FRAG_NONE, IPPROTO_TCP, Packet};
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
@@ -243,7 +243,9 @@ pub fn sibling_groups(link: &Link, pkt: &Packet, now: u64, fresh_ns: u64) -> Opt
     }
     let provisional = match owner(link, &pkt.src, pkt.family) {
         Owner::ThisMac => false,
-        Owner::Unresolved if pkt.proto == IPPROTO_TCP && pkt.payload_off == pkt.ip_end => true,
+        // Not a fragment: a first fragment's later ones would follow its
+        // verdict with any payload.
+        Owner::Unresolved if pkt.proto == IPPROTO_TCP && pkt.frag == FRAG_NONE && pkt.payload_off == pkt.ip_end => true,
         _ => return None,
     };
     Some(Joined { groups, provisional })

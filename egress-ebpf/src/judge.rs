@@ -15,6 +15,9 @@ use crate::hosts::Link;
 use crate::maps::{EGV3_FRAGS, EGV3_LIVE, EGV3_REASONS, EGV3_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::parse::{Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse};
 
+/// IGMP (IPv4 multicast group membership).
+const IPPROTO_IGMP: u8 = 2;
+
 /// What to do with the packet.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -247,24 +250,26 @@ fn source_covered(slot: &Slot, meta: &SlotMeta, pkt: &Packet) -> bool {
     meta.any_source != 0 || crate::classify::src_class(slot, pkt).is_some()
 }
 
-/// Link-local control traffic, never judged: destinations that never leave
-/// the link (IPv4 `224.0.0.0/24` and `255.255.255.255`, which carries DHCP
-/// discovery; IPv6 `ff02::/16`, which carries neighbour discovery and
-/// DHCPv6, and `fe80::/10`). Neighbour discovery and DHCP sent to the
-/// gateway's own addresses pass as `ToGateway`; sent anywhere else they are
-/// judged.
-/// DNS (port 53) is judged whatever the destination, so that a forwarder on
-/// the gateway cannot be reached around the rules by broadcast.
+/// Link-local control traffic, never judged: IGMP, DHCP, ICMPv6 (neighbour
+/// and router discovery, MLD) and DHCPv6 to destinations that never leave
+/// the link (IPv4 `224.0.0.0/24` and `255.255.255.255`; IPv6 `ff02::/16`
+/// and `fe80::/10`). Everything else sent there (mDNS, SSDP, a service on
+/// the gateway's link-local address, DNS by broadcast) is judged.
 #[inline(always)]
 fn is_link_local_control(pkt: &Packet) -> bool {
-    if (pkt.proto == IPPROTO_UDP || pkt.proto == IPPROTO_TCP) && pkt.has_l4() && pkt.dport == 53 {
-        return false;
-    }
+    // Control protocols only: IGMP, ICMPv6 (neighbour and router
+    // discovery, MLD), DHCP and DHCPv6. Anything else to a link-local or
+    // broadcast address (mDNS, a service on the gateway's fe80:: address)
+    // reaches the gateway's services and is judged.
+    let udp = pkt.proto == IPPROTO_UDP && pkt.has_l4();
     if pkt.family == FAMILY_V4 {
         let d = &pkt.dst;
-        (d[12] == 224 && d[13] == 0 && d[14] == 0) || (d[12] == 255 && d[13] == 255 && d[14] == 255 && d[15] == 255)
+        let link = (d[12] == 224 && d[13] == 0 && d[14] == 0)
+            || (d[12] == 255 && d[13] == 255 && d[14] == 255 && d[15] == 255);
+        link && (pkt.proto == IPPROTO_IGMP || (udp && (pkt.dport == 67 || pkt.dport == 68)))
     } else {
-        (pkt.dst[0] == 0xff && pkt.dst[1] == 0x02) || (pkt.dst[0] == 0xfe && pkt.dst[1] & 0xc0 == 0x80)
+        let link = (pkt.dst[0] == 0xff && pkt.dst[1] == 0x02) || (pkt.dst[0] == 0xfe && pkt.dst[1] & 0xc0 == 0x80);
+        link && (pkt.proto == IPPROTO_ICMPV6 || (udp && (pkt.dport == 546 || pkt.dport == 547)))
     }
 }
 

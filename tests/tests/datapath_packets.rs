@@ -383,7 +383,22 @@ fn not_judged_and_cached_cases(a: &Addrs) -> Vec<Case> {
             .build(),
             Expect { ret: PASS, reason: Reason::FragmentFollowed, rule: Some(("allow-web", Verdict::Allowed)) },
         ),
-        ("mdns", udp(w4, ip("224.0.0.251"), 5353, 5353).build(), passed(Reason::LinkLocal)),
+        // Only control protocols pass unjudged on link-local destinations:
+        // mDNS, or a service on the gateway's fe80:: address, meet the
+        // rules (they passed before).
+        ("mdns", udp(w4, ip("224.0.0.251"), 5353, 5353).build(), denied("implicit-deny")),
+        (
+            "a service on the gateway's link-local address",
+            tcp(w6, ip("fe80::1"), 1064, 1080).build(),
+            denied("implicit-deny"),
+        ),
+        (
+            "udp broadcast to a gateway service",
+            udp(w4, ip("255.255.255.255"), 1065, 123).build(),
+            would_deny("monitor-ntp"),
+        ),
+        ("igmp report", Spec::new(w4, ip("224.0.0.22"), L4::Raw { proto: 2 }).build(), passed(Reason::LinkLocal)),
+        ("mld report", Spec::new(w6, ip("ff02::16"), L4::Icmp { kind: 143 }).build(), passed(Reason::LinkLocal)),
         // Anything else sent to the gateway meets the rules (it passed
         // unjudged before the `gateway` destination).
         ("to the gateway", tcp(w4, ip("10.10.1.1"), 1041, 22).build(), denied("implicit-deny")),
