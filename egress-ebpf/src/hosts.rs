@@ -41,6 +41,15 @@ pub struct Link {
     pub mac: [u8; 6],
 }
 
+impl Link {
+    /// The link of a frame read through `cur` (its source MAC at bytes
+    /// 6..12), in a program with context `ctx` on interface `ifindex`.
+    #[inline(always)]
+    pub fn of_frame(ctx: *mut c_void, ifindex: u32, cur: &crate::parse::Cursor) -> Link {
+        Link { ctx, ifindex, mac: cur.read_or(6, [0u8; 6]).1 }
+    }
+}
+
 /// How the gateway's routing and neighbour tables place an address.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Owner {

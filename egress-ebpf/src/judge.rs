@@ -199,7 +199,7 @@ fn judge_in(
     ifindex: u32,
 ) -> Action {
     let cur = Cursor::new(start, end);
-    let link = Link { ctx, ifindex, mac: cur.read_or(6, [0u8; 6]).1 };
+    let link = Link::of_frame(ctx, ifindex, &cur);
     let mut pkt = Packet::empty();
     match parse(&cur, &mut pkt) {
         Ok(Parsed::NotIp) => {
@@ -471,7 +471,7 @@ fn names_in(
     // this pack; classified again otherwise.
     let c = match crate::stream::recall(&key, meta.generation) {
         Some(c) => c,
-        None => classify(slot_idx, slot, meta, pkt, &Link { ctx, ifindex, mac: cur.read_or(6, [0u8; 6]).1 }),
+        None => classify(slot_idx, slot, meta, pkt, &Link::of_frame(ctx, ifindex, &cur)),
     };
     let action = if c.rule == DECISION_UNCOVERED {
         count_reason(Reason::Uncovered);

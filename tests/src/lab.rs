@@ -154,14 +154,7 @@ impl Lab {
     /// over TCP, sends a line and expects it back. `Ok(false)` when the
     /// connection or the echo did not get through within `timeout`.
     pub fn tcp_exchange(&self, src: Option<IpAddr>, dst: SocketAddr, timeout: Duration) -> io::Result<bool> {
-        within(&self.workload.name, move || -> io::Result<bool> {
-            let sock = connect_from(src, dst, timeout);
-            let Ok(mut conn) = sock else { return Ok(false) };
-            conn.set_read_timeout(Some(timeout))?;
-            conn.write_all(b"egress\n")?;
-            let mut buf = [0u8; 7];
-            Ok(conn.read_exact(&mut buf).is_ok() && &buf == b"egress\n")
-        })?
+        tcp_exchange_in(&self.workload, src, dst, timeout)
     }
 
     /// Like [`Lab::tcp_exchange`], as a TLS client's connection to `name`
@@ -219,10 +212,28 @@ impl Lab {
 
     /// From the workload: one ICMP echo with `ping`, true when answered.
     pub fn ping(&self, dst: IpAddr) -> io::Result<bool> {
-        let dst = dst.to_string();
-        let out = exec(&self.workload.name, &["ping", "-n", "-c", "1", "-W", "1", &dst])?;
-        Ok(out.status.success())
+        ping_in(&self.workload, dst)
     }
+}
+
+/// From namespace `ns` (source `src`, or its default address): connects
+/// over TCP, sends a line and expects it back. `Ok(false)` when the
+/// connection or the echo did not get through within `timeout`.
+pub fn tcp_exchange_in(ns: &Netns, src: Option<IpAddr>, dst: SocketAddr, timeout: Duration) -> io::Result<bool> {
+    within(&ns.name, move || -> io::Result<bool> {
+        let sock = connect_from(src, dst, timeout);
+        let Ok(mut conn) = sock else { return Ok(false) };
+        conn.set_read_timeout(Some(timeout))?;
+        conn.write_all(b"egress\n")?;
+        let mut buf = [0u8; 7];
+        Ok(conn.read_exact(&mut buf).is_ok() && &buf == b"egress\n")
+    })?
+}
+
+/// From namespace `ns`: one ICMP echo with `ping`, true when answered.
+pub fn ping_in(ns: &Netns, dst: IpAddr) -> io::Result<bool> {
+    let out = exec(&ns.name, &["ping", "-n", "-c", "1", "-W", "1", &dst.to_string()])?;
+    Ok(out.status.success())
 }
 
 /// A TCP connection from an optional source address with a timeout.

@@ -4,11 +4,11 @@
 //! interface). It can also send frames it writes whole, with any source
 //! MAC.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::lab::{GATEWAY_V4, GATEWAY_V6, Lab};
+use super::lab::{GATEWAY_V4, GATEWAY_V6, Lab, tcp_exchange_in};
 use super::netns::{Netns, exec, within};
 
 /// The neighbour's interface.
@@ -36,19 +36,7 @@ impl Neighbour {
 
     /// Connects over TCP to `dst`, sends a line and expects it back.
     pub fn tcp_exchange(&self, dst: SocketAddr, timeout: Duration) -> io::Result<bool> {
-        within(&self.ns.name, move || -> io::Result<bool> {
-            let Ok(mut conn) = TcpStream::connect_timeout(&dst, timeout) else { return Ok(false) };
-            conn.set_read_timeout(Some(timeout))?;
-            conn.write_all(b"egress\n")?;
-            let mut buf = [0u8; 7];
-            Ok(conn.read_exact(&mut buf).is_ok() && &buf == b"egress\n")
-        })?
-    }
-
-    /// One ICMP echo to `dst`, true when answered.
-    pub fn ping(&self, dst: IpAddr) -> io::Result<bool> {
-        let out = exec(&self.ns.name, &["ping", "-n", "-c", "1", "-W", "1", &dst.to_string()])?;
-        Ok(out.status.success())
+        tcp_exchange_in(&self.ns, None, dst, timeout)
     }
 
     /// Sends `frame` (Ethernet header included, as written) out of its
