@@ -53,10 +53,18 @@ crate::assert_size!(FragKey, 40);
 /// One way of the flow cache (`FLOWS`, an array): a 5-tuple and the
 /// decision cached for it, with a check word over both. The cache is
 /// set-associative ([`FLOW_WAYS`] ways a set, the set chosen by
-/// [`flow_hash`]): a lookup reads one set, an insert overwrites a way with
-/// plain stores (no allocation, no lock, no LRU list to rotate). CPUs may write a
-/// way at once; a reader takes a way only if its check word matches the
-/// key and decision it holds, so a torn way reads as a miss.
+/// [`flow_hash`] keyed with the pack's [`crate::SlotMeta::flow_seed`]): a
+/// lookup reads one set, an insert overwrites a way with plain stores (no
+/// allocation, no lock, no LRU list to rotate). CPUs may write a way at
+/// once; a reader takes a way only if its check word matches the key and
+/// decision it holds, so a torn way reads as a miss.
+///
+/// A way whose flow passes and was hit [`FLOW_KEEP_AFTER`] or more after
+/// it was cached is *kept*: no new flow replaces it until it has been
+/// idle for [`FLOW_KEPT_IDLE`], so a neighbour's churn cannot make a
+/// standing flow's packets meet the rules again (when its learned address
+/// may have expired). A new flow whose set holds only kept ways is judged
+/// on every packet instead of cached.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowSlot {
@@ -65,11 +73,13 @@ pub struct FlowSlot {
     /// The cached decision ([`FlowValue`]); generation 0 is never live,
     /// so an all-zero way is empty.
     pub value: FlowValue,
-    /// `bpf_jiffies64` (low 32 bits) of the way's last hit: an insert
-    /// replaces the way of its set unused longest.
+    /// [`flow_clock`] of the way's last hit: an insert replaces the way of
+    /// its set unused longest among those not kept.
     pub used: u32,
-    /// [`flow_check`] of key and value.
-    pub check: u64,
+    /// [`flow_clock`] when the way was written.
+    pub born: u32,
+    /// [`flow_check`] of key, value and `born`.
+    pub check: u32,
 }
 crate::assert_size!(FlowSlot, 64);
 
@@ -80,6 +90,30 @@ pub const FLOW_CACHE_ENTRIES: u32 = 262_144;
 /// Sets of the flow cache.
 pub const FLOW_SETS: u32 = FLOW_CACHE_ENTRIES / FLOW_WAYS;
 const _: () = assert!(FLOW_SETS.is_power_of_two());
+
+/// The flow cache's clock: `bpf_ktime_get_coarse_ns` in units of 2^20 ns
+/// (about 1.05 ms), low 32 bits (it wraps after 52 days; ages are taken
+/// with wrapping subtraction).
+#[inline(always)]
+pub const fn flow_clock(coarse_ns: u64) -> u32 {
+    (coarse_ns >> 20) as u32
+}
+/// A passing flow hit this long (in [`flow_clock`] units: about 1.07 s)
+/// after it was cached is kept (see [`FlowSlot`]).
+pub const FLOW_KEEP_AFTER: u32 = 1 << 10;
+/// A kept way idle this long (about 9 minutes) may be replaced again.
+pub const FLOW_KEPT_IDLE: u32 = 1 << 19;
+
+impl FlowSlot {
+    /// Whether a new flow must not replace this way at `now` (see
+    /// [`FlowSlot`]); only meaningful for a way of the live generation.
+    #[inline(always)]
+    pub fn kept(&self, now: u32) -> bool {
+        self.value.verdict as u8 != crate::Verdict::Denied as u8
+            && self.used.wrapping_sub(self.born) >= FLOW_KEEP_AFTER
+            && now.wrapping_sub(self.used) < FLOW_KEPT_IDLE
+    }
+}
 
 impl FlowKey {
     /// The key's 40 bytes as five words (padding is zero).
@@ -108,23 +142,28 @@ const fn fmix(mut h: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Hash of a flow key's words: the low bits choose the set.
+/// Hash of a flow key's words, keyed with `seed` (the pack's
+/// [`crate::SlotMeta::flow_seed`], drawn at random for each install, so
+/// that no workload can choose flows that fall in another's set): the low
+/// bits choose the set.
 #[inline(always)]
-pub fn flow_hash(key: &[u64; 5]) -> u64 {
-    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+pub fn flow_hash(key: &[u64; 5], seed: u64) -> u64 {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64 ^ fmix(seed);
     let mut i = 0;
     while i < 5 {
         h = (h ^ key[i]).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
         i += 1;
     }
-    fmix(h)
+    fmix(h ^ seed)
 }
 
-/// The check word of a way holding `value` for the key of hash `hash`.
+/// The check word of a way holding `value`, written at `born`, for the
+/// key of hash `hash`.
 #[inline(always)]
-pub fn flow_check(hash: u64, value: &FlowValue) -> u64 {
+pub fn flow_check(hash: u64, value: &FlowValue, born: u32) -> u32 {
     let decision = u64::from(value.generation) | (u64::from(value.counter) << 32);
-    fmix(hash ^ fmix(decision ^ (u64::from(value.verdict) << 7) ^ 0x5bd1_e995_0000_0001))
+    let extra = (u64::from(value.verdict) << 7) ^ (u64::from(born) << 32);
+    fmix(hash ^ fmix(decision ^ extra ^ 0x5bd1_e995_0000_0001)) as u32
 }
 
 /// The first way of the set a key of hash `hash` belongs to.
@@ -231,7 +270,7 @@ pub struct LearnEvent {
     pub workload: [u8; 16],
     /// WebGroup bits the addresses were learned for.
     pub groups: u64,
-    /// The question name's hash (its text is in `EGV3_LNAMES`).
+    /// The question name's hash (its text is in `EGV4_LNAMES`).
     pub name_hash: u64,
     /// Shortest lifetime among the addresses, after clamping, seconds.
     pub ttl_s: u32,

@@ -134,6 +134,9 @@ pub struct SlotMeta {
     /// WebGroups used by `permit` rules (the query filter reads the asking
     /// workload's own, from `SRC_PERMIT`).
     pub permit_groups: u64,
+    /// Key of the flow cache's hash ([`crate::flow_hash`]): drawn at random
+    /// for each install (a new generation's flows are cached afresh anyway).
+    pub flow_seed: u64,
     /// `dns.query_types`: bit `t % 64` of word `t / 64` set for each query
     /// type the query filter lets through.
     pub query_types: [u64; 4],
@@ -195,7 +198,7 @@ pub const SLOT_FLAG_WEBGROUPS: u8 = 2;
 /// (a `permit` rule verifies names, or a `deny` rule has a WebGroup
 /// destination), so new TCP flows look up `NAME_DENY` and the `XW` columns.
 pub const SLOT_FLAG_NAMES: u8 = 4;
-crate::assert_size!(SlotMeta, 192);
+crate::assert_size!(SlotMeta, 200);
 
 /// Per-CPU counter cell, indexed `rule * VERDICTS + verdict` in a slot's
 /// counter array.

@@ -14,13 +14,13 @@ use egress_common::{
 
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 
-use crate::maps::{EGV3_EVBUDGET, EGV3_EVENTS, EGV3_EVSTATS};
+use crate::maps::{EGV4_EVBUDGET, EGV4_EVENTS, EGV4_EVSTATS};
 use crate::parse::Packet;
 use crate::scratch::Scratch;
 
 #[inline(always)]
 pub fn count_event(stat: EventStat) {
-    if let Some(cell) = EGV3_EVSTATS.get_ptr_mut(stat as u32) {
+    if let Some(cell) = EGV4_EVSTATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
@@ -32,9 +32,9 @@ pub fn count_event(stat: EventStat) {
 #[inline(always)]
 fn event_allowed(src: &[u8; 16], now: u64) -> bool {
     let full = EVENT_BURST_PER_SOURCE * 1000;
-    let Some(b) = EGV3_EVBUDGET.get_ptr_mut(src) else {
+    let Some(b) = EGV4_EVBUDGET.get_ptr_mut(src) else {
         let fresh = EventBudget { milli_tokens: full - 1000, last_ns: now };
-        let _ = EGV3_EVBUDGET.insert(src, &fresh, 0);
+        let _ = EGV4_EVBUDGET.insert(src, &fresh, 0);
         return true;
     };
     // SAFETY: value pointer from a successful lookup.
@@ -61,7 +61,7 @@ fn reserve<T: 'static>(source: &[u8; 16]) -> Option<(RingBufEntry<T>, u64)> {
         count_event(EventStat::Suppressed);
         return None;
     }
-    let Some(entry) = EGV3_EVENTS.reserve::<T>(0) else {
+    let Some(entry) = EGV4_EVENTS.reserve::<T>(0) else {
         count_event(EventStat::Lost);
         return None;
     };

@@ -1,21 +1,22 @@
-//! The flow cache: a set-associative table in the array `EGV3_FLOWS` (see
+//! The flow cache: a set-associative table in the array `EGV4_FLOWS` (see
 //! [`egress_common::FlowSlot`]). A lookup reads the [`FLOW_WAYS`] ways of
 //! one set; an insert overwrites the way of its set that holds the same
-//! flow, is empty or of another generation, or else was unused longest.
+//! flow, is empty or of another generation, or else was unused longest
+//! among those not kept; a set of kept ways only takes no new flow.
 //! Every way is read and written whole with volatile accesses: other CPUs
 //! write the same ways, and the check word is what tells a whole way from
 //! a torn one.
 
-use aya_ebpf::helpers::bpf_jiffies64;
-use egress_common::{FLOW_WAYS, FlowKey, FlowSlot, FlowValue, flow_check, flow_hash, flow_set_start};
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
+use egress_common::{FLOW_WAYS, FlowKey, FlowSlot, FlowValue, flow_check, flow_clock, flow_hash, flow_set_start};
 
-use crate::maps::EGV3_FLOWS;
+use crate::maps::EGV4_FLOWS;
 
-/// Low 32 bits of the jiffies counter: a coarse clock, cheap to read.
+/// The cache's clock ([`flow_clock`]): cheap to read.
 #[inline(always)]
 fn now() -> u32 {
     // SAFETY: helper without preconditions.
-    unsafe { bpf_jiffies64() as u32 }
+    flow_clock(unsafe { bpf_ktime_get_coarse_ns() })
 }
 
 /// A flow's key words and hash, computed once for lookup and insert.
@@ -25,10 +26,12 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// The probe for `key` under the live pack's `seed`
+    /// ([`egress_common::SlotMeta::flow_seed`]).
     #[inline(always)]
-    pub fn new(key: &FlowKey) -> Self {
+    pub fn new(key: &FlowKey, seed: u64) -> Self {
         let words = key.words();
-        Probe { hash: flow_hash(&words), words }
+        Probe { hash: flow_hash(&words, seed), words }
     }
 }
 
@@ -46,7 +49,7 @@ fn same(a: &[u64; 5], b: &[u64; 5]) -> bool {
 /// Reads way `index` whole, or `None` if out of range.
 #[inline(always)]
 fn read(index: u32) -> Option<(*mut FlowSlot, FlowSlot)> {
-    let p = EGV3_FLOWS.get_ptr_mut(index)?;
+    let p = EGV4_FLOWS.get_ptr_mut(index)?;
     // SAFETY: a map value pointer; other CPUs may write it meanwhile, which
     // the check word detects.
     Some((p, unsafe { core::ptr::read_volatile(p) }))
@@ -61,7 +64,7 @@ pub fn lookup(probe: &Probe, generation: u32) -> Option<FlowValue> {
         let Some((p, slot)) = read(start + way) else { continue };
         if same(&slot.key, &probe.words)
             && slot.value.generation == generation
-            && slot.check == flow_check(probe.hash, &slot.value)
+            && slot.check == flow_check(probe.hash, &slot.value, slot.born)
         {
             // SAFETY: as in `read`; a racing insert at worst loses this mark.
             unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).used), now()) };
@@ -71,26 +74,31 @@ pub fn lookup(probe: &Probe, generation: u32) -> Option<FlowValue> {
     None
 }
 
-/// Caches `value` for the flow.
+/// Caches `value` for the flow, unless every way of its set is kept.
 #[inline(always)]
 pub fn insert(probe: &Probe, value: &FlowValue) {
     let start = flow_set_start(probe.hash);
     let t = now();
-    let (mut victim, mut oldest) = (start, 0u32);
+    // `FLOW_WAYS` (out of range) while no way may be taken.
+    let (mut victim, mut oldest) = (start + FLOW_WAYS, 0u32);
     for way in 0..FLOW_WAYS {
         let Some((_, slot)) = read(start + way) else { continue };
         // A way of another generation (or never written) is free.
-        let age = if slot.value.generation == value.generation { t.wrapping_sub(slot.used) } else { u32::MAX };
-        if same(&slot.key, &probe.words) || age == u32::MAX {
+        if same(&slot.key, &probe.words) || slot.value.generation != value.generation {
             victim = start + way;
             break;
         }
-        if age >= oldest {
+        let age = t.wrapping_sub(slot.used);
+        if !slot.kept(t) && (victim == start + FLOW_WAYS || age >= oldest) {
             (victim, oldest) = (start + way, age);
         }
     }
-    if let Some(p) = EGV3_FLOWS.get_ptr_mut(victim) {
-        let slot = FlowSlot { key: probe.words, value: *value, used: t, check: flow_check(probe.hash, value) };
+    if victim == start + FLOW_WAYS {
+        return;
+    }
+    if let Some(p) = EGV4_FLOWS.get_ptr_mut(victim) {
+        let check = flow_check(probe.hash, value, t);
+        let slot = FlowSlot { key: probe.words, value: *value, used: t, born: t, check };
         // SAFETY: a map value pointer; see the module comment on races.
         unsafe { core::ptr::write_volatile(p, slot) };
     }

@@ -12,7 +12,7 @@ use crate::classify::{Classified, classify};
 use crate::dns::{self, IdSwap, LoadBytes, QueryAction};
 use crate::flowcache;
 use crate::hosts::Link;
-use crate::maps::{EGV3_FRAGS, EGV3_LIVE, EGV3_REASONS, EGV3_SLOT_META, SLOT0, SLOT1, Slot};
+use crate::maps::{EGV4_FRAGS, EGV4_LIVE, EGV4_REASONS, EGV4_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::parse::{Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse};
 
 /// IGMP (IPv4 multicast group membership).
@@ -47,11 +47,11 @@ pub enum Action {
 /// The live slot and its meta, or `None` before the first pack.
 #[inline(always)]
 fn live() -> Option<(u32, &'static SlotMeta)> {
-    let live = EGV3_LIVE.get(0)?;
+    let live = EGV4_LIVE.get(0)?;
     // The slot is read once; everything else comes from that slot's own
     // meta, written before the flip and stable while the slot is readable.
     let slot = live.slot;
-    let meta = EGV3_SLOT_META.get(slot)?;
+    let meta = EGV4_SLOT_META.get(slot)?;
     if meta.generation == 0 { None } else { Some((slot, meta)) }
 }
 
@@ -180,7 +180,7 @@ pub fn judge(ctx: *mut c_void, start: usize, end: usize, len: u32, ifindex: u32)
 
 #[inline(always)]
 pub(crate) fn count_reason(reason: Reason) {
-    if let Some(cell) = EGV3_REASONS.get_ptr_mut(reason as u32) {
+    if let Some(cell) = EGV4_REASONS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
@@ -336,7 +336,7 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
     }
     if pkt.frag == FRAG_LATER {
         // SAFETY: value pointer from a successful lookup, copied out at once.
-        let entry = EGV3_FRAGS.get_ptr(&frag_key(pkt)).map(|v| unsafe { *v }).filter(|v| v.generation == generation);
+        let entry = EGV4_FRAGS.get_ptr(&frag_key(pkt)).map(|v| unsafe { *v }).filter(|v| v.generation == generation);
         // One call of `unjudgeable` for every reason (each call is a copy
         // of it for the verifier to walk).
         let reason = match entry {
@@ -360,13 +360,13 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
     // The flow cache first: a cached packet needs no other lookup. (Packets
     // to the gateway's own addresses are judged like any other: the
     // `gateway` destination names them.)
-    let probe = flowcache::Probe::new(&key);
+    let probe = flowcache::Probe::new(&key, meta.flow_seed);
     if let Some(v) = flowcache::lookup(&probe, generation) {
         let verdict = Verdict::from_code_fast(v.verdict as u8);
         count_reason(Reason::FlowCache);
         count_rule(slot, v.counter, verdict, len, false);
         if pkt.frag == FRAG_FIRST {
-            let _ = EGV3_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, &v), 0);
+            let _ = EGV4_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, &v), 0);
         }
         return action_of(verdict);
     }
@@ -412,7 +412,7 @@ fn apply_rule(
         flowcache::insert(probe, &value);
     }
     if pkt.frag == FRAG_FIRST {
-        let _ = EGV3_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, &value), 0);
+        let _ = EGV4_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, &value), 0);
     }
     if rule.log != 0 || verdict != Verdict::Allowed {
         crate::events::report_flow(
@@ -466,7 +466,7 @@ fn names_in(
     // The read program reads the packet from the scratch.
     let Some(pkt) = crate::stream::keep_packet(&pkt) else { return Action::Drop };
     let key = flow_key(pkt);
-    let probe = flowcache::Probe::new(&key);
+    let probe = flowcache::Probe::new(&key, meta.flow_seed);
     // The judge's classification, handed over when it is this flow's under
     // this pack; classified again otherwise.
     let c = match crate::stream::recall(&key, meta.generation) {
@@ -496,7 +496,7 @@ fn to_query(slot: &Slot, meta: &SlotMeta, pkt: &Packet, action: Action) -> Actio
         return action;
     }
     if pkt.frag == FRAG_FIRST && meta.query_filter == QUERY_FILTER_ENFORCE {
-        let _ = EGV3_FRAGS.remove(&frag_key(pkt));
+        let _ = EGV4_FRAGS.remove(&frag_key(pkt));
         dns::stat(DnsStat::QueryFragment);
         dns::stat(DnsStat::QueryRefused);
         return Action::Drop;

@@ -602,8 +602,10 @@ fn the_gateway_destination_names_the_gateways_addresses() {
 
 /// TCP flows from the workload to port 443 in 203.0.113.0/24 whose cache
 /// ways fall in one set: (destination, source port).
-fn same_set_flows(n: usize) -> Vec<(IpAddr, u16)> {
+/// The set depends on the live pack's seed.
+fn same_set_flows(dp: &Datapath, n: usize) -> Vec<(IpAddr, u16)> {
     use egress_common::{FAMILY_V4, FlowKey, flow_hash, flow_set_start};
+    let seed = dp.flow_seed().expect("the live pack's seed");
     let set = |last: u8, sport: u16| {
         let key = FlowKey {
             src: std::net::Ipv4Addr::new(10, 10, 1, 10).to_ipv6_mapped().octets(),
@@ -614,7 +616,7 @@ fn same_set_flows(n: usize) -> Vec<(IpAddr, u16)> {
             family: FAMILY_V4,
             _pad: [0; 2],
         };
-        flow_set_start(flow_hash(&key.words()))
+        flow_set_start(flow_hash(&key.words(), seed))
     };
     let target = set(1, 10_000);
     (1..=254u8)
@@ -632,7 +634,7 @@ fn same_set_flows(n: usize) -> Vec<(IpAddr, u16)> {
 fn a_full_cache_set_replaces_the_way_unused_longest() {
     let mut h = Harness::new(PACK);
     let ways = egress_common::FLOW_WAYS as usize;
-    let ports = same_set_flows(ways + 1);
+    let ports = same_set_flows(&h.dp, ways + 1);
     assert_eq!(ports.len(), ways + 1, "enough flows in one set");
     let frame = |(dst, p): (IpAddr, u16)| Spec::tcp(ip("10.10.1.10"), dst, p, 443).build();
     let cached = Expect { reason: Reason::FlowCache, ..allowed("allow-web") };
@@ -649,6 +651,51 @@ fn a_full_cache_set_replaces_the_way_unused_longest() {
     h.check("flow 1 was replaced: judged afresh", &frame(ports[1]), &allowed("allow-web"));
     h.check("flow 0 stayed", &frame(ports[0]), &cached);
     h.check("the newest stayed", &frame(ports[ways]), &cached);
+}
+
+/// A permitted flow used again a second or more after it was cached is
+/// kept: however many new flows fall in its set, none replaces it (they go
+/// uncached instead), so it keeps its decision when the address it was
+/// permitted for is no longer learned.
+#[test]
+fn a_standing_flow_is_never_replaced() {
+    let mut h = Harness::new(PACK);
+    let ways = egress_common::FLOW_WAYS as usize;
+    let ports = same_set_flows(&h.dp, 3 * ways);
+    assert_eq!(ports.len(), 3 * ways, "enough flows in one set");
+    let frame = |(dst, p): (IpAddr, u16)| Spec::tcp(ip("10.10.1.10"), dst, p, 443).build();
+    let cached = Expect { reason: Reason::FlowCache, ..allowed("allow-web") };
+    h.check("the standing flow judged", &frame(ports[0]), &allowed("allow-web"));
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    h.check("and used again later", &frame(ports[0]), &cached);
+    for (i, &p) in ports[1..].iter().enumerate() {
+        h.check(&format!("new flow {i} judged"), &frame(p), &allowed("allow-web"));
+    }
+    h.check("the standing flow stayed", &frame(ports[0]), &cached);
+    // The newest of the others took the ways left.
+    h.check("the newest is cached", &frame(ports[3 * ways - 1]), &cached);
+}
+
+/// The set of a flow is keyed with a seed drawn for each install: flows
+/// chosen to share a set under one pack do not under the next, so a
+/// workload cannot aim at another's ways.
+#[test]
+fn flows_that_share_a_set_are_spread_by_the_next_install() {
+    let mut h = Harness::new(PACK);
+    let ways = egress_common::FLOW_WAYS as usize;
+    let ports = same_set_flows(&h.dp, 2 * ways);
+    assert_eq!(ports.len(), 2 * ways, "enough flows in one set");
+    let before = h.dp.flow_seed().expect("seed");
+    h.install(PACK);
+    assert_ne!(h.dp.flow_seed().expect("seed"), before, "a new seed");
+    let frame = |(dst, p): (IpAddr, u16)| Spec::tcp(ip("10.10.1.10"), dst, p, 443).build();
+    let cached = Expect { reason: Reason::FlowCache, ..allowed("allow-web") };
+    for (i, &p) in ports.iter().enumerate() {
+        h.check(&format!("flow {i} judged"), &frame(p), &allowed("allow-web"));
+    }
+    for (i, &p) in ports.iter().enumerate() {
+        h.check(&format!("flow {i} still cached"), &frame(p), &cached);
+    }
 }
 
 /// Many installs of packs of different sizes through the same two slots:

@@ -152,6 +152,14 @@ impl std::fmt::Debug for Datapath {
     }
 }
 
+/// A key for the flow cache's hash that no workload can guess: `std`'s
+/// hasher keys come from the operating system's random source once per
+/// process, and each new `RandomState` is a different key.
+fn fresh_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x65_67_72_65_73_73u64)
+}
+
 fn add_counts(total: &mut [RuleCounter; 3], cells: [RuleCounter; 3]) {
     for (t, c) in total.iter_mut().zip(cells) {
         t.packets += c.packets;
@@ -346,6 +354,7 @@ impl Datapath {
             min_ttl: pack.min_ttl,
             max_ttl: pack.max_ttl,
             permit_groups: pack.permit_groups,
+            flow_seed: fresh_seed(),
             query_types: pack.query_types,
             name_lengths: pack.name_lengths,
         };
@@ -421,6 +430,13 @@ impl Datapath {
     /// The live generation (0 before the first install).
     pub fn generation(&self) -> u32 {
         self.state.generation
+    }
+
+    /// The key of the flow cache's hash in the live pack (tests that place
+    /// flows in one set need it).
+    pub fn flow_seed(&self) -> Result<u64, DatapathError> {
+        let meta = self.meta.get(&self.state.slot, 0).map_err(|e| DatapathError::map(maps::SLOT_META, e))?;
+        Ok(meta.flow_seed)
     }
 
     /// Per-rule totals by name, over every pack installed so far.
