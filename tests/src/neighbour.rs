@@ -44,6 +44,22 @@ impl Neighbour {
     pub fn send_frame(&self, frame: Vec<u8>) -> io::Result<()> {
         within(&self.ns.name, move || send_frame(DEV, &frame))?
     }
+
+    /// Sends frames `frame(0)` .. `frame(count - 1)` out of its interface
+    /// through one socket, as fast as it can: a flood. Returns how many
+    /// the kernel took (a full queue refuses some).
+    pub fn flood(&self, count: u64, frame: impl Fn(u64) -> Vec<u8> + Send + 'static) -> io::Result<u64> {
+        within(&self.ns.name, move || {
+            let socket = FrameSocket::open(DEV)?;
+            let mut sent = 0;
+            for i in 0..count {
+                if socket.send(&frame(i)).is_ok() {
+                    sent += 1;
+                }
+            }
+            Ok(sent)
+        })?
+    }
 }
 
 /// The link-layer address of `dev` in namespace `ns`.
@@ -54,39 +70,62 @@ pub fn mac_of(ns: &Netns, dev: &str) -> io::Result<[u8; 6]> {
     bytes.try_into().map_err(|_| io::Error::other(format!("no MAC for {dev} in {}: {text}", ns.name)))
 }
 
+/// An `AF_PACKET` socket that sends whole frames out of one interface;
+/// closed on drop.
+struct FrameSocket {
+    fd: libc::c_int,
+    ifindex: libc::c_int,
+}
+
+impl FrameSocket {
+    /// Opens a socket on `dev` (in this thread's namespace).
+    fn open(dev: &str) -> io::Result<Self> {
+        let name = std::ffi::CString::new(dev).map_err(io::Error::other)?;
+        // SAFETY: if_nametoindex reads a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if ifindex == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: plain socket(2); closed on drop.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(FrameSocket { fd, ifindex: ifindex as libc::c_int })
+    }
+
+    /// Sends `frame` (Ethernet header included) as written.
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = self.ifindex;
+        sll.sll_halen = 6;
+        sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+        // SAFETY: the frame and the address are valid for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const sll).cast::<libc::sockaddr>(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+}
+
+impl Drop for FrameSocket {
+    fn drop(&mut self) {
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
 /// Sends one frame through an `AF_PACKET` socket on `dev` (this thread's
 /// namespace).
 fn send_frame(dev: &str, frame: &[u8]) -> io::Result<()> {
-    let name = std::ffi::CString::new(dev).map_err(io::Error::other)?;
-    // SAFETY: if_nametoindex reads a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: plain socket(2); closed below.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: sockaddr_ll is plain data; zeroed is a valid value.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_ifindex = ifindex as i32;
-    sll.sll_halen = 6;
-    sll.sll_addr[..6].copy_from_slice(&frame[..6]);
-    // SAFETY: the frame and the address are valid for the lengths given.
-    let sent = unsafe {
-        libc::sendto(
-            fd,
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&raw const sll).cast::<libc::sockaddr>(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    let err = io::Error::last_os_error();
-    // SAFETY: our own descriptor.
-    unsafe { libc::close(fd) };
-    if sent < 0 { Err(err) } else { Ok(()) }
+    FrameSocket::open(dev)?.send(frame)
 }

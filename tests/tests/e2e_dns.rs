@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use egress_lab::agent::{AgentProcess, metric};
 use egress_lab::bpffs::Bpffs;
-use egress_lab::lab::{Lab, NEIGHBOUR_V4};
+use egress_lab::lab::{Lab, NEIGHBOUR_V4, ping_in};
 use egress_lab::neighbour::{Neighbour, mac_of};
 use egress_lab::netns::within;
 use egress_lab::packet::{Spec, with_l4_checksum};
@@ -254,6 +254,77 @@ fn expired_addresses_deny_new_flows_but_keep_established_ones() {
     let mut buf = [0u8; 10];
     held.read_exact(&mut buf).expect("echo on the established flow");
     assert_eq!(&buf, b"still here");
+}
+
+/// A standing flow keeps its verdict whatever its neighbours do: while a
+/// neighbour floods two million new flows (enough to replace every way of
+/// the flow cache many times over), a permitted connection sits idle past
+/// its address's TTL; then it carries on with no packet lost, and the
+/// workload opened new flows all along.
+#[test]
+fn a_standing_flow_outlives_a_flood_of_new_ones() {
+    const FLOOD: u64 = 2_000_000;
+    let d = start(&pack("off", 3, 4), 1);
+    let neighbour = Neighbour::new(&d.lab, "10.10.1.20", "fd00:10:1::20").expect("neighbour");
+    assert_eq!(one(&d.lab, "short.fresh.test", 4)["connected"], true);
+    let learned = std::time::Instant::now();
+    let target = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 10, 7)), 443);
+    let mut held = within(&d.lab.workload.name, move || TcpStream::connect_timeout(&target, Duration::from_secs(1)))
+        .expect("netns")
+        .expect("connects while learned");
+    let sport = held.local_addr().expect("local address").port();
+    held.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+    let mut exchange = |text: &[u8]| {
+        held.write_all(text).expect("write on the standing flow");
+        let mut echo = vec![0u8; text.len()];
+        held.read_exact(&mut echo).map(|()| echo == text)
+    };
+    let hello = egress_lab::hello::client_hello("short.fresh.test", 0);
+    assert!(exchange(&hello).expect("hello echoed"), "hello echoed");
+    // A stream in use: a second segment a while later.
+    std::thread::sleep(Duration::from_millis(1300));
+    assert!(exchange(b"first tokens").expect("echo"), "echo");
+
+    // The flood: payload-less SYNs from the neighbour's own MAC, each a new
+    // flow (denied by `default-deny`, and cached like any other: the
+    // gateway knows the neighbour's address, so none is provisional).
+    let _ = ping_in(&d.lab.gateway, "10.10.1.20".parse().expect("addr"));
+    let entry = egress_lab::netns::exec(&d.lab.gateway.name, &["ip", "neigh", "show", "10.10.1.20"]).expect("ip neigh");
+    assert!(String::from_utf8_lossy(&entry.stdout).contains("lladdr"), "the gateway resolved the neighbour");
+    let (gateway_mac, nb_mac) =
+        (mac_of(&d.lab.gateway, "lan0").expect("gateway MAC"), mac_of(&neighbour.ns, "nb0").expect("MAC"));
+    let flooder = std::thread::spawn(move || {
+        let sent = neighbour.flood(FLOOD, move |i| {
+            let dst = Ipv4Addr::from(0x6440_0000u32 + (i / 50_000) as u32);
+            let mut spec =
+                Spec::tcp("10.10.1.20".parse().expect("addr"), IpAddr::V4(dst), 10_000 + (i % 50_000) as u16, 443);
+            spec.payload = 0;
+            let mut bytes = spec.build();
+            bytes[..6].copy_from_slice(&gateway_mac);
+            bytes[6..12].copy_from_slice(&nb_mac);
+            bytes
+        });
+        (neighbour, sent)
+    });
+    // Meanwhile the workload opens new flows as it always does.
+    let names: Vec<String> = (10..30).map(|i| format!("n{i:04}.fresh.test")).collect();
+    let during = resolve_connect(&d.lab, &names, 4);
+    let (_neighbour, sent) = flooder.join().expect("flooder");
+    assert!(sent.expect("flood") >= FLOOD * 9 / 10, "the flood was sent");
+    let refused: Vec<_> = during.iter().filter(|r| r["connected"] != true).collect();
+    assert_eq!(during.len(), names.len(), "{during:?}");
+    assert!(refused.is_empty(), "new flows during the flood: {refused:?}");
+    let m = d.agent.metrics().expect("metrics");
+    let judged = metric(&m, "egress_rule_flows_total{rule=\"default-deny\",verdict=\"denied\"}");
+    assert!(judged >= FLOOD * 9 / 10, "the flood's flows were judged: {judged}");
+
+    // Past the TTL (learned for at most 4 s), the standing flow carries on.
+    std::thread::sleep(Duration::from_millis(5500).saturating_sub(learned.elapsed()));
+    assert!(!d.lab.tcp_exchange(None, target, Duration::from_secs(1)).unwrap(), "expired: a new flow is denied");
+    assert!(exchange(b"more tokens").expect("echo after the flood"), "echo after the flood");
+    let lost: Vec<_> =
+        d.agent.flow_records().into_iter().filter(|v| v["sport"] == sport && v["verdict"] == "denied").collect();
+    assert!(lost.is_empty(), "no packet of the standing flow denied: {lost:?}");
 }
 
 /// With the agent dead (SIGKILL) and the datapath pinned, names fail
