@@ -214,7 +214,7 @@ fn check(path: &std::path::Path) -> ExitCode {
 /// `explain`: loads the pack, walks it, prints the walk and the decision;
 /// with `name`, both decisions of the TCP flow with that name.
 fn explain(args: &ExplainArgs) -> ExitCode {
-    use egress_policy::explain::{explain, render};
+    use egress_policy::explain::{Question, explain, render};
     use egress_policy::explain_named::{Check, check, explain_named, render_named};
     let mut pack = match policy::load(&args.policy) {
         Ok(pack) => pack,
@@ -225,7 +225,7 @@ fn explain(args: &ExplainArgs) -> ExitCode {
     };
     // The `gateway` destination: this host's addresses, as `run` takes them.
     pack.gateway = egress_agent::datapath::local::local_addresses().unwrap_or_default().into_iter().collect();
-    let q = match question(args.src, &args.dst, &args.proto, args.port) {
+    let q = match Question::from_words(args.src, &args.dst, &args.proto, args.port) {
         Ok(q) => q,
         Err(e) => {
             eprintln!("egress-agent: {e}");
@@ -255,42 +255,6 @@ fn explain(args: &ExplainArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The packet to explain, from the command line's words.
-fn question(
-    src: std::net::IpAddr,
-    dst: &str,
-    proto: &str,
-    port: Option<u16>,
-) -> Result<egress_policy::explain::Question, String> {
-    use egress_policy::explain::{Question, Target};
-    let proto = match (proto.to_ascii_lowercase().as_str(), src.is_ipv4()) {
-        ("tcp", _) => 6,
-        ("udp", _) => 17,
-        ("icmp", true) | ("icmpv6", false) => 1 + 57 * u8::from(!src.is_ipv4()),
-        ("icmp" | "icmpv6", _) => return Err("use icmp for IPv4 sources and icmpv6 for IPv6 ones".into()),
-        (other, _) => other
-            .parse::<u8>()
-            .map_err(|_| format!("unknown protocol `{other}`: expected tcp, udp, icmp, icmpv6 or a number"))?,
-    };
-    let port = match (port, proto) {
-        (Some(p), _) => p,
-        (None, 6 | 17) => return Err("--port is needed for tcp and udp".into()),
-        (None, _) => 0,
-    };
-    let dst = match dst.parse::<std::net::IpAddr>() {
-        Ok(a) if a.is_ipv4() != src.is_ipv4() => {
-            return Err("--src and --dst must be of the same address family".into());
-        }
-        Ok(a) => Target::Addr(a),
-        Err(_) => match egress_policy::domain::parse_pattern(dst) {
-            Ok(egress_policy::model::DomainPattern::Exact(name)) => Target::Name(name),
-            Ok(_) => return Err("--dst is a name to explain, not a wildcard pattern".into()),
-            Err(e) => return Err(format!("--dst `{dst}` is neither an address nor a domain name: {e}")),
-        },
-    };
-    Ok(Question { src, dst, proto, port })
 }
 
 /// `PORT` (loopback) or `IP:PORT`.

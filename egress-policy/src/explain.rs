@@ -30,6 +30,40 @@ pub struct Question {
     pub port: u16,
 }
 
+impl Question {
+    /// The packet to explain from `explain`'s command-line words: a source
+    /// address, a destination address or name, a protocol (`tcp`, `udp`,
+    /// `icmp`, `icmpv6` or a number) and a port (needed for TCP and UDP).
+    pub fn from_words(src: IpAddr, dst: &str, proto: &str, port: Option<u16>) -> Result<Question, String> {
+        let proto = match (proto.to_ascii_lowercase().as_str(), src.is_ipv4()) {
+            ("tcp", _) => 6,
+            ("udp", _) => 17,
+            ("icmp", true) | ("icmpv6", false) => 1 + 57 * u8::from(!src.is_ipv4()),
+            ("icmp" | "icmpv6", _) => return Err("use icmp for IPv4 sources and icmpv6 for IPv6 ones".into()),
+            (other, _) => other
+                .parse::<u8>()
+                .map_err(|_| format!("unknown protocol `{other}`: expected tcp, udp, icmp, icmpv6 or a number"))?,
+        };
+        let port = match (port, proto) {
+            (Some(p), _) => p,
+            (None, 6 | 17) => return Err("--port is needed for tcp and udp".into()),
+            (None, _) => 0,
+        };
+        let dst = match dst.parse::<IpAddr>() {
+            Ok(a) if a.is_ipv4() != src.is_ipv4() => {
+                return Err("--src and --dst must be of the same address family".into());
+            }
+            Ok(a) => Target::Addr(a),
+            Err(_) => match super::domain::parse_pattern(dst) {
+                Ok(super::model::DomainPattern::Exact(name)) => Target::Name(name),
+                Ok(_) => return Err("--dst is a name to explain, not a wildcard pattern".into()),
+                Err(e) => return Err(format!("--dst `{dst}` is neither an address nor a domain name: {e}")),
+            },
+        };
+        Ok(Question { src, dst, proto, port })
+    }
+}
+
 /// How one rule compared with the packet: `None` where it matched, or the
 /// first dimension that did not, in words.
 #[derive(Debug, Clone, PartialEq, Eq)]

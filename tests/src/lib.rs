@@ -10,6 +10,7 @@ pub mod client;
 pub mod containment;
 pub mod containment_report;
 pub mod dnsmsg;
+pub mod fuzzing;
 pub mod hello;
 pub mod lab;
 pub mod layers;

@@ -190,6 +190,17 @@ fn what_the_filter_cannot_read_is_dropped_when_it_enforces() {
     let mut two_questions = Message::query(3, "api.openai.com", 1).to_bytes();
     two_questions[5] = 2; // QDCOUNT 2
     let cut_name = sanctioned[..16].to_vec();
+    // Found by the kernel fuzzer: a question without its class, and bytes
+    // the counts say are records (or nothing says are there) after a
+    // sanctioned question, went out unread.
+    let no_class = sanctioned[..sanctioned.len() - 2].to_vec();
+    let mut answer_count = sanctioned.clone();
+    answer_count[7] = 1; // ANCOUNT 1, the "record" after the question
+    answer_count.extend_from_slice(b"c2VjcmV0IGRhdGE");
+    let trailing = [sanctioned.as_slice(), b"c2VjcmV0IGRhdGE"].concat();
+    let mut not_opt = sanctioned.clone();
+    not_opt[11] = 1; // ARCOUNT 1: a TXT record, not EDNS's OPT
+    not_opt.extend_from_slice(&egress_lab::dnsmsg::rr(&[0], 16, 1, 0, b"\x0bc2VjcmV0IGRh"));
     let mut first_fragment = Spec::udp(workload, resolver, 5004, 53).with_payload(tunnel[..20].to_vec());
     first_fragment.ipv4_frag = Some((0, true, 77));
     let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -205,6 +216,10 @@ fn what_the_filter_cannot_read_is_dropped_when_it_enforces() {
         ("two questions", Spec::udp(workload, resolver, 5013, 53).with_payload(two_questions).build()),
         ("a name cut short", Spec::udp(workload, resolver, 5014, 53).with_payload(cut_name).build()),
         ("a first fragment", first_fragment.build()),
+        ("a question without its class", Spec::udp(workload, resolver, 5015, 53).with_payload(no_class).build()),
+        ("an answer record in a query", Spec::udp(workload, resolver, 5016, 53).with_payload(answer_count).build()),
+        ("bytes after the question", Spec::udp(workload, resolver, 5017, 53).with_payload(trailing).build()),
+        ("an additional record not OPT", Spec::udp(workload, resolver, 5018, 53).with_payload(not_opt).build()),
     ];
     let mut dp = loaded();
     for (what, frame) in &cases {
@@ -222,6 +237,13 @@ fn what_the_filter_cannot_read_is_dropped_when_it_enforces() {
             "{what}: not recorded"
         );
     }
+    // EDNS's OPT record (a 1232-byte UDP size, a cookie option) is read.
+    let mut edns = sanctioned.clone();
+    edns[11] = 1;
+    edns.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0]);
+    edns.extend_from_slice(&[0, 12, 0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+    let edns = Spec::udp(workload, resolver, 5019, 53).with_payload(edns).build();
+    assert_eq!(run(&mut dp, &edns).0, PASS, "a query with EDNS goes out");
     let mut handshake = Spec::tcp(workload, resolver, 5020, 53);
     handshake.payload = 0; // a SYN
     let handshake = handshake.build();
@@ -444,6 +466,17 @@ rules:
         assert_eq!(ret, TC_ACT_REDIRECT, "{what} for a sanctioned name: answered REFUSED");
         let after = dp.dns_stats().expect("stats");
         assert_eq!(after[DnsStat::QueryType as usize], before[DnsStat::QueryType as usize] + 1, "{what} counted");
+    }
+    // Only class IN: the types listed are IN's (CHAOS, HESIOD and ANY
+    // would reach the resolver's other trees).
+    for class in [3u16, 4, 255] {
+        let mut q = typed("10.10.1.10", 5110, 1);
+        let at = q.len() - 2;
+        q[at..].copy_from_slice(&class.to_be_bytes());
+        let before = dp.dns_stats().expect("stats");
+        assert_eq!(run(&mut dp, &q).0, TC_ACT_REDIRECT, "class {class}: answered REFUSED");
+        let after = dp.dns_stats().expect("stats");
+        assert_eq!(after[DnsStat::QueryType as usize], before[DnsStat::QueryType as usize] + 1, "class {class}");
     }
     // A pack that lists TXT lets it through.
     let with_txt = PACK.replace("query_filter: enforce }", "query_filter: enforce, query_types: [A, AAAA, TXT] }");

@@ -9,8 +9,10 @@
 //! - `bench names`: cost of reading and judging a connection's name.
 //! - `bench swap`: policy change to new pack enforced, by pack size.
 //! - `bench compare`: the agent against iptables and nftables, same traffic.
+//! - `fuzz`: the coverage-guided fuzzers and the kernel fuzzer, with figures.
 //! - `demo`: the lab of network namespaces with the agent enforcing a pack.
 
+mod fuzz;
 mod setup;
 
 use std::process::Command;
@@ -43,6 +45,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fuzz the policy loader, explain's inputs and the datapath's programs; prints figures.
+    Fuzz {
+        /// How long each fuzzer runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only this fuzzer: `policy`, `explain` or `datapath`.
+        target: Option<String>,
+    },
     /// Build, create the lab, send permitted and forbidden traffic, show the decisions.
     Demo,
 }
@@ -70,6 +80,10 @@ fn main() -> Result<()> {
             let mut extra = vec!["--".to_string()];
             extra.extend(args);
             cargo(&["run", "--release", "-p", "egress-lab", "--example", example], &extra)
+        }
+        Cmd::Fuzz { seconds, target } => {
+            setup::run()?;
+            fuzz::run(seconds, target.as_deref())
         }
         Cmd::Demo => {
             setup::run()?;

@@ -7,7 +7,7 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use egress_common::{DnsStat, QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QueryValue, SlotMeta, TUNNEL_GUARD_OFF};
 
 use super::guard;
-use super::message::{LoadBytes, agent_up, be16, copy_message, message_span, scratch, second_span, stat};
+use super::message::{LoadBytes, agent_up, be16, byte, copy_message, message_span, scratch, second_span, stat};
 use super::name::{name_groups, read_name};
 use super::txid::{IdSwap, record};
 use crate::maps::Slot;
@@ -131,6 +131,9 @@ fn one_query<B: LoadBytes>(
         // be compared with the WebGroups' patterns.
         return Err(unreadable(meta, DnsStat::BadName));
     }
+    if !plain_query(s, name.next, len) {
+        return Err(unreadable(meta, DnsStat::NotDns));
+    }
     if !agent_up() {
         // Fail closed: with no agent to vouch for it, no lookup is learned.
         stat(DnsStat::AgentDown);
@@ -141,7 +144,10 @@ fn one_query<B: LoadBytes>(
     }
     if meta.query_filter != QUERY_FILTER_OFF {
         let qtype = be16(&s.msg, name.next);
-        let type_ok = qtype < 256 && meta.query_types[usize::from(qtype >> 6) & 3] >> (qtype & 63) & 1 != 0;
+        // Class IN only: the types allowed are IN's.
+        let type_ok = be16(&s.msg, name.next + 2) == CLASS_IN
+            && qtype < 256
+            && meta.query_types[usize::from(qtype >> 6) & 3] >> (qtype & 63) & 1 != 0;
         if !type_ok {
             stat(DnsStat::QueryType);
         }
@@ -172,6 +178,33 @@ fn one_query<B: LoadBytes>(
         _pad: [0; 4],
     };
     Ok(Checked { value, workload_id })
+}
+
+/// The class of Internet names.
+const CLASS_IN: u16 = 1;
+
+/// Whether the message (`len` bytes, its one question's name ending at
+/// `next`) is nothing but the question and, at most, an EDNS OPT record:
+/// type and class whole, no answer or authority records, and no byte
+/// after the question or the OPT record. Anything else could carry bytes
+/// the filter does not judge.
+#[inline(always)]
+fn plain_query(s: &Scratch, next: usize, len: usize) -> bool {
+    let end = next + 4;
+    if end > len || be16(&s.msg, 6) != 0 || be16(&s.msg, 8) != 0 {
+        return false;
+    }
+    match be16(&s.msg, 10) {
+        0 => end == len,
+        // The OPT record: the root name, type 41, then class, TTL and
+        // its data's length, the data ending the message.
+        1 => {
+            byte(&s.msg, end) == 0
+                && be16(&s.msg, end + 1) == 41
+                && end + 11 + usize::from(be16(&s.msg, end + 9)) == len
+        }
+        _ => false,
+    }
 }
 
 /// The WebGroups the workload sending `pkt` may ask for: those of the
