@@ -9,7 +9,11 @@
 //! - the query filter: under `query_filter: enforce`, a frame to a
 //!   resolver's port 53 that gets out is a DNS query `hickory-proto` reads,
 //!   every question a name the source's permitted WebGroups cover, of an
-//!   allowed type.
+//!   allowed type;
+//! - learning: an answer to a recorded query (mutated after the gateway's
+//!   transaction id is written in) teaches an address only if
+//!   `hickory-proto` reads it as a response to that question with the
+//!   address in an A or AAAA record of its answer section.
 //!
 //! Distinct outcomes (return code, reason counted, DNS event counted) grow
 //! the corpus, a crude coverage signal. Prints one line of figures; exits
@@ -19,10 +23,10 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use aya::programs::{TestRun, TestRunOptions};
-use egress_agent::datapath::{Datapath, TC_PROGRAM};
+use egress_agent::datapath::{DNS_PROGRAM, Datapath, TC_PROGRAM};
 use egress_common::{ACTION_DENY, MODE_ENFORCE};
 use egress_lab::dnsmsg::Message;
-use egress_lab::fuzzing::{mutate, plain, query_permitted};
+use egress_lab::fuzzing::{answer_gives, mutate, plain, query_permitted};
 use egress_lab::packet::{Spec, probe_frame};
 use egress_policy::compile::{CompiledPack, Decision, compile};
 use egress_policy::model::Pack;
@@ -41,6 +45,18 @@ rules:
   - { name: allow-llm, priority: 10, source: workloads, destination: { webgroup: llm }, protocol: tcp, ports: [443], action: permit }
   - { name: allow-dns, priority: 20, source: workloads, destination: resolvers, ports: [53], action: permit }
   - { name: default-deny, priority: 100, source: workloads, destination: any, action: deny }
+"#;
+
+const ANSWER_PACK: &str = r#"
+version: 1
+mode: enforce
+dns: { resolvers: [10.10.0.2], min_ttl: 60, max_ttl: 3600 }
+smartgroups: { workloads: { cidrs: [10.10.1.0/24] } }
+webgroups: { llm: { domains: [api.openai.com, "*.example.com", "**.deep.example.org"] } }
+rules:
+  - { name: allow-llm, priority: 10, source: workloads, destination: { webgroup: llm }, protocol: tcp, ports: [443], action: permit }
+  - { name: allow-dns, priority: 20, source: workloads, destination: resolvers, ports: [53], action: permit }
+  - { name: default-deny, priority: 1000, source: workloads, destination: any, action: deny }
 "#;
 
 /// One fuzzed datapath: its pack, seeds and corpus.
@@ -175,6 +191,102 @@ fn step(t: &mut Target, query: bool, rng: &mut Rng) -> Step {
     Step::Checked
 }
 
+/// The answer fuzzer: answers (name asked, type, message) to queries
+/// recorded afresh for each input, and the learned table as last read.
+struct Answers {
+    t: Target,
+    seeds: Vec<(String, u16, Vec<u8>)>,
+    table: std::collections::HashMap<egress_common::LearnKey, egress_common::LearnValue>,
+    port: u16,
+}
+
+/// Answers for sanctioned names (plain, with a CNAME chain, AAAA) and others.
+fn answer_seeds() -> Vec<(String, u16, Vec<u8>)> {
+    let v4 = |i: u8| [198, 18, 0, i];
+    let mut v6 = [0u8; 16];
+    v6[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+    v6[15] = 1;
+    let plain = |name: &str| Message::response(1, name, 1).a(name, v4(1), 300).a(name, v4(2), 300).to_bytes();
+    let chain = Message::response(1, "api.openai.com", 1)
+        .cname("api.openai.com", "edge.cdn.example.net", 60)
+        .a("edge.cdn.example.net", v4(3), 60)
+        .to_bytes();
+    let aaaa = Message::response(1, "x.example.com", 28).aaaa("x.example.com", v6, 300).to_bytes();
+    let compressed =
+        Message::response(1, "a.b.deep.example.org", 1).a("a.b.deep.example.org", v4(4), 30).compress(true);
+    vec![
+        ("api.openai.com".into(), 1, plain("api.openai.com")),
+        ("api.openai.com".into(), 1, chain),
+        ("x.example.com".into(), 28, aaaa),
+        ("a.b.deep.example.org".into(), 1, compressed.to_bytes()),
+        ("evil.example.net".into(), 1, plain("evil.example.net")),
+    ]
+}
+
+impl Answers {
+    /// One input: a query recorded, then a mutated answer to it.
+    fn step(&mut self, rng: &mut Rng) -> anyhow::Result<Step> {
+        let (name, qtype, msg) = self.seeds[rng.index(self.seeds.len())].clone();
+        let (workload, resolver): (IpAddr, IpAddr) = ("10.10.1.10".parse()?, "10.10.0.2".parse()?);
+        self.port = self.port.wrapping_add(1).max(1024);
+        let query =
+            Spec::udp(workload, resolver, self.port, 53).with_payload(Message::query(7, &name, qtype).to_bytes());
+        let query = query.build();
+        let prog = self.t.dp.tc_program(TC_PROGRAM)?;
+        let mut out = vec![0u8; query.len() + 64];
+        let r =
+            prog.test_run(TestRunOptions { data_in: Some(&query), data_out: Some(&mut out), ..Default::default() })?;
+        if r.return_value != PASS {
+            return Ok(Step::Unchecked);
+        }
+        // The gateway's transaction id, after Ethernet, IPv4 and UDP.
+        let id = &out[42..44];
+        let mut answer = msg.clone();
+        if let Some(first) = answer.get_mut(..2) {
+            first.copy_from_slice(id);
+        }
+        let frame = Spec::udp(resolver, workload, 53, self.port).with_payload(answer).build();
+        let frame = mutate(&frame, 44, rng);
+        if !(14..=1514).contains(&frame.len()) {
+            return Ok(Step::Unchecked);
+        }
+        let before = self.t.dp.dns_stats()?;
+        let prog = self.t.dp.tc_program(DNS_PROGRAM)?;
+        let mut out = vec![0u8; frame.len() + 64];
+        let opts = TestRunOptions { data_in: Some(&frame), data_out: Some(&mut out), ..Default::default() };
+        let Ok(run) = prog.test_run(opts) else { return Ok(Step::Unchecked) };
+        let after = self.t.dp.dns_stats()?;
+        let moved: Vec<usize> = (0..after.len()).filter(|&i| after[i] != before[i]).collect();
+        let outcome = (run.return_value, moved.first().copied().unwrap_or(usize::MAX), moved.len());
+        let p = plain(&frame);
+        if let Some(p) = p
+            && self.t.outcomes.insert(outcome)
+            && self.seeds.len() < 4096
+        {
+            self.seeds.push((name.clone(), qtype, frame[p.payload.0..p.payload.1].to_vec()));
+        }
+        let learned = egress_common::DnsStat::AddressLearned as usize;
+        if after[learned] == before[learned] {
+            return Ok(Step::Checked);
+        }
+        let table: std::collections::HashMap<_, _> = self.t.dp.learned()?.into_iter().collect();
+        let changed: Vec<IpAddr> = table
+            .iter()
+            .filter(|(k, v)| self.table.get(k) != Some(v))
+            .map(|(k, _)| std::net::Ipv6Addr::from(k.addr).to_canonical())
+            .collect();
+        self.table = table;
+        let payload = p.map(|p| frame[p.payload.0..p.payload.1].to_vec()).unwrap_or_default();
+        match changed.iter().find(|a| !answer_gives(&payload, &name, **a)) {
+            Some(a) => Ok(Step::Violation(format!(
+                "learned {a} from an answer to {name} the reference reader refuses: {}",
+                hex(&frame)
+            ))),
+            None => Ok(Step::Checked),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let seconds =
@@ -186,15 +298,30 @@ fn main() -> anyhow::Result<()> {
     let mut verdicts = Target::new(pack, seeds)?;
     let qpack = egress_policy::load_sources(&[("q.yaml".into(), QUERY_PACK.into())])?;
     let mut queries = Target::new(qpack, query_seeds())?;
+    let apack = egress_policy::load_sources(&[("a.yaml".into(), ANSWER_PACK.into())])?;
+    let mut answers = Answers {
+        t: Target::new(apack, Vec::new())?,
+        seeds: answer_seeds(),
+        table: std::collections::HashMap::new(),
+        port: 20_000,
+    };
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    let (mut runs, mut violations, mut checked) = (0u64, Vec::new(), [0u64; 2]);
+    let (mut runs, mut violations, mut checked) = (0u64, Vec::new(), [0u64; 3]);
     while Instant::now() < deadline {
+        // As a running agent does: with its lease run out, DNS fails closed.
+        for dp in [&mut verdicts.dp, &mut queries.dp, &mut answers.t.dp] {
+            dp.renew_lease()?;
+        }
         for _ in 0..256 {
-            let query = runs % 2 == 1;
-            let t = if query { &mut queries } else { &mut verdicts };
-            match step(t, query, &mut rng) {
+            let which = (runs % 3) as usize;
+            let result = match which {
+                0 => step(&mut verdicts, false, &mut rng),
+                1 => step(&mut queries, true, &mut rng),
+                _ => answers.step(&mut rng)?,
+            };
+            match result {
                 Step::Unchecked => {}
-                Step::Checked => checked[usize::from(query)] += 1,
+                Step::Checked => checked[which] += 1,
                 Step::Violation(v) => violations.push(v),
             }
             runs += 1;
@@ -204,11 +331,12 @@ fn main() -> anyhow::Result<()> {
         eprintln!("violation: {v}");
     }
     println!(
-        "fuzz datapath: {runs} executions ({} verdicts and {} queries checked), {} distinct outcomes, corpus {}, crashes 0, invariant violations {}",
+        "fuzz datapath: {runs} executions ({} verdicts, {} queries, {} answers checked), {} distinct outcomes, corpus {}, crashes 0, invariant violations {}",
         checked[0],
         checked[1],
-        verdicts.outcomes.len() + queries.outcomes.len(),
-        verdicts.corpus.len() + queries.corpus.len(),
+        checked[2],
+        verdicts.outcomes.len() + queries.outcomes.len() + answers.t.outcomes.len(),
+        verdicts.corpus.len() + queries.corpus.len() + answers.seeds.len(),
         violations.len()
     );
     if !violations.is_empty() {

@@ -1,12 +1,14 @@
 //! The kernel fuzzer's pieces: a mutator of frames, and the reference
 //! readers its invariants are checked with, written from the RFCs and the
 //! contract rather than from the datapath's parser: a plain-packet reader
-//! (a frame whose verdict the compiled pack decides outright) and a DNS
-//! query reader (`hickory-proto`).
+//! (a frame whose verdict the compiled pack decides outright) and DNS
+//! query and answer readers (`hickory-proto`).
 
+mod answers;
 mod mutate;
 mod plain;
 
+pub use answers::answer_gives;
 pub use mutate::mutate;
 pub use plain::{Plain, plain};
 

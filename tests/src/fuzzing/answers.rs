@@ -1,0 +1,51 @@
+//! The reference reader of DNS answers, with `hickory-proto`'s decoder for
+//! the header, names (compression included) and fixed fields: what an
+//! answer may teach. It reads what learning reads — the header, the one
+//! question, every record the answer count announces (owner, type, class,
+//! TTL, data length, data) — and not the authority and additional
+//! sections or the data of types learning ignores. An address is learned
+//! from an answer only if this reader takes the message as a response to
+//! the question asked, every announced answer record whole, and finds the
+//! address in an A or AAAA record among them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::op::{Header, MessageType, Query};
+use hickory_proto::rr::Name;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+/// The addresses of the A and AAAA records of `payload`'s answer section,
+/// if it is a response to one question for `qname`, read whole.
+fn answer_addresses(payload: &[u8], qname: &str) -> Option<Vec<IpAddr>> {
+    let mut d = BinDecoder::new(payload);
+    let header = Header::read(&mut d).ok()?;
+    if header.message_type() != MessageType::Response || header.query_count() != 1 {
+        return None;
+    }
+    let q = Query::read(&mut d).ok()?;
+    let asked = q.name().to_ascii();
+    if !asked.trim_end_matches('.').eq_ignore_ascii_case(qname.trim_end_matches('.')) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for _ in 0..header.answer_count() {
+        Name::read(&mut d).ok()?;
+        let rtype = d.read_u16().ok()?.unverified();
+        let _class = d.read_u16().ok()?.unverified();
+        let _ttl = d.read_u32().ok()?.unverified();
+        let len = d.read_u16().ok()?.unverified();
+        let data = d.read_slice(usize::from(len)).ok()?.unverified();
+        match (rtype, data.len()) {
+            (1, 4) => out.push(IpAddr::V4(Ipv4Addr::new(data[0], data[1], data[2], data[3]))),
+            (28, 16) => out.push(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(data).ok()?))),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// Whether `payload` (a DNS message over UDP) is a response to a question
+/// for `qname` that gives `addr` in its answer section.
+pub fn answer_gives(payload: &[u8], qname: &str, addr: IpAddr) -> bool {
+    answer_addresses(payload, qname).is_some_and(|a| a.contains(&addr))
+}
