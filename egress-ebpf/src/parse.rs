@@ -65,7 +65,10 @@ pub struct Packet {
     /// Offsets of the IP header and of the L4 header.
     pub l3_off: u16,
     pub l4_off: u16,
-    /// Where the IP datagram ends (header length fields, not frame padding).
+    /// Where the IP datagram ends (header length fields, not frame padding);
+    /// for UDP (but a first fragment), where the UDP length says the
+    /// datagram ends, or right after the UDP header when that length is
+    /// short of the header or past the IP datagram's end.
     pub ip_end: u16,
 }
 
@@ -344,6 +347,15 @@ fn parse_l4(cur: &Cursor, off: usize, pkt: &mut Packet) -> Result<(), Reason> {
             pkt.sport = u16::from_be_bytes([hdr[0], hdr[1]]);
             pkt.dport = u16::from_be_bytes([hdr[2], hdr[3]]);
             pkt.payload_off = ((off + 8) & 0xffff) as u16;
+            // The datagram is what its length says (the receiver trims the
+            // rest, or drops it if that is more than there is): the DNS
+            // readers read no byte the receiver would not. A first
+            // fragment's length counts the later fragments too.
+            let udp_end = off + usize::from(u16::from_be_bytes([hdr[4], hdr[5]]));
+            if pkt.frag != FRAG_FIRST && udp_end != usize::from(pkt.ip_end) {
+                let end = if udp_end < usize::from(pkt.ip_end) && udp_end >= off + 8 { udp_end } else { off + 8 };
+                pkt.ip_end = (end & 0xffff) as u16;
+            }
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let hdr: [u8; 4] = cur.read(off)?;

@@ -26,7 +26,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use egress_agent::datapath::{DNS_PROGRAM, Datapath, TC_PROGRAM};
 use egress_common::{ACTION_DENY, MODE_ENFORCE};
 use egress_lab::dnsmsg::Message;
-use egress_lab::fuzzing::{answer_gives, mutate, plain, query_permitted};
+use egress_lab::fuzzing::{answer_gives, mutate, plain, query_permitted, udp_message};
 use egress_lab::packet::{Spec, probe_frame};
 use egress_policy::compile::{CompiledPack, Decision, compile};
 use egress_policy::model::Pack;
@@ -185,7 +185,7 @@ fn step(t: &mut Target, query: bool, rng: &mut Rng) -> Step {
     if !(p.proto == 17 && p.dport == 53 && t.pack.dns.resolvers.contains(&p.dst)) {
         return Step::Unchecked;
     }
-    if ret == PASS && !query_permitted(&t.pack, &["llm"], &frame[p.payload.0..p.payload.1]) {
+    if ret == PASS && !query_permitted(&t.pack, &["llm"], udp_message(&frame).unwrap_or_default()) {
         return Step::Violation(format!("query let through that the reference reader refuses: {p:?} {}", hex(&frame)));
     }
     Step::Checked
@@ -276,8 +276,8 @@ impl Answers {
             .map(|(k, _)| std::net::Ipv6Addr::from(k.addr).to_canonical())
             .collect();
         self.table = table;
-        let payload = p.map(|p| frame[p.payload.0..p.payload.1].to_vec()).unwrap_or_default();
-        match changed.iter().find(|a| !answer_gives(&payload, &name, **a)) {
+        let payload = udp_message(&frame).unwrap_or_default();
+        match changed.iter().find(|a| !answer_gives(payload, &name, **a)) {
             Some(a) => Ok(Step::Violation(format!(
                 "learned {a} from an answer to {name} the reference reader refuses: {}",
                 hex(&frame)

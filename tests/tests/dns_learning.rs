@@ -1380,3 +1380,24 @@ fn the_uppers_of_a_lan_the_resolver_is_reached_through_stay_unmarked() {
     dp.sync_lan_marks().expect("sync");
     assert_eq!(dp.lan_ifindexes().expect("marks"), BTreeSet::from([ifindex(&lan), ifindex(&mac)]), "both marked");
 }
+
+/// Found by the kernel fuzzer: a receiver reads a UDP datagram only as
+/// far as its length says, so an answer record past that length (in the
+/// IP datagram, never in the message the workload reads) teaches nothing.
+/// On the code before it the record was learned.
+#[test]
+fn records_past_the_udp_length_teach_nothing() {
+    let mut h = Harness::new();
+    let x = h.exchange(false, false);
+    let id = h.send_query("udp length", &x, &Message::query(x.id, API, TYPE_A).to_bytes());
+    let one = api_a(id, &["198.51.100.61"], 300);
+    let two = api_a(id, &["198.51.100.61", "198.51.100.62"], 300);
+    let mut frame = x.answer(&two);
+    let udp = 14 + 20;
+    frame[udp + 4..udp + 6].copy_from_slice(&u16::try_from(8 + one.len()).expect("short").to_be_bytes());
+    let out = h.deliver(&frame);
+    assert_eq!(out.ret, PASS, "passed");
+    let learned: Vec<IpAddr> = out.learned.iter().map(|(k, _)| from_key16(k.addr)).collect();
+    assert!(!learned.contains(&ip("198.51.100.62")), "the record past the UDP length: {learned:?}");
+    assert_eq!(h.syn(x.workload, ip("198.51.100.62"), 443), DROP, "not opened");
+}

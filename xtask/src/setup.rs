@@ -13,7 +13,8 @@ use anyhow::{Context as _, Result, bail};
 /// `setpriv` to run the agent with fewer capabilities, `systemd-analyze` to
 /// verify the shipped unit, iptables, ipset and nftables for `bench compare`,
 /// curl and openssl as the real TLS and HTTP clients and server of the
-/// connection-name tests and the containment lab.
+/// connection-name tests and the containment lab, g++ for libFuzzer (built
+/// by `libfuzzer-sys` for `cargo xtask fuzz`).
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "/usr/sbin/ip"),
     ("iputils-ping", "/usr/bin/ping"),
@@ -26,6 +27,7 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ipset", "/usr/sbin/ipset"),
     ("curl", "/usr/bin/curl"),
     ("openssl", "/usr/bin/openssl"),
+    ("g++", "/usr/bin/g++"),
 ];
 
 /// The workspace root (parent of `xtask/`).

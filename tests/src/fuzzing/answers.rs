@@ -49,3 +49,51 @@ fn answer_addresses(payload: &[u8], qname: &str) -> Option<Vec<IpAddr>> {
 pub fn answer_gives(payload: &[u8], qname: &str, addr: IpAddr) -> bool {
     answer_addresses(payload, qname).is_some_and(|a| a.contains(&addr))
 }
+
+/// The DNS message of a UDP frame as its receiver reads it: Ethernet, then
+/// IPv4 or IPv6 (a whole datagram, or a first fragment, IPv6's fragment
+/// header included), then UDP, the message ending where the UDP length
+/// says (within the datagram), or with a first fragment's end.
+pub fn udp_message(f: &[u8]) -> Option<&[u8]> {
+    let ethertype = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
+    let (l4, end, first_fragment) = match ethertype {
+        0x0800 => {
+            let h = f.get(14..34)?;
+            let ihl = usize::from(h[0] & 0xf) * 4;
+            let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
+            let frag = u16::from_be_bytes([h[6], h[7]]);
+            if h[0] >> 4 != 4 || ihl < 20 || total < ihl || 14 + total > f.len() || frag & 0x1fff != 0 || h[9] != 17 {
+                return None;
+            }
+            (14 + ihl, 14 + total, frag & 0x2000 != 0)
+        }
+        0x86dd => {
+            let h = f.get(14..54)?;
+            let end = 54 + usize::from(u16::from_be_bytes([h[4], h[5]]));
+            if h[0] >> 4 != 6 || end > f.len() {
+                return None;
+            }
+            match h[6] {
+                17 => (54, end, false),
+                44 => {
+                    let frag = f.get(54..62)?;
+                    let offset = u16::from_be_bytes([frag[2], frag[3]]);
+                    if frag[0] != 17 || offset >> 3 != 0 {
+                        return None;
+                    }
+                    (62, end, offset & 1 != 0)
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let udp = f.get(l4..l4 + 8)?;
+    let udp_end = l4 + usize::from(u16::from_be_bytes([udp[4], udp[5]]));
+    let end = match () {
+        () if first_fragment => end,
+        () if udp_end >= l4 + 8 && udp_end <= end => udp_end,
+        () => return None,
+    };
+    f.get(l4 + 8..end)
+}
