@@ -97,3 +97,16 @@ pub fn udp_message(f: &[u8]) -> Option<&[u8]> {
     };
     f.get(l4 + 8..end)
 }
+
+/// Whether the frame's IP header says the datagram is longer than the
+/// frame: its receiver drops it, so no workload reads what it says. (The
+/// answer program does not look at the packet's length: such a datagram
+/// can teach, which is harmless, since only the resolver's side sends
+/// answers and nothing reaches the workload. The invariant leaves it out.)
+pub fn ip_cut_short(f: &[u8]) -> bool {
+    match (f.get(12..14), f.get(14..20)) {
+        (Some([0x08, 0x00]), Some(h)) => 14 + usize::from(u16::from_be_bytes([h[2], h[3]])) > f.len(),
+        (Some([0x86, 0xdd]), Some(h)) => 54 + usize::from(u16::from_be_bytes([h[4], h[5]])) > f.len(),
+        _ => false,
+    }
+}

@@ -8,7 +8,7 @@ mod answers;
 mod mutate;
 mod plain;
 
-pub use answers::{answer_gives, udp_message};
+pub use answers::{answer_gives, ip_cut_short, udp_message};
 pub use mutate::mutate;
 pub use plain::{Plain, plain};
 
