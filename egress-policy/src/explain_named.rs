@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use super::compile::{CompiledPack, Decision, NamesDecision, compile};
+use super::compile::{NamesDecision, compile};
 use super::domain::parse_pattern;
 use super::evaluate::{Outcome, Probe, evaluate_learned, evaluate_named, name_covered};
 use super::explain::{
@@ -256,22 +256,13 @@ pub fn check(pack: &Pack, q: &Question, e: &NamedExplanation) -> Check {
     let bits = learned.iter().filter_map(|g| compiled.webgroup_bits.get(g)).fold(0u64, |a, b| a | 1 << b);
     let covering = compiled.name_groups(&e.name);
     let decided = tables.decide_named(&compiled, q.src, dst, 6, q.port, bits, covering);
-    let decided = compiled_outcome(&compiled, decided);
+    let decided = compiled.outcome(decided);
     if decided != reference {
         return Check::Disagrees(format!(
             "the compiled tables decide {decided:?} with the name, the reference {reference:?}"
         ));
     }
     Check::Agrees
-}
-
-fn compiled_outcome(compiled: &CompiledPack, d: Decision) -> Outcome {
-    match d {
-        Decision::Uncovered => Outcome::Uncovered,
-        Decision::Rule(r) if r == compiled.implicit_rule => Outcome::ImplicitDeny,
-        Decision::Rule(r) if r == compiled.uncovered_rule => Outcome::UncoveredDeny,
-        Decision::Rule(r) => Outcome::Rule(r as usize),
-    }
 }
 
 /// An address of the family (IPv4 if `v4`) that no resolver, `SmartGroup`

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use egress_policy::compile::{CompiledPack, Decision, NamesDecision, Previous, compile, compile_stable};
-use egress_policy::evaluate::{Outcome, Probe, evaluate_learned, evaluate_named, name_covered};
+use egress_policy::compile::{CompiledPack, NamesDecision, Previous, compile, compile_stable};
+use egress_policy::evaluate::{Probe, evaluate_learned, evaluate_named, name_covered};
 use egress_policy::model::*;
 use ipnet::IpNet;
 use proptest::prelude::*;
@@ -166,15 +166,6 @@ fn bits<'a>(compiled: &CompiledPack, groups: impl IntoIterator<Item = &'a String
     groups.into_iter().map(|w| 1u64 << compiled.webgroup_bits[w]).fold(0, |a, b| a | b)
 }
 
-fn outcome(compiled: &CompiledPack, d: Decision) -> Outcome {
-    match d {
-        Decision::Uncovered => Outcome::Uncovered,
-        Decision::Rule(r) if r == compiled.implicit_rule => Outcome::ImplicitDeny,
-        Decision::Rule(r) if r == compiled.uncovered_rule => Outcome::UncoveredDeny,
-        Decision::Rule(r) => Outcome::Rule(r as usize),
-    }
-}
-
 /// The pack compiled afresh (`before` 0), after another pack (1), or after
 /// itself with its first rule's ports edited (2): class numbers kept from
 /// the pack before must never change a decision.
@@ -229,7 +220,7 @@ proptest! {
             let groups = bits(&compiled, &learned);
             let want = evaluate_learned(&pack, &p, &learned);
             let got = compiled.decide_learned(p.src, p.dst, p.proto, p.dport, groups);
-            prop_assert_eq!(outcome(&compiled, got), want, "probe {:?} learned {:?}", p, learned);
+            prop_assert_eq!(compiled.outcome(got), want, "probe {:?} learned {:?}", p, learned);
         }
     }
 
@@ -267,7 +258,7 @@ proptest! {
                 let want = evaluate_named(&pack, &p, &learned, name);
                 let named = name.map_or(0, |n| compiled.name_groups(n));
                 let got = names.decide_named(&compiled, p.src, p.dst, p.proto, p.dport, groups, named);
-                prop_assert_eq!(outcome(&compiled, got), want, "probe {:?} learned {:?} name {:?}", p, learned, name);
+                prop_assert_eq!(compiled.outcome(got), want, "probe {:?} learned {:?} name {:?}", p, learned, name);
                 changes |= want != first;
             }
             let needs = names.needs_name(&compiled, p.src, p.dst, p.proto, p.dport, groups);

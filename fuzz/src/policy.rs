@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use egress_policy::compile::{CompiledPack, Decision, NamesDecision, compile};
-use egress_policy::evaluate::{Outcome, evaluate_learned, evaluate_named};
+use egress_policy::compile::{CompiledPack, NamesDecision, compile};
+use egress_policy::evaluate::{evaluate_learned, evaluate_named};
 use egress_policy::model::{DomainPattern, Pack};
 
 use egress_policy::synth::Rng;
@@ -55,16 +55,6 @@ pub fn run(data: &[u8]) {
     agree(&pack, &compiled, &mut rng_of(data));
 }
 
-/// The compiled pack's decision as the reference evaluator says it.
-fn outcome(compiled: &CompiledPack, d: Decision) -> Outcome {
-    match d {
-        Decision::Uncovered => Outcome::Uncovered,
-        Decision::Rule(r) if r == compiled.implicit_rule => Outcome::ImplicitDeny,
-        Decision::Rule(r) if r == compiled.uncovered_rule => Outcome::UncoveredDeny,
-        Decision::Rule(r) => Outcome::Rule(r as usize),
-    }
-}
-
 /// A name that one of the pack's patterns covers, or does not quite.
 fn name(pack: &Pack, rng: &mut Rng) -> String {
     let patterns: Vec<&DomainPattern> = pack.webgroups.values().flat_map(|g| &g.domains).collect();
@@ -97,7 +87,7 @@ fn agree(pack: &Pack, compiled: &CompiledPack, rng: &mut Rng) {
             }
         }
         let reference = evaluate_learned(pack, &p, &learned);
-        let decided = outcome(compiled, compiled.decide_learned(p.src, p.dst, p.proto, p.dport, bits));
+        let decided = compiled.outcome(compiled.decide_learned(p.src, p.dst, p.proto, p.dport, bits));
         assert_eq!(decided, reference, "by address: {p:?}, learned {learned:?}");
         if p.proto != 6 {
             continue;
@@ -105,7 +95,7 @@ fn agree(pack: &Pack, compiled: &CompiledPack, rng: &mut Rng) {
         let n = name(pack, rng);
         let reference = evaluate_named(pack, &p, &learned, Some(&n));
         let covering = compiled.name_groups(&n);
-        let decided = outcome(compiled, names.decide_named(compiled, p.src, p.dst, 6, p.dport, bits, covering));
+        let decided = compiled.outcome(names.decide_named(compiled, p.src, p.dst, 6, p.dport, bits, covering));
         assert_eq!(decided, reference, "with name {n}: {p:?}, learned {learned:?}");
     }
 }

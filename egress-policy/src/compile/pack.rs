@@ -169,6 +169,18 @@ impl CompiledPack {
         self.ports.get(i).map_or(0, |(_, _, c)| *c)
     }
 
+    /// A decision as the reference evaluator states it: `implicit_rule`
+    /// and `uncovered_rule` by name, any other rule by its index.
+    pub fn outcome(&self, d: Decision) -> crate::evaluate::Outcome {
+        use crate::evaluate::Outcome;
+        match d {
+            Decision::Uncovered => Outcome::Uncovered,
+            Decision::Rule(r) if r == self.implicit_rule => Outcome::ImplicitDeny,
+            Decision::Rule(r) if r == self.uncovered_rule => Outcome::UncoveredDeny,
+            Decision::Rule(r) => Outcome::Rule(r as usize),
+        }
+    }
+
     /// Decides a packet exactly as the datapath's lookups do, for a
     /// destination the source learned for no WebGroup.
     pub fn decide(&self, src: IpAddr, dst: IpAddr, proto: u8, dport: u16) -> Decision {
