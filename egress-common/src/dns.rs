@@ -166,7 +166,7 @@ pub struct QueryValue {
 crate::assert_size!(QueryValue, 24);
 
 /// Capacity of the outstanding-query table (LRU).
-pub const MAX_QUERIES: u32 = 65_536;
+pub const MAX_QUERIES: u32 = 131_072;
 /// Queries older than this teach nothing.
 pub const QUERY_TIMEOUT_NS: u64 = 10_000_000_000;
 
@@ -314,6 +314,10 @@ pub enum DnsStat {
     /// A query into a zone its workload is suspected of tunnelling through,
     /// refused (`dns.tunnel_guard: enforce`).
     TunnelRefused = 23,
+    /// A query left unrecorded (forwarded, answered, teaching nothing), or
+    /// an answer that taught nothing, because a budget of its workload, its
+    /// host or everyone's was spent (`egress_budget_refused_total` says which).
+    OverBudget = 24,
 }
 
 /// Capacity of `LAN_IFS`, the interfaces the agent is attached to.
@@ -324,7 +328,7 @@ pub const DNS_STAT_SLOTS: u32 = 32;
 
 impl DnsStat {
     /// Every counter in code order.
-    pub const ALL: [DnsStat; 24] = [
+    pub const ALL: [DnsStat; 25] = [
         DnsStat::QueryTracked,
         DnsStat::QueryRefused,
         DnsStat::QueryWouldRefuse,
@@ -349,6 +353,7 @@ impl DnsStat {
         DnsStat::QueryType,
         DnsStat::TunnelSuspected,
         DnsStat::TunnelRefused,
+        DnsStat::OverBudget,
     ];
 
     /// The counter's name in metrics.
@@ -378,6 +383,7 @@ impl DnsStat {
             DnsStat::QueryType => "query_type",
             DnsStat::TunnelSuspected => "tunnel_suspected",
             DnsStat::TunnelRefused => "tunnel_refused",
+            DnsStat::OverBudget => "over_budget",
         }
     }
 }

@@ -181,23 +181,6 @@ pub const FRAG_ENTRIES: u32 = 16_384;
 /// Size of the flow-event ring buffer in bytes.
 pub const EVENT_RING_BYTES: u32 = 1 << 22;
 
-/// Flow events one source may send per second, on average ...
-pub const EVENTS_PER_SOURCE_PER_S: u64 = 100;
-/// ... and in a burst: a flood of denied packets from one workload cannot
-/// fill the ring buffer or the disk; what is held back is counted.
-pub const EVENT_BURST_PER_SOURCE: u64 = 200;
-/// Sources whose event budget is tracked (LRU).
-pub const EVENT_RATE_SOURCES: u32 = 65_536;
-
-/// A source's event budget: a token bucket, in thousandths of an event.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EventBudget {
-    pub milli_tokens: u64,
-    pub last_ns: u64,
-}
-crate::assert_size!(EventBudget, 16);
-
 /// What became of flow events, per CPU, by stable code. Never renumber.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +189,7 @@ pub enum EventStat {
     Sent = 0,
     /// The ring buffer was full: the event is lost.
     Lost = 1,
-    /// Held back by the source's budget.
+    /// Held back by a budget (see [`crate::budget`]).
     Suppressed = 2,
 }
 
@@ -275,7 +258,7 @@ pub struct LearnEvent {
     pub workload: [u8; 16],
     /// WebGroup bits the addresses were learned for.
     pub groups: u64,
-    /// The question name's hash (its text is in `EGV4_LNAMES`).
+    /// The question name's hash (its text is in `EGV5_LNAMES`).
     pub name_hash: u64,
     /// Shortest lifetime among the addresses, after clamping, seconds.
     pub ttl_s: u32,
@@ -293,7 +276,7 @@ pub struct LearnEvent {
 }
 crate::assert_size!(LearnEvent, 192);
 
-crate::impl_pod!(FlowSlot, FlowKey, FlowValue, FragKey, FlowEvent, EventBudget, LearnEvent);
+crate::impl_pod!(FlowSlot, FlowKey, FlowValue, FragKey, FlowEvent, LearnEvent);
 
 #[cfg(test)]
 mod tests {

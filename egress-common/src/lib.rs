@@ -16,6 +16,7 @@
 )]
 
 pub mod addr;
+pub mod budget;
 pub mod conn;
 pub mod dns;
 pub mod flow;
@@ -25,6 +26,7 @@ pub mod maps;
 pub mod pack;
 pub mod reason;
 
+pub use budget::*;
 pub use conn::*;
 pub use dns::*;
 pub use flow::*;

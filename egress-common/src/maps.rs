@@ -12,60 +12,64 @@
 
 /// Layout version of every pinned map. Bumped whenever any type in this
 /// crate changes size or meaning; it is part of every map's name.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// `[0]`: the live slot and its generation ([`crate::LiveState`]).
-pub const LIVE: &str = "EGV4_LIVE";
+pub const LIVE: &str = "EGV5_LIVE";
 /// `[0]`: what the agent last installed ([`crate::PackStatus`]).
-pub const STATUS: &str = "EGV4_STATUS";
+pub const STATUS: &str = "EGV5_STATUS";
 /// `[0]`: the agent's lease on DNS learning ([`crate::AgentLease`]).
-pub const AGENT: &str = "EGV4_AGENT";
+pub const AGENT: &str = "EGV5_AGENT";
 /// Per slot: [`crate::SlotMeta`].
-pub const SLOT_META: &str = "EGV4_SLOT_META";
+pub const SLOT_META: &str = "EGV5_SLOT_META";
 /// The flow cache ([`crate::FlowSlot`] ways).
-pub const FLOWS: &str = "EGV4_FLOWS";
+pub const FLOWS: &str = "EGV5_FLOWS";
 /// First fragments seen ([`crate::FragKey`] → [`crate::FlowValue`]).
-pub const FRAGS: &str = "EGV4_FRAGS";
+pub const FRAGS: &str = "EGV5_FRAGS";
 /// Packets per [`crate::Reason`] code (per CPU).
-pub const REASONS: &str = "EGV4_REASONS";
+pub const REASONS: &str = "EGV5_REASONS";
 /// The event ring buffer ([`crate::FlowEvent`], [`crate::LearnEvent`]).
-pub const EVENTS: &str = "EGV4_EVENTS";
-/// Source address → [`crate::EventBudget`].
-pub const EVENT_BUDGET: &str = "EGV4_EVBUDGET";
+pub const EVENTS: &str = "EGV5_EVENTS";
+/// Budgets: [`crate::BudgetKey`] → [`crate::Bucket`] (LRU).
+pub const BUDGETS: &str = "EGV5_BUDGETS";
+/// Spends refused per kind and level (per CPU; see [`crate::budget_stat_slot`]).
+pub const BUDGET_STATS: &str = "EGV5_BUDSTATS";
+/// Per-CPU working memory of the budgets.
+pub const BUDGET_SCRATCH: &str = "EGV5_BSCRATCH";
 /// Events per [`crate::EventStat`] code (per CPU).
-pub const EVENT_STATS: &str = "EGV4_EVSTATS";
+pub const EVENT_STATS: &str = "EGV5_EVSTATS";
 /// Outstanding DNS queries ([`crate::QueryKey`] → [`crate::QueryValue`]).
-pub const QUERIES: &str = "EGV4_QUERIES";
+pub const QUERIES: &str = "EGV5_QUERIES";
 /// Learned addresses ([`crate::LearnKey`] → [`crate::LearnValue`]).
-pub const LEARNED: &str = "EGV4_LEARNED";
+pub const LEARNED: &str = "EGV5_LEARNED";
 /// Names that taught addresses, by hash ([`crate::NameText`]).
-pub const LEARNED_NAMES: &str = "EGV4_LNAMES";
+pub const LEARNED_NAMES: &str = "EGV5_LNAMES";
 /// WebGroup names by bit ([`crate::WebGroupName`]).
-pub const WEBGROUPS: &str = "EGV4_WEBGROUPS";
+pub const WEBGROUPS: &str = "EGV5_WEBGROUPS";
 /// DNS counters per [`crate::DnsStat`] code (per CPU).
-pub const DNS_STATS: &str = "EGV4_DNS_STATS";
+pub const DNS_STATS: &str = "EGV5_DNS_STATS";
 /// Tail calls of the TC ingress program.
-pub const TAILS_TC: &str = "EGV4_TAILS_TC";
+pub const TAILS_TC: &str = "EGV5_TAILS_TC";
 /// Tail calls of the XDP program.
-pub const TAILS_XDP: &str = "EGV4_TAILS_XDP";
+pub const TAILS_XDP: &str = "EGV5_TAILS_XDP";
 /// Per-CPU working memory of the DNS parser.
-pub const SCRATCH: &str = "EGV4_SCRATCH";
+pub const SCRATCH: &str = "EGV5_SCRATCH";
 /// The interfaces the agent attached to.
-pub const LAN_IFS: &str = "EGV4_LAN_IFS";
+pub const LAN_IFS: &str = "EGV5_LAN_IFS";
 
 /// Per TCP flow whose name is read: [`crate::FlowKey`] → [`crate::ConnState`].
-pub const CONNS: &str = "EGV4_CONNS";
+pub const CONNS: &str = "EGV5_CONNS";
 /// First client bytes of flows whose message spans segments
 /// ([`crate::FlowKey`] → [`crate::StreamBuf`]).
-pub const STREAMS: &str = "EGV4_STREAMS";
+pub const STREAMS: &str = "EGV5_STREAMS";
 /// Per-CPU working memory of the name reader.
-pub const NAME_SCRATCH: &str = "EGV4_NSCRATCH";
+pub const NAME_SCRATCH: &str = "EGV5_NSCRATCH";
 /// The DNS tunnel guard: [`crate::GuardKey`] → [`crate::GuardState`] (LRU).
-pub const GUARDS: &str = "EGV4_GUARDS";
+pub const GUARDS: &str = "EGV5_GUARDS";
 /// `[0]`: the tunnel guard's secret hash seed.
-pub const GUARD_SEED: &str = "EGV4_GUARD_SEED";
+pub const GUARD_SEED: &str = "EGV5_GUARD_SEED";
 /// Hosts on the LAN links: [`crate::HostKey`] → [`crate::HostAddrs`] (LRU).
-pub const HOSTS: &str = "EGV4_HOSTS";
+pub const HOSTS: &str = "EGV5_HOSTS";
 
 /// Index in `TAILS_TC`/`TAILS_XDP` of the DNS query program.
 pub const TAIL_QUERY: u32 = 0;
@@ -81,7 +85,7 @@ pub const TAIL_SECOND_ANSWER: u32 = 3;
 pub const TAILS: u32 = 4;
 
 /// Every map shared by both slots.
-pub const SHARED: [&str; 25] = [
+pub const SHARED: [&str; 27] = [
     LIVE,
     STATUS,
     SLOT_META,
@@ -89,7 +93,9 @@ pub const SHARED: [&str; 25] = [
     FRAGS,
     REASONS,
     EVENTS,
-    EVENT_BUDGET,
+    BUDGETS,
+    BUDGET_STATS,
+    BUDGET_SCRATCH,
     EVENT_STATS,
     QUERIES,
     LEARNED,
@@ -116,37 +122,37 @@ pub const SLOTS: usize = 2;
 pub type SlotNames = [&'static str; SLOTS];
 
 /// Source address (IPv4) → source class.
-pub const SRC4: SlotNames = ["EGV4_SRC4_0", "EGV4_SRC4_1"];
+pub const SRC4: SlotNames = ["EGV5_SRC4_0", "EGV5_SRC4_1"];
 /// Source address (IPv6) → source class.
-pub const SRC6: SlotNames = ["EGV4_SRC6_0", "EGV4_SRC6_1"];
+pub const SRC6: SlotNames = ["EGV5_SRC6_0", "EGV5_SRC6_1"];
 /// Destination address (IPv4) → destination class.
-pub const DST4: SlotNames = ["EGV4_DST4_0", "EGV4_DST4_1"];
+pub const DST4: SlotNames = ["EGV5_DST4_0", "EGV5_DST4_1"];
 /// Destination address (IPv6) → destination class.
-pub const DST6: SlotNames = ["EGV4_DST6_0", "EGV4_DST6_1"];
+pub const DST6: SlotNames = ["EGV5_DST6_0", "EGV5_DST6_1"];
 /// Protocol and port → port class.
-pub const PORTS: SlotNames = ["EGV4_PORTS_0", "EGV4_PORTS_1"];
+pub const PORTS: SlotNames = ["EGV5_PORTS_0", "EGV5_PORTS_1"];
 /// [`crate::SourcePortKey`] → combined class.
-pub const SOURCE_PORT: SlotNames = ["EGV4_SP_0", "EGV4_SP_1"];
+pub const SOURCE_PORT: SlotNames = ["EGV5_SP_0", "EGV5_SP_1"];
 /// [`crate::ClassDestKey`] → rule index.
-pub const CLASS_DEST: SlotNames = ["EGV4_XD_0", "EGV4_XD_1"];
+pub const CLASS_DEST: SlotNames = ["EGV5_XD_0", "EGV5_XD_1"];
 /// Combined class → default rule index.
-pub const DEFAULTS: SlotNames = ["EGV4_DEFAULTS_0", "EGV4_DEFAULTS_1"];
+pub const DEFAULTS: SlotNames = ["EGV5_DEFAULTS_0", "EGV5_DEFAULTS_1"];
 /// Rule index → [`crate::RuleInfo`].
-pub const RULES: SlotNames = ["EGV4_RULES_0", "EGV4_RULES_1"];
+pub const RULES: SlotNames = ["EGV5_RULES_0", "EGV5_RULES_1"];
 /// Per-rule, per-verdict [`crate::RuleCounter`]s (per CPU).
-pub const COUNTERS: SlotNames = ["EGV4_COUNTERS_0", "EGV4_COUNTERS_1"];
+pub const COUNTERS: SlotNames = ["EGV5_COUNTERS_0", "EGV5_COUNTERS_1"];
 /// The gateway's own addresses.
-pub const LOCAL: SlotNames = ["EGV4_LOCAL_0", "EGV4_LOCAL_1"];
+pub const LOCAL: SlotNames = ["EGV5_LOCAL_0", "EGV5_LOCAL_1"];
 /// [`crate::NameKey`] → WebGroup bits.
-pub const NAMES: SlotNames = ["EGV4_NAMES_0", "EGV4_NAMES_1"];
+pub const NAMES: SlotNames = ["EGV5_NAMES_0", "EGV5_NAMES_1"];
 /// Source class → the WebGroups the query filter lets it ask for.
-pub const SRC_PERMIT: SlotNames = ["EGV4_SPERMIT_0", "EGV4_SPERMIT_1"];
+pub const SRC_PERMIT: SlotNames = ["EGV5_SPERMIT_0", "EGV5_SPERMIT_1"];
 /// Combined class → its first `deny` rule with a WebGroup destination.
-pub const NAME_DENY: SlotNames = ["EGV4_NDENY_0", "EGV4_NDENY_1"];
+pub const NAME_DENY: SlotNames = ["EGV5_NDENY_0", "EGV5_NDENY_1"];
 /// [`crate::ClassWebGroupKey`] → [`crate::NamedRules`].
-pub const CLASS_WEBGROUP: SlotNames = ["EGV4_XW_0", "EGV4_XW_1"];
+pub const CLASS_WEBGROUP: SlotNames = ["EGV5_XW_0", "EGV5_XW_1"];
 /// The approved resolvers.
-pub const RESOLVERS: SlotNames = ["EGV4_RESOLV_0", "EGV4_RESOLV_1"];
+pub const RESOLVERS: SlotNames = ["EGV5_RESOLV_0", "EGV5_RESOLV_1"];
 
 /// Every per-slot table.
 pub const PER_SLOT: [SlotNames; 16] = [
@@ -247,11 +253,11 @@ mod tests {
 
     #[test]
     fn malformed_names_are_caught() {
-        assert!(well_formed("EGV4_LIVE"));
+        assert!(well_formed("EGV5_LIVE"));
         assert!(!well_formed("EGV2_LIVE"));
-        assert!(!well_formed("EGV4_"));
-        assert!(!well_formed("EGV4_DEFAULTS_10"));
-        assert!(slot_pair(["EGV4_XW_0", "EGV4_XW_1"]));
-        assert!(!slot_pair(["EGV4_XW_0", "EGV4_XD_1"]));
+        assert!(!well_formed("EGV5_"));
+        assert!(!well_formed("EGV5_DEFAULTS_10"));
+        assert!(slot_pair(["EGV5_XW_0", "EGV5_XW_1"]));
+        assert!(!slot_pair(["EGV5_XW_0", "EGV5_XD_1"]));
     }
 }

@@ -12,7 +12,7 @@ use egress_common::{
 };
 
 use crate::hosts::{self, Link};
-use crate::maps::{EGV4_LEARNED, SLOT0, SLOT1, Slot};
+use crate::maps::{EGV5_LEARNED, SLOT0, SLOT1, Slot};
 use crate::parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet};
 
 /// A new flow's first decision, and what its second one needs.
@@ -176,7 +176,7 @@ pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, link:
 fn learned_groups(meta: &SlotMeta, pkt: &Packet, link: &Link, provisional: &mut bool) -> u64 {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(v) = EGV4_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst }) {
+    if let Some(v) = EGV5_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst }) {
         // SAFETY: value pointer from a successful lookup.
         let v = unsafe { *v };
         if v.expires_ns > now {

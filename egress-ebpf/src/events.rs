@@ -1,67 +1,45 @@
 //! Events for the agent's flow log, through one ring buffer: flow
-//! decisions and addresses learned from DNS. Every source has a budget
-//! (a token bucket) so that a flood cannot fill the ring or the disk; what
-//! is held back or does not fit is counted, never silently dropped.
+//! decisions and addresses learned from DNS. Every event is paid for from
+//! its source's, its host's and everyone's budget (see [`crate::budget`])
+//! so that a flood cannot fill the ring or the disk, nor crowd out its
+//! neighbours' records; what is held back or does not fit is counted,
+//! never silently dropped.
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile};
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use egress_common::{
-    ConnState, EVENT_BURST_PER_SOURCE, EVENT_KIND_FLOW, EVENT_KIND_LEARN, EVENT_KIND_NAMED, EVENT_KIND_TUNNEL,
-    EVENTS_PER_SOURCE_PER_S, EventBudget, EventStat, FlowEvent, FlowKey, LEARN_EVENT_ADDRS, LearnEvent, NAME_BUF,
-    NamedFlowEvent, Reason, TunnelEvent, Verdict, clamp_ttl,
+    ConnState, EVENT_KIND_FLOW, EVENT_KIND_LEARN, EVENT_KIND_NAMED, EVENT_KIND_TUNNEL, EventStat, FlowEvent, FlowKey,
+    LEARN_EVENT_ADDRS, LearnEvent, NAME_BUF, NamedFlowEvent, Reason, Spend, TunnelEvent, Verdict, clamp_ttl,
 };
 
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 
-use crate::maps::{EGV4_EVBUDGET, EGV4_EVENTS, EGV4_EVSTATS};
+use crate::maps::{EGV5_EVENTS, EGV5_EVSTATS};
 use crate::parse::Packet;
 use crate::scratch::Scratch;
 
 #[inline(always)]
 pub fn count_event(stat: EventStat) {
-    if let Some(cell) = EGV4_EVSTATS.get_ptr_mut(stat as u32) {
+    if let Some(cell) = EGV5_EVSTATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
 }
 
-/// Takes one event from `src`'s budget at time `now`; `false` when it is
-/// spent. Updates race between CPUs, which can only let a few more events
-/// through.
+/// Room in the ring for one event of `kind` from `source` (and the sender
+/// noted for the packet), within their budgets, and the time
+/// (`bpf_ktime_get_ns`) to stamp it with; what happens to the event is
+/// counted either way (sent, suppressed, lost).
 #[inline(always)]
-fn event_allowed(src: &[u8; 16], now: u64) -> bool {
-    let full = EVENT_BURST_PER_SOURCE * 1000;
-    let Some(b) = EGV4_EVBUDGET.get_ptr_mut(src) else {
-        let fresh = EventBudget { milli_tokens: full - 1000, last_ns: now };
-        let _ = EGV4_EVBUDGET.insert(src, &fresh, 0);
-        return true;
-    };
-    // SAFETY: value pointer from a successful lookup.
-    let b = unsafe { &mut *b };
-    let refill = now.saturating_sub(b.last_ns) / 1_000_000 * EVENTS_PER_SOURCE_PER_S;
-    let tokens = if refill >= full { full } else { (b.milli_tokens + refill).min(full) };
-    b.last_ns = now;
-    if tokens < 1000 {
-        b.milli_tokens = tokens;
-        return false;
-    }
-    b.milli_tokens = tokens - 1000;
-    true
-}
-
-/// Room in the ring for one event from `source`, within its budget, and
-/// the time (`bpf_ktime_get_ns`) to stamp it with; what happens to the
-/// event is counted either way (sent, suppressed, lost).
-#[inline(always)]
-fn reserve<T: 'static>(source: &[u8; 16]) -> Option<(RingBufEntry<T>, u64)> {
+fn reserve<T: 'static>(kind: Spend, source: &[u8; 16]) -> Option<(RingBufEntry<T>, u64)> {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if !event_allowed(source, now) {
+    if !crate::budget::spend(kind, source, 1, 0) {
         count_event(EventStat::Suppressed);
         return None;
     }
-    let Some(entry) = EGV4_EVENTS.reserve::<T>(0) else {
+    let Some(entry) = EGV5_EVENTS.reserve::<T>(0) else {
         count_event(EventStat::Lost);
         return None;
     };
@@ -81,26 +59,28 @@ pub fn report_flow(
     generation: u32,
     ifindex: u32,
 ) {
-    let Some((mut entry, now)) = reserve::<FlowEvent>(&pkt.src) else { return };
-    {
-        entry.write(FlowEvent {
-            ktime_ns: now,
-            src: pkt.src,
-            dst: pkt.dst,
-            sport_be,
-            dport_be,
-            proto: pkt.proto,
-            family: pkt.family,
-            verdict: verdict as u8,
-            reason: reason as u8,
-            rule,
-            generation,
-            ifindex,
-            kind: EVENT_KIND_FLOW,
-            _pad: [0; 3],
-        });
-        entry.submit(0);
+    let Some((mut entry, now)) = reserve::<FlowEvent>(Spend::Events, &pkt.src) else { return };
+    let p = entry.as_mut_ptr();
+    // Written in place, field by field (no 64-byte value on the judge's
+    // stack, which has no room for it).
+    // SAFETY: `p` points at the reserved entry, sized for a FlowEvent.
+    unsafe {
+        addr_of_mut!((*p).ktime_ns).write(now);
+        copy_words(pkt.src.as_ptr().cast(), addr_of_mut!((*p).src).cast(), 2);
+        copy_words(pkt.dst.as_ptr().cast(), addr_of_mut!((*p).dst).cast(), 2);
+        addr_of_mut!((*p).sport_be).write(sport_be);
+        addr_of_mut!((*p).dport_be).write(dport_be);
+        addr_of_mut!((*p).proto).write(pkt.proto);
+        addr_of_mut!((*p).family).write(pkt.family);
+        addr_of_mut!((*p).verdict).write(verdict as u8);
+        addr_of_mut!((*p).reason).write(reason as u8);
+        addr_of_mut!((*p).rule).write(rule);
+        addr_of_mut!((*p).generation).write(generation);
+        addr_of_mut!((*p).ifindex).write(ifindex);
+        addr_of_mut!((*p).kind).write(EVENT_KIND_FLOW);
+        addr_of_mut!((*p)._pad).write([0; 3]);
     }
+    entry.submit(0);
 }
 
 /// Reports what one answer taught (`s.report`): the first
@@ -109,7 +89,7 @@ pub fn report_flow(
 #[inline(always)]
 pub fn report_learn(s: &Scratch) {
     let r = &s.report;
-    let Some((mut entry, now)) = reserve::<LearnEvent>(&r.workload) else { return };
+    let Some((mut entry, now)) = reserve::<LearnEvent>(Spend::Events, &r.workload) else { return };
     let p = entry.as_mut_ptr();
     let mut ttl_min = u32::MAX;
     let found = r.found;
@@ -162,7 +142,7 @@ pub fn report_named(
     ifindex: u32,
     st: &ConnState,
 ) {
-    let Some((mut entry, now)) = reserve::<NamedFlowEvent>(&pkt.src) else { return };
+    let Some((mut entry, now)) = reserve::<NamedFlowEvent>(Spend::Events, &pkt.src) else { return };
     let p = entry.as_mut_ptr();
     // Written in place, field by field (no 328-byte value on the stack).
     // SAFETY: `p` points at the reserved entry, sized for a NamedFlowEvent;
@@ -197,12 +177,9 @@ pub fn report_named(
 #[inline(always)]
 pub fn report_tunnel(family: u8, s: &Scratch, name_len: usize, distinct: u32, mode: u8) {
     let key = &s.guard.key;
-    // A budget of its own (the workload's address with its first byte
-    // flipped, an address no workload sends from): the workload's own
-    // flow events cannot spend it to keep its tunnel out of the log.
-    let mut budget = key.workload;
-    budget[0] ^= 0x80;
-    let Some((mut entry, now)) = reserve::<TunnelEvent>(&budget) else { return };
+    // A budget of its own: the workload's own flow events cannot spend it
+    // to keep its tunnel out of the log.
+    let Some((mut entry, now)) = reserve::<TunnelEvent>(Spend::Alerts, &key.workload) else { return };
     let p = entry.as_mut_ptr();
     let len = name_len.min(NAME_BUF - 3) as u8;
     // Written in place, field by field (no 320-byte value on the stack).

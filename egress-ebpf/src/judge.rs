@@ -3,7 +3,8 @@
 
 use egress_common::{
     ACTION_DENY, DECISION_UNCOVERED, DnsStat, FAMILY_V4, FlowKey, FlowValue, FragKey, MODE_ENFORCE, NO_RULE,
-    QUERY_FILTER_ENFORCE, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta, UNCOVERED_DENY, VERDICTS, Verdict,
+    QUERY_FILTER_ENFORCE, Reason, RuleInfo, SLOT_FLAG_NO_FLOW_CACHE, SlotMeta, Spend, UNCOVERED_DENY, VERDICTS,
+    Verdict,
 };
 
 use core::ffi::c_void;
@@ -12,7 +13,7 @@ use crate::classify::{Classified, classify};
 use crate::dns::{self, IdSwap, LoadBytes, QueryAction};
 use crate::flowcache;
 use crate::hosts::Link;
-use crate::maps::{EGV4_FRAGS, EGV4_LIVE, EGV4_REASONS, EGV4_SLOT_META, SLOT0, SLOT1, Slot};
+use crate::maps::{EGV5_FRAGS, EGV5_LIVE, EGV5_REASONS, EGV5_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::parse::{Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse};
 
 /// IGMP (IPv4 multicast group membership).
@@ -47,11 +48,11 @@ pub enum Action {
 /// The live slot and its meta, or `None` before the first pack.
 #[inline(always)]
 fn live() -> Option<(u32, &'static SlotMeta)> {
-    let live = EGV4_LIVE.get(0)?;
+    let live = EGV5_LIVE.get(0)?;
     // The slot is read once; everything else comes from that slot's own
     // meta, written before the flip and stable while the slot is readable.
     let slot = live.slot;
-    let meta = EGV4_SLOT_META.get(slot)?;
+    let meta = EGV5_SLOT_META.get(slot)?;
     if meta.generation == 0 { None } else { Some((slot, meta)) }
 }
 
@@ -180,7 +181,7 @@ pub fn judge(ctx: *mut c_void, start: usize, end: usize, len: u32, ifindex: u32)
 
 #[inline(always)]
 pub(crate) fn count_reason(reason: Reason) {
-    if let Some(cell) = EGV4_REASONS.get_ptr_mut(reason as u32) {
+    if let Some(cell) = EGV5_REASONS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
@@ -200,6 +201,7 @@ fn judge_in(
 ) -> Action {
     let cur = Cursor::new(start, end);
     let link = Link::of_frame(ctx, ifindex, &cur);
+    crate::budget::note_sender(ifindex, &link.mac);
     let mut pkt = Packet::empty();
     match parse(&cur, &mut pkt) {
         Ok(Parsed::NotIp) => {
@@ -336,7 +338,7 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
     }
     if pkt.frag == FRAG_LATER {
         // SAFETY: value pointer from a successful lookup, copied out at once.
-        let entry = EGV4_FRAGS.get_ptr(&frag_key(pkt)).map(|v| unsafe { *v }).filter(|v| v.generation == generation);
+        let entry = EGV5_FRAGS.get_ptr(&frag_key(pkt)).map(|v| unsafe { *v }).filter(|v| v.generation == generation);
         // One call of `unjudgeable` for every reason (each call is a copy
         // of it for the verifier to walk).
         let reason = match entry {
@@ -366,7 +368,7 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
         count_reason(Reason::FlowCache);
         count_rule(slot, v.counter, verdict, len, false);
         if pkt.frag == FRAG_FIRST {
-            let _ = EGV4_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, &v), 0);
+            remember_first(pkt, &v);
         }
         return action_of(verdict);
     }
@@ -412,7 +414,7 @@ fn apply_rule(
         flowcache::insert(probe, &value);
     }
     if pkt.frag == FRAG_FIRST {
-        let _ = EGV4_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, &value), 0);
+        remember_first(pkt, &value);
     }
     if rule.log != 0 || verdict != Verdict::Allowed {
         crate::events::report_flow(
@@ -496,7 +498,7 @@ fn to_query(slot: &Slot, meta: &SlotMeta, pkt: &Packet, action: Action) -> Actio
         return action;
     }
     if pkt.frag == FRAG_FIRST && meta.query_filter == QUERY_FILTER_ENFORCE {
-        let _ = EGV4_FRAGS.remove(&frag_key(pkt));
+        let _ = EGV5_FRAGS.remove(&frag_key(pkt));
         dns::stat(DnsStat::QueryFragment);
         dns::stat(DnsStat::QueryRefused);
         return Action::Drop;
@@ -513,6 +515,16 @@ pub fn judge_read<B: LoadBytes>(bytes: &B, len: u32, ifindex: u32) -> Action {
     let Some((slot_idx, meta)) = live() else { return action };
     let Some(pkt) = crate::stream::handed_packet() else { return action };
     if slot_idx == 0 { to_query(&SLOT0, meta, pkt, action) } else { to_query(&SLOT1, meta, pkt, action) }
+}
+
+/// Remembers a first fragment's verdict `v` for its later fragments, if
+/// its sender's fragment budget has room (without it, they are dropped as
+/// unseen).
+#[inline(always)]
+pub(crate) fn remember_first(pkt: &Packet, v: &FlowValue) {
+    if crate::budget::spend(Spend::Fragments, &pkt.src, 1, 0) {
+        let _ = EGV5_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, v), 0);
+    }
 }
 
 /// A first fragment's entry for its later fragments: the verdict, and

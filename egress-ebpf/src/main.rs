@@ -27,6 +27,7 @@
     reason = "map keys and values are passed by reference: by value they would be copied onto the stack first"
 )]
 
+mod budget;
 mod classify;
 mod dns;
 mod events;
@@ -59,7 +60,7 @@ const MARK_REFUSED: u32 = 0x6567_5246;
 const MARK_SERVER_RESET: u32 = 0x6567_5253;
 use egress_common::{TAIL_NAMES, TAIL_QUERY, TAIL_READ, TAIL_SECOND_ANSWER};
 use judge::{Action, judge, learn, query};
-use maps::{EGV4_TAILS_TC, EGV4_TAILS_XDP};
+use maps::{EGV5_TAILS_TC, EGV5_TAILS_XDP};
 
 struct Skb<'a>(&'a TcContext);
 
@@ -118,7 +119,7 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
         Action::Drop => TC_ACT_SHOT,
         Action::Query(query_filter) => {
             // SAFETY: tail call into the query program; returns only if absent.
-            unsafe { EGV4_TAILS_TC.tail_call(ctx, TAIL_QUERY) };
+            unsafe { EGV5_TAILS_TC.tail_call(ctx, TAIL_QUERY) };
             // The tail call failed: the query went unfiltered.
             if judge::tail_call_failed(query_filter) { TC_ACT_SHOT } else { TC_ACT_UNSPEC }
         }
@@ -126,13 +127,13 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
         Action::Reset(at) => reset_tc(ctx, at),
         Action::Named => {
             // SAFETY: tail call into the names program; returns only if absent.
-            unsafe { EGV4_TAILS_TC.tail_call(ctx, TAIL_NAMES) };
+            unsafe { EGV5_TAILS_TC.tail_call(ctx, TAIL_NAMES) };
             // No reader: the flow's name cannot be verified.
             TC_ACT_SHOT
         }
         Action::Read => {
             // SAFETY: tail call into the read program; returns only if absent.
-            unsafe { EGV4_TAILS_TC.tail_call(ctx, TAIL_READ) };
+            unsafe { EGV5_TAILS_TC.tail_call(ctx, TAIL_READ) };
             TC_ACT_SHOT
         }
         Action::Record(swap, second) => {
@@ -292,18 +293,20 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program's run.
     let came_in = unsafe { (*ctx.skb.skb).ingress_ifindex };
     // SAFETY: a plain lookup; the value is not kept.
-    if came_in != 0 && unsafe { maps::EGV4_LAN_IFS.get(&came_in) }.is_some() {
+    if came_in != 0 && unsafe { maps::EGV5_LAN_IFS.get(&came_in) }.is_some() {
         dns::stat(DnsStat::FromLan);
         return TC_ACT_UNSPEC;
     }
     let len = ctx.len();
     pull_if_needed(&ctx, len);
+    // SAFETY: the context's skb pointer is valid for the program's run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // What the answer teaches is charged to the host it goes to.
+    budget::note_receiver(&Skb(&ctx), ifindex);
     let (swap, more, taught) = learn(&Skb(&ctx), ctx.data(), ctx.data_end());
     if taught {
         // The asker's host: the frame's destination, by the gateway's own
         // neighbour table, on this interface.
-        // SAFETY: the context's skb pointer is valid for the program's run.
-        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
         let mac = parse::Cursor::new(ctx.data(), ctx.data_end()).read_or(0, [0u8; 6]).1;
         hosts::note_asker(ifindex, mac);
     }
@@ -314,7 +317,7 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     }
     if more {
         // SAFETY: tail call into the second-answer program; returns only if absent.
-        unsafe { EGV4_TAILS_TC.tail_call(&ctx, TAIL_SECOND_ANSWER) };
+        unsafe { EGV5_TAILS_TC.tail_call(&ctx, TAIL_SECOND_ANSWER) };
     }
     TC_ACT_UNSPEC
 }
@@ -348,7 +351,7 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
         Action::Drop => xdp_action::XDP_DROP,
         Action::Query(query_filter) => {
             // SAFETY: tail call into the query program; returns only if absent.
-            unsafe { EGV4_TAILS_XDP.tail_call(ctx, TAIL_QUERY) };
+            unsafe { EGV5_TAILS_XDP.tail_call(ctx, TAIL_QUERY) };
             // The tail call failed: the query went unfiltered.
             if judge::tail_call_failed(query_filter) { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
         }
@@ -362,12 +365,12 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
         },
         Action::Named => {
             // SAFETY: tail call into the names program; returns only if absent.
-            unsafe { EGV4_TAILS_XDP.tail_call(ctx, TAIL_NAMES) };
+            unsafe { EGV5_TAILS_XDP.tail_call(ctx, TAIL_NAMES) };
             xdp_action::XDP_DROP
         }
         Action::Read => {
             // SAFETY: tail call into the read program; returns only if absent.
-            unsafe { EGV4_TAILS_XDP.tail_call(ctx, TAIL_READ) };
+            unsafe { EGV5_TAILS_XDP.tail_call(ctx, TAIL_READ) };
             xdp_action::XDP_DROP
         }
         Action::Record(swap, second) => {

@@ -15,12 +15,14 @@ use core::ptr::{addr_of, addr_of_mut};
 
 use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
 use egress_common::addr::ipv4_mapped;
-use egress_common::{DnsStat, LearnKey, LearnValue, NAME_BUF, QUERY_TIMEOUT_NS, QueryValue, SlotMeta, clamp_ttl};
+use egress_common::{
+    DnsStat, LearnKey, LearnValue, NAME_BUF, QUERY_TIMEOUT_NS, QueryValue, SlotMeta, Spend, clamp_ttl,
+};
 
 use super::message::{LoadBytes, agent_up, be16, byte, copy_message, failed, message_span, scratch, second_span, stat};
 use super::name::{Name, name_groups, read_name};
 use super::txid::{IdSwap, claim, claim_at};
-use crate::maps::{EGV4_LEARNED, EGV4_LNAMES, Slot};
+use crate::maps::{EGV5_LEARNED, EGV5_LNAMES, Slot};
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
 use crate::scratch::{DONE, FAILED, MAX_CHAIN, MAX_LEARN, RUNNING, Scratch, vget, vset};
 
@@ -301,14 +303,19 @@ fn learn<B: LoadBytes>(
     if found == 0 {
         return Err(DnsStat::NoAnswer);
     }
+    // Every address is paid for from the workload's, its host's and
+    // everyone's learned-address budgets, which refill over `max_ttl`.
+    if !crate::budget::spend(Spend::Learned, &pkt.dst, found as u64, u64::from(meta.max_ttl)) {
+        return Err(DnsStat::OverBudget);
+    }
     // Pass 2: the whole answer section parsed; learn. Each address is
     // learned in a `bpf_loop` callback, and the answer's event sent from
     // another: their frames are their own (this one is near the 512-byte
     // stack), and what they need is in the scratch.
     // A name asked again is there already (a lookup costs less than
     // writing its 256 bytes anew).
-    if EGV4_LNAMES.get_ptr(&question.hash).is_none() {
-        let _ = EGV4_LNAMES.insert(&question.hash, &s.name, 0);
+    if EGV5_LNAMES.get_ptr(&question.hash).is_none() {
+        let _ = EGV5_LNAMES.insert(&question.hash, &s.name, 0);
     }
     let r = addr_of_mut!(s.report);
     // SAFETY: fields of the per-CPU scratch; volatile so the callbacks see them.
@@ -349,7 +356,7 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
     let ttl = clamp_ttl(s.ttls[i], r.min_ttl, r.max_ttl);
     let key = LearnKey { workload: r.workload, addr: s.addrs[i] };
     let expires_ns = r.now + u64::from(ttl) * 1_000_000_000;
-    if let Some(old) = EGV4_LEARNED.get_ptr_mut(&key) {
+    if let Some(old) = EGV5_LEARNED.get_ptr_mut(&key) {
         // Updated in place: one lookup, no new element. A reader on another
         // CPU sees the old entry, the new one, or (between the writes) the
         // new groups under the old expiry: never groups the name lacks
@@ -370,7 +377,7 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
     } else {
         stat(DnsStat::AddressNew);
         let value = LearnValue { groups: r.groups, expires_ns, name_hash: r.name_hash };
-        let _ = EGV4_LEARNED.insert(&key, &value, 0);
+        let _ = EGV5_LEARNED.insert(&key, &value, 0);
     }
     stat(DnsStat::AddressLearned);
     0

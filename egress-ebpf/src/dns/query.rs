@@ -4,7 +4,7 @@
 //! `permit` rules use).
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use egress_common::{DnsStat, QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QueryValue, SlotMeta, TUNNEL_GUARD_OFF};
+use egress_common::{DnsStat, QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QueryValue, SlotMeta, Spend, TUNNEL_GUARD_OFF};
 
 use super::guard;
 use super::message::{LoadBytes, agent_up, be16, byte, copy_message, message_span, scratch, second_span, stat};
@@ -90,9 +90,14 @@ struct Checked {
     workload_id: u16,
 }
 
-/// Records a checked query whose message starts at packet offset `off`.
+/// Records a checked query whose message starts at packet offset `off`,
+/// if its sender's query budget has room (else it goes on unrecorded).
 #[inline(always)]
 fn recorded(pkt: &Packet, off: u32, q: &Checked) -> Option<IdSwap> {
+    if !crate::budget::spend(Spend::Queries, &pkt.src, 1, 0) {
+        stat(DnsStat::OverBudget);
+        return None;
+    }
     let swap = record(pkt, off, q.workload_id, &q.value);
     if swap.is_some() {
         stat(DnsStat::QueryTracked);

@@ -1,0 +1,271 @@
+//! Budgets: how much of a shared resource one sender may take. A workload
+//! with root can send from any address it can take (any address of its
+//! IPv6 /64, any on-link IPv4 address), so no budget is keyed by the
+//! source address alone: each spend is charged, in turn, to
+//!
+//! 1. the source address on its interface ([`Level::Address`]): what one
+//!    workload may take when its addresses are its own (behind a router
+//!    that checks them, as a VPC does);
+//! 2. the frame's sender, its interface and link-layer address
+//!    ([`Level::Host`]): what every address one host sends from takes
+//!    together, however many it cycles through. Behind a router, every
+//!    workload shares the router's, so it is ten workloads' worth;
+//! 3. everything at once ([`Level::All`]): the cap that keeps the shared
+//!    table or ring whole when hosts multiply their link-layer addresses
+//!    too.
+//!
+//! A spend goes through only when every level has room, and takes from the
+//! first level that runs out and those before it: a workload whose own
+//! budget is spent takes nothing from its host's or everyone's.
+//!
+//! Budgets are token buckets ([`Bucket`]) in a shared LRU table keyed by
+//! [`BudgetKey`]; their rates are here ([`limit`]), stated in `POLICY.md`.
+
+/// What a budget pays for (stable codes: part of the map key and of the
+/// metric labels; never renumber).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spend {
+    /// Events for the flow log (flow decisions, learned addresses, tunnel
+    /// reports), through the ring buffer.
+    Events = 0,
+    /// Queries recorded in the outstanding-query table.
+    Queries = 1,
+    /// Addresses learned from answers into the learned table.
+    Learned = 2,
+    /// First fragments recorded in the fragment table.
+    Fragments = 3,
+    /// Reports of suspected DNS tunnels (a budget apart: a workload's own
+    /// flow events cannot spend it to keep its tunnel out of the log).
+    Alerts = 4,
+}
+
+impl Spend {
+    /// Every kind, in code order.
+    pub const ALL: [Spend; 5] = [Spend::Events, Spend::Queries, Spend::Learned, Spend::Fragments, Spend::Alerts];
+
+    /// The label value in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Spend::Events => "events",
+            Spend::Queries => "queries",
+            Spend::Learned => "learned",
+            Spend::Fragments => "fragments",
+            Spend::Alerts => "alerts",
+        }
+    }
+
+    /// The kind of code `code`.
+    #[inline(always)]
+    pub const fn from_code(code: u8) -> Option<Spend> {
+        match code {
+            0 => Some(Spend::Events),
+            1 => Some(Spend::Queries),
+            2 => Some(Spend::Learned),
+            3 => Some(Spend::Fragments),
+            4 => Some(Spend::Alerts),
+            _ => None,
+        }
+    }
+}
+
+/// Who a bucket belongs to (stable codes, as [`Spend`]).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// One source address on one interface.
+    Address = 0,
+    /// One link-layer address on one interface.
+    Host = 1,
+    /// Every sender.
+    All = 2,
+}
+
+/// Levels of [`Level`] (the stride of the budget counters).
+pub const LEVELS: u32 = 4;
+
+impl Level {
+    /// Every level, in the order a spend is charged.
+    pub const ALL: [Level; 3] = [Level::Address, Level::Host, Level::All];
+
+    /// The label value in metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Level::Address => "address",
+            Level::Host => "host",
+            Level::All => "all",
+        }
+    }
+}
+
+/// A budget's rate: `per_s` a second on average, `burst` at once. A rate
+/// of 0 refills `burst` once every `dns.max_ttl` (see [`Bucket::take`]):
+/// the bound then holds what is *alive* in a table whose entries live at
+/// most that long, not a rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limit {
+    pub per_s: u64,
+    pub burst: u64,
+}
+
+/// The budget of `kind` at `level`.
+pub const fn limit(kind: Spend, level: Level) -> Limit {
+    const fn l(per_s: u64, burst: u64) -> Limit {
+        Limit { per_s, burst }
+    }
+    match (kind, level) {
+        // The ring holds 4 MiB: 20,000 of the largest events.
+        (Spend::Events, Level::Address) => l(100, 200),
+        (Spend::Events, Level::Host) => l(1_000, 2_000),
+        (Spend::Events, Level::All) => l(10_000, 20_000),
+        // The query table holds MAX_QUERIES (131,072): a query waits
+        // seconds for its answer, the table turns over in no less than 12.
+        (Spend::Queries, Level::Address) => l(100, 500),
+        (Spend::Queries, Level::Host) => l(1_000, 5_000),
+        (Spend::Queries, Level::All) => l(10_000, 10_000),
+        // Learned addresses live up to `dns.max_ttl`: a host holds at most
+        // 2 x 32,768 of the table's 1,048,576 at any time, and all hosts
+        // together no more than it holds (nothing unexpired is evicted).
+        (Spend::Learned, Level::Address) => l(0, 4_096),
+        (Spend::Learned, Level::Host) => l(0, 32_768),
+        (Spend::Learned, Level::All) => l(0, crate::MAX_LEARNED as u64 / 2),
+        // A first fragment's entry is needed for milliseconds; the table
+        // holds FRAG_ENTRIES (16,384).
+        (Spend::Fragments, Level::Address) => l(200, 400),
+        (Spend::Fragments, Level::Host) => l(1_000, 2_000),
+        (Spend::Fragments, Level::All) => l(8_000, 8_000),
+        // One report per workload, zone and window at most.
+        (Spend::Alerts, Level::Address) => l(10, 20),
+        (Spend::Alerts, Level::Host) => l(100, 200),
+        (Spend::Alerts, Level::All) => l(1_000, 2_000),
+    }
+}
+
+/// Buckets tracked at once (LRU): a host's and everyone's buckets are
+/// touched at every spend, so cycling addresses evicts only idle ones.
+pub const MAX_BUDGETS: u32 = 131_072;
+
+/// `BUDGETS` key: one bucket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BudgetKey {
+    /// [`Spend`] code.
+    pub kind: u8,
+    /// [`Level`] code.
+    pub level: u8,
+    pub _pad: [u8; 2],
+    /// The interface (0 for [`Level::All`]).
+    pub ifindex: u32,
+    /// [`Level::Address`]: the source address (IPv4-mapped);
+    /// [`Level::Host`]: the link-layer address, zero-padded; [`Level::All`]: zero.
+    pub id: [u8; 16],
+}
+crate::assert_size!(BudgetKey, 24);
+
+/// A token bucket, in thousandths of a token.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    pub milli_tokens: u64,
+    /// `bpf_ktime_get_ns` of the last refill.
+    pub last_ns: u64,
+}
+crate::assert_size!(Bucket, 16);
+
+impl Bucket {
+    /// A new bucket at `now`, full.
+    #[inline(always)]
+    pub const fn full(limit: Limit, now: u64) -> Bucket {
+        Bucket { milli_tokens: limit.burst * 1000, last_ns: now }
+    }
+
+    /// Refills for the time since the last refill, then takes `n` tokens if
+    /// it holds them; `false` (nothing taken) when it does not. A limit of
+    /// rate 0 refills `burst` every `period_s` seconds (at least 1).
+    #[inline(always)]
+    pub fn take(&mut self, limit: Limit, now: u64, n: u64, period_s: u64) -> bool {
+        let full = limit.burst * 1000;
+        // Capped so that no product below overflows (a gap of 49 days
+        // refills any bucket anyway).
+        let elapsed_ms = (now.saturating_sub(self.last_ns) / 1_000_000).min(1 << 32);
+        let refill = if limit.per_s != 0 {
+            elapsed_ms * limit.per_s
+        } else {
+            // burst * 1000 milli-tokens per period_s * 1000 ms.
+            elapsed_ms * limit.burst / if period_s == 0 { 1 } else { period_s }
+        };
+        let tokens = if refill >= full { full } else { (self.milli_tokens + refill).min(full) };
+        // Time counts once it has bought a milli-token: frequent spends of
+        // a slow budget still refill it.
+        if refill != 0 {
+            self.last_ns = if refill >= full { now } else { self.last_ns + elapsed_ms * 1_000_000 };
+        }
+        self.milli_tokens = tokens;
+        if tokens < n * 1000 {
+            return false;
+        }
+        self.milli_tokens = tokens - n * 1000;
+        true
+    }
+}
+
+/// Slots of the budget counters: `kind * 4 + level`, what ran out.
+pub const BUDGET_STAT_SLOTS: u32 = 20;
+
+/// The counter slot of a spend of `kind` refused at `level`.
+#[inline(always)]
+pub const fn budget_stat_slot(kind: Spend, level: Level) -> u32 {
+    kind as u32 * LEVELS + level as u32
+}
+
+crate::impl_pod!(BudgetKey, Bucket);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_its_rate() {
+        let l = Limit { per_s: 100, burst: 200 };
+        let mut b = Bucket::full(l, 5 * S);
+        let first = (0..1_000).filter(|_| b.take(l, 5 * S, 1, 1)).count();
+        assert_eq!(first, 200);
+        // Half a second later: 50 more.
+        let then = (0..1_000).filter(|_| b.take(l, 5 * S + S / 2, 1, 1)).count();
+        assert_eq!(then, 50);
+        // Never more than the burst, however long it waited.
+        let later = (0..1_000).filter(|_| b.take(l, 500 * S, 1, 1)).count();
+        assert_eq!(later, 200);
+    }
+
+    #[test]
+    fn refills_in_small_steps_are_not_lost() {
+        let l = Limit { per_s: 100, burst: 200 };
+        let mut b = Bucket::full(l, 0);
+        assert!(b.take(l, 0, 200, 1));
+        // Every 100 us for a second: the tenths of a millisecond add up.
+        let got = (1..=10_000u64).filter(|i| b.take(l, i * 100_000, 1, 1)).count();
+        assert!((99..=101).contains(&got), "{got}");
+    }
+
+    #[test]
+    fn a_period_budget_refills_its_burst_once_a_period() {
+        let l = Limit { per_s: 0, burst: 4_096 };
+        let mut b = Bucket::full(l, 0);
+        assert!(b.take(l, 0, 4_000, 300));
+        assert!(!b.take(l, 0, 100, 300));
+        assert!(b.take(l, 150 * S, 2_000, 300));
+        assert!(!b.take(l, 150 * S, 200, 300));
+        assert!(b.take(l, 10_000 * S, 4_096, 300));
+    }
+
+    #[test]
+    fn a_refused_take_takes_nothing() {
+        let l = Limit { per_s: 100, burst: 10 };
+        let mut b = Bucket::full(l, 0);
+        assert!(!b.take(l, 0, 11, 1));
+        assert!(b.take(l, 0, 10, 1));
+    }
+}
