@@ -174,9 +174,9 @@ fn a_flood_of_denied_flows_is_counted_and_starves_nothing() {
     // Every denied flow's event is accounted for: sent, lost or held back
     // (plus the permitted exchanges' logged flows, which were sent).
     assert_eq!(sent + lost + suppressed, FLOOD as u64 + exchanges, "sent {sent} lost {lost} suppressed {suppressed}");
-    assert!(suppressed > FLOOD as u64 / 2, "the per-source budget held most back: {suppressed}");
-    let budget = egress_common::EVENT_BURST_PER_SOURCE
-        + egress_common::EVENTS_PER_SOURCE_PER_S * (took.as_millis() as u64 / 1000 + 2);
+    assert!(suppressed > FLOOD as u64 / 2, "the source's budget held most back: {suppressed}");
+    let own = egress_common::limit(egress_common::Spend::Events, egress_common::Level::Address);
+    let budget = own.burst + own.per_s * (took.as_millis() as u64 / 1000 + 2);
     let records = agent.flow_records();
     let flood_records = records.iter().filter(|v| v["verdict"] == "denied").count() as u64;
     assert!(flood_records <= budget, "{flood_records} records for a budget of {budget} in {took:?}");

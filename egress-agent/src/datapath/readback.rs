@@ -38,6 +38,12 @@ impl Datapath {
         self.per_cpu_sums(maps::EVENT_STATS)
     }
 
+    /// Spends refused per budget kind and level (slot
+    /// `egress_common::budget_stat_slot`), summed over CPUs.
+    pub fn budget_stats(&self) -> Result<Vec<u64>, DatapathError> {
+        self.per_cpu_sums(maps::BUDGET_STATS)
+    }
+
     /// DNS counters per `DnsStat` code, summed over CPUs.
     pub fn dns_stats(&self) -> Result<Vec<u64>, DatapathError> {
         self.per_cpu_sums(maps::DNS_STATS)

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::datapath::Datapath;
-use egress_common::{DnsStat, EventStat, Reason, Verdict};
+use egress_common::{DnsStat, EventStat, Level, Reason, Spend, Verdict, budget_stat_slot};
 
 /// Counters the agent keeps itself.
 #[derive(Debug)]
@@ -73,6 +73,7 @@ struct Scrape {
     dns: Vec<u64>,
     pressure: crate::datapath::LearnedPressure,
     events: Vec<u64>,
+    budgets: Vec<u64>,
     generation: u32,
 }
 
@@ -85,6 +86,7 @@ impl Scrape {
             dns: dp.dns_stats().map_err(|_| std::fmt::Error)?,
             pressure: dp.learned_pressure().map_err(|_| std::fmt::Error)?,
             events: dp.event_stats().map_err(|_| std::fmt::Error)?,
+            budgets: dp.budget_stats().map_err(|_| std::fmt::Error)?,
             generation: dp.generation(),
         })
     }
@@ -165,11 +167,26 @@ fn encode_datapath(encoder: &mut DescriptorEncoder, s: &Scrape) -> Result<(), st
         encoder,
         (
             "egress_flow_events",
-            "Flow events in the datapath: sent to the agent, lost (ring buffer full), suppressed (per-source budget).",
+            "Flow events in the datapath: sent to the agent, lost (ring buffer full), suppressed (a budget spent).",
             "outcome",
         ),
         EventStat::ALL.iter().map(|&e| (e.name(), at(&s.events, e as usize))),
-    )
+    )?;
+    let mut family = encoder.encode_descriptor(
+        "egress_budget_refused",
+        "Spends refused by a budget (events, queries recorded, addresses learned, first fragments, tunnel alerts), \
+         by the level that ran out: the source address, its host (interface and MAC), or everyone.",
+        None,
+        MetricType::Counter,
+    )?;
+    for kind in Spend::ALL {
+        for level in Level::ALL {
+            let value = at(&s.budgets, budget_stat_slot(kind, level) as usize);
+            ConstCounter::new(value)
+                .encode(family.encode_family(&[("budget", kind.name()), ("level", level.name())])?)?;
+        }
+    }
+    Ok(())
 }
 
 /// The agent's own: flow-log writes, the pack, the build, reloads, the generation.
