@@ -3,12 +3,14 @@
 //! right, and a flood of denied flows leaves permitted traffic flowing, the
 //! agent responsive and every held-back event counted.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use egress_lab::agent::{AgentProcess, metric};
 use egress_lab::lab::Lab;
+use egress_lab::neighbour::{Neighbour, mac_of};
 use egress_lab::netns::within;
+use egress_lab::packet::Spec;
 
 const T: Duration = Duration::from_millis(1500);
 
@@ -195,4 +197,52 @@ fn a_flood_of_denied_flows_is_counted_and_starves_nothing() {
         "no summary counting all {suppressed} held-back events within a period; summaries: {:?}",
         agent.flow_records().into_iter().filter(|v| v["type"] == "summary").collect::<Vec<_>>()
     );
+}
+
+/// A host that cycles through 10,000 source addresses of its /64 (frames
+/// written whole, from its own MAC) gets one host's event budget, not one
+/// per address: it cannot fill the flow log with itself, and the
+/// workload's denied flow, sent meanwhile, is logged.
+#[test]
+fn a_host_cycling_10000_addresses_gets_one_hosts_event_budget() {
+    const CYCLED: u64 = 10_000;
+    let lab = Lab::new(&["203.0.113.10", "203.0.113.20"]).expect("lab (run as root)");
+    let agent = AgentProcess::start(&lab, &egress_lab::agent_binary(), PACK).expect("agent");
+    let neighbour = Neighbour::new(&lab, "10.10.1.20", "fd00:10:1::20").expect("neighbour");
+    let (gateway_mac, nb_mac) =
+        (mac_of(&lab.gateway, "lan0").expect("gateway MAC"), mac_of(&neighbour.ns, "nb0").expect("MAC"));
+    let cycled = |i: u64| Ipv6Addr::from(0xfd00_0010_0001_0000_0000_0001_0000_0000u128 + u128::from(i));
+    let started = Instant::now();
+    let sent = neighbour
+        .flood(CYCLED, move |i| {
+            // Uncovered sources: denied and reported (`uncovered-source`).
+            let mut frame = Spec::udp(IpAddr::V6(cycled(i)), "2001:db8::20".parse().expect("address"), 4000, 9).build();
+            frame[..6].copy_from_slice(&gateway_mac);
+            frame[6..12].copy_from_slice(&nb_mac);
+            frame
+        })
+        .expect("flood");
+    let took = started.elapsed();
+    assert_eq!(sent, CYCLED, "every frame sent");
+    // The workload's own denied flow, after the flood, is logged.
+    send_udp(&lab, sa("203.0.113.20:9999"), 1, 16, false);
+    let logged = agent.wait_record(Duration::from_secs(5), |v| v["src"] == "10.10.1.10" && v["verdict"] == "denied");
+    assert!(logged.is_some(), "the workload's denied flow is in the flow log");
+    std::thread::sleep(Duration::from_millis(500));
+    let from_cycler = agent
+        .flow_records()
+        .iter()
+        .filter(|v| v["src"].as_str().is_some_and(|s| s.starts_with("fd00:10:1::1:")))
+        .count() as u64;
+    let host = egress_common::limit(egress_common::Spend::Events, egress_common::Level::Host);
+    let budget = host.burst + host.per_s * (took.as_millis() as u64 / 1000 + 2);
+    eprintln!("{CYCLED} addresses of one host in {took:?}: {from_cycler} records");
+    assert!(from_cycler >= 100, "the cycler's flows were reported: {from_cycler}");
+    assert!(
+        from_cycler <= budget,
+        "{from_cycler} records from one host cycling {CYCLED} addresses: its budget is {budget}"
+    );
+    let m = scrape(&agent);
+    let held = metric(&m, "egress_budget_refused_total{budget=\"events\",level=\"host\"}");
+    assert!(held >= CYCLED - budget, "held back at the host's level: {held}");
 }
