@@ -109,6 +109,7 @@ pub struct Limit {
 }
 
 /// The budget of `kind` at `level`.
+#[allow(clippy::match_same_arms, reason = "a table: each budget on its own line")]
 pub const fn limit(kind: Spend, level: Level) -> Limit {
     const fn l(per_s: u64, burst: u64) -> Limit {
         Limit { per_s, burst }

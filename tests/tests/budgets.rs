@@ -55,11 +55,11 @@ fn query(src: IpAddr, sport: u16, id: u16) -> Vec<u8> {
     Spec::udp(src, resolver, sport, 53).with_payload(Message::query(id, "api.openai.com", 1).to_bytes()).build()
 }
 
-/// How many more of `allowed` a budget may have let through in `secs`
-/// (its rate, plus one second of slack for the clock of the test).
+/// How many a budget may have let through in `secs`: its burst and its
+/// rate, with half a second of slack for the test's own clock.
 fn refill(kind: Spend, level: Level, secs: f64) -> u64 {
     let l = limit(kind, level);
-    l.burst + (l.per_s as f64 * (secs + 1.0)) as u64
+    l.burst + l.per_s * ((secs * 1000.0) as u64 + 500) / 1000
 }
 
 #[test]

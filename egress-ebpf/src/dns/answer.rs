@@ -303,11 +303,7 @@ fn learn<B: LoadBytes>(
     if found == 0 {
         return Err(DnsStat::NoAnswer);
     }
-    // Every address is paid for from the workload's, its host's and
-    // everyone's learned-address budgets, which refill over `max_ttl`.
-    if !crate::budget::spend(Spend::Learned, &pkt.dst, found as u64, u64::from(meta.max_ttl)) {
-        return Err(DnsStat::OverBudget);
-    }
+    paid_for(pkt, found, meta)?;
     // Pass 2: the whole answer section parsed; learn. Each address is
     // learned in a `bpf_loop` callback, and the answer's event sent from
     // another: their frames are their own (this one is near the 512-byte
@@ -335,6 +331,18 @@ fn learn<B: LoadBytes>(
         bpf_loop(1, report_step as *mut c_void, core::ptr::null_mut(), 0);
     }
     Ok(())
+}
+
+/// Pays for learning `found` addresses for the workload `pkt` goes to, from
+/// its, its host's and everyone's learned-address budgets (which refill
+/// over `max_ttl`).
+#[inline(always)]
+fn paid_for(pkt: &Packet, found: usize, meta: &SlotMeta) -> Result<(), DnsStat> {
+    if crate::budget::spend(Spend::Learned, &pkt.dst, found as u64, u64::from(meta.max_ttl)) {
+        Ok(())
+    } else {
+        Err(DnsStat::OverBudget)
+    }
 }
 
 /// Sends the event of what an answer taught (see [`Report`]).
