@@ -38,11 +38,14 @@ pub enum Spend {
     /// Reports of suspected DNS tunnels (a budget apart: a workload's own
     /// flow events cannot spend it to keep its tunnel out of the log).
     Alerts = 4,
+    /// Flow-cache ways made standing (kept from churn) for a period.
+    Standing = 5,
 }
 
 impl Spend {
     /// Every kind, in code order.
-    pub const ALL: [Spend; 5] = [Spend::Events, Spend::Queries, Spend::Learned, Spend::Fragments, Spend::Alerts];
+    pub const ALL: [Spend; 6] =
+        [Spend::Events, Spend::Queries, Spend::Learned, Spend::Fragments, Spend::Alerts, Spend::Standing];
 
     /// The label value in metrics.
     pub const fn name(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Spend {
             Spend::Learned => "learned",
             Spend::Fragments => "fragments",
             Spend::Alerts => "alerts",
+            Spend::Standing => "standing_flows",
         }
     }
 
@@ -64,6 +68,7 @@ impl Spend {
             2 => Some(Spend::Learned),
             3 => Some(Spend::Fragments),
             4 => Some(Spend::Alerts),
+            5 => Some(Spend::Standing),
             _ => None,
         }
     }
@@ -99,9 +104,8 @@ impl Level {
 }
 
 /// A budget's rate: `per_s` a second on average, `burst` at once. A rate
-/// of 0 refills `burst` once every `dns.max_ttl` (see [`Bucket::take`]):
-/// the bound then holds what is *alive* in a table whose entries live at
-/// most that long, not a rate.
+/// of 0 refills `burst` once every period the spender names (see
+/// [`Bucket::take`]): `FLOW_STANDING_PERIOD_S`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limit {
     pub per_s: u64,
@@ -119,17 +123,18 @@ pub const fn limit(kind: Spend, level: Level) -> Limit {
         (Spend::Events, Level::Address) => l(100, 200),
         (Spend::Events, Level::Host) => l(1_000, 2_000),
         (Spend::Events, Level::All) => l(10_000, 20_000),
-        // The query table holds MAX_QUERIES (131,072): a query waits
-        // seconds for its answer, the table turns over in no less than 12.
-        (Spend::Queries, Level::Address) => l(100, 500),
-        (Spend::Queries, Level::Host) => l(1_000, 5_000),
-        (Spend::Queries, Level::All) => l(10_000, 10_000),
-        // Learned addresses live up to `dns.max_ttl`: a host holds at most
-        // 2 x 32,768 of the table's 1,048,576 at any time, and all hosts
-        // together no more than it holds (nothing unexpired is evicted).
-        (Spend::Learned, Level::Address) => l(0, 4_096),
-        (Spend::Learned, Level::Host) => l(0, 32_768),
-        (Spend::Learned, Level::All) => l(0, crate::MAX_LEARNED as u64 / 2),
+        // The query table holds MAX_QUERIES (131,072); a query's answer
+        // teaches for 10 s: everyone's cap lets no unanswered query be
+        // evicted sooner (20,000 + 10 x 10,000 < 131,072).
+        (Spend::Queries, Level::Address) => l(1_000, 2_000),
+        (Spend::Queries, Level::Host) => l(2_000, 10_000),
+        (Spend::Queries, Level::All) => l(10_000, 20_000),
+        // Addresses taught (new or renewed) into the learned table, which
+        // holds MAX_LEARNED (1,048,576): one host needs an hour and a half
+        // to turn it over, everyone together nine minutes.
+        (Spend::Learned, Level::Address) => l(20, 4_096),
+        (Spend::Learned, Level::Host) => l(200, 32_768),
+        (Spend::Learned, Level::All) => l(2_000, 65_536),
         // A first fragment's entry is needed for milliseconds; the table
         // holds FRAG_ENTRIES (16,384).
         (Spend::Fragments, Level::Address) => l(200, 400),
@@ -139,6 +144,13 @@ pub const fn limit(kind: Spend, level: Level) -> Limit {
         (Spend::Alerts, Level::Address) => l(10, 20),
         (Spend::Alerts, Level::Host) => l(100, 200),
         (Spend::Alerts, Level::All) => l(1_000, 2_000),
+        // Standing flows, paid for every FLOW_STANDING_PERIOD: a host holds
+        // at most 2 x 4,096 at once, everyone 65,536 of the cache's 262,144
+        // ways (a set of four kept ways, which caches nothing new, stays
+        // rare).
+        (Spend::Standing, Level::Address) => l(0, 1_024),
+        (Spend::Standing, Level::Host) => l(0, 4_096),
+        (Spend::Standing, Level::All) => l(0, 32_768),
     }
 }
 
@@ -211,7 +223,7 @@ impl Bucket {
 }
 
 /// Slots of the budget counters: `kind * 4 + level`, what ran out.
-pub const BUDGET_STAT_SLOTS: u32 = 20;
+pub const BUDGET_STAT_SLOTS: u32 = 24;
 
 /// The counter slot of a spend of `kind` refused at `level`.
 #[inline(always)]

@@ -315,8 +315,9 @@ pub enum DnsStat {
     /// refused (`dns.tunnel_guard: enforce`).
     TunnelRefused = 23,
     /// A query left unrecorded (forwarded, answered, teaching nothing), or
-    /// an answer that taught nothing, because a budget of its workload, its
-    /// host or everyone's was spent (`egress_budget_refused_total` says which).
+    /// an answer that taught nothing, because a budget of its
+    /// workload, its host or everyone's was spent
+    /// (`egress_budget_refused_total` says which).
     OverBudget = 24,
 }
 

@@ -59,12 +59,16 @@ crate::assert_size!(FragKey, 40);
 /// once; a reader takes a way only if its check word matches the key and
 /// decision it holds, so a torn way reads as a miss.
 ///
-/// A way whose flow passes and was hit [`FLOW_KEEP_AFTER`] or more after
-/// it was cached is *kept*: no new flow replaces it until it has been
-/// idle for [`FLOW_KEPT_IDLE`], so a neighbour's churn cannot make a
-/// standing flow's packets meet the rules again (when its learned address
-/// may have expired). A new flow whose set holds only kept ways is judged
-/// on every packet instead of cached.
+/// A way whose flow passes and is hit [`FLOW_KEEP_AFTER`] or more after it
+/// was cached becomes *standing* if its source's standing-flow budget pays
+/// for it (`budget::Spend::Standing`): it is then *kept*, and no new flow
+/// replaces it until it has been idle for [`FLOW_KEPT_IDLE`], so a
+/// neighbour's churn cannot make a standing flow's packets meet the rules
+/// again (when its learned address may have expired). Standing lasts
+/// [`FLOW_STANDING_PERIOD`] and is paid for again by the first hit after
+/// it: what a host holds standing at once is bounded by its budget, and no
+/// workload can fill the cache with kept ways. A new flow whose set holds
+/// only kept ways is judged on every packet instead of cached.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowSlot {
@@ -103,6 +107,11 @@ pub const fn flow_clock(coarse_ns: u64) -> u32 {
 pub const FLOW_KEEP_AFTER: u32 = 1 << 10;
 /// A kept way idle this long (about 9 minutes) may be replaced again.
 pub const FLOW_KEPT_IDLE: u32 = 1 << 19;
+/// How long a way stays standing once paid for (about 9 minutes).
+pub const FLOW_STANDING_PERIOD: u32 = 1 << 19;
+/// [`FLOW_STANDING_PERIOD`] in whole seconds, rounded up: the refill
+/// period of the standing-flow budgets.
+pub const FLOW_STANDING_PERIOD_S: u64 = ((FLOW_STANDING_PERIOD as u64) << 20).div_ceil(1_000_000_000);
 
 impl FlowSlot {
     /// Whether a new flow must not replace this way at `now` (see
@@ -110,9 +119,35 @@ impl FlowSlot {
     #[inline(always)]
     pub fn kept(&self, now: u32) -> bool {
         // Signed: a racing lookup can leave `used` just behind `born`.
-        self.value.verdict as u8 != crate::Verdict::Denied as u8
+        self.passes()
             && self.used.wrapping_sub(self.born) as i32 >= FLOW_KEEP_AFTER as i32
             && now.wrapping_sub(self.used) < FLOW_KEPT_IDLE
+            && now.wrapping_sub(self.born) < FLOW_KEEP_AFTER + FLOW_STANDING_PERIOD
+    }
+
+    /// Whether a hit at `now` must pay for the way to stand: it passes, is
+    /// old enough, and is not standing yet or its standing has run out.
+    /// Paid for, it is written back [`FlowSlot::standing_since`] `now`;
+    /// refused, born anew at `now` (so it asks again a while later).
+    #[inline(always)]
+    pub fn due(&self, now: u32) -> bool {
+        let age = now.wrapping_sub(self.born);
+        self.passes()
+            && age as i32 >= FLOW_KEEP_AFTER as i32
+            && ((self.used.wrapping_sub(self.born) as i32) < FLOW_KEEP_AFTER as i32
+                || age >= FLOW_KEEP_AFTER + FLOW_STANDING_PERIOD)
+    }
+
+    /// The `born` of a way made standing at `now` (so that it reads as
+    /// standing for [`FLOW_STANDING_PERIOD`] from `now`).
+    #[inline(always)]
+    pub const fn standing_since(now: u32) -> u32 {
+        now.wrapping_sub(FLOW_KEEP_AFTER)
+    }
+
+    #[inline(always)]
+    fn passes(&self) -> bool {
+        self.value.verdict as u8 != crate::Verdict::Denied as u8
     }
 }
 
@@ -322,5 +357,28 @@ mod tests {
         assert!(!slot.kept(5_001));
         slot.used = 5_000 + FLOW_KEEP_AFTER;
         assert!(slot.kept(5_000 + FLOW_KEEP_AFTER));
+    }
+
+    /// A way stands only once paid for, for one period; then its next hit
+    /// is due to pay again, and unpaid it is not kept.
+    #[test]
+    fn standing_is_paid_for_and_runs_out() {
+        let t0 = 1_000_000u32;
+        let mut slot = FlowSlot { born: t0, used: t0, ..FlowSlot::default() };
+        assert!(!slot.due(t0 + FLOW_KEEP_AFTER - 1), "too young");
+        let t1 = t0 + FLOW_KEEP_AFTER + 5;
+        assert!(slot.due(t1), "old enough: due");
+        assert!(!slot.kept(t1), "not kept before it is paid for");
+        (slot.born, slot.used) = (FlowSlot::standing_since(t1), t1);
+        assert!(slot.kept(t1) && !slot.due(t1 + 10), "paid for: kept, nothing due");
+        slot.used = t1 + FLOW_STANDING_PERIOD - 1;
+        assert!(slot.kept(t1 + FLOW_STANDING_PERIOD - 1), "kept through the period");
+        let t2 = t1 + FLOW_STANDING_PERIOD;
+        assert!(!slot.kept(t2), "the period ran out");
+        assert!(slot.due(t2), "due to pay again");
+        // A denied flow never stands.
+        slot.value.verdict = crate::Verdict::Denied as u32;
+        assert!(!slot.due(t2) && !slot.kept(t1));
+        assert_eq!(FLOW_STANDING_PERIOD_S, 550);
     }
 }

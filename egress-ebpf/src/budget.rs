@@ -85,6 +85,21 @@ pub fn spend(kind: Spend, addr: &[u8; 16], n: u64, period_s: u64) -> bool {
     egress_spend(kind as u32, n, period_s) == 1
 }
 
+/// [`spend`] for an address held as two words (a flow key's first two).
+#[inline(always)]
+pub fn spend_words(kind: Spend, addr: (u64, u64), n: u64, period_s: u64) -> bool {
+    let Some(w) = work() else { return false };
+    let p: *mut BudgetWork = w;
+    // SAFETY: fields of the per-CPU scratch; volatile so that the spend
+    // reads them.
+    unsafe {
+        let to = addr_of_mut!((*p).addr).cast::<u64>();
+        vset(to, addr.0);
+        vset(to.add(1), addr.1);
+    }
+    egress_spend(kind as u32, n, period_s) == 1
+}
+
 /// The spend itself: a global function, which the verifier checks once
 /// for the whole object rather than at every place that spends (its
 /// arguments are plain numbers; the address is in the scratch).

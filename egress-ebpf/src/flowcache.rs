@@ -2,13 +2,18 @@
 //! [`egress_common::FlowSlot`]). A lookup reads the [`FLOW_WAYS`] ways of
 //! one set; an insert overwrites the way of its set that holds the same
 //! flow, is empty or of another generation, or else was unused longest
-//! among those not kept; a set of kept ways only takes no new flow.
+//! among those not kept; a set of kept ways only takes no new flow. A way
+//! is kept once its source's standing-flow budget paid for it (see
+//! [`FlowSlot::due`]).
 //! Every way is read and written whole with volatile accesses: other CPUs
 //! write the same ways, and the check word is what tells a whole way from
 //! a torn one.
 
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
-use egress_common::{FLOW_WAYS, FlowKey, FlowSlot, FlowValue, flow_check, flow_clock, flow_hash, flow_set_start};
+use egress_common::{
+    FLOW_STANDING_PERIOD_S, FLOW_WAYS, FlowKey, FlowSlot, FlowValue, Spend, flow_check, flow_clock, flow_hash,
+    flow_set_start,
+};
 
 use crate::maps::EGV5_FLOWS;
 
@@ -66,12 +71,34 @@ pub fn lookup(probe: &Probe, generation: u32) -> Option<FlowValue> {
             && slot.value.generation == generation
             && slot.check == flow_check(probe.hash, &slot.value, slot.born)
         {
-            // SAFETY: as in `read`; a racing insert at worst loses this mark.
-            unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).used), now()) };
+            let t = now();
+            if slot.due(t) {
+                stand(p, probe, &slot, t);
+            } else {
+                // SAFETY: as in `read`; a racing insert at worst loses this mark.
+                unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).used), t) };
+            }
             return Some(slot.value);
         }
     }
     None
+}
+
+/// Makes the way at `p` (read as `slot`) standing at `t` if its source's
+/// standing-flow budgets pay for it, or else born anew (see
+/// [`FlowSlot::due`]). A racing reader may see the way torn meanwhile: a
+/// miss, judged again.
+#[inline(always)]
+fn stand(p: *mut FlowSlot, probe: &Probe, slot: &FlowSlot, t: u32) {
+    let paid = crate::budget::spend_words(Spend::Standing, (probe.words[0], probe.words[1]), 1, FLOW_STANDING_PERIOD_S);
+    let born = if paid { FlowSlot::standing_since(t) } else { t };
+    let check = flow_check(probe.hash, &slot.value, born);
+    // SAFETY: as in `read`.
+    unsafe {
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).born), born);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).used), t);
+        core::ptr::write_volatile(core::ptr::addr_of_mut!((*p).check), check);
+    }
 }
 
 /// Caches `value` for the flow, unless every way of its set is kept.

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::time::Instant;
 
 use aya::programs::{TestRun, TestRunOptions};
-use egress_agent::datapath::{Datapath, TC_PROGRAM};
+use egress_agent::datapath::{DNS_PROGRAM, Datapath, TC_PROGRAM};
 use egress_common::{DnsStat, EventStat, Level, Spend, budget_stat_slot, limit};
 use egress_lab::dnsmsg::Message;
 use egress_lab::packet::Spec;
@@ -22,9 +22,13 @@ smartgroups: { workloads: { cidrs: [10.10.1.0/24, "fd00:10:1::/64"] } }
 webgroups: { llm: { domains: [api.openai.com] } }
 rules:
   - { name: allow-llm, priority: 10, source: workloads, destination: { webgroup: llm }, protocol: tcp, ports: [443], action: permit }
+  - { name: allow-web, priority: 15, source: workloads, destination: { cidrs: [198.51.100.0/24] }, protocol: tcp, ports: [443], action: permit }
   - { name: allow-dns, priority: 20, source: workloads, destination: resolvers, ports: [53], action: permit }
   - { name: default-deny, priority: 100, source: workloads, destination: any, action: deny }
 "#;
+
+/// `TC_ACT_UNSPEC`: the packet goes on.
+const PASS: u32 = -1i32 as u32;
 
 fn loaded() -> Datapath {
     let pack = load_sources(&[("t.yaml".into(), PACK.into())]).expect("pack");
@@ -34,8 +38,17 @@ fn loaded() -> Datapath {
 }
 
 fn run(dp: &mut Datapath, frame: &[u8]) -> u32 {
-    let prog = dp.tc_program(TC_PROGRAM).expect("program");
-    prog.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() }).expect("test run").return_value
+    run_out(dp, TC_PROGRAM, frame).0
+}
+
+/// Runs `program` on `frame`: its return value and the frame as it left.
+fn run_out(dp: &mut Datapath, program: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len() + 64];
+    let prog = dp.tc_program(program).expect("program");
+    let opts = TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() };
+    let r = prog.test_run(opts).expect("test run");
+    out.truncate(r.data_size_out as usize);
+    (r.return_value, out)
 }
 
 /// Address `i` of the workloads' IPv6 /64.
@@ -64,7 +77,7 @@ fn refill(kind: Spend, level: Level, secs: f64) -> u64 {
 
 #[test]
 fn a_host_cycling_addresses_records_queries_within_one_hosts_budget() {
-    const CYCLED: u64 = 10_000;
+    const CYCLED: u64 = 20_000;
     let mut dp = loaded();
     let stat = |dp: &Datapath, s: DnsStat| dp.dns_stats().expect("stats")[s as usize];
     let tracked_before = stat(&dp, DnsStat::QueryTracked);
@@ -93,7 +106,7 @@ fn a_host_cycling_addresses_records_queries_within_one_hosts_budget() {
 
     // And one address alone has its own, smaller budget.
     let before = (stat(&dp, DnsStat::QueryTracked), Instant::now());
-    for i in 0..1_000u16 {
+    for i in 0..3_000u16 {
         run(&mut dp, &from_host(query(cycled(200_000), 10_000 + i, i), 3));
     }
     let tracked = stat(&dp, DnsStat::QueryTracked) - before.0;
@@ -129,4 +142,74 @@ fn hosts_multiplying_their_macs_meet_everyones_event_cap() {
     assert!(sent <= bound, "{sent} events sent in {secs:.2} s: everyone's budget is {bound}");
     let cut = dp.budget_stats().expect("budget stats")[budget_stat_slot(Spend::Events, Level::All) as usize];
     assert!(cut >= suppressed && cut > 0, "held back by everyone's budget: {cut} of {suppressed}");
+}
+
+/// A workload learns no more addresses than its budget: answers past it
+/// teach nothing (and are counted), while another workload of the same
+/// host still learns.
+#[test]
+fn a_workload_learns_no_more_than_its_budget_of_addresses() {
+    const PER_ANSWER: u64 = 32;
+    let mut dp = loaded();
+    dp.renew_lease().expect("lease");
+    let own = limit(Spend::Learned, Level::Address).burst;
+    let answers = own / PER_ANSWER + 10;
+    let resolver: IpAddr = "fd00:10::2".parse().expect("address");
+    let ask = |dp: &mut Datapath, workload: IpAddr, k: u64| {
+        let sport = 7_000 + k as u16;
+        let q = query(workload, sport, k as u16);
+        let (_, out) = run_out(dp, TC_PROGRAM, &q);
+        let at = q.len() - Message::query(0, "api.openai.com", 1).to_bytes().len();
+        let id = u16::from_be_bytes([out[at], out[at + 1]]);
+        let msg = (0..PER_ANSWER).fold(Message::response(id, "api.openai.com", 1), |m, j| {
+            let n = (k * PER_ANSWER + j) as u32;
+            m.a("api.openai.com", [100, 64 + (n >> 16) as u8, (n >> 8) as u8, n as u8], 300)
+        });
+        let answer = Spec::udp(resolver, workload, 53, sport).with_payload(msg.to_bytes()).build();
+        run_out(dp, DNS_PROGRAM, &answer);
+    };
+    let learned_by = |dp: &Datapath, w: IpAddr| {
+        let IpAddr::V6(w) = w else { unreachable!() };
+        dp.learned().expect("learned").iter().filter(|(k, _)| k.workload == w.octets()).count() as u64
+    };
+    let stat = |dp: &Datapath| dp.dns_stats().expect("stats")[DnsStat::OverBudget as usize];
+    let before = stat(&dp);
+    let started = Instant::now();
+    for k in 0..answers {
+        ask(&mut dp, cycled(0), k);
+    }
+    let learned = learned_by(&dp, cycled(0));
+    let secs = started.elapsed().as_secs_f64();
+    let bound = refill(Spend::Learned, Level::Address, secs);
+    eprintln!("{answers} answers of {PER_ANSWER} to one workload in {secs:.2} s: {learned} addresses learned");
+    assert!(learned >= own && learned <= bound, "the workload learned {learned}: its budget is {bound}");
+    assert_eq!(stat(&dp) - before, answers - learned / PER_ANSWER, "each answer past it counted over budget");
+    ask(&mut dp, cycled(1), answers);
+    assert_eq!(learned_by(&dp, cycled(1)), PER_ANSWER, "another workload of the host learns");
+}
+
+/// First fragments from one host are remembered within its budget: the
+/// later fragments of those past it find no verdict and are dropped.
+#[test]
+fn a_host_remembers_first_fragments_within_its_budget() {
+    const SENT: u16 = 3_000;
+    let mut dp = loaded();
+    let frag = |i: u16, offset: u16| {
+        // 250 addresses: each stays within its own budget.
+        let src = IpAddr::V4(std::net::Ipv4Addr::new(10, 10, 1, 1 + (i % 250) as u8));
+        let mut spec = Spec::tcp(src, "198.51.100.1".parse().expect("address"), 2_000 + i, 443);
+        spec.ipv4_frag = Some((offset, offset == 0, i));
+        from_host(spec.build(), 7)
+    };
+    let started = Instant::now();
+    for i in 0..SENT {
+        assert_eq!(run(&mut dp, &frag(i, 0)), PASS, "first fragment {i} permitted");
+    }
+    let bound = refill(Spend::Fragments, Level::Host, started.elapsed().as_secs_f64());
+    let followed = (0..SENT).filter(|&i| run(&mut dp, &frag(i, 3)) == PASS).count() as u64;
+    eprintln!("{SENT} first fragments from one host: {followed} later fragments followed");
+    assert!(followed <= bound, "{followed} remembered: the host's budget is {bound}");
+    assert!(followed >= limit(Spend::Fragments, Level::Host).burst, "its burst remembered: {followed}");
+    let refused = dp.budget_stats().expect("budget stats")[budget_stat_slot(Spend::Fragments, Level::Host) as usize];
+    assert_eq!(refused, u64::from(SENT) - followed, "each one not remembered counted");
 }

@@ -676,6 +676,45 @@ fn a_standing_flow_is_never_replaced() {
     h.check("the newest is cached", &frame(ports[3 * ways - 1]), &cached);
 }
 
+/// Standing is paid for from the source's budgets: a workload that has
+/// made its budget's worth of flows standing cannot make more, so the
+/// ways of its further flows stay open to new flows (those of any
+/// workload) instead of filling its sets with kept ways.
+#[test]
+fn standing_flows_beyond_the_budget_are_not_kept() {
+    let mut h = Harness::new(PACK);
+    let ways = egress_common::FLOW_WAYS as usize;
+    let ports = same_set_flows(&h.dp, ways + 1);
+    assert_eq!(ports.len(), ways + 1, "enough flows in one set");
+    let own = egress_common::limit(egress_common::Spend::Standing, egress_common::Level::Address).burst as u16;
+    // The budget's worth and a few more (its refill over the test's second).
+    let fillers: Vec<_> =
+        (0..own + 8).map(|i| Spec::tcp(ip("10.10.1.10"), ip("203.0.113.250"), 1_000 + i, 443).build()).collect();
+    let frame = |(dst, p): (IpAddr, u16)| Spec::tcp(ip("10.10.1.10"), dst, p, 443).build();
+    let cached = Expect { reason: Reason::FlowCache, ..allowed("allow-web") };
+    for (i, f) in fillers.iter().enumerate() {
+        h.check(&format!("filler {i} judged"), f, &allowed("allow-web"));
+    }
+    for (i, &p) in ports[..ways].iter().enumerate() {
+        h.check(&format!("flow {i} of the set judged"), &frame(p), &allowed("allow-web"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    // Used again a second later: the fillers take the address's budget...
+    for (i, f) in fillers.iter().enumerate() {
+        h.check(&format!("filler {i} again"), f, &cached);
+    }
+    // ... so the set's flows, used again too, find none left.
+    for (i, &p) in ports[..ways].iter().enumerate() {
+        h.check(&format!("flow {i} of the set again"), &frame(p), &cached);
+    }
+    let refused = h.dp.budget_stats().expect("budget stats")
+        [egress_common::budget_stat_slot(egress_common::Spend::Standing, egress_common::Level::Address) as usize];
+    assert!(refused >= ways as u64, "the set's flows were refused standing: {refused}");
+    // Not kept: a new flow in the set is cached in one of their ways.
+    h.check("a new flow in the set judged", &frame(ports[ways]), &allowed("allow-web"));
+    h.check("and cached", &frame(ports[ways]), &cached);
+}
+
 /// The set of a flow is keyed with a seed drawn for each install: flows
 /// chosen to share a set under one pack do not under the next, so a
 /// workload cannot aim at another's ways.

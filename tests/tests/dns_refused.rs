@@ -222,21 +222,7 @@ fn what_the_filter_cannot_read_is_dropped_when_it_enforces() {
         ("an additional record not OPT", Spec::udp(workload, resolver, 5018, 53).with_payload(not_opt).build()),
     ];
     let mut dp = loaded();
-    for (what, frame) in &cases {
-        let before = dp.dns_stats().expect("stats");
-        assert_eq!(run(&mut dp, frame).0, 2, "{what}: dropped (TC_ACT_SHOT)");
-        let after = dp.dns_stats().expect("stats");
-        assert_eq!(
-            after[DnsStat::QueryRefused as usize],
-            before[DnsStat::QueryRefused as usize] + 1,
-            "{what}: counted as refused"
-        );
-        assert_eq!(
-            after[DnsStat::QueryTracked as usize],
-            before[DnsStat::QueryTracked as usize],
-            "{what}: not recorded"
-        );
-    }
+    dropped_and_refused(&mut dp, &cases);
     // EDNS's OPT record (a 1232-byte UDP size, a cookie option) is read.
     let mut edns = sanctioned.clone();
     edns[11] = 1;
@@ -262,6 +248,57 @@ fn what_the_filter_cannot_read_is_dropped_when_it_enforces() {
             "{what}: reported"
         );
     }
+}
+
+/// Each frame of `cases` is dropped, counted refused, and not recorded.
+fn dropped_and_refused(dp: &mut Datapath, cases: &[(&str, Vec<u8>)]) {
+    for (what, frame) in cases {
+        let before = dp.dns_stats().expect("stats");
+        assert_eq!(run(dp, frame).0, 2, "{what}: dropped (TC_ACT_SHOT)");
+        let after = dp.dns_stats().expect("stats");
+        assert_eq!(
+            after[DnsStat::QueryRefused as usize],
+            before[DnsStat::QueryRefused as usize] + 1,
+            "{what}: counted as refused"
+        );
+        assert_eq!(
+            after[DnsStat::QueryTracked as usize],
+            before[DnsStat::QueryTracked as usize],
+            "{what}: not recorded"
+        );
+    }
+}
+
+/// Found in review: EDNS options other than a cookie (some, like the
+/// client subnet, are passed upstream) and OPT header bits went out
+/// unjudged. The filter takes an OPT with no option or one cookie, and no
+/// bit set but DO.
+#[test]
+fn edns_options_other_than_a_cookie_are_dropped_when_the_filter_enforces() {
+    let (workload, resolver) = (ip("10.10.1.10"), ip("10.10.0.2"));
+    let sanctioned = Message::query(1, "api.openai.com", 1).to_bytes();
+    let with_opt = |ttl: [u8; 4], data: &[u8]| {
+        let mut m = sanctioned.clone();
+        m[11] = 1;
+        m.extend_from_slice(&[0, 0, 41, 0x04, 0xd0]);
+        m.extend_from_slice(&ttl);
+        m.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        m.extend_from_slice(data);
+        Spec::udp(workload, resolver, 5021, 53).with_payload(m).build()
+    };
+    let cookie = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("an OPT with a client subnet", with_opt([0; 4], &[0, 8, 0, 8, 0, 1, 24, 0, 10, 1, 2, 0])),
+        ("an OPT of another version", with_opt([0, 1, 0, 0], &[])),
+        ("an OPT with an extended RCODE", with_opt([1, 0, 0, 0], &[])),
+        ("an OPT with Z bits set", with_opt([0, 0, 0x40, 0x21], &[])),
+        ("an OPT with two cookies", with_opt([0; 4], &[cookie, cookie].concat())),
+        ("an OPT with a cookie too short", with_opt([0; 4], &[0, 10, 0, 4, 1, 2, 3, 4])),
+    ];
+    let mut dp = loaded();
+    dropped_and_refused(&mut dp, &cases);
+    assert_eq!(run(&mut dp, &with_opt([0; 4], &[])).0, PASS, "an OPT with nothing in it goes out");
+    assert_eq!(run(&mut dp, &with_opt([0, 0, 0x80, 0], &cookie)).0, PASS, "a cookie, and DO, go out");
 }
 
 /// Issue 14, hole 1: a TCP segment to the resolver cut into IP fragments,

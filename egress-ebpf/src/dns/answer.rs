@@ -303,7 +303,7 @@ fn learn<B: LoadBytes>(
     if found == 0 {
         return Err(DnsStat::NoAnswer);
     }
-    paid_for(pkt, found, meta)?;
+    paid_for(pkt, found)?;
     // Pass 2: the whole answer section parsed; learn. Each address is
     // learned in a `bpf_loop` callback, and the answer's event sent from
     // another: their frames are their own (this one is near the 512-byte
@@ -334,15 +334,10 @@ fn learn<B: LoadBytes>(
 }
 
 /// Pays for learning `found` addresses for the workload `pkt` goes to, from
-/// its, its host's and everyone's learned-address budgets (which refill
-/// over `max_ttl`).
+/// its, its host's and everyone's learned-address budgets.
 #[inline(always)]
-fn paid_for(pkt: &Packet, found: usize, meta: &SlotMeta) -> Result<(), DnsStat> {
-    if crate::budget::spend(Spend::Learned, &pkt.dst, found as u64, u64::from(meta.max_ttl)) {
-        Ok(())
-    } else {
-        Err(DnsStat::OverBudget)
-    }
+fn paid_for(pkt: &Packet, found: usize) -> Result<(), DnsStat> {
+    if crate::budget::spend(Spend::Learned, &pkt.dst, found as u64, 0) { Ok(()) } else { Err(DnsStat::OverBudget) }
 }
 
 /// Sends the event of what an answer taught (see [`Report`]).

@@ -189,7 +189,8 @@ fn one_query<B: LoadBytes>(
 const CLASS_IN: u16 = 1;
 
 /// Whether the message (`len` bytes, its one question's name ending at
-/// `next`) is nothing but the question and, at most, an EDNS OPT record:
+/// `next`) is nothing but the question and, at most, an EDNS OPT record
+/// with nothing but a cookie in it ([`plain_opt`]):
 /// type and class whole, no answer or authority records, and no byte
 /// after the question or the OPT record. Anything else could carry bytes
 /// the filter does not judge.
@@ -206,10 +207,39 @@ fn plain_query(s: &Scratch, next: usize, len: usize) -> bool {
         1 => {
             byte(&s.msg, end) == 0
                 && be16(&s.msg, end + 1) == 41
+                && plain_opt(s, end + 5, usize::from(be16(&s.msg, end + 9)))
                 && end + 11 + usize::from(be16(&s.msg, end + 9)) == len
         }
         _ => false,
     }
+}
+
+/// EDNS option code of a cookie (RFC 7873).
+const OPTION_COOKIE: u16 = 10;
+
+/// Whether an OPT record (its TTL at `ttl`, `rdlen` bytes of data after)
+/// carries nothing but what a client may set: extended RCODE, version and
+/// flags zero but for DO, and no option or one cookie (8 to 40 bytes).
+/// Other options could carry bytes the filter does not judge, and some
+/// (client subnet) are passed on upstream.
+#[inline(always)]
+fn plain_opt(s: &Scratch, ttl: usize, rdlen: usize) -> bool {
+    // Folded into one word, zero when plain: every branch here would be
+    // walked by the verifier for each query of a segment.
+    let header = u64::from(be16(&s.msg, ttl)) | u64::from(be16(&s.msg, ttl + 2) & 0x7fff);
+    let option = ttl + 6;
+    let len = rdlen as u64;
+    // Zero for one cookie of 8 to 40 bytes filling the data.
+    let over12 = len.wrapping_sub(12);
+    let cookie = u64::from(be16(&s.msg, option) ^ OPTION_COOKIE)
+        | ((u64::from(be16(&s.msg, option + 2)) + 4) ^ len)
+        | (over12 >> 6)
+        | (over12.wrapping_add(31) >> 6);
+    // All ones unless there is no data (then the cookie does not count).
+    let some = ((len | len.wrapping_neg()) >> 63).wrapping_neg();
+    let bad = header | (cookie & some);
+    // SAFETY: reads a local.
+    unsafe { core::ptr::read_volatile(&raw const bad) == 0 }
 }
 
 /// The WebGroups the workload sending `pkt` may ask for: those of the
