@@ -3,23 +3,26 @@
 //! IPv6 /64, any on-link IPv4 address), so no budget is keyed by the
 //! source address alone: each spend is charged, in turn, to
 //!
-//! 1. the source address on its interface ([`Level::Address`]): what one
-//!    workload may take when its addresses are its own (behind a router
-//!    that checks them, as a VPC does);
+//! 1. the source address as sent by its host ([`Level::Address`], keyed by
+//!    interface, MAC and address): what one workload may take when its
+//!    addresses are its own (behind a router that checks them, as a VPC
+//!    does); a neighbour that forges the address spends its own;
 //! 2. the frame's sender, its interface and link-layer address
 //!    ([`Level::Host`]): what every address one host sends from takes
 //!    together, however many it cycles through. Behind a router, every
 //!    workload shares the router's, so it is ten workloads' worth;
 //! 3. everything at once ([`Level::All`]): the cap that keeps the shared
 //!    table or ring whole when hosts multiply their link-layer addresses
-//!    too.
+//!    too (on a link that lets them: then it is all that is left).
 //!
-//! A spend goes through only when every level has room, and takes from the
-//! first level that runs out and those before it: a workload whose own
-//! budget is spent takes nothing from its host's or everyone's.
+//! A spend goes through only when every level has room; a level without
+//! room refuses it, and what the levels before it took is given back.
+//! What an answer teaches is charged to the host that sent its query.
 //!
-//! Budgets are token buckets ([`Bucket`]) in a shared LRU table keyed by
-//! [`BudgetKey`]; their rates are here ([`limit`]), stated in `POLICY.md`.
+//! Budgets are token buckets ([`Bucket`]): source addresses' and hosts' in
+//! LRU tables keyed by [`BudgetKey`] (a bucket is made only for a spend
+//! that went through), everyone's in an array by kind; their rates are here
+//! ([`limit`]), stated in `POLICY.md`.
 
 /// What a budget pays for (stable codes: part of the map key and of the
 /// metric labels; never renumber).
@@ -154,11 +157,18 @@ pub const fn limit(kind: Spend, level: Level) -> Limit {
     }
 }
 
-/// Buckets tracked at once (LRU): a host's and everyone's buckets are
-/// touched at every spend, so cycling addresses evicts only idle ones.
+/// Source addresses' buckets tracked at once (LRU). A bucket is made only
+/// for a spend that every level let through: cycling addresses churns this
+/// table no faster than the host's budget allows, and never the hosts'
+/// (their own table) or everyone's (an array).
 pub const MAX_BUDGETS: u32 = 131_072;
+/// Hosts' buckets tracked at once (LRU).
+pub const MAX_HOST_BUDGETS: u32 = 65_536;
+/// Kinds of [`Spend`] room is kept for (everyone's buckets, by code).
+pub const SPEND_KINDS: u32 = 8;
 
-/// `BUDGETS` key: one bucket.
+/// `BUDGETS` and `HOST_BUDGETS` key: one bucket of a source address or
+/// of a host (everyone's are an array by kind).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BudgetKey {
@@ -167,13 +177,15 @@ pub struct BudgetKey {
     /// [`Level`] code.
     pub level: u8,
     pub _pad: [u8; 2],
-    /// The interface (0 for [`Level::All`]).
+    /// The interface.
     pub ifindex: u32,
-    /// [`Level::Address`]: the source address (IPv4-mapped);
-    /// [`Level::Host`]: the link-layer address, zero-padded; [`Level::All`]: zero.
-    pub id: [u8; 16],
+    /// The host's link-layer address, zero-padded: an address's bucket is
+    /// its host's too, so a neighbour that sends from it spends its own.
+    pub mac: [u8; 8],
+    /// [`Level::Address`]: the source address (IPv4-mapped); zero for a host.
+    pub addr: [u8; 16],
 }
-crate::assert_size!(BudgetKey, 24);
+crate::assert_size!(BudgetKey, 32);
 
 /// A token bucket, in thousandths of a token.
 #[repr(C)]
@@ -201,17 +213,20 @@ impl Bucket {
         // Capped so that no product below overflows (a gap of 49 days
         // refills any bucket anyway).
         let elapsed_ms = (now.saturating_sub(self.last_ns) / 1_000_000).min(1 << 32);
-        let refill = if limit.per_s != 0 {
-            elapsed_ms * limit.per_s
+        let period_s = if period_s == 0 { 1 } else { period_s };
+        let (refill, bought_ns) = if limit.per_s != 0 {
+            (elapsed_ms * limit.per_s, elapsed_ms * 1_000_000)
         } else {
-            // burst * 1000 milli-tokens per period_s * 1000 ms.
-            elapsed_ms * limit.burst / if period_s == 0 { 1 } else { period_s }
+            // burst * 1000 milli-tokens per period_s * 1000 ms; the time
+            // taken is what those milli-tokens cost, so no fraction is lost.
+            let refill = elapsed_ms * limit.burst / period_s;
+            (refill, (refill * period_s * 1_000_000).checked_div(limit.burst).unwrap_or(0))
         };
         let tokens = if refill >= full { full } else { (self.milli_tokens + refill).min(full) };
-        // Time counts once it has bought a milli-token: frequent spends of
-        // a slow budget still refill it.
-        if refill != 0 {
-            self.last_ns = if refill >= full { now } else { self.last_ns + elapsed_ms * 1_000_000 };
+        if refill >= full {
+            self.last_ns = now;
+        } else {
+            self.last_ns += bought_ns;
         }
         self.milli_tokens = tokens;
         if tokens < n * 1000 {
@@ -220,7 +235,16 @@ impl Bucket {
         self.milli_tokens = tokens - n * 1000;
         true
     }
+
+    /// Gives back `n` tokens taken by [`Bucket::take`] (a later level
+    /// refused the spend), up to the burst.
+    #[inline(always)]
+    pub fn refund(&mut self, limit: Limit, n: u64) {
+        self.milli_tokens = (self.milli_tokens + n * 1000).min(limit.burst * 1000);
+    }
 }
+
+const _: () = assert!(Spend::ALL.len() <= SPEND_KINDS as usize);
 
 /// Slots of the budget counters: `kind * 4 + level`, what ran out.
 pub const BUDGET_STAT_SLOTS: u32 = 24;
@@ -272,6 +296,29 @@ mod tests {
         assert!(b.take(l, 150 * S, 2_000, 300));
         assert!(!b.take(l, 150 * S, 200, 300));
         assert!(b.take(l, 10_000 * S, 4_096, 300));
+    }
+
+    /// Found in review: a slow budget spent often lost the fractions of
+    /// each refill (up to half its rate).
+    #[test]
+    fn a_slow_budget_spent_often_refills_at_its_rate() {
+        let l = Limit { per_s: 0, burst: 1_024 };
+        let mut b = Bucket::full(l, 0);
+        assert!(b.take(l, 0, 1_024, 550));
+        // A try every 5 ms for 55 s: a tenth of the period, 102 tokens.
+        let got = (1..=11_000u64).filter(|i| b.take(l, i * 5_000_000, 1, 550)).count();
+        assert!((101..=103).contains(&got), "{got}");
+    }
+
+    #[test]
+    fn a_refund_gives_back_up_to_the_burst() {
+        let l = Limit { per_s: 100, burst: 10 };
+        let mut b = Bucket::full(l, 0);
+        assert!(b.take(l, 0, 4, 1));
+        b.refund(l, 4);
+        assert!(b.take(l, 0, 10, 1));
+        b.refund(l, 50);
+        assert_eq!(b.milli_tokens, 10_000);
     }
 
     #[test]

@@ -161,9 +161,14 @@ pub struct QueryValue {
     pub qtype: u16,
     /// The workload's own transaction id, given back in the answer.
     pub workload_txid_be: u16,
-    pub _pad: [u8; 4],
+    /// The host that sent the query (interface and MAC): what its answer
+    /// teaches is paid for from that host's budgets, whatever source
+    /// address the query carried.
+    pub asker_ifindex: u32,
+    pub asker_mac: [u8; 6],
+    pub _pad: [u8; 2],
 }
-crate::assert_size!(QueryValue, 24);
+crate::assert_size!(QueryValue, 32);
 
 /// Capacity of the outstanding-query table (LRU).
 pub const MAX_QUERIES: u32 = 131_072;

@@ -30,8 +30,12 @@ pub const FRAGS: &str = "EGV5_FRAGS";
 pub const REASONS: &str = "EGV5_REASONS";
 /// The event ring buffer ([`crate::FlowEvent`], [`crate::LearnEvent`]).
 pub const EVENTS: &str = "EGV5_EVENTS";
-/// Budgets: [`crate::BudgetKey`] → [`crate::Bucket`] (LRU).
+/// Source addresses' budgets: [`crate::BudgetKey`] → [`crate::Bucket`] (LRU).
 pub const BUDGETS: &str = "EGV5_BUDGETS";
+/// Hosts' budgets: [`crate::BudgetKey`] → [`crate::Bucket`] (LRU).
+pub const HOST_BUDGETS: &str = "EGV5_HOSTBUD";
+/// Everyone's budgets, per [`crate::Spend`] code ([`crate::Bucket`]).
+pub const ALL_BUDGETS: &str = "EGV5_ALLBUD";
 /// Spends refused per kind and level (per CPU; see [`crate::budget_stat_slot`]).
 pub const BUDGET_STATS: &str = "EGV5_BUDSTATS";
 /// Per-CPU working memory of the budgets.
@@ -85,7 +89,7 @@ pub const TAIL_SECOND_ANSWER: u32 = 3;
 pub const TAILS: u32 = 4;
 
 /// Every map shared by both slots.
-pub const SHARED: [&str; 27] = [
+pub const SHARED: [&str; 29] = [
     LIVE,
     STATUS,
     SLOT_META,
@@ -94,6 +98,8 @@ pub const SHARED: [&str; 27] = [
     REASONS,
     EVENTS,
     BUDGETS,
+    HOST_BUDGETS,
+    ALL_BUDGETS,
     BUDGET_STATS,
     BUDGET_SCRATCH,
     EVENT_STATS,

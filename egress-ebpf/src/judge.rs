@@ -518,12 +518,15 @@ pub fn judge_read<B: LoadBytes>(bytes: &B, len: u32, ifindex: u32) -> Action {
 }
 
 /// Remembers a first fragment's verdict `v` for its later fragments, if
-/// its sender's fragment budget has room (without it, they are dropped as
-/// unseen).
+/// its sender's fragment budget has room; without it they are dropped as
+/// unseen (an entry an earlier datagram with the same key left is taken
+/// out, so that they cannot follow its verdict).
 #[inline(always)]
 pub(crate) fn remember_first(pkt: &Packet, v: &FlowValue) {
     if crate::budget::spend(Spend::Fragments, &pkt.src, 1, 0) {
         let _ = EGV5_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, v), 0);
+    } else {
+        let _ = EGV5_FRAGS.remove(&frag_key(pkt));
     }
 }
 

@@ -299,14 +299,12 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     }
     let len = ctx.len();
     pull_if_needed(&ctx, len);
-    // SAFETY: the context's skb pointer is valid for the program's run.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    // What the answer teaches is charged to the host it goes to.
-    budget::note_receiver(&Skb(&ctx), ifindex);
     let (swap, more, taught) = learn(&Skb(&ctx), ctx.data(), ctx.data_end());
     if taught {
         // The asker's host: the frame's destination, by the gateway's own
         // neighbour table, on this interface.
+        // SAFETY: the context's skb pointer is valid for the program's run.
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
         let mac = parse::Cursor::new(ctx.data(), ctx.data_end()).read_or(0, [0u8; 6]).1;
         hosts::note_asker(ifindex, mac);
     }

@@ -59,11 +59,20 @@ pub static EGV5_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON
 #[map]
 pub static EGV5_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
-/// Budgets: per kind, the buckets of source addresses, hosts and everyone
-/// (LRU; see [`crate::budget`]).
+/// Budgets: per kind, the buckets of source addresses (with their host;
+/// LRU; see [`crate::budget`]).
 #[map]
 pub static EGV5_BUDGETS: LruHashMap<egress_common::BudgetKey, egress_common::Bucket> =
     LruHashMap::with_max_entries(egress_common::MAX_BUDGETS, 0);
+
+/// Budgets: per kind, the buckets of hosts (interface and MAC; LRU).
+#[map]
+pub static EGV5_HOSTBUD: LruHashMap<egress_common::BudgetKey, egress_common::Bucket> =
+    LruHashMap::with_max_entries(egress_common::MAX_HOST_BUDGETS, 0);
+
+/// Budgets: everyone's bucket, per [`egress_common::Spend`] code.
+#[map]
+pub static EGV5_ALLBUD: Array<egress_common::Bucket> = Array::with_max_entries(egress_common::SPEND_KINDS, 0);
 
 /// Spends refused, per kind and the level that ran out (per CPU; slot
 /// [`egress_common::budget_stat_slot`]).

@@ -84,6 +84,13 @@ pub struct GuardWork {
     pub mode: u64,
     /// Set by the weighing when a query is refused.
     pub refused: u64,
+    /// Set by the weighing when a tunnel is to be reported: the zone, the
+    /// sample name's length and the distinct names counted (reported
+    /// after the weighing, outside its callback: the report's spend would
+    /// add its frame to the callback's).
+    pub report_zone: u64,
+    pub report_len: u64,
+    pub report_distinct: u64,
 }
 
 /// What an answer taught, handed to the learning and reporting callbacks.

@@ -213,3 +213,50 @@ fn a_host_remembers_first_fragments_within_its_budget() {
     let refused = dp.budget_stats().expect("budget stats")[budget_stat_slot(Spend::Fragments, Level::Host) as usize];
     assert_eq!(refused, u64::from(SENT) - followed, "each one not remembered counted");
 }
+
+/// Found in review: a neighbour that sends with a workload's source
+/// address spends its own budgets, not the workload's: its queries are
+/// charged to its own MAC, and what their answers teach (to the
+/// workload's address) to the host that asked.
+#[test]
+fn a_neighbour_forging_an_address_spends_its_own_budgets() {
+    const PER_ANSWER: u64 = 32;
+    let mut dp = loaded();
+    dp.renew_lease().expect("lease");
+    let victim = cycled(0);
+    let resolver: IpAddr = "fd00:10::2".parse().expect("address");
+    // A query from `host` with the victim's address, and an answer to it
+    // that teaches 32 addresses; whether the query was recorded.
+    let ask = |dp: &mut Datapath, host: u16, k: u64| {
+        let sport = 20_000 + k as u16;
+        let q = from_host(query(victim, sport, k as u16), host);
+        let (_, out) = run_out(dp, TC_PROGRAM, &q);
+        let at = q.len() - Message::query(0, "api.openai.com", 1).to_bytes().len();
+        let id = u16::from_be_bytes([out[at], out[at + 1]]);
+        // Recorded, the query left with an id of the gateway's (the same
+        // as the workload's once in 65,536 draws).
+        if id == k as u16 {
+            return false;
+        }
+        let msg = (0..PER_ANSWER).fold(Message::response(id, "api.openai.com", 1), |m, j| {
+            let n = (k * PER_ANSWER + j) as u32;
+            m.a("api.openai.com", [100, 80 + (n >> 16) as u8, (n >> 8) as u8, n as u8], 300)
+        });
+        let answer = Spec::udp(resolver, victim, 53, sport).with_payload(msg.to_bytes()).build();
+        run_out(dp, DNS_PROGRAM, &answer);
+        true
+    };
+    // The neighbour (host 9) asks as the victim until its budgets for the
+    // victim's address are spent: learning, then queries.
+    let queries = limit(Spend::Queries, Level::Address).burst + 400;
+    let recorded = (0..queries).filter(|&k| ask(&mut dp, 9, k)).count() as u64;
+    assert!(recorded < queries, "the neighbour's queries past its budget went unrecorded: {recorded}");
+    let over = dp.dns_stats().expect("stats")[DnsStat::OverBudget as usize];
+    let learned = limit(Spend::Learned, Level::Address).burst / PER_ANSWER;
+    assert!(over >= queries - learned - 10, "the neighbour's answers past its budget taught nothing: {over}");
+    // The victim (host 1) still has all of its own.
+    let before = dp.learned().expect("learned").len();
+    assert!(ask(&mut dp, 1, 100_000), "the victim's query is recorded");
+    let taught = dp.learned().expect("learned").len() - before;
+    assert_eq!(taught as u64, PER_ANSWER, "the victim's answer teaches");
+}

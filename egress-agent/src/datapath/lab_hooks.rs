@@ -49,7 +49,7 @@ impl Datapath {
             qtype,
             // As if the workload had chosen the gateway's id.
             workload_txid_be: key.txid_be,
-            _pad: [0; 4],
+            ..QueryValue::default()
         };
         queries.insert(key, value, 0).map_err(|e| DatapathError::map(maps::QUERIES, e))
     }

@@ -303,7 +303,7 @@ fn learn<B: LoadBytes>(
     if found == 0 {
         return Err(DnsStat::NoAnswer);
     }
-    paid_for(pkt, found)?;
+    paid_for(pkt, found, query)?;
     // Pass 2: the whole answer section parsed; learn. Each address is
     // learned in a `bpf_loop` callback, and the answer's event sent from
     // another: their frames are their own (this one is near the 512-byte
@@ -334,9 +334,12 @@ fn learn<B: LoadBytes>(
 }
 
 /// Pays for learning `found` addresses for the workload `pkt` goes to, from
-/// its, its host's and everyone's learned-address budgets.
+/// the learned-address budgets of that address and of the host that sent
+/// the `query` (a workload that forges a neighbour's source address spends
+/// its own, not the neighbour's), and everyone's.
 #[inline(always)]
-fn paid_for(pkt: &Packet, found: usize) -> Result<(), DnsStat> {
+fn paid_for(pkt: &Packet, found: usize, query: &QueryValue) -> Result<(), DnsStat> {
+    crate::budget::note_sender(query.asker_ifindex, &query.asker_mac);
     if crate::budget::spend(Spend::Learned, &pkt.dst, found as u64, 0) { Ok(()) } else { Err(DnsStat::OverBudget) }
 }
 

@@ -92,7 +92,14 @@ pub fn refuses(pkt: &Packet, mode: u8) -> bool {
         vset(addr_of_mut!((*g).family), u64::from(pkt.family));
         vset(addr_of_mut!((*g).mode), u64::from(mode));
         vset(addr_of_mut!((*g).refused), 0);
+        vset(addr_of_mut!((*g).report_zone), 0);
         bpf_loop(n as u32 & 3, weigh_step as *mut c_void, core::ptr::null_mut(), 0);
+        let zone = vget(addr_of!((*g).report_zone));
+        if zone != 0 {
+            vset(addr_of_mut!((*g).key.zone), zone as u32);
+            let (len, distinct) = (vget(addr_of!((*g).report_len)), vget(addr_of!((*g).report_distinct)));
+            crate::events::report_tunnel(pkt.family, s, len as usize, distinct as u32, mode);
+        }
         vget(addr_of!((*g).refused)) != 0
     }
 }
@@ -161,9 +168,9 @@ extern "C" fn weigh_step(index: u64, _ctx: *mut c_void) -> i64 {
         stat(DnsStat::TunnelSuspected);
         // The sample name: the scratch holds the packet's last query's name.
         let last = g.n.wrapping_sub(1) == i as u64;
-        let len = if last { g.len[i] as usize } else { 0 };
-        let (family, mode) = (g.family as u8, g.mode as u8);
-        crate::events::report_tunnel(family, s, len, st.distinct, mode);
+        g.report_len = if last { g.len[i] } else { 0 };
+        g.report_distinct = u64::from(st.distinct);
+        g.report_zone = u64::from(zone);
     }
     if enforce {
         st.blocked_until_ns = now + GUARD_BLOCK_NS;

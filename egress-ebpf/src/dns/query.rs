@@ -174,13 +174,16 @@ fn one_query<B: LoadBytes>(
         guard::note(s, name.len);
     }
     let workload_id = be16(&s.msg, 0);
+    let (asker_ifindex, asker_mac) = crate::budget::sender();
     let value = QueryValue {
         name_hash: name.hash,
         // SAFETY: helper without preconditions.
         sent_ns: unsafe { bpf_ktime_get_ns() },
         qtype: be16(&s.msg, name.next),
         workload_txid_be: workload_id.to_be(),
-        _pad: [0; 4],
+        asker_ifindex,
+        asker_mac,
+        _pad: [0; 2],
     };
     Ok(Checked { value, workload_id })
 }
