@@ -4,7 +4,7 @@
 
 use aya::programs::links::FdLink;
 use aya::programs::{SchedClassifier, TcAttachType, Xdp};
-use egress_common::{QueryKey, QueryValue, maps};
+use egress_common::{Bucket, BudgetKey, QueryKey, QueryValue, SPEND_KINDS, maps};
 
 use super::attach::link_error;
 use super::pin::LinkKind;
@@ -52,6 +52,24 @@ impl Datapath {
             ..QueryValue::default()
         };
         queries.insert(key, value, 0).map_err(|e| DatapathError::map(maps::QUERIES, e))
+    }
+
+    /// Benchmarks only: refills every budget (each bucket's clock set back
+    /// to 0, so its next spend finds it full), so that a bench that replays
+    /// one packet thousands of times measures the spend, not a refusal.
+    pub fn refill_budgets(&mut self) -> Result<(), DatapathError> {
+        for name in [maps::BUDGETS, maps::HOST_BUDGETS] {
+            let mut table: aya::maps::HashMap<_, BudgetKey, Bucket> = map_mut(&mut self.ebpf, name)?;
+            let keys: Vec<BudgetKey> = table.keys().filter_map(Result::ok).collect();
+            for key in keys {
+                table.insert(key, Bucket::default(), 0).map_err(|e| DatapathError::map(name, e))?;
+            }
+        }
+        let mut all: aya::maps::Array<_, Bucket> = map_mut(&mut self.ebpf, maps::ALL_BUDGETS)?;
+        for kind in 0..SPEND_KINDS {
+            all.set(kind, Bucket::default(), 0).map_err(|e| DatapathError::map(maps::ALL_BUDGETS, e))?;
+        }
+        Ok(())
     }
 
     /// Tests only: empties the program arrays' slots that hold the query
