@@ -67,8 +67,8 @@ pub fn sender() -> (u32, [u8; 6]) {
 }
 
 /// Takes `n` of `kind` for `addr` from the noted sender's budgets; `false`
-/// when one of them has no room (nothing is taken from the later ones).
-/// `period_s` is the refill period of the learned-address budgets.
+/// when one of them has no room (then nothing is taken from any).
+/// `period_s` is the refill period of budgets of rate 0 (standing flows).
 #[inline(always)]
 pub fn spend(kind: Spend, addr: &[u8; 16], n: u64, period_s: u64) -> bool {
     let Some(w) = work() else { return false };
