@@ -192,7 +192,7 @@ crate::assert_size!(BudgetKey, 32);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Bucket {
     pub milli_tokens: u64,
-    /// `bpf_ktime_get_ns` of the last refill.
+    /// `bpf_ktime_get_coarse_ns` of the last refill.
     pub last_ns: u64,
 }
 crate::assert_size!(Bucket, 16);

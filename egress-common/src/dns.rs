@@ -36,7 +36,35 @@ impl NameKey {
     }
 }
 
+/// Bytes of a [`ShortNameKey`]: the kind and a name of up to 63 bytes.
+pub const NAME_SHORT: usize = 64;
+
+/// A [`NameKey`] whose name is shorter than [`NAME_SHORT`], as the short
+/// name table holds it: the key's last [`NAME_SHORT`] bytes with the kind
+/// in the first. Most names are short, and a map lookup hashes its whole
+/// key: a quarter of the bytes is a quarter of the hashing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ShortNameKey {
+    pub bytes: [u8; NAME_SHORT],
+}
+crate::assert_size!(ShortNameKey, 64);
+
 impl NameKey {
+    /// The short form of this key, when its name is short enough (see
+    /// [`ShortNameKey`]); `None` for long names, and for keys no
+    /// [`NameKey::new`] made.
+    pub fn short(&self) -> Option<ShortNameKey> {
+        let (kind, len) = self.kind_and_len()?;
+        if len >= NAME_SHORT {
+            return None;
+        }
+        let mut bytes = [0u8; NAME_SHORT];
+        bytes.copy_from_slice(&self.bytes[NAME_BUF - NAME_SHORT..]);
+        bytes[0] = kind;
+        Some(ShortNameKey { bytes })
+    }
+
     /// Its kind and the length of its name (`None` for a key no
     /// [`NameKey::new`] made).
     pub fn kind_and_len(&self) -> Option<(u8, usize)> {
@@ -156,7 +184,7 @@ crate::assert_size!(QueryKey, 40);
 pub struct QueryValue {
     /// FNV-1a of the lowercase question name, re-checked on the answer.
     pub name_hash: u64,
-    /// When the query left (`bpf_ktime_get_ns`).
+    /// When the query left (`bpf_ktime_get_coarse_ns`).
     pub sent_ns: u64,
     pub qtype: u16,
     /// The workload's own transaction id, given back in the answer.
@@ -190,7 +218,7 @@ crate::assert_size!(LearnKey, 32);
 pub struct LearnValue {
     /// WebGroup bits (see the agent's WebGroup registry).
     pub groups: u64,
-    /// `bpf_ktime_get_ns` after which the entry teaches nothing.
+    /// `bpf_ktime_get_coarse_ns` after which the entry teaches nothing.
     pub expires_ns: u64,
     /// FNV-1a of the question name that taught it (for `learned` listings).
     pub name_hash: u64,
@@ -395,7 +423,7 @@ impl DnsStat {
 }
 
 /// `AGENT[0]`: the running agent's lease on DNS learning. The agent renews
-/// it every [`LEASE_RENEW_MS`]; once `bpf_ktime_get_ns` passes `until_ns`
+/// it every [`LEASE_RENEW_MS`]; once `bpf_ktime_get_coarse_ns` passes `until_ns`
 /// the agent counts as down and the datapath fails closed for names:
 /// queries to resolvers are refused (query filter `enforce`; otherwise let
 /// through unrecorded) and answers teach nothing, while addresses learned
@@ -403,8 +431,9 @@ impl DnsStat {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AgentLease {
-    /// `CLOCK_MONOTONIC` (the clock of `bpf_ktime_get_ns`) nanoseconds
-    /// until which the agent vouches for learning; 0: never, or released.
+    /// `CLOCK_MONOTONIC` nanoseconds (the clock of `bpf_ktime_get_ns`, and,
+    /// a tick behind, of `bpf_ktime_get_coarse_ns`) until which the agent
+    /// vouches for learning; 0: never, or released.
     pub until_ns: u64,
     /// Process id of the agent that renewed it last (for `status`).
     pub pid: u32,
@@ -417,7 +446,17 @@ pub const LEASE_NS: u64 = 5_000_000_000;
 /// How often a running agent renews its lease.
 pub const LEASE_RENEW_MS: u64 = 1_000;
 
-crate::impl_pod!(AgentLease, NameKey, NameEntry, QueryKey, QueryValue, LearnKey, LearnValue, ClassWebGroupKey);
+crate::impl_pod!(
+    AgentLease,
+    NameKey,
+    ShortNameKey,
+    NameEntry,
+    QueryKey,
+    QueryValue,
+    LearnKey,
+    LearnValue,
+    ClassWebGroupKey
+);
 
 #[cfg(test)]
 mod tests {
@@ -444,5 +483,17 @@ mod tests {
         assert_eq!(key.kind_and_len(), Some((NAME_ONE_LABEL, 10)));
         let long = [b'a'; 253];
         assert_eq!(NameKey::new(NAME_EXACT, &long).unwrap().kind_and_len(), Some((NAME_EXACT, 253)));
+    }
+
+    #[test]
+    fn a_short_key_is_the_long_keys_tail_under_its_kind() {
+        let short = NameKey::new(NAME_ANY_DEPTH, b"openai.com").unwrap().short().unwrap();
+        assert_eq!(short.bytes[0], NAME_ANY_DEPTH);
+        assert_eq!(&short.bytes[NAME_SHORT - 10..], b"openai.com");
+        assert!(short.bytes[1..NAME_SHORT - 10].iter().all(|b| *b == 0));
+        let longest = [b'a'; NAME_SHORT - 1];
+        let short = NameKey::new(NAME_EXACT, &longest).unwrap().short().unwrap();
+        assert_eq!((short.bytes[0], &short.bytes[1..]), (NAME_EXACT, &longest[..]));
+        assert!(NameKey::new(NAME_EXACT, &[b'a'; NAME_SHORT]).unwrap().short().is_none());
     }
 }

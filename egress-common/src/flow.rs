@@ -249,7 +249,8 @@ impl EventStat {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowEvent {
-    /// `bpf_ktime_get_ns` (monotonic) when the packet was judged.
+    /// `bpf_ktime_get_coarse_ns` (monotonic, a tick's resolution) when the
+    /// packet was judged.
     pub ktime_ns: u64,
     pub src: [u8; 16],
     pub dst: [u8; 16],

@@ -56,7 +56,7 @@ crate::assert_size!(GuardKey, 24);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardState {
-    /// Start of the current window (`bpf_ktime_get_ns`).
+    /// Start of the current window (`bpf_ktime_get_coarse_ns`).
     pub window_start_ns: u64,
     /// Queries into the zone are refused until then (enforce).
     pub blocked_until_ns: u64,

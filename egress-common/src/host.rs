@@ -37,7 +37,7 @@ pub struct HostAddrs {
     pub v4: [u8; 16],
     /// All zero when none.
     pub v6: [[u8; 16]; HOST_V6_ADDRS],
-    /// When each address last asked (`bpf_ktime_get_ns`).
+    /// When each address last asked (`bpf_ktime_get_coarse_ns`).
     pub v4_seen_ns: u64,
     pub v6_seen_ns: [u64; HOST_V6_ADDRS],
     /// Until when the link-layer address is taken for several hosts (a

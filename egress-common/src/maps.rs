@@ -149,8 +149,11 @@ pub const RULES: SlotNames = ["EGV5_RULES_0", "EGV5_RULES_1"];
 pub const COUNTERS: SlotNames = ["EGV5_COUNTERS_0", "EGV5_COUNTERS_1"];
 /// The gateway's own addresses.
 pub const LOCAL: SlotNames = ["EGV5_LOCAL_0", "EGV5_LOCAL_1"];
-/// [`crate::NameKey`] → WebGroup bits.
+/// [`crate::NameKey`] of a name of [`crate::NAME_SHORT`] bytes or more →
+/// WebGroup bits and zone.
 pub const NAMES: SlotNames = ["EGV5_NAMES_0", "EGV5_NAMES_1"];
+/// [`crate::ShortNameKey`] → WebGroup bits and zone.
+pub const SHORT_NAMES: SlotNames = ["EGV5_SNAMES_0", "EGV5_SNAMES_1"];
 /// Source class → the WebGroups the query filter lets it ask for.
 pub const SRC_PERMIT: SlotNames = ["EGV5_SPERMIT_0", "EGV5_SPERMIT_1"];
 /// Combined class → its first `deny` rule with a WebGroup destination.
@@ -161,7 +164,7 @@ pub const CLASS_WEBGROUP: SlotNames = ["EGV5_XW_0", "EGV5_XW_1"];
 pub const RESOLVERS: SlotNames = ["EGV5_RESOLV_0", "EGV5_RESOLV_1"];
 
 /// Every per-slot table.
-pub const PER_SLOT: [SlotNames; 16] = [
+pub const PER_SLOT: [SlotNames; 17] = [
     SRC4,
     SRC6,
     DST4,
@@ -174,6 +177,7 @@ pub const PER_SLOT: [SlotNames; 16] = [
     COUNTERS,
     LOCAL,
     NAMES,
+    SHORT_NAMES,
     CLASS_WEBGROUP,
     RESOLVERS,
     NAME_DENY,

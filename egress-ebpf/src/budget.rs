@@ -12,7 +12,7 @@
 
 use core::ptr::{addr_of, addr_of_mut};
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use egress_common::{Bucket, BudgetKey, LEVELS, Level, Limit, Spend, budget_stat_slot, limit};
 
 use crate::maps::{EGV5_ALLBUD, EGV5_BSCRATCH, EGV5_BUDGETS, EGV5_BUDSTATS, EGV5_HOSTBUD};
@@ -119,8 +119,11 @@ pub extern "C" fn egress_spend(kind: u32, n: u64, period_s: u64) -> u64 {
     w.kind = kind;
     w.n = n;
     w.period_s = period_s;
+    // The coarse clock (a tick's resolution, a fraction of a fine read's
+    // cost): buckets refill by the millisecond and are only ever compared
+    // with this clock.
     // SAFETY: helper without preconditions.
-    w.now = unsafe { bpf_ktime_get_ns() };
+    w.now = unsafe { bpf_ktime_get_coarse_ns() };
     keys(w, spend);
     w.had = 0;
     if let Some(b) = EGV5_BUDGETS.get_ptr_mut(&w.key) {

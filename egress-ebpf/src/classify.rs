@@ -4,7 +4,7 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
+use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_loop};
 use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
     ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, FAMILY_V4, LearnKey, NO_RULE, NamedRules, PORT_INDEX_ICMP,
@@ -174,8 +174,9 @@ pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, link:
 /// (`provisional` set when that must not be cached).
 #[inline(always)]
 fn learned_groups(meta: &SlotMeta, pkt: &Packet, link: &Link, provisional: &mut bool) -> u64 {
+    // The coarse clock, as learning stamps expiries with.
     // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(v) = EGV5_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst }) {
         // SAFETY: value pointer from a successful lookup.
         let v = unsafe { *v };

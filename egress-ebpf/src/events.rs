@@ -7,7 +7,7 @@
 
 use core::ptr::{addr_of, addr_of_mut, read_volatile};
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use egress_common::{
     ConnState, EVENT_KIND_FLOW, EVENT_KIND_LEARN, EVENT_KIND_NAMED, EVENT_KIND_TUNNEL, EventStat, FlowEvent, FlowKey,
     LEARN_EVENT_ADDRS, LearnEvent, NAME_BUF, NamedFlowEvent, Reason, Spend, TunnelEvent, Verdict, clamp_ttl,
@@ -29,12 +29,13 @@ pub fn count_event(stat: EventStat) {
 
 /// Room in the ring for one event of `kind` from `source` (and the sender
 /// noted for the packet), within their budgets, and the time
-/// (`bpf_ktime_get_ns`) to stamp it with; what happens to the event is
+/// (`bpf_ktime_get_coarse_ns`: a tick's resolution is plenty for a log's
+/// wall-clock stamp, and costs a fraction of a fine read) to stamp it with; what happens to the event is
 /// counted either way (sent, suppressed, lost).
 #[inline(always)]
 fn reserve<T: 'static>(kind: Spend, source: &[u8; 16]) -> Option<(RingBufEntry<T>, u64)> {
     // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if !crate::budget::spend(kind, source, 1, 0) {
         count_event(EventStat::Suppressed);
         return None;

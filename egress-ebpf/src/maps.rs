@@ -13,8 +13,8 @@ use egress_common::{
     ClassDestKey, ClassWebGroupKey, DNS_STAT_SLOTS, EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowValue,
     FragKey, LearnKey, LearnValue, LiveState, MAX_LEARNED, MAX_LEARNED_NAMES, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_PREFIXES,
     MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_WEBGROUPS, MAX_X_CLASSES, MAX_XD_ENTRIES, NameEntry, NameKey, NameText,
-    NamedRules, PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, SlotMeta, SourcePortKey,
-    VERDICTS, WebGroupName,
+    NamedRules, PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, ShortNameKey, SlotMeta,
+    SourcePortKey, VERDICTS, WebGroupName,
 };
 
 /// Flag: allocate hash entries on demand (large, mostly sparse tables).
@@ -164,15 +164,19 @@ pub static EGV5_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray:
 /// Declares one slot's tables.
 macro_rules! slot_maps {
     ($src4:ident, $src6:ident, $dst4:ident, $dst6:ident, $ports:ident, $sp:ident,
-     $xd:ident, $defaults:ident, $rules:ident, $counters:ident, $local:ident, $names:ident,
+     $xd:ident, $defaults:ident, $rules:ident, $counters:ident, $local:ident, $names:ident, $snames:ident,
      $xw:ident, $resolvers:ident, $name_deny:ident, $src_permit:ident) => {
         /// The gateway's own addresses (IPv4-mapped), less this slot's
         /// resolvers: packets to them are not judged.
         #[map]
         pub static $local: HashMap<[u8; 16], u8> = HashMap::with_max_entries(MAX_LOCAL_ADDRS, 0);
-        /// Names and wildcard suffixes (`NameKey`) → WebGroup bits and zone.
+        /// Names and wildcard suffixes of `NAME_SHORT` bytes or more
+        /// (`NameKey`) → WebGroup bits and zone.
         #[map]
         pub static $names: HashMap<NameKey, NameEntry> = HashMap::with_max_entries(MAX_NAMES, NO_PREALLOC);
+        /// The shorter ones (`ShortNameKey`: a quarter of the bytes to hash).
+        #[map]
+        pub static $snames: HashMap<ShortNameKey, NameEntry> = HashMap::with_max_entries(MAX_NAMES, NO_PREALLOC);
         /// (x, WebGroup bit) → first rules of x naming that WebGroup, by
         /// how a flow stands to it (learned, named, both).
         #[map]
@@ -236,6 +240,7 @@ slot_maps!(
     EGV5_COUNTERS_0,
     EGV5_LOCAL_0,
     EGV5_NAMES_0,
+    EGV5_SNAMES_0,
     EGV5_XW_0,
     EGV5_RESOLV_0,
     EGV5_NDENY_0,
@@ -254,6 +259,7 @@ slot_maps!(
     EGV5_COUNTERS_1,
     EGV5_LOCAL_1,
     EGV5_NAMES_1,
+    EGV5_SNAMES_1,
     EGV5_XW_1,
     EGV5_RESOLV_1,
     EGV5_NDENY_1,
@@ -274,6 +280,7 @@ pub struct Slot {
     pub counters: &'static PerCpuArray<RuleCounter>,
     pub local: &'static HashMap<[u8; 16], u8>,
     pub names: &'static HashMap<NameKey, NameEntry>,
+    pub short_names: &'static HashMap<ShortNameKey, NameEntry>,
     pub xw: &'static HashMap<ClassWebGroupKey, NamedRules>,
     pub resolvers: &'static HashMap<[u8; 16], u8>,
     pub name_deny: &'static Array<u32>,
@@ -294,6 +301,7 @@ pub const SLOT0: Slot = Slot {
     counters: &EGV5_COUNTERS_0,
     local: &EGV5_LOCAL_0,
     names: &EGV5_NAMES_0,
+    short_names: &EGV5_SNAMES_0,
     xw: &EGV5_XW_0,
     resolvers: &EGV5_RESOLV_0,
     name_deny: &EGV5_NDENY_0,
@@ -314,6 +322,7 @@ pub const SLOT1: Slot = Slot {
     counters: &EGV5_COUNTERS_1,
     local: &EGV5_LOCAL_1,
     names: &EGV5_NAMES_1,
+    short_names: &EGV5_SNAMES_1,
     xw: &EGV5_XW_1,
     resolvers: &EGV5_RESOLV_1,
     name_deny: &EGV5_NDENY_1,

@@ -103,7 +103,7 @@ pub struct Report {
     pub min_ttl: u32,
     pub max_ttl: u32,
     pub family: u32,
-    /// `bpf_ktime_get_ns` when the answer was judged.
+    /// `bpf_ktime_get_coarse_ns` when the answer was judged.
     pub now: u64,
 }
 

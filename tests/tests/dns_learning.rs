@@ -34,7 +34,7 @@ dns:
 smartgroups:
   workloads: { cidrs: [10.10.1.0/24, "fd00:10:1::/64"] }
 webgroups:
-  llm: { domains: [api.openai.com, "*.example.com", "**.deep.example.org"] }
+  llm: { domains: [api.openai.com, "*.example.com", "**.deep.example.org", a234567890.b234567890.c234567890.d234567890.e234567.example.net, a234567890.b234567890.c234567890.d234567890.e2345678.example.net, "**.a234567890.b234567890.c234567890.d234567890.e234567890.f23.example.org"] }
 rules:
   - { name: allow-llm, priority: 10, source: workloads, destination: { webgroup: llm }, protocol: tcp, ports: [443], action: permit }
   - { name: allow-dns, priority: 20, source: workloads, destination: resolvers, protocol: any, ports: [53], action: permit }
@@ -56,6 +56,12 @@ const STRANGER4: &str = "198.51.100.99";
 const STRANGER6: &str = "2001:db8:99::99";
 
 const API: &str = "api.openai.com";
+/// Names on both sides of the short name table's limit (63 bytes), and a
+/// long zone: each pattern is in the table it belongs in.
+const LONG63: &str = "a234567890.b234567890.c234567890.d234567890.e234567.example.net";
+const LONG64: &str = "a234567890.b234567890.c234567890.d234567890.e2345678.example.net";
+const ZONE70: &str = "a234567890.b234567890.c234567890.d234567890.e234567890.f23.example.org";
+const IN_ZONE70: &str = "x.a234567890.b234567890.c234567890.d234567890.e234567890.f23.example.org";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("test address")
@@ -587,6 +593,17 @@ fn name_matching_cases() -> Vec<Case> {
             one_a(id, "x.y.deep.example.org", "203.0.113.14")
         })
         .learns(&[("203.0.113.14", 300)]),
+        case("a 63-byte name (the short table's longest)", LONG63, TYPE_A, |id| one_a(id, LONG63, "203.0.113.16"))
+            .learns(&[("203.0.113.16", 300)]),
+        case("a 64-byte name (the long table's shortest)", LONG64, TYPE_A, |id| one_a(id, LONG64, "203.0.113.17"))
+            .learns(&[("203.0.113.17", 300)]),
+        case("a name under a 70-byte **. zone", IN_ZONE70, TYPE_A, |id| one_a(id, IN_ZONE70, "203.0.113.18"))
+            .learns(&[("203.0.113.18", 300)]),
+        case("a long zone's own suffix is not in it", &ZONE70[11..], TYPE_A, |id| {
+            one_a(id, &ZONE70[11..], "203.0.113.19")
+        })
+        .fails(DnsStat::NoWebGroup)
+        .blocked(&["203.0.113.19"]),
         case("**.deep.example.org never covers deep.example.org", "deep.example.org", TYPE_A, |id| {
             one_a(id, "deep.example.org", "203.0.113.15")
         })
@@ -1131,12 +1148,9 @@ fn a_group_added_back_while_its_bit_retires_keeps_it() {
     use egress_policy::compile::compile_stable;
     let mut h = Harness::new();
     let llm_bit = h.llm.trailing_zeros();
-    let without = PACK
-        .replace(
-            "  llm: { domains: [api.openai.com, \"*.example.com\", \"**.deep.example.org\"] }",
-            "  other: { domains: [other.example.net] }",
-        )
-        .replace("webgroup: llm", "webgroup: other");
+    let llm_line = PACK.lines().find(|l| l.starts_with("  llm:")).expect("the llm WebGroup");
+    let without =
+        PACK.replace(llm_line, "  other: { domains: [other.example.net] }").replace("webgroup: llm", "webgroup: other");
     let install = |h: &mut Harness, text: &str| {
         let pack = load_sources(&[("t.yaml".into(), text.to_string())]).expect("valid");
         h.dp.install(compile_stable(&pack, &h.dp.previous()).expect("compiles")).expect("installs");

@@ -19,8 +19,8 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuValues};
 use aya::util::nr_cpus;
 use egress_common::addr::{addr_key, key_addr};
 use egress_common::{
-    ClassDestKey, ClassWebGroupKey, NameEntry, NameKey, NamedRules, RuleCounter, RuleInfo, SourcePortKey, VERDICTS,
-    maps,
+    ClassDestKey, ClassWebGroupKey, NameEntry, NameKey, NamedRules, RuleCounter, RuleInfo, ShortNameKey, SourcePortKey,
+    VERDICTS, maps,
 };
 use ipnet::IpNet;
 
@@ -159,6 +159,7 @@ pub struct SlotMaps {
     defaults: MappedSlotArray<u32>,
     rules: MappedSlotArray<RuleInfo>,
     names: Mirrored<NameKey, NameEntry>,
+    short_names: Mirrored<ShortNameKey, NameEntry>,
     xw: Mirrored<ClassWebGroupKey, NamedRules>,
     name_deny: MappedSlotArray<u32>,
     src_permit: Mirrored<u32, u64>,
@@ -187,6 +188,7 @@ impl SlotMaps {
             defaults: MappedSlotArray::new(ebpf, maps::DEFAULTS[n])?,
             rules: MappedSlotArray::new(ebpf, maps::RULES[n])?,
             names: Mirrored::new(ebpf, maps::NAMES[n])?,
+            short_names: Mirrored::new(ebpf, maps::SHORT_NAMES[n])?,
             xw: Mirrored::new(ebpf, maps::CLASS_WEBGROUP[n])?,
             name_deny: MappedSlotArray::new(ebpf, maps::NAME_DENY[n])?,
             src_permit: Mirrored::new(ebpf, maps::SRC_PERMIT[n])?,
@@ -204,6 +206,7 @@ impl SlotMaps {
         self.sp.adopt()?;
         self.xd.adopt()?;
         self.names.adopt()?;
+        self.short_names.adopt()?;
         self.xw.adopt()?;
         self.src_permit.adopt()?;
         self.resolvers.adopt()?;
@@ -221,7 +224,9 @@ impl SlotMaps {
         self.ports.sync(expand_runs(&pack.ports))?;
         self.defaults.sync(pack.defaults.iter().copied())?;
         self.rules.sync(pack.rules.iter().map(|r| r.info))?;
-        self.names.sync(&pack.names)?;
+        let (long, short) = split_names(&pack.names);
+        self.names.sync(&long)?;
+        self.short_names.sync(&short)?;
         self.xw.sync(&pack.named.xw)?;
         self.name_deny.sync(pack.named.first_name_deny.iter().copied())?;
         self.src_permit.sync(&pack.src_permit)?;
@@ -284,7 +289,7 @@ impl SlotMaps {
     /// `NO_PREALLOC` hashes grow with the pack.
     pub fn memlock(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
         use aya::maps::IterableMap as _;
-        let maps: [(&'static str, &MapData); 16] = [
+        let maps: [(&'static str, &MapData); 17] = [
             ("src4", self.src.v4.map()),
             ("src6", self.src.v6.map()),
             ("dst4", self.dst.v4.map()),
@@ -295,6 +300,7 @@ impl SlotMaps {
             ("defaults", self.defaults.map.map()),
             ("rules", self.rules.map.map()),
             ("names", self.names.map.map()),
+            ("short_names", self.short_names.map.map()),
             ("xw", self.xw.map.map()),
             ("name_deny", self.name_deny.map.map()),
             ("src_permit", self.src_permit.map.map()),
@@ -334,4 +340,19 @@ fn expand_runs(runs: &[(u32, u32, u32)]) -> Vec<u32> {
         out.extend(std::iter::repeat_n(class, (hi - lo + 1) as usize));
     }
     out
+}
+
+/// The compiled name table split as the datapath holds it: long names by
+/// their whole key, short ones by their [`ShortNameKey`].
+fn split_names(
+    names: &StdHashMap<NameKey, NameEntry>,
+) -> (StdHashMap<NameKey, NameEntry>, StdHashMap<ShortNameKey, NameEntry>) {
+    let (mut long, mut short) = (StdHashMap::default(), StdHashMap::default());
+    for (key, entry) in names {
+        match key.short() {
+            Some(k) => short.insert(k, *entry),
+            None => long.insert(*key, *entry),
+        };
+    }
+    (long, short)
 }

@@ -13,7 +13,7 @@
 use core::ffi::c_void;
 use core::ptr::{addr_of, addr_of_mut};
 
-use aya_ebpf::helpers::{bpf_ktime_get_ns, bpf_loop};
+use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_loop};
 use egress_common::addr::ipv4_mapped;
 use egress_common::{
     DnsStat, LearnKey, LearnValue, NAME_BUF, QUERY_TIMEOUT_NS, QueryValue, SlotMeta, Spend, clamp_ttl,
@@ -245,9 +245,13 @@ fn learn<B: LoadBytes>(
     let Some(query) = query else {
         return Err(DnsStat::Unsolicited);
     };
+    // The coarse clock, as every DNS and learning stamp (a tick's
+    // resolution against timeouts of seconds; a fine read costs more than
+    // the rest of a record). A query stamped later than now (by a finer
+    // clock: the lab's) is not old.
     // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if now.wrapping_sub(query.sent_ns) > QUERY_TIMEOUT_NS {
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    if now.saturating_sub(query.sent_ns) > QUERY_TIMEOUT_NS {
         return Err(DnsStat::Unsolicited);
     }
     let name = s.name.as_mut_ptr();

@@ -13,7 +13,7 @@
 use core::ffi::c_void;
 use core::ptr::{addr_of, addr_of_mut};
 
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_loop};
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_loop};
 use egress_common::{
     DnsStat, FNV_OFFSET, GUARD_BLOCK_NS, GUARD_RECENT, GUARD_THRESHOLD, GUARD_WINDOW_NS, GuardState,
     TUNNEL_GUARD_ENFORCE,
@@ -117,7 +117,7 @@ extern "C" fn weigh_step(index: u64, _ctx: *mut c_void) -> i64 {
     g.key.zone = zone;
     g.key._pad = 0;
     // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let enforce = g.mode == u64::from(TUNNEL_GUARD_ENFORCE);
     let st = match EGV5_GUARDS.get_ptr_mut(&g.key) {
         Some(st) => st,

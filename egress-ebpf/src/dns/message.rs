@@ -2,7 +2,7 @@
 //! and reads from that copy by masked index; the DNS counters; the
 //! agent's lease.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use egress_common::{DnsStat, QueryKey};
 
 use crate::maps::{EGV5_AGENT, EGV5_DNS_STATS, EGV5_SCRATCH};
@@ -157,10 +157,11 @@ pub fn query_key(workload: &[u8; 16], resolver: &[u8; 16], workload_port: u16, t
     }
 }
 
-/// Whether the agent's lease still runs (see [`egress_common::AgentLease`]).
+/// Whether the agent's lease still runs (see [`egress_common::AgentLease`]),
+/// by the coarse clock (the lease is seconds; a tick late is nothing).
 #[inline(always)]
 pub fn agent_up() -> bool {
     // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     EGV5_AGENT.get(0).is_some_and(|lease| now <= lease.until_ns)
 }

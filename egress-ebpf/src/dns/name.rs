@@ -10,7 +10,7 @@ use aya_ebpf::helpers::bpf_loop;
 use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use egress_common::{
     DnsStat, FNV_OFFSET, GUARD_LABEL_LONG, GUARD_LABEL_MIN, NAME_ANY_DEPTH, NAME_BUF, NAME_EXACT, NAME_ONE_LABEL,
-    NameKey, fnv1a_step,
+    NAME_SHORT, NameKey, ShortNameKey, fnv1a_step,
 };
 
 use super::message::{byte, failed, scratch};
@@ -211,16 +211,14 @@ extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let slot = if s.scan.slot == 0 { &SLOT0 } else { &SLOT1 };
     s.scan.labels += 1;
     if s.scan.labels == 1 && lengths.contains(NAME_ONE_LABEL, len) {
-        s.key[0] = NAME_ONE_LABEL;
-        let (groups, zone) = lookup(slot, &s.key);
+        let (groups, zone) = lookup(slot, &mut s.key, NAME_ONE_LABEL, len);
         s.scan.groups |= groups;
         if s.scan.zone == 0 {
             s.scan.zone = u64::from(zone);
         }
     }
     if lengths.contains(NAME_ANY_DEPTH, len) {
-        s.key[0] = NAME_ANY_DEPTH;
-        let (groups, zone) = lookup(slot, &s.key);
+        let (groups, zone) = lookup(slot, &mut s.key, NAME_ANY_DEPTH, len);
         s.scan.groups |= groups;
         if s.scan.zone == 0 {
             s.scan.zone = u64::from(zone);
@@ -275,10 +273,9 @@ pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
     unsafe {
         let dst = key.add(first & 0xff).cast::<c_void>();
         bpf_probe_read_kernel(dst, (len & 0xff) as u32, s.name.as_ptr().cast::<c_void>());
-        core::ptr::write_volatile(key, NAME_EXACT);
     }
     let slot = if slot_idx == 0 { &SLOT0 } else { &SLOT1 };
-    let exact = if exact { lookup(slot, &s.key).0 } else { 0 };
+    let exact = if exact { lookup(slot, &mut s.key, NAME_EXACT, len).0 } else { 0 };
     if !suffixes {
         return exact;
     }
@@ -301,13 +298,32 @@ pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
     }
 }
 
-/// The WebGroup bits and zone of one name-table key in `slot`, zeros if
-/// absent.
+/// The WebGroup bits and zone of the name of `len` bytes right-aligned in
+/// `key` under `kind` in `slot`, zeros if absent. A short name is looked up
+/// in the short table by the key's last [`NAME_SHORT`] bytes with the kind
+/// in their first (every byte between is zero: the suffixes that a scan
+/// looks up only get shorter, so no kind written for a longer one is left
+/// inside a shorter one's key); a long one by the whole key, the kind in
+/// byte 0.
 #[inline(always)]
-fn lookup(slot: &Slot, key: &[u8; NAME_BUF]) -> (u64, u32) {
-    // SAFETY: NameKey is a repr(C) wrapper of the same 256 bytes.
-    let key = unsafe { &*core::ptr::from_ref(key).cast::<NameKey>() };
-    match slot.names.get_ptr(key) {
+fn lookup(slot: &Slot, key: &mut [u8; NAME_BUF], kind: u8, len: usize) -> (u64, u32) {
+    let found = if len < NAME_SHORT {
+        let at = NAME_BUF - NAME_SHORT;
+        // SAFETY: a constant index inside the key; volatile so that it is
+        // written before the lookup reads it.
+        unsafe { core::ptr::write_volatile(key.as_mut_ptr().add(at), kind) };
+        // SAFETY: ShortNameKey is a repr(C) wrapper of NAME_SHORT bytes,
+        // the key's last.
+        let short = unsafe { &*key.as_ptr().add(at).cast::<ShortNameKey>() };
+        slot.short_names.get_ptr(short)
+    } else {
+        // SAFETY: as above, at byte 0.
+        unsafe { core::ptr::write_volatile(key.as_mut_ptr(), kind) };
+        // SAFETY: NameKey is a repr(C) wrapper of the same 256 bytes.
+        let long = unsafe { &*core::ptr::from_ref(key).cast::<NameKey>() };
+        slot.names.get_ptr(long)
+    };
+    match found {
         // SAFETY: value pointer from a successful lookup.
         Some(v) => unsafe { ((*v).groups, (*v).zone) },
         None => (0, 0),

@@ -3,7 +3,7 @@
 //! and filtered (the query filter lets through names of WebGroups that
 //! `permit` rules use).
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use egress_common::{DnsStat, QUERY_FILTER_ENFORCE, QUERY_FILTER_OFF, QueryValue, SlotMeta, Spend, TUNNEL_GUARD_OFF};
 
 use super::guard;
@@ -178,7 +178,7 @@ fn one_query<B: LoadBytes>(
     let value = QueryValue {
         name_hash: name.hash,
         // SAFETY: helper without preconditions.
-        sent_ns: unsafe { bpf_ktime_get_ns() },
+        sent_ns: unsafe { bpf_ktime_get_coarse_ns() },
         qtype: be16(&s.msg, name.next),
         workload_txid_be: workload_id.to_be(),
         asker_ifindex,
