@@ -294,7 +294,7 @@ pub struct LearnEvent {
     pub workload: [u8; 16],
     /// WebGroup bits the addresses were learned for.
     pub groups: u64,
-    /// The question name's hash (its text is in `EGV5_LNAMES`).
+    /// The question name's hash (its text is in `EGV6_LNAMES`).
     pub name_hash: u64,
     /// Shortest lifetime among the addresses, after clamping, seconds.
     pub ttl_s: u32,

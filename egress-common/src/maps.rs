@@ -12,68 +12,68 @@
 
 /// Layout version of every pinned map. Bumped whenever any type in this
 /// crate changes size or meaning; it is part of every map's name.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// `[0]`: the live slot and its generation ([`crate::LiveState`]).
-pub const LIVE: &str = "EGV5_LIVE";
+pub const LIVE: &str = "EGV6_LIVE";
 /// `[0]`: what the agent last installed ([`crate::PackStatus`]).
-pub const STATUS: &str = "EGV5_STATUS";
+pub const STATUS: &str = "EGV6_STATUS";
 /// `[0]`: the agent's lease on DNS learning ([`crate::AgentLease`]).
-pub const AGENT: &str = "EGV5_AGENT";
+pub const AGENT: &str = "EGV6_AGENT";
 /// Per slot: [`crate::SlotMeta`].
-pub const SLOT_META: &str = "EGV5_SLOT_META";
+pub const SLOT_META: &str = "EGV6_SLOT_META";
 /// The flow cache ([`crate::FlowSlot`] ways).
-pub const FLOWS: &str = "EGV5_FLOWS";
+pub const FLOWS: &str = "EGV6_FLOWS";
 /// First fragments seen ([`crate::FragKey`] → [`crate::FlowValue`]).
-pub const FRAGS: &str = "EGV5_FRAGS";
+pub const FRAGS: &str = "EGV6_FRAGS";
 /// Packets per [`crate::Reason`] code (per CPU).
-pub const REASONS: &str = "EGV5_REASONS";
+pub const REASONS: &str = "EGV6_REASONS";
 /// The event ring buffer ([`crate::FlowEvent`], [`crate::LearnEvent`]).
-pub const EVENTS: &str = "EGV5_EVENTS";
+pub const EVENTS: &str = "EGV6_EVENTS";
 /// Source addresses' budgets: [`crate::BudgetKey`] → [`crate::Bucket`] (LRU).
-pub const BUDGETS: &str = "EGV5_BUDGETS";
+pub const BUDGETS: &str = "EGV6_BUDGETS";
 /// Hosts' budgets: [`crate::BudgetKey`] → [`crate::Bucket`] (LRU).
-pub const HOST_BUDGETS: &str = "EGV5_HOSTBUD";
+pub const HOST_BUDGETS: &str = "EGV6_HOSTBUD";
 /// Everyone's budgets, per [`crate::Spend`] code ([`crate::Bucket`]).
-pub const ALL_BUDGETS: &str = "EGV5_ALLBUD";
+pub const ALL_BUDGETS: &str = "EGV6_ALLBUD";
 /// Spends refused per kind and level (per CPU; see [`crate::budget_stat_slot`]).
-pub const BUDGET_STATS: &str = "EGV5_BUDSTATS";
+pub const BUDGET_STATS: &str = "EGV6_BUDSTATS";
 /// Per-CPU working memory of the budgets.
-pub const BUDGET_SCRATCH: &str = "EGV5_BSCRATCH";
+pub const BUDGET_SCRATCH: &str = "EGV6_BSCRATCH";
 /// Events per [`crate::EventStat`] code (per CPU).
-pub const EVENT_STATS: &str = "EGV5_EVSTATS";
+pub const EVENT_STATS: &str = "EGV6_EVSTATS";
 /// Outstanding DNS queries ([`crate::QueryKey`] → [`crate::QueryValue`]).
-pub const QUERIES: &str = "EGV5_QUERIES";
+pub const QUERIES: &str = "EGV6_QUERIES";
 /// Learned addresses ([`crate::LearnKey`] → [`crate::LearnValue`]).
-pub const LEARNED: &str = "EGV5_LEARNED";
+pub const LEARNED: &str = "EGV6_LEARNED";
 /// Names that taught addresses, by hash ([`crate::NameText`]).
-pub const LEARNED_NAMES: &str = "EGV5_LNAMES";
+pub const LEARNED_NAMES: &str = "EGV6_LNAMES";
 /// WebGroup names by bit ([`crate::WebGroupName`]).
-pub const WEBGROUPS: &str = "EGV5_WEBGROUPS";
+pub const WEBGROUPS: &str = "EGV6_WEBGROUPS";
 /// DNS counters per [`crate::DnsStat`] code (per CPU).
-pub const DNS_STATS: &str = "EGV5_DNS_STATS";
+pub const DNS_STATS: &str = "EGV6_DNS_STATS";
 /// Tail calls of the TC ingress program.
-pub const TAILS_TC: &str = "EGV5_TAILS_TC";
+pub const TAILS_TC: &str = "EGV6_TAILS_TC";
 /// Tail calls of the XDP program.
-pub const TAILS_XDP: &str = "EGV5_TAILS_XDP";
+pub const TAILS_XDP: &str = "EGV6_TAILS_XDP";
 /// Per-CPU working memory of the DNS parser.
-pub const SCRATCH: &str = "EGV5_SCRATCH";
+pub const SCRATCH: &str = "EGV6_SCRATCH";
 /// The interfaces the agent attached to.
-pub const LAN_IFS: &str = "EGV5_LAN_IFS";
+pub const LAN_IFS: &str = "EGV6_LAN_IFS";
 
 /// Per TCP flow whose name is read: [`crate::FlowKey`] → [`crate::ConnState`].
-pub const CONNS: &str = "EGV5_CONNS";
+pub const CONNS: &str = "EGV6_CONNS";
 /// First client bytes of flows whose message spans segments
 /// ([`crate::FlowKey`] → [`crate::StreamBuf`]).
-pub const STREAMS: &str = "EGV5_STREAMS";
+pub const STREAMS: &str = "EGV6_STREAMS";
 /// Per-CPU working memory of the name reader.
-pub const NAME_SCRATCH: &str = "EGV5_NSCRATCH";
+pub const NAME_SCRATCH: &str = "EGV6_NSCRATCH";
 /// The DNS tunnel guard: [`crate::GuardKey`] → [`crate::GuardState`] (LRU).
-pub const GUARDS: &str = "EGV5_GUARDS";
+pub const GUARDS: &str = "EGV6_GUARDS";
 /// `[0]`: the tunnel guard's secret hash seed.
-pub const GUARD_SEED: &str = "EGV5_GUARD_SEED";
+pub const GUARD_SEED: &str = "EGV6_GUARD_SEED";
 /// Hosts on the LAN links: [`crate::HostKey`] → [`crate::HostAddrs`] (LRU).
-pub const HOSTS: &str = "EGV5_HOSTS";
+pub const HOSTS: &str = "EGV6_HOSTS";
 
 /// Index in `TAILS_TC`/`TAILS_XDP` of the DNS query program.
 pub const TAIL_QUERY: u32 = 0;
@@ -128,40 +128,40 @@ pub const SLOTS: usize = 2;
 pub type SlotNames = [&'static str; SLOTS];
 
 /// Source address (IPv4) → source class.
-pub const SRC4: SlotNames = ["EGV5_SRC4_0", "EGV5_SRC4_1"];
+pub const SRC4: SlotNames = ["EGV6_SRC4_0", "EGV6_SRC4_1"];
 /// Source address (IPv6) → source class.
-pub const SRC6: SlotNames = ["EGV5_SRC6_0", "EGV5_SRC6_1"];
+pub const SRC6: SlotNames = ["EGV6_SRC6_0", "EGV6_SRC6_1"];
 /// Destination address (IPv4) → destination class.
-pub const DST4: SlotNames = ["EGV5_DST4_0", "EGV5_DST4_1"];
+pub const DST4: SlotNames = ["EGV6_DST4_0", "EGV6_DST4_1"];
 /// Destination address (IPv6) → destination class.
-pub const DST6: SlotNames = ["EGV5_DST6_0", "EGV5_DST6_1"];
+pub const DST6: SlotNames = ["EGV6_DST6_0", "EGV6_DST6_1"];
 /// Protocol and port → port class.
-pub const PORTS: SlotNames = ["EGV5_PORTS_0", "EGV5_PORTS_1"];
+pub const PORTS: SlotNames = ["EGV6_PORTS_0", "EGV6_PORTS_1"];
 /// [`crate::SourcePortKey`] → combined class.
-pub const SOURCE_PORT: SlotNames = ["EGV5_SP_0", "EGV5_SP_1"];
+pub const SOURCE_PORT: SlotNames = ["EGV6_SP_0", "EGV6_SP_1"];
 /// [`crate::ClassDestKey`] → rule index.
-pub const CLASS_DEST: SlotNames = ["EGV5_XD_0", "EGV5_XD_1"];
+pub const CLASS_DEST: SlotNames = ["EGV6_XD_0", "EGV6_XD_1"];
 /// Combined class → default rule index.
-pub const DEFAULTS: SlotNames = ["EGV5_DEFAULTS_0", "EGV5_DEFAULTS_1"];
+pub const DEFAULTS: SlotNames = ["EGV6_DEFAULTS_0", "EGV6_DEFAULTS_1"];
 /// Rule index → [`crate::RuleInfo`].
-pub const RULES: SlotNames = ["EGV5_RULES_0", "EGV5_RULES_1"];
+pub const RULES: SlotNames = ["EGV6_RULES_0", "EGV6_RULES_1"];
 /// Per-rule, per-verdict [`crate::RuleCounter`]s (per CPU).
-pub const COUNTERS: SlotNames = ["EGV5_COUNTERS_0", "EGV5_COUNTERS_1"];
+pub const COUNTERS: SlotNames = ["EGV6_COUNTERS_0", "EGV6_COUNTERS_1"];
 /// The gateway's own addresses.
-pub const LOCAL: SlotNames = ["EGV5_LOCAL_0", "EGV5_LOCAL_1"];
+pub const LOCAL: SlotNames = ["EGV6_LOCAL_0", "EGV6_LOCAL_1"];
 /// [`crate::NameKey`] of a name of [`crate::NAME_SHORT`] bytes or more →
 /// WebGroup bits and zone.
-pub const NAMES: SlotNames = ["EGV5_NAMES_0", "EGV5_NAMES_1"];
+pub const NAMES: SlotNames = ["EGV6_NAMES_0", "EGV6_NAMES_1"];
 /// [`crate::ShortNameKey`] → WebGroup bits and zone.
-pub const SHORT_NAMES: SlotNames = ["EGV5_SNAMES_0", "EGV5_SNAMES_1"];
+pub const SHORT_NAMES: SlotNames = ["EGV6_SNAMES_0", "EGV6_SNAMES_1"];
 /// Source class → the WebGroups the query filter lets it ask for.
-pub const SRC_PERMIT: SlotNames = ["EGV5_SPERMIT_0", "EGV5_SPERMIT_1"];
+pub const SRC_PERMIT: SlotNames = ["EGV6_SPERMIT_0", "EGV6_SPERMIT_1"];
 /// Combined class → its first `deny` rule with a WebGroup destination.
-pub const NAME_DENY: SlotNames = ["EGV5_NDENY_0", "EGV5_NDENY_1"];
+pub const NAME_DENY: SlotNames = ["EGV6_NDENY_0", "EGV6_NDENY_1"];
 /// [`crate::ClassWebGroupKey`] → [`crate::NamedRules`].
-pub const CLASS_WEBGROUP: SlotNames = ["EGV5_XW_0", "EGV5_XW_1"];
+pub const CLASS_WEBGROUP: SlotNames = ["EGV6_XW_0", "EGV6_XW_1"];
 /// The approved resolvers.
-pub const RESOLVERS: SlotNames = ["EGV5_RESOLV_0", "EGV5_RESOLV_1"];
+pub const RESOLVERS: SlotNames = ["EGV6_RESOLV_0", "EGV6_RESOLV_1"];
 
 /// Every per-slot table.
 pub const PER_SLOT: [SlotNames; 17] = [
@@ -263,11 +263,11 @@ mod tests {
 
     #[test]
     fn malformed_names_are_caught() {
-        assert!(well_formed("EGV5_LIVE"));
+        assert!(well_formed("EGV6_LIVE"));
         assert!(!well_formed("EGV2_LIVE"));
-        assert!(!well_formed("EGV5_"));
-        assert!(!well_formed("EGV5_DEFAULTS_10"));
-        assert!(slot_pair(["EGV5_XW_0", "EGV5_XW_1"]));
-        assert!(!slot_pair(["EGV5_XW_0", "EGV5_XD_1"]));
+        assert!(!well_formed("EGV6_"));
+        assert!(!well_formed("EGV6_DEFAULTS_10"));
+        assert!(slot_pair(["EGV6_XW_0", "EGV6_XW_1"]));
+        assert!(!slot_pair(["EGV6_XW_0", "EGV6_XD_1"]));
     }
 }

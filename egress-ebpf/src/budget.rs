@@ -15,7 +15,7 @@ use core::ptr::{addr_of, addr_of_mut};
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use egress_common::{Bucket, BudgetKey, LEVELS, Level, Limit, Spend, budget_stat_slot, limit};
 
-use crate::maps::{EGV5_ALLBUD, EGV5_BSCRATCH, EGV5_BUDGETS, EGV5_BUDSTATS, EGV5_HOSTBUD};
+use crate::maps::{EGV6_ALLBUD, EGV6_BSCRATCH, EGV6_BUDGETS, EGV6_BUDSTATS, EGV6_HOSTBUD};
 use crate::scratch::vset;
 
 /// A spend's inputs and answer, and the key and fresh bucket it builds
@@ -45,7 +45,7 @@ pub struct BudgetWork {
 #[inline(always)]
 fn work() -> Option<&'static mut BudgetWork> {
     // SAFETY: per-CPU scratch, used by one program run at a time.
-    EGV5_BSCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    EGV6_BSCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
 /// Notes the sender of the packet being judged: interface `ifindex`,
@@ -126,14 +126,14 @@ pub extern "C" fn egress_spend(kind: u32, n: u64, period_s: u64) -> u64 {
     w.now = unsafe { bpf_ktime_get_coarse_ns() };
     keys(w, spend);
     w.had = 0;
-    if let Some(b) = EGV5_BUDGETS.get_ptr_mut(&w.key) {
+    if let Some(b) = EGV6_BUDGETS.get_ptr_mut(&w.key) {
         w.had |= HAD_ADDRESS;
         // SAFETY: value pointer from a successful lookup.
         if !unsafe { (*b).take(limit(spend, Level::Address), w.now, w.n, w.period_s) } {
             return refused(spend, Level::Address);
         }
     }
-    if let Some(b) = EGV5_HOSTBUD.get_ptr_mut(&w.hkey) {
+    if let Some(b) = EGV6_HOSTBUD.get_ptr_mut(&w.hkey) {
         w.had |= HAD_HOST;
         // SAFETY: as above.
         if !unsafe { (*b).take(limit(spend, Level::Host), w.now, w.n, w.period_s) } {
@@ -141,7 +141,7 @@ pub extern "C" fn egress_spend(kind: u32, n: u64, period_s: u64) -> u64 {
             return refused(spend, Level::Host);
         }
     }
-    let Some(all) = EGV5_ALLBUD.get_ptr_mut(kind) else { return 0 };
+    let Some(all) = EGV6_ALLBUD.get_ptr_mut(kind) else { return 0 };
     // SAFETY: as above.
     if !unsafe { (*all).take(limit(spend, Level::All), w.now, w.n, w.period_s) } {
         give_back(w, spend, HAD_ADDRESS | HAD_HOST);
@@ -149,11 +149,11 @@ pub extern "C" fn egress_spend(kind: u32, n: u64, period_s: u64) -> u64 {
     }
     if w.had & HAD_HOST == 0 {
         fresh(w, limit(spend, Level::Host));
-        let _ = EGV5_HOSTBUD.insert(&w.hkey, &w.fresh, 0);
+        let _ = EGV6_HOSTBUD.insert(&w.hkey, &w.fresh, 0);
     }
     if w.had & HAD_ADDRESS == 0 {
         fresh(w, limit(spend, Level::Address));
-        let _ = EGV5_BUDGETS.insert(&w.key, &w.fresh, 0);
+        let _ = EGV6_BUDGETS.insert(&w.key, &w.fresh, 0);
     }
     1
 }
@@ -169,13 +169,13 @@ const HAD_HOST: u64 = 2;
 fn give_back(w: &mut BudgetWork, spend: Spend, which: u64) {
     let had = w.had & which;
     if had & HAD_ADDRESS != 0
-        && let Some(b) = EGV5_BUDGETS.get_ptr_mut(&w.key)
+        && let Some(b) = EGV6_BUDGETS.get_ptr_mut(&w.key)
     {
         // SAFETY: value pointer from a successful lookup.
         unsafe { (*b).refund(limit(spend, Level::Address), w.n) };
     }
     if had & HAD_HOST != 0
-        && let Some(b) = EGV5_HOSTBUD.get_ptr_mut(&w.hkey)
+        && let Some(b) = EGV6_HOSTBUD.get_ptr_mut(&w.hkey)
     {
         // SAFETY: as above.
         unsafe { (*b).refund(limit(spend, Level::Host), w.n) };
@@ -224,7 +224,7 @@ fn fresh(w: &mut BudgetWork, l: Limit) {
 /// Counts a spend of `spend` refused at `level`; the spend's answer (0).
 #[inline(always)]
 fn refused(spend: Spend, level: Level) -> u64 {
-    if let Some(cell) = EGV5_BUDSTATS.get_ptr_mut(budget_stat_slot(spend, level)) {
+    if let Some(cell) = EGV6_BUDSTATS.get_ptr_mut(budget_stat_slot(spend, level)) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }

@@ -12,7 +12,7 @@ use egress_common::{
 };
 
 use crate::hosts::{self, Link};
-use crate::maps::{EGV5_LEARNED, SLOT0, SLOT1, Slot};
+use crate::maps::{EGV6_LEARNED, SLOT0, SLOT1, Slot};
 use crate::parse::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet};
 
 /// A new flow's first decision, and what its second one needs.
@@ -177,7 +177,7 @@ fn learned_groups(meta: &SlotMeta, pkt: &Packet, link: &Link, provisional: &mut 
     // The coarse clock, as learning stamps expiries with.
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    if let Some(v) = EGV5_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst }) {
+    if let Some(v) = EGV6_LEARNED.get_ptr(LearnKey { workload: pkt.src, addr: pkt.dst }) {
         // SAFETY: value pointer from a successful lookup.
         let v = unsafe { *v };
         if v.expires_ns > now {

@@ -15,13 +15,13 @@ use egress_common::{
 
 use aya_ebpf::maps::ring_buf::RingBufEntry;
 
-use crate::maps::{EGV5_EVENTS, EGV5_EVSTATS};
+use crate::maps::{EGV6_EVENTS, EGV6_EVSTATS};
 use crate::parse::Packet;
 use crate::scratch::Scratch;
 
 #[inline(always)]
 pub fn count_event(stat: EventStat) {
-    if let Some(cell) = EGV5_EVSTATS.get_ptr_mut(stat as u32) {
+    if let Some(cell) = EGV6_EVSTATS.get_ptr_mut(stat as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
@@ -40,7 +40,7 @@ fn reserve<T: 'static>(kind: Spend, source: &[u8; 16]) -> Option<(RingBufEntry<T
         count_event(EventStat::Suppressed);
         return None;
     }
-    let Some(entry) = EGV5_EVENTS.reserve::<T>(0) else {
+    let Some(entry) = EGV6_EVENTS.reserve::<T>(0) else {
         count_event(EventStat::Lost);
         return None;
     };

@@ -1,4 +1,4 @@
-//! The flow cache: a set-associative table in the array `EGV5_FLOWS` (see
+//! The flow cache: a set-associative table in the array `EGV6_FLOWS` (see
 //! [`egress_common::FlowSlot`]). A lookup reads the [`FLOW_WAYS`] ways of
 //! one set; an insert overwrites the way of its set that holds the same
 //! flow, is empty or of another generation, or else was unused longest
@@ -15,7 +15,7 @@ use egress_common::{
     flow_set_start,
 };
 
-use crate::maps::EGV5_FLOWS;
+use crate::maps::EGV6_FLOWS;
 
 /// The cache's clock ([`flow_clock`]): cheap to read.
 #[inline(always)]
@@ -54,7 +54,7 @@ fn same(a: &[u64; 5], b: &[u64; 5]) -> bool {
 /// Reads way `index` whole, or `None` if out of range.
 #[inline(always)]
 fn read(index: u32) -> Option<(*mut FlowSlot, FlowSlot)> {
-    let p = EGV5_FLOWS.get_ptr_mut(index)?;
+    let p = EGV6_FLOWS.get_ptr_mut(index)?;
     // SAFETY: a map value pointer; other CPUs may write it meanwhile, which
     // the check word detects.
     Some((p, unsafe { core::ptr::read_volatile(p) }))
@@ -123,7 +123,7 @@ pub fn insert(probe: &Probe, value: &FlowValue) {
     if victim == start + FLOW_WAYS {
         return;
     }
-    if let Some(p) = EGV5_FLOWS.get_ptr_mut(victim) {
+    if let Some(p) = EGV6_FLOWS.get_ptr_mut(victim) {
         let check = flow_check(probe.hash, value, t);
         let slot = FlowSlot { key: probe.words, value: *value, used: t, born: t, check };
         // SAFETY: a map value pointer; see the module comment on races.

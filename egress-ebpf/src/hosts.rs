@@ -27,7 +27,7 @@ use aya_ebpf::helpers::{bpf_fib_lookup, bpf_loop};
 use egress_common::{FAMILY_V4, HOST_V6_ADDRS, HostAddrs, HostKey, LearnKey};
 
 use crate::dns::scratch;
-use crate::maps::{EGV5_HOSTS, EGV5_LEARNED};
+use crate::maps::{EGV6_HOSTS, EGV6_LEARNED};
 use crate::parse::{FRAG_NONE, IPPROTO_TCP, Packet};
 
 const AF_INET: u8 = 2;
@@ -152,12 +152,12 @@ pub fn note_asker(ifindex: u32, mac: [u8; 6]) {
 extern "C" fn note_step(_index: u64, _ctx: *mut c_void) -> i64 {
     let Some(s) = scratch() else { return 1 };
     let key = s.host.key;
-    let h = if let Some(h) = EGV5_HOSTS.get_ptr_mut(&key) {
+    let h = if let Some(h) = EGV6_HOSTS.get_ptr_mut(&key) {
         h
     } else {
         s.host.fresh = HostAddrs::default();
-        let _ = EGV5_HOSTS.insert(&key, &s.host.fresh, 0);
-        let Some(h) = EGV5_HOSTS.get_ptr_mut(&key) else { return 1 };
+        let _ = EGV6_HOSTS.insert(&key, &s.host.fresh, 0);
+        let Some(h) = EGV6_HOSTS.get_ptr_mut(&key) else { return 1 };
         h
     };
     // SAFETY: value pointer from a successful lookup; concurrent notes of
@@ -233,7 +233,7 @@ pub fn sibling_groups(link: &Link, pkt: &Packet, now: u64, fresh_ns: u64) -> Opt
     // Keys are built in the scratch: the judge's stack has no room.
     let s = scratch()?;
     s.host.key = host_key(link);
-    let h = EGV5_HOSTS.get_ptr(&s.host.key)?;
+    let h = EGV6_HOSTS.get_ptr(&s.host.key)?;
     // SAFETY: value pointer from a successful lookup.
     let h = unsafe { &*h };
     if now < h.shared_until_ns {
@@ -269,7 +269,7 @@ fn learned_by(link: &Link, addr: &[u8; 16], seen_ns: u64, pkt: &Packet, now: u64
     }
     let Some(s) = scratch() else { return 0 };
     s.host.learn = LearnKey { workload: *addr, addr: pkt.dst };
-    let Some(v) = EGV5_LEARNED.get_ptr(&s.host.learn) else { return 0 };
+    let Some(v) = EGV6_LEARNED.get_ptr(&s.host.learn) else { return 0 };
     // SAFETY: value pointer from a successful lookup.
     let v = unsafe { *v };
     let family = if pkt.family == FAMILY_V4 { egress_common::FAMILY_V6 } else { FAMILY_V4 };

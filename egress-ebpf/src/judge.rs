@@ -13,7 +13,7 @@ use crate::classify::{Classified, classify};
 use crate::dns::{self, IdSwap, LoadBytes, QueryAction};
 use crate::flowcache;
 use crate::hosts::Link;
-use crate::maps::{EGV5_FRAGS, EGV5_LIVE, EGV5_REASONS, EGV5_SLOT_META, SLOT0, SLOT1, Slot};
+use crate::maps::{EGV6_FRAGS, EGV6_LIVE, EGV6_REASONS, EGV6_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::parse::{Cursor, FRAG_FIRST, FRAG_LATER, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet, Parsed, parse};
 
 /// IGMP (IPv4 multicast group membership).
@@ -48,11 +48,11 @@ pub enum Action {
 /// The live slot and its meta, or `None` before the first pack.
 #[inline(always)]
 fn live() -> Option<(u32, &'static SlotMeta)> {
-    let live = EGV5_LIVE.get(0)?;
+    let live = EGV6_LIVE.get(0)?;
     // The slot is read once; everything else comes from that slot's own
     // meta, written before the flip and stable while the slot is readable.
     let slot = live.slot;
-    let meta = EGV5_SLOT_META.get(slot)?;
+    let meta = EGV6_SLOT_META.get(slot)?;
     if meta.generation == 0 { None } else { Some((slot, meta)) }
 }
 
@@ -181,7 +181,7 @@ pub fn judge(ctx: *mut c_void, start: usize, end: usize, len: u32, ifindex: u32)
 
 #[inline(always)]
 pub(crate) fn count_reason(reason: Reason) {
-    if let Some(cell) = EGV5_REASONS.get_ptr_mut(reason as u32) {
+    if let Some(cell) = EGV6_REASONS.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
@@ -338,7 +338,7 @@ fn judge_ip(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, len: u32,
     }
     if pkt.frag == FRAG_LATER {
         // SAFETY: value pointer from a successful lookup, copied out at once.
-        let entry = EGV5_FRAGS.get_ptr(&frag_key(pkt)).map(|v| unsafe { *v }).filter(|v| v.generation == generation);
+        let entry = EGV6_FRAGS.get_ptr(&frag_key(pkt)).map(|v| unsafe { *v }).filter(|v| v.generation == generation);
         // One call of `unjudgeable` for every reason (each call is a copy
         // of it for the verifier to walk).
         let reason = match entry {
@@ -498,7 +498,7 @@ fn to_query(slot: &Slot, meta: &SlotMeta, pkt: &Packet, action: Action) -> Actio
         return action;
     }
     if pkt.frag == FRAG_FIRST && meta.query_filter == QUERY_FILTER_ENFORCE {
-        let _ = EGV5_FRAGS.remove(&frag_key(pkt));
+        let _ = EGV6_FRAGS.remove(&frag_key(pkt));
         dns::stat(DnsStat::QueryFragment);
         dns::stat(DnsStat::QueryRefused);
         return Action::Drop;
@@ -524,9 +524,9 @@ pub fn judge_read<B: LoadBytes>(bytes: &B, len: u32, ifindex: u32) -> Action {
 #[inline(always)]
 pub(crate) fn remember_first(pkt: &Packet, v: &FlowValue) {
     if crate::budget::spend(Spend::Fragments, &pkt.src, 1, 0) {
-        let _ = EGV5_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, v), 0);
+        let _ = EGV6_FRAGS.insert(&frag_key(pkt), &first_fragment(pkt, v), 0);
     } else {
-        let _ = EGV5_FRAGS.remove(&frag_key(pkt));
+        let _ = EGV6_FRAGS.remove(&frag_key(pkt));
     }
 }
 

@@ -60,7 +60,7 @@ const MARK_REFUSED: u32 = 0x6567_5246;
 const MARK_SERVER_RESET: u32 = 0x6567_5253;
 use egress_common::{TAIL_NAMES, TAIL_QUERY, TAIL_READ, TAIL_SECOND_ANSWER};
 use judge::{Action, judge, learn, query};
-use maps::{EGV5_TAILS_TC, EGV5_TAILS_XDP};
+use maps::{EGV6_TAILS_TC, EGV6_TAILS_XDP};
 
 struct Skb<'a>(&'a TcContext);
 
@@ -119,7 +119,7 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
         Action::Drop => TC_ACT_SHOT,
         Action::Query(query_filter) => {
             // SAFETY: tail call into the query program; returns only if absent.
-            unsafe { EGV5_TAILS_TC.tail_call(ctx, TAIL_QUERY) };
+            unsafe { EGV6_TAILS_TC.tail_call(ctx, TAIL_QUERY) };
             // The tail call failed: the query went unfiltered.
             if judge::tail_call_failed(query_filter) { TC_ACT_SHOT } else { TC_ACT_UNSPEC }
         }
@@ -127,13 +127,13 @@ fn tc_verdict(ctx: &TcContext, action: Action) -> i32 {
         Action::Reset(at) => reset_tc(ctx, at),
         Action::Named => {
             // SAFETY: tail call into the names program; returns only if absent.
-            unsafe { EGV5_TAILS_TC.tail_call(ctx, TAIL_NAMES) };
+            unsafe { EGV6_TAILS_TC.tail_call(ctx, TAIL_NAMES) };
             // No reader: the flow's name cannot be verified.
             TC_ACT_SHOT
         }
         Action::Read => {
             // SAFETY: tail call into the read program; returns only if absent.
-            unsafe { EGV5_TAILS_TC.tail_call(ctx, TAIL_READ) };
+            unsafe { EGV6_TAILS_TC.tail_call(ctx, TAIL_READ) };
             TC_ACT_SHOT
         }
         Action::Record(swap, second) => {
@@ -293,7 +293,7 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     // SAFETY: the context's skb pointer is valid for the program's run.
     let came_in = unsafe { (*ctx.skb.skb).ingress_ifindex };
     // SAFETY: a plain lookup; the value is not kept.
-    if came_in != 0 && unsafe { maps::EGV5_LAN_IFS.get(&came_in) }.is_some() {
+    if came_in != 0 && unsafe { maps::EGV6_LAN_IFS.get(&came_in) }.is_some() {
         dns::stat(DnsStat::FromLan);
         return TC_ACT_UNSPEC;
     }
@@ -315,7 +315,7 @@ pub fn egress_dns(ctx: TcContext) -> i32 {
     }
     if more {
         // SAFETY: tail call into the second-answer program; returns only if absent.
-        unsafe { EGV5_TAILS_TC.tail_call(&ctx, TAIL_SECOND_ANSWER) };
+        unsafe { EGV6_TAILS_TC.tail_call(&ctx, TAIL_SECOND_ANSWER) };
     }
     TC_ACT_UNSPEC
 }
@@ -349,7 +349,7 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
         Action::Drop => xdp_action::XDP_DROP,
         Action::Query(query_filter) => {
             // SAFETY: tail call into the query program; returns only if absent.
-            unsafe { EGV5_TAILS_XDP.tail_call(ctx, TAIL_QUERY) };
+            unsafe { EGV6_TAILS_XDP.tail_call(ctx, TAIL_QUERY) };
             // The tail call failed: the query went unfiltered.
             if judge::tail_call_failed(query_filter) { xdp_action::XDP_DROP } else { xdp_action::XDP_PASS }
         }
@@ -363,12 +363,12 @@ fn xdp_verdict(ctx: &XdpContext, action: Action) -> u32 {
         },
         Action::Named => {
             // SAFETY: tail call into the names program; returns only if absent.
-            unsafe { EGV5_TAILS_XDP.tail_call(ctx, TAIL_NAMES) };
+            unsafe { EGV6_TAILS_XDP.tail_call(ctx, TAIL_NAMES) };
             xdp_action::XDP_DROP
         }
         Action::Read => {
             // SAFETY: tail call into the read program; returns only if absent.
-            unsafe { EGV5_TAILS_XDP.tail_call(ctx, TAIL_READ) };
+            unsafe { EGV6_TAILS_XDP.tail_call(ctx, TAIL_READ) };
             xdp_action::XDP_DROP
         }
         Action::Record(swap, second) => {

@@ -1,8 +1,8 @@
-//! Every map of the datapath. Names carry the layout version (`EGV5_`): an
+//! Every map of the datapath. Names carry the layout version (`EGV6_`): an
 //! agent that finds pins of another version must not reinterpret them.
 //!
 //! The pack is double-buffered: slot 0 and slot 1 each hold a whole compiled
-//! pack, `EGV5_LIVE[0]` says which one is live. A packet reads `EGV5_LIVE`
+//! pack, `EGV6_LIVE[0]` says which one is live. A packet reads `EGV6_LIVE`
 //! once and uses only that slot, so it is judged wholly by one pack.
 
 use aya_ebpf::{
@@ -25,141 +25,141 @@ const MMAPABLE: u32 = 1 << 10;
 
 /// `[0]`: the live slot and its generation.
 #[map]
-pub static EGV5_LIVE: Array<LiveState> = Array::with_max_entries(1, 0);
+pub static EGV6_LIVE: Array<LiveState> = Array::with_max_entries(1, 0);
 
 /// `[0]`: what the agent last installed (hash, time, counts), for
 /// `egress-agent status`; written by the agent, never read here.
 #[map]
-pub static EGV5_STATUS: Array<egress_common::PackStatus> = Array::with_max_entries(1, 0);
+pub static EGV6_STATUS: Array<egress_common::PackStatus> = Array::with_max_entries(1, 0);
 
 /// `[0]`: the running agent's lease on DNS learning; past it, names fail
 /// closed (see [`egress_common::AgentLease`]). Written by the agent.
 #[map]
-pub static EGV5_AGENT: Array<egress_common::AgentLease> = Array::with_max_entries(1, 0);
+pub static EGV6_AGENT: Array<egress_common::AgentLease> = Array::with_max_entries(1, 0);
 
 /// Per slot: generation, mode, implicit-deny index, `any` source flag.
 #[map]
-pub static EGV5_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
+pub static EGV6_SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
 
 /// The flow cache: 5-tuple → decision of the pack generation that made it,
 /// set-associative over an array (see [`crate::flowcache`]).
 #[map]
-pub static EGV5_FLOWS: Array<egress_common::FlowSlot> = Array::with_max_entries(FLOW_CACHE_ENTRIES, MMAPABLE);
+pub static EGV6_FLOWS: Array<egress_common::FlowSlot> = Array::with_max_entries(FLOW_CACHE_ENTRIES, MMAPABLE);
 
 /// First fragments seen: later fragments of the datagram follow their verdict.
 #[map]
-pub static EGV5_FRAGS: LruHashMap<FragKey, FlowValue> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
+pub static EGV6_FRAGS: LruHashMap<FragKey, FlowValue> = LruHashMap::with_max_entries(FRAG_ENTRIES, 0);
 
 /// Packets per [`egress_common::Reason`] code (per CPU).
 #[map]
-pub static EGV5_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
+pub static EGV6_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(REASON_SLOTS, 0);
 
 /// New-flow decisions of logging rules, and every deny and `would_deny`,
 /// for flow logs.
 #[map]
-pub static EGV5_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
+pub static EGV6_EVENTS: RingBuf = RingBuf::with_byte_size(EVENT_RING_BYTES, 0);
 
 /// Budgets: per kind, the buckets of source addresses (with their host;
 /// LRU; see [`crate::budget`]).
 #[map]
-pub static EGV5_BUDGETS: LruHashMap<egress_common::BudgetKey, egress_common::Bucket> =
+pub static EGV6_BUDGETS: LruHashMap<egress_common::BudgetKey, egress_common::Bucket> =
     LruHashMap::with_max_entries(egress_common::MAX_BUDGETS, 0);
 
 /// Budgets: per kind, the buckets of hosts (interface and MAC; LRU).
 #[map]
-pub static EGV5_HOSTBUD: LruHashMap<egress_common::BudgetKey, egress_common::Bucket> =
+pub static EGV6_HOSTBUD: LruHashMap<egress_common::BudgetKey, egress_common::Bucket> =
     LruHashMap::with_max_entries(egress_common::MAX_HOST_BUDGETS, 0);
 
 /// Budgets: everyone's bucket, per [`egress_common::Spend`] code.
 #[map]
-pub static EGV5_ALLBUD: Array<egress_common::Bucket> = Array::with_max_entries(egress_common::SPEND_KINDS, 0);
+pub static EGV6_ALLBUD: Array<egress_common::Bucket> = Array::with_max_entries(egress_common::SPEND_KINDS, 0);
 
 /// Spends refused, per kind and the level that ran out (per CPU; slot
 /// [`egress_common::budget_stat_slot`]).
 #[map]
-pub static EGV5_BUDSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(egress_common::BUDGET_STAT_SLOTS, 0);
+pub static EGV6_BUDSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(egress_common::BUDGET_STAT_SLOTS, 0);
 
 /// Per-CPU working memory of the budgets: the sender a packet's spends are
 /// charged to, and a spend's inputs.
 #[map]
-pub static EGV5_BSCRATCH: PerCpuArray<crate::budget::BudgetWork> = PerCpuArray::with_max_entries(1, 0);
+pub static EGV6_BSCRATCH: PerCpuArray<crate::budget::BudgetWork> = PerCpuArray::with_max_entries(1, 0);
 
 /// Flow events per [`egress_common::EventStat`] code (per CPU).
 #[map]
-pub static EGV5_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(egress_common::EVENT_STAT_SLOTS, 0);
+pub static EGV6_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(egress_common::EVENT_STAT_SLOTS, 0);
 
 /// Queries seen leaving for a resolver, awaiting their answer (LRU).
 #[map]
-pub static EGV5_QUERIES: LruHashMap<QueryKey, QueryValue> = LruHashMap::with_max_entries(MAX_QUERIES, 0);
+pub static EGV6_QUERIES: LruHashMap<QueryKey, QueryValue> = LruHashMap::with_max_entries(MAX_QUERIES, 0);
 
 /// (workload, address) → WebGroups it was learned for, and expiry (LRU).
 #[map]
-pub static EGV5_LEARNED: LruHashMap<LearnKey, LearnValue> = LruHashMap::with_max_entries(MAX_LEARNED, 0);
+pub static EGV6_LEARNED: LruHashMap<LearnKey, LearnValue> = LruHashMap::with_max_entries(MAX_LEARNED, 0);
 
 /// Names that taught addresses, by the hash stored in learned entries (LRU):
 /// lets `egress-agent learned` print names from the live maps.
 #[map]
-pub static EGV5_LNAMES: LruHashMap<u64, NameText> = LruHashMap::with_max_entries(MAX_LEARNED_NAMES, 0);
+pub static EGV6_LNAMES: LruHashMap<u64, NameText> = LruHashMap::with_max_entries(MAX_LEARNED_NAMES, 0);
 
 /// The interfaces the agent attached to (ifindex -> 1, written by the
 /// agent): a packet that came in on one of them is a workload's, whatever
 /// its source address says, and never teaches addresses.
 #[map]
-pub static EGV5_LAN_IFS: HashMap<u32, u32> = HashMap::with_max_entries(egress_common::MAX_LAN_IFACES, 0);
+pub static EGV6_LAN_IFS: HashMap<u32, u32> = HashMap::with_max_entries(egress_common::MAX_LAN_IFACES, 0);
 
 /// WebGroup names by bit (written by the agent; bits are stable across packs).
 #[map]
-pub static EGV5_WEBGROUPS: Array<WebGroupName> = Array::with_max_entries(MAX_WEBGROUPS, 0);
+pub static EGV6_WEBGROUPS: Array<WebGroupName> = Array::with_max_entries(MAX_WEBGROUPS, 0);
 
 /// DNS counters per [`egress_common::DnsStat`] code (per CPU).
 #[map]
-pub static EGV5_DNS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STAT_SLOTS, 0);
+pub static EGV6_DNS_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DNS_STAT_SLOTS, 0);
 
 /// Tail calls of the TC ingress program: `[TAIL_QUERY]` the DNS query
 /// program, `[TAIL_NAMES]` the names program.
 #[map]
-pub static EGV5_TAILS_TC: ProgramArray = ProgramArray::with_max_entries(egress_common::TAILS, 0);
+pub static EGV6_TAILS_TC: ProgramArray = ProgramArray::with_max_entries(egress_common::TAILS, 0);
 
-/// Tail calls of the XDP program, as [`EGV5_TAILS_TC`].
+/// Tail calls of the XDP program, as [`EGV6_TAILS_TC`].
 #[map]
-pub static EGV5_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(egress_common::TAILS, 0);
+pub static EGV6_TAILS_XDP: ProgramArray = ProgramArray::with_max_entries(egress_common::TAILS, 0);
 
 /// Per-CPU working memory of the DNS parser.
 #[map]
-pub static EGV5_SCRATCH: PerCpuArray<crate::scratch::Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static EGV6_SCRATCH: PerCpuArray<crate::scratch::Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per TCP flow whose name is read: where the reader stands and, once
 /// read, the name (LRU; see [`crate::stream`]).
 #[map]
-pub static EGV5_CONNS: LruHashMap<egress_common::FlowKey, egress_common::ConnState> =
+pub static EGV6_CONNS: LruHashMap<egress_common::FlowKey, egress_common::ConnState> =
     LruHashMap::with_max_entries(egress_common::MAX_CONNS, 0);
 
 /// The first client bytes of flows whose first message spans segments (LRU).
 #[map]
-pub static EGV5_STREAMS: LruHashMap<egress_common::FlowKey, egress_common::StreamBuf> =
+pub static EGV6_STREAMS: LruHashMap<egress_common::FlowKey, egress_common::StreamBuf> =
     LruHashMap::with_max_entries(egress_common::MAX_STREAMS, 0);
 
 /// The DNS tunnel guard: per workload and allowed zone, the distinct
 /// random-looking names of the window and any refusal in force (LRU; see
 /// [`crate::dns::guard`]).
 #[map]
-pub static EGV5_GUARDS: LruHashMap<egress_common::GuardKey, egress_common::GuardState> =
+pub static EGV6_GUARDS: LruHashMap<egress_common::GuardKey, egress_common::GuardState> =
     LruHashMap::with_max_entries(egress_common::MAX_GUARDS, 0);
 
 /// `[0]`: the secret seed of the tunnel guard's name hashes (drawn by the
 /// datapath on first use; 0 until then).
 #[map]
-pub static EGV5_GUARD_SEED: Array<u64> = Array::with_max_entries(1, 0);
+pub static EGV6_GUARD_SEED: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Hosts on the LAN links: per (interface, link-layer address), the
 /// addresses it asked a listed resolver from (LRU; see [`crate::hosts`]).
 #[map]
-pub static EGV5_HOSTS: LruHashMap<egress_common::HostKey, egress_common::HostAddrs> =
+pub static EGV6_HOSTS: LruHashMap<egress_common::HostKey, egress_common::HostAddrs> =
     LruHashMap::with_max_entries(egress_common::MAX_HOSTS, 0);
 
 /// Per-CPU working memory of the name reader.
 #[map]
-pub static EGV5_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray::with_max_entries(1, 0);
+pub static EGV6_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Declares one slot's tables.
 macro_rules! slot_maps {
@@ -228,42 +228,42 @@ macro_rules! slot_maps {
 }
 
 slot_maps!(
-    EGV5_SRC4_0,
-    EGV5_SRC6_0,
-    EGV5_DST4_0,
-    EGV5_DST6_0,
-    EGV5_PORTS_0,
-    EGV5_SP_0,
-    EGV5_XD_0,
-    EGV5_DEFAULTS_0,
-    EGV5_RULES_0,
-    EGV5_COUNTERS_0,
-    EGV5_LOCAL_0,
-    EGV5_NAMES_0,
-    EGV5_SNAMES_0,
-    EGV5_XW_0,
-    EGV5_RESOLV_0,
-    EGV5_NDENY_0,
-    EGV5_SPERMIT_0
+    EGV6_SRC4_0,
+    EGV6_SRC6_0,
+    EGV6_DST4_0,
+    EGV6_DST6_0,
+    EGV6_PORTS_0,
+    EGV6_SP_0,
+    EGV6_XD_0,
+    EGV6_DEFAULTS_0,
+    EGV6_RULES_0,
+    EGV6_COUNTERS_0,
+    EGV6_LOCAL_0,
+    EGV6_NAMES_0,
+    EGV6_SNAMES_0,
+    EGV6_XW_0,
+    EGV6_RESOLV_0,
+    EGV6_NDENY_0,
+    EGV6_SPERMIT_0
 );
 slot_maps!(
-    EGV5_SRC4_1,
-    EGV5_SRC6_1,
-    EGV5_DST4_1,
-    EGV5_DST6_1,
-    EGV5_PORTS_1,
-    EGV5_SP_1,
-    EGV5_XD_1,
-    EGV5_DEFAULTS_1,
-    EGV5_RULES_1,
-    EGV5_COUNTERS_1,
-    EGV5_LOCAL_1,
-    EGV5_NAMES_1,
-    EGV5_SNAMES_1,
-    EGV5_XW_1,
-    EGV5_RESOLV_1,
-    EGV5_NDENY_1,
-    EGV5_SPERMIT_1
+    EGV6_SRC4_1,
+    EGV6_SRC6_1,
+    EGV6_DST4_1,
+    EGV6_DST6_1,
+    EGV6_PORTS_1,
+    EGV6_SP_1,
+    EGV6_XD_1,
+    EGV6_DEFAULTS_1,
+    EGV6_RULES_1,
+    EGV6_COUNTERS_1,
+    EGV6_LOCAL_1,
+    EGV6_NAMES_1,
+    EGV6_SNAMES_1,
+    EGV6_XW_1,
+    EGV6_RESOLV_1,
+    EGV6_NDENY_1,
+    EGV6_SPERMIT_1
 );
 
 /// One slot's tables, by reference.
@@ -289,42 +289,42 @@ pub struct Slot {
 
 /// Slot 0's tables.
 pub const SLOT0: Slot = Slot {
-    src4: &EGV5_SRC4_0,
-    src6: &EGV5_SRC6_0,
-    dst4: &EGV5_DST4_0,
-    dst6: &EGV5_DST6_0,
-    ports: &EGV5_PORTS_0,
-    sp: &EGV5_SP_0,
-    xd: &EGV5_XD_0,
-    defaults: &EGV5_DEFAULTS_0,
-    rules: &EGV5_RULES_0,
-    counters: &EGV5_COUNTERS_0,
-    local: &EGV5_LOCAL_0,
-    names: &EGV5_NAMES_0,
-    short_names: &EGV5_SNAMES_0,
-    xw: &EGV5_XW_0,
-    resolvers: &EGV5_RESOLV_0,
-    name_deny: &EGV5_NDENY_0,
-    src_permit: &EGV5_SPERMIT_0,
+    src4: &EGV6_SRC4_0,
+    src6: &EGV6_SRC6_0,
+    dst4: &EGV6_DST4_0,
+    dst6: &EGV6_DST6_0,
+    ports: &EGV6_PORTS_0,
+    sp: &EGV6_SP_0,
+    xd: &EGV6_XD_0,
+    defaults: &EGV6_DEFAULTS_0,
+    rules: &EGV6_RULES_0,
+    counters: &EGV6_COUNTERS_0,
+    local: &EGV6_LOCAL_0,
+    names: &EGV6_NAMES_0,
+    short_names: &EGV6_SNAMES_0,
+    xw: &EGV6_XW_0,
+    resolvers: &EGV6_RESOLV_0,
+    name_deny: &EGV6_NDENY_0,
+    src_permit: &EGV6_SPERMIT_0,
 };
 
 /// Slot 1's tables.
 pub const SLOT1: Slot = Slot {
-    src4: &EGV5_SRC4_1,
-    src6: &EGV5_SRC6_1,
-    dst4: &EGV5_DST4_1,
-    dst6: &EGV5_DST6_1,
-    ports: &EGV5_PORTS_1,
-    sp: &EGV5_SP_1,
-    xd: &EGV5_XD_1,
-    defaults: &EGV5_DEFAULTS_1,
-    rules: &EGV5_RULES_1,
-    counters: &EGV5_COUNTERS_1,
-    local: &EGV5_LOCAL_1,
-    names: &EGV5_NAMES_1,
-    short_names: &EGV5_SNAMES_1,
-    xw: &EGV5_XW_1,
-    resolvers: &EGV5_RESOLV_1,
-    name_deny: &EGV5_NDENY_1,
-    src_permit: &EGV5_SPERMIT_1,
+    src4: &EGV6_SRC4_1,
+    src6: &EGV6_SRC6_1,
+    dst4: &EGV6_DST4_1,
+    dst6: &EGV6_DST6_1,
+    ports: &EGV6_PORTS_1,
+    sp: &EGV6_SP_1,
+    xd: &EGV6_XD_1,
+    defaults: &EGV6_DEFAULTS_1,
+    rules: &EGV6_RULES_1,
+    counters: &EGV6_COUNTERS_1,
+    local: &EGV6_LOCAL_1,
+    names: &EGV6_NAMES_1,
+    short_names: &EGV6_SNAMES_1,
+    xw: &EGV6_XW_1,
+    resolvers: &EGV6_RESOLV_1,
+    name_deny: &EGV6_NDENY_1,
+    src_permit: &EGV6_SPERMIT_1,
 };

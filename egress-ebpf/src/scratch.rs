@@ -1,4 +1,4 @@
-//! The DNS programs' per-CPU working memory (the map `EGV5_SCRATCH`, one
+//! The DNS programs' per-CPU working memory (the map `EGV6_SCRATCH`, one
 //! [`Scratch`] a CPU): the message, the name being read, and the state of
 //! the `bpf_loop` walkers, whose callbacks reach it through the map since a
 //! callback's frame cannot see its caller's stack.
@@ -144,7 +144,7 @@ pub struct Scan {
     /// `egress_common::GUARD_LABEL_MIN`).
     pub random: u64,
     /// The bytes before the zone hashed from a secret seed
-    /// (`EGV5_GUARD_SEED`): the guard's "asked again" test, which a
+    /// (`EGV6_GUARD_SEED`): the guard's "asked again" test, which a
     /// workload cannot aim a collision at.
     pub keyed: u64,
 }

@@ -8,7 +8,7 @@
 //!   fill the idle slot, flip), called directly.
 //! - end to end (`e2e_p50_ms`, `e2e_p99_ms`): from the edited policy
 //!   renamed into place to the new generation in the kernel's live slot
-//!   (`EGV5_LIVE`, read from its pin), through the daemon's real watcher
+//!   (`EGV6_LIVE`, read from its pin), through the daemon's real watcher
 //!   and reload task ([`watch::spawn`], [`reload_task::spawn`]) on a
 //!   pinned datapath. In `file` the pack is written to a temporary file
 //!   and renamed over the policy; in `dir` the whole set of files is
@@ -263,7 +263,7 @@ fn bench(rules: usize, domains: usize, layout: Layout, o: &Opts, dir: &Path) -> 
     })
 }
 
-/// The kernel's live slot (`EGV5_LIVE`), opened from its pin.
+/// The kernel's live slot (`EGV6_LIVE`), opened from its pin.
 fn open_live(pin: &Path) -> Result<Array<MapData, LiveState>> {
     let data = MapData::from_pin(pin).with_context(|| format!("opening {}", pin.display()))?;
     Ok(Array::try_from(Map::Array(data))?)

@@ -3,8 +3,8 @@
 //! when the agent exits or crashes, and a new agent adopts it.
 //!
 //! ```text
-//! DIR/v5/EGV5_LIVE, DIR/v5/EGV5_SRC4_0, ...   maps, by name
-//! DIR/v5/links/tc_ingress@lan0, ...           links, by hook and interface
+//! DIR/v6/EGV6_LIVE, DIR/v6/EGV6_SRC4_0, ...   maps, by name
+//! DIR/v6/links/tc_ingress@lan0, ...           links, by hook and interface
 //! ```
 //! A layout version in the path keeps an agent from reinterpreting maps of
 //! another layout.

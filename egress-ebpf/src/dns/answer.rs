@@ -22,7 +22,7 @@ use egress_common::{
 use super::message::{LoadBytes, agent_up, be16, byte, copy_message, failed, message_span, scratch, second_span, stat};
 use super::name::{Name, name_groups, read_name};
 use super::txid::{IdSwap, claim, claim_at};
-use crate::maps::{EGV5_LEARNED, EGV5_LNAMES, Slot};
+use crate::maps::{EGV6_LEARNED, EGV6_LNAMES, Slot};
 use crate::parse::{IPPROTO_TCP, IPPROTO_UDP, Packet};
 use crate::scratch::{DONE, FAILED, MAX_CHAIN, MAX_LEARN, RUNNING, Scratch, vget, vset};
 
@@ -314,8 +314,8 @@ fn learn<B: LoadBytes>(
     // stack), and what they need is in the scratch.
     // A name asked again is there already (a lookup costs less than
     // writing its 256 bytes anew).
-    if EGV5_LNAMES.get_ptr(&question.hash).is_none() {
-        let _ = EGV5_LNAMES.insert(&question.hash, &s.name, 0);
+    if EGV6_LNAMES.get_ptr(&question.hash).is_none() {
+        let _ = EGV6_LNAMES.insert(&question.hash, &s.name, 0);
     }
     let r = addr_of_mut!(s.report);
     // SAFETY: fields of the per-CPU scratch; volatile so the callbacks see them.
@@ -366,7 +366,7 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
     let ttl = clamp_ttl(s.ttls[i], r.min_ttl, r.max_ttl);
     let key = LearnKey { workload: r.workload, addr: s.addrs[i] };
     let expires_ns = r.now + u64::from(ttl) * 1_000_000_000;
-    if let Some(old) = EGV5_LEARNED.get_ptr_mut(&key) {
+    if let Some(old) = EGV6_LEARNED.get_ptr_mut(&key) {
         // Updated in place: one lookup, no new element. A reader on another
         // CPU sees the old entry, the new one, or (between the writes) the
         // new groups under the old expiry: never groups the name lacks
@@ -387,7 +387,7 @@ extern "C" fn learn_step(index: u64, _ctx: *mut c_void) -> i64 {
     } else {
         stat(DnsStat::AddressNew);
         let value = LearnValue { groups: r.groups, expires_ns, name_hash: r.name_hash };
-        let _ = EGV5_LEARNED.insert(&key, &value, 0);
+        let _ = EGV6_LEARNED.insert(&key, &value, 0);
     }
     stat(DnsStat::AddressLearned);
     0

@@ -20,7 +20,7 @@ use egress_common::{
 };
 
 use super::message::{scratch, stat};
-use crate::maps::{EGV5_GUARD_SEED, EGV5_GUARDS};
+use crate::maps::{EGV6_GUARD_SEED, EGV6_GUARDS};
 use crate::parse::Packet;
 use crate::scratch::{Scratch, vget, vset};
 
@@ -56,12 +56,12 @@ pub fn note(s: &mut Scratch, len: usize) {
 }
 
 /// The secret seed of the guard's name hashes: drawn by the first query
-/// that needs it and kept in the pinned `EGV5_GUARD_SEED`, so that it
+/// that needs it and kept in the pinned `EGV6_GUARD_SEED`, so that it
 /// survives agent restarts (CPUs racing to draw it can only make a name
 /// count twice, once).
 #[inline(always)]
 pub fn seed() -> u64 {
-    let Some(seed) = EGV5_GUARD_SEED.get_ptr_mut(0) else { return FNV_OFFSET };
+    let Some(seed) = EGV6_GUARD_SEED.get_ptr_mut(0) else { return FNV_OFFSET };
     // SAFETY: value pointer from a successful lookup; helpers without
     // preconditions.
     unsafe {
@@ -119,15 +119,15 @@ extern "C" fn weigh_step(index: u64, _ctx: *mut c_void) -> i64 {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let enforce = g.mode == u64::from(TUNNEL_GUARD_ENFORCE);
-    let st = match EGV5_GUARDS.get_ptr_mut(&g.key) {
+    let st = match EGV6_GUARDS.get_ptr_mut(&g.key) {
         Some(st) => st,
         None if !random => return 0,
         None => {
             g.fresh = GuardState { window_start_ns: now, ..GuardState::default() };
-            if EGV5_GUARDS.insert(&g.key, &g.fresh, 0).is_err() {
+            if EGV6_GUARDS.insert(&g.key, &g.fresh, 0).is_err() {
                 return 0;
             }
-            match EGV5_GUARDS.get_ptr_mut(&g.key) {
+            match EGV6_GUARDS.get_ptr_mut(&g.key) {
                 Some(st) => st,
                 None => return 0,
             }

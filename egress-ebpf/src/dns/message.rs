@@ -5,7 +5,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use egress_common::{DnsStat, QueryKey};
 
-use crate::maps::{EGV5_AGENT, EGV5_DNS_STATS, EGV5_SCRATCH};
+use crate::maps::{EGV6_AGENT, EGV6_DNS_STATS, EGV6_SCRATCH};
 use crate::parse::{IPPROTO_UDP, Packet};
 use crate::scratch::{FAILED, MSG_MAX, Scratch};
 
@@ -21,13 +21,13 @@ pub trait LoadBytes {
 #[inline(always)]
 pub fn scratch() -> Option<&'static mut Scratch> {
     // SAFETY: per-CPU scratch, used by one program run at a time.
-    EGV5_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    EGV6_SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
 /// Counts a DNS event.
 #[inline(always)]
 pub fn stat(s: DnsStat) {
-    if let Some(cell) = EGV5_DNS_STATS.get_ptr_mut(s as u32) {
+    if let Some(cell) = EGV6_DNS_STATS.get_ptr_mut(s as u32) {
         // SAFETY: per-CPU cell, no concurrent writer on this CPU.
         unsafe { *cell += 1 };
     }
@@ -163,5 +163,5 @@ pub fn query_key(workload: &[u8; 16], resolver: &[u8; 16], workload_port: u16, t
 pub fn agent_up() -> bool {
     // SAFETY: helper without preconditions.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    EGV5_AGENT.get(0).is_some_and(|lease| now <= lease.until_ns)
+    EGV6_AGENT.get(0).is_some_and(|lease| now <= lease.until_ns)
 }

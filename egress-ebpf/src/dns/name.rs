@@ -14,7 +14,7 @@ use egress_common::{
 };
 
 use super::message::{byte, failed, scratch};
-use crate::maps::{EGV5_SLOT_META, SLOT0, SLOT1, Slot};
+use crate::maps::{EGV6_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::scratch::{CLASS_DIGIT, CLASS_JOINER, CLASS_LETTER, DONE, FAILED, RUNNING, Scratch, Walk, vget, vset};
 
 /// Iterations of the name loop: 253 characters, 127 length bytes, pointers.
@@ -204,7 +204,7 @@ extern "C" fn scan_step(_index: u64, _ctx: *mut c_void) -> i64 {
     }
     s.scan.label = 0;
     s.scan.classes = 0;
-    let Some(meta) = EGV5_SLOT_META.get(s.scan.slot as u32) else { return 1 };
+    let Some(meta) = EGV6_SLOT_META.get(s.scan.slot as u32) else { return 1 };
     let lengths = &meta.name_lengths;
     // The suffix after this dot: what the key holds now.
     let len = NAME_BUF - 1 - i;
@@ -247,7 +247,7 @@ pub fn name_groups(slot_idx: u32, s: &mut Scratch, len: usize) -> u64 {
     if len == 0 || len > NAME_BUF - 3 {
         return 0;
     }
-    let Some(meta) = EGV5_SLOT_META.get(slot_idx) else { return 0 };
+    let Some(meta) = EGV6_SLOT_META.get(slot_idx) else { return 0 };
     let lengths = &meta.name_lengths;
     let exact = lengths.contains(NAME_EXACT, len);
     // A suffix is at least two bytes shorter than the name (a label and a

@@ -13,7 +13,7 @@ use aya_ebpf::helpers::bpf_get_prandom_u32;
 use egress_common::QueryValue;
 
 use super::message::{LoadBytes, query_key};
-use crate::maps::EGV5_QUERIES;
+use crate::maps::EGV6_QUERIES;
 use crate::parse::{IPPROTO_UDP, Packet};
 
 /// A DNS message's transaction id rewritten in the packet.
@@ -65,7 +65,7 @@ pub fn record(pkt: &Packet, off: u32, workload_id: u16, value: &QueryValue) -> O
         // SAFETY: helper without preconditions.
         let id = unsafe { bpf_get_prandom_u32() } as u16;
         let key = query_key(&pkt.src, &pkt.dst, pkt.sport, id, pkt.proto);
-        if EGV5_QUERIES.insert(&key, value, u64::from(BPF_NOEXIST)).is_ok() {
+        if EGV6_QUERIES.insert(&key, value, u64::from(BPF_NOEXIST)).is_ok() {
             return Some(IdSwap::new(pkt, off, workload_id, id));
         }
     }
@@ -113,9 +113,9 @@ pub fn claim_at<B: LoadBytes>(bytes: &B, pkt: &Packet, off: u32) -> Option<(IdSw
         u16::from_be_bytes([head[2], head[3]])
     };
     let key = query_key(&pkt.dst, &pkt.src, pkt.dport, id, pkt.proto);
-    let query = EGV5_QUERIES.get_ptr(&key)?;
+    let query = EGV6_QUERIES.get_ptr(&key)?;
     // SAFETY: value pointer from a successful lookup.
     let query = unsafe { *query };
-    let _ = EGV5_QUERIES.remove(&key);
+    let _ = EGV6_QUERIES.remove(&key);
     Some((IdSwap::new(pkt, id_off, id, u16::from_be(query.workload_txid_be)), query))
 }

@@ -13,7 +13,7 @@ use egress_ebpf::names::{MASK, WINDOW};
 
 use super::read::{CHUNK, NameScratch, scratch};
 use crate::dns::LoadBytes;
-use crate::maps::EGV5_STREAMS;
+use crate::maps::EGV6_STREAMS;
 use crate::scratch::{vget, vset};
 
 /// Chunks of one segment's payload handled at most (its first 16 KiB).
@@ -88,7 +88,7 @@ pub fn take<B: LoadBytes>(
 /// Brings the `read` bytes gathered before into the window.
 #[inline(always)]
 fn restore(s: &mut NameScratch, key: &FlowKey, read: u32) -> bool {
-    let Some(buf) = EGV5_STREAMS.get_ptr(key) else { return false };
+    let Some(buf) = EGV6_STREAMS.get_ptr(key) else { return false };
     if read == 0 || read as usize > STREAM_WINDOW {
         return read == 0;
     }
@@ -103,13 +103,13 @@ pub fn save(s: &NameScratch, key: &FlowKey) -> bool {
     // SAFETY: the window is a StreamBuf's worth of bytes at the start of
     // the scratch (a map value, as the helper wants).
     let buf = unsafe { &*core::ptr::from_ref(&s.window).cast::<StreamBuf>() };
-    EGV5_STREAMS.insert(key, buf, 0).is_ok()
+    EGV6_STREAMS.insert(key, buf, 0).is_ok()
 }
 
 /// Forgets the flow's gathered bytes.
 #[inline(always)]
 pub fn forget(key: &FlowKey) {
-    let _ = EGV5_STREAMS.remove(key);
+    let _ = EGV6_STREAMS.remove(key);
 }
 
 /// Loads `n` payload bytes at packet offset `off` into the window at `at`.

@@ -39,7 +39,7 @@ use crate::classify::{Classified, decide_named};
 use crate::dns::LoadBytes;
 use crate::flowcache::{self, Probe};
 use crate::judge::{Action, action_of, count_reason, count_rule, unjudgeable, verdict_of};
-use crate::maps::{EGV5_CONNS, EGV5_SLOT_META, SLOT0, SLOT1, Slot};
+use crate::maps::{EGV6_CONNS, EGV6_SLOT_META, SLOT0, SLOT1, Slot};
 use crate::parse::{Cursor, FRAG_FIRST, Packet};
 
 const TCP_SYN: u8 = 0x02;
@@ -169,7 +169,7 @@ pub fn judge_named(cur: &Cursor, f: &Flow) -> Action {
     let Some(rule) = f.slot.rules.get(f.c.rule) else {
         return unjudgeable(f.slot, f.meta, f.pkt, Reason::BadPack, f.ifindex);
     };
-    let Some(st) = EGV5_CONNS.get_ptr_mut(f.key) else {
+    let Some(st) = EGV6_CONNS.get_ptr_mut(f.key) else {
         return unknown_flow(f, rule, &seg);
     };
     // SAFETY: value pointer from a successful lookup; this flow's packets
@@ -226,7 +226,7 @@ pub fn read_and_judge<B: LoadBytes>(bytes: &B, len: u32, ifindex: u32) -> Action
 #[inline(always)]
 fn read_in<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, len: u32, ifindex: u32) -> Action {
     let Some(s) = read::scratch() else { return Action::Drop };
-    let Some(meta) = EGV5_SLOT_META.get(slot_idx) else { return Action::Drop };
+    let Some(meta) = EGV6_SLOT_META.get(slot_idx) else { return Action::Drop };
     let sp: *mut NameScratch = s;
     // SAFETY: the hand-off and the packet are fields of the scratch that
     // the reader below never writes (it writes the window, the comparison
@@ -235,7 +235,7 @@ fn read_in<B: LoadBytes>(bytes: &B, slot_idx: u32, slot: &Slot, len: u32, ifinde
     if meta.generation != h.generation {
         return Action::Drop;
     }
-    let Some(st) = EGV5_CONNS.get_ptr_mut(&h.key) else { return Action::Drop };
+    let Some(st) = EGV6_CONNS.get_ptr_mut(&h.key) else { return Action::Drop };
     // SAFETY: as in `judge_named`.
     let st = unsafe { &mut *st };
     let probe = Probe::new(&h.key, meta.flow_seed);
@@ -311,11 +311,11 @@ fn unknown_flow(f: &Flow, rule: &RuleInfo, seg: &Segment) -> Action {
     if syn {
         let action = first(f, rule, true);
         if action != Action::Drop {
-            let _ = EGV5_CONNS.insert(f.key, &s.conn, 0);
+            let _ = EGV6_CONNS.insert(f.key, &s.conn, 0);
         }
         return action;
     }
-    let _ = EGV5_CONNS.insert(f.key, &s.conn, 0);
+    let _ = EGV6_CONNS.insert(f.key, &s.conn, 0);
     hand_off(f, seg, false)
 }
 

@@ -11,7 +11,7 @@ use egress_ebpf::names::http::{HTTP_BATCHES, HttpWalk};
 use egress_ebpf::names::tls::{TLS_STEPS, TlsWalk};
 use egress_ebpf::names::{Name, NameResult, WINDOW, Window};
 
-use crate::maps::EGV5_NSCRATCH;
+use crate::maps::EGV6_NSCRATCH;
 use crate::scratch::{vget, vset};
 
 /// Bytes one load or comparison moves at most.
@@ -53,7 +53,7 @@ pub struct NameScratch {
 #[inline(always)]
 pub fn scratch() -> Option<&'static mut NameScratch> {
     // SAFETY: per-CPU scratch, used by one program run at a time.
-    EGV5_NSCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+    EGV6_NSCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
 }
 
 extern "C" fn tls_step(_index: u64, _ctx: *mut c_void) -> i64 {
