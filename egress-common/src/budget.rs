@@ -211,8 +211,11 @@ impl Bucket {
     pub fn take(&mut self, limit: Limit, now: u64, n: u64, period_s: u64) -> bool {
         let full = limit.burst * 1000;
         // Capped so that no product below overflows (a gap of 49 days
-        // refills any bucket anyway).
-        let elapsed_ms = (now.saturating_sub(self.last_ns) / 1_000_000).min(1 << 32);
+        // refills any bucket anyway). Within the same millisecond (every
+        // spend but the first of a busy one) no division is made: the
+        // datapath has none in hardware to spare.
+        let gap_ns = now.saturating_sub(self.last_ns);
+        let elapsed_ms = if gap_ns < 1_000_000 { 0 } else { (gap_ns / 1_000_000).min(1 << 32) };
         let period_s = if period_s == 0 { 1 } else { period_s };
         let (refill, bought_ns) = if limit.per_s != 0 {
             (elapsed_ms * limit.per_s, elapsed_ms * 1_000_000)

@@ -28,10 +28,10 @@ pub fn count_event(stat: EventStat) {
 }
 
 /// Room in the ring for one event of `kind` from `source` (and the sender
-/// noted for the packet), within their budgets, and the time
-/// (`bpf_ktime_get_coarse_ns`: a tick's resolution is plenty for a log's
-/// wall-clock stamp, and costs a fraction of a fine read) to stamp it with; what happens to the event is
-/// counted either way (sent, suppressed, lost).
+/// noted for the packet), within their budgets, and the time to stamp it
+/// with (`bpf_ktime_get_coarse_ns`: a tick's resolution is plenty for a
+/// log's wall-clock stamp, at a fraction of a fine read's cost); what
+/// happens to the event is counted either way (sent, suppressed, lost).
 #[inline(always)]
 fn reserve<T: 'static>(kind: Spend, source: &[u8; 16]) -> Option<(RingBufEntry<T>, u64)> {
     // SAFETY: helper without preconditions.

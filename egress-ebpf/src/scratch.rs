@@ -31,6 +31,8 @@ pub struct Scratch {
     pub msg: [u8; MSG_MAX],
     pub name: [u8; NAME_BUF],
     pub key: [u8; NAME_BUF],
+    /// Never written: the zeros a name's tail is cleared from.
+    pub zeros: [u8; NAME_BUF],
     pub addrs: [[u8; 16]; MAX_LEARN],
     pub ttls: [u32; MAX_LEARN],
     pub chain: [u64; MAX_CHAIN],
@@ -105,6 +107,10 @@ pub struct Report {
     pub family: u32,
     /// `bpf_ktime_get_coarse_ns` when the answer was judged.
     pub now: u64,
+    /// The question's length, read back before its tail is cleared: a
+    /// value the verifier does not carry back through the whole answer
+    /// (a helper's size is tracked precisely wherever it came from).
+    pub name_len: u64,
 }
 
 /// State of a name walk (`dns::name::read_name`).

@@ -13,6 +13,7 @@
 use core::ffi::c_void;
 use core::ptr::{addr_of, addr_of_mut};
 
+use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_loop};
 use egress_common::addr::ipv4_mapped;
 use egress_common::{
@@ -254,12 +255,8 @@ fn learn<B: LoadBytes>(
     if now.saturating_sub(query.sent_ns) > QUERY_TIMEOUT_NS {
         return Err(DnsStat::Unsolicited);
     }
-    let name = s.name.as_mut_ptr();
-    for i in 0..NAME_BUF / 8 {
-        // SAFETY: i < 32, 8-byte words of the 256-byte name; volatile so
-        // the walk callback sees them.
-        unsafe { vset(name.add(i * 8).cast::<u64>(), 0) };
-    }
+    // The name is copied over whatever an earlier one left in the buffer:
+    // only its `len` bytes are read, unless it is stored (below).
     let question = read_name(s, len, 12, true)?;
     if question.next + 4 > len {
         return Err(DnsStat::Malformed);
@@ -313,8 +310,22 @@ fn learn<B: LoadBytes>(
     // another: their frames are their own (this one is near the 512-byte
     // stack), and what they need is in the scratch.
     // A name asked again is there already (a lookup costs less than
-    // writing its 256 bytes anew).
+    // writing its 256 bytes anew). A new one is stored zero-padded: its
+    // tail is cleared first, from the scratch's zeros, in one copy.
     if EGV6_LNAMES.get_ptr(&question.hash).is_none() {
+        let r = addr_of_mut!(s.report);
+        // SAFETY: a field of the per-CPU scratch.
+        let at = unsafe {
+            vset(addr_of_mut!((*r).name_len), question.len as u64);
+            vget(addr_of!((*r).name_len)) as usize & 0xff
+        };
+        // SAFETY: `at` < 256 into the name, `NAME_BUF - at` bytes from the
+        // zeros (the verifier sees at most 256 more bytes, which the
+        // scratch holds past the name: the key).
+        unsafe {
+            let dst = s.name.as_mut_ptr().add(at).cast::<c_void>();
+            bpf_probe_read_kernel(dst, (NAME_BUF - at) as u32, s.zeros.as_ptr().cast::<c_void>());
+        }
         let _ = EGV6_LNAMES.insert(&question.hash, &s.name, 0);
     }
     let r = addr_of_mut!(s.report);
