@@ -309,25 +309,7 @@ fn learn<B: LoadBytes>(
     // learned in a `bpf_loop` callback, and the answer's event sent from
     // another: their frames are their own (this one is near the 512-byte
     // stack), and what they need is in the scratch.
-    // A name asked again is there already (a lookup costs less than
-    // writing its 256 bytes anew). A new one is stored zero-padded: its
-    // tail is cleared first, from the scratch's zeros, in one copy.
-    if EGV6_LNAMES.get_ptr(&question.hash).is_none() {
-        let r = addr_of_mut!(s.report);
-        // SAFETY: a field of the per-CPU scratch.
-        let at = unsafe {
-            vset(addr_of_mut!((*r).name_len), question.len as u64);
-            vget(addr_of!((*r).name_len)) as usize & 0xff
-        };
-        // SAFETY: `at` < 256 into the name, `NAME_BUF - at` bytes from the
-        // zeros (the verifier sees at most 256 more bytes, which the
-        // scratch holds past the name: the key).
-        unsafe {
-            let dst = s.name.as_mut_ptr().add(at).cast::<c_void>();
-            bpf_probe_read_kernel(dst, (NAME_BUF - at) as u32, s.zeros.as_ptr().cast::<c_void>());
-        }
-        let _ = EGV6_LNAMES.insert(&question.hash, &s.name, 0);
-    }
+    store_name(s, question.hash, question.len);
     let r = addr_of_mut!(s.report);
     // SAFETY: fields of the per-CPU scratch; volatile so the callbacks see them.
     unsafe {
@@ -346,6 +328,32 @@ fn learn<B: LoadBytes>(
         bpf_loop(1, report_step as *mut c_void, core::ptr::null_mut(), 0);
     }
     Ok(())
+}
+
+/// Stores the question's name (`len` bytes in the scratch, FNV-1a `hash`)
+/// in the learned-name table, unless it is there already (a name asked
+/// again: a lookup costs less than writing its 256 bytes anew). A new one
+/// is stored zero-padded: its tail is cleared first, from the scratch's
+/// zeros, in one copy.
+#[inline(always)]
+fn store_name(s: &mut Scratch, hash: u64, len: usize) {
+    if EGV6_LNAMES.get_ptr(&hash).is_some() {
+        return;
+    }
+    let r = addr_of_mut!(s.report);
+    // SAFETY: a field of the per-CPU scratch.
+    let at = unsafe {
+        vset(addr_of_mut!((*r).name_len), len as u64);
+        vget(addr_of!((*r).name_len)) as usize & 0xff
+    };
+    // SAFETY: `at` < 256 into the name, `NAME_BUF - at` bytes from the
+    // zeros (the verifier sees at most 256 more bytes, which the scratch
+    // holds past the name: the key).
+    unsafe {
+        let dst = s.name.as_mut_ptr().add(at).cast::<c_void>();
+        bpf_probe_read_kernel(dst, (NAME_BUF - at) as u32, s.zeros.as_ptr().cast::<c_void>());
+    }
+    let _ = EGV6_LNAMES.insert(&hash, &s.name, 0);
 }
 
 /// Pays for learning `found` addresses for the workload `pkt` goes to, from
