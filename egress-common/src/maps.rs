@@ -141,6 +141,8 @@ pub const PORTS: SlotNames = ["EGV6_PORTS_0", "EGV6_PORTS_1"];
 pub const SOURCE_PORT: SlotNames = ["EGV6_SP_0", "EGV6_SP_1"];
 /// [`crate::ClassDestKey`] → rule index.
 pub const CLASS_DEST: SlotNames = ["EGV6_XD_0", "EGV6_XD_1"];
+/// Source class → its default combined class (or `NO_X`).
+pub const SRC_DEFAULT: SlotNames = ["EGV6_SDEF_0", "EGV6_SDEF_1"];
 /// Combined class → default rule index.
 pub const DEFAULTS: SlotNames = ["EGV6_DEFAULTS_0", "EGV6_DEFAULTS_1"];
 /// Rule index → [`crate::RuleInfo`].
@@ -164,13 +166,14 @@ pub const CLASS_WEBGROUP: SlotNames = ["EGV6_XW_0", "EGV6_XW_1"];
 pub const RESOLVERS: SlotNames = ["EGV6_RESOLV_0", "EGV6_RESOLV_1"];
 
 /// Every per-slot table.
-pub const PER_SLOT: [SlotNames; 17] = [
+pub const PER_SLOT: [SlotNames; 18] = [
     SRC4,
     SRC6,
     DST4,
     DST6,
     PORTS,
     SOURCE_PORT,
+    SRC_DEFAULT,
     CLASS_DEST,
     DEFAULTS,
     RULES,

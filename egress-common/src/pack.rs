@@ -33,6 +33,9 @@ pub const MAX_PREFIXES: u32 = 262_144;
 /// are what realistic packs need with room to spare, not the most possible:
 /// a pack that needs more is rejected with a clear error.
 pub const MAX_SP_ENTRIES: u32 = 1 << 17;
+/// A combined class that no rule matches (`implicit-deny`): in the
+/// `(source class, port class)` table and as a source class's default.
+pub const NO_X: u32 = u32::MAX;
 /// Capacity of the combined-class table (`DEFAULTS`).
 pub const MAX_X_CLASSES: u32 = 1 << 18;
 /// Capacity of the sparse `(x, destination class)` table.

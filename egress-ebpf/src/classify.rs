@@ -7,8 +7,9 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_ktime_get_coarse_ns, bpf_loop};
 use aya_ebpf::maps::lpm_trie::Key;
 use egress_common::{
-    ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, FAMILY_V4, LearnKey, NO_RULE, NamedRules, PORT_INDEX_ICMP,
-    PORT_INDEX_OTHER, PORT_INDEX_UDP, SLOT_FLAG_NAMES, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey, UNCOVERED_DENY,
+    ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, FAMILY_V4, LearnKey, NO_RULE, NO_X, NamedRules,
+    PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, SLOT_FLAG_NAMES, SLOT_FLAG_WEBGROUPS, SlotMeta, SourcePortKey,
+    UNCOVERED_DENY,
 };
 
 use crate::hosts::{self, Link};
@@ -131,11 +132,15 @@ pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, link:
         Some(class) => *class,
         None => return Classified::just(meta.implicit_rule),
     };
-    let Some(x) = slot.sp.get_ptr(SourcePortKey { src_class: src, port_class: port }) else {
-        return Classified::just(meta.implicit_rule);
+    let x = match slot.sp.get_ptr(SourcePortKey { src_class: src, port_class: port }) {
+        // SAFETY: value pointer from a successful lookup.
+        Some(x) => unsafe { *x },
+        // A port class the source's rules do not pick out: its default.
+        None => slot.src_default.get(src).copied().unwrap_or(NO_X),
     };
-    // SAFETY: value pointer from a successful lookup.
-    let x = unsafe { *x };
+    if x == NO_X {
+        return Classified::just(meta.implicit_rule);
+    }
     let dst = dst_class(slot, pkt);
     let address_rule = match slot.xd.get_ptr(ClassDestKey { x_class: x, dst_class: dst }) {
         // SAFETY: value pointer from a successful lookup.

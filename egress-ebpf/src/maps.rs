@@ -163,7 +163,7 @@ pub static EGV6_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray:
 
 /// Declares one slot's tables.
 macro_rules! slot_maps {
-    ($src4:ident, $src6:ident, $dst4:ident, $dst6:ident, $ports:ident, $sp:ident,
+    ($src4:ident, $src6:ident, $dst4:ident, $dst6:ident, $ports:ident, $sp:ident, $sdef:ident,
      $xd:ident, $defaults:ident, $rules:ident, $counters:ident, $local:ident, $names:ident, $snames:ident,
      $xw:ident, $resolvers:ident, $name_deny:ident, $src_permit:ident) => {
         /// The gateway's own addresses (IPv4-mapped), less this slot's
@@ -207,9 +207,14 @@ macro_rules! slot_maps {
         /// Protocol and destination port (see `PORT_INDEX_*`) → port class.
         #[map]
         pub static $ports: Array<u32> = Array::with_max_entries(PORT_INDEX_SLOTS, MMAPABLE);
-        /// (source class, port class) → combined class `x`.
+        /// (source class, port class) → combined class `x` (or `NO_X`),
+        /// where it differs from the source class's default.
         #[map]
         pub static $sp: HashMap<SourcePortKey, u32> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
+        /// Source class → its default `x` (or `NO_X`): the x of the port
+        /// classes `$sp` does not list for it.
+        #[map]
+        pub static $sdef: Array<u32> = Array::with_max_entries(MAX_PREFIXES, MMAPABLE);
         /// (x, destination class) → rule index, where it differs from the default.
         #[map]
         pub static $xd: HashMap<ClassDestKey, u32> = HashMap::with_max_entries(MAX_XD_ENTRIES, NO_PREALLOC);
@@ -234,6 +239,7 @@ slot_maps!(
     EGV6_DST6_0,
     EGV6_PORTS_0,
     EGV6_SP_0,
+    EGV6_SDEF_0,
     EGV6_XD_0,
     EGV6_DEFAULTS_0,
     EGV6_RULES_0,
@@ -253,6 +259,7 @@ slot_maps!(
     EGV6_DST6_1,
     EGV6_PORTS_1,
     EGV6_SP_1,
+    EGV6_SDEF_1,
     EGV6_XD_1,
     EGV6_DEFAULTS_1,
     EGV6_RULES_1,
@@ -274,6 +281,7 @@ pub struct Slot {
     pub dst6: &'static LpmTrie<[u8; 16], u32>,
     pub ports: &'static Array<u32>,
     pub sp: &'static HashMap<SourcePortKey, u32>,
+    pub src_default: &'static Array<u32>,
     pub xd: &'static HashMap<ClassDestKey, u32>,
     pub defaults: &'static Array<u32>,
     pub rules: &'static Array<RuleInfo>,
@@ -295,6 +303,7 @@ pub const SLOT0: Slot = Slot {
     dst6: &EGV6_DST6_0,
     ports: &EGV6_PORTS_0,
     sp: &EGV6_SP_0,
+    src_default: &EGV6_SDEF_0,
     xd: &EGV6_XD_0,
     defaults: &EGV6_DEFAULTS_0,
     rules: &EGV6_RULES_0,
@@ -316,6 +325,7 @@ pub const SLOT1: Slot = Slot {
     dst6: &EGV6_DST6_1,
     ports: &EGV6_PORTS_1,
     sp: &EGV6_SP_1,
+    src_default: &EGV6_SDEF_1,
     xd: &EGV6_XD_1,
     defaults: &EGV6_DEFAULTS_1,
     rules: &EGV6_RULES_1,

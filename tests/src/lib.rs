@@ -19,6 +19,7 @@ pub mod neighbour;
 pub mod netns;
 pub mod packet;
 pub mod resolver;
+pub mod shapes;
 pub mod tls;
 pub mod tls_load;
 pub mod traffic;

@@ -155,6 +155,7 @@ pub struct SlotMaps {
     dst: MirroredLpm,
     ports: MappedSlotArray<u32>,
     sp: Mirrored<SourcePortKey, u32>,
+    src_default: MappedSlotArray<u32>,
     xd: Mirrored<ClassDestKey, u32>,
     defaults: MappedSlotArray<u32>,
     rules: MappedSlotArray<RuleInfo>,
@@ -184,6 +185,7 @@ impl SlotMaps {
             },
             ports: MappedSlotArray::new(ebpf, maps::PORTS[n])?,
             sp: Mirrored::new(ebpf, maps::SOURCE_PORT[n])?,
+            src_default: MappedSlotArray::new(ebpf, maps::SRC_DEFAULT[n])?,
             xd: Mirrored::new(ebpf, maps::CLASS_DEST[n])?,
             defaults: MappedSlotArray::new(ebpf, maps::DEFAULTS[n])?,
             rules: MappedSlotArray::new(ebpf, maps::RULES[n])?,
@@ -220,6 +222,7 @@ impl SlotMaps {
         self.src.sync(&pack.src)?;
         self.dst.sync(&pack.dst)?;
         self.sp.sync(&pack.sp)?;
+        self.src_default.sync(pack.src_default.iter().copied())?;
         self.xd.sync(&pack.xd)?;
         self.ports.sync(expand_runs(&pack.ports))?;
         self.defaults.sync(pack.defaults.iter().copied())?;
@@ -289,13 +292,14 @@ impl SlotMaps {
     /// `NO_PREALLOC` hashes grow with the pack.
     pub fn memlock(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
         use aya::maps::IterableMap as _;
-        let maps: [(&'static str, &MapData); 17] = [
+        let maps: [(&'static str, &MapData); 18] = [
             ("src4", self.src.v4.map()),
             ("src6", self.src.v6.map()),
             ("dst4", self.dst.v4.map()),
             ("dst6", self.dst.v6.map()),
             ("ports", self.ports.map.map()),
             ("sp", self.sp.map.map()),
+            ("src_default", self.src_default.map.map()),
             ("xd", self.xd.map.map()),
             ("defaults", self.defaults.map.map()),
             ("rules", self.rules.map.map()),

@@ -9,6 +9,7 @@
 //! destination-specific rule comes before `x`'s first `any`-destination rule.
 //! The cost of a lookup does not depend on the number of rules.
 
+mod combined;
 mod names;
 mod names_decision;
 mod pack;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use egress_common::{
-    ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, MAX_RULES, MAX_WEBGROUPS, NameEntry, NameKey, PORT_INDEX_ICMP,
-    PORT_INDEX_OTHER, PORT_INDEX_UDP, RuleInfo, SourcePortKey,
+    ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, MAX_RULES, MAX_WEBGROUPS, NO_X, NameEntry, NameKey,
+    PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_UDP, RuleInfo, SourcePortKey,
 };
 use ipnet::IpNet;
 
@@ -68,8 +68,12 @@ pub struct CompiledPack {
     pub dst: HashMap<IpNet, u32>,
     /// Port-class array as runs: `(first index, last index, class)`.
     pub ports: Vec<(u32, u32, u32)>,
-    /// (source class, port class) → x.
+    /// (source class, port class) → x (or `NO_X`: `implicit-deny`), where
+    /// it differs from the source class's default.
     pub sp: HashMap<SourcePortKey, u32>,
+    /// Source class → its default x (the x of the port classes `sp` does
+    /// not list), or `NO_X`.
+    pub src_default: Vec<u32>,
     /// (x, destination class) → rule, where it differs from `defaults[x]`.
     pub xd: HashMap<ClassDestKey, u32>,
     /// x → the rules its packets may match (empty for an unused x): kept
@@ -215,9 +219,13 @@ impl CompiledPack {
             None => return Lookup::Decided(Decision::of(self.uncovered_rule)),
         };
         let port_class = self.port_class(port_index(src.is_ipv4(), proto, dport));
-        let Some(&x) = self.sp.get(&SourcePortKey { src_class, port_class }) else {
-            return Lookup::Decided(Decision::Rule(self.implicit_rule));
+        let x = match self.sp.get(&SourcePortKey { src_class, port_class }) {
+            Some(&x) => x,
+            None => self.src_default.get(src_class as usize).copied().unwrap_or(NO_X),
         };
+        if x == NO_X {
+            return Lookup::Decided(Decision::Rule(self.implicit_rule));
+        }
         let dst_class = lpm(&self.dst, dst).unwrap_or(0);
         let address_rule = match self.xd.get(&ClassDestKey { x_class: x, dst_class }) {
             Some(&r) => r,

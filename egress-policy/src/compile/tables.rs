@@ -7,16 +7,16 @@ use std::sync::Arc;
 
 use egress_common::{
     ACTION_DENY, ACTION_PERMIT, ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, MAX_PREFIXES, MAX_RULES,
-    MAX_SP_ENTRIES, MAX_X_CLASSES, MAX_XD_ENTRIES, MODE_ENFORCE, MODE_MONITOR, QUERY_FILTER_ENFORCE,
-    QUERY_FILTER_MONITOR, QUERY_FILTER_OFF, RuleInfo, SourcePortKey,
+    MAX_XD_ENTRIES, MODE_ENFORCE, MODE_MONITOR, QUERY_FILTER_ENFORCE, QUERY_FILTER_MONITOR, QUERY_FILTER_OFF, RuleInfo,
 };
 use ipnet::IpNet;
 
+use super::combined::combined_classes;
 use super::names::rule_groups;
 use super::pack::{CompileError, CompiledPack, CompiledRule, IMPLICIT_DENY, Previous, UNCOVERED_SOURCE, check};
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
-use crate::classes::{Numbering, address_classes, port_classes, stable_x_ids};
+use crate::classes::{address_classes, port_classes};
 use crate::model::{Action, Destination, Mode, Pack, QueryFilter, Source, TunnelGuard, Uncovered};
 
 /// Every table of [`CompiledPack`] but the name table (left empty, as are
@@ -38,7 +38,7 @@ pub(super) fn classify(
         check(table, len, MAX_PREFIXES)?;
     }
     let (ports, port_sets) = port_classes(pack, n);
-    let combined = combined_classes(&sources, &port_sets, previous, n)?;
+    let combined = combined_classes(&sources.sets, sources.any_source, &port_sets, previous, n)?;
     let defaults: Vec<u32> = combined
         .x_sets
         .iter()
@@ -64,6 +64,7 @@ pub(super) fn classify(
         dst: destinations.classes,
         ports,
         sp: combined.sp,
+        src_default: combined.src_default,
         xd,
         x_sets: Arc::new(combined.x_sets),
         defaults,
@@ -214,45 +215,6 @@ fn destination_classes(pack: &Pack) -> DestinationClasses {
     }
     let (classes, sets) = address_classes(&own_dst);
     DestinationClasses { classes, sets, any }
-}
-
-/// Source × port classes merged into combined classes `x`.
-struct CombinedClasses {
-    /// (source class, port class) → x.
-    sp: HashMap<SourcePortKey, u32>,
-    /// x → the rules its packets may match, numbered as close to
-    /// `previous` as the sets allow.
-    x_sets: Vec<RuleSet>,
-}
-
-fn combined_classes(
-    sources: &SourceClasses,
-    port_sets: &[RuleSet],
-    previous: &Previous,
-    n: usize,
-) -> Result<CombinedClasses, CompileError> {
-    let mut x_sets: Numbering<RuleSet> = Numbering::default();
-    let mut sp = HashMap::default();
-    for (s, sset) in sources.sets.iter().enumerate() {
-        if s == 0 && !sources.any_source {
-            continue; // the datapath answers `uncovered` before looking here
-        }
-        for (p, pset) in port_sets.iter().enumerate() {
-            let set = sset.intersection(pset);
-            if set.is_empty() {
-                continue; // a missing entry reads as `implicit-deny`
-            }
-            let x = x_sets.number(set);
-            sp.insert(SourcePortKey { src_class: s as u32, port_class: p as u32 }, x);
-        }
-    }
-    check("(source, port) class", sp.len(), MAX_SP_ENTRIES)?;
-    let (ids, x_sets) = stable_x_ids(x_sets.sets, &previous.x_sets, n);
-    for x in sp.values_mut() {
-        *x = ids[*x as usize];
-    }
-    check("combined class", x_sets.len(), MAX_X_CLASSES)?;
-    Ok(CombinedClasses { sp, x_sets })
 }
 
 /// `(x, destination class)` → rule, where a destination-specific rule

@@ -1,0 +1,148 @@
+//! Source × port classes merged into combined classes `x`, with a default
+//! per source class: the `(source class, port class)` table holds only the
+//! port classes where a source's x differs from its default (the x most of
+//! its port classes have), so a pack of many sources, each with rules on
+//! ports of its own, needs entries for those ports only and not for every
+//! port class of every source.
+
+use egress_common::{NO_X, SourcePortKey};
+
+use super::pack::{CompileError, Previous, check};
+use crate::bitset::FastMap as HashMap;
+use crate::bitset::RuleSet;
+use crate::classes::{Numbering, stable_x_ids};
+use egress_common::{MAX_SP_ENTRIES, MAX_X_CLASSES};
+
+/// Source × port classes merged into combined classes `x`.
+pub(super) struct CombinedClasses {
+    /// (source class, port class) → x (or [`NO_X`]), where it differs
+    /// from the source's default.
+    pub sp: HashMap<SourcePortKey, u32>,
+    /// Source class → its default x, or [`NO_X`].
+    pub src_default: Vec<u32>,
+    /// x → the rules its packets may match, numbered as close to
+    /// `previous` as the sets allow.
+    pub x_sets: Vec<RuleSet>,
+}
+
+/// The combined classes of the source classes' rule sets `source_sets`
+/// (class 0 skipped unless `any_source`: the datapath answers `uncovered`
+/// before it looks) and the port classes' `port_sets`, over `n` rules.
+///
+/// Per source class, only its rules are walked: a rule in every port class
+/// is in each of the source's x; any other rule adds itself to the port
+/// classes it is in. The port classes no such rule reaches share one x.
+pub(super) fn combined_classes(
+    source_sets: &[RuleSet],
+    any_source: bool,
+    port_sets: &[RuleSet],
+    previous: &Previous,
+    n: usize,
+) -> Result<CombinedClasses, CompileError> {
+    let classes = port_sets.len();
+    let mut classes_of: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for (p, set) in port_sets.iter().enumerate() {
+        for r in set.iter() {
+            classes_of[r].push(p as u32);
+        }
+    }
+    let mut numbering: Numbering<RuleSet> = Numbering::default();
+    let mut sp = HashMap::default();
+    let mut src_default = vec![NO_X; source_sets.len()];
+    for (s, rules) in source_sets.iter().enumerate() {
+        if s == 0 && !any_source {
+            continue;
+        }
+        let source = Source::of(rules, &classes_of, classes, n);
+        let default = source.default_set(classes);
+        src_default[s] = number(&mut numbering, &default);
+        for (p, set) in source.port_sets() {
+            if set != default {
+                sp.insert(SourcePortKey { src_class: s as u32, port_class: p }, number(&mut numbering, &set));
+            }
+        }
+        if default != source.base {
+            // The port classes no rule of the source picks out: its base.
+            let base = number(&mut numbering, &source.base);
+            for p in source.untouched(classes) {
+                sp.insert(SourcePortKey { src_class: s as u32, port_class: p }, base);
+            }
+        }
+        check("(source, port) class", sp.len(), MAX_SP_ENTRIES)?;
+    }
+    let (ids, x_sets) = stable_x_ids(numbering.sets, &previous.x_sets, n);
+    for x in sp.values_mut().chain(src_default.iter_mut()).filter(|x| **x != NO_X) {
+        *x = ids[*x as usize];
+    }
+    check("combined class", x_sets.len(), MAX_X_CLASSES)?;
+    Ok(CombinedClasses { sp, src_default, x_sets })
+}
+
+/// The number of a non-empty set; [`NO_X`] for the empty one (a packet
+/// with no rule to match: `implicit-deny`).
+fn number(numbering: &mut Numbering<RuleSet>, set: &RuleSet) -> u32 {
+    if set.is_empty() { NO_X } else { numbering.number(set.clone()) }
+}
+
+/// One source class's rules by port class.
+struct Source {
+    /// The rules that are in every port class.
+    base: RuleSet,
+    /// (port class, rule) for every other rule, sorted.
+    picks: Vec<(u32, u32)>,
+    /// How many port classes a pick reaches.
+    touched: usize,
+}
+
+impl Source {
+    fn of(rules: &RuleSet, classes_of: &[Vec<u32>], classes: usize, n: usize) -> Source {
+        let mut base = RuleSet::new(n);
+        let mut picks = Vec::new();
+        for r in rules.iter() {
+            if classes_of[r].len() == classes {
+                base.insert(r);
+            } else {
+                picks.extend(classes_of[r].iter().map(|&p| (p, r as u32)));
+            }
+        }
+        picks.sort_unstable();
+        let touched = picks.chunk_by(|a, b| a.0 == b.0).count();
+        Source { base, picks, touched }
+    }
+
+    /// Each port class a pick reaches, with its set: the base and its picks.
+    fn port_sets(&self) -> impl Iterator<Item = (u32, RuleSet)> + '_ {
+        self.picks.chunk_by(|a, b| a.0 == b.0).map(|chunk| {
+            let mut set = self.base.clone();
+            for &(_, r) in chunk {
+                set.insert(r as usize);
+            }
+            (chunk[0].0, set)
+        })
+    }
+
+    /// The port classes no pick reaches, ascending.
+    fn untouched(&self, classes: usize) -> impl Iterator<Item = u32> + '_ {
+        let mut touched = self.picks.iter().map(|&(p, _)| p).peekable();
+        (0..classes as u32).filter(move |&p| {
+            while touched.peek().is_some_and(|&t| t < p) {
+                touched.next();
+            }
+            touched.peek() != Some(&p)
+        })
+    }
+
+    /// The set most of the source's `classes` port classes have (the base
+    /// on a tie).
+    fn default_set(&self, classes: usize) -> RuleSet {
+        let mut counts: HashMap<RuleSet, usize> = HashMap::default();
+        for (_, set) in self.port_sets() {
+            *counts.entry(set).or_default() += 1;
+        }
+        let untouched = classes - self.touched;
+        match counts.into_iter().max_by_key(|(_, c)| *c) {
+            Some((set, c)) if c > untouched => set,
+            _ => self.base.clone(),
+        }
+    }
+}
