@@ -1,10 +1,14 @@
 //! `cargo xtask bench classifier`: the cost of judging one packet with the
 //! real datapath (`BPF_PROG_TEST_RUN` of `egress_tc`), by pack size.
 //!
-//! For packs of 10, 100, 1,000 and 10,000 rules from
-//! [`synth::realistic_pack`], the probe is a packet only the final default
-//! rule decides (the worst case for a linear firewall). Measured, as medians
-//! of interleaved rounds (baseline, new flow, cached, baseline, ...):
+//! Two shapes of pack (`shape` in each row): `synthetic`, packs of 10, 100,
+//! 1,000 and 10,000 rules from [`synth::realistic_pack`] (16 workload
+//! `SmartGroups`); and `per-agent`, 1,000 and 2,000 agents of one address
+//! each with five rules each on 443 and a port range of their own
+//! (`egress_lab::shapes::per_agent`: 5,001 and 10,001 rules). The probe is
+//! a packet only the final default rule decides (the worst case for a
+//! linear firewall). Measured, as medians of interleaved rounds (baseline,
+//! new flow, cached, baseline, ...):
 //! - `baseline_ns`: `egress_empty`, the cost of the test harness itself;
 //! - `new_flow_ns`: `egress_tc` with the flow cache off, a full
 //!   classification on every run;
@@ -14,9 +18,9 @@
 //! memory of the live slot's tables. Writes `target/bench/classifier.json`
 //! under the workspace root. Needs root.
 //!
-//! Options: `--quick` (3 sizes, fewer and shorter rounds), `--sizes 10,100`,
-//! `--rounds N`, `--target-ms N` (time per measurement), `--seed N`,
-//! `--out PATH`.
+//! Options: `--quick` (3 sizes and 200 agents, fewer and shorter rounds),
+//! `--sizes 10,100`, `--agents 1000,2000`, `--rounds N`, `--target-ms N`
+//! (time per measurement), `--seed N`, `--out PATH`.
 
 #![allow(clippy::cast_precision_loss, reason = "bench statistics: nanosecond and byte counts far below 2^52")]
 
@@ -29,7 +33,8 @@ use egress_agent::datapath::{Datapath, EMPTY_PROGRAM, TC_PROGRAM};
 use egress_common::{PORT_INDEX_SLOTS, Reason};
 use egress_policy::compile::{CompiledPack, Decision, compile};
 use egress_policy::evaluate::{Outcome, evaluate};
-use egress_policy::synth;
+use egress_policy::model::Pack;
+use egress_policy::{load_sources, synth};
 use serde::Serialize;
 
 /// `TC_ACT_SHOT`: what the default deny returns.
@@ -37,6 +42,7 @@ const DROP: u32 = 2;
 
 struct Opts {
     sizes: Vec<usize>,
+    agents: Vec<usize>,
     rounds: usize,
     target: Duration,
     seed: u64,
@@ -47,6 +53,7 @@ fn opts() -> Result<Opts> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
     let mut o = Opts {
         sizes: vec![10, 100, 1_000, 10_000],
+        agents: vec![1_000, 2_000],
         rounds: 9,
         target: Duration::from_millis(200),
         seed: synth::DEFAULT_SEED,
@@ -58,17 +65,19 @@ fn opts() -> Result<Opts> {
         match a.as_str() {
             "--quick" => {
                 o.sizes = vec![10, 100, 1_000];
+                o.agents = vec![200];
                 o.rounds = 3;
                 o.target = Duration::from_millis(50);
             }
             "--sizes" => o.sizes = val()?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?,
+            "--agents" => o.agents = val()?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?,
             "--rounds" => o.rounds = val()?.parse()?,
             "--target-ms" => o.target = Duration::from_millis(val()?.parse()?),
             "--seed" => o.seed = val()?.parse()?,
             "--out" => o.out = val()?.into(),
             "-h" | "--help" => {
                 println!(
-                    "bench_classifier [--quick] [--sizes 10,100] [--rounds N] [--target-ms N] [--seed N] [--out PATH]"
+                    "bench_classifier [--quick] [--sizes 10,100] [--agents 1000,2000] [--rounds N] [--target-ms N] [--seed N] [--out PATH]"
                 );
                 std::process::exit(0);
             }
@@ -82,11 +91,21 @@ fn opts() -> Result<Opts> {
 /// One JSON row: the required keys first, then extras.
 #[derive(Serialize)]
 struct Row {
+    /// `synthetic` or `per-agent`.
+    shape: &'static str,
     rules: usize,
     new_flow_ns: f64,
     cached_ns: f64,
     baseline_ns: f64,
     map_bytes: u64,
+    /// How the pack is classified (one scheme so far: a cross product of
+    /// source and port classes with a default per source, then of that and
+    /// destination classes).
+    scheme: &'static str,
+    /// Entries of each compiled table.
+    tables: std::collections::BTreeMap<&'static str, usize>,
+    /// Kernel memory of the live slot's tables (`map_bytes`).
+    kernel_bytes: u64,
     new_flow_v6_ns: f64,
     new_flow_min_ns: f64,
     new_flow_max_ns: f64,
@@ -213,8 +232,20 @@ fn measure_rounds(dp: &mut Datapath, compiled: &CompiledPack, v4: &[u8], v6: &[u
     Ok(s)
 }
 
-fn bench(size: usize, o: &Opts) -> Result<Row> {
-    let pack = synth::realistic_pack(size, o.seed);
+/// A pack to bench: its shape's name and the pack.
+fn shape_pack(shape: &'static str, size: usize, seed: u64) -> Result<(&'static str, Pack)> {
+    Ok(match shape {
+        "per-agent" => {
+            let text = egress_lab::shapes::per_agent(size, 5);
+            (shape, load_sources(&[("per-agent.yaml".into(), text)]).context("the per-agent pack")?)
+        }
+        _ => ("synthetic", synth::realistic_pack(size, seed)),
+    })
+}
+
+fn bench(shape: &'static str, size: usize, o: &Opts) -> Result<Row> {
+    let (shape, pack) = shape_pack(shape, size, o.seed)?;
+    let size = pack.rules.len();
     let probes = synth::unmatched_probes();
     for p in &probes {
         ensure!(evaluate(&pack, p) == Outcome::Rule(size - 1), "probe {p:?} is not decided by the default rule");
@@ -247,12 +278,26 @@ fn bench(size: usize, o: &Opts) -> Result<Row> {
     let port_classes = compiled.ports.iter().map(|r| r.2 as usize + 1).max().unwrap_or(0);
     let dynamic: u64 =
         by_map.iter().filter(|(n, _)| matches!(*n, "src4" | "src6" | "dst4" | "dst6" | "sp" | "xd")).map(|m| m.1).sum();
+    let tables = [
+        ("src", compiled.src.len()),
+        ("dst", compiled.dst.len()),
+        ("sp", compiled.sp.len()),
+        ("x", compiled.defaults.len()),
+        ("xd", compiled.xd.len()),
+        ("xw", compiled.xw.len()),
+        ("names", compiled.names.len()),
+    ];
+    let map_bytes = by_map.iter().map(|m| m.1).sum();
     Ok(Row {
+        shape,
+        scheme: "source-port-defaults",
+        tables: tables.into_iter().collect(),
+        kernel_bytes: map_bytes,
         rules: size,
         new_flow_ns: median(&samples.new_flow),
         cached_ns: median(&samples.cached),
         baseline_ns: median(&samples.baseline),
-        map_bytes: by_map.iter().map(|m| m.1).sum(),
+        map_bytes,
         new_flow_v6_ns: median(&samples.new_flow_v6),
         new_flow_min_ns: samples.new_flow.iter().copied().fold(f64::INFINITY, f64::min),
         new_flow_max_ns: samples.new_flow.iter().copied().fold(0.0, f64::max),
@@ -294,13 +339,13 @@ fn print_costs(rows: &[Row], rounds: usize) {
         "\nClassifier cost per packet (BPF_PROG_TEST_RUN, median of {rounds} rounds; probe decided only by the last rule)"
     );
     println!(
-        "{:>6} | {:>9} {:>9} {:>9} | {:>9} {:>11} {:>9} | {:>8}",
-        "rules", "baseline", "new v4", "new v6", "cached", "new-base", "cach-base", "new min-max"
+        "{:>16} | {:>9} {:>9} {:>9} | {:>9} {:>11} {:>9} | {:>8}",
+        "shape rules", "baseline", "new v4", "new v6", "cached", "new-base", "cach-base", "new min-max"
     );
     for r in rows {
         println!(
-            "{:>6} | {:>7.0}ns {:>7.0}ns {:>7.0}ns | {:>7.0}ns {:>9.0}ns {:>7.0}ns | {:.0}-{:.0}",
-            r.rules,
+            "{:>16} | {:>7.0}ns {:>7.0}ns {:>7.0}ns | {:>7.0}ns {:>9.0}ns {:>7.0}ns | {:.0}-{:.0}",
+            format!("{} {}", r.shape, r.rules),
             r.baseline_ns,
             r.new_flow_ns,
             r.new_flow_v6_ns,
@@ -317,8 +362,8 @@ fn print_costs(rows: &[Row], rounds: usize) {
 fn print_tables(rows: &[Row]) {
     println!("\nCompiled tables, compile and install");
     println!(
-        "{:>6} | {:>6} {:>6} {:>5}/{:<5} {:>6} {:>6} {:>8} | {:>9} {:>10} {:>10} {:>9} {:>8} | {:>9} {:>9}",
-        "rules",
+        "{:>16} | {:>6} {:>6} {:>5}/{:<5} {:>6} {:>6} {:>8} | {:>9} {:>10} {:>10} {:>9} {:>8} | {:>9} {:>9}",
+        "shape rules",
         "src",
         "dst",
         "runs",
@@ -336,8 +381,8 @@ fn print_tables(rows: &[Row]) {
     );
     for r in rows {
         println!(
-            "{:>6} | {:>6} {:>6} {:>5}/{:<5} {:>6} {:>6} {:>8} | {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>7.1}ms {:>8} | {:>9.2} {:>9.3}",
-            r.rules,
+            "{:>16} | {:>6} {:>6} {:>5}/{:<5} {:>6} {:>6} {:>8} | {:>7.1}ms {:>8.1}ms {:>8.1}ms {:>7.1}ms {:>8} | {:>9.2} {:>9.3}",
+            format!("{} {}", r.shape, r.rules),
             r.src_prefixes,
             r.dst_prefixes,
             r.port_runs,
@@ -358,21 +403,25 @@ fn print_tables(rows: &[Row]) {
         "  src/dst: LPM prefixes; runs/pcls: port-array runs/classes; sp: (source, port) entries; x: combined classes;\n  \
          xd: (x, destination) entries. install1/install2: first install into an empty slot ({PORT_INDEX_SLOTS} port-array\n  \
          entries, stored through a shared mapping, plus every table entry = `writes`); reinst: re-install of the identical\n  \
-         pack (diff, meta, flip; the RCU barrier runs in the background). map MiB: kernel memory of the live slot's 10 maps from /proc/self/fdinfo `memlock`\n  \
+         pack (diff, meta, flip; the RCU barrier runs in the background). map MiB: kernel memory of the live slot's maps from /proc/self/fdinfo `memlock`\n  \
          (preallocated arrays incl. per-CPU counters are fixed; dyn = LPM tries + NO_PREALLOC hashes, which grow with entries;\n  \
          LPM figures count stored prefixes only). Datapath load: {}.",
         rows.iter().map(|r| format!("{:.0} ms", r.load_ms)).collect::<Vec<_>>().join(", ")
     );
 }
 
-/// How the cost of a new flow grows from 100 to 10,000 rules.
+/// How the cost of a new flow grows from 100 rules (synthetic) to 10,000
+/// (synthetic, and the per-agent pack of 2,000 agents: 10,001 rules).
 fn print_scaling(rows: &[Row]) {
-    if let (Some(a), Some(b)) = (rows.iter().find(|r| r.rules == 100), rows.iter().find(|r| r.rules == 10_000)) {
+    let Some(a) = rows.iter().find(|r| r.shape == "synthetic" && r.rules == 100) else { return };
+    for b in rows.iter().filter(|r| r.rules >= 10_000) {
         let raw = b.new_flow_ns / a.new_flow_ns;
         let net = (b.new_flow_ns - b.baseline_ns) / (a.new_flow_ns - a.baseline_ns);
         let verdict = |x: f64| if x <= 1.5 { "meets" } else { "MISSES" };
         println!(
-            "\nnew_flow_ns(10000)/new_flow_ns(100): raw {raw:.3} ({} the <= 1.5 target), baseline-subtracted {net:.3} ({})",
+            "\nnew_flow_ns({} {})/new_flow_ns(synthetic 100): raw {raw:.3} ({} the <= 1.5 target), baseline-subtracted {net:.3} ({})",
+            b.shape,
+            b.rules,
             verdict(raw),
             verdict(net)
         );
@@ -382,9 +431,10 @@ fn print_scaling(rows: &[Row]) {
 fn main() -> Result<()> {
     let o = opts()?;
     let mut rows = Vec::new();
-    for &size in &o.sizes {
-        eprintln!("bench_classifier: {size} rules ...");
-        let row = bench(size, &o)?;
+    let runs = o.sizes.iter().map(|&n| ("synthetic", n)).chain(o.agents.iter().map(|&n| ("per-agent", n)));
+    for (shape, size) in runs {
+        eprintln!("bench_classifier: {shape} {size} ...");
+        let row = bench(shape, size, &o)?;
         eprintln!(
             "  compile {:.1} ms, install {:.1} ms, new {:.0} ns, cached {:.0} ns, baseline {:.0} ns",
             row.compile_ms, row.install_ms, row.new_flow_ns, row.cached_ns, row.baseline_ns
