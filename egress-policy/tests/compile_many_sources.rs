@@ -1,0 +1,102 @@
+//! Property test on the shape that made the (source, port) cross product
+//! explode: many sources, each with rules on ports of its own, overlapping
+//! source prefixes, `any`-source rules and port ranges that cut each other.
+//! The compiled tables (a default combined class per source, entries only
+//! where a source's port classes differ from it) decide what the reference
+//! evaluator decides.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use egress_policy::compile::compile;
+use egress_policy::evaluate::{Probe, evaluate};
+use egress_policy::model::*;
+use ipnet::{IpNet, Ipv4Net};
+use proptest::prelude::*;
+
+/// A source prefix in 10.0.0.0/26: nested and overlapping ones are common.
+fn source_net() -> impl Strategy<Value = IpNet> {
+    (0u8..64, prop_oneof![4 => Just(32u8), 1 => Just(30u8), 1 => Just(28u8), 1 => Just(26u8)]).prop_map(|(h, len)| {
+        IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, h), len).expect("valid length").trunc())
+    })
+}
+
+/// Ports from a small universe (0..24), so that ranges cut each other.
+fn ports() -> impl Strategy<Value = Option<Vec<PortRange>>> {
+    prop_oneof![
+        1 => Just(None),
+        4 => prop::collection::vec((0u16..24, 0u16..4).prop_map(|(lo, w)| PortRange { lo, hi: lo + w }), 1..3)
+            .prop_map(Some),
+    ]
+}
+
+/// (source group or any, destination in 192.0.2.0/29 or any, protocol, ports, deny)
+type Parts = (Option<usize>, Option<u8>, u8, Option<Vec<PortRange>>, bool);
+
+fn pack() -> impl Strategy<Value = Pack> {
+    (2usize..40).prop_flat_map(|groups| {
+        let rule = (
+            prop_oneof![1 => Just(None), 6 => (0..groups).prop_map(Some)],
+            prop_oneof![1 => Just(None), 3 => (0u8..8).prop_map(Some)],
+            0u8..3,
+            ports(),
+            prop::bool::weighted(0.3),
+        );
+        (prop::collection::vec(prop::collection::vec(source_net(), 1..3), groups), prop::collection::vec(rule, 1..80))
+            .prop_map(build)
+    })
+}
+
+fn build((nets, rules): (Vec<Vec<IpNet>>, Vec<Parts>)) -> Pack {
+    let mut p = Pack { version: 1, ..Pack::default() };
+    for (i, cidrs) in nets.into_iter().enumerate() {
+        let name = format!("g{i}");
+        p.smartgroups.insert(name.clone(), SmartGroup { name, cidrs, location: Location::default() });
+    }
+    for (i, (src, dst, proto, ports, deny)) in rules.into_iter().enumerate() {
+        let destination = match dst {
+            None => Destination::Any,
+            Some(h) => Destination::Cidrs(vec![IpNet::V4(Ipv4Net::new(Ipv4Addr::new(192, 0, 2, h), 32).expect("/32"))]),
+        };
+        let action = if deny { Action::Deny } else { Action::Permit };
+        let destinations = vec![destination];
+        p.rules.push(Rule {
+            name: format!("r{i}"),
+            priority: i as u16,
+            source: src.map_or(Source::Any, |g| Source::Groups(vec![format!("g{g}")])),
+            verify_names: Rule::default_verify_names(action, &destinations),
+            destinations,
+            protocol: [Protocol::Tcp, Protocol::Udp, Protocol::Any][proto as usize],
+            ports,
+            action,
+            mode: Mode::Enforce,
+            log: true,
+            location: Location::default(),
+        });
+    }
+    p
+}
+
+fn probe() -> impl Strategy<Value = Probe> {
+    (0u8..70, 0u8..9, prop::bool::ANY, 0u16..26).prop_map(|(s, d, udp, dport)| Probe {
+        src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, s)),
+        dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, d)),
+        proto: if udp { 17 } else { 6 },
+        dport,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn many_sources_with_ports_of_their_own_decide_like_the_reference(
+        pack in pack(),
+        probes in prop::collection::vec(probe(), 60),
+    ) {
+        let compiled = compile(&pack).expect("compiles");
+        for p in probes {
+            let got = compiled.decide(p.src, p.dst, p.proto, p.dport);
+            prop_assert_eq!(compiled.outcome(got), evaluate(&pack, &p), "probe {:?}", p);
+        }
+    }
+}
