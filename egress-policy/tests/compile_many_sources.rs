@@ -15,9 +15,8 @@ use proptest::prelude::*;
 
 /// A source prefix in 10.0.0.0/26: nested and overlapping ones are common.
 fn source_net() -> impl Strategy<Value = IpNet> {
-    (0u8..64, prop_oneof![4 => Just(32u8), 1 => Just(30u8), 1 => Just(28u8), 1 => Just(26u8)]).prop_map(|(h, len)| {
-        IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, h), len).expect("valid length").trunc())
-    })
+    (0u8..64, prop_oneof![4 => Just(32u8), 1 => Just(30u8), 1 => Just(28u8), 1 => Just(26u8)])
+        .prop_map(|(h, len)| IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, h), len).expect("valid length").trunc()))
 }
 
 /// Ports from a small universe (0..24), so that ranges cut each other.
@@ -99,4 +98,44 @@ proptest! {
             prop_assert_eq!(compiled.outcome(got), evaluate(&pack, &p), "probe {:?}", p);
         }
     }
+}
+
+/// A pack past the (source, port) table's capacity: `check`'s error says
+/// which sources drive the count and which rules pick out their ports
+/// (here: the `any`-source rules on ports of their own, in every source).
+#[test]
+fn a_pack_past_the_tables_names_the_sources_and_rules_that_drive_it() {
+    let mut p = Pack { version: 1, ..Pack::default() };
+    for i in 0..1_000u32 {
+        let name = format!("agent-{i}");
+        let cidr = IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).expect("/32"));
+        p.smartgroups.insert(name.clone(), SmartGroup { name, cidrs: vec![cidr], location: Location::default() });
+    }
+    let rule = |name: String, source: Source, ports: Option<Vec<PortRange>>| Rule {
+        name,
+        priority: 0,
+        source,
+        verify_names: false,
+        destinations: vec![Destination::Any],
+        protocol: Protocol::Tcp,
+        ports,
+        action: Action::Permit,
+        mode: Mode::Enforce,
+        log: true,
+        location: Location::default(),
+    };
+    for i in 0..1_000 {
+        p.rules.push(rule(format!("own-{i}"), Source::Groups(vec![format!("agent-{i}")]), None));
+    }
+    for k in 0..200u16 {
+        p.rules.push(rule(format!("wild-{k}"), Source::Any, Some(vec![PortRange { lo: 1000 + k, hi: 1000 + k }])));
+    }
+    for (i, r) in p.rules.iter_mut().enumerate() {
+        r.priority = i as u16;
+    }
+    let error = compile(&p).expect_err("past the table").to_string();
+    assert!(error.contains("(source, port) class entries"), "{error}");
+    assert!(error.contains("most come from the sources 10.0."), "{error}");
+    assert!(error.contains("200 of them for any source"), "{error}");
+    assert!(error.contains("wild-"), "{error}");
 }

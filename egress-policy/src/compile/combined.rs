@@ -7,7 +7,7 @@
 
 use egress_common::{NO_X, SourcePortKey};
 
-use super::pack::{CompileError, Previous, check};
+use super::pack::{CompileError, Previous, check, check_why};
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
 use crate::classes::{Numbering, stable_x_ids};
@@ -38,6 +38,7 @@ pub(super) fn combined_classes(
     port_sets: &[RuleSet],
     previous: &Previous,
     n: usize,
+    describe: &Describe<'_>,
 ) -> Result<CombinedClasses, CompileError> {
     let classes = port_sets.len();
     let mut classes_of: Vec<Vec<u32>> = vec![Vec::new(); n];
@@ -49,7 +50,10 @@ pub(super) fn combined_classes(
     let mut numbering: Numbering<RuleSet> = Numbering::default();
     let mut sp = HashMap::default();
     let mut src_default = vec![NO_X; source_sets.len()];
+    // (entries, source class), for an error to name the largest.
+    let mut sizes: Vec<(usize, u32)> = Vec::new();
     for (s, rules) in source_sets.iter().enumerate() {
+        let before = sp.len();
         if s == 0 && !any_source {
             continue;
         }
@@ -68,7 +72,10 @@ pub(super) fn combined_classes(
                 sp.insert(SourcePortKey { src_class: s as u32, port_class: p }, base);
             }
         }
-        check("(source, port) class", sp.len(), MAX_SP_ENTRIES)?;
+        sizes.push((sp.len() - before, s as u32));
+        check_why("(source, port) class", sp.len(), MAX_SP_ENTRIES, || {
+            drivers(&mut sizes, |s| Source::of(&source_sets[s as usize], &classes_of, classes, n), describe)
+        })?;
     }
     let (ids, x_sets) = stable_x_ids(numbering.sets, &previous.x_sets, n);
     for x in sp.values_mut().chain(src_default.iter_mut()).filter(|x| **x != NO_X) {
@@ -76,6 +83,46 @@ pub(super) fn combined_classes(
     }
     check("combined class", x_sets.len(), MAX_X_CLASSES)?;
     Ok(CombinedClasses { sp, src_default, x_sets })
+}
+
+/// How an error names what drives a table's size.
+pub(super) struct Describe<'a> {
+    /// A source class, as its prefix.
+    pub source: &'a dyn Fn(u32) -> String,
+    /// A rule, as its name.
+    pub rule: &'a dyn Fn(u32) -> String,
+    /// Whether a rule's source is `any`.
+    pub any_source: &'a dyn Fn(u32) -> bool,
+}
+
+/// `; most come from ...`: the three sources with the most entries, each
+/// with the rules that pick out its port classes.
+fn drivers(sizes: &mut [(usize, u32)], source: impl Fn(u32) -> Source, describe: &Describe<'_>) -> String {
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    let named: Vec<String> = sizes
+        .iter()
+        .take(3)
+        .map(|&(entries, s)| {
+            let mut rules: Vec<u32> = source(s).picks.iter().map(|&(_, r)| r).collect();
+            rules.sort_unstable();
+            rules.dedup();
+            // Its own rules first: those of any source are in every source.
+            rules.sort_by_key(|&r| (describe.any_source)(r));
+            let wildcards = rules.iter().filter(|&&r| (describe.any_source)(r)).count();
+            let shown: Vec<String> = rules.iter().take(3).map(|&r| (describe.rule)(r)).collect();
+            let more = rules.len().saturating_sub(3);
+            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            format!(
+                "{} ({entries} entries: rules {}{more} on ports of their own, {wildcards} of them for any source)",
+                (describe.source)(s),
+                shown.join(", ")
+            )
+        })
+        .collect();
+    format!(
+        "; most come from the sources {} (a source's rules on ports of their own, with those of every prefix that contains it)",
+        named.join(", ")
+    )
 }
 
 /// The number of a non-empty set; [`NO_X`] for the empty one (a packet

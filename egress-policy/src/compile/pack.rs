@@ -25,8 +25,14 @@ pub const UNCOVERED_SOURCE: &str = "uncovered-source";
 pub enum CompileError {
     #[error("the pack has {0} rules; the datapath holds at most {max}", max = MAX_RULES - 2)]
     TooManyRules(usize),
-    #[error("the pack needs {needed} {table} entries; the datapath holds at most {max}")]
-    TooComplex { table: &'static str, needed: usize, max: u32 },
+    #[error("the pack needs {needed} {table} entries; the datapath holds at most {max}{why}")]
+    TooComplex {
+        table: &'static str,
+        needed: usize,
+        max: u32,
+        /// What drives the count (`; most come from ...`), or empty.
+        why: String,
+    },
     #[error("the pack has {0} webgroups; the datapath holds at most {max}", max = MAX_WEBGROUPS)]
     TooManyWebGroups(usize),
     #[error(
@@ -125,8 +131,18 @@ pub enum Decision {
 
 /// An error if a table needs more than `max` entries.
 pub(super) fn check(table: &'static str, needed: usize, max: u32) -> Result<(), CompileError> {
+    check_why(table, needed, max, String::new)
+}
+
+/// [`check`], with what drives the count (`why`, asked only on an error).
+pub(super) fn check_why(
+    table: &'static str,
+    needed: usize,
+    max: u32,
+    why: impl FnOnce() -> String,
+) -> Result<(), CompileError> {
     if needed > max as usize {
-        return Err(CompileError::TooComplex { table, needed, max });
+        return Err(CompileError::TooComplex { table, needed, max, why: why() });
     }
     Ok(())
 }

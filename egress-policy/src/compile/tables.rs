@@ -11,9 +11,11 @@ use egress_common::{
 };
 use ipnet::IpNet;
 
-use super::combined::combined_classes;
+use super::combined::{Describe, combined_classes};
 use super::names::rule_groups;
-use super::pack::{CompileError, CompiledPack, CompiledRule, IMPLICIT_DENY, Previous, UNCOVERED_SOURCE, check};
+use super::pack::{
+    CompileError, CompiledPack, CompiledRule, IMPLICIT_DENY, Previous, UNCOVERED_SOURCE, check, check_why,
+};
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
 use crate::classes::{address_classes, port_classes};
@@ -38,13 +40,22 @@ pub(super) fn classify(
         check(table, len, MAX_PREFIXES)?;
     }
     let (ports, port_sets) = port_classes(pack, n);
-    let combined = combined_classes(&sources.sets, sources.any_source, &port_sets, previous, n)?;
+    let source_text = |class: u32| -> String {
+        let mut nets: Vec<String> =
+            sources.classes.iter().filter(|(_, c)| **c == class).map(|(net, _)| net.to_string()).collect();
+        nets.sort();
+        if nets.is_empty() { "any".to_string() } else { nets.join(" ") }
+    };
+    let rule_text = |r: u32| pack.rules.get(r as usize).map_or_else(|| format!("#{r}"), |r| r.name.clone());
+    let any_source = |r: u32| pack.rules.get(r as usize).is_some_and(|r| r.source == Source::Any);
+    let describe = Describe { source: &source_text, rule: &rule_text, any_source: &any_source };
+    let combined = combined_classes(&sources.sets, sources.any_source, &port_sets, previous, n, &describe)?;
     let defaults: Vec<u32> = combined
         .x_sets
         .iter()
         .map(|set| set.intersection(&destinations.any).first().map_or(implicit, |r| r as u32))
         .collect();
-    let xd = xd_table(&combined.x_sets, &destinations, &defaults, n)?;
+    let xd = xd_table(&combined.x_sets, &destinations, &defaults, n, &rule_text)?;
     let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, webgroup_bits)).collect();
     let xw = xw_table(&combined.x_sets, &groups_of, &defaults);
     let permit_groups =
@@ -224,6 +235,7 @@ fn xd_table(
     destinations: &DestinationClasses,
     defaults: &[u32],
     n: usize,
+    rule_text: &dyn Fn(u32) -> String,
 ) -> Result<HashMap<ClassDestKey, u32>, CompileError> {
     let any_dst = &destinations.any;
     let mut xs_of_rule: Vec<Vec<u32>> = vec![Vec::new(); n];
@@ -235,6 +247,8 @@ fn xd_table(
     let mut xd = HashMap::with_capacity_and_hasher(n * 8, std::hash::BuildHasherDefault::default());
     // Per x, the last destination class it was entered for.
     let mut stamp = vec![u32::MAX; x_sets.len()];
+    // Entries per rule, for an error to name the rules that drive them.
+    let mut per_rule = vec![0usize; n];
     for (d, dset) in destinations.sets.iter().enumerate().skip(1) {
         for r in dset.iter().map(|&r| r as usize).filter(|&r| !any_dst.contains(r)) {
             for &x in &xs_of_rule[r] {
@@ -244,10 +258,20 @@ fn xd_table(
                 stamp[x as usize] = d as u32;
                 if (r as u32) < defaults[x as usize] {
                     xd.insert(ClassDestKey { x_class: x, dst_class: d as u32 }, r as u32);
+                    per_rule[r] += 1;
                 }
             }
         }
-        check("(combined, destination) class", xd.len(), MAX_XD_ENTRIES)?;
+        check_why("(combined, destination) class", xd.len(), MAX_XD_ENTRIES, || {
+            let mut top: Vec<(usize, usize)> = per_rule.iter().enumerate().map(|(r, &c)| (c, r)).collect();
+            top.sort_unstable_by(|a, b| b.cmp(a));
+            let named: Vec<String> =
+                top.iter().take(3).map(|&(c, r)| format!("{} ({c} entries)", rule_text(r as u32))).collect();
+            format!(
+                "; most come from the rules {} (a rule's destination prefixes, and every prefix they contain, in each combined class that holds the rule)",
+                named.join(", ")
+            )
+        })?;
     }
     Ok(xd)
 }
