@@ -143,6 +143,9 @@ pub const SOURCE_PORT: SlotNames = ["EGV6_SP_0", "EGV6_SP_1"];
 pub const CLASS_DEST: SlotNames = ["EGV6_XD_0", "EGV6_XD_1"];
 /// Source class → its default combined class (or `NO_X`).
 pub const SRC_DEFAULT: SlotNames = ["EGV6_SDEF_0", "EGV6_SDEF_1"];
+/// Port class → the combined class of the rules of any source that name no
+/// WebGroup (or `NO_X`).
+pub const WILD: SlotNames = ["EGV6_WILD_0", "EGV6_WILD_1"];
 /// Combined class → default rule index.
 pub const DEFAULTS: SlotNames = ["EGV6_DEFAULTS_0", "EGV6_DEFAULTS_1"];
 /// Rule index → [`crate::RuleInfo`].
@@ -166,7 +169,7 @@ pub const CLASS_WEBGROUP: SlotNames = ["EGV6_XW_0", "EGV6_XW_1"];
 pub const RESOLVERS: SlotNames = ["EGV6_RESOLV_0", "EGV6_RESOLV_1"];
 
 /// Every per-slot table.
-pub const PER_SLOT: [SlotNames; 18] = [
+pub const PER_SLOT: [SlotNames; 19] = [
     SRC4,
     SRC6,
     DST4,
@@ -174,6 +177,7 @@ pub const PER_SLOT: [SlotNames; 18] = [
     PORTS,
     SOURCE_PORT,
     SRC_DEFAULT,
+    WILD,
     CLASS_DEST,
     DEFAULTS,
     RULES,

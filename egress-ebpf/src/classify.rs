@@ -118,6 +118,23 @@ fn next_entry(groups: &mut u64, slot_idx: u32, x: u32) -> Option<(u32, Option<Na
     Some((bit, entry))
 }
 
+/// The first rule of combined class `x` for destination class `dst`: the
+/// `(x, d)` entry, else x's default; `implicit-deny` for [`NO_X`].
+#[inline(always)]
+fn address_rule(slot: &Slot, meta: &SlotMeta, x: u32, dst: u32) -> u32 {
+    if x == NO_X {
+        return meta.implicit_rule;
+    }
+    match slot.xd.get_ptr(ClassDestKey { x_class: x, dst_class: dst }) {
+        // SAFETY: value pointer from a successful lookup.
+        Some(r) => unsafe { *r },
+        None => match slot.defaults.get(x) {
+            Some(r) => *r,
+            None => meta.implicit_rule,
+        },
+    }
+}
+
 /// First-match classification of the packet's flow.
 #[inline(always)]
 pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, link: &Link) -> Classified {
@@ -138,18 +155,15 @@ pub fn classify(slot_idx: u32, slot: &Slot, meta: &SlotMeta, pkt: &Packet, link:
         // A port class the source's rules do not pick out: its default.
         None => slot.src_default.get(src).copied().unwrap_or(NO_X),
     };
-    if x == NO_X {
-        return Classified::just(meta.implicit_rule);
-    }
     let dst = dst_class(slot, pkt);
-    let address_rule = match slot.xd.get_ptr(ClassDestKey { x_class: x, dst_class: dst }) {
-        // SAFETY: value pointer from a successful lookup.
-        Some(r) => unsafe { *r },
-        None => match slot.defaults.get(x) {
-            Some(r) => *r,
-            None => meta.implicit_rule,
-        },
-    };
+    // The rules of any source that name no WebGroup, by port class alone;
+    // the earlier of the two rules decides.
+    let wild = slot.wild.get(port).copied().unwrap_or(NO_X);
+    let wild_rule = address_rule(slot, meta, wild, dst);
+    if x == NO_X {
+        return Classified::just(wild_rule);
+    }
+    let address_rule = address_rule(slot, meta, x, dst).min(wild_rule);
     let mut out = Classified { rule: address_rule, x, address_rule, learned: 0, needs_name: false, provisional: false };
     // WebGroup destinations: what this workload learned for this address.
     if meta.flags & SLOT_FLAG_WEBGROUPS == 0 {

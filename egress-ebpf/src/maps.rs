@@ -163,7 +163,7 @@ pub static EGV6_NSCRATCH: PerCpuArray<crate::stream::NameScratch> = PerCpuArray:
 
 /// Declares one slot's tables.
 macro_rules! slot_maps {
-    ($src4:ident, $src6:ident, $dst4:ident, $dst6:ident, $ports:ident, $sp:ident, $sdef:ident,
+    ($src4:ident, $src6:ident, $dst4:ident, $dst6:ident, $ports:ident, $sp:ident, $sdef:ident, $wild:ident,
      $xd:ident, $defaults:ident, $rules:ident, $counters:ident, $local:ident, $names:ident, $snames:ident,
      $xw:ident, $resolvers:ident, $name_deny:ident, $src_permit:ident) => {
         /// The gateway's own addresses (IPv4-mapped), less this slot's
@@ -215,6 +215,10 @@ macro_rules! slot_maps {
         /// classes `$sp` does not list for it.
         #[map]
         pub static $sdef: Array<u32> = Array::with_max_entries(MAX_PREFIXES, MMAPABLE);
+        /// Port class → the `x` of the rules of any source that name no
+        /// WebGroup (or `NO_X`), looked up beside the source's.
+        #[map]
+        pub static $wild: Array<u32> = Array::with_max_entries(PORT_INDEX_SLOTS, MMAPABLE);
         /// (x, destination class) → rule index, where it differs from the default.
         #[map]
         pub static $xd: HashMap<ClassDestKey, u32> = HashMap::with_max_entries(MAX_XD_ENTRIES, NO_PREALLOC);
@@ -240,6 +244,7 @@ slot_maps!(
     EGV6_PORTS_0,
     EGV6_SP_0,
     EGV6_SDEF_0,
+    EGV6_WILD_0,
     EGV6_XD_0,
     EGV6_DEFAULTS_0,
     EGV6_RULES_0,
@@ -260,6 +265,7 @@ slot_maps!(
     EGV6_PORTS_1,
     EGV6_SP_1,
     EGV6_SDEF_1,
+    EGV6_WILD_1,
     EGV6_XD_1,
     EGV6_DEFAULTS_1,
     EGV6_RULES_1,
@@ -282,6 +288,7 @@ pub struct Slot {
     pub ports: &'static Array<u32>,
     pub sp: &'static HashMap<SourcePortKey, u32>,
     pub src_default: &'static Array<u32>,
+    pub wild: &'static Array<u32>,
     pub xd: &'static HashMap<ClassDestKey, u32>,
     pub defaults: &'static Array<u32>,
     pub rules: &'static Array<RuleInfo>,
@@ -304,6 +311,7 @@ pub const SLOT0: Slot = Slot {
     ports: &EGV6_PORTS_0,
     sp: &EGV6_SP_0,
     src_default: &EGV6_SDEF_0,
+    wild: &EGV6_WILD_0,
     xd: &EGV6_XD_0,
     defaults: &EGV6_DEFAULTS_0,
     rules: &EGV6_RULES_0,
@@ -326,6 +334,7 @@ pub const SLOT1: Slot = Slot {
     ports: &EGV6_PORTS_1,
     sp: &EGV6_SP_1,
     src_default: &EGV6_SDEF_1,
+    wild: &EGV6_WILD_1,
     xd: &EGV6_XD_1,
     defaults: &EGV6_DEFAULTS_1,
     rules: &EGV6_RULES_1,

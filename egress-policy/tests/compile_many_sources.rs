@@ -102,9 +102,50 @@ proptest! {
 
 /// A pack past the (source, port) table's capacity: `check`'s error says
 /// which sources drive the count and which rules pick out their ports
-/// (here: the `any`-source rules on ports of their own, in every source).
+/// (here: the rules of a /16 on ports of their own, in every /32 inside).
 #[test]
 fn a_pack_past_the_tables_names_the_sources_and_rules_that_drive_it() {
+    let mut p = Pack { version: 1, ..Pack::default() };
+    let mut group = |name: String, cidr: IpNet| {
+        p.smartgroups.insert(name.clone(), SmartGroup { name, cidrs: vec![cidr], location: Location::default() });
+    };
+    for i in 0..1_000u32 {
+        group(format!("agent-{i}"), IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).expect("/32")));
+    }
+    group("all".into(), IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 16).expect("/16")));
+    let rule = |name: String, group: &str, ports: Option<Vec<PortRange>>| Rule {
+        name,
+        priority: 0,
+        source: Source::Groups(vec![group.to_string()]),
+        verify_names: false,
+        destinations: vec![Destination::Any],
+        protocol: Protocol::Tcp,
+        ports,
+        action: Action::Permit,
+        mode: Mode::Enforce,
+        log: true,
+        location: Location::default(),
+    };
+    for i in 0..1_000 {
+        p.rules.push(rule(format!("own-{i}"), &format!("agent-{i}"), None));
+    }
+    for k in 0..200u16 {
+        p.rules.push(rule(format!("wide-{k}"), "all", Some(vec![PortRange { lo: 1000 + k, hi: 1000 + k }])));
+    }
+    for (i, r) in p.rules.iter_mut().enumerate() {
+        r.priority = i as u16;
+    }
+    let error = compile(&p).expect_err("past the table").to_string();
+    assert!(error.contains("(source, port) class entries"), "{error}");
+    assert!(error.contains("most come from the sources 10.0."), "{error}");
+    assert!(error.contains("0 of them for any source"), "{error}");
+    assert!(error.contains("wide-"), "{error}");
+}
+
+/// The same ports on rules of any source cost no (source, port) entry:
+/// they are combined with the port classes alone.
+#[test]
+fn rules_of_any_source_on_ports_of_their_own_are_not_multiplied_by_the_sources() {
     let mut p = Pack { version: 1, ..Pack::default() };
     for i in 0..1_000u32 {
         let name = format!("agent-{i}");
@@ -133,9 +174,16 @@ fn a_pack_past_the_tables_names_the_sources_and_rules_that_drive_it() {
     for (i, r) in p.rules.iter_mut().enumerate() {
         r.priority = i as u16;
     }
-    let error = compile(&p).expect_err("past the table").to_string();
-    assert!(error.contains("(source, port) class entries"), "{error}");
-    assert!(error.contains("most come from the sources 10.0."), "{error}");
-    assert!(error.contains("200 of them for any source"), "{error}");
-    assert!(error.contains("wild-"), "{error}");
+    let compiled = compile(&p).expect("compiles");
+    assert!(compiled.sp.len() <= 2_000, "{} (source, port) entries", compiled.sp.len());
+    for (i, port, want) in [(0u32, 1_005u16, "own-0"), (999, 80, "own-999")] {
+        let src = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        let probe = Probe { src, dst: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), proto: 6, dport: port };
+        let got = compiled.outcome(compiled.decide(src, probe.dst, 6, port));
+        assert_eq!(got, evaluate(&p, &probe));
+        assert_eq!(got, egress_policy::evaluate::Outcome::Rule(p.rules.iter().position(|r| r.name == want).unwrap()));
+    }
+    let stranger = IpAddr::V4(Ipv4Addr::new(10, 9, 9, 9));
+    let got = compiled.outcome(compiled.decide(stranger, stranger, 6, 1_005));
+    assert_eq!(got, egress_policy::evaluate::Outcome::Rule(1_005), "a source of no group: wild-5");
 }

@@ -156,6 +156,7 @@ pub struct SlotMaps {
     ports: MappedSlotArray<u32>,
     sp: Mirrored<SourcePortKey, u32>,
     src_default: MappedSlotArray<u32>,
+    wild: MappedSlotArray<u32>,
     xd: Mirrored<ClassDestKey, u32>,
     defaults: MappedSlotArray<u32>,
     rules: MappedSlotArray<RuleInfo>,
@@ -186,6 +187,7 @@ impl SlotMaps {
             ports: MappedSlotArray::new(ebpf, maps::PORTS[n])?,
             sp: Mirrored::new(ebpf, maps::SOURCE_PORT[n])?,
             src_default: MappedSlotArray::new(ebpf, maps::SRC_DEFAULT[n])?,
+            wild: MappedSlotArray::new(ebpf, maps::WILD[n])?,
             xd: Mirrored::new(ebpf, maps::CLASS_DEST[n])?,
             defaults: MappedSlotArray::new(ebpf, maps::DEFAULTS[n])?,
             rules: MappedSlotArray::new(ebpf, maps::RULES[n])?,
@@ -223,6 +225,7 @@ impl SlotMaps {
         self.dst.sync(&pack.dst)?;
         self.sp.sync(&pack.sp)?;
         self.src_default.sync(pack.src_default.iter().copied())?;
+        self.wild.sync(pack.wild.iter().copied())?;
         self.xd.sync(&pack.xd)?;
         self.ports.sync(expand_runs(&pack.ports))?;
         self.defaults.sync(pack.defaults.iter().copied())?;
@@ -292,7 +295,7 @@ impl SlotMaps {
     /// `NO_PREALLOC` hashes grow with the pack.
     pub fn memlock(&self) -> Result<Vec<(&'static str, u64)>, DatapathError> {
         use aya::maps::IterableMap as _;
-        let maps: [(&'static str, &MapData); 18] = [
+        let maps: [(&'static str, &MapData); 19] = [
             ("src4", self.src.v4.map()),
             ("src6", self.src.v6.map()),
             ("dst4", self.dst.v4.map()),
@@ -300,6 +303,7 @@ impl SlotMaps {
             ("ports", self.ports.map.map()),
             ("sp", self.sp.map.map()),
             ("src_default", self.src_default.map.map()),
+            ("wild", self.wild.map.map()),
             ("xd", self.xd.map.map()),
             ("defaults", self.defaults.map.map()),
             ("rules", self.rules.map.map()),

@@ -20,26 +20,26 @@ pub(super) struct CombinedClasses {
     pub sp: HashMap<SourcePortKey, u32>,
     /// Source class → its default x, or [`NO_X`].
     pub src_default: Vec<u32>,
+    /// Port class → the x of the wild rules there, or [`NO_X`].
+    pub wild: Vec<u32>,
     /// x → the rules its packets may match, numbered as close to
     /// `previous` as the sets allow.
     pub x_sets: Vec<RuleSet>,
 }
 
-/// The combined classes of the source classes' rule sets `source_sets`
-/// (class 0 skipped unless `any_source`: the datapath answers `uncovered`
-/// before it looks) and the port classes' `port_sets`, over `n` rules.
+/// The combined classes of the source and port classes, over `n` rules
+/// (see [`Dimensions`]); and of the wild rules by port class.
 ///
 /// Per source class, only its rules are walked: a rule in every port class
 /// is in each of the source's x; any other rule adds itself to the port
 /// classes it is in. The port classes no such rule reaches share one x.
 pub(super) fn combined_classes(
-    source_sets: &[RuleSet],
-    any_source: bool,
-    port_sets: &[RuleSet],
+    dims: &Dimensions<'_>,
     previous: &Previous,
     n: usize,
     describe: &Describe<'_>,
 ) -> Result<CombinedClasses, CompileError> {
+    let Dimensions { source_sets, any_source, port_sets, wild } = *dims;
     let classes = port_sets.len();
     let mut classes_of: Vec<Vec<u32>> = vec![Vec::new(); n];
     for (p, set) in port_sets.iter().enumerate() {
@@ -77,12 +77,25 @@ pub(super) fn combined_classes(
             drivers(&mut sizes, |s| Source::of(&source_sets[s as usize], &classes_of, classes, n), describe)
         })?;
     }
+    let mut wild_x: Vec<u32> = port_sets.iter().map(|set| number(&mut numbering, &set.intersection(wild))).collect();
     let (ids, x_sets) = stable_x_ids(numbering.sets, &previous.x_sets, n);
-    for x in sp.values_mut().chain(src_default.iter_mut()).filter(|x| **x != NO_X) {
+    for x in sp.values_mut().chain(src_default.iter_mut()).chain(wild_x.iter_mut()).filter(|x| **x != NO_X) {
         *x = ids[*x as usize];
     }
     check("combined class", x_sets.len(), MAX_X_CLASSES)?;
-    Ok(CombinedClasses { sp, src_default, x_sets })
+    Ok(CombinedClasses { sp, src_default, wild: wild_x, x_sets })
+}
+
+/// The dimensions combined: the source classes' rule sets (class 0 skipped
+/// unless `any_source`: the datapath answers `uncovered` before it looks),
+/// the port classes' and the wild rules (of any source, no WebGroup),
+/// which are combined with the port classes alone.
+#[derive(Clone, Copy)]
+pub(super) struct Dimensions<'a> {
+    pub source_sets: &'a [RuleSet],
+    pub any_source: bool,
+    pub port_sets: &'a [RuleSet],
+    pub wild: &'a RuleSet,
 }
 
 /// How an error names what drives a table's size.

@@ -80,6 +80,10 @@ pub struct CompiledPack {
     /// Source class → its default x (the x of the port classes `sp` does
     /// not list), or `NO_X`.
     pub src_default: Vec<u32>,
+    /// Port class → the x of the wild rules (of any source, naming no
+    /// WebGroup) there, or `NO_X`: looked up beside the source's x, and
+    /// the earlier of the two rules decides.
+    pub wild: Vec<u32>,
     /// (x, destination class) → rule, where it differs from `defaults[x]`.
     pub xd: HashMap<ClassDestKey, u32>,
     /// x → the rules its packets may match (empty for an unused x): kept
@@ -239,15 +243,26 @@ impl CompiledPack {
             Some(&x) => x,
             None => self.src_default.get(src_class as usize).copied().unwrap_or(NO_X),
         };
-        if x == NO_X {
-            return Lookup::Decided(Decision::Rule(self.implicit_rule));
-        }
         let dst_class = lpm(&self.dst, dst).unwrap_or(0);
-        let address_rule = match self.xd.get(&ClassDestKey { x_class: x, dst_class }) {
+        // The wild rules (any source, no WebGroup), by port and destination.
+        let wild = self.wild.get(port_class as usize).copied().unwrap_or(NO_X);
+        let wild_rule = self.address_rule(wild, dst_class);
+        if x == NO_X {
+            return Lookup::Decided(Decision::Rule(wild_rule));
+        }
+        Lookup::Class { x, address_rule: self.address_rule(x, dst_class).min(wild_rule) }
+    }
+
+    /// The first rule of `x` for destination class `dst_class`: the
+    /// `(x, d)` entry, else `defaults[x]`; `implicit_rule` for [`NO_X`].
+    fn address_rule(&self, x: u32, dst_class: u32) -> u32 {
+        if x == NO_X {
+            return self.implicit_rule;
+        }
+        match self.xd.get(&ClassDestKey { x_class: x, dst_class }) {
             Some(&r) => r,
             None => self.defaults.get(x as usize).copied().unwrap_or(self.implicit_rule),
-        };
-        Lookup::Class { x, address_rule }
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use egress_common::{
 };
 use ipnet::IpNet;
 
-use super::combined::{Describe, combined_classes};
+use super::combined::{Describe, Dimensions, combined_classes};
 use super::names::rule_groups;
 use super::pack::{
     CompileError, CompiledPack, CompiledRule, IMPLICIT_DENY, Previous, UNCOVERED_SOURCE, check, check_why,
@@ -34,7 +34,8 @@ pub(super) fn classify(
         return Err(CompileError::TooManyRules(n));
     }
     let implicit = n as u32;
-    let sources = source_classes(pack);
+    let wild = wild_rules(pack);
+    let sources = source_classes(pack, &wild);
     let destinations = destination_classes(pack);
     for (table, len) in [("source prefix", sources.classes.len()), ("destination prefix", destinations.classes.len())] {
         check(table, len, MAX_PREFIXES)?;
@@ -49,7 +50,12 @@ pub(super) fn classify(
     let rule_text = |r: u32| pack.rules.get(r as usize).map_or_else(|| format!("#{r}"), |r| r.name.clone());
     let any_source = |r: u32| pack.rules.get(r as usize).is_some_and(|r| r.source == Source::Any);
     let describe = Describe { source: &source_text, rule: &rule_text, any_source: &any_source };
-    let combined = combined_classes(&sources.sets, sources.any_source, &port_sets, previous, n, &describe)?;
+    let combined = combined_classes(
+        &Dimensions { source_sets: &sources.sets, any_source: sources.any_source, port_sets: &port_sets, wild: &wild },
+        previous,
+        n,
+        &describe,
+    )?;
     let defaults: Vec<u32> = combined
         .x_sets
         .iter()
@@ -76,6 +82,7 @@ pub(super) fn classify(
         ports,
         sp: combined.sp,
         src_default: combined.src_default,
+        wild: combined.wild,
         xd,
         x_sets: Arc::new(combined.x_sets),
         defaults,
@@ -174,13 +181,34 @@ fn source_permit_groups(pack: &Pack, sources: &SourceClasses, groups_of: &[u64])
         .collect()
 }
 
-fn source_classes(pack: &Pack) -> SourceClasses {
+/// The rules of any source that name no WebGroup: classified by port and
+/// destination alone, apart from the sources (in every source's sets they
+/// would multiply each source's entries by their ports).
+fn wild_rules(pack: &Pack) -> RuleSet {
+    let mut wild = RuleSet::new(pack.rules.len());
+    for (i, r) in pack.rules.iter().enumerate() {
+        if r.source == Source::Any && !r.destinations.iter().any(|d| matches!(d, Destination::WebGroup(_))) {
+            wild.insert(i);
+        }
+    }
+    wild
+}
+
+/// The source dimension, the `wild` rules left out of its sets (but not of
+/// `any_source`: they cover every source).
+fn source_classes(pack: &Pack, wild: &RuleSet) -> SourceClasses {
     let n = pack.rules.len();
     let mut any_src = RuleSet::new(n);
     let mut own_src: HashMap<IpNet, Vec<u32>> = HashMap::default();
+    let mut any_source = false;
     for (i, r) in pack.rules.iter().enumerate() {
         match source_prefixes(pack, &r.source) {
-            None => any_src.insert(i),
+            None => {
+                any_source = true;
+                if !wild.contains(i) {
+                    any_src.insert(i);
+                }
+            }
             Some(nets) => {
                 for p in nets {
                     own_src.entry(p).or_default().push(i as u32);
@@ -199,7 +227,7 @@ fn source_classes(pack: &Pack) -> SourceClasses {
             set
         })
         .collect();
-    SourceClasses { classes, sets, any_source: !any_src.is_empty() }
+    SourceClasses { classes, sets, any_source }
 }
 
 /// The destination dimension cut into classes.
