@@ -12,9 +12,9 @@ use aya_ebpf::{
 use egress_common::{
     ClassDestKey, ClassWebGroupKey, DNS_STAT_SLOTS, EVENT_RING_BYTES, FLOW_CACHE_ENTRIES, FRAG_ENTRIES, FlowValue,
     FragKey, LearnKey, LearnValue, LiveState, MAX_LEARNED, MAX_LEARNED_NAMES, MAX_LOCAL_ADDRS, MAX_NAMES, MAX_PREFIXES,
-    MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_WEBGROUPS, MAX_X_CLASSES, MAX_XD_ENTRIES, NameEntry, NameKey, NameText,
-    NamedRules, PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo, ShortNameKey, SlotMeta,
-    SourcePortKey, VERDICTS, WebGroupName,
+    MAX_QUERIES, MAX_RULES, MAX_SP_ENTRIES, MAX_WEBGROUPS, MAX_X_CLASSES, MAX_XD_ENTRIES, MAX_XW_ENTRIES, NameEntry,
+    NameKey, NameText, NamedRules, PORT_INDEX_SLOTS, QueryKey, QueryValue, REASON_SLOTS, RuleCounter, RuleInfo,
+    ShortNameKey, SlotMeta, SourcePortKey, VERDICTS, WebGroupName,
 };
 
 /// Flag: allocate hash entries on demand (large, mostly sparse tables).
@@ -180,7 +180,7 @@ macro_rules! slot_maps {
         /// (x, WebGroup bit) → first rules of x naming that WebGroup, by
         /// how a flow stands to it (learned, named, both).
         #[map]
-        pub static $xw: HashMap<ClassWebGroupKey, NamedRules> = HashMap::with_max_entries(MAX_SP_ENTRIES, NO_PREALLOC);
+        pub static $xw: HashMap<ClassWebGroupKey, NamedRules> = HashMap::with_max_entries(MAX_XW_ENTRIES, NO_PREALLOC);
         /// x → its first `deny` rule with a WebGroup destination, where it
         /// comes before x's default, else `NO_RULE`.
         #[map]

@@ -109,7 +109,8 @@ fn a_pack_past_the_tables_names_the_sources_and_rules_that_drive_it() {
     let mut group = |name: String, cidr: IpNet| {
         p.smartgroups.insert(name.clone(), SmartGroup { name, cidrs: vec![cidr], location: Location::default() });
     };
-    for i in 0..1_000u32 {
+    // 2,700 x 200 entries: past the 524,288 the table holds.
+    for i in 0..2_700u32 {
         group(format!("agent-{i}"), IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).expect("/32")));
     }
     group("all".into(), IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 16).expect("/16")));
@@ -126,7 +127,7 @@ fn a_pack_past_the_tables_names_the_sources_and_rules_that_drive_it() {
         log: true,
         location: Location::default(),
     };
-    for i in 0..1_000 {
+    for i in 0..2_700 {
         p.rules.push(rule(format!("own-{i}"), &format!("agent-{i}"), None));
     }
     for k in 0..200u16 {

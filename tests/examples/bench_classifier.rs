@@ -5,7 +5,9 @@
 //! 1,000 and 10,000 rules from [`synth::realistic_pack`] (16 workload
 //! `SmartGroups`); and `per-agent`, 1,000 and 2,000 agents of one address
 //! each with five rules each on 443 and a port range of their own
-//! (`egress_lab::shapes::per_agent`: 5,001 and 10,001 rules). The probe is
+//! (`egress_lab::shapes::per_agent`: 5,001 and 10,001 rules); and `acl`,
+//! `fw`, `ipc`, ClassBench-like filter sets of 1,000 and 10,000 rules
+//! (`egress_lab::shapes::classbench`) with a final default deny. The probe is
 //! a packet only the final default rule decides (the worst case for a
 //! linear firewall). Measured, as medians of interleaved rounds (baseline,
 //! new flow, cached, baseline, ...):
@@ -18,9 +20,10 @@
 //! memory of the live slot's tables. Writes `target/bench/classifier.json`
 //! under the workspace root. Needs root.
 //!
-//! Options: `--quick` (3 sizes and 200 agents, fewer and shorter rounds),
-//! `--sizes 10,100`, `--agents 1000,2000`, `--rounds N`, `--target-ms N`
-//! (time per measurement), `--seed N`, `--out PATH`.
+//! Options: `--quick` (3 sizes, 200 agents, sets of 1,000 rules, fewer and
+//! shorter rounds), `--sizes 10,100`, `--agents 1000,2000`, `--classbench
+//! 1000,10000`, `--rounds N`, `--target-ms N` (time per measurement),
+//! `--seed N`, `--out PATH`.
 
 #![allow(clippy::cast_precision_loss, reason = "bench statistics: nanosecond and byte counts far below 2^52")]
 
@@ -43,6 +46,8 @@ const DROP: u32 = 2;
 struct Opts {
     sizes: Vec<usize>,
     agents: Vec<usize>,
+    /// Sizes of the ClassBench-like sets (`acl`, `fw`, `ipc` each).
+    classbench: Vec<usize>,
     rounds: usize,
     target: Duration,
     seed: u64,
@@ -54,6 +59,7 @@ fn opts() -> Result<Opts> {
     let mut o = Opts {
         sizes: vec![10, 100, 1_000, 10_000],
         agents: vec![1_000, 2_000],
+        classbench: vec![1_000, 10_000],
         rounds: 9,
         target: Duration::from_millis(200),
         seed: synth::DEFAULT_SEED,
@@ -66,18 +72,22 @@ fn opts() -> Result<Opts> {
             "--quick" => {
                 o.sizes = vec![10, 100, 1_000];
                 o.agents = vec![200];
+                o.classbench = vec![1_000];
                 o.rounds = 3;
                 o.target = Duration::from_millis(50);
             }
             "--sizes" => o.sizes = val()?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?,
             "--agents" => o.agents = val()?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?,
+            "--classbench" => {
+                o.classbench = val()?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
+            }
             "--rounds" => o.rounds = val()?.parse()?,
             "--target-ms" => o.target = Duration::from_millis(val()?.parse()?),
             "--seed" => o.seed = val()?.parse()?,
             "--out" => o.out = val()?.into(),
             "-h" | "--help" => {
                 println!(
-                    "bench_classifier [--quick] [--sizes 10,100] [--agents 1000,2000] [--rounds N] [--target-ms N] [--seed N] [--out PATH]"
+                    "bench_classifier [--quick] [--sizes 10,100] [--agents 1000,2000] [--classbench 1000,10000] [--rounds N] [--target-ms N] [--seed N] [--out PATH]"
                 );
                 std::process::exit(0);
             }
@@ -232,21 +242,52 @@ fn measure_rounds(dp: &mut Datapath, compiled: &CompiledPack, v4: &[u8], v6: &[u
     Ok(s)
 }
 
-/// A pack to bench: its shape's name and the pack.
+/// A pack to bench: its shape's name and the pack. ClassBench-like sets
+/// get a final `default-deny` (any to any) for the probe to reach.
 fn shape_pack(shape: &'static str, size: usize, seed: u64) -> Result<(&'static str, Pack)> {
-    Ok(match shape {
-        "per-agent" => {
-            let text = egress_lab::shapes::per_agent(size, 5);
-            (shape, load_sources(&[("per-agent.yaml".into(), text)]).context("the per-agent pack")?)
+    use egress_lab::shapes::{Style, classbench, per_agent};
+    let yaml = |text: String| load_sources(&[(format!("{shape}.yaml"), text)]).context("the generated pack");
+    let style = |text: &str| match text {
+        "acl" => Some(Style::Acl),
+        "fw" => Some(Style::Fw),
+        "ipc" => Some(Style::Ipc),
+        _ => None,
+    };
+    Ok(match (shape, style(shape)) {
+        ("per-agent", _) => (shape, yaml(per_agent(size, 5))?),
+        (_, Some(style)) => {
+            let last = format!(
+                "  - {{ name: default-deny, priority: {}, source: any, destination: any, action: deny }}\n",
+                size + 1
+            );
+            (shape, yaml(classbench(style, size, seed) + &last)?)
         }
         _ => ("synthetic", synth::realistic_pack(size, seed)),
     })
 }
 
+/// Probes that only the pack's last rule decides: the synthetic ones, or
+/// the first destination port that no other rule takes for them.
+fn probes_for(pack: &Pack) -> Result<[egress_policy::evaluate::Probe; 2]> {
+    let last = Outcome::Rule(pack.rules.len() - 1);
+    let mut probes = synth::unmatched_probes();
+    for p in &mut probes {
+        let found = (1..=u16::MAX).find(|&port| {
+            evaluate(pack, &{
+                let mut q = *p;
+                q.dport = port;
+                q
+            }) == last
+        });
+        p.dport = found.with_context(|| format!("no port of {p:?} reaches the last rule"))?;
+    }
+    Ok(probes)
+}
+
 fn bench(shape: &'static str, size: usize, o: &Opts) -> Result<Row> {
     let (shape, pack) = shape_pack(shape, size, o.seed)?;
     let size = pack.rules.len();
-    let probes = synth::unmatched_probes();
+    let probes = probes_for(&pack)?;
     for p in &probes {
         ensure!(evaluate(&pack, p) == Outcome::Rule(size - 1), "probe {p:?} is not decided by the default rule");
     }
@@ -431,7 +472,9 @@ fn print_scaling(rows: &[Row]) {
 fn main() -> Result<()> {
     let o = opts()?;
     let mut rows = Vec::new();
-    let runs = o.sizes.iter().map(|&n| ("synthetic", n)).chain(o.agents.iter().map(|&n| ("per-agent", n)));
+    let classbench = ["acl", "fw", "ipc"].into_iter().flat_map(|s| o.classbench.iter().map(move |&n| (s, n)));
+    let runs =
+        o.sizes.iter().map(|&n| ("synthetic", n)).chain(o.agents.iter().map(|&n| ("per-agent", n))).chain(classbench);
     for (shape, size) in runs {
         eprintln!("bench_classifier: {shape} {size} ...");
         let row = bench(shape, size, &o)?;

@@ -1,9 +1,12 @@
 //! Packs of the shapes users write, generated: per-agent policy (one
-//! `SmartGroup` per agent, each with destinations and ports of its own).
+//! `SmartGroup` per agent, each with destinations and ports of its own),
+//! and filter sets in the styles of ClassBench (acl, fw, ipc).
 //! Deterministic, so that a test and a bench see the same pack.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
+
+use egress_policy::synth::Rng;
 
 /// The address of agent `i` (one /32 each, from 10.20.0.0 up).
 pub fn agent_addr(i: usize) -> Ipv4Addr {
@@ -44,5 +47,158 @@ pub fn per_agent(agents: usize, rules: usize) -> String {
     }
     let _ =
         writeln!(y, "  - {{ name: default-deny, priority: {priority}, source: any, destination: any, action: deny }}");
+    y
+}
+
+/// The styles of ClassBench's filter sets: access lists (`acl`: mostly
+/// host sources and destinations, exact service ports), firewalls (`fw`:
+/// many wildcard sources and destinations, port ranges) and IP chains
+/// (`ipc`: in between).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    Acl,
+    Fw,
+    Ipc,
+}
+
+impl Style {
+    /// Its name in bench rows (`shape`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Style::Acl => "acl",
+            Style::Fw => "fw",
+            Style::Ipc => "ipc",
+        }
+    }
+}
+
+/// How a style draws its rules: prefix lengths by weight (source, then
+/// destination), the chances (in %) of no port (any), of one well-known
+/// port (else a range), of an `any` source and of an `any` destination.
+struct Mix {
+    src_lens: &'static [(u8, u32)],
+    dst_lens: &'static [(u8, u32)],
+    any_port: u64,
+    exact_port: u64,
+    any_src: u64,
+    any_dst: u64,
+}
+
+fn mix(style: Style) -> Mix {
+    match style {
+        Style::Acl => Mix {
+            src_lens: &[(32, 50), (24, 15), (28, 10), (30, 8), (26, 7), (20, 5), (16, 5)],
+            dst_lens: &[(32, 45), (24, 25), (28, 10), (16, 10), (20, 10)],
+            any_port: 35,
+            exact_port: 45,
+            any_src: 2,
+            any_dst: 5,
+        },
+        Style::Fw => Mix {
+            src_lens: &[(32, 25), (24, 25), (16, 20), (8, 10), (20, 20)],
+            dst_lens: &[(32, 40), (24, 30), (16, 20), (28, 10)],
+            any_port: 25,
+            exact_port: 35,
+            any_src: 30,
+            any_dst: 15,
+        },
+        Style::Ipc => Mix {
+            src_lens: &[(32, 35), (24, 25), (16, 15), (28, 15), (20, 10)],
+            dst_lens: &[(32, 35), (24, 25), (16, 15), (28, 15), (20, 10)],
+            any_port: 40,
+            exact_port: 40,
+            any_src: 10,
+            any_dst: 10,
+        },
+    }
+}
+
+const WELL_KNOWN: [u16; 30] = [
+    80, 443, 22, 25, 53, 110, 143, 993, 995, 3306, 5432, 6379, 8080, 8443, 21, 23, 123, 161, 389, 636, 1433, 1521,
+    2049, 3389, 5900, 9200, 27017, 11211, 5672, 9092,
+];
+
+fn weighted(rng: &mut Rng, items: &[(u8, u32)]) -> u8 {
+    let total: u64 = items.iter().map(|i| u64::from(i.1)).sum();
+    let mut r = rng.below(total);
+    for &(v, w) in items {
+        if r < u64::from(w) {
+            return v;
+        }
+        r -= u64::from(w);
+    }
+    items[items.len() - 1].0
+}
+
+/// A prefix of length drawn from `lens` under one of the /16 `bases`.
+fn prefix(rng: &mut Rng, bases: &[u32], lens: &[(u8, u32)]) -> String {
+    let len = weighted(rng, lens);
+    let addr = (bases[rng.index(bases.len())] << 16) | (rng.next_u64() as u32 & 0xffff);
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+    format!("{}/{len}", Ipv4Addr::from(addr & mask))
+}
+
+/// A ClassBench-like filter set of `rules` rules in `style` (random but
+/// deterministic by `seed`), as a pack: one SmartGroup per distinct source
+/// prefix, destinations as CIDRs, 15 % of the rules `deny`, the rest
+/// `permit`; no default rule (what no rule matches is `implicit-deny`).
+/// Sources nest under 56 /16s of 10.0.0.0/8 and 172.16.0.0/12,
+/// destinations under 300 /16s; ports are 30 well-known ones and 80
+/// ranges (the wide ones of real sets, 1024-65535 and 0-1023 among them).
+pub fn classbench(style: Style, rules: usize, seed: u64) -> String {
+    let m = mix(style);
+    let mut rng = Rng::new(seed);
+    let src_bases: Vec<u32> = (0..40).map(|i| (10 << 8) | i).chain((0..16).map(|i| (172 << 8) | (16 + i))).collect();
+    let dst_bases: Vec<u32> = (0..300).map(|_| (rng.next_u64() as u32 & 0xffff) | 0x0100).collect();
+    let mut ranges: Vec<(u16, u16)> = vec![
+        (1024, 65535),
+        (0, 1023),
+        (6000, 6063),
+        (8000, 8999),
+        (3000, 3999),
+        (49152, 65535),
+        (137, 139),
+        (5060, 5061),
+        (9000, 9100),
+        (20000, 30000),
+    ];
+    for _ in 0..70 {
+        let lo = 1024 + rng.below(59_000) as u16;
+        ranges.push((lo, lo + [1, 5, 10, 50, 100, 1000][rng.index(6)]));
+    }
+    let mut sources: Vec<String> = (0..rules * 45 / 100).map(|_| prefix(&mut rng, &src_bases, m.src_lens)).collect();
+    sources.sort();
+    sources.dedup();
+    let destinations: Vec<String> = (0..rules * 35 / 100).map(|_| prefix(&mut rng, &dst_bases, m.dst_lens)).collect();
+    let mut y = String::from("version: 1\nmode: enforce\nsmartgroups:\n");
+    for (i, s) in sources.iter().enumerate() {
+        let _ = writeln!(y, "  s{i}: {{ cidrs: [{s}] }}");
+    }
+    y.push_str("rules:\n");
+    for k in 0..rules {
+        let src = if rng.chance(m.any_src) { "any".to_string() } else { format!("s{}", rng.index(sources.len())) };
+        let dst = if rng.chance(m.any_dst) {
+            "any".to_string()
+        } else {
+            format!("{{ cidrs: [{}] }}", destinations[rng.index(destinations.len())])
+        };
+        let proto = weighted(&mut rng, &[(0, 70), (1, 25), (2, 5)]);
+        let x = rng.below(100);
+        let ports = if proto == 2 || x < m.any_port {
+            String::new()
+        } else if x < m.any_port + m.exact_port {
+            format!(", ports: [{}]", WELL_KNOWN[rng.index(WELL_KNOWN.len())])
+        } else {
+            let (lo, hi) = ranges[rng.index(ranges.len())];
+            format!(", ports: [\"{lo}-{hi}\"]")
+        };
+        let proto = ["tcp", "udp", "any"][proto as usize];
+        let action = if rng.chance(15) { "deny" } else { "permit" };
+        let _ = writeln!(
+            y,
+            "  - {{ name: r{k}, priority: {}, source: {src}, destination: {dst}, protocol: {proto}{ports}, action: {action} }}",
+            k + 1
+        );
+    }
     y
 }

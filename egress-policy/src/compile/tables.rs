@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use egress_common::{
     ACTION_DENY, ACTION_PERMIT, ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, MAX_PREFIXES, MAX_RULES,
-    MAX_XD_ENTRIES, MODE_ENFORCE, MODE_MONITOR, QUERY_FILTER_ENFORCE, QUERY_FILTER_MONITOR, QUERY_FILTER_OFF, RuleInfo,
+    MAX_XD_ENTRIES, MAX_XW_ENTRIES, MODE_ENFORCE, MODE_MONITOR, QUERY_FILTER_ENFORCE, QUERY_FILTER_MONITOR,
+    QUERY_FILTER_OFF, RuleInfo,
 };
 use ipnet::IpNet;
 
@@ -41,29 +42,16 @@ pub(super) fn classify(
         check(table, len, MAX_PREFIXES)?;
     }
     let (ports, port_sets) = port_classes(pack, n);
-    let source_text = |class: u32| -> String {
-        let mut nets: Vec<String> =
-            sources.classes.iter().filter(|(_, c)| **c == class).map(|(net, _)| net.to_string()).collect();
-        nets.sort();
-        if nets.is_empty() { "any".to_string() } else { nets.join(" ") }
-    };
-    let rule_text = |r: u32| pack.rules.get(r as usize).map_or_else(|| format!("#{r}"), |r| r.name.clone());
-    let any_source = |r: u32| pack.rules.get(r as usize).is_some_and(|r| r.source == Source::Any);
-    let describe = Describe { source: &source_text, rule: &rule_text, any_source: &any_source };
-    let combined = combined_classes(
-        &Dimensions { source_sets: &sources.sets, any_source: sources.any_source, port_sets: &port_sets, wild: &wild },
-        previous,
-        n,
-        &describe,
-    )?;
+    let combined = combine(pack, &sources, &port_sets, &wild, previous)?;
     let defaults: Vec<u32> = combined
         .x_sets
         .iter()
         .map(|set| set.intersection(&destinations.any).first().map_or(implicit, |r| r as u32))
         .collect();
-    let xd = xd_table(&combined.x_sets, &destinations, &defaults, n, &rule_text)?;
+    let xd = xd_table(&combined.x_sets, &destinations, &defaults, n, &|r| rule_text(pack, r))?;
     let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, webgroup_bits)).collect();
     let xw = xw_table(&combined.x_sets, &groups_of, &defaults);
+    check("(combined, webgroup) class", xw.len(), MAX_XW_ENTRIES)?;
     let permit_groups =
         pack.rules.iter().zip(&groups_of).filter(|(r, _)| r.action == Action::Permit).fold(0, |a, (_, g)| a | g);
     let src_permit = source_permit_groups(pack, &sources, &groups_of);
@@ -109,6 +97,33 @@ pub(super) fn classify(
         max_ttl: pack.dns.max_ttl,
         resolvers: pack.dns.resolvers.clone(),
     })
+}
+
+/// The combined classes (see [`combined_classes`]), with what an error
+/// names: sources by their prefixes, rules by their names.
+fn combine(
+    pack: &Pack,
+    sources: &SourceClasses,
+    port_sets: &[RuleSet],
+    wild: &RuleSet,
+    previous: &Previous,
+) -> Result<super::combined::CombinedClasses, CompileError> {
+    let source_text = |class: u32| -> String {
+        let mut nets: Vec<String> =
+            sources.classes.iter().filter(|(_, c)| **c == class).map(|(net, _)| net.to_string()).collect();
+        nets.sort();
+        if nets.is_empty() { "any".to_string() } else { nets.join(" ") }
+    };
+    let rule = |r: u32| rule_text(pack, r);
+    let any_source = |r: u32| pack.rules.get(r as usize).is_some_and(|r| r.source == Source::Any);
+    let describe = Describe { source: &source_text, rule: &rule, any_source: &any_source };
+    let dims = Dimensions { source_sets: &sources.sets, any_source: sources.any_source, port_sets, wild };
+    combined_classes(&dims, previous, pack.rules.len(), &describe)
+}
+
+/// A rule's name, by index.
+fn rule_text(pack: &Pack, r: u32) -> String {
+    pack.rules.get(r as usize).map_or_else(|| format!("#{r}"), |r| r.name.clone())
 }
 
 /// The pack's rules in priority order as the datapath sees them, then
