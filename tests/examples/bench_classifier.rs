@@ -40,8 +40,10 @@ use egress_policy::model::Pack;
 use egress_policy::{load_sources, synth};
 use serde::Serialize;
 
-/// `TC_ACT_SHOT`: what the default deny returns.
+/// `TC_ACT_SHOT`: what an enforced deny returns.
 const DROP: u32 = 2;
+/// `TC_ACT_UNSPEC`: what a permit (or a monitored deny) returns.
+const PASS: u32 = u32::MAX;
 
 struct Opts {
     sizes: Vec<usize>,
@@ -180,11 +182,11 @@ fn switch(dp: &mut Datapath, pack: &CompiledPack, cache: bool) -> Result<Duratio
 
 /// Runs `prog` and checks that it dropped the packet and counted `reason`
 /// once per run. Returns the mean ns per run.
-fn measured(dp: &mut Datapath, prog: &str, frame: &[u8], repeat: u32, reason: Option<Reason>) -> Result<f64> {
+fn measured(dp: &mut Datapath, prog: &str, frame: &Frame, repeat: u32, reason: Option<Reason>) -> Result<f64> {
     let before = dp.reason_counts()?;
-    let (ns, ret) = run(dp, prog, frame, repeat)?;
+    let (ns, ret) = run(dp, prog, &frame.bytes, repeat)?;
     if let Some(reason) = reason {
-        ensure!(ret == DROP, "{prog} returned {ret:#x}, expected the default deny's drop");
+        ensure!(ret == frame.ret, "{prog} returned {ret:#x}, expected {:#x} (the deciding rule's)", frame.ret);
         let after = dp.reason_counts()?;
         let moved = after[reason as usize] - before[reason as usize];
         ensure!(moved == u64::from(repeat), "{prog}: reason {} counted {moved} times for {repeat} runs", reason.name());
@@ -210,17 +212,23 @@ struct Samples {
 /// Interleaved rounds of baseline, new flow (IPv4 and IPv6, cache off) and
 /// cached runs on the frames `v4` and `v6`, re-installing `compiled`
 /// between them. Round 0 warms up and calibrates; it is not recorded.
-fn measure_rounds(dp: &mut Datapath, compiled: &CompiledPack, v4: &[u8], v6: &[u8], o: &Opts) -> Result<Samples> {
+/// A probe's frame and what the program returns for it.
+struct Frame {
+    bytes: Vec<u8>,
+    ret: u32,
+}
+
+fn measure_rounds(dp: &mut Datapath, compiled: &CompiledPack, v4: &Frame, v6: &Frame, o: &Opts) -> Result<Samples> {
     let mut s = Samples::default();
     for round in 0..=o.rounds {
         if round == 0 {
-            s.repeat_baseline = calibrate(dp, EMPTY_PROGRAM, v4, o.target)?;
+            s.repeat_baseline = calibrate(dp, EMPTY_PROGRAM, &v4.bytes, o.target)?;
         }
         let baseline = measured(dp, EMPTY_PROGRAM, v4, s.repeat_baseline, None)?;
 
         let uncached_install = switch(dp, compiled, false)?;
         if round == 0 {
-            s.repeat_new = calibrate(dp, TC_PROGRAM, v4, o.target)?;
+            s.repeat_new = calibrate(dp, TC_PROGRAM, &v4.bytes, o.target)?;
         }
         let new_flow = measured(dp, TC_PROGRAM, v4, s.repeat_new, Some(Reason::Rule))?;
         let new_flow_v6 = measured(dp, TC_PROGRAM, v6, s.repeat_new, Some(Reason::Rule))?;
@@ -228,7 +236,7 @@ fn measure_rounds(dp: &mut Datapath, compiled: &CompiledPack, v4: &[u8], v6: &[u
         let cached_install = switch(dp, compiled, true)?;
         measured(dp, TC_PROGRAM, v4, 1, Some(Reason::Rule))?; // creates the cache entry
         if round == 0 {
-            s.repeat_cached = calibrate(dp, TC_PROGRAM, v4, o.target)?;
+            s.repeat_cached = calibrate(dp, TC_PROGRAM, &v4.bytes, o.target)?;
         }
         let cached = measured(dp, TC_PROGRAM, v4, s.repeat_cached, Some(Reason::FlowCache))?;
         if round > 0 {
@@ -266,39 +274,52 @@ fn shape_pack(shape: &'static str, size: usize, seed: u64) -> Result<(&'static s
     })
 }
 
-/// Probes that only the pack's last rule decides: the synthetic ones, or
-/// the first destination port that no other rule takes for them.
-fn probes_for(pack: &Pack) -> Result<[egress_policy::evaluate::Probe; 2]> {
-    let last = Outcome::Rule(pack.rules.len() - 1);
-    let mut probes = synth::unmatched_probes();
-    for p in &mut probes {
-        let found = (1..=u16::MAX).find(|&port| {
-            evaluate(pack, &{
-                let mut q = *p;
-                q.dport = port;
-                q
-            }) == last
-        });
-        p.dport = found.with_context(|| format!("no port of {p:?} reaches the last rule"))?;
-    }
-    Ok(probes)
+/// Probes decided as late in the pack as a few candidates allow (the
+/// worst case for a linear firewall), with the rule that decides each: the
+/// synthetic probes (only the last rule decides them), else the candidate
+/// addresses and ports whose deciding rule comes last (ClassBench-like sets
+/// hold early rules of any source, destination and port).
+fn probes_for(pack: &Pack) -> Result<[(egress_policy::evaluate::Probe, usize); 2]> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let v4 = [Ipv4Addr::new(10, 0, 0, 10), Ipv4Addr::new(192, 168, 77, 7), Ipv4Addr::new(198, 51, 100, 7)];
+    let v6 = [Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x10), Ipv6Addr::new(0xfd00, 7, 0, 0, 0, 0, 0, 7)];
+    let rule_of = |p: &egress_policy::evaluate::Probe| match evaluate(pack, p) {
+        Outcome::Rule(r) => Some(r),
+        _ => None,
+    };
+    let latest = |p: egress_policy::evaluate::Probe| -> Result<(egress_policy::evaluate::Probe, usize)> {
+        let sources: Vec<IpAddr> =
+            if p.src.is_ipv4() { v4.map(IpAddr::V4).to_vec() } else { v6.map(IpAddr::V6).to_vec() };
+        sources
+            .iter()
+            .flat_map(|&src| {
+                [p.dport, 7, 9, 4_444, 61_111].map(move |dport| egress_policy::evaluate::Probe { src, dport, ..p })
+            })
+            .filter_map(|q| rule_of(&q).map(|r| (q, r)))
+            .max_by_key(|(_, r)| *r)
+            .with_context(|| format!("no probe like {p:?} is decided by a rule"))
+    };
+    let [a, b] = synth::unmatched_probes();
+    Ok([latest(a)?, latest(b)?])
 }
 
 fn bench(shape: &'static str, size: usize, o: &Opts) -> Result<Row> {
     let (shape, pack) = shape_pack(shape, size, o.seed)?;
     let size = pack.rules.len();
-    let probes = probes_for(&pack)?;
-    for p in &probes {
-        ensure!(evaluate(&pack, p) == Outcome::Rule(size - 1), "probe {p:?} is not decided by the default rule");
-    }
+    let decided = probes_for(&pack)?;
     let t = Instant::now();
     let compiled = compile(&pack).with_context(|| format!("compiling the {size}-rule pack"))?;
     let compile_time = t.elapsed();
-    for p in &probes {
+    for (p, r) in &decided {
         let d = compiled.decide(p.src, p.dst, p.proto, p.dport);
-        ensure!(d == Decision::Rule(size as u32 - 1), "compiled pack decides {p:?} as {d:?}");
+        ensure!(d == Decision::Rule(*r as u32), "compiled pack decides {p:?} as {d:?}, the reference as rule {r}");
     }
-    let [v4, v6] = probes.map(|p| egress_lab::packet::probe_frame(&p));
+    let [v4, v6] = decided.map(|(p, r)| {
+        let rule = &pack.rules[r];
+        let drops =
+            rule.action == egress_policy::model::Action::Deny && rule.mode == egress_policy::model::Mode::Enforce;
+        Frame { bytes: egress_lab::packet::probe_frame(&p), ret: if drops { DROP } else { PASS } }
+    });
 
     let t = Instant::now();
     let mut dp = Datapath::load().context("loading the datapath (run as root)")?;
