@@ -218,6 +218,31 @@ struct Frame {
     ret: u32,
 }
 
+impl Frame {
+    /// The frame of `probe`, which rule `r` of `pack` decides.
+    fn of(pack: &Pack, probe: &egress_policy::evaluate::Probe, r: usize) -> Frame {
+        use egress_policy::model::{Action, Mode};
+        let rule = &pack.rules[r];
+        let drops = rule.action == Action::Deny && rule.mode == Mode::Enforce;
+        Frame { bytes: egress_lab::packet::probe_frame(probe), ret: if drops { DROP } else { PASS } }
+    }
+}
+
+/// Entries of each compiled table, by name.
+fn tables_of(compiled: &CompiledPack) -> std::collections::BTreeMap<&'static str, usize> {
+    [
+        ("src", compiled.src.len()),
+        ("dst", compiled.dst.len()),
+        ("sp", compiled.sp.len()),
+        ("x", compiled.defaults.len()),
+        ("xd", compiled.xd.len()),
+        ("xw", compiled.xw.len()),
+        ("names", compiled.names.len()),
+    ]
+    .into_iter()
+    .collect()
+}
+
 fn measure_rounds(dp: &mut Datapath, compiled: &CompiledPack, v4: &Frame, v6: &Frame, o: &Opts) -> Result<Samples> {
     let mut s = Samples::default();
     for round in 0..=o.rounds {
@@ -314,12 +339,7 @@ fn bench(shape: &'static str, size: usize, o: &Opts) -> Result<Row> {
         let d = compiled.decide(p.src, p.dst, p.proto, p.dport);
         ensure!(d == Decision::Rule(*r as u32), "compiled pack decides {p:?} as {d:?}, the reference as rule {r}");
     }
-    let [v4, v6] = decided.map(|(p, r)| {
-        let rule = &pack.rules[r];
-        let drops =
-            rule.action == egress_policy::model::Action::Deny && rule.mode == egress_policy::model::Mode::Enforce;
-        Frame { bytes: egress_lab::packet::probe_frame(&p), ret: if drops { DROP } else { PASS } }
-    });
+    let [v4, v6] = decided.map(|(p, r)| Frame::of(&pack, &p, r));
 
     let t = Instant::now();
     let mut dp = Datapath::load().context("loading the datapath (run as root)")?;
@@ -340,20 +360,11 @@ fn bench(shape: &'static str, size: usize, o: &Opts) -> Result<Row> {
     let port_classes = compiled.ports.iter().map(|r| r.2 as usize + 1).max().unwrap_or(0);
     let dynamic: u64 =
         by_map.iter().filter(|(n, _)| matches!(*n, "src4" | "src6" | "dst4" | "dst6" | "sp" | "xd")).map(|m| m.1).sum();
-    let tables = [
-        ("src", compiled.src.len()),
-        ("dst", compiled.dst.len()),
-        ("sp", compiled.sp.len()),
-        ("x", compiled.defaults.len()),
-        ("xd", compiled.xd.len()),
-        ("xw", compiled.xw.len()),
-        ("names", compiled.names.len()),
-    ];
     let map_bytes = by_map.iter().map(|m| m.1).sum();
     Ok(Row {
         shape,
         scheme: "source-port-defaults",
-        tables: tables.into_iter().collect(),
+        tables: tables_of(&compiled),
         kernel_bytes: map_bytes,
         rules: size,
         new_flow_ns: median(&samples.new_flow),
