@@ -3,10 +3,14 @@
 //! Classification is by equivalence classes (recursive flow classification):
 //! the source address gives a source class (LPM trie), the destination address
 //! a destination class (LPM trie), protocol and port a port class (array).
-//! `(source class, port class)` gives a combined class `x` (hash); `(x,
+//! `(source class, port class)` gives a combined class `x` (hash; a pair it
+//! does not hold reads as the source class's default, `SDEF`); `(x,
 //! destination class)` gives the first matching rule (sparse hash), falling
 //! back to `DEFAULTS[x]`, the first rule of `x` whose destination is `any`.
-//! Every lookup is one map access whatever the size of the pack.
+//! Rules of any source that name no WebGroup are in no source's `x`: the
+//! port class gives their own combined class (`WILD`), looked up the same
+//! way, and the earlier of the two rules decides. Every lookup is one map
+//! access whatever the size of the pack.
 
 /// Decision value: no rule's source covers the packet; it passes untouched.
 pub const DECISION_UNCOVERED: u32 = u32::MAX;
