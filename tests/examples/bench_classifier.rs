@@ -409,7 +409,7 @@ fn mib(b: u64) -> f64 {
 /// The cost per packet, by pack size.
 fn print_costs(rows: &[Row], rounds: usize) {
     println!(
-        "\nClassifier cost per packet (BPF_PROG_TEST_RUN, median of {rounds} rounds; probe decided only by the last rule)"
+        "\nClassifier cost per packet (BPF_PROG_TEST_RUN, median of {rounds} rounds; probe decided by the last rule, or as late as the candidates reach)"
     );
     println!(
         "{:>16} | {:>9} {:>9} {:>9} | {:>9} {:>11} {:>9} | {:>8}",

@@ -35,14 +35,17 @@ pub const NAME_TABLE_ALONGSIDE_FROM: usize = 1_000;
 pub fn tables_summary(c: &CompiledPack) -> String {
     format!(
         "datapath tables: {} rules, {} source prefixes, {} destination prefixes, {} (source, port) entries, \
-         {} (class, destination) entries, {} (class, webgroup) entries, {} name entries",
+         {} (class, destination) entries, {} (class, webgroup) entries, {} name entries, {} combined classes \
+         ({} of them of rules of any source, by port alone)",
         c.rules.len(),
         c.src.len(),
         c.dst.len(),
         c.sp.len(),
         c.xd.len(),
         c.xw.len(),
-        c.names.len()
+        c.names.len(),
+        c.x_sets.iter().filter(|s| !s.is_empty()).count(),
+        c.wild.iter().filter(|x| **x != egress_common::NO_X).collect::<std::collections::BTreeSet<_>>().len()
     )
 }
 
