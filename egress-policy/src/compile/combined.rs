@@ -58,14 +58,19 @@ pub(super) fn combined_classes(
             continue;
         }
         let source = Source::of(rules, &classes_of, classes, n);
-        let default = source.default_set(classes);
-        src_default[s] = number(&mut numbering, &default);
-        for (p, set) in source.port_sets() {
-            if set != default {
-                sp.insert(SourcePortKey { src_class: s as u32, port_class: p }, number(&mut numbering, &set));
+        let lists = source.lists();
+        let default = default_list(&lists, classes);
+        src_default[s] = number(&mut numbering, &source.with(default));
+        // A port class's set is the base and its picks: one set per
+        // distinct pick list, numbered once.
+        let mut x_of: HashMap<&[u32], u32> = HashMap::default();
+        for (p, list) in &lists {
+            if list.as_slice() != default {
+                let x = *x_of.entry(list).or_insert_with(|| number(&mut numbering, &source.with(list)));
+                sp.insert(SourcePortKey { src_class: s as u32, port_class: *p }, x);
             }
         }
-        if default != source.base {
+        if !default.is_empty() {
             // The port classes no rule of the source picks out: its base.
             let base = number(&mut numbering, &source.base);
             for p in source.untouched(classes) {
@@ -150,8 +155,6 @@ struct Source {
     base: RuleSet,
     /// (port class, rule) for every other rule, sorted.
     picks: Vec<(u32, u32)>,
-    /// How many port classes a pick reaches.
-    touched: usize,
 }
 
 impl Source {
@@ -166,19 +169,21 @@ impl Source {
             }
         }
         picks.sort_unstable();
-        let touched = picks.chunk_by(|a, b| a.0 == b.0).count();
-        Source { base, picks, touched }
+        Source { base, picks }
     }
 
-    /// Each port class a pick reaches, with its set: the base and its picks.
-    fn port_sets(&self) -> impl Iterator<Item = (u32, RuleSet)> + '_ {
-        self.picks.chunk_by(|a, b| a.0 == b.0).map(|chunk| {
-            let mut set = self.base.clone();
-            for &(_, r) in chunk {
-                set.insert(r as usize);
-            }
-            (chunk[0].0, set)
-        })
+    /// Each port class a pick reaches, with its picks (ascending).
+    fn lists(&self) -> Vec<(u32, Vec<u32>)> {
+        self.picks.chunk_by(|a, b| a.0 == b.0).map(|c| (c[0].0, c.iter().map(|&(_, r)| r).collect())).collect()
+    }
+
+    /// The base with the rules of `picks`.
+    fn with(&self, picks: &[u32]) -> RuleSet {
+        let mut set = self.base.clone();
+        for &r in picks {
+            set.insert(r as usize);
+        }
+        set
     }
 
     /// The port classes no pick reaches, ascending.
@@ -191,18 +196,16 @@ impl Source {
             touched.peek() != Some(&p)
         })
     }
+}
 
-    /// The set most of the source's `classes` port classes have (the base
-    /// on a tie).
-    fn default_set(&self, classes: usize) -> RuleSet {
-        let mut counts: HashMap<RuleSet, usize> = HashMap::default();
-        for (_, set) in self.port_sets() {
-            *counts.entry(set).or_default() += 1;
-        }
-        let untouched = classes - self.touched;
-        match counts.into_iter().max_by_key(|(_, c)| *c) {
-            Some((set, c)) if c > untouched => set,
-            _ => self.base.clone(),
-        }
+/// The pick list most of a source's `classes` port classes have (`lists`
+/// for those a pick reaches, none for the others); on a tie the smallest,
+/// so that the same pack always compiles to the same tables.
+fn default_list(lists: &[(u32, Vec<u32>)], classes: usize) -> &[u32] {
+    let mut counts: HashMap<&[u32], usize> = HashMap::default();
+    for (_, list) in lists {
+        *counts.entry(list).or_default() += 1;
     }
+    *counts.entry(&[]).or_default() += classes - lists.len();
+    counts.into_iter().max_by_key(|&(list, c)| (c, std::cmp::Reverse(list))).map_or(&[], |(list, _)| list)
 }
