@@ -9,6 +9,7 @@
 
 mod attach;
 mod barrier;
+mod batch;
 pub mod counters;
 pub mod events;
 #[cfg(feature = "lab")]

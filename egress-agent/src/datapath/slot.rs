@@ -49,16 +49,26 @@ impl<K: aya::Pod + Eq + Hash, V: aya::Pod + PartialEq> Mirrored<K, V> {
 
     /// Brings the map to exactly `want`.
     fn sync(&mut self, want: &StdHashMap<K, V>) -> Result<(), DatapathError> {
+        use aya::maps::IterableMap as _;
         let stale: Vec<K> = self.held.keys().filter(|k| !want.contains_key(k)).copied().collect();
         for k in stale {
             self.map.remove(&k).map_err(|e| DatapathError::map(self.name, e))?;
             self.held.remove(&k);
         }
-        for (k, v) in want {
-            if self.held.get(k) != Some(v) {
-                self.map.insert(k, v, 0).map_err(|e| DatapathError::map(self.name, e))?;
-                self.held.insert(*k, *v);
-            }
+        let (keys, values): (Vec<K>, Vec<V>) =
+            want.iter().filter(|(k, v)| self.held.get(k) != Some(v)).map(|(k, v)| (*k, *v)).unzip();
+        // In batches; what a batch did not write (a kernel without them for
+        // this map, or an error part way) is written one by one, which
+        // says which entry failed and why.
+        let written = match super::batch::update(self.map.map(), &keys, &values) {
+            Ok(()) => keys.len(),
+            Err((written, _)) => written,
+        };
+        // The mirror holds what the kernel holds, whatever fails next.
+        self.held.extend(keys.iter().copied().zip(values.iter().copied()).take(written));
+        for (k, v) in keys.iter().zip(&values).skip(written) {
+            self.map.insert(k, v, 0).map_err(|e| DatapathError::map(self.name, e))?;
+            self.held.insert(*k, *v);
         }
         Ok(())
     }
