@@ -126,8 +126,8 @@ impl Rng {
         self.below(100) < percent
     }
 
-    /// An index into `weights`, drawn by weight.
-    fn weighted<T>(&mut self, items: &[T], weight: impl Fn(&T) -> u32) -> usize {
+    /// An index into `items`, drawn by each one's `weight`.
+    pub fn weighted<T>(&mut self, items: &[T], weight: impl Fn(&T) -> u32) -> usize {
         let total: u64 = items.iter().map(|i| u64::from(weight(i))).sum();
         let mut r = self.below(total);
         for (i, item) in items.iter().enumerate() {

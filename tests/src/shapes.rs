@@ -118,16 +118,9 @@ const WELL_KNOWN: [u16; 30] = [
     2049, 3389, 5900, 9200, 27017, 11211, 5672, 9092,
 ];
 
+/// A value of `items`, drawn by its weight.
 fn weighted(rng: &mut Rng, items: &[(u8, u32)]) -> u8 {
-    let total: u64 = items.iter().map(|i| u64::from(i.1)).sum();
-    let mut r = rng.below(total);
-    for &(v, w) in items {
-        if r < u64::from(w) {
-            return v;
-        }
-        r -= u64::from(w);
-    }
-    items[items.len() - 1].0
+    items[rng.weighted(items, |i| i.1)].0
 }
 
 /// A prefix of length drawn from `lens` under one of the /16 `bases`.
