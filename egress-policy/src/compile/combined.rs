@@ -60,19 +60,19 @@ pub(super) fn combined_classes(
         let source = Source::of(rules, &classes_of, classes, n);
         let lists = source.lists();
         let default = default_list(&lists, classes);
-        src_default[s] = number(&mut numbering, &source.with(default));
+        src_default[s] = number(&mut numbering, source.with(default));
         // A port class's set is the base and its picks: one set per
         // distinct pick list, numbered once.
         let mut x_of: HashMap<&[u32], u32> = HashMap::default();
         for (p, list) in &lists {
             if list.as_slice() != default {
-                let x = *x_of.entry(list).or_insert_with(|| number(&mut numbering, &source.with(list)));
+                let x = *x_of.entry(list).or_insert_with(|| number(&mut numbering, source.with(list)));
                 sp.insert(SourcePortKey { src_class: s as u32, port_class: *p }, x);
             }
         }
         if !default.is_empty() {
             // The port classes no rule of the source picks out: its base.
-            let base = number(&mut numbering, &source.base);
+            let base = number(&mut numbering, source.base.clone());
             for p in source.untouched(classes) {
                 sp.insert(SourcePortKey { src_class: s as u32, port_class: p }, base);
             }
@@ -82,7 +82,7 @@ pub(super) fn combined_classes(
             drivers(&mut sizes, |s| Source::of(&source_sets[s as usize], &classes_of, classes, n), describe)
         })?;
     }
-    let mut wild_x: Vec<u32> = port_sets.iter().map(|set| number(&mut numbering, &set.intersection(wild))).collect();
+    let mut wild_x: Vec<u32> = port_sets.iter().map(|set| number(&mut numbering, set.intersection(wild))).collect();
     let (ids, x_sets) = stable_x_ids(numbering.sets, &previous.x_sets, n);
     for x in sp.values_mut().chain(src_default.iter_mut()).chain(wild_x.iter_mut()).filter(|x| **x != NO_X) {
         *x = ids[*x as usize];
@@ -145,8 +145,8 @@ fn drivers(sizes: &mut [(usize, u32)], source: impl Fn(u32) -> Source, describe:
 
 /// The number of a non-empty set; [`NO_X`] for the empty one (a packet
 /// with no rule to match: `implicit-deny`).
-fn number(numbering: &mut Numbering<RuleSet>, set: &RuleSet) -> u32 {
-    if set.is_empty() { NO_X } else { numbering.number(set.clone()) }
+fn number(numbering: &mut Numbering<RuleSet>, set: RuleSet) -> u32 {
+    if set.is_empty() { NO_X } else { numbering.number(set) }
 }
 
 /// One source class's rules by port class.
