@@ -100,24 +100,25 @@ proptest! {
     }
 }
 
-/// A pack past the (source, port) table's capacity: `check`'s error says
-/// which sources drive the count and which rules pick out their ports
-/// (here: the rules of a /16 on ports of their own, in every /32 inside).
-#[test]
-fn a_pack_past_the_tables_names_the_sources_and_rules_that_drive_it() {
-    let mut p = Pack { version: 1, ..Pack::default() };
-    let mut group = |name: String, cidr: IpNet| {
-        p.smartgroups.insert(name.clone(), SmartGroup { name, cidrs: vec![cidr], location: Location::default() });
-    };
-    // 2,700 x 200 entries: past the 524,288 the table holds.
-    for i in 0..2_700u32 {
-        group(format!("agent-{i}"), IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).expect("/32")));
+/// A SmartGroup `agent-{i}` of one host, 10.0.0.0 + `i`, for each `i`
+/// below `agents`.
+fn host_groups(p: &mut Pack, agents: u32) {
+    for i in 0..agents {
+        let cidr = IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).expect("/32"));
+        group(p, format!("agent-{i}"), cidr);
     }
-    group("all".into(), IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 16).expect("/16")));
-    let rule = |name: String, group: &str, ports: Option<Vec<PortRange>>| Rule {
+}
+
+fn group(p: &mut Pack, name: String, cidr: IpNet) {
+    p.smartgroups.insert(name.clone(), SmartGroup { name, cidrs: vec![cidr], location: Location::default() });
+}
+
+/// A TCP permit to any destination (its priority set by [`numbered`]).
+fn tcp_permit(name: String, source: Source, ports: Option<Vec<PortRange>>) -> Rule {
+    Rule {
         name,
         priority: 0,
-        source: Source::Groups(vec![group.to_string()]),
+        source,
         verify_names: false,
         destinations: vec![Destination::Any],
         protocol: Protocol::Tcp,
@@ -126,16 +127,37 @@ fn a_pack_past_the_tables_names_the_sources_and_rules_that_drive_it() {
         mode: Mode::Enforce,
         log: true,
         location: Location::default(),
-    };
-    for i in 0..2_700 {
-        p.rules.push(rule(format!("own-{i}"), &format!("agent-{i}"), None));
     }
-    for k in 0..200u16 {
-        p.rules.push(rule(format!("wide-{k}"), "all", Some(vec![PortRange { lo: 1000 + k, hi: 1000 + k }])));
-    }
+}
+
+/// One port, as a list of ranges.
+fn port(p: u16) -> Vec<PortRange> {
+    vec![PortRange { lo: p, hi: p }]
+}
+
+/// The pack's rules in the order they were pushed, by priority.
+fn numbered(p: &mut Pack) {
     for (i, r) in p.rules.iter_mut().enumerate() {
         r.priority = i as u16;
     }
+}
+
+/// A pack past the (source, port) table's capacity: `check`'s error says
+/// which sources drive the count and which rules pick out their ports
+/// (here: the rules of a /16 on ports of their own, in every /32 inside).
+#[test]
+fn a_pack_past_the_tables_names_the_sources_and_rules_that_drive_it() {
+    let mut p = Pack { version: 1, ..Pack::default() };
+    // 2,700 x 200 entries: past the 524,288 the table holds.
+    host_groups(&mut p, 2_700);
+    group(&mut p, "all".into(), IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 16).expect("/16")));
+    for i in 0..2_700 {
+        p.rules.push(tcp_permit(format!("own-{i}"), Source::Groups(vec![format!("agent-{i}")]), None));
+    }
+    for k in 0..200u16 {
+        p.rules.push(tcp_permit(format!("wide-{k}"), Source::Groups(vec!["all".into()]), Some(port(1000 + k))));
+    }
+    numbered(&mut p);
     let error = compile(&p).expect_err("past the table").to_string();
     assert!(error.contains("(source, port) class entries"), "{error}");
     assert!(error.contains("most come from the sources 10.0."), "{error}");
@@ -148,33 +170,14 @@ fn a_pack_past_the_tables_names_the_sources_and_rules_that_drive_it() {
 #[test]
 fn rules_of_any_source_on_ports_of_their_own_are_not_multiplied_by_the_sources() {
     let mut p = Pack { version: 1, ..Pack::default() };
-    for i in 0..1_000u32 {
-        let name = format!("agent-{i}");
-        let cidr = IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + i), 32).expect("/32"));
-        p.smartgroups.insert(name.clone(), SmartGroup { name, cidrs: vec![cidr], location: Location::default() });
-    }
-    let rule = |name: String, source: Source, ports: Option<Vec<PortRange>>| Rule {
-        name,
-        priority: 0,
-        source,
-        verify_names: false,
-        destinations: vec![Destination::Any],
-        protocol: Protocol::Tcp,
-        ports,
-        action: Action::Permit,
-        mode: Mode::Enforce,
-        log: true,
-        location: Location::default(),
-    };
+    host_groups(&mut p, 1_000);
     for i in 0..1_000 {
-        p.rules.push(rule(format!("own-{i}"), Source::Groups(vec![format!("agent-{i}")]), None));
+        p.rules.push(tcp_permit(format!("own-{i}"), Source::Groups(vec![format!("agent-{i}")]), None));
     }
     for k in 0..200u16 {
-        p.rules.push(rule(format!("wild-{k}"), Source::Any, Some(vec![PortRange { lo: 1000 + k, hi: 1000 + k }])));
+        p.rules.push(tcp_permit(format!("wild-{k}"), Source::Any, Some(port(1000 + k))));
     }
-    for (i, r) in p.rules.iter_mut().enumerate() {
-        r.priority = i as u16;
-    }
+    numbered(&mut p);
     let compiled = compile(&p).expect("compiles");
     assert!(compiled.sp.len() <= 2_000, "{} (source, port) entries", compiled.sp.len());
     for (i, port, want) in [(0u32, 1_005u16, "own-0"), (999, 80, "own-999")] {
