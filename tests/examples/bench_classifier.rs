@@ -34,10 +34,11 @@ use anyhow::{Context as _, Result, bail, ensure};
 use aya::programs::{TestRun, TestRunOptions};
 use egress_agent::datapath::{Datapath, EMPTY_PROGRAM, TC_PROGRAM};
 use egress_common::{PORT_INDEX_SLOTS, Reason};
+use egress_lab::shapes::{Shape, Style};
 use egress_policy::compile::{CompiledPack, Decision, compile};
 use egress_policy::evaluate::{Outcome, evaluate};
 use egress_policy::model::Pack;
-use egress_policy::{load_sources, synth};
+use egress_policy::synth;
 use serde::Serialize;
 
 /// `TC_ACT_SHOT`: what an enforced deny returns.
@@ -275,30 +276,6 @@ fn measure_rounds(dp: &mut Datapath, compiled: &CompiledPack, v4: &Frame, v6: &F
     Ok(s)
 }
 
-/// A pack to bench: its shape's name and the pack. ClassBench-like sets
-/// get a final `default-deny` (any to any) for the probe to reach.
-fn shape_pack(shape: &'static str, size: usize, seed: u64) -> Result<(&'static str, Pack)> {
-    use egress_lab::shapes::{Style, classbench, per_agent};
-    let yaml = |text: String| load_sources(&[(format!("{shape}.yaml"), text)]).context("the generated pack");
-    let style = |text: &str| match text {
-        "acl" => Some(Style::Acl),
-        "fw" => Some(Style::Fw),
-        "ipc" => Some(Style::Ipc),
-        _ => None,
-    };
-    Ok(match (shape, style(shape)) {
-        ("per-agent", _) => (shape, yaml(per_agent(size, 5))?),
-        (_, Some(style)) => {
-            let last = format!(
-                "  - {{ name: default-deny, priority: {}, source: any, destination: any, action: deny }}\n",
-                size + 1
-            );
-            (shape, yaml(classbench(style, size, seed) + &last)?)
-        }
-        _ => ("synthetic", synth::realistic_pack(size, seed)),
-    })
-}
-
 /// Probes decided as late in the pack as a few candidates allow (the
 /// worst case for a linear firewall), with the rule that decides each: the
 /// synthetic probes (only the last rule decides them), else the candidate
@@ -328,8 +305,8 @@ fn probes_for(pack: &Pack) -> Result<[(egress_policy::evaluate::Probe, usize); 2
     Ok([latest(a)?, latest(b)?])
 }
 
-fn bench(shape: &'static str, size: usize, o: &Opts) -> Result<Row> {
-    let (shape, pack) = shape_pack(shape, size, o.seed)?;
+fn bench(shape: Shape, size: usize, o: &Opts) -> Result<Row> {
+    let pack = shape.pack(size, o.seed)?;
     let size = pack.rules.len();
     let decided = probes_for(&pack)?;
     let t = Instant::now();
@@ -362,7 +339,7 @@ fn bench(shape: &'static str, size: usize, o: &Opts) -> Result<Row> {
         by_map.iter().filter(|(n, _)| matches!(*n, "src4" | "src6" | "dst4" | "dst6" | "sp" | "xd")).map(|m| m.1).sum();
     let map_bytes = by_map.iter().map(|m| m.1).sum();
     Ok(Row {
-        shape,
+        shape: shape.name(),
         scheme: "source-port-defaults",
         tables: tables_of(&compiled),
         kernel_bytes: map_bytes,
@@ -504,11 +481,17 @@ fn print_scaling(rows: &[Row]) {
 fn main() -> Result<()> {
     let o = opts()?;
     let mut rows = Vec::new();
-    let classbench = ["acl", "fw", "ipc"].into_iter().flat_map(|s| o.classbench.iter().map(move |&n| (s, n)));
-    let runs =
-        o.sizes.iter().map(|&n| ("synthetic", n)).chain(o.agents.iter().map(|&n| ("per-agent", n))).chain(classbench);
+    let classbench = [Style::Acl, Style::Fw, Style::Ipc]
+        .into_iter()
+        .flat_map(|s| o.classbench.iter().map(move |&n| (Shape::ClassBench(s), n)));
+    let runs = o
+        .sizes
+        .iter()
+        .map(|&n| (Shape::Synthetic, n))
+        .chain(o.agents.iter().map(|&n| (Shape::PerAgent, n)))
+        .chain(classbench);
     for (shape, size) in runs {
-        eprintln!("bench_classifier: {shape} {size} ...");
+        eprintln!("bench_classifier: {} {size} ...", shape.name());
         let row = bench(shape, size, &o)?;
         eprintln!(
             "  compile {:.1} ms, install {:.1} ms, new {:.0} ns, cached {:.0} ns, baseline {:.0} ns",

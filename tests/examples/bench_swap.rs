@@ -45,6 +45,7 @@ use egress_agent::daemon::{reload_task, watch};
 use egress_agent::datapath::{Datapath, pin::PinDir};
 use egress_agent::reporting::metrics::AgentStats;
 use egress_common::LiveState;
+use egress_lab::shapes::Shape;
 use egress_policy::model::{DomainPattern, Pack, PortRange};
 use egress_policy::pack_yaml::{to_yaml, to_yaml_files};
 use egress_policy::synth;
@@ -52,6 +53,10 @@ use serde::Serialize;
 
 struct Opts {
     sizes: Vec<(usize, usize)>,
+    /// Shapes other than `synthetic`, each at `shape_size`.
+    shapes: Vec<Shape>,
+    /// Rules of each shape's pack (agents x 5 for `per-agent`).
+    shape_size: usize,
     layouts: Vec<Layout>,
     swaps: usize,
     gap: Duration,
@@ -72,6 +77,8 @@ fn opts() -> Result<Opts> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("workspace root")?.to_path_buf();
     let mut o = Opts {
         sizes: vec![(100, 100), (1_000, 1_000), (10_000, 10_000)],
+        shapes: Shape::ALL.into_iter().filter(|&s| s != Shape::Synthetic).collect(),
+        shape_size: 10_000,
         layouts: vec![Layout::Dir, Layout::File],
         swaps: 120,
         gap: Duration::from_millis(50),
@@ -83,6 +90,7 @@ fn opts() -> Result<Opts> {
         match a.as_str() {
             "--quick" => {
                 o.sizes = vec![(100, 100), (1_000, 1_000)];
+                o.shape_size = 1_000;
                 o.swaps = 20;
             }
             "--swaps" => o.swaps = val()?.parse()?,
@@ -100,29 +108,40 @@ fn opts() -> Result<Opts> {
             "--sizes" => {
                 o.sizes = val()?
                     .split(',')
+                    .filter(|s| !s.is_empty())
                     .map(|s| {
                         let (r, d) = s.split_once(':').unwrap_or((s, "0"));
                         Ok((r.trim().parse()?, d.trim().parse()?))
                     })
                     .collect::<Result<_>>()?;
             }
+            "--shapes" => {
+                o.shapes = val()?.split(',').filter(|s| !s.is_empty()).map(Shape::parse).collect::<Result<_>>()?;
+                o.shapes.retain(|&s| s != Shape::Synthetic);
+            }
+            "--shape-size" => o.shape_size = val()?.parse()?,
             "--out" => o.out = val()?.into(),
             "-h" | "--help" => {
                 println!(
-                    "bench_swap [--quick] [--swaps N] [--sizes RULES:DOMAINS,...] [--layouts dir,file] [--gap-ms N] [--out PATH]"
+                    "bench_swap [--quick] [--swaps N] [--sizes RULES:DOMAINS,...] [--shapes acl,fw,ipc,per-agent] [--shape-size RULES] [--layouts dir,file] [--gap-ms N] [--out PATH]"
                 );
                 std::process::exit(0);
             }
             other => bail!("unknown argument `{other}` (try --help)"),
         }
     }
-    ensure!(o.swaps >= 1 && o.sizes.iter().all(|&(r, _)| r >= 2), "need a swap and packs of 2+ rules");
+    ensure!(
+        o.swaps >= 1 && o.shape_size >= 5 && o.sizes.iter().all(|&(r, _)| r >= 2),
+        "need a swap and packs of 2+ rules (5+ for shapes)"
+    );
     Ok(o)
 }
 
 /// One JSON row: the required keys first, then the steps.
 #[derive(Serialize)]
 struct Row {
+    /// `synthetic`, or a shape of `egress_lab::shapes` (no WebGroups).
+    shape: &'static str,
     rules: usize,
     domains: usize,
     p50_ms: f64,
@@ -157,11 +176,12 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     s[rank - 1]
 }
 
-/// Round `i`'s edit of `base`: one rule's ports and one domain change.
+/// Round `i`'s edit of `base`: one rule's ports (of the first two rules
+/// after the first that have ports) and one domain (if there are
+/// WebGroups) change.
 fn edited(base: &Pack, i: usize) -> Pack {
     let mut p = base.clone();
-    let rule = 1 + i % 2; // rules 1 and 2, never the default rule
-    if let Some(r) = p.rules.get_mut(rule).filter(|r| r.ports.is_some()) {
+    if let Some(r) = p.rules.iter_mut().skip(1).filter(|r| r.ports.is_some()).nth(i % 2) {
         let port = 20_000 + i as u16;
         r.ports = Some(vec![PortRange { lo: port, hi: port }]);
     }
@@ -223,16 +243,22 @@ fn swaps(
     Ok((steps, ms(first)))
 }
 
-fn bench(rules: usize, domains: usize, layout: Layout, o: &Opts, dir: &Path) -> Result<Row> {
-    let base = synth::with_webgroups(synth::realistic_pack(rules, synth::DEFAULT_SEED), domains, synth::DEFAULT_SEED);
-    let path = dir.join(format!("pack-{rules}-{domains}-{layout:?}"));
+/// One row: `shape` at `size` (rules; agents for `per-agent`) with
+/// `domains` spread over WebGroups (synthetic only), swapped in `layout`.
+fn bench(shape: Shape, size: usize, domains: usize, layout: Layout, o: &Opts, dir: &Path) -> Result<Row> {
+    let base = match shape {
+        Shape::Synthetic => synth::with_webgroups(shape.pack(size, synth::DEFAULT_SEED)?, domains, synth::DEFAULT_SEED),
+        other => other.pack(size, synth::DEFAULT_SEED)?,
+    };
+    let rules = base.rules.len();
+    let path = dir.join(format!("pack-{}-{size}-{domains}-{layout:?}", shape.name()));
     let bytes = write_policy(&base, layout, &path)?;
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/egress-bench-swap-{}", std::process::id()));
     let pins = PinDir::prepare(&pin_dir).context("preparing a pin directory (run as root)")?;
     let live = pins.map(egress_common::maps::LIVE);
     let dp = Arc::new(Mutex::new(Datapath::load_pinned(pins).context("loading the datapath (run as root)")?));
     let measured = swaps(&dp, &base, layout, o, &path).and_then(|(steps, first)| {
-        let e2e = end_to_end(&dp, &base, layout, o, &dir.join(format!("e2e-{rules}-{domains}-{layout:?}")), &live)?;
+        let e2e = end_to_end(&dp, &base, layout, o, &dir.join(format!("e2e-{size}-{domains}-{layout:?}")), &live)?;
         Ok((steps, first, e2e))
     });
     drop(dp);
@@ -243,6 +269,7 @@ fn bench(rules: usize, domains: usize, layout: Layout, o: &Opts, dir: &Path) -> 
     let total = col(SwapTimings::total);
     let install = col(|s| s.install);
     Ok(Row {
+        shape: shape.name(),
         rules,
         domains,
         p50_ms: quantile(&total, 0.5),
@@ -401,10 +428,13 @@ fn main() -> Result<()> {
     let o = opts()?;
     let dir = tempdir()?;
     let mut rows = Vec::new();
+    let shaped = o.shapes.iter().map(|&s| (s, if s == Shape::PerAgent { o.shape_size / 5 } else { o.shape_size }, 0));
+    let runs: Vec<(Shape, usize, usize)> =
+        o.sizes.iter().map(|&(r, d)| (Shape::Synthetic, r, d)).chain(shaped).collect();
     for &layout in &o.layouts {
-        for &(rules, domains) in &o.sizes {
-            eprintln!("bench_swap: {rules} rules, {domains} domains, {layout:?}, {} swaps ...", o.swaps);
-            let row = bench(rules, domains, layout, &o, &dir);
+        for &(shape, size, domains) in &runs {
+            eprintln!("bench_swap: {} {size}, {domains} domains, {layout:?}, {} swaps ...", shape.name(), o.swaps);
+            let row = bench(shape, size, domains, layout, &o, &dir);
             let _ = std::fs::remove_dir_all(&dir).and_then(|()| std::fs::create_dir_all(&dir));
             rows.push(row?);
         }
@@ -412,8 +442,9 @@ fn main() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     println!("\nPolicy swap: reading the files to the new pack enforced ({} swaps per size)", o.swaps);
     println!(
-        "{:>4} {:>6} {:>7} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>9} {:>8} | {:>8} {:>8} {:>8} {:>5}",
+        "{:>4} {:>9} {:>6} {:>7} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>9} {:>8} | {:>8} {:>8} {:>8} {:>5}",
         "",
+        "shape",
         "rules",
         "domains",
         "p50",
@@ -432,8 +463,9 @@ fn main() -> Result<()> {
     );
     for r in &rows {
         println!(
-            "{:>4} {:>6} {:>7} | {:>6.2}ms {:>6.2}ms {:>6.2}ms | {:>6.2}ms {:>6.2}ms {:>6.2}ms {:>6.2}ms | {:>7.1}ms {:>8} | {:>6.2}ms {:>6.2}ms {:>6.2}ms {:>5}",
+            "{:>4} {:>9} {:>6} {:>7} | {:>6.2}ms {:>6.2}ms {:>6.2}ms | {:>6.2}ms {:>6.2}ms {:>6.2}ms {:>6.2}ms | {:>7.1}ms {:>8} | {:>6.2}ms {:>6.2}ms {:>6.2}ms {:>5}",
             format!("{:?}", r.layout).to_lowercase(),
+            r.shape,
             r.rules,
             r.domains,
             r.p50_ms,
@@ -455,10 +487,11 @@ fn main() -> Result<()> {
     println!("  e2e: the edit renamed into place to the new generation live, through the watcher and reload task;");
     println!("  extra: pushes that took more than one reload.");
     for (rules, limit, e2e_limit) in [(100, 10.0, 20.0), (10_000, 100.0, 120.0)] {
-        for r in rows.iter().filter(|r| r.rules == rules) {
+        for r in rows.iter().filter(|r| r.rules / 100 == rules / 100) {
             let verdict = |ok: bool| if ok { "meets" } else { "MISSES" };
             println!(
-                "  target at {rules} rules ({:?}): swap p99 <= {limit} ms: {:.2} ms, {}; e2e p99 <= {e2e_limit} ms: {:.2} ms, {}",
+                "  target at {} {rules} rules ({:?}): swap p99 <= {limit} ms: {:.2} ms, {}; e2e p99 <= {e2e_limit} ms: {:.2} ms, {}",
+                r.shape,
                 r.layout,
                 r.p99_ms,
                 verdict(r.p99_ms <= limit),

@@ -6,7 +6,9 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use egress_policy::synth::Rng;
+use anyhow::{Context as _, Result, bail};
+use egress_policy::model::Pack;
+use egress_policy::synth::{self, Rng};
 
 /// The address of agent `i` (one /32 each, from 10.20.0.0 up).
 pub fn agent_addr(i: usize) -> Ipv4Addr {
@@ -194,4 +196,69 @@ pub fn classbench(style: Style, rules: usize, seed: u64) -> String {
         );
     }
     y
+}
+
+/// A shape of pack, as the benches name it (`shape` in their rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// [`synth::realistic_pack`]: 16 workload `SmartGroups`, many rules.
+    Synthetic,
+    /// [`per_agent`]: one `SmartGroup` per agent, five rules each.
+    PerAgent,
+    /// [`classbench`] in a style, with a final `default-deny`.
+    ClassBench(Style),
+}
+
+impl Shape {
+    /// Every shape, in the benches' order.
+    pub const ALL: [Shape; 5] = [
+        Shape::Synthetic,
+        Shape::PerAgent,
+        Shape::ClassBench(Style::Acl),
+        Shape::ClassBench(Style::Fw),
+        Shape::ClassBench(Style::Ipc),
+    ];
+
+    /// Its name in bench rows and options.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Synthetic => "synthetic",
+            Shape::PerAgent => "per-agent",
+            Shape::ClassBench(style) => style.name(),
+        }
+    }
+
+    /// The shape named `name`.
+    ///
+    /// # Errors
+    /// An unknown name (the message lists the known ones).
+    pub fn parse(name: &str) -> Result<Shape> {
+        match Shape::ALL.into_iter().find(|s| s.name() == name.trim()) {
+            Some(s) => Ok(s),
+            None => bail!("unknown shape `{name}` (known: {})", Shape::ALL.map(Shape::name).join(", ")),
+        }
+    }
+
+    /// A pack of this shape: `size` rules (synthetic, ClassBench-like, the
+    /// latter with a final `default-deny` after them) or `size` agents of
+    /// five rules each (per-agent), drawn by `seed`.
+    ///
+    /// # Errors
+    /// If the generated text does not load (a bug in the generator).
+    pub fn pack(self, size: usize, seed: u64) -> Result<Pack> {
+        let load = |text: String| {
+            egress_policy::load_sources(&[(format!("{}.yaml", self.name()), text)]).context("the generated pack")
+        };
+        match self {
+            Shape::Synthetic => Ok(synth::realistic_pack(size, seed)),
+            Shape::PerAgent => load(per_agent(size, 5)),
+            Shape::ClassBench(style) => {
+                let last = format!(
+                    "  - {{ name: default-deny, priority: {}, source: any, destination: any, action: deny }}\n",
+                    size + 1
+                );
+                load(classbench(style, size, seed) + &last)
+            }
+        }
+    }
 }
