@@ -11,6 +11,17 @@ impl RuleSet {
         RuleSet(vec![0; len.div_ceil(64)])
     }
 
+    /// The set whose 64-rule words are `words` (rule `i` is bit `i % 64`
+    /// of word `i / 64`).
+    pub fn from_words(words: &[u64]) -> Self {
+        RuleSet(words.to_vec())
+    }
+
+    /// Its 64-rule words (see [`RuleSet::from_words`]).
+    pub fn words(&self) -> &[u64] {
+        &self.0
+    }
+
     /// Adds rule `i`.
     pub fn insert(&mut self, i: usize) {
         self.0[i / 64] |= 1 << (i % 64);

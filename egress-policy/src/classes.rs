@@ -136,44 +136,125 @@ pub(super) fn port_classes(pack: &Pack, n: usize) -> (Vec<(u32, u32, u32)>, Vec<
     // than every window testing every rule.
     let windows = bounds.len() - 1;
     let window_of = |slot: u32| bounds.partition_point(|&b| b <= slot) - 1;
-    let mut window_sets: Vec<RuleSet> = vec![RuleSet::new(n); windows];
+    // The windows' sets side by side in one bitmap, each with the
+    // signature and size of its set (see `number_windows`).
+    let words = n.div_ceil(64);
+    let mut bits = vec![0u64; windows * words];
+    let mut sigs = vec![(0u64, 0u32); windows];
     for (i, r) in pack.rules.iter().enumerate() {
-        let mut spans: Vec<(u32, u32)> = Vec::new(); // inclusive slot spans
-        let bases: &[u32] = match r.protocol {
-            Protocol::Tcp => &[0],
-            Protocol::Udp => &[PORT_INDEX_UDP],
-            Protocol::Any => &[0, PORT_INDEX_UDP],
-            Protocol::Icmp => &[],
-        };
-        for &base in bases {
-            match &r.ports {
-                None => spans.push((base, base + 65_535)),
-                Some(ranges) => spans.extend(ranges.iter().map(|p| (base + u32::from(p.lo), base + u32::from(p.hi)))),
-            }
-        }
-        if r.ports.is_none() && matches!(r.protocol, Protocol::Icmp | Protocol::Any) {
-            spans.push((PORT_INDEX_ICMP, PORT_INDEX_ICMP));
-        }
-        if r.ports.is_none() && r.protocol == Protocol::Any {
-            spans.push((PORT_INDEX_OTHER, PORT_INDEX_OTHER));
-        }
-        for (lo, hi) in spans {
-            for set in &mut window_sets[window_of(lo)..=window_of(hi)] {
-                set.insert(i);
+        let (word, bit, m) = (i / 64, 1u64 << (i % 64), mix(i as u32));
+        for (lo, hi) in slot_spans(r.protocol, r.ports.as_deref()) {
+            for w in window_of(lo)..=window_of(hi) {
+                let cell = &mut bits[w * words + word];
+                if *cell & bit == 0 {
+                    *cell |= bit;
+                    sigs[w].0 = sigs[w].0.wrapping_add(m);
+                    sigs[w].1 += 1;
+                }
             }
         }
     }
-    let mut sets = Numbering::default();
-    let mut runs = Vec::with_capacity(windows);
-    for (w, set) in window_sets.into_iter().enumerate() {
+    let (ids, sets) = number_windows(&bits, &sigs, words);
+    let mut runs: Vec<(u32, u32, u32)> = Vec::with_capacity(windows);
+    for (w, &id) in ids.iter().enumerate() {
         let (lo, hi) = (bounds[w], bounds[w + 1] - 1);
-        let id = sets.number(set);
         match runs.last_mut() {
             Some((_, last, class)) if *class == id && *last + 1 == lo => *last = hi,
             _ => runs.push((lo, hi, id)),
         }
     }
-    (runs, sets.sets)
+    (runs, sets)
+}
+
+/// The inclusive port-array slot spans a rule of `protocol` and `ports`
+/// covers.
+fn slot_spans(protocol: Protocol, ports: Option<&[super::model::PortRange]>) -> Vec<(u32, u32)> {
+    let mut spans = Vec::new();
+    let bases: &[u32] = match protocol {
+        Protocol::Tcp => &[0],
+        Protocol::Udp => &[PORT_INDEX_UDP],
+        Protocol::Any => &[0, PORT_INDEX_UDP],
+        Protocol::Icmp => &[],
+    };
+    for &base in bases {
+        match ports {
+            None => spans.push((base, base + 65_535)),
+            Some(ranges) => spans.extend(ranges.iter().map(|p| (base + u32::from(p.lo), base + u32::from(p.hi)))),
+        }
+    }
+    if ports.is_none() && matches!(protocol, Protocol::Icmp | Protocol::Any) {
+        spans.push((PORT_INDEX_ICMP, PORT_INDEX_ICMP));
+    }
+    if ports.is_none() && protocol == Protocol::Any {
+        spans.push((PORT_INDEX_OTHER, PORT_INDEX_OTHER));
+    }
+    spans
+}
+
+/// Numbers the windows of `bits` (`words` words each) by their sets, in
+/// order of first appearance: a window's signature and size find the
+/// classes it may be, and its words are compared with theirs. Returns each
+/// window's class and each class's set.
+fn number_windows(bits: &[u64], sigs: &[(u64, u32)], words: usize) -> (Vec<u32>, Vec<RuleSet>) {
+    let mut sets: Vec<RuleSet> = Vec::new();
+    let mut by_sig: HashMap<(u64, u32), Vec<u32>> = HashMap::default();
+    let ids = sigs
+        .iter()
+        .enumerate()
+        .map(|(w, sig)| {
+            let window = &bits[w * words..(w + 1) * words];
+            let found = by_sig.entry(*sig).or_default();
+            if let Some(&id) = found.iter().find(|&&id| sets[id as usize].words() == window) {
+                return id;
+            }
+            let id = sets.len() as u32;
+            sets.push(RuleSet::from_words(window));
+            found.push(id);
+            id
+        })
+        .collect();
+    (ids, sets)
+}
+
+/// `splitmix64`'s finaliser: rule indices to well spread 64-bit values,
+/// summed into a set's signature (in any order).
+pub(super) fn mix(r: u32) -> u64 {
+    let mut z = u64::from(r).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Renumbers port classes (`port_classes`' runs and sets) so that a set
+/// the previous pack's classes had keeps its number where it can: an edit
+/// that adds or removes a port boundary then renumbers only the classes it
+/// changed, not every class above it (each of which is a key of the
+/// `(source, port)` table in the kernel). Numbers stay `0..sets.len()`:
+/// a previous number beyond them is given up, and the sets without one
+/// take the free numbers in order.
+pub(super) fn stable_port_classes(
+    (runs, sets): (Vec<(u32, u32, u32)>, Vec<RuleSet>),
+    previous: &[RuleSet],
+) -> (Vec<(u32, u32, u32)>, Vec<RuleSet>) {
+    let count = sets.len();
+    let before: HashMap<&RuleSet, u32> = previous.iter().enumerate().take(count).map(|(i, s)| (s, i as u32)).collect();
+    let mut ids: Vec<Option<u32>> = sets.iter().map(|s| before.get(s).copied()).collect();
+    let mut taken = vec![false; count];
+    for id in ids.iter().flatten() {
+        taken[*id as usize] = true;
+    }
+    let mut free = (0..count).filter(|&i| !taken[i]);
+    for id in ids.iter_mut().filter(|id| id.is_none()) {
+        *id = free.next().map(|i| i as u32);
+    }
+    // Sets are distinct, so each has a number of its own below `count`.
+    let ids: Vec<u32> = ids.into_iter().map(|id| id.unwrap_or(0)).collect();
+    let mut by_id = vec![RuleSet::new(0); count];
+    for (set, &id) in sets.into_iter().zip(&ids) {
+        by_id[id as usize] = set;
+    }
+    let runs = runs.into_iter().map(|(lo, hi, class)| (lo, hi, ids[class as usize])).collect();
+    (runs, by_id)
 }
 
 /// Numbers combined classes: a set the previous pack had keeps its number,
@@ -194,17 +275,29 @@ pub(super) fn stable_x_ids(sets: Vec<RuleSet>, previous: &[RuleSet], n: usize) -
     // Every set has a number: there are at least as many as sets.
     let ids: Vec<u32> = ids.into_iter().map(|id| id.unwrap_or(0)).collect();
     let len = ids.iter().map(|&i| i as usize + 1).max().unwrap_or(0);
-    let mut by_id = vec![RuleSet::new(n); len];
+    let mut by_id: Vec<Option<RuleSet>> = vec![None; len];
     for (set, &id) in sets.into_iter().zip(&ids) {
-        by_id[id as usize] = set;
+        by_id[id as usize] = Some(set);
     }
-    (ids, by_id)
+    (ids, by_id.into_iter().map(|set| set.unwrap_or_else(|| RuleSet::new(n))).collect())
 }
 
 #[cfg(test)]
 mod port_class_tests {
     use super::*;
     use crate::synth;
+
+    /// Windows whose signatures and sizes agree (forced here) but whose
+    /// sets differ are classes of their own.
+    #[test]
+    fn windows_of_one_signature_but_other_sets_are_not_merged() {
+        let bits = [0b0011u64, 0b0101, 0b0011, 0];
+        let sigs = [(9, 2), (9, 2), (9, 2), (0, 0)];
+        let (ids, sets) = number_windows(&bits, &sigs, 1);
+        assert_eq!(ids, vec![0, 1, 0, 2]);
+        assert_eq!(sets.len(), 3);
+        assert_eq!(sets[1].iter().collect::<Vec<_>>(), vec![0, 2]);
+    }
 
     #[test]
     fn port_classes_agree_with_the_plain_definition() {

@@ -245,6 +245,14 @@ fn an_edit_keeps_class_numbers() {
         + before.xd.keys().filter(|k| !after.xd.contains_key(k)).count();
     assert!(before.xd.len() > 1_000, "a pack with many entries: {}", before.xd.len());
     assert!(changed * 20 < before.xd.len(), "{changed} of {} entries rewritten", before.xd.len());
+    // The new port boundaries renumber only the port classes they cut:
+    // the (source, port) table keeps the keys of every other class.
+    let changed = after.sp.iter().filter(|(k, v)| before.sp.get(k) != Some(v)).count()
+        + before.sp.keys().filter(|k| !after.sp.contains_key(k)).count();
+    assert!(before.sp.len() > 100, "a pack with many entries: {}", before.sp.len());
+    assert!(changed * 10 < before.sp.len(), "{changed} of {} (source, port) entries rewritten", before.sp.len());
+    let moved = before.port_sets.iter().zip(after.port_sets.iter()).filter(|(a, b)| a != b).count();
+    assert!(moved <= 4, "{moved} of {} port classes renumbered", before.port_sets.len());
 }
 
 /// WebGroup bits: a group keeps its bit across packs, and the bit of a

@@ -440,7 +440,18 @@ fn main() -> Result<()> {
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    println!("\nPolicy swap: reading the files to the new pack enforced ({} swaps per size)", o.swaps);
+    print_rows(&rows, o.swaps);
+    if let Some(parent) = o.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&o.out, serde_json::to_string_pretty(&rows)?)?;
+    println!("wrote {}", o.out.display());
+    Ok(())
+}
+
+/// The table of rows and the targets met or missed.
+fn print_rows(rows: &[Row], swaps: usize) {
+    println!("\nPolicy swap: reading the files to the new pack enforced ({swaps} swaps per size)");
     println!(
         "{:>4} {:>9} {:>6} {:>7} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>9} {:>8} | {:>8} {:>8} {:>8} {:>5}",
         "",
@@ -461,7 +472,7 @@ fn main() -> Result<()> {
         "e2e max",
         "extra"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:>4} {:>9} {:>6} {:>7} | {:>6.2}ms {:>6.2}ms {:>6.2}ms | {:>6.2}ms {:>6.2}ms {:>6.2}ms {:>6.2}ms | {:>7.1}ms {:>8} | {:>6.2}ms {:>6.2}ms {:>6.2}ms {:>5}",
             format!("{:?}", r.layout).to_lowercase(),
@@ -500,12 +511,6 @@ fn main() -> Result<()> {
             );
         }
     }
-    if let Some(parent) = o.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&o.out, serde_json::to_string_pretty(&rows)?)?;
-    println!("wrote {}", o.out.display());
-    Ok(())
 }
 
 fn tempdir() -> Result<PathBuf> {

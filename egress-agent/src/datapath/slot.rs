@@ -51,9 +51,15 @@ impl<K: aya::Pod + Eq + Hash, V: aya::Pod + PartialEq> Mirrored<K, V> {
     fn sync(&mut self, want: &StdHashMap<K, V>) -> Result<(), DatapathError> {
         use aya::maps::IterableMap as _;
         let stale: Vec<K> = self.held.keys().filter(|k| !want.contains_key(k)).copied().collect();
-        for k in stale {
-            self.map.remove(&k).map_err(|e| DatapathError::map(self.name, e))?;
-            self.held.remove(&k);
+        // Batched too, then one by one for what a batch did not delete.
+        let deleted =
+            super::batch::delete(self.map.map(), &stale).map_or_else(|(deleted, _)| deleted, |()| stale.len());
+        for k in &stale[..deleted] {
+            self.held.remove(k);
+        }
+        for k in &stale[deleted..] {
+            self.map.remove(k).map_err(|e| DatapathError::map(self.name, e))?;
+            self.held.remove(k);
         }
         let (keys, values): (Vec<K>, Vec<V>) =
             want.iter().filter(|(k, v)| self.held.get(k) != Some(v)).map(|(k, v)| (*k, *v)).unzip();

@@ -166,11 +166,12 @@ impl Datapath {
 
     /// What the next compile keeps: every WebGroup bit taken (the live
     /// pack's, those being retired, and after adoption those the pinned
-    /// datapath named) and the live pack's combined classes.
+    /// datapath named) and the live pack's combined and port classes.
     pub fn previous(&self) -> egress_policy::compile::Previous {
         egress_policy::compile::Previous {
             webgroup_bits: self.webgroups.names.iter().map(|(b, n)| (n.clone(), *b)).collect(),
-            x_sets: self.live_pack().map(|p| p.previous().x_sets).unwrap_or_default(),
+            x_sets: self.live_pack().map(|p| p.x_sets.clone()).unwrap_or_default(),
+            port_sets: self.live_pack().map(|p| p.port_sets.clone()).unwrap_or_default(),
         }
     }
 

@@ -8,9 +8,10 @@
 use egress_common::{NO_X, SourcePortKey};
 
 use super::pack::{CompileError, Previous, check, check_why};
+use super::pick_lists::{NO_PICKS, PickLists, XNumbering, signature};
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
-use crate::classes::{Numbering, stable_x_ids};
+use crate::classes::stable_x_ids;
 use egress_common::{MAX_SP_ENTRIES, MAX_X_CLASSES};
 
 /// Source × port classes merged into combined classes `x`.
@@ -47,46 +48,59 @@ pub(super) fn combined_classes(
             classes_of[r].push(p as u32);
         }
     }
-    let mut numbering: Numbering<RuleSet> = Numbering::default();
-    let mut sp = HashMap::default();
+    let mut numbering = XNumbering::default();
+    // Gathered, then built at its final size (no rehash as it grows).
+    let mut entries: Vec<(SourcePortKey, u32)> = Vec::new();
     let mut src_default = vec![NO_X; source_sets.len()];
+    let mut lists = PickLists::new(classes);
     // (entries, source class), for an error to name the largest.
     let mut sizes: Vec<(usize, u32)> = Vec::new();
     for (s, rules) in source_sets.iter().enumerate() {
-        let before = sp.len();
+        let before = entries.len();
         if s == 0 && !any_source {
             continue;
         }
-        let source = Source::of(rules, &classes_of, classes, n);
-        let lists = source.lists();
-        let default = default_list(&lists, classes);
-        src_default[s] = number(&mut numbering, source.with(default));
-        // A port class's set is the base and its picks: one set per
-        // distinct pick list, numbered once.
-        let mut x_of: HashMap<&[u32], u32> = HashMap::default();
-        for (p, list) in &lists {
-            if list.as_slice() != default {
-                let x = *x_of.entry(list).or_insert_with(|| number(&mut numbering, source.with(list)));
-                sp.insert(SourcePortKey { src_class: s as u32, port_class: *p }, x);
+        let base = numbering.base(lists.fill(rules, &classes_of, n));
+        let default = lists.default_list();
+        src_default[s] = numbering.number(base, default);
+        // A port class's set is the base and its picks.
+        for &p in &lists.touched {
+            let list = lists.list(p);
+            if list != default {
+                let x = numbering.number(base, list);
+                entries.push((SourcePortKey { src_class: s as u32, port_class: p }, x));
             }
         }
-        if !default.is_empty() {
+        if !default.1.is_empty() {
             // The port classes no rule of the source picks out: its base.
-            let base = number(&mut numbering, source.base.clone());
-            for p in source.untouched(classes) {
-                sp.insert(SourcePortKey { src_class: s as u32, port_class: p }, base);
-            }
+            let x = numbering.number(base, NO_PICKS);
+            entries.extend(lists.untouched().map(|p| (SourcePortKey { src_class: s as u32, port_class: p }, x)));
         }
-        sizes.push((sp.len() - before, s as u32));
-        check_why("(source, port) class", sp.len(), MAX_SP_ENTRIES, || {
-            drivers(&mut sizes, |s| Source::of(&source_sets[s as usize], &classes_of, classes, n), describe)
+        sizes.push((entries.len() - before, s as u32));
+        check_why("(source, port) class", entries.len(), MAX_SP_ENTRIES, || {
+            drivers(&mut sizes, |s| picked_rules(&source_sets[s as usize], &classes_of, classes), describe)
         })?;
     }
-    let mut wild_x: Vec<u32> = port_sets.iter().map(|set| number(&mut numbering, set.intersection(wild))).collect();
-    let (ids, x_sets) = stable_x_ids(numbering.sets, &previous.x_sets, n);
-    for x in sp.values_mut().chain(src_default.iter_mut()).chain(wild_x.iter_mut()).filter(|x| **x != NO_X) {
-        *x = ids[*x as usize];
+    // The wild rules of a port class: those in every class (the same for
+    // all), and those of the class's own.
+    let mut everywhere = RuleSet::new(n);
+    for r in wild.iter().filter(|&r| classes_of[r].len() == classes) {
+        everywhere.insert(r);
     }
+    let wild_base = numbering.base(everywhere);
+    let wild_x: Vec<u32> = port_sets
+        .iter()
+        .map(|set| {
+            let own: Vec<u32> =
+                set.iter().filter(|&r| wild.contains(r) && classes_of[r].len() != classes).map(|r| r as u32).collect();
+            numbering.number(wild_base, (signature(&own), &own))
+        })
+        .collect();
+    let (ids, x_sets) = stable_x_ids(numbering.sets(), &previous.x_sets, n);
+    let renumber = |x: u32| if x == NO_X { NO_X } else { ids[x as usize] };
+    let sp: HashMap<SourcePortKey, u32> = entries.into_iter().map(|(k, x)| (k, renumber(x))).collect();
+    let src_default = src_default.into_iter().map(renumber).collect();
+    let wild_x = wild_x.into_iter().map(renumber).collect();
     check("combined class", x_sets.len(), MAX_X_CLASSES)?;
     Ok(CombinedClasses { sp, src_default, wild: wild_x, x_sets })
 }
@@ -115,15 +129,13 @@ pub(super) struct Describe<'a> {
 
 /// `; most come from ...`: the three sources with the most entries, each
 /// with the rules that pick out its port classes.
-fn drivers(sizes: &mut [(usize, u32)], source: impl Fn(u32) -> Source, describe: &Describe<'_>) -> String {
+fn drivers(sizes: &mut [(usize, u32)], picked: impl Fn(u32) -> Vec<u32>, describe: &Describe<'_>) -> String {
     sizes.sort_unstable_by(|a, b| b.cmp(a));
     let named: Vec<String> = sizes
         .iter()
         .take(3)
         .map(|&(entries, s)| {
-            let mut rules: Vec<u32> = source(s).picks.iter().map(|&(_, r)| r).collect();
-            rules.sort_unstable();
-            rules.dedup();
+            let mut rules = picked(s);
             // Its own rules first: those of any source are in every source.
             rules.sort_by_key(|&r| (describe.any_source)(r));
             let wildcards = rules.iter().filter(|&&r| (describe.any_source)(r)).count();
@@ -143,69 +155,8 @@ fn drivers(sizes: &mut [(usize, u32)], source: impl Fn(u32) -> Source, describe:
     )
 }
 
-/// The number of a non-empty set; [`NO_X`] for the empty one (a packet
-/// with no rule to match: `implicit-deny`).
-fn number(numbering: &mut Numbering<RuleSet>, set: RuleSet) -> u32 {
-    if set.is_empty() { NO_X } else { numbering.number(set) }
-}
-
-/// One source class's rules by port class.
-struct Source {
-    /// The rules that are in every port class.
-    base: RuleSet,
-    /// (port class, rule) for every other rule, sorted.
-    picks: Vec<(u32, u32)>,
-}
-
-impl Source {
-    fn of(rules: &RuleSet, classes_of: &[Vec<u32>], classes: usize, n: usize) -> Source {
-        let mut base = RuleSet::new(n);
-        let mut picks = Vec::new();
-        for r in rules.iter() {
-            if classes_of[r].len() == classes {
-                base.insert(r);
-            } else {
-                picks.extend(classes_of[r].iter().map(|&p| (p, r as u32)));
-            }
-        }
-        picks.sort_unstable();
-        Source { base, picks }
-    }
-
-    /// Each port class a pick reaches, with its picks (ascending).
-    fn lists(&self) -> Vec<(u32, Vec<u32>)> {
-        self.picks.chunk_by(|a, b| a.0 == b.0).map(|c| (c[0].0, c.iter().map(|&(_, r)| r).collect())).collect()
-    }
-
-    /// The base with the rules of `picks`.
-    fn with(&self, picks: &[u32]) -> RuleSet {
-        let mut set = self.base.clone();
-        for &r in picks {
-            set.insert(r as usize);
-        }
-        set
-    }
-
-    /// The port classes no pick reaches, ascending.
-    fn untouched(&self, classes: usize) -> impl Iterator<Item = u32> + '_ {
-        let mut touched = self.picks.iter().map(|&(p, _)| p).peekable();
-        (0..classes as u32).filter(move |&p| {
-            while touched.peek().is_some_and(|&t| t < p) {
-                touched.next();
-            }
-            touched.peek() != Some(&p)
-        })
-    }
-}
-
-/// The pick list most of a source's `classes` port classes have (`lists`
-/// for those a pick reaches, none for the others); on a tie the smallest,
-/// so that the same pack always compiles to the same tables.
-fn default_list(lists: &[(u32, Vec<u32>)], classes: usize) -> &[u32] {
-    let mut counts: HashMap<&[u32], usize> = HashMap::default();
-    for (_, list) in lists {
-        *counts.entry(list).or_default() += 1;
-    }
-    *counts.entry(&[]).or_default() += classes - lists.len();
-    counts.into_iter().max_by_key(|&(list, c)| (c, std::cmp::Reverse(list))).map_or(&[], |(list, _)| list)
+/// The rules of a source class's set that are not in every port class
+/// (those that pick out the source's port classes), ascending.
+fn picked_rules(rules: &RuleSet, classes_of: &[Vec<u32>], classes: usize) -> Vec<u32> {
+    rules.iter().filter(|&r| !classes_of[r].is_empty() && classes_of[r].len() != classes).map(|r| r as u32).collect()
 }

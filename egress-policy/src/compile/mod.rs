@@ -13,6 +13,7 @@ mod combined;
 mod names;
 mod names_decision;
 mod pack;
+mod pick_lists;
 mod tables;
 
 use egress_common::{NameEntry, NameKey};

@@ -90,6 +90,9 @@ pub struct CompiledPack {
     /// so that the next compile gives the same sets the same x, and an
     /// edit rewrites only the entries it changes.
     pub x_sets: std::sync::Arc<Vec<RuleSet>>,
+    /// Port class → the rules its slots may match: kept, as `x_sets` is,
+    /// so that an edit's new port boundary renumbers only its own classes.
+    pub port_sets: std::sync::Arc<Vec<RuleSet>>,
     /// x → rule index, `implicit_rule` or `DECISION_UNCOVERED`.
     pub defaults: Vec<u32>,
     /// WebGroup name → its bit in learned-address entries.
@@ -160,12 +163,18 @@ pub struct Previous {
     /// whose bit learned addresses may still carry.
     pub webgroup_bits: BTreeMap<String, u32>,
     pub x_sets: std::sync::Arc<Vec<RuleSet>>,
+    /// The live pack's port classes' rule sets, by number.
+    pub port_sets: std::sync::Arc<Vec<RuleSet>>,
 }
 
 impl CompiledPack {
     /// What the next compile keeps from this pack.
     pub fn previous(&self) -> Previous {
-        Previous { webgroup_bits: self.webgroup_bits.clone(), x_sets: self.x_sets.clone() }
+        Previous {
+            webgroup_bits: self.webgroup_bits.clone(),
+            x_sets: self.x_sets.clone(),
+            port_sets: self.port_sets.clone(),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use super::pack::{
 };
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
-use crate::classes::{address_classes, port_classes};
+use crate::classes::{address_classes, port_classes, stable_port_classes};
 use crate::model::{Action, Destination, Mode, Pack, QueryFilter, Source, TunnelGuard, Uncovered};
 
 /// Every table of [`CompiledPack`] but the name table (left empty, as are
@@ -41,7 +41,7 @@ pub(super) fn classify(
     for (table, len) in [("source prefix", sources.classes.len()), ("destination prefix", destinations.classes.len())] {
         check(table, len, MAX_PREFIXES)?;
     }
-    let (ports, port_sets) = port_classes(pack, n);
+    let (ports, port_sets) = stable_port_classes(port_classes(pack, n), &previous.port_sets);
     let combined = combine(pack, &sources, &port_sets, &wild, previous)?;
     let defaults: Vec<u32> = combined
         .x_sets
@@ -73,6 +73,7 @@ pub(super) fn classify(
         wild: combined.wild,
         xd,
         x_sets: Arc::new(combined.x_sets),
+        port_sets: Arc::new(port_sets),
         defaults,
         webgroup_bits: BTreeMap::new(),
         names: HashMap::default(),
