@@ -27,6 +27,11 @@ impl RuleSet {
         self.0[i / 64] |= 1 << (i % 64);
     }
 
+    /// Removes rule `i`.
+    pub fn remove(&mut self, i: usize) {
+        self.0[i / 64] &= !(1 << (i % 64));
+    }
+
     /// Whether rule `i` is in the set.
     pub fn contains(&self, i: usize) -> bool {
         self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
@@ -77,9 +82,103 @@ impl RuleSet {
     }
 }
 
+/// `splitmix64`'s finaliser: rule indices to well spread 64-bit values,
+/// summed into a set's [`signature`] (in any order).
+pub fn mix(r: u32) -> u64 {
+    let mut z = u64::from(r).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A set's signature: the sum of [`mix`] over its rules. Equal sets have
+/// equal signatures; the compiler finds candidate equal sets by signature
+/// and compares them before it treats two as one.
+pub fn signature(set: &RuleSet) -> u64 {
+    set.iter().fold(0, |s, r| s.wrapping_add(mix(r as u32)))
+}
+
+/// Numbered rule sets (combined or port classes) with each one's
+/// [`signature`], so that the next compile finds a set among them without
+/// hashing every set whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignedSets {
+    sets: Vec<RuleSet>,
+    sigs: Vec<u64>,
+}
+
+impl SignedSets {
+    /// `sets` with their signatures `sigs` (one each).
+    pub fn new(sets: Vec<RuleSet>, sigs: Vec<u64>) -> Self {
+        debug_assert_eq!(sets.len(), sigs.len());
+        SignedSets { sets, sigs }
+    }
+
+    /// The sets and their signatures.
+    pub fn into_parts(self) -> (Vec<RuleSet>, Vec<u64>) {
+        (self.sets, self.sigs)
+    }
+
+    /// Each set's signature, by number.
+    pub fn sigs(&self) -> &[u64] {
+        &self.sigs
+    }
+
+    /// An index to find sets among these by signature.
+    pub fn index(&self) -> SetIndex<'_> {
+        let mut by_sig: FastMap<u64, Vec<u32>> = FastMap::default();
+        for (i, sig) in self.sigs.iter().enumerate() {
+            by_sig.entry(*sig).or_default().push(i as u32);
+        }
+        SetIndex { sets: self, by_sig }
+    }
+}
+
+impl std::ops::Deref for SignedSets {
+    type Target = [RuleSet];
+    fn deref(&self) -> &[RuleSet] {
+        &self.sets
+    }
+}
+
+/// [`SignedSets`] by signature.
+pub struct SetIndex<'a> {
+    sets: &'a SignedSets,
+    by_sig: FastMap<u64, Vec<u32>>,
+}
+
+impl SetIndex<'_> {
+    /// The number of `set` (of signature `sig`), if it is one of them.
+    pub fn find(&self, set: &RuleSet, sig: u64) -> Option<u32> {
+        self.by_sig.get(&sig)?.iter().copied().find(|&i| self.sets.sets[i as usize] == *set)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::RuleSet;
+    use super::{RuleSet, SignedSets, signature};
+
+    /// A signature only finds candidates: equal signatures of other sets
+    /// (forced here) are not taken for the set.
+    #[test]
+    fn an_index_compares_what_the_signature_finds() {
+        let set = |rules: &[usize]| {
+            let mut s = RuleSet::new(100);
+            for &r in rules {
+                s.insert(r);
+            }
+            s
+        };
+        let (a, b) = (set(&[1, 70]), set(&[2]));
+        assert_eq!(signature(&a), signature(&set(&[70, 1])));
+        assert_ne!(signature(&a), signature(&b));
+        let sets = SignedSets::new(vec![a.clone(), b.clone()], vec![5, 5]);
+        let index = sets.index();
+        assert_eq!(index.find(&b, 5), Some(1));
+        assert_eq!(index.find(&a, 5), Some(0));
+        assert_eq!(index.find(&set(&[3]), 5), None);
+        assert_eq!(index.find(&a, 6), None);
+    }
 
     #[test]
     fn set_operations() {

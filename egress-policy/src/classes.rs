@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use egress_common::{PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_SLOTS, PORT_INDEX_UDP};
 
 use super::bitset::FastMap as HashMap;
-use super::bitset::RuleSet;
+use super::bitset::{RuleSet, SignedSets, mix};
 use super::model::{Pack, Protocol};
 
 /// Distinct sets numbered in order of first appearance, from 0.
@@ -119,7 +119,7 @@ fn rule_matches_slot(protocol: Protocol, ports: Option<&[super::model::PortRange
 
 /// Cuts the port array into runs with constant rule sets; returns the runs
 /// `(first, last, class)` and each class's rule set.
-pub(super) fn port_classes(pack: &Pack, n: usize) -> (Vec<(u32, u32, u32)>, Vec<RuleSet>) {
+pub(super) fn port_classes(pack: &Pack, n: usize) -> (Vec<(u32, u32, u32)>, SignedSets) {
     let mut bounds = vec![0, PORT_INDEX_UDP, PORT_INDEX_ICMP, PORT_INDEX_OTHER, PORT_INDEX_SLOTS];
     for r in &pack.rules {
         for range in r.ports.iter().flatten() {
@@ -131,30 +131,44 @@ pub(super) fn port_classes(pack: &Pack, n: usize) -> (Vec<(u32, u32, u32)>, Vec<
     }
     bounds.sort_unstable();
     bounds.dedup();
-    // Window w covers slots bounds[w]..bounds[w + 1]. Each rule marks the
-    // windows its protocol and ports cover (found by binary search), rather
-    // than every window testing every rule.
+    // Window w covers slots bounds[w]..bounds[w + 1]. A sweep over the
+    // windows: each rule span enters at its first window (found by binary
+    // search) and leaves after its last, so the set in hand changes only
+    // where some span starts or ends, and is numbered at each window.
     let windows = bounds.len() - 1;
     let window_of = |slot: u32| bounds.partition_point(|&b| b <= slot) - 1;
-    // The windows' sets side by side in one bitmap, each with the
-    // signature and size of its set (see `number_windows`).
-    let words = n.div_ceil(64);
-    let mut bits = vec![0u64; windows * words];
-    let mut sigs = vec![(0u64, 0u32); windows];
+    // (window, rule, +1 entering / -1 leaving), in window order.
+    let mut events: Vec<(usize, u32, i32)> = Vec::new();
     for (i, r) in pack.rules.iter().enumerate() {
-        let (word, bit, m) = (i / 64, 1u64 << (i % 64), mix(i as u32));
         for (lo, hi) in slot_spans(r.protocol, r.ports.as_deref()) {
-            for w in window_of(lo)..=window_of(hi) {
-                let cell = &mut bits[w * words + word];
-                if *cell & bit == 0 {
-                    *cell |= bit;
-                    sigs[w].0 = sigs[w].0.wrapping_add(m);
-                    sigs[w].1 += 1;
-                }
-            }
+            events.push((window_of(lo), i as u32, 1));
+            events.push((window_of(hi) + 1, i as u32, -1));
         }
     }
-    let (ids, sets) = number_windows(&bits, &sigs, words);
+    events.sort_unstable_by_key(|e| e.0);
+    let mut numbering = WindowNumbering::default();
+    let mut set = RuleSet::new(n);
+    // Spans of each rule over the window in hand (a rule's spans may overlap).
+    let mut cover = vec![0i32; n];
+    let mut sig = (0u64, 0u32);
+    let mut next = events.iter().peekable();
+    let ids: Vec<u32> = (0..windows)
+        .map(|w| {
+            while let Some(&(_, r, step)) = next.next_if(|e| e.0 == w) {
+                let c = &mut cover[r as usize];
+                *c += step;
+                if (step, *c) == (1, 1) {
+                    set.insert(r as usize);
+                    sig = (sig.0.wrapping_add(mix(r)), sig.1 + 1);
+                } else if (step, *c) == (-1, 0) {
+                    set.remove(r as usize);
+                    sig = (sig.0.wrapping_sub(mix(r)), sig.1 - 1);
+                }
+            }
+            numbering.number(&set, sig)
+        })
+        .collect();
+    let sets = numbering.sets();
     let mut runs: Vec<(u32, u32, u32)> = Vec::with_capacity(windows);
     for (w, &id) in ids.iter().enumerate() {
         let (lo, hi) = (bounds[w], bounds[w + 1] - 1);
@@ -191,38 +205,33 @@ fn slot_spans(protocol: Protocol, ports: Option<&[super::model::PortRange]>) -> 
     spans
 }
 
-/// Numbers the windows of `bits` (`words` words each) by their sets, in
-/// order of first appearance: a window's signature and size find the
-/// classes it may be, and its words are compared with theirs. Returns each
-/// window's class and each class's set.
-fn number_windows(bits: &[u64], sigs: &[(u64, u32)], words: usize) -> (Vec<u32>, Vec<RuleSet>) {
-    let mut sets: Vec<RuleSet> = Vec::new();
-    let mut by_sig: HashMap<(u64, u32), Vec<u32>> = HashMap::default();
-    let ids = sigs
-        .iter()
-        .enumerate()
-        .map(|(w, sig)| {
-            let window = &bits[w * words..(w + 1) * words];
-            let found = by_sig.entry(*sig).or_default();
-            if let Some(&id) = found.iter().find(|&&id| sets[id as usize].words() == window) {
-                return id;
-            }
-            let id = sets.len() as u32;
-            sets.push(RuleSet::from_words(window));
-            found.push(id);
-            id
-        })
-        .collect();
-    (ids, sets)
+/// Port windows' sets numbered in order of first appearance: a set's
+/// signature and size find the classes it may be, and it is compared with
+/// theirs.
+#[derive(Default)]
+struct WindowNumbering {
+    sets: Vec<RuleSet>,
+    sigs: Vec<u64>,
+    by_sig: HashMap<(u64, u32), Vec<u32>>,
 }
 
-/// `splitmix64`'s finaliser: rule indices to well spread 64-bit values,
-/// summed into a set's signature (in any order).
-pub(super) fn mix(r: u32) -> u64 {
-    let mut z = u64::from(r).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+impl WindowNumbering {
+    /// The class of `set`, of signature and size `sig`.
+    fn number(&mut self, set: &RuleSet, sig: (u64, u32)) -> u32 {
+        let found = self.by_sig.entry(sig).or_default();
+        if let Some(&id) = found.iter().find(|&&id| self.sets[id as usize] == *set) {
+            return id;
+        }
+        let id = self.sets.len() as u32;
+        self.sets.push(set.clone());
+        self.sigs.push(sig.0);
+        found.push(id);
+        id
+    }
+
+    fn sets(self) -> SignedSets {
+        SignedSets::new(self.sets, self.sigs)
+    }
 }
 
 /// Renumbers port classes (`port_classes`' runs and sets) so that a set
@@ -233,12 +242,16 @@ pub(super) fn mix(r: u32) -> u64 {
 /// a previous number beyond them is given up, and the sets without one
 /// take the free numbers in order.
 pub(super) fn stable_port_classes(
-    (runs, sets): (Vec<(u32, u32, u32)>, Vec<RuleSet>),
-    previous: &[RuleSet],
-) -> (Vec<(u32, u32, u32)>, Vec<RuleSet>) {
+    (runs, sets): (Vec<(u32, u32, u32)>, SignedSets),
+    previous: &SignedSets,
+) -> (Vec<(u32, u32, u32)>, SignedSets) {
     let count = sets.len();
-    let before: HashMap<&RuleSet, u32> = previous.iter().enumerate().take(count).map(|(i, s)| (s, i as u32)).collect();
-    let mut ids: Vec<Option<u32>> = sets.iter().map(|s| before.get(s).copied()).collect();
+    let before = previous.index();
+    let mut ids: Vec<Option<u32>> = sets
+        .iter()
+        .zip(sets.sigs())
+        .map(|(set, &sig)| before.find(set, sig).filter(|&id| (id as usize) < count))
+        .collect();
     let mut taken = vec![false; count];
     for id in ids.iter().flatten() {
         taken[*id as usize] = true;
@@ -249,21 +262,22 @@ pub(super) fn stable_port_classes(
     }
     // Sets are distinct, so each has a number of its own below `count`.
     let ids: Vec<u32> = ids.into_iter().map(|id| id.unwrap_or(0)).collect();
-    let mut by_id = vec![RuleSet::new(0); count];
-    for (set, &id) in sets.into_iter().zip(&ids) {
-        by_id[id as usize] = set;
+    let mut by_id = vec![(RuleSet::new(0), 0); count];
+    let (sets, sigs) = sets.into_parts();
+    for ((set, sig), &id) in sets.into_iter().zip(sigs).zip(&ids) {
+        by_id[id as usize] = (set, sig);
     }
     let runs = runs.into_iter().map(|(lo, hi, class)| (lo, hi, ids[class as usize])).collect();
-    (runs, by_id)
+    let (sets, sigs) = by_id.into_iter().unzip();
+    (runs, SignedSets::new(sets, sigs))
 }
 
 /// Numbers combined classes: a set the previous pack had keeps its number,
 /// new sets take the lowest free ones. Returns the new number of each of
 /// `sets` and the sets by number (unused numbers hold empty sets).
-pub(super) fn stable_x_ids(sets: Vec<RuleSet>, previous: &[RuleSet], n: usize) -> (Vec<u32>, Vec<RuleSet>) {
-    let before: HashMap<&RuleSet, u32> =
-        previous.iter().enumerate().filter(|(_, s)| !s.is_empty()).map(|(i, s)| (s, i as u32)).collect();
-    let mut ids: Vec<Option<u32>> = sets.iter().map(|s| before.get(s).copied()).collect();
+pub(super) fn stable_x_ids(sets: SignedSets, previous: &SignedSets, n: usize) -> (Vec<u32>, SignedSets) {
+    let before = previous.index();
+    let mut ids: Vec<Option<u32>> = sets.iter().zip(sets.sigs()).map(|(s, &sig)| before.find(s, sig)).collect();
     let mut taken = vec![false; previous.len().max(sets.len())];
     for id in ids.iter().flatten() {
         taken[*id as usize] = true;
@@ -275,11 +289,13 @@ pub(super) fn stable_x_ids(sets: Vec<RuleSet>, previous: &[RuleSet], n: usize) -
     // Every set has a number: there are at least as many as sets.
     let ids: Vec<u32> = ids.into_iter().map(|id| id.unwrap_or(0)).collect();
     let len = ids.iter().map(|&i| i as usize + 1).max().unwrap_or(0);
-    let mut by_id: Vec<Option<RuleSet>> = vec![None; len];
-    for (set, &id) in sets.into_iter().zip(&ids) {
-        by_id[id as usize] = Some(set);
+    let mut by_id: Vec<Option<(RuleSet, u64)>> = vec![None; len];
+    let (sets, sigs) = sets.into_parts();
+    for ((set, sig), &id) in sets.into_iter().zip(sigs).zip(&ids) {
+        by_id[id as usize] = Some((set, sig));
     }
-    (ids, by_id.into_iter().map(|set| set.unwrap_or_else(|| RuleSet::new(n))).collect())
+    let (sets, sigs) = by_id.into_iter().map(|s| s.unwrap_or_else(|| (RuleSet::new(n), 0))).unzip();
+    (ids, SignedSets::new(sets, sigs))
 }
 
 #[cfg(test)]
@@ -291,10 +307,15 @@ mod port_class_tests {
     /// sets differ are classes of their own.
     #[test]
     fn windows_of_one_signature_but_other_sets_are_not_merged() {
-        let bits = [0b0011u64, 0b0101, 0b0011, 0];
+        let mut numbering = WindowNumbering::default();
         let sigs = [(9, 2), (9, 2), (9, 2), (0, 0)];
-        let (ids, sets) = number_windows(&bits, &sigs, 1);
+        let ids: Vec<u32> = [0b0011u64, 0b0101, 0b0011, 0]
+            .iter()
+            .zip(sigs)
+            .map(|(w, sig)| numbering.number(&RuleSet::from_words(&[*w]), sig))
+            .collect();
         assert_eq!(ids, vec![0, 1, 0, 2]);
+        let sets = numbering.sets();
         assert_eq!(sets.len(), 3);
         assert_eq!(sets[1].iter().collect::<Vec<_>>(), vec![0, 2]);
     }

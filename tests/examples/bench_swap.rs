@@ -16,7 +16,8 @@
 //!   directory, the `..data` symlink swapped by rename).
 //!
 //! For each size a realistic pack ([`synth::realistic_pack`] with
-//! [`synth::with_webgroups`]) is written out and installed twice (not
+//! [`synth::with_webgroups`]), and for each shape a pack of that shape
+//! (`shape` in the row), is written out and installed twice (not
 //! measured: those installs fill empty slots). Layouts: `dir`, a directory
 //! as large packs are kept (settings, one file per WebGroup, 100 rules per
 //! file), and `file`, the whole pack in one file. Then each of `--swaps`
@@ -24,15 +25,17 @@
 //! one domain is swapped for another; in the swap measure of `dir` only
 //! the files that changed are rewritten) and reloads it. Medians and p99
 //! go to `target/bench/swap.json` as
-//! `[{"rules": N, "domains": D, "p50_ms": x, "p99_ms": y, "e2e_p50_ms": .., "e2e_p99_ms": .., "layout": ..., ...}]`.
+//! `[{"shape": .., "rules": N, "domains": D, "p50_ms": x, "p99_ms": y, "e2e_p50_ms": .., "e2e_p99_ms": .., "layout": ..., ...}]`.
 //!
 //! Swaps are `--gap-ms` apart (default 50); a swap that comes sooner than
 //! the previous swap's RCU grace period (5-20 ms here) waits for it.
 //! Needs root.
 //!
 //! Options: `--quick` (fewer swaps, smaller sizes), `--swaps N`,
-//! `--sizes 100:100,10000:10000`, `--layouts dir,file`, `--gap-ms N`,
-//! `--out PATH`.
+//! `--sizes 100:100,10000:10000`, `--shapes acl,fw,ipc,per-agent` (each
+//! at `--shape-size N` rules, default 10,000: `egress_lab::shapes`, no
+//! WebGroups), `--layouts dir,file`, `--gap-ms N`, `--out PATH`, `--trace`
+//! (each swap's steps as it is made).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -61,6 +64,8 @@ struct Opts {
     swaps: usize,
     gap: Duration,
     out: PathBuf,
+    /// Print each swap's steps as it is made.
+    trace: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug, Serialize)]
@@ -83,6 +88,7 @@ fn opts() -> Result<Opts> {
         swaps: 120,
         gap: Duration::from_millis(50),
         out: root.join("target/bench/swap.json"),
+        trace: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -121,9 +127,10 @@ fn opts() -> Result<Opts> {
             }
             "--shape-size" => o.shape_size = val()?.parse()?,
             "--out" => o.out = val()?.into(),
+            "--trace" => o.trace = true,
             "-h" | "--help" => {
                 println!(
-                    "bench_swap [--quick] [--swaps N] [--sizes RULES:DOMAINS,...] [--shapes acl,fw,ipc,per-agent] [--shape-size RULES] [--layouts dir,file] [--gap-ms N] [--out PATH]"
+                    "bench_swap [--quick] [--swaps N] [--sizes RULES:DOMAINS,...] [--shapes acl,fw,ipc,per-agent] [--shape-size RULES] [--layouts dir,file] [--gap-ms N] [--out PATH] [--trace]"
                 );
                 std::process::exit(0);
             }
@@ -238,6 +245,9 @@ fn swaps(
         let done = reloader.install().with_context(|| format!("swap {i}"))?;
         ensure!(done.generation != last_gen, "swap {i} did not install a new generation");
         last_gen = done.generation;
+        if o.trace {
+            eprintln!("swap {i}: {:?}", done.timings);
+        }
         steps.push(done.timings);
     }
     Ok((steps, ms(first)))

@@ -9,23 +9,22 @@ use egress_common::{NO_X, SourcePortKey};
 
 use super::pack::{CompileError, Previous, check, check_why};
 use super::pick_lists::{NO_PICKS, PickLists, XNumbering, signature};
-use crate::bitset::FastMap as HashMap;
-use crate::bitset::RuleSet;
+use crate::bitset::{RuleSet, SignedSets};
 use crate::classes::stable_x_ids;
 use egress_common::{MAX_SP_ENTRIES, MAX_X_CLASSES};
 
 /// Source × port classes merged into combined classes `x`.
 pub(super) struct CombinedClasses {
     /// (source class, port class) → x (or [`NO_X`]), where it differs
-    /// from the source's default.
-    pub sp: HashMap<SourcePortKey, u32>,
+    /// from the source's default (each key once, in no order).
+    pub sp: Vec<(SourcePortKey, u32)>,
     /// Source class → its default x, or [`NO_X`].
     pub src_default: Vec<u32>,
     /// Port class → the x of the wild rules there, or [`NO_X`].
     pub wild: Vec<u32>,
     /// x → the rules its packets may match, numbered as close to
     /// `previous` as the sets allow.
-    pub x_sets: Vec<RuleSet>,
+    pub x_sets: SignedSets,
 }
 
 /// The combined classes of the source and port classes, over `n` rules
@@ -98,7 +97,7 @@ pub(super) fn combined_classes(
         .collect();
     let (ids, x_sets) = stable_x_ids(numbering.sets(), &previous.x_sets, n);
     let renumber = |x: u32| if x == NO_X { NO_X } else { ids[x as usize] };
-    let sp: HashMap<SourcePortKey, u32> = entries.into_iter().map(|(k, x)| (k, renumber(x))).collect();
+    let sp = entries.into_iter().map(|(k, x)| (k, renumber(x))).collect();
     let src_default = src_default.into_iter().map(renumber).collect();
     let wild_x = wild_x.into_iter().map(renumber).collect();
     check("combined class", x_sets.len(), MAX_X_CLASSES)?;
@@ -113,7 +112,7 @@ pub(super) fn combined_classes(
 pub(super) struct Dimensions<'a> {
     pub source_sets: &'a [RuleSet],
     pub any_source: bool,
-    pub port_sets: &'a [RuleSet],
+    pub port_sets: &'a SignedSets,
     pub wild: &'a RuleSet,
 }
 

@@ -12,7 +12,7 @@ use egress_common::{
 use ipnet::IpNet;
 
 use crate::bitset::FastMap as HashMap;
-use crate::bitset::RuleSet;
+use crate::bitset::SignedSets;
 use crate::model::Mode;
 
 /// The name under which the implicit default deny is reported.
@@ -89,10 +89,10 @@ pub struct CompiledPack {
     /// x → the rules its packets may match (empty for an unused x): kept
     /// so that the next compile gives the same sets the same x, and an
     /// edit rewrites only the entries it changes.
-    pub x_sets: std::sync::Arc<Vec<RuleSet>>,
+    pub x_sets: std::sync::Arc<SignedSets>,
     /// Port class → the rules its slots may match: kept, as `x_sets` is,
     /// so that an edit's new port boundary renumbers only its own classes.
-    pub port_sets: std::sync::Arc<Vec<RuleSet>>,
+    pub port_sets: std::sync::Arc<SignedSets>,
     /// x → rule index, `implicit_rule` or `DECISION_UNCOVERED`.
     pub defaults: Vec<u32>,
     /// WebGroup name → its bit in learned-address entries.
@@ -162,9 +162,9 @@ pub struct Previous {
     /// Every WebGroup bit taken: the live pack's groups, and groups gone
     /// whose bit learned addresses may still carry.
     pub webgroup_bits: BTreeMap<String, u32>,
-    pub x_sets: std::sync::Arc<Vec<RuleSet>>,
+    pub x_sets: std::sync::Arc<SignedSets>,
     /// The live pack's port classes' rule sets, by number.
-    pub port_sets: std::sync::Arc<Vec<RuleSet>>,
+    pub port_sets: std::sync::Arc<SignedSets>,
 }
 
 impl CompiledPack {

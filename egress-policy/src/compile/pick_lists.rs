@@ -16,7 +16,8 @@ use egress_common::NO_X;
 
 use crate::bitset::FastMap as HashMap;
 use crate::bitset::RuleSet;
-use crate::classes::{Numbering, mix};
+use crate::bitset::{SignedSets, mix};
+use crate::classes::Numbering;
 
 /// One source class's rules by port class, laid out for one source after
 /// the other without allocating per class: the rules that pick out port
@@ -152,16 +153,23 @@ impl PickLists {
 #[derive(Default)]
 pub(super) struct XNumbering {
     bases: Numbering<RuleSet>,
+    /// Base number → its set's signature.
+    base_sigs: Vec<u64>,
     /// (base number, signature) → the x of that base and signature.
     ids: HashMap<(u32, u64), Vec<u32>>,
-    /// x → base number and picks.
-    keys: Vec<(u32, Vec<u32>)>,
+    /// x → base number, picks and the picks' signature.
+    keys: Vec<(u32, Vec<u32>, u64)>,
 }
 
 impl XNumbering {
     /// The number of a base set.
     pub(super) fn base(&mut self, set: RuleSet) -> u32 {
-        self.bases.number(set)
+        let sig = crate::bitset::signature(&set);
+        let id = self.bases.number(set);
+        if id as usize == self.base_sigs.len() {
+            self.base_sigs.push(sig);
+        }
+        id
     }
 
     /// The x of `base`'s set with `picks` (ascending, with their
@@ -177,22 +185,24 @@ impl XNumbering {
         }
         let x = self.keys.len() as u32;
         found.push(x);
-        self.keys.push((base, picks.to_vec()));
+        self.keys.push((base, picks.to_vec(), sig));
         x
     }
 
-    /// The sets by x.
-    pub(super) fn sets(self) -> Vec<RuleSet> {
-        let XNumbering { bases, keys, .. } = self;
-        keys.iter()
-            .map(|(base, picks)| {
+    /// The sets by x, with their signatures.
+    pub(super) fn sets(self) -> SignedSets {
+        let XNumbering { bases, base_sigs, keys, .. } = self;
+        let (sets, sigs) = keys
+            .iter()
+            .map(|(base, picks, sig)| {
                 let mut set = bases.sets[*base as usize].clone();
                 for &r in picks {
                     set.insert(r as usize);
                 }
-                set
+                (set, base_sigs[*base as usize].wrapping_add(*sig))
             })
-            .collect()
+            .unzip();
+        SignedSets::new(sets, sigs)
     }
 }
 

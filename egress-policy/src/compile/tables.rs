@@ -8,7 +8,7 @@ use std::sync::Arc;
 use egress_common::{
     ACTION_DENY, ACTION_PERMIT, ClassDestKey, ClassWebGroupKey, DECISION_UNCOVERED, MAX_PREFIXES, MAX_RULES,
     MAX_XD_ENTRIES, MAX_XW_ENTRIES, MODE_ENFORCE, MODE_MONITOR, QUERY_FILTER_ENFORCE, QUERY_FILTER_MONITOR,
-    QUERY_FILTER_OFF, RuleInfo,
+    QUERY_FILTER_OFF, RuleInfo, SourcePortKey,
 };
 use ipnet::IpNet;
 
@@ -18,7 +18,7 @@ use super::pack::{
     CompileError, CompiledPack, CompiledRule, IMPLICIT_DENY, Previous, UNCOVERED_SOURCE, check, check_why,
 };
 use crate::bitset::FastMap as HashMap;
-use crate::bitset::RuleSet;
+use crate::bitset::{RuleSet, SignedSets};
 use crate::classes::{address_classes, port_classes, stable_port_classes};
 use crate::model::{Action, Destination, Mode, Pack, QueryFilter, Source, TunnelGuard, Uncovered};
 
@@ -43,15 +43,15 @@ pub(super) fn classify(
     }
     let (ports, port_sets) = stable_port_classes(port_classes(pack, n), &previous.port_sets);
     let combined = combine(pack, &sources, &port_sets, &wild, previous)?;
-    let defaults: Vec<u32> = combined
-        .x_sets
-        .iter()
-        .map(|set| set.intersection(&destinations.any).first().map_or(implicit, |r| r as u32))
-        .collect();
-    let xd = xd_table(&combined.x_sets, &destinations, &defaults, n, &|r| rule_text(pack, r))?;
-    let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, webgroup_bits)).collect();
-    let xw = xw_table(&combined.x_sets, &groups_of, &defaults);
-    check("(combined, webgroup) class", xw.len(), MAX_XW_ENTRIES)?;
+    let x_sets = combined.x_sets;
+    // The (source, port) hash map is built beside the x tables.
+    let (sp, x_tables) = std::thread::scope(|scope| {
+        let entries = combined.sp;
+        let sp = scope.spawn(move || entries.into_iter().collect::<HashMap<SourcePortKey, u32>>());
+        let x_tables = XTables::of(pack, &x_sets, &destinations, webgroup_bits);
+        (sp.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), x_tables)
+    });
+    let XTables { defaults, xd, xw, groups_of } = x_tables?;
     let permit_groups =
         pack.rules.iter().zip(&groups_of).filter(|(r, _)| r.action == Action::Permit).fold(0, |a, (_, g)| a | g);
     let src_permit = source_permit_groups(pack, &sources, &groups_of);
@@ -68,11 +68,11 @@ pub(super) fn classify(
         src: sources.classes,
         dst: destinations.classes,
         ports,
-        sp: combined.sp,
+        sp,
         src_default: combined.src_default,
         wild: combined.wild,
         xd,
-        x_sets: Arc::new(combined.x_sets),
+        x_sets: Arc::new(x_sets),
         port_sets: Arc::new(port_sets),
         defaults,
         webgroup_bits: BTreeMap::new(),
@@ -100,12 +100,43 @@ pub(super) fn classify(
     })
 }
 
+/// The tables keyed by combined class x.
+struct XTables {
+    /// x → its default rule (its first `any`-destination rule, or
+    /// `implicit-deny`).
+    defaults: Vec<u32>,
+    xd: HashMap<ClassDestKey, u32>,
+    xw: HashMap<ClassWebGroupKey, u32>,
+    /// Each rule's WebGroup bits.
+    groups_of: Vec<u64>,
+}
+
+impl XTables {
+    fn of(
+        pack: &Pack,
+        x_sets: &[RuleSet],
+        destinations: &DestinationClasses,
+        webgroup_bits: &BTreeMap<String, u32>,
+    ) -> Result<XTables, CompileError> {
+        let n = pack.rules.len();
+        let defaults: Vec<u32> = x_sets
+            .iter()
+            .map(|set| set.intersection(&destinations.any).first().map_or(n as u32, |r| r as u32))
+            .collect();
+        let xd = xd_table(x_sets, destinations, &defaults, n, &|r| rule_text(pack, r))?;
+        let groups_of: Vec<u64> = pack.rules.iter().map(|r| rule_groups(&r.destinations, webgroup_bits)).collect();
+        let xw = xw_table(x_sets, &groups_of, &defaults);
+        check("(combined, webgroup) class", xw.len(), MAX_XW_ENTRIES)?;
+        Ok(XTables { defaults, xd, xw, groups_of })
+    }
+}
+
 /// The combined classes (see [`combined_classes`]), with what an error
 /// names: sources by their prefixes, rules by their names.
 fn combine(
     pack: &Pack,
     sources: &SourceClasses,
-    port_sets: &[RuleSet],
+    port_sets: &SignedSets,
     wild: &RuleSet,
     previous: &Previous,
 ) -> Result<super::combined::CombinedClasses, CompileError> {
