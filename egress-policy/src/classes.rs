@@ -234,16 +234,17 @@ impl WindowNumbering {
     }
 }
 
-/// Renumbers port classes (`port_classes`' runs and sets) so that a set
-/// the previous pack's classes had keeps its number where it can: an edit
-/// that adds or removes a port boundary then renumbers only the classes it
-/// changed, not every class above it (each of which is a key of the
-/// `(source, port)` table in the kernel). Numbers stay `0..sets.len()`:
-/// a previous number beyond them is given up, and the sets without one
-/// take the free numbers in order.
+/// Renumbers port classes (`port_classes`' runs and sets) so that an edit
+/// renumbers only the classes it changed, not every class above them
+/// (each is a key of the `(source, port)` table in the kernel): a set the
+/// previous pack's classes had keeps its number; a changed set takes the
+/// number of the class that held its first port before, if that number
+/// is free (so a source whose rules the edit did not touch keeps its
+/// entries there); the others take the free numbers in order. Numbers
+/// stay `0..sets.len()`. `previous`: the live pack's runs and sets.
 pub(super) fn stable_port_classes(
     (runs, sets): (Vec<(u32, u32, u32)>, SignedSets),
-    previous: &SignedSets,
+    (previous_runs, previous): (&[(u32, u32, u32)], &SignedSets),
 ) -> (Vec<(u32, u32, u32)>, SignedSets) {
     let count = sets.len();
     let before = previous.index();
@@ -255,6 +256,23 @@ pub(super) fn stable_port_classes(
     let mut taken = vec![false; count];
     for id in ids.iter().flatten() {
         taken[*id as usize] = true;
+    }
+    // Each class's first run, in slot order.
+    let mut first_slot: Vec<Option<u32>> = vec![None; count];
+    for &(lo, _, class) in &runs {
+        first_slot[class as usize].get_or_insert(lo);
+    }
+    let held_before = |slot: u32| {
+        let at = previous_runs.partition_point(|r| r.1 < slot);
+        previous_runs.get(at).filter(|r| r.0 <= slot).map(|r| r.2)
+    };
+    for (id, slot) in ids.iter_mut().zip(&first_slot) {
+        if id.is_none()
+            && let Some(old) = slot.and_then(held_before).filter(|&old| (old as usize) < count && !taken[old as usize])
+        {
+            taken[old as usize] = true;
+            *id = Some(old);
+        }
     }
     let mut free = (0..count).filter(|&i| !taken[i]);
     for id in ids.iter_mut().filter(|id| id.is_none()) {
@@ -302,6 +320,34 @@ pub(super) fn stable_x_ids(sets: SignedSets, previous: &SignedSets, n: usize) ->
 mod port_class_tests {
     use super::*;
     use crate::synth;
+
+    /// An edit that adds a class and changes another: the changed one
+    /// keeps the number of the class that held its ports, the new one
+    /// takes a free number, the unchanged ones keep theirs.
+    #[test]
+    fn a_changed_port_class_keeps_the_number_of_its_ports() {
+        let set = |rules: &[usize]| {
+            let mut s = RuleSet::new(8);
+            for &r in rules {
+                s.insert(r);
+            }
+            s
+        };
+        let signed = |sets: Vec<RuleSet>| {
+            let sigs = sets.iter().map(crate::bitset::signature).collect();
+            SignedSets::new(sets, sigs)
+        };
+        let before_runs = vec![(0, 99, 0), (100, 199, 1), (200, 299, 2)];
+        let before = signed(vec![set(&[0]), set(&[1]), set(&[2])]);
+        // Slots 50-99 gain rule 3 (a new class), 100-199 lose rule 1 for 4.
+        let runs = vec![(0, 49, 0), (50, 99, 1), (100, 199, 2), (200, 299, 3)];
+        let now = signed(vec![set(&[0]), set(&[0, 3]), set(&[4]), set(&[2])]);
+        let (runs, sets) = stable_port_classes((runs, now), (&before_runs, &before));
+        assert_eq!(runs, vec![(0, 49, 0), (50, 99, 3), (100, 199, 1), (200, 299, 2)]);
+        assert_eq!(sets[1], set(&[4]));
+        assert_eq!(sets[3], set(&[0, 3]));
+        assert_eq!(sets.sigs()[3], crate::bitset::signature(&set(&[0, 3])));
+    }
 
     /// Windows whose signatures and sizes agree (forced here) but whose
     /// sets differ are classes of their own.

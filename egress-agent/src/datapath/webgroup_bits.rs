@@ -168,10 +168,10 @@ impl Datapath {
     /// pack's, those being retired, and after adoption those the pinned
     /// datapath named) and the live pack's combined and port classes.
     pub fn previous(&self) -> egress_policy::compile::Previous {
+        let live = self.live_pack().map(egress_policy::compile::CompiledPack::previous).unwrap_or_default();
         egress_policy::compile::Previous {
             webgroup_bits: self.webgroups.names.iter().map(|(b, n)| (n.clone(), *b)).collect(),
-            x_sets: self.live_pack().map(|p| p.x_sets.clone()).unwrap_or_default(),
-            port_sets: self.live_pack().map(|p| p.port_sets.clone()).unwrap_or_default(),
+            ..live
         }
     }
 

@@ -165,6 +165,8 @@ pub struct Previous {
     pub x_sets: std::sync::Arc<SignedSets>,
     /// The live pack's port classes' rule sets, by number.
     pub port_sets: std::sync::Arc<SignedSets>,
+    /// The live pack's port runs (`CompiledPack::ports`).
+    pub port_runs: Vec<(u32, u32, u32)>,
 }
 
 impl CompiledPack {
@@ -174,6 +176,7 @@ impl CompiledPack {
             webgroup_bits: self.webgroup_bits.clone(),
             x_sets: self.x_sets.clone(),
             port_sets: self.port_sets.clone(),
+            port_runs: self.ports.clone(),
         }
     }
 }

@@ -41,7 +41,7 @@ pub(super) fn classify(
     for (table, len) in [("source prefix", sources.classes.len()), ("destination prefix", destinations.classes.len())] {
         check(table, len, MAX_PREFIXES)?;
     }
-    let (ports, port_sets) = stable_port_classes(port_classes(pack, n), &previous.port_sets);
+    let (ports, port_sets) = stable_port_classes(port_classes(pack, n), (&previous.port_runs, &previous.port_sets));
     let combined = combine(pack, &sources, &port_sets, &wild, previous)?;
     let x_sets = combined.x_sets;
     // The (source, port) hash map is built beside the x tables.
