@@ -195,6 +195,7 @@ fn check(path: &std::path::Path) -> ExitCode {
             Ok(compiled) => {
                 print!("{}", policy::summary(&pack));
                 println!("{}", egress_policy::compile::tables_summary(&compiled));
+                println!("{}", egress_agent::datapath::memory::describe(&compiled));
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -45,5 +45,8 @@ fn a_pack_the_datapath_cannot_hold_fails_check() {
     );
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("datapath tables: 3 rules, 1 source prefixes"), "{t}");
+    assert!(t.contains("datapath tables (scheme source-port-defaults): 3 rules, 1 source prefixes"), "{t}");
+    // One source prefix: a trie node of 24 + 4 + 4 bytes, as the kernel
+    // will account it.
+    assert!(t.contains("kernel memory of the pack's entries: 32 B a slot (src4 32 B)"), "{t}");
 }

@@ -340,7 +340,7 @@ fn bench(shape: Shape, size: usize, o: &Opts) -> Result<Row> {
     let map_bytes = by_map.iter().map(|m| m.1).sum();
     Ok(Row {
         shape: shape.name(),
-        scheme: "source-port-defaults",
+        scheme: egress_policy::compile::SCHEME,
         tables: tables_of(&compiled),
         kernel_bytes: map_bytes,
         rules: size,

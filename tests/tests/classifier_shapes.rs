@@ -150,3 +150,37 @@ fn classbench_like_sets_of_10000_rules_load_and_decide_as_the_reference() {
         }
     }
 }
+
+/// The kernel memory `check` gives for a pack's entries is what the kernel
+/// accounts once the pack is installed: per table, what a slot's map
+/// holds over a slot holding a pack of one rule (the `memlock` of its
+/// fdinfo). An acl-like set (prefix tries, (source, port) and (x,
+/// destination) entries) and a synthetic pack with WebGroups (names).
+#[test]
+fn checks_kernel_memory_figure_is_what_the_kernel_accounts() {
+    use egress_agent::datapath::memory::entry_bytes;
+    let load = |text: String| load_sources(&[("p.yaml".into(), text)]).expect("the pack is valid");
+    let tiny = compile(&load(per_agent(1, 1))).expect("compiles");
+    let webgroups = egress_policy::synth::with_webgroups(egress_policy::synth::realistic_pack(1_000, 3), 2_000, 3);
+    for (what, pack) in [("acl-like", load(classbench(Style::Acl, 10_000, 1))), ("webgroups", webgroups)] {
+        let big = compile(&pack).expect("compiles");
+        let mut dp = Datapath::load().expect("datapath loads (run the tests as root)");
+        dp.install(tiny.clone()).expect("installs");
+        let before = dp.live_slot_memlock().expect("memlock");
+        dp.install(big.clone()).expect("installs");
+        let after = dp.live_slot_memlock().expect("memlock");
+        let measured = |table: &str| {
+            let of = |m: &[(&str, u64)]| m.iter().find(|t| t.0 == table).map_or(0, |t| t.1);
+            of(&after).saturating_sub(of(&before))
+        };
+        let (small, large) = (entry_bytes(&tiny), entry_bytes(&big));
+        let mut checked = 0;
+        for ((table, est), (_, est_tiny)) in large.iter().zip(&small) {
+            let (want, got) = (est - est_tiny, measured(table));
+            let slack = want / 50 + 4_096;
+            assert!(want.abs_diff(got) <= slack, "{what}: {table}: check says {want} bytes, the kernel {got}");
+            checked += u32::from(want > 100_000);
+        }
+        assert!(checked >= 2, "{what}: too few large tables to check: {large:?}");
+    }
+}

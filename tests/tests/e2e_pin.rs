@@ -224,6 +224,7 @@ fn another_layout_is_replaced_and_status_reads_the_pins() {
         "mode: enforce; hook: tc",
         "rules: 2; smartgroups: 1; webgroups: 0",
         "tc_egress@lan0, tc_ingress@lan0",
+        "classifier: scheme source-port-defaults; live tables ",
     ] {
         assert!(running.contains(want), "`{want}` in:\n{running}");
     }

@@ -17,6 +17,7 @@ mod lab_hooks;
 mod lan;
 mod lease;
 pub mod local;
+pub mod memory;
 mod mmap_array;
 pub mod pin;
 mod readback;
@@ -27,6 +28,7 @@ mod webgroup_bits;
 pub use attach::{Attached, pinned_link_ifindex};
 pub use lease::Lease;
 pub use readback::nul_terminated_text;
+pub use slot::fdinfo_memlock as memlock;
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;

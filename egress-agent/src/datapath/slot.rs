@@ -348,7 +348,7 @@ impl SlotMaps {
 }
 
 /// `memlock:` of a map's fdinfo, in bytes.
-fn fdinfo_memlock(map: &MapData) -> Result<u64, DatapathError> {
+pub fn fdinfo_memlock(map: &MapData) -> Result<u64, DatapathError> {
     use std::os::fd::{AsFd as _, AsRawFd as _};
     let fd = map.fd().as_fd().as_raw_fd();
     let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;

@@ -18,6 +18,8 @@ pub enum StatusError {
     NotPinned(String),
     #[error("reading {map}: {source}")]
     Map { map: String, source: aya::maps::MapError },
+    #[error("reading the kernel memory of {map}: {reason}")]
+    Memory { map: String, reason: String },
 }
 
 /// The pinned datapath's state.
@@ -35,6 +37,9 @@ pub struct Status {
     /// name, and flows whose name was read (or found missing).
     pub names_waiting: u64,
     pub names_read: u64,
+    /// Kernel memory of the live slot's tables that grow with the pack
+    /// (prefix tries, per-entry hash tables), by table, in bytes.
+    pub classifier_bytes: Vec<(&'static str, u64)>,
     /// Pins of other layout versions found beside ours.
     pub other_layouts: Vec<String>,
     /// The agent's lease on DNS learning, and the monotonic time it was read at.
@@ -72,6 +77,7 @@ pub fn read(dir: &Path) -> Result<Status, StatusError> {
     links.sort();
     let other_layouts = pins.other_layouts().iter().map(|p| p.display().to_string()).collect();
     let lease: AgentLease = first(&pins, maps::AGENT)?;
+    let classifier_bytes = classifier_bytes(&pins, live.slot as usize)?;
     let read_at_ns = crate::clock::monotonic_ns();
     Ok(Status {
         pack,
@@ -81,10 +87,37 @@ pub fn read(dir: &Path) -> Result<Status, StatusError> {
         learned_capacity,
         names_waiting,
         names_read,
+        classifier_bytes,
         other_layouts,
         lease,
         read_at_ns,
     })
+}
+
+/// The kernel memory of slot `slot`'s tables that grow with the pack.
+fn classifier_bytes(pins: &PinDir, slot: usize) -> Result<Vec<(&'static str, u64)>, StatusError> {
+    let tables = [
+        ("src4", maps::SRC4),
+        ("src6", maps::SRC6),
+        ("dst4", maps::DST4),
+        ("dst6", maps::DST6),
+        ("sp", maps::SOURCE_PORT),
+        ("xd", maps::CLASS_DEST),
+        ("xw", maps::CLASS_WEBGROUP),
+        ("names", maps::NAMES),
+        ("short_names", maps::SHORT_NAMES),
+        ("src_permit", maps::SRC_PERMIT),
+    ];
+    tables
+        .into_iter()
+        .map(|(table, names)| {
+            let name = names.get(slot).copied().unwrap_or(names[0]);
+            let map = open(pins, name)?;
+            let bytes = crate::datapath::memlock(&map)
+                .map_err(|e| StatusError::Memory { map: name.into(), reason: e.to_string() })?;
+            Ok((table, bytes))
+        })
+        .collect()
 }
 
 /// Flows of the name reader's table: still being read, and read.
@@ -126,6 +159,21 @@ fn agent_line(s: &Status) -> String {
     }
 }
 
+/// The classifier's scheme and the kernel memory of its live tables.
+fn classifier_line(s: &Status) -> String {
+    use crate::datapath::memory::in_units;
+    let total: u64 = s.classifier_bytes.iter().map(|t| t.1).sum();
+    let mut largest = s.classifier_bytes.clone();
+    largest.sort_by_key(|t| std::cmp::Reverse(t.1));
+    let largest: Vec<String> = largest.iter().take(3).map(|(n, b)| format!("{n} {}", in_units(*b))).collect();
+    format!(
+        "classifier: scheme {}; live tables {} of kernel memory ({})",
+        egress_policy::compile::SCHEME,
+        in_units(total),
+        largest.join(", ")
+    )
+}
+
 /// The status in words.
 pub fn format(dir: &Path, s: &Status) -> String {
     use std::fmt::Write as _;
@@ -141,6 +189,7 @@ pub fn format(dir: &Path, s: &Status) -> String {
          learned addresses: {} of {}\n\
          connection names: {} flows waiting for their name, {} read\n\
          attach points: {}\n\
+         {}\n\
          {}\n",
         dir.display(),
         s.pack.generation,
@@ -156,6 +205,7 @@ pub fn format(dir: &Path, s: &Status) -> String {
         s.names_read,
         if s.links.is_empty() { "none".to_string() } else { s.links.join(", ") },
         agent_line(s),
+        classifier_line(s),
     );
     for other in &s.other_layouts {
         let _ = writeln!(out, "other layout pinned: {other} (the next agent replaces it)");

@@ -31,11 +31,18 @@ use crate::model::Pack;
 /// below it, the name table is too small to be worth a second thread.
 pub const NAME_TABLE_ALONGSIDE_FROM: usize = 1_000;
 
+/// The classifier's scheme, as `check`, `status` and the benches name it:
+/// source and port classes combined into classes `x` with a default per
+/// source class (the `(source, port)` table lists only where a source
+/// differs), rules of any source combined with the port alone, then
+/// `(x, destination)` and `(x, WebGroup)` (see `egress_common::pack`).
+pub const SCHEME: &str = "source-port-defaults";
+
 /// What the compiled pack installs, table by table: the line `check`
 /// prints after the summary.
 pub fn tables_summary(c: &CompiledPack) -> String {
     format!(
-        "datapath tables: {} rules, {} source prefixes, {} destination prefixes, {} (source, port) entries, \
+        "datapath tables (scheme {SCHEME}): {} rules, {} source prefixes, {} destination prefixes, {} (source, port) entries, \
          {} (class, destination) entries, {} (class, webgroup) entries, {} name entries, {} combined classes \
          ({} of them of rules of any source, by port alone)",
         c.rules.len(),
