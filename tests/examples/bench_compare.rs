@@ -34,11 +34,15 @@
 //! separate short connection test after each measured one (the stats cost
 //! the program two clock reads a run, which the measured rates must not
 //! carry). Writes `target/bench/compare.json` as
-//! `[{"rules", "system", "conn_per_s", "pps", "p99_us", "ratio_conn",
+//! `[{"shape", "rules", "left_out", "system", "conn_per_s", "pps", "p99_us", "ratio_conn",
 //! "tls_conn_per_s", "tls_p99_us", "ratio_tls", ...}]`.
 //! Needs root.
 //!
-//! Options: `--sizes 10,1000,10000`, `--rounds N`, `--seconds S`,
+//! Shapes (`--shapes`, `shape` in each row; `synthetic` by default): the
+//! shapes of `egress_lab::shapes`, each at every size, with the rules of
+//! the shape that would decide a measured flow left out (`left_out`).
+//!
+//! Options: `--sizes 10,1000,10000`, `--shapes synthetic,per-agent,acl,fw,ipc`, `--rounds N`, `--seconds S`,
 //! `--agent BIN`, `--out PATH`, `--clients N`, `--systems egress-tc,nftables-set` (the
 //! no-filter baseline is always measured).
 
@@ -56,6 +60,7 @@ use egress_lab::lab::Lab;
 use egress_lab::loadgen::{UdpSink, serve_tcp_echo, settle, tcp_conn_rate, udp_pps};
 use egress_lab::netns::within;
 use egress_lab::resolver::{Resolver, Zone};
+use egress_lab::shapes::Shape;
 use egress_lab::tls::Certificate;
 use egress_lab::tls_load::{TlsPair, serve_tls_echo, tls_conn_rate};
 use egress_lab::{layers, translate};
@@ -76,6 +81,8 @@ const UDP_SENDERS: usize = 2;
 
 struct Opts {
     sizes: Vec<usize>,
+    /// The shapes of pack, each at every size (`synthetic` by default).
+    shapes: Vec<Shape>,
     rounds: usize,
     seconds: f64,
     agent: PathBuf,
@@ -90,6 +97,7 @@ fn opts() -> Result<Opts> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().context("root")?.to_path_buf();
     let mut o = Opts {
         sizes: vec![10, 1_000, 10_000],
+        shapes: vec![Shape::Synthetic],
         rounds: 5,
         seconds: 2.0,
         agent: root.join("target/release/egress-agent"),
@@ -102,6 +110,7 @@ fn opts() -> Result<Opts> {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--sizes" => o.sizes = val()?.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?,
+            "--shapes" => o.shapes = val()?.split(',').map(Shape::parse).collect::<Result<_>>()?,
             "--rounds" => o.rounds = val()?.parse()?,
             "--seconds" => o.seconds = val()?.parse()?,
             "--agent" => o.agent = val()?.into(),
@@ -120,11 +129,12 @@ fn opts() -> Result<Opts> {
                 o.seconds = 1.0;
             }
             other => bail!(
-                "unknown argument `{other}` (--sizes, --rounds, --seconds, --agent, --out, --systems, --clients, --quick)"
+                "unknown argument `{other}` (--sizes, --shapes, --rounds, --seconds, --agent, --out, --systems, --clients, --quick)"
             ),
         }
     }
     ensure!(o.rounds >= 1 && o.seconds > 0.0 && o.clients >= 1, "need a round, some seconds and a client");
+    ensure!(o.shapes.iter().all(|&s| s == Shape::Synthetic) || o.sizes.iter().all(|&n| n >= 5), "shapes need 5+ rules");
     Ok(o)
 }
 
@@ -146,14 +156,22 @@ fn permit(name: &str, priority: u16, destination: Destination, protocol: Protoco
     }
 }
 
-/// The synthetic pack with the measured flows' permits (TCP to port 7, UDP
-/// to port 9, TLS to port 443, DNS to the lab's resolver) just before its
-/// final default rule. `by_name`: the TLS server is permitted by a WebGroup
-/// rule that verifies names (the agent's pack); otherwise by its address
-/// (what iptables and nftables are given).
-fn pack(rules: usize, by_name: bool) -> Pack {
-    let mut p = synth::realistic_pack(rules.max(2), synth::DEFAULT_SEED);
+/// The pack of `shape` and about `rules` rules with the measured flows'
+/// permits (TCP to port 7, UDP to port 9, TLS to port 443, DNS to the
+/// lab's resolver) just before its final default rule. Rules of the shape
+/// that would decide a measured flow before them (ClassBench-like sets
+/// hold rules of any source and destination; their sources nest under the
+/// lab's 10.10/16) are left out, so that every measured flow is judged
+/// against the whole set: the second value says how many. `by_name`: the
+/// TLS server is permitted by a WebGroup rule that verifies names (the
+/// agent's pack); otherwise by its address (what iptables and nftables
+/// are given).
+fn pack(shape: Shape, rules: usize, by_name: bool) -> Result<(Pack, usize)> {
+    let size = if shape == Shape::PerAgent { rules / 5 } else { rules.max(2) };
+    let mut p = shape.pack(size, synth::DEFAULT_SEED)?;
     let resolver: std::net::IpAddr = RESOLVER.parse().expect("address");
+    let tls: SocketAddr = TLS_SERVER.parse().expect("address");
+    let removed = leave_out_deciders(&mut p, &[(SERVER, 6), (UDP_SERVER, 17), (TLS_SERVER, 6), ("100.64.0.53:53", 17)]);
     p.dns.resolvers = vec![resolver];
     p.dns.max_ttl = p.dns.max_ttl.max(3600);
     p.webgroups.insert(
@@ -164,7 +182,6 @@ fn pack(rules: usize, by_name: bool) -> Pack {
             location: Location::default(),
         },
     );
-    let tls: SocketAddr = TLS_SERVER.parse().expect("address");
     let tls_destination = if by_name {
         Destination::WebGroup("bench-tls".into())
     } else {
@@ -192,7 +209,29 @@ fn pack(rules: usize, by_name: bool) -> Pack {
     }
     let last = p.rules.len() - 1;
     p.rules[last].priority = p.rules[last].priority.max(priority + n);
-    p
+    Ok((p, removed))
+}
+
+/// Leaves out of `pack` (but its final default rule) every rule that
+/// decides one of the `flows` (server, IP protocol) from the lab's
+/// workload; returns how many.
+fn leave_out_deciders(pack: &mut Pack, flows: &[(&str, u8)]) -> usize {
+    use egress_policy::evaluate::{Outcome, Probe, evaluate};
+    let src: std::net::IpAddr = egress_lab::lab::WORKLOAD_V4.parse().expect("address");
+    let mut removed = 0;
+    loop {
+        let last = pack.rules.len() - 1;
+        let decider = flows.iter().find_map(|(server, proto)| {
+            let to: SocketAddr = server.parse().expect("address");
+            match evaluate(pack, &Probe { src, dst: to.ip(), proto: *proto, dport: to.port() }) {
+                Outcome::Rule(r) if r < last => Some(r),
+                _ => None,
+            }
+        });
+        let Some(r) = decider else { return removed };
+        pack.rules.remove(r);
+        removed += 1;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
@@ -387,7 +426,11 @@ fn per_run(before: Option<(f64, f64)>, after: Option<(f64, f64)>) -> Option<f64>
 
 #[derive(Serialize)]
 struct Row {
+    /// `synthetic`, or a shape of `egress_lab::shapes`.
+    shape: &'static str,
     rules: usize,
+    /// Rules of the shape left out because they decided a measured flow.
+    left_out: usize,
     system: &'static str,
     conn_per_s: f64,
     pps: Option<f64>,
@@ -491,15 +534,18 @@ impl Bench<'_> {
     /// in another order; a row per system.
     fn size(
         &self,
-        size: usize,
+        (shape, size): (Shape, usize),
         three_part: bool,
         skipped: &[(System, String)],
         dir: &std::path::Path,
     ) -> Result<Vec<Row>> {
         let o = self.o;
-        let translated = Translated::of(&pack(size, false), three_part);
-        let policy = dir.join(format!("pack-{size}.yaml"));
-        std::fs::write(&policy, pack_yaml::to_yaml(&pack(size, true)))?;
+        let (by_address, left_out) = pack(shape, size, false)?;
+        let translated = Translated::of(&by_address, three_part);
+        let policy = dir.join(format!("pack-{}-{size}.yaml", shape.name()));
+        let (by_name, _) = pack(shape, size, true)?;
+        let size = by_name.rules.len();
+        std::fs::write(&policy, pack_yaml::to_yaml(&by_name))?;
         let wanted = |s: &System| *s == System::None || o.systems.as_ref().is_none_or(|w| w.contains(s));
         let mut runs: Vec<Runs> = System::ALL
             .iter()
@@ -514,17 +560,19 @@ impl Bench<'_> {
         }
         let baseline =
             Baseline { conns: runs[0].conns.clone(), pps: runs[0].pps.clone(), tls: runs[0].tls_conns.clone() };
-        Ok(runs.into_iter().map(|r| row(size, r, &baseline, o.rounds)).collect())
+        Ok(runs.into_iter().map(|r| row((shape, size, left_out), r, &baseline, o.rounds)).collect())
     }
 }
 
 /// A system's row: medians, and ratios against the baseline of each round.
-fn row(size: usize, runs: Runs, baseline: &Baseline, rounds: usize) -> Row {
+fn row((shape, size, left_out): (Shape, usize, usize), runs: Runs, baseline: &Baseline, rounds: usize) -> Row {
     let paired = |v: &[f64], b: &[f64]| median(v.iter().zip(b).map(|(x, y)| x / y).collect());
     let (ratio_conn, ratio_pps) = (paired(&runs.conns, &baseline.conns), paired(&runs.pps, &baseline.pps));
     let ratio_tls = paired(&runs.tls_conns, &baseline.tls);
     Row {
+        shape: shape.name(),
         rules: size,
+        left_out,
         system: runs.system.name(),
         conn_per_s: median(runs.conns),
         pps: Some(median(runs.pps)),
@@ -548,14 +596,15 @@ fn print_rows(rows: &[Row], o: &Opts) {
     );
     println!("ratios: median over rounds of the rate against the no-filter rate of the same round");
     println!(
-        "{:>6} {:<16} {:>10} {:>6} {:>9} {:>10} {:>6} {:>11} {:>10}",
-        "rules", "system", "conn/s", "ratio", "p99 µs", "UDP pps", "ratio", "prog ns/pkt", "dns ns/pkt"
+        "{:>9} {:>6} {:<16} {:>10} {:>6} {:>9} {:>10} {:>6} {:>11} {:>10}",
+        "shape", "rules", "system", "conn/s", "ratio", "p99 µs", "UDP pps", "ratio", "prog ns/pkt", "dns ns/pkt"
     );
     let ns = |n: Option<f64>| n.map_or_else(|| "-".into(), |n| format!("{n:.0}"));
     for r in rows {
         let (pps, ratio_pps) = (r.pps.unwrap_or(0.0), r.ratio_pps.unwrap_or(0.0));
         println!(
-            "{:>6} {:<16} {:>10.0} {:>6.2} {:>9.0} {:>10.0} {:>6.2} {:>11} {:>10}",
+            "{:>9} {:>6} {:<16} {:>10.0} {:>6.2} {:>9.0} {:>10.0} {:>6.2} {:>11} {:>10}",
+            r.shape,
             r.rules,
             r.system,
             r.conn_per_s,
@@ -569,11 +618,17 @@ fn print_rows(rows: &[Row], o: &Opts) {
     }
     println!("\nNew TLS connections per second (full handshake naming {TLS_NAME}, 16 bytes each way), same rounds;");
     println!("the agent reads and judges every ClientHello's name, the others permit the address");
-    println!("{:>6} {:<16} {:>10} {:>6} {:>9}", "rules", "system", "TLS conn/s", "ratio", "p99 µs");
+    println!("{:>9} {:>6} {:<16} {:>10} {:>6} {:>9}", "shape", "rules", "system", "TLS conn/s", "ratio", "p99 µs");
     for r in rows {
         println!(
-            "{:>6} {:<16} {:>10.0} {:>6.2} {:>9.0}",
-            r.rules, r.system, r.tls_conn_per_s, r.ratio_tls, r.tls_p99_us
+            "{:>9} {:>6} {:<16} {:>10.0} {:>6.2} {:>9.0}",
+            r.shape, r.rules, r.system, r.tls_conn_per_s, r.ratio_tls, r.tls_p99_us
+        );
+    }
+    for r in rows.iter().filter(|r| r.left_out > 0 && r.system == "none") {
+        println!(
+            "{} {}: {} rules of the shape decided a measured flow and were left out",
+            r.shape, r.rules, r.left_out
         );
     }
 }
@@ -629,8 +684,10 @@ fn main() -> Result<()> {
     }
     let bench = Bench { lab: &lab, o: &o, server, udp_server, tls_server, tls: &tls, sink: &sink };
     let mut rows = Vec::new();
-    for &size in &o.sizes {
-        rows.extend(bench.size(size, ipsets == Ok(true), &skipped, &dir)?);
+    for &shape in &o.shapes {
+        for &size in &o.sizes {
+            rows.extend(bench.size((shape, size), ipsets == Ok(true), &skipped, &dir)?);
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     for (system, why) in &skipped {
