@@ -19,7 +19,9 @@ pub mod dns_types;
 pub mod domain;
 mod error;
 mod fields;
+mod lists;
 mod load;
+mod load_lists;
 mod merge;
 pub mod model;
 mod parse;
@@ -32,7 +34,8 @@ mod yaml;
 pub use error::{PolicyError, PolicyErrors};
 #[cfg(test)]
 pub(crate) use fields::merge_ranges;
-pub use load::{ParseCache, Retired, is_policy_file_name, load, load_hashed, load_sources};
+pub use lists::files_named as list_files_named;
+pub use load::{ParseCache, Retired, is_policy_file_name, load, load_hashed, load_sources, read_policy_text};
 pub use summary::summary;
 
 pub mod bitset;

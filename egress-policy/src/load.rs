@@ -9,7 +9,7 @@ use super::fields::ErrorSink;
 use super::merge::merge;
 use super::model::{Location, Pack};
 use super::yaml::{Kind, Node};
-use super::{chunks, parse, yaml};
+use super::{chunks, load_lists, parse, yaml};
 
 /// Loads, merges and validates the pack at `path`: one YAML file, or a
 /// directory whose `*.yaml` / `*.yml` files are read in file-name order.
@@ -49,6 +49,8 @@ pub fn load_sources(files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
 pub struct ParseCache {
     current: Parsed,
     retired: Vec<Parsed>,
+    /// The list files the last load read.
+    lists: load_lists::Lists,
 }
 
 /// What a [`ParseCache`] no longer needs, to be dropped by its owner
@@ -66,7 +68,7 @@ impl Retired {
 impl ParseCache {
     /// An empty cache.
     pub const fn new() -> Self {
-        ParseCache { current: Parsed::new(), retired: Vec::new() }
+        ParseCache { current: Parsed::new(), retired: Vec::new(), lists: load_lists::Lists::new() }
     }
 
     /// [`load`], reusing what this cache holds; returns the pack and a 64-bit
@@ -76,7 +78,10 @@ impl ParseCache {
     pub fn load_hashed(&mut self, path: &Path) -> Result<(Pack, u64), PolicyErrors> {
         let (sources, mut errors) = read_sources(path)?;
         match self.load_sources(&sources) {
-            Ok(pack) if errors.is_empty() => Ok((pack, sources_hash(&sources))),
+            Ok(pack) if errors.is_empty() => {
+                let texts = sources.iter().flat_map(|(name, text)| [name.as_str(), text.as_str()]);
+                Ok((pack, hash_texts(texts.chain(load_lists::texts(&self.lists)))))
+            }
             Ok(_) => Err(PolicyErrors(errors)),
             Err(PolicyErrors(more)) => {
                 errors.extend(more);
@@ -101,7 +106,8 @@ impl ParseCache {
     /// [`ParseCache::load_sources`], cutting files of `cut_from` bytes or
     /// more into pieces.
     pub(super) fn load_cut(&mut self, files: &[(String, String)], cut_from: usize) -> Result<Pack, PolicyErrors> {
-        let (fragments, mut errors) = self.parse_files(files, cut_from);
+        let (mut fragments, mut errors) = self.parse_files(files, cut_from);
+        self.lists = load_lists::add_lists(&mut fragments, &mut self.lists, &mut errors);
         let Some((first, _)) = files.first() else {
             return Err(one(PolicyError::whole_file("<policy>", "no policy file: expected at least one")));
         };
@@ -215,11 +221,6 @@ fn policy_file_names(dir: &Path, shown: &str) -> Result<(Vec<String>, Vec<Policy
     }
     names.sort();
     Ok((names, errors))
-}
-
-/// A 64-bit hash of the files' names and texts, in reading order.
-fn sources_hash(files: &[(String, String)]) -> u64 {
-    hash_texts(files.iter().flat_map(|(name, text)| [name.as_str(), text.as_str()]))
 }
 
 /// A 64-bit hash of `texts` in order, each ended by a 0 byte (so that
@@ -373,9 +374,23 @@ pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Largest pack: every file of a directory together.
 pub const MAX_PACK_BYTES: u64 = 256 << 20;
 
-fn read(path: &Path, shown: &str) -> Result<String, PolicyError> {
+/// The text of the policy or list file at `path`, held to
+/// [`MAX_FILE_BYTES`] as the loader holds it.
+///
+/// # Errors
+/// The file cannot be read, is too large or is not UTF-8.
+pub fn read_policy_text(path: &Path) -> Result<String, PolicyError> {
+    read(path, &path.display().to_string())
+}
+
+pub(super) fn read(path: &Path, shown: &str) -> Result<String, PolicyError> {
     use std::io::Read as _;
     let cannot = |e: std::io::Error| PolicyError::whole_file(shown, format!("cannot read: {e}"));
+    // Not opened unless it is a plain file: opening a FIFO (or a device
+    // such as a terminal) would block the load.
+    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+        return Err(PolicyError::whole_file(shown, "cannot read: not a regular file"));
+    }
     let file = std::fs::File::open(path).map_err(cannot)?;
     let too_big = || {
         PolicyError::whole_file(

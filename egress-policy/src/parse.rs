@@ -4,10 +4,11 @@
 
 use super::domain::parse_pattern;
 use super::fields::{self, ErrorSink};
+use super::lists::{ListKind, ListRef};
 use super::model::{
     DnsSettings, DomainPattern, Location, Mode, QueryFilter, SmartGroup, TunnelGuard, Uncovered, WebGroup,
 };
-use super::record::{Located, Record, required};
+use super::record::{Located, Record};
 use super::rule::{self, RawRule};
 use super::yaml::{Kind, Node};
 
@@ -28,6 +29,9 @@ pub struct Fragment {
     pub smartgroups: Vec<SmartGroup>,
     pub webgroups: Vec<WebGroup>,
     pub rules: Vec<RawRule>,
+    /// The list files its groups name (`cidrs_file`, `domains_file`): the
+    /// load reads them and adds their entries to the groups.
+    pub lists: Vec<ListRef>,
 }
 
 impl Fragment {
@@ -35,8 +39,18 @@ impl Fragment {
     /// found again further up or down the file.
     pub(super) fn shift_lines(&mut self, delta: isize) {
         // Named in full: a new field with a location must be shifted too.
-        let Fragment { broken: _, invalid_groups: _, version, mode, dns, uncovered, smartgroups, webgroups, rules } =
-            self;
+        let Fragment {
+            broken: _,
+            invalid_groups: _,
+            version,
+            mode,
+            dns,
+            uncovered,
+            smartgroups,
+            webgroups,
+            rules,
+            lists,
+        } = self;
         let settings = [
             version.as_mut().map(|v| &mut v.location),
             mode.as_mut().map(|m| &mut m.location),
@@ -54,6 +68,9 @@ impl Fragment {
         }
         for rule in rules {
             rule.shift_lines(delta);
+        }
+        for list in lists {
+            list.location.shift(delta);
         }
     }
 }
@@ -94,10 +111,9 @@ pub fn fragment(sink: &mut ErrorSink, root: &Node) -> Fragment {
     }
     if let Some(v) = top.value("smartgroups") {
         for (name, body, at) in groups(sink, v, "smartgroup", &mut frag.invalid_groups, &mut frag.broken) {
-            let cidrs = Record::read(sink, body, &format!("smartgroup `{name}`"), &["cidrs"])
-                .and_then(|f| required(sink, &f, body, "cidrs", "a list of CIDRs"))
-                .and_then(|n| fields::cidrs(sink, n));
-            match cidrs {
+            let what = format!("smartgroup `{name}`");
+            let kind = ("cidrs", ListKind::Cidrs, "a list of CIDRs");
+            match group_entries(sink, body, (&what, &name), kind, &mut frag.lists, fields::cidrs) {
                 Some(cidrs) => frag.smartgroups.push(SmartGroup { name, cidrs, location: at }),
                 None => frag.invalid_groups.push(name),
             }
@@ -105,10 +121,9 @@ pub fn fragment(sink: &mut ErrorSink, root: &Node) -> Fragment {
     }
     if let Some(v) = top.value("webgroups") {
         for (name, body, at) in groups(sink, v, "webgroup", &mut frag.invalid_groups, &mut frag.broken) {
-            let domains = Record::read(sink, body, &format!("webgroup `{name}`"), &["domains"])
-                .and_then(|f| required(sink, &f, body, "domains", "a list of domain names"))
-                .and_then(|n| domains(sink, n));
-            match domains {
+            let what = format!("webgroup `{name}`");
+            let kind = ("domains", ListKind::Domains, "a list of domain names");
+            match group_entries(sink, body, (&what, &name), kind, &mut frag.lists, domains) {
                 Some(domains) => frag.webgroups.push(WebGroup { name, domains, location: at }),
                 None => frag.invalid_groups.push(name),
             }
@@ -231,6 +246,40 @@ fn groups<'n>(
         }
     }
     out
+}
+
+/// A group's entries: its inline list (`inline`, e.g. `cidrs`, read by
+/// `read`) if written, and its list file (`cidrs_file`) noted in `lists`
+/// (its entries are added by the load); one of the two is required.
+/// `None` (reported): the body is wrong. `what`: the group as errors name
+/// it, and its name; `expected`: what the inline list holds.
+fn group_entries<T>(
+    sink: &mut ErrorSink,
+    body: &Node,
+    (what, name): (&str, &str),
+    (inline, kind, expected): (&str, ListKind, &str),
+    lists: &mut Vec<ListRef>,
+    read: impl FnOnce(&mut ErrorSink, &Node) -> Option<Vec<T>>,
+) -> Option<Vec<T>> {
+    let file_field = kind.field();
+    let record = Record::read(sink, body, what, &[inline, file_field])?;
+    let mut has_file = false;
+    if let Some(v) = record.value(file_field) {
+        let path = fields::string(sink, v, "the path of a list file")?.to_string();
+        lists.push(ListRef { group: name.to_string(), kind, path, location: sink.location_of(v) });
+        has_file = true;
+    }
+    match record.value(inline) {
+        Some(entries) => read(sink, entries),
+        None if has_file => Some(Vec::new()),
+        None => {
+            sink.report(
+                body,
+                format!("missing field `{inline}`: expected {expected} (or `{file_field}`, a file of them)"),
+            );
+            None
+        }
+    }
 }
 
 /// A non-empty list of domain patterns, duplicates removed.

@@ -89,3 +89,51 @@ fn configmap_symlink_swap_is_picked_up() {
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A SmartGroup's `cidrs_file` in a directory of its own: a change to the
+/// list alone (the pack untouched) is enforced; a bad line in it is
+/// rejected whole and the last good list keeps enforcing.
+#[test]
+fn a_changed_list_file_is_enforced() {
+    let lab = lab();
+    let dir = temp_dir("list", &lab);
+    std::fs::create_dir_all(dir.join("lists")).expect("dir");
+    let policy = dir.join("pack.yaml");
+    let feed = dir.join("lists/allowed.txt");
+    std::fs::write(&feed, "# allowed hosts\n203.0.113.10\n").expect("write");
+    std::fs::write(
+        &policy,
+        "version: 1
+mode: enforce
+smartgroups:
+  runtime: { cidrs: [10.10.1.0/24] }
+  allowed: { cidrs_file: lists/allowed.txt }
+rules:
+  - { name: allow-listed, priority: 10, source: runtime, destination: { smartgroup: allowed }, protocol: tcp, ports: [443], action: permit }
+  - { name: default-deny, priority: 1000, source: runtime, destination: any, action: deny }
+",
+    )
+    .expect("write");
+    let agent = AgentProcess::start_at(&lab, &egress_lab::agent_binary(), &policy, &[]).expect("agent");
+    assert!(lab.tcp_exchange(None, sa("203.0.113.10:443"), T).unwrap(), "listed");
+    assert!(!lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "not listed yet");
+
+    write_and_rename(&feed, "# allowed hosts\n203.0.113.10\n203.0.113.20   # added\n");
+    assert!(wait_reachable(&lab, true), "the list's new line is enforced");
+
+    // An edit in place (no rename) is seen too; a bad line is rejected whole.
+    std::fs::write(&feed, "203.0.113.10\n203.0.113.20\n203.0.113.300\n").expect("write");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&agent.metrics().expect("metrics"), "egress_policy_reloads_total{outcome=\"failure\"}") == 0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let m = agent.metrics().expect("metrics");
+    assert!(metric(&m, "egress_policy_reloads_total{outcome=\"failure\"}") >= 1, "the bad list is rejected: {m}");
+    assert!(lab.tcp_exchange(None, sa("203.0.113.20:443"), T).unwrap(), "the last good list keeps enforcing");
+
+    std::fs::write(&feed, "203.0.113.10\n").expect("write");
+    assert!(wait_reachable(&lab, false), "the fixed list is enforced");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -56,7 +56,10 @@ fn entry(path: &Path) -> Option<Entry> {
     Some((resolved, meta.len(), meta.modified().ok(), (meta.ctime(), meta.ctime_nsec()), meta.ino()))
 }
 
-/// The fingerprint of a policy file or directory (empty if unreadable).
+/// The fingerprint of a policy file or directory (empty if unreadable),
+/// with the list files its policy files name (`cidrs_file`,
+/// `domains_file`; a missing one as missing, so that its creation is a
+/// change).
 pub fn fingerprint(path: &Path) -> Fingerprint {
     let mut out = Vec::new();
     if path.is_dir() {
@@ -69,11 +72,45 @@ pub fn fingerprint(path: &Path) -> Fingerprint {
             })
             .unwrap_or_default();
         names.sort();
-        out.extend(names.iter().filter_map(|p| entry(p)));
+        out.extend(names.iter().filter_map(|p| entry(p).map(|e| (p.clone(), e))));
     } else if let Some(e) = entry(path) {
-        out.push(e);
+        out.push((path.to_path_buf(), e));
     }
-    Fingerprint(out)
+    let lists: BTreeSet<PathBuf> = out.iter().flat_map(|(named, e)| lists_named(named, e)).collect();
+    let mut entries: Vec<Entry> = out.into_iter().map(|(_, e)| e).collect();
+    entries.extend(lists.iter().map(|l| entry(l).unwrap_or_else(|| missing(l))));
+    Fingerprint(entries)
+}
+
+/// A file that is not there, by the path it would have.
+fn missing(path: &Path) -> Entry {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let resolved = match (absolute.parent().and_then(|d| std::fs::canonicalize(d).ok()), absolute.file_name()) {
+        (Some(dir), Some(name)) => dir.join(name),
+        _ => absolute,
+    };
+    (resolved, 0, None, (0, 0), 0)
+}
+
+/// The list files the policy file at `path` (as it stands: `stat`) names,
+/// read again only when the file changed.
+fn lists_named(path: &Path, stat: &Entry) -> Vec<PathBuf> {
+    use std::sync::Mutex;
+    static NAMED: Mutex<Vec<(Entry, Vec<PathBuf>)>> = Mutex::new(Vec::new());
+    let Ok(mut named) = NAMED.lock() else { return Vec::new() };
+    if let Some((_, lists)) = named.iter().find(|(e, _)| e == stat) {
+        return lists.clone();
+    }
+    let lists = match egress_policy::read_policy_text(path) {
+        Ok(text) => egress_policy::list_files_named(path, &text),
+        Err(_) => Vec::new(),
+    };
+    // Files come and go: keep the last few hundred looks.
+    if named.len() >= 512 {
+        named.clear();
+    }
+    named.push((stat.clone(), lists.clone()));
+    lists
 }
 
 /// What wakes the watcher thread.

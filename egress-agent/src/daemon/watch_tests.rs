@@ -167,3 +167,33 @@ fn a_configmap_swap_is_a_request() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A list file the policy names (`cidrs_file`), in a directory of its
+/// own: renamed into place, and created where it was missing, each is a
+/// request by event; a file beside it the policy does not name is not.
+#[test]
+fn a_list_file_the_policy_names_is_watched() {
+    let dir = scratch("list");
+    std::fs::create_dir_all(dir.join("lists")).unwrap();
+    let policy = dir.join("pack.yaml");
+    std::fs::write(
+        &policy,
+        "smartgroups:\n  feed: { cidrs_file: lists/feed.txt }\n  more: { cidrs_file: lists/more.txt }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("lists/feed.txt"), "10.0.0.0/8\n").unwrap();
+    let before = fingerprint(&policy);
+    assert_eq!(before.0.len(), 3, "the policy, its list and its missing list: {before:?}");
+    let (_watcher, rx) = watching(&policy);
+    std::fs::write(dir.join("lists/feed.txt.tmp"), "10.0.0.0/8\n192.0.2.0/24\n").unwrap();
+    let t = Instant::now();
+    std::fs::rename(dir.join("lists/feed.txt.tmp"), dir.join("lists/feed.txt")).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_millis(500)), Ok(Trigger::Files));
+    assert!(t.elapsed() < POLL / 2, "by event, not by polling: {:?}", t.elapsed());
+    std::fs::write(dir.join("lists/other.txt"), "not named").unwrap();
+    assert_eq!(requests(&rx, Duration::from_millis(300)), 0, "a file the policy does not name");
+    std::fs::write(dir.join("lists/more.tmp"), "192.0.2.0/24\n").unwrap();
+    std::fs::rename(dir.join("lists/more.tmp"), dir.join("lists/more.txt")).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_millis(500)), Ok(Trigger::Files), "the missing list made");
+    let _ = std::fs::remove_dir_all(&dir);
+}
