@@ -2,7 +2,8 @@
 //! merged, validated and compiled. Pure logic: nothing here touches the
 //! kernel, starts a thread or keeps state between calls.
 //!
-//! [`load`] reads a file or a directory, [`load_sources`] in-memory texts;
+//! [`load`] reads a file or a directory (and the list files its groups
+//! name), [`load_sources`] in-memory texts (which may name no list file);
 //! both return a validated [`model::Pack`] or every error found, each at
 //! `file:line:column`. A caller that loads again and again (the agent's
 //! reloads) keeps a [`ParseCache`], so that only what changed is parsed

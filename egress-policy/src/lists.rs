@@ -1,9 +1,12 @@
 //! Lists in files (`cidrs_file`, `domains_file`): a group's CIDRs or
 //! domain patterns kept in a file of their own, one a line (`#` starts a
 //! comment), beside or instead of the inline list. The path is relative
-//! to the policy file that names it. A list of a million CIDRs (a threat
-//! feed) is ordinary: lines are parsed once and duplicates dropped by
-//! hashing. Errors name the list file and its line.
+//! to the directory of the policy file that names it and stays inside it
+//! (no `..`, not absolute: a pack is a directory an operator can copy
+//! whole, or a `ConfigMap`, and the agent, which runs as root, reads no
+//! file its pack does not hold; a symlink an administrator puts there is
+//! followed). Lines are parsed once and duplicates dropped by hashing.
+//! Errors name the list file and its line.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -14,7 +17,6 @@ use super::domain::parse_pattern;
 use super::error::PolicyError;
 use super::fields::parse_cidr;
 use super::model::{DomainPattern, Location};
-use super::yaml::{Kind, Node};
 
 /// What a list file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +42,7 @@ impl ListKind {
 pub struct ListRef {
     /// The group that takes the list's entries.
     pub group: String,
+    /// What the list holds (and so which kind of group takes it).
     pub kind: ListKind,
     /// The path as written.
     pub path: String,
@@ -64,12 +67,34 @@ pub fn resolve(policy_file: &Path, path: &str) -> PathBuf {
     }
 }
 
+/// Why a list file's path, as written, is not taken: it must be relative
+/// and stay in the naming file's directory.
+pub fn path_problem(path: &str) -> Option<String> {
+    use std::path::Component;
+    let p = Path::new(path);
+    if path.is_empty() {
+        return Some("an empty path".into());
+    }
+    if p.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
+        return Some(format!(
+            "`{path}` leaves the policy's directory: name a list file by a path relative to the policy file, \
+             without `..` (put the file, or a symlink to it, beside the pack)"
+        ));
+    }
+    None
+}
+
 /// A list file's entries, duplicates dropped, in the file's order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entries {
+    /// The CIDRs of a `cidrs_file`.
     Cidrs(Vec<IpNet>),
+    /// The domain patterns of a `domains_file`.
     Domains(Vec<DomainPattern>),
 }
+
+/// Bad lines of one list reported at most (then one line says how many more).
+pub const MAX_LIST_ERRORS: usize = 20;
 
 /// Parses the text of a list file of `kind`, shown in errors as `shown`.
 /// Every bad line is reported at its line and column; the entries of the
@@ -81,6 +106,8 @@ pub fn parse(kind: ListKind, shown: &str, text: &str) -> (Entries, Vec<PolicyErr
     let mut domains: Vec<DomainPattern> = Vec::new();
     let mut seen_cidrs: HashSet<IpNet> = HashSet::new();
     let mut seen_domains: HashSet<DomainPattern> = HashSet::new();
+    let mut bad = 0usize;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, line) in text.lines().enumerate() {
         let content = line.split_once('#').map_or(line, |(before, _)| before);
         let entry = content.trim();
@@ -88,25 +115,31 @@ pub fn parse(kind: ListKind, shown: &str, text: &str) -> (Entries, Vec<PolicyErr
             continue;
         }
         let column = content.len() - content.trim_start().len() + 1;
-        let at = || Location { file: file.clone(), line: i + 1, column };
-        match kind {
-            ListKind::Cidrs => match parse_cidr(entry) {
-                Ok(net) => {
-                    if seen_cidrs.insert(net) {
-                        cidrs.push(net);
-                    }
+        let problem = match kind {
+            ListKind::Cidrs => parse_cidr(entry).map(|net| {
+                if seen_cidrs.insert(net) {
+                    cidrs.push(net);
                 }
-                Err(e) => errors.push(PolicyError::new(at(), e)),
-            },
-            ListKind::Domains => match parse_pattern(entry) {
-                Ok(pattern) => {
-                    if seen_domains.insert(pattern.clone()) {
-                        domains.push(pattern);
-                    }
+            }),
+            ListKind::Domains => parse_pattern(entry).map(|pattern| {
+                if seen_domains.insert(pattern.clone()) {
+                    domains.push(pattern);
                 }
-                Err(e) => errors.push(PolicyError::new(at(), e)),
-            },
+            }),
+        };
+        if let Err(e) = problem {
+            bad += 1;
+            if bad <= MAX_LIST_ERRORS {
+                errors.push(PolicyError::new(Location { file: file.clone(), line: i + 1, column }, e));
+            }
         }
+    }
+    if bad > MAX_LIST_ERRORS {
+        let more = bad - MAX_LIST_ERRORS;
+        errors.push(PolicyError::new(
+            Location { file: file.clone(), line: 0, column: 0 },
+            format!("and {more} more bad lines (the first {MAX_LIST_ERRORS} are shown)"),
+        ));
     }
     let entries = match kind {
         ListKind::Cidrs => Entries::Cidrs(cidrs),
@@ -116,33 +149,27 @@ pub fn parse(kind: ListKind, shown: &str, text: &str) -> (Entries, Vec<PolicyErr
 }
 
 /// The list files a policy file's text names (resolved against
-/// `policy_file`), for a watcher to watch: a quick look that parses the
-/// YAML only when the text holds a list field at all. What it cannot read
-/// names nothing (the load that follows reports it).
+/// `policy_file`), for a watcher to watch: a scan of the text's lines for
+/// the list fields, with no YAML parse (a reload's watcher takes it on
+/// every change of a policy file). It may find more than the load reads
+/// (a field in a comment or a block string): watching a file too many
+/// costs nothing.
 pub fn files_named(policy_file: &Path, text: &str) -> Vec<PathBuf> {
-    let fields = [ListKind::Cidrs.field(), ListKind::Domains.field()];
-    if !fields.iter().any(|f| text.contains(f)) {
-        return Vec::new();
-    }
-    let Ok(root) = super::yaml::parse(text) else { return Vec::new() };
     let mut out = Vec::new();
-    for groups in ["smartgroups", "webgroups"].iter().filter_map(|key| field(&root, key)) {
-        let Kind::Map(groups) = &groups.kind else { continue };
-        for (_, body) in groups {
-            for value in fields.iter().filter_map(|f| field(body, f)) {
-                if let Kind::Str(path) = &value.kind {
-                    out.push(resolve(policy_file, path));
-                }
+    for field in [ListKind::Cidrs.field(), ListKind::Domains.field()] {
+        for (at, _) in text.match_indices(field) {
+            let rest = text[at + field.len()..].trim_start_matches([' ', '\t']);
+            let Some(value) = rest.strip_prefix(':') else { continue };
+            let value = value.split(['\n', ',', '}', '#']).next().unwrap_or("").trim();
+            let value = value.trim_matches(|c| c == '"' || c == '\'').trim();
+            if path_problem(value).is_none() {
+                out.push(resolve(policy_file, value));
             }
         }
     }
+    out.sort();
+    out.dedup();
     out
-}
-
-/// The value of field `name` of a mapping node.
-fn field<'n>(node: &'n Node, name: &str) -> Option<&'n Node> {
-    let Kind::Map(pairs) = &node.kind else { return None };
-    pairs.iter().find(|(k, _)| matches!(&k.kind, Kind::Str(s) if s == name)).map(|(_, v)| v)
 }
 
 #[cfg(test)]
@@ -180,11 +207,27 @@ mod tests {
     #[test]
     fn files_named_are_resolved_against_the_policy_file() {
         let text = "smartgroups:\n  feed: { cidrs_file: feeds/bad.txt }\n  abs:\n    cidrs_file: /etc/egress/x.txt\n\
-                    webgroups:\n  ai:\n    domains: [a.example.com]\n    domains_file: ai.txt\n";
+                    webgroups:\n  ai:\n    domains: [a.example.com]\n    domains_file: \"ai.txt\"  # AI\n";
         let got = files_named(Path::new("/p/pack/main.yaml"), text);
-        let want: Vec<PathBuf> =
-            ["/p/pack/feeds/bad.txt", "/etc/egress/x.txt", "/p/pack/ai.txt"].iter().map(PathBuf::from).collect();
-        assert_eq!(got, want);
+        let want: Vec<PathBuf> = ["/p/pack/ai.txt", "/p/pack/feeds/bad.txt"].iter().map(PathBuf::from).collect();
+        assert_eq!(got, want, "an absolute path is not read, so not watched");
         assert!(files_named(Path::new("/p/main.yaml"), "smartgroups: {}\n").is_empty());
+    }
+
+    #[test]
+    fn paths_stay_in_the_policys_directory() {
+        assert_eq!(path_problem("feeds/a.txt"), None);
+        assert_eq!(path_problem("./a.txt"), None);
+        for bad in ["../lists/a.txt", "/etc/shadow", "feeds/../../a.txt", ""] {
+            assert!(path_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_reported_up_to_a_limit() {
+        let text = "bad\n".repeat(100);
+        let (_, errors) = parse(ListKind::Cidrs, "f.txt", &format!("\u{feff}10.0.0.0/8\n{text}"));
+        assert_eq!(errors.len(), MAX_LIST_ERRORS + 1);
+        assert!(errors[MAX_LIST_ERRORS].to_string().contains("and 80 more bad lines"), "{errors:?}");
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use super::bitset::FastMap;
 use super::error::{PolicyError, PolicyErrors};
 use super::fields::ErrorSink;
+use super::load_lists::ListSource;
 use super::merge::merge;
 use super::model::{Location, Pack};
 use super::yaml::{Kind, Node};
@@ -49,8 +50,6 @@ pub fn load_sources(files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
 pub struct ParseCache {
     current: Parsed,
     retired: Vec<Parsed>,
-    /// The list files the last load read.
-    lists: load_lists::Lists,
 }
 
 /// What a [`ParseCache`] no longer needs, to be dropped by its owner
@@ -68,7 +67,7 @@ impl Retired {
 impl ParseCache {
     /// An empty cache.
     pub const fn new() -> Self {
-        ParseCache { current: Parsed::new(), retired: Vec::new(), lists: load_lists::Lists::new() }
+        ParseCache { current: Parsed::new(), retired: Vec::new() }
     }
 
     /// [`load`], reusing what this cache holds; returns the pack and a 64-bit
@@ -77,10 +76,12 @@ impl ParseCache {
     /// to trust against tampering).
     pub fn load_hashed(&mut self, path: &Path) -> Result<(Pack, u64), PolicyErrors> {
         let (sources, mut errors) = read_sources(path)?;
-        match self.load_sources(&sources) {
+        let policy_bytes: u64 = sources.iter().map(|(_, text)| text.len() as u64).sum();
+        let lists = (ListSource::Disk, MAX_PACK_BYTES.saturating_sub(policy_bytes));
+        match self.load_cut(&sources, chunks::CUT_FROM_BYTES, lists) {
             Ok(pack) if errors.is_empty() => {
                 let texts = sources.iter().flat_map(|(name, text)| [name.as_str(), text.as_str()]);
-                Ok((pack, hash_texts(texts.chain(load_lists::texts(&self.lists)))))
+                Ok((pack, hash_texts(texts.chain(load_lists::texts(&self.current.lists)))))
             }
             Ok(_) => Err(PolicyErrors(errors)),
             Err(PolicyErrors(more)) => {
@@ -93,9 +94,10 @@ impl ParseCache {
     /// Parses, merges and validates a pack from `(display name, text)`
     /// pairs, in the given order (as [`load`] does for a directory's files),
     /// reusing what this cache holds. All errors of all files are reported;
-    /// a YAML syntax error stops only its own file.
+    /// a YAML syntax error stops only its own file. Nothing is read from
+    /// disk: a group that names a list file is an error.
     pub fn load_sources(&mut self, files: &[(String, String)]) -> Result<Pack, PolicyErrors> {
-        self.load_cut(files, chunks::CUT_FROM_BYTES)
+        self.load_cut(files, chunks::CUT_FROM_BYTES, (ListSource::Nowhere, 0))
     }
 
     /// What earlier loads held and the last one no longer needs.
@@ -104,18 +106,32 @@ impl ParseCache {
     }
 
     /// [`ParseCache::load_sources`], cutting files of `cut_from` bytes or
-    /// more into pieces.
-    pub(super) fn load_cut(&mut self, files: &[(String, String)], cut_from: usize) -> Result<Pack, PolicyErrors> {
+    /// more into pieces, with list files from `lists` (and at most that
+    /// many bytes of them).
+    pub(super) fn load_cut(
+        &mut self,
+        files: &[(String, String)],
+        cut_from: usize,
+        (lists, budget): (ListSource, u64),
+    ) -> Result<Pack, PolicyErrors> {
+        let mut old_lists = std::mem::take(&mut self.current.lists);
         let (mut fragments, mut errors) = self.parse_files(files, cut_from);
-        self.lists = load_lists::add_lists(&mut fragments, &mut self.lists, &mut errors);
+        self.current.lists = load_lists::add_lists(&mut fragments, lists, (&mut old_lists, budget), &mut errors);
+        // The lists this load no longer uses are retired with the rest.
+        if !old_lists.is_empty() {
+            self.retired.push(Parsed { lists: old_lists, ..Parsed::default() });
+        }
         let Some((first, _)) = files.first() else {
             return Err(one(PolicyError::whole_file("<policy>", "no policy file: expected at least one")));
         };
         let pack = merge(first, fragments, &mut errors);
         // Merge adds its errors after the files'; present them in file order.
         let order = |file: &str| files.iter().position(|(n, _)| n == file).unwrap_or(usize::MAX);
+        // List files come after the policy files, each file's errors together.
         errors.sort_by(|a, b| {
-            let key = |e: &PolicyError| (order(&e.location.file[..]), e.location.line, e.location.column);
+            let key = |e: &PolicyError| {
+                (order(&e.location.file[..]), e.location.file.clone(), e.location.line, e.location.column)
+            };
             key(a).cmp(&key(b))
         });
         match pack {
@@ -260,12 +276,14 @@ struct ParsedPiece {
     body_line: usize,
 }
 
-/// What one load parsed: whole files by name, and pieces of large files
-/// by a hash of file name and text (the text itself is compared on a hit).
+/// What one load parsed: whole files by name, pieces of large files by a
+/// hash of file name and text (the text itself is compared on a hit), and
+/// list files by path.
 #[derive(Default)]
 struct Parsed {
     files: std::collections::BTreeMap<String, ParsedFile>,
     pieces: FastMap<u64, Vec<ParsedPiece>>,
+    lists: load_lists::Lists,
 }
 
 impl Parsed {
@@ -273,11 +291,12 @@ impl Parsed {
         Parsed {
             files: std::collections::BTreeMap::new(),
             pieces: FastMap::with_hasher(std::hash::BuildHasherDefault::new()),
+            lists: load_lists::Lists::new(),
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.pieces.values().all(Vec::is_empty)
+        self.files.is_empty() && self.pieces.values().all(Vec::is_empty) && self.lists.is_empty()
     }
 }
 
@@ -369,6 +388,11 @@ fn parse_file(name: &str, text: &str) -> ParsedFile {
     ParsedFile { text: text.to_string(), fragment, errors: sink.errors }
 }
 
+/// `open(2)` flags (Linux): do not wait for a writer or a device; do not
+/// take a terminal as the controlling one.
+const O_NONBLOCK: i32 = 0o4000;
+const O_NOCTTY: i32 = 0o400;
+
 /// Largest policy file read (bigger ones are refused before they are read).
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Largest pack: every file of a directory together.
@@ -385,13 +409,14 @@ pub fn read_policy_text(path: &Path) -> Result<String, PolicyError> {
 
 pub(super) fn read(path: &Path, shown: &str) -> Result<String, PolicyError> {
     use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let cannot = |e: std::io::Error| PolicyError::whole_file(shown, format!("cannot read: {e}"));
-    // Not opened unless it is a plain file: opening a FIFO (or a device
-    // such as a terminal) would block the load.
-    if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+    // Opened without blocking (a FIFO or a terminal put in its place would
+    // block the load) and read only if it is a plain file.
+    let file = std::fs::File::options().read(true).custom_flags(O_NONBLOCK | O_NOCTTY).open(path).map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
         return Err(PolicyError::whole_file(shown, "cannot read: not a regular file"));
     }
-    let file = std::fs::File::open(path).map_err(cannot)?;
     let too_big = || {
         PolicyError::whole_file(
             shown,

@@ -8,12 +8,12 @@ use crate::{pack_yaml::to_yaml, synth};
 
 /// `text` read whole, afresh.
 fn whole(text: &str) -> Result<crate::model::Pack, crate::PolicyErrors> {
-    ParseCache::new().load_cut(&[("p.yaml".to_string(), text.to_string())], usize::MAX)
+    ParseCache::new().load_cut(&[("p.yaml".to_string(), text.to_string())], usize::MAX, (super::ListSource::Nowhere, 0))
 }
 
 /// `text` read in pieces, through `cache`.
 fn cut(cache: &mut ParseCache, text: &str) -> Result<crate::model::Pack, crate::PolicyErrors> {
-    cache.load_cut(&[("p.yaml".to_string(), text.to_string())], 0)
+    cache.load_cut(&[("p.yaml".to_string(), text.to_string())], 0, (super::ListSource::Nowhere, 0))
 }
 
 /// The synthetic pack as written, and in the indentless style.

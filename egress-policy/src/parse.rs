@@ -263,15 +263,25 @@ fn group_entries<T>(
 ) -> Option<Vec<T>> {
     let file_field = kind.field();
     let record = Record::read(sink, body, what, &[inline, file_field])?;
-    let mut has_file = false;
+    let mut file_ok = None;
     if let Some(v) = record.value(file_field) {
-        let path = fields::string(sink, v, "the path of a list file")?.to_string();
-        lists.push(ListRef { group: name.to_string(), kind, path, location: sink.location_of(v) });
-        has_file = true;
+        let path = fields::string(sink, v, "the path of a list file");
+        let problem = path.and_then(super::lists::path_problem);
+        if let Some(problem) = &problem {
+            sink.report(v, format!("`{file_field}`: {problem}"));
+        }
+        let ok = path.is_some() && problem.is_none();
+        if let Some(path) = path.filter(|_| ok) {
+            let location = sink.location_of(v);
+            lists.push(ListRef { group: name.to_string(), kind, path: path.to_string(), location });
+        }
+        file_ok = Some(ok);
     }
-    match record.value(inline) {
-        Some(entries) => read(sink, entries),
-        None if has_file => Some(Vec::new()),
+    let entries = match record.value(inline) {
+        // Beside a list file, an empty inline list is no error.
+        Some(n) if file_ok.is_some() && matches!(&n.kind, Kind::Seq(items) if items.is_empty()) => Some(Vec::new()),
+        Some(n) => read(sink, n),
+        None if file_ok.is_some() => Some(Vec::new()),
         None => {
             sink.report(
                 body,
@@ -279,7 +289,8 @@ fn group_entries<T>(
             );
             None
         }
-    }
+    };
+    if file_ok == Some(false) { None } else { entries }
 }
 
 /// A non-empty list of domain patterns, duplicates removed.

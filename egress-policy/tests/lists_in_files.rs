@@ -92,7 +92,7 @@ fn a_missing_or_empty_list_is_an_error_where_the_pack_names_it() {
     assert!(made.success());
     d.write("pack2.yaml", &PACK.replace("lists/ai.txt", "lists/fifo.txt"));
     let errors = load(&d.0.join("pack2.yaml")).expect_err("a FIFO").to_string();
-    assert!(errors.contains("domains_file `lists/fifo.txt`: cannot read: not a regular file"), "{errors}");
+    assert!(errors.contains("lists/fifo.txt: cannot read: not a regular file"), "{errors}");
     // A group needs one or the other.
     let none = d.write("none.yaml", "version: 1\nsmartgroups:\n  g: {}\n");
     let errors = load(&none).expect_err("no entries").to_string();
@@ -116,8 +116,53 @@ fn a_changed_list_is_read_by_the_next_load_and_changes_the_hash() {
     assert_eq!(load_hashed(&policy).expect("loads"), (changed, changed_hash), "the cache reads what a fresh load does");
 }
 
+/// A list file is named by a path inside the pack's directory; a pack
+/// from in-memory texts names none.
+#[test]
+fn lists_stay_in_the_pack_and_in_memory_packs_have_none() {
+    let d = Dir::new("confined");
+    d.write("lists/feed.txt", "203.0.113.0/24\n");
+    for (path, why) in [("../x.txt", "leaves the policy's directory"), ("/etc/hosts", "leaves the policy's directory")]
+    {
+        let policy = d.write("p.yaml", &format!("version: 1\nsmartgroups:\n  g: {{ cidrs_file: \"{path}\" }}\n"));
+        let errors = load(&policy).expect_err("refused").to_string();
+        assert!(errors.contains(&format!("{}:3:20: `cidrs_file`: `{path}` {why}", policy.display())), "{errors}");
+    }
+    let text = "version: 1\nsmartgroups:\n  g: { cidrs_file: lists/feed.txt }\n".to_string();
+    let errors = egress_policy::load_sources(&[(d.0.join("p.yaml").display().to_string(), text)])
+        .expect_err("in memory")
+        .to_string();
+    assert!(errors.contains("list files are read only with a pack loaded from its files"), "{errors}");
+}
+
 #[test]
 fn the_list_files_a_policy_names_are_found_for_the_watcher() {
     let got = egress_policy::list_files_named(Path::new("/etc/egress/pack.yaml"), PACK);
-    assert_eq!(got, [PathBuf::from("/etc/egress/lists/feed.txt"), PathBuf::from("/etc/egress/lists/ai.txt")]);
+    assert_eq!(got, [PathBuf::from("/etc/egress/lists/ai.txt"), PathBuf::from("/etc/egress/lists/feed.txt")]);
+}
+
+/// The curated lists shipped under `policies/lists/` parse (every line a
+/// name the guard lets through), say what they cover and when they were
+/// last reviewed, and the reference pack uses them.
+#[test]
+fn the_shipped_lists_load_and_the_reference_pack_uses_them() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let mut lists: Vec<PathBuf> =
+        std::fs::read_dir(root.join("lists")).expect("policies/lists").map(|e| e.expect("entry").path()).collect();
+    lists.sort();
+    assert!(lists.len() >= 4, "{lists:?}");
+    let d = Dir::new("shipped");
+    for (i, list) in lists.iter().enumerate() {
+        let text = std::fs::read_to_string(list).expect("read");
+        assert!(text.starts_with("# ") && text.contains("Last reviewed: 20"), "{}: a header", list.display());
+        // Named through a symlink beside the pack, as the reference pack does.
+        std::os::unix::fs::symlink(list, d.0.join(format!("list{i}.txt"))).expect("symlink");
+        let pack = format!("version: 1\nwebgroups:\n  g:\n    domains_file: list{i}.txt\n");
+        let pack = load(&d.write("pack.yaml", &pack)).unwrap_or_else(|e| panic!("{}: {e}", list.display()));
+        assert!(pack.webgroups["g"].domains.len() >= 4, "{}", list.display());
+    }
+    let reference = load(&root.join("agentcore")).expect("the reference pack loads");
+    let names = |g: &str| -> Vec<String> { reference.webgroups[g].domains.iter().map(ToString::to_string).collect() };
+    assert!(names("llm-providers").contains(&"api.openai.com".to_string()));
+    assert!(names("aws-control-plane").contains(&"sts.amazonaws.com".to_string()));
 }

@@ -15,13 +15,9 @@ use egress_policy::model::Pack;
 fn pack() -> &'static Pack {
     static PACK: OnceLock<Pack> = OnceLock::new();
     PACK.get_or_init(|| {
-        let files = [
-            ("00-settings.yaml", include_str!("../../policies/agentcore/00-settings.yaml")),
-            ("10-groups.yaml", include_str!("../../policies/agentcore/10-groups.yaml")),
-            ("20-rules.yaml", include_str!("../../policies/agentcore/20-rules.yaml")),
-        ];
-        let files: Vec<(String, String)> = files.iter().map(|(n, t)| ((*n).to_string(), (*t).to_string())).collect();
-        let mut pack = egress_policy::load_sources(&files).expect("the reference pack loads");
+        // Read from the checkout: its groups name list files beside it.
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/agentcore"));
+        let mut pack = egress_policy::load(dir).expect("the reference pack loads");
         pack.gateway = crate::policy::gateway().to_vec();
         pack
     })

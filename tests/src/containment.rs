@@ -485,12 +485,13 @@ fn tunnel_record(agent: &AgentProcess, seen: usize, workload: &str) -> Option<se
     }
 }
 
-/// Copies the pack directory to a scratch place the run may edit.
+/// Copies the pack directory (its policy and list files, symlinks
+/// followed) to a scratch place the run may edit.
 fn copy_pack(from: &Path, to: &Path) -> io::Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;
-        if e.file_type()?.is_file() {
+        if std::fs::metadata(e.path())?.is_file() {
             std::fs::copy(e.path(), to.join(e.file_name()))?;
         }
     }

@@ -12,9 +12,13 @@
 //! a finished change arrives: a half-written or missing file is never
 //! read on the strength of one event.
 //!
-//! A fingerprint of everything the loader would read (each policy file's
-//! resolved path, size, modification and change times and inode, following
-//! symlinks) is the safety net: polled every [`POLL`], it catches a missed
+//! The list files the policy files name (`cidrs_file`, `domains_file`)
+//! are part of what the loader reads: their directories are watched and
+//! their events concern the policy as the policy files' do.
+//!
+//! A fingerprint of everything the loader would read (each policy and list
+//! file's resolved path, size, modification and change times and inode,
+//! following symlinks; a list file not there as missing) is the safety net: polled every [`POLL`], it catches a missed
 //! event (a full event queue) and filesystems without events. The change
 //! time catches a same-size write that keeps the modification time
 //! (`cp -p`, `rsync -t --inplace`); resolved paths change on a `ConfigMap`
@@ -95,16 +99,18 @@ fn missing(path: &Path) -> Entry {
 /// The list files the policy file at `path` (as it stands: `stat`) names,
 /// read again only when the file changed.
 fn lists_named(path: &Path, stat: &Entry) -> Vec<PathBuf> {
-    use std::sync::Mutex;
+    use std::sync::{Mutex, PoisonError};
     static NAMED: Mutex<Vec<(Entry, Vec<PathBuf>)>> = Mutex::new(Vec::new());
-    let Ok(mut named) = NAMED.lock() else { return Vec::new() };
-    if let Some((_, lists)) = named.iter().find(|(e, _)| e == stat) {
-        return lists.clone();
+    let known =
+        NAMED.lock().unwrap_or_else(PoisonError::into_inner).iter().find(|(e, _)| e == stat).map(|k| k.1.clone());
+    if let Some(lists) = known {
+        return lists;
     }
     let lists = match egress_policy::read_policy_text(path) {
         Ok(text) => egress_policy::list_files_named(path, &text),
         Err(_) => Vec::new(),
     };
+    let mut named = NAMED.lock().unwrap_or_else(PoisonError::into_inner);
     // Files come and go: keep the last few hundred looks.
     if named.len() >= 512 {
         named.clear();
