@@ -28,6 +28,20 @@ enum Cmd {
     },
     /// Which rule decides a packet, and why: walks the rules by priority.
     Explain(ExplainArgs),
+    /// Judge the flows of flow logs with a candidate pack and print what
+    /// would change (exit 2 if a newly denied flow is one `--expect-allowed`
+    /// names, 1 on errors).
+    Replay {
+        /// The candidate pack: a policy YAML file or a directory of them.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Flow-log files (JSON lines, as `run --flow-log` writes them).
+        #[arg(long = "flow-log", required = true)]
+        flow_logs: Vec<PathBuf>,
+        /// What must stay allowed: one CIDR, address or domain pattern a line.
+        #[arg(long, value_name = "FILE")]
+        expect_allowed: Option<PathBuf>,
+    },
     /// List the addresses learned from DNS answers, from the live maps.
     Learned {
         /// Read the datapath of this agent process (default: the newest).
@@ -131,6 +145,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Explain(args) => explain(&args),
+        Cmd::Replay { policy, flow_logs, expect_allowed } => replay(&policy, &flow_logs, expect_allowed.as_deref()),
         Cmd::Detach { pin_dir } => match egress_agent::datapath::pin::PinDir::existing(&pin_dir).remove_all() {
             Ok(n) => {
                 println!("egress-agent: removed {n} pins from {}; the datapath is detached", pin_dir.display());
@@ -207,6 +222,47 @@ fn check(path: &std::path::Path) -> ExitCode {
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!("{}: {} error(s)", path.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `replay`: the recorded flows judged by the candidate pack.
+fn replay(policy: &std::path::Path, logs: &[PathBuf], expect: Option<&std::path::Path>) -> ExitCode {
+    use egress_agent::inspect::replay::{self as r, Expect, ReplayError};
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|source| ReplayError::Read { file: p.display().to_string(), source })
+    };
+    let pack = match policy::load(policy) {
+        Ok(pack) => pack,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = || -> Result<r::Report, ReplayError> {
+        let expect = match expect {
+            Some(p) => Expect::parse(&p.display().to_string(), &read(p)?)?,
+            None => Expect::default(),
+        };
+        let mut flows = Vec::new();
+        let mut skipped = 0;
+        for log in logs {
+            let (more, other) = r::read_flows(&log.display().to_string(), &read(log)?)?;
+            flows.extend(more);
+            skipped += other;
+        }
+        let mut report = r::replay(&pack, flows, &expect);
+        report.skipped += skipped;
+        Ok(report)
+    };
+    match run() {
+        Ok(report) => {
+            print!("{}", r::render(&report, policy));
+            if report.unexpected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) }
+        }
+        Err(e) => {
+            eprintln!("egress-agent: {e}");
             ExitCode::FAILURE
         }
     }

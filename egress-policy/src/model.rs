@@ -217,7 +217,7 @@ pub struct SmartGroup {
 }
 
 /// A named set of domain patterns.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct WebGroup {
     pub name: String,
     /// Non-empty.

@@ -425,7 +425,9 @@ fn run_case(h: &mut Harness, c: &Case) {
         assert_eq!(entry.groups & !h.llm, 0, "{name}: {addr} learned for `llm` only (groups {:#x})", entry.groups);
         assert_eq!(entry.name_hash, hash, "{name}: {addr} names the question");
         let (lo, hi) = (outcome.t0 + ttl * 1_000_000_000, outcome.t1 + ttl * 1_000_000_000);
-        let slack = 5_000_000; // 5 ms
+        // The datapath stamps with the coarse clock, which lags the test's
+        // by up to a tick (4 or 10 ms, by the kernel's HZ).
+        let slack = 20_000_000; // 20 ms
         assert!(
             entry.expires_ns + slack >= lo && entry.expires_ns <= hi + slack,
             "{name}: {addr} expires {} ns after the answer, want {ttl} s",
