@@ -11,6 +11,16 @@ impl RuleSet {
         RuleSet(vec![0; len.div_ceil(64)])
     }
 
+    /// The set of `rules`, with room for `len` (tests build sets so).
+    #[cfg(test)]
+    pub(crate) fn of(len: usize, rules: &[usize]) -> Self {
+        let mut set = RuleSet::new(len);
+        for &r in rules {
+            set.insert(r);
+        }
+        set
+    }
+
     /// The set whose 64-rule words are `words` (rule `i` is bit `i % 64`
     /// of word `i / 64`).
     pub fn from_words(words: &[u64]) -> Self {
@@ -162,13 +172,7 @@ mod tests {
     /// (forced here) are not taken for the set.
     #[test]
     fn an_index_compares_what_the_signature_finds() {
-        let set = |rules: &[usize]| {
-            let mut s = RuleSet::new(100);
-            for &r in rules {
-                s.insert(r);
-            }
-            s
-        };
+        let set = |rules: &[usize]| RuleSet::of(100, rules);
         let (a, b) = (set(&[1, 70]), set(&[2]));
         assert_eq!(signature(&a), signature(&set(&[70, 1])));
         assert_ne!(signature(&a), signature(&b));

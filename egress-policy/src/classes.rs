@@ -247,16 +247,6 @@ pub(super) fn stable_port_classes(
     (previous_runs, previous): (&[(u32, u32, u32)], &SignedSets),
 ) -> (Vec<(u32, u32, u32)>, SignedSets) {
     let count = sets.len();
-    let before = previous.index();
-    let mut ids: Vec<Option<u32>> = sets
-        .iter()
-        .zip(sets.sigs())
-        .map(|(set, &sig)| before.find(set, sig).filter(|&id| (id as usize) < count))
-        .collect();
-    let mut taken = vec![false; count];
-    for id in ids.iter().flatten() {
-        taken[*id as usize] = true;
-    }
     // Each class's first run, in slot order.
     let mut first_slot: Vec<Option<u32>> = vec![None; count];
     for &(lo, _, class) in &runs {
@@ -266,41 +256,51 @@ pub(super) fn stable_port_classes(
         let at = previous_runs.partition_point(|r| r.1 < slot);
         previous_runs.get(at).filter(|r| r.0 <= slot).map(|r| r.2)
     };
-    for (id, slot) in ids.iter_mut().zip(&first_slot) {
-        if id.is_none()
-            && let Some(old) = slot.and_then(held_before).filter(|&old| (old as usize) < count && !taken[old as usize])
-        {
-            taken[old as usize] = true;
-            *id = Some(old);
-        }
-    }
-    let mut free = (0..count).filter(|&i| !taken[i]);
-    for id in ids.iter_mut().filter(|id| id.is_none()) {
-        *id = free.next().map(|i| i as u32);
-    }
-    // Sets are distinct, so each has a number of its own below `count`.
-    let ids: Vec<u32> = ids.into_iter().map(|id| id.unwrap_or(0)).collect();
-    let mut by_id = vec![(RuleSet::new(0), 0); count];
-    let (sets, sigs) = sets.into_parts();
-    for ((set, sig), &id) in sets.into_iter().zip(sigs).zip(&ids) {
-        by_id[id as usize] = (set, sig);
-    }
+    // Distinct sets, numbers below `count`: no number is left unused.
+    let (ids, sets) = renumber(sets, previous, count, |class| first_slot[class].and_then(held_before), 0);
     let runs = runs.into_iter().map(|(lo, hi, class)| (lo, hi, ids[class as usize])).collect();
-    let (sets, sigs) = by_id.into_iter().unzip();
-    (runs, SignedSets::new(sets, sigs))
+    (runs, sets)
 }
 
 /// Numbers combined classes: a set the previous pack had keeps its number,
 /// new sets take the lowest free ones. Returns the new number of each of
 /// `sets` and the sets by number (unused numbers hold empty sets).
 pub(super) fn stable_x_ids(sets: SignedSets, previous: &SignedSets, n: usize) -> (Vec<u32>, SignedSets) {
+    let limit = previous.len().max(sets.len());
+    renumber(sets, previous, limit, |_| None, n)
+}
+
+/// Numbers distinct `sets` below `limit` (at least as many as sets): a
+/// set `previous` has keeps its number there; one it has not takes
+/// `prefer(i)` (`i` its index in `sets`) if that number is free, else the
+/// lowest free number. Returns each set's number and the sets by number
+/// (a number no set takes holds an empty set of `n` rules).
+fn renumber(
+    sets: SignedSets,
+    previous: &SignedSets,
+    limit: usize,
+    prefer: impl Fn(usize) -> Option<u32>,
+    n: usize,
+) -> (Vec<u32>, SignedSets) {
     let before = previous.index();
-    let mut ids: Vec<Option<u32>> = sets.iter().zip(sets.sigs()).map(|(s, &sig)| before.find(s, sig)).collect();
-    let mut taken = vec![false; previous.len().max(sets.len())];
+    let mut ids: Vec<Option<u32>> = sets
+        .iter()
+        .zip(sets.sigs())
+        .map(|(set, &sig)| before.find(set, sig).filter(|&id| (id as usize) < limit))
+        .collect();
+    let mut taken = vec![false; limit];
     for id in ids.iter().flatten() {
         taken[*id as usize] = true;
     }
-    let mut free = (0..taken.len()).filter(|&i| !taken[i]);
+    for (i, id) in ids.iter_mut().enumerate() {
+        if id.is_none()
+            && let Some(wanted) = prefer(i).filter(|&w| (w as usize) < limit && !taken[w as usize])
+        {
+            taken[wanted as usize] = true;
+            *id = Some(wanted);
+        }
+    }
+    let mut free = (0..limit).filter(|&i| !taken[i]);
     for id in ids.iter_mut().filter(|id| id.is_none()) {
         *id = free.next().map(|i| i as u32);
     }
@@ -326,13 +326,7 @@ mod port_class_tests {
     /// takes a free number, the unchanged ones keep theirs.
     #[test]
     fn a_changed_port_class_keeps_the_number_of_its_ports() {
-        let set = |rules: &[usize]| {
-            let mut s = RuleSet::new(8);
-            for &r in rules {
-                s.insert(r);
-            }
-            s
-        };
+        let set = |rules: &[usize]| RuleSet::of(8, rules);
         let signed = |sets: Vec<RuleSet>| {
             let sigs = sets.iter().map(crate::bitset::signature).collect();
             SignedSets::new(sets, sigs)

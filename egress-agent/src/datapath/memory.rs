@@ -60,16 +60,19 @@ pub fn entry_bytes(pack: &CompiledPack) -> Vec<(&'static str, u64)> {
 
 /// `entry_bytes` in words: the total and the largest tables.
 pub fn describe(pack: &CompiledPack) -> String {
-    let mut by_table = entry_bytes(pack);
+    let (total, largest) = summed(&entry_bytes(pack));
+    format!("kernel memory of the pack's entries: {total} a slot ({largest}), {FIXED_NOTE}")
+}
+
+/// Bytes by table in words: the total, and the three largest tables that
+/// take any (`none` if no table does).
+pub fn summed(by_table: &[(&str, u64)]) -> (String, String) {
     let total: u64 = by_table.iter().map(|t| t.1).sum();
-    by_table.sort_by_key(|t| std::cmp::Reverse(t.1));
+    let mut sorted = by_table.to_vec();
+    sorted.sort_by_key(|t| std::cmp::Reverse(t.1));
     let largest: Vec<String> =
-        by_table.iter().take(3).filter(|t| t.1 > 0).map(|(n, b)| format!("{n} {}", in_units(*b))).collect();
-    format!(
-        "kernel memory of the pack's entries: {} a slot ({}), {FIXED_NOTE}",
-        in_units(total),
-        if largest.is_empty() { "none".to_string() } else { largest.join(", ") }
-    )
+        sorted.iter().take(3).filter(|t| t.1 > 0).map(|(n, b)| format!("{n} {}", in_units(*b))).collect();
+    (in_units(total), if largest.is_empty() { "none".to_string() } else { largest.join(", ") })
 }
 
 /// Bytes in B, KiB or MiB, whichever reads best.

@@ -161,17 +161,8 @@ fn agent_line(s: &Status) -> String {
 
 /// The classifier's scheme and the kernel memory of its live tables.
 fn classifier_line(s: &Status) -> String {
-    use crate::datapath::memory::in_units;
-    let total: u64 = s.classifier_bytes.iter().map(|t| t.1).sum();
-    let mut largest = s.classifier_bytes.clone();
-    largest.sort_by_key(|t| std::cmp::Reverse(t.1));
-    let largest: Vec<String> = largest.iter().take(3).map(|(n, b)| format!("{n} {}", in_units(*b))).collect();
-    format!(
-        "classifier: scheme {}; live tables {} of kernel memory ({})",
-        egress_policy::compile::SCHEME,
-        in_units(total),
-        largest.join(", ")
-    )
+    let (total, largest) = crate::datapath::memory::summed(&s.classifier_bytes);
+    format!("classifier: scheme {}; live tables {total} of kernel memory ({largest})", egress_policy::compile::SCHEME)
 }
 
 /// The status in words.

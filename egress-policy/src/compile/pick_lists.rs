@@ -164,10 +164,9 @@ pub(super) struct XNumbering {
 impl XNumbering {
     /// The number of a base set.
     pub(super) fn base(&mut self, set: RuleSet) -> u32 {
-        let sig = crate::bitset::signature(&set);
         let id = self.bases.number(set);
         if id as usize == self.base_sigs.len() {
-            self.base_sigs.push(sig);
+            self.base_sigs.push(crate::bitset::signature(&self.bases.sets[id as usize]));
         }
         id
     }
@@ -216,15 +215,10 @@ mod tests {
     fn lists_hold_each_classes_picks_in_rule_order() {
         let classes_of: Vec<Vec<u32>> =
             vec![vec![0, 1, 2, 3, 4], vec![1, 3], vec![], vec![3], vec![0, 1], vec![1, 3], vec![4, 0], vec![2]];
-        let mut source = RuleSet::new(8);
-        for r in [0, 1, 2, 3, 4, 6] {
-            source.insert(r);
-        }
+        let source = RuleSet::of(8, &[0, 1, 2, 3, 4, 6]);
         let mut lists = PickLists::new(5);
         // A source laid out before leaves nothing behind.
-        let mut other = RuleSet::new(8);
-        other.insert(7);
-        lists.fill(&other, &classes_of, 8);
+        lists.fill(&RuleSet::of(8, &[7]), &classes_of, 8);
         let base = lists.fill(&source, &classes_of, 8);
         assert_eq!(base.iter().collect::<Vec<_>>(), vec![0]);
         for p in 0..5u32 {
